@@ -1,0 +1,10 @@
+/* afo — umbrella header. */
+#ifndef AFO_H
+#define AFO_H
+#include "afo/base.h"
+#include "afo/array.h"
+#include "afo/ops.h"
+#include "afo/memory.h"
+#include "afo/io.h"
+#include "afo/autodiff.h"
+#endif

@@ -1,0 +1,42 @@
+#include "support/test.h"
+
+#include <string.h>
+#include <unistd.h>
+
+int test_failures, test_checks;
+static uint64_t g_state = 0x9e3779b97f4a7c15ull;
+
+int test_finish(void) {
+    int passed = test_checks - test_failures;
+    printf("%d passed, %d failed\n", passed, test_failures);
+    return test_failures ? 1 : 0;
+}
+
+void test_seed(uint64_t seed) { g_state = seed ? seed : 0x9e3779b97f4a7c15ull; }
+
+uint64_t test_rand_u64(void) {
+    g_state ^= g_state << 13;
+    g_state ^= g_state >> 7;
+    g_state ^= g_state << 17;
+    return g_state;
+}
+
+double test_uniform(double lo, double hi) {
+    return lo + (hi - lo) * (double)(test_rand_u64() >> 11) / 9007199254740992.0;
+}
+
+double test_normal(void) {
+    double u1 = test_uniform(1e-12, 1.0), u2 = test_uniform(0.0, 1.0);
+    return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+const char *test_shared_path(const char *rel, char *buf, size_t n) {
+    const char *root = getenv("AFO_SHARED_DIR");
+    if (!root) root = "../shared";
+    snprintf(buf, n, "%s/%s", root, rel);
+    if (access(buf, R_OK) != 0) {
+        fprintf(stderr, "SKIP: fixture %s not found (set AFO_SHARED_DIR to the shared/ folder)\n", buf);
+        return NULL;
+    }
+    return buf;
+}

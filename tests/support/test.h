@@ -1,0 +1,54 @@
+/* Minimal test harness: CHECK macros that count failures, a seeded RNG, and
+ * the "N passed, N failed" closing line. */
+#ifndef AFO_TEST_H
+#define AFO_TEST_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+extern int test_failures, test_checks;
+
+#define CHECK(cond)                                                                  \
+    do {                                                                             \
+        test_checks++;                                                               \
+        if (!(cond)) {                                                               \
+            test_failures++;                                                         \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_MSG(cond, ...)                                                   \
+    do {                                                                       \
+        test_checks++;                                                         \
+        if (!(cond)) {                                                         \
+            test_failures++;                                                   \
+            fprintf(stderr, "%s:%d: CHECK failed: %s: ", __FILE__, __LINE__, #cond); \
+            fprintf(stderr, __VA_ARGS__);                                      \
+            fputc('\n', stderr);                                               \
+        }                                                                      \
+    } while (0)
+
+/* Runs a test function and reports it. */
+#define RUN(fn)                                   \
+    do {                                          \
+        int before_ = test_failures;              \
+        fn();                                     \
+        fprintf(stderr, "%-40s %s\n", #fn, test_failures == before_ ? "ok" : "FAILED"); \
+    } while (0)
+
+/* Prints the closing line and returns the process exit code. */
+int test_finish(void);
+
+/* Deterministic xorshift RNG for test inputs. */
+uint64_t test_rand_u64(void);
+void test_seed(uint64_t seed);
+double test_uniform(double lo, double hi);
+double test_normal(void);
+
+/* Path under the shared fixtures directory (AFO_SHARED_DIR or ../shared);
+ * returns NULL, after printing a skip message, when it does not exist. */
+const char *test_shared_path(const char *rel, char *buf, size_t n);
+
+#endif
