@@ -23,6 +23,7 @@ afo_array *afo_square(afo_array *x);
 afo_array *afo_tanh(afo_array *x);
 afo_array *afo_sigmoid(afo_array *x);
 afo_array *afo_silu(afo_array *x);
+afo_array *afo_erf(afo_array *x);
 afo_array *afo_gelu(afo_array *x);      /* exact: x/2 (1 + erf(x/sqrt 2)) */
 afo_array *afo_gelu_tanh(afo_array *x); /* tanh approximation */
 afo_array *afo_relu(afo_array *x);

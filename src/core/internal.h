@@ -49,7 +49,7 @@ typedef enum afo_op {
     AFO_OP_NONE = 0,
     /* unary elementwise */
     AFO_OP_NEG, AFO_OP_ABS, AFO_OP_EXP, AFO_OP_LOG, AFO_OP_LOG1P, AFO_OP_SQRT, AFO_OP_RSQRT,
-    AFO_OP_SQUARE, AFO_OP_TANH, AFO_OP_SIGMOID, AFO_OP_SILU, AFO_OP_GELU, AFO_OP_GELU_TANH,
+    AFO_OP_SQUARE, AFO_OP_TANH, AFO_OP_ERF, AFO_OP_SIGMOID, AFO_OP_SILU, AFO_OP_GELU, AFO_OP_GELU_TANH,
     AFO_OP_RELU, AFO_OP_SIN, AFO_OP_COS, AFO_OP_LOGICAL_NOT,
     /* binary elementwise */
     AFO_OP_ADD, AFO_OP_SUB, AFO_OP_MUL, AFO_OP_DIV, AFO_OP_MAXIMUM, AFO_OP_MINIMUM, AFO_OP_POW,
@@ -98,7 +98,8 @@ struct afo_array {
     int nin;
     afo_array **in;
     afo_attrs attrs;
-    uint32_t visit; /* traversal epoch marks */
+    uint32_t visit;        /* traversal epoch marks */
+    afo_array *free_next;  /* release worklist link (no allocation while freeing) */
 };
 
 /* Kernel: computes `out` (shape/dtype set, no buffer yet) from evaluated
@@ -161,6 +162,10 @@ static inline void *afo_array_ptr(const afo_array *a) {
 bool afo_strides_contiguous(int ndim, const int64_t *shape, const int64_t *strides);
 /* Sum-reduces g (a broadcast result) back to `shape` (for gradients). */
 afo_array *afo_unbroadcast(afo_array *g, int ndim, const int64_t *shape);
+/* Post-order of the nodes reaching roots (inputs first); evaluated nodes
+ * are included only when asked. *out is malloc'd. */
+afo_status afo_graph_topo(afo_array *const *roots, int n, bool include_evaluated, afo_array ***out,
+                          size_t *count);
 /* Releases several handles (NULLs skipped). */
 void afo_release_n(afo_array **a, int n);
 

@@ -1,0 +1,352 @@
+/* Array handles, graph nodes and evaluation. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backends/cpu/cpu.h"
+#include "core/internal.h"
+
+static atomic_uint_fast64_t g_next_id = 1;
+
+static afo_array *array_new(void) {
+    afo_array *a = calloc(1, sizeof *a);
+    if (!a) return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "out of memory allocating an array");
+    atomic_init(&a->refcount, 1);
+    a->id = atomic_fetch_add(&g_next_id, 1);
+    return a;
+}
+
+afo_array *afo_retain(afo_array *a) {
+    if (a) atomic_fetch_add(&a->refcount, 1);
+    return a;
+}
+
+/* Iterative so that releasing a long chain (a decode loop's graph) cannot
+ * overflow the stack. */
+void afo_release(afo_array *a) {
+    if (!a || atomic_fetch_sub(&a->refcount, 1) != 1) return;
+    a->free_next = NULL;
+    afo_array *work = a;
+    while (work) {
+        afo_array *x = work;
+        work = x->free_next;
+        for (int i = 0; i < x->nin; i++) {
+            afo_array *in = x->in[i];
+            if (atomic_fetch_sub(&in->refcount, 1) == 1) {
+                in->free_next = work;
+                work = in;
+            }
+        }
+        free(x->in);
+        afo_buffer_release(x->buf);
+        free(x);
+    }
+}
+
+void afo_release_n(afo_array **a, int n) {
+    for (int i = 0; i < n; i++) afo_release(a[i]);
+}
+
+static void set_shape(afo_array *a, afo_dtype dtype, int ndim, const int64_t *shape) {
+    a->dtype = dtype;
+    a->ndim = ndim;
+    for (int i = 0; i < ndim; i++) a->shape[i] = shape[i];
+    a->size = afo_shape_size(ndim, shape);
+}
+
+static afo_array *node_alloc(afo_op op, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    afo_array *a = array_new();
+    if (!a) return NULL;
+    a->op = op;
+    if (attrs) a->attrs = *attrs;
+    if (nin > 0) {
+        a->in = malloc(sizeof(afo_array *) * (size_t)nin);
+        if (!a->in) {
+            free(a);
+            return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "out of memory creating a graph node");
+        }
+        for (int i = 0; i < nin; i++) a->in[i] = afo_retain(in[i]);
+        a->nin = nin;
+    }
+    return a;
+}
+
+static bool inputs_valid(afo_op op, afo_array *const *in, int nin) {
+    const afo_op_def *def = afo_op_get(op);
+    for (int i = 0; i < nin; i++)
+        if (!in[i]) {
+            afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: input %d is NULL", def ? def->name : "op", i);
+            return false;
+        }
+    return true;
+}
+
+afo_array *afo_node(afo_op op, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    const afo_op_def *def = afo_op_get(op);
+    if (!def) return afo_error_null(AFO_ERR_UNSUPPORTED, "op %d has no definition in this build", (int)op);
+    if (!inputs_valid(op, in, nin)) return NULL;
+    afo_array *a = node_alloc(op, in, nin, attrs);
+    if (!a) return NULL;
+    if (def->shape(a, a->in, nin, &a->attrs) != AFO_OK) {
+        afo_release(a);
+        return NULL;
+    }
+    a->size = afo_shape_size(a->ndim, a->shape);
+    return a;
+}
+
+afo_array *afo_node_shaped(afo_op op, afo_array *const *in, int nin, const afo_attrs *attrs,
+                           afo_dtype dtype, int ndim, const int64_t *shape) {
+    if (!afo_op_get(op)) return afo_error_null(AFO_ERR_UNSUPPORTED, "op %d has no definition in this build", (int)op);
+    if (!inputs_valid(op, in, nin)) return NULL;
+    afo_array *a = node_alloc(op, in, nin, attrs);
+    if (a) set_shape(a, dtype, ndim, shape);
+    return a;
+}
+
+afo_array *afo_array_from_buffer(afo_buffer *buf, afo_dtype dtype, int ndim, const int64_t *shape) {
+    afo_array *a = array_new();
+    if (!a) return NULL;
+    set_shape(a, dtype, ndim, shape);
+    afo_buffer_retain(buf);
+    a->buf = buf;
+    afo_contiguous_strides(ndim, shape, a->strides);
+    a->contiguous = true;
+    return a;
+}
+
+static afo_status check_shape_arg(const char *fn, afo_dtype dtype, int ndim, const int64_t *shape) {
+    if ((unsigned)dtype >= AFO_DTYPE_COUNT)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: invalid dtype %d", fn, (int)dtype);
+    if (ndim < 0 || ndim > AFO_MAX_DIMS)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: ndim %d outside 0..%d", fn, ndim, AFO_MAX_DIMS);
+    if (ndim > 0 && !shape) return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: shape is NULL", fn);
+    int64_t size = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0)
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: negative dimension %lld at axis %d", fn,
+                             (long long)shape[i], i);
+        if (shape[i] && size > INT64_MAX / 16 / shape[i])
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: shape too large", fn);
+        size *= shape[i];
+    }
+    return AFO_OK;
+}
+
+afo_array *afo_array_from_data(const void *data, afo_dtype dtype, int ndim, const int64_t *shape) {
+    if (check_shape_arg("afo_array_from_data", dtype, ndim, shape) != AFO_OK) return NULL;
+    int64_t size = afo_shape_size(ndim, shape);
+    size_t nbytes = (size_t)size * afo_dtype_size(dtype);
+    if (size > 0 && !data) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_array_from_data: data is NULL");
+    afo_buffer *buf = afo_buffer_alloc(AFO_CPU, nbytes);
+    if (!buf) return NULL;
+    if (nbytes) memcpy(buf->data, data, nbytes);
+    afo_array *a = afo_array_from_buffer(buf, dtype, ndim, shape);
+    afo_buffer_release(buf);
+    return a;
+}
+
+afo_array *afo_scalar(double value, afo_dtype dtype) {
+    if ((unsigned)dtype >= AFO_DTYPE_COUNT)
+        return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_scalar: invalid dtype %d", (int)dtype);
+    unsigned char bytes[8];
+    afo_cpu_store_double(dtype, bytes, value);
+    return afo_array_from_data(bytes, dtype, 0, NULL);
+}
+
+afo_array *afo_scalar_like(const afo_array *x, double value) {
+    if (!x) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_scalar_like: x is NULL");
+    return afo_scalar(value, x->dtype);
+}
+
+/* A broadcast scalar: no memory until a consumer materialises it. */
+afo_array *afo_full(double value, afo_dtype dtype, int ndim, const int64_t *shape) {
+    if (check_shape_arg("afo_full", dtype, ndim, shape) != AFO_OK) return NULL;
+    afo_array *s = afo_scalar(value, dtype);
+    if (!s) return NULL;
+    afo_array *out = afo_broadcast_to(s, ndim, shape);
+    afo_release(s);
+    return out;
+}
+
+afo_array *afo_zeros(afo_dtype dtype, int ndim, const int64_t *shape) {
+    return afo_full(0.0, dtype, ndim, shape);
+}
+
+afo_array *afo_arange(double start, double step, int64_t n, afo_dtype dtype) {
+    if (n < 0) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_arange: negative length %lld", (long long)n);
+    if (check_shape_arg("afo_arange", dtype, 1, &n) != AFO_OK) return NULL;
+    afo_buffer *buf = afo_buffer_alloc(AFO_CPU, (size_t)n * afo_dtype_size(dtype));
+    if (!buf) return NULL;
+    size_t es = afo_dtype_size(dtype);
+    for (int64_t i = 0; i < n; i++) afo_cpu_store_double(dtype, (char *)buf->data + i * es, start + step * (double)i);
+    afo_array *a = afo_array_from_buffer(buf, dtype, 1, &n);
+    afo_buffer_release(buf);
+    return a;
+}
+
+afo_dtype afo_array_dtype(const afo_array *a) { return a->dtype; }
+int afo_array_ndim(const afo_array *a) { return a->ndim; }
+const int64_t *afo_array_shape(const afo_array *a) { return a->shape; }
+int64_t afo_array_size(const afo_array *a) { return a->size; }
+size_t afo_array_nbytes(const afo_array *a) { return (size_t)a->size * afo_dtype_size(a->dtype); }
+int afo_array_is_evaluated(const afo_array *a) { return a->buf != NULL; }
+int afo_array_op(const afo_array *a) { return a->buf && a->nin == 0 ? AFO_OP_NONE : (int)a->op; }
+int afo_array_num_inputs(const afo_array *a) { return a->nin; }
+afo_array *afo_array_input(const afo_array *a, int i) { return i >= 0 && i < a->nin ? a->in[i] : NULL; }
+
+const char *afo_array_op_name(const afo_array *a) {
+    const afo_op_def *def = afo_op_get((afo_op)afo_array_op(a));
+    return def ? def->name : "data";
+}
+
+int64_t afo_array_dim(const afo_array *a, int axis) {
+    int ax = afo_normalize_axis(axis, a->ndim);
+    return ax < 0 ? -1 : a->shape[ax];
+}
+
+/* ------------------------------------------------------------ evaluation */
+
+static atomic_uint g_epoch;
+
+typedef struct node_list {
+    afo_array **items;
+    size_t n, cap;
+} node_list;
+
+static bool list_push(node_list *l, afo_array *a) {
+    if (l->n == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 64;
+        afo_array **grown = realloc(l->items, cap * sizeof *grown);
+        if (!grown) return false;
+        l->items = grown;
+        l->cap = cap;
+    }
+    l->items[l->n++] = a;
+    return true;
+}
+
+/* Post-order of the unevaluated nodes reaching `roots`: inputs first. An
+ * explicit stack (node + next input to visit) keeps deep graphs off the C
+ * stack. */
+afo_status afo_graph_topo(afo_array *const *roots, int n, bool include_evaluated, afo_array ***out,
+                          size_t *count) {
+    unsigned epoch = atomic_fetch_add(&g_epoch, 1) + 1;
+    node_list order = {0}, stack = {0};
+    size_t *next = NULL, next_cap = 0;
+    afo_status st = AFO_OK;
+    for (int r = 0; r < n && st == AFO_OK; r++) {
+        afo_array *root = roots[r];
+        if (!root) { st = afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_eval: array %d is NULL", r); break; }
+        if (root->visit == epoch || (root->buf && !include_evaluated)) continue;
+        root->visit = epoch;
+        if (!list_push(&stack, root)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
+        while (stack.n > 0) {
+            if (next_cap < stack.cap) {
+                size_t *grown = realloc(next, stack.cap * sizeof *next);
+                if (!grown) { st = AFO_ERR_OUT_OF_MEMORY; break; }
+                for (size_t i = next_cap; i < stack.cap; i++) grown[i] = 0;
+                next = grown;
+                next_cap = stack.cap;
+            }
+            size_t top = stack.n - 1;
+            afo_array *a = stack.items[top];
+            if ((int)next[top] < a->nin) {
+                afo_array *child = a->in[next[top]++];
+                if (child->visit != epoch && (!child->buf || include_evaluated)) {
+                    child->visit = epoch;
+                    if (!list_push(&stack, child)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
+                    next[stack.n - 1] = 0;
+                }
+            } else {
+                next[top] = 0;
+                stack.n--;
+                if (!list_push(&order, a)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
+            }
+        }
+    }
+    free(stack.items);
+    free(next);
+    if (st != AFO_OK) {
+        free(order.items);
+        if (st == AFO_ERR_OUT_OF_MEMORY) afo_error(st, "out of memory sorting the graph");
+        return st;
+    }
+    *out = order.items;
+    *count = order.n;
+    return AFO_OK;
+}
+
+/* Drops the graph behind an evaluated node so intermediates can be freed. */
+static void detach(afo_array *a) {
+    int nin = a->nin;
+    afo_array **in = a->in;
+    a->nin = 0;
+    a->in = NULL;
+    for (int i = 0; i < nin; i++) afo_release(in[i]);
+    free(in);
+}
+
+afo_status afo_eval(afo_array *const *arrays, int n) {
+    afo_array **order = NULL;
+    size_t count = 0;
+    AFO_TRY(afo_graph_topo(arrays, n, false, &order, &count));
+    afo_status st = AFO_OK;
+    for (size_t i = 0; i < count && st == AFO_OK; i++) {
+        afo_array *a = order[i];
+        const afo_op_def *def = afo_op_get(a->op);
+        if (!def || !def->kernel[AFO_CPU]) {
+            st = afo_error(AFO_ERR_UNSUPPORTED, "%s: no CPU kernel", def ? def->name : "op");
+            break;
+        }
+        st = def->kernel[AFO_CPU](a, a->in, a->nin, &a->attrs);
+        if (st == AFO_OK) {
+            a->contiguous = afo_strides_contiguous(a->ndim, a->shape, a->strides);
+            detach(a);
+        }
+    }
+    free(order);
+    return st;
+}
+
+afo_status afo_eval1(afo_array *a) { return afo_eval(&a, 1); }
+
+/* Replaces a strided view's storage by a dense copy (same identity). */
+static afo_status make_contiguous(afo_array *a) {
+    if (a->contiguous) return AFO_OK;
+    afo_buffer *buf = afo_buffer_alloc(AFO_CPU, afo_array_nbytes(a));
+    if (!buf) return AFO_ERR_OUT_OF_MEMORY;
+    afo_cpu_copy(a, buf->data, a->dtype);
+    afo_buffer_release(a->buf);
+    a->buf = buf;
+    a->offset = 0;
+    afo_contiguous_strides(a->ndim, a->shape, a->strides);
+    a->contiguous = true;
+    return AFO_OK;
+}
+
+const void *afo_array_data(afo_array *a) {
+    if (!a) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_array_data: array is NULL");
+    if (afo_eval1(a) != AFO_OK || make_contiguous(a) != AFO_OK) return NULL;
+    return afo_array_ptr(a);
+}
+
+afo_status afo_array_read(afo_array *a, afo_dtype dtype, void *dst, size_t dst_bytes) {
+    if (!a || !dst) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read: NULL argument");
+    if ((unsigned)dtype >= AFO_DTYPE_COUNT)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read: invalid dtype %d", (int)dtype);
+    size_t need = (size_t)a->size * afo_dtype_size(dtype);
+    if (dst_bytes < need)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read: destination holds %zu bytes, %zu needed",
+                         dst_bytes, need);
+    AFO_TRY(afo_eval1(a));
+    afo_cpu_copy(a, dst, dtype);
+    return AFO_OK;
+}
+
+afo_status afo_array_item(afo_array *a, double *value) {
+    if (!a || !value) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_item: NULL argument");
+    if (a->size != 1)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_item: array has %lld elements, not 1",
+                         (long long)a->size);
+    return afo_array_read(a, AFO_FLOAT64, value, sizeof *value);
+}

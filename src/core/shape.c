@@ -1,0 +1,89 @@
+/* Shape arithmetic shared by op definitions and kernels. */
+#include <stdio.h>
+
+#include "core/internal.h"
+
+int afo_normalize_axis(int axis, int ndim) {
+    if (axis < 0) axis += ndim;
+    return axis >= 0 && axis < ndim ? axis : -1;
+}
+
+int64_t afo_shape_size(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    return n;
+}
+
+void afo_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = s;
+        s *= shape[i] > 0 ? shape[i] : 1;
+    }
+}
+
+bool afo_strides_contiguous(int ndim, const int64_t *shape, const int64_t *strides) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        if (shape[i] == 0) return true;
+        if (shape[i] != 1 && strides[i] != s) return false;
+        s *= shape[i];
+    }
+    return true;
+}
+
+const char *afo_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
+    size_t used = (size_t)snprintf(buf, n, "[");
+    for (int i = 0; i < ndim && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (used < n) snprintf(buf + used, n - used, "]");
+    return buf;
+}
+
+afo_status afo_broadcast_shapes(const char *opname, int na, const int64_t *a, int nb, const int64_t *b,
+                                int *nout, int64_t *out) {
+    int n = na > nb ? na : nb;
+    for (int i = 0; i < n; i++) {
+        int64_t da = i < n - na ? 1 : a[i - (n - na)];
+        int64_t db = i < n - nb ? 1 : b[i - (n - nb)];
+        if (da != db && da != 1 && db != 1) {
+            char sa[128], sb[128];
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: shapes %s and %s cannot be broadcast", opname,
+                             afo_shape_str(na, a, sa, sizeof sa), afo_shape_str(nb, b, sb, sizeof sb));
+        }
+        out[i] = da == 1 ? db : da;
+    }
+    *nout = n;
+    return AFO_OK;
+}
+
+afo_status afo_array_alloc(afo_array *out) {
+    out->buf = afo_buffer_alloc(AFO_CPU, afo_array_nbytes(out));
+    if (!out->buf) return AFO_ERR_OUT_OF_MEMORY;
+    out->offset = 0;
+    afo_contiguous_strides(out->ndim, out->shape, out->strides);
+    out->contiguous = true;
+    return AFO_OK;
+}
+
+void afo_array_set_view(afo_array *out, const afo_array *src, const int64_t *strides, int64_t offset) {
+    afo_buffer_retain(src->buf);
+    out->buf = src->buf;
+    for (int i = 0; i < out->ndim; i++) out->strides[i] = strides[i];
+    out->offset = offset;
+    out->contiguous = afo_strides_contiguous(out->ndim, out->shape, out->strides);
+}
+
+afo_array *afo_unbroadcast(afo_array *g, int ndim, const int64_t *shape) {
+    int lead = g->ndim - ndim;
+    int axes[AFO_MAX_DIMS], naxes = 0;
+    for (int i = 0; i < g->ndim; i++) {
+        if (i < lead || (shape[i - lead] == 1 && g->shape[i] != 1)) axes[naxes++] = i;
+    }
+    if (naxes == 0) return afo_retain(g);
+    afo_array *s = afo_sum(g, axes, naxes, 1);
+    if (!s) return NULL;
+    afo_array *r = afo_reshape(s, ndim, shape);
+    afo_release(s);
+    return r;
+}
