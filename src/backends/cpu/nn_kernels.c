@@ -1,0 +1,442 @@
+/* CPU kernels of the fused nn ops, the scalar reference primitives and the
+ * run-time choice of SIMD primitives. float16/bfloat16/float32 data computes
+ * in float32 through the primitives; float64 data computes in double with
+ * plain loops (it serves gradient checks, not speed). */
+#include "backends/cpu/nn_kernels.h"
+
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+
+#include "backends/cpu/cpu.h"
+#include "backends/cpu/cpu_features.h"
+#include "backends/cpu/threadpool.h"
+
+int afo_nn_st_of(afo_dtype dt) {
+    switch (dt) {
+    case AFO_FLOAT32: return AFO_NN_F32;
+    case AFO_BFLOAT16: return AFO_NN_BF16;
+    case AFO_FLOAT16: return AFO_NN_F16;
+    default: return -1;
+    }
+}
+
+/* ------------------------------------------------------------ scalar primitives */
+
+static inline float ld_f32(const void *p, int64_t i) { return ((const float *)p)[i]; }
+static inline float ld_bf16(const void *p, int64_t i) { return afo_bf16_to_f32(((const uint16_t *)p)[i]); }
+static inline float ld_f16(const void *p, int64_t i) { return afo_f16_to_f32(((const uint16_t *)p)[i]); }
+
+#define SCALAR_DOT_AXPY(SUF)                                                         \
+    static float dot_##SUF(const float *q, const void *k, int64_t n) {              \
+        float s = 0;                                                                 \
+        for (int64_t i = 0; i < n; i++) s += q[i] * ld_##SUF(k, i);                  \
+        return s;                                                                    \
+    }                                                                                \
+    static void axpy_##SUF(float *acc, float a, const void *v, int64_t n) {         \
+        for (int64_t i = 0; i < n; i++) acc[i] += a * ld_##SUF(v, i);                \
+    }
+SCALAR_DOT_AXPY(f32)
+SCALAR_DOT_AXPY(bf16)
+SCALAR_DOT_AXPY(f16)
+
+static float exp_sum_scalar(float *s, int64_t n, float max) {
+    float sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += (s[i] = expf(s[i] - max));
+    return sum;
+}
+
+static float sum_scalar(const float *x, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i];
+    return s;
+}
+
+static float sq_dev_sum_scalar(const float *x, int64_t n, float c) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += (x[i] - c) * (x[i] - c);
+    return s;
+}
+
+static void norm_apply_scalar(float *x, int64_t n, float c, float inv, const float *w, const float *b) {
+    for (int64_t i = 0; i < n; i++) x[i] = (x[i] - c) * inv * w[i] + b[i];
+}
+
+const afo_nn_prims afo_nn_prims_scalar = {
+    "scalar", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
+    exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar,
+};
+
+/* Follows the CPU kernel level (AFO_CPU_KERNEL can force scalar); AVX-512
+ * machines run the AVX2 primitives, which are bound by memory here. */
+const afo_nn_prims *afo_nn_prims_best(void) {
+    switch (afo_cpu_kernel_level()) {
+#if defined(__x86_64__) || defined(__i386__)
+    case AFO_CPU_AVX2:
+    case AFO_CPU_AVX512: return &afo_nn_prims_avx2;
+#endif
+#if defined(__aarch64__)
+    case AFO_CPU_NEON: return &afo_nn_prims_neon;
+#endif
+    default: return &afo_nn_prims_scalar;
+    }
+}
+
+/* ------------------------------------------------------------ shared helpers */
+
+/* Per-thread scratch; a failed allocation is reported by the kernel after
+ * the parallel loop (workers cannot return errors). */
+static void *scratch(atomic_bool *failed, size_t bytes) {
+    void *p = malloc(bytes ? bytes : 1);
+    if (!p) atomic_store(failed, true);
+    return p;
+}
+
+static const char *elem(const afo_array *a, int64_t off) {
+    return (const char *)afo_array_ptr(a) + off * (int64_t)afo_dtype_size(a->dtype);
+}
+
+/* ------------------------------------------------------------ rms_norm, layer_norm */
+
+typedef struct norm_job {
+    const afo_array *x;
+    afo_array *out;
+    afo_row_iter rows;
+    int64_t n;
+    bool center;
+    double eps;
+    afo_ctype ct;
+    const void *w, *b; /* n compute-type values each */
+    const afo_nn_prims *p;
+    atomic_bool failed;
+} norm_job;
+
+static void norm_row_f64(double *x, int64_t n, bool center, double eps, const double *w, const double *b) {
+    double c = 0, ss = 0;
+    for (int64_t i = 0; center && i < n; i++) c += x[i];
+    c /= (double)n;
+    for (int64_t i = 0; i < n; i++) ss += (x[i] - c) * (x[i] - c);
+    double inv = 1.0 / sqrt(ss / (double)n + eps);
+    for (int64_t i = 0; i < n; i++) x[i] = (x[i] - c) * inv * w[i] + b[i];
+}
+
+static void norm_row_f32(const afo_nn_prims *p, float *x, int64_t n, bool center, float eps, const float *w,
+                         const float *b) {
+    float c = center ? p->sum(x, n) / (float)n : 0.0f;
+    float inv = 1.0f / sqrtf(p->sq_dev_sum(x, n, c) / (float)n + eps);
+    p->norm_apply(x, n, c, inv, w, b);
+}
+
+static void norm_rows(void *ctx, int64_t begin, int64_t end) {
+    norm_job *j = ctx;
+    size_t cs = afo_cpu_ctype_size(j->ct), os = afo_dtype_size(j->out->dtype);
+    int64_t stride = j->x->strides[j->x->ndim - 1];
+    void *buf = scratch(&j->failed, (size_t)j->n * cs);
+    if (!buf) return;
+    for (int64_t r = begin; r < end; r++) {
+        afo_cpu_load_row(j->x->dtype, elem(j->x, afo_row_iter_offset(&j->rows, r)), stride, j->n, j->ct, buf);
+        if (j->ct == AFO_CT_F64) norm_row_f64(buf, j->n, j->center, j->eps, j->w, j->b);
+        else norm_row_f32(j->p, buf, j->n, j->center, (float)j->eps, j->w, j->b);
+        afo_cpu_store_row(j->ct, buf, j->n, j->out->dtype, (char *)afo_array_ptr(j->out) + r * j->n * (int64_t)os, 1);
+    }
+    free(buf);
+}
+
+/* weight or bias (or ones/zeros when absent) as n compute-type values. */
+static void *load_affine(const afo_array *a, double fill, int64_t n, afo_ctype ct) {
+    void *buf = malloc((size_t)(n ? n : 1) * afo_cpu_ctype_size(ct));
+    if (!buf) return NULL;
+    if (a) {
+        afo_cpu_load_row(a->dtype, afo_array_ptr(a), a->strides[0], n, ct, buf);
+    } else {
+        for (int64_t i = 0; i < n; i++) {
+            if (ct == AFO_CT_F64) ((double *)buf)[i] = fill;
+            else ((float *)buf)[i] = (float)fill;
+        }
+    }
+    return buf;
+}
+
+afo_status afo_cpu_norm(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    const afo_array *x = in[0];
+    int k = 1;
+    const afo_array *w = a->i[AFO_NORM_I_HAS_WEIGHT] ? in[k++] : NULL;
+    const afo_array *b = a->i[AFO_NORM_I_HAS_BIAS] ? in[k++] : NULL;
+    norm_job j = {.x = x, .out = out, .n = x->shape[x->ndim - 1], .center = out->op == AFO_OP_LAYER_NORM,
+                  .eps = a->f[AFO_NORM_F_EPS], .ct = afo_cpu_ctype_of(out->dtype) == AFO_CT_F64 ? AFO_CT_F64 : AFO_CT_F32,
+                  .p = afo_nn_prims_best()};
+    atomic_init(&j.failed, false);
+    afo_row_iter_init(&j.rows, x);
+    void *wb = load_affine(w, 1.0, j.n, j.ct), *bb = load_affine(b, 0.0, j.n, j.ct);
+    j.w = wb;
+    j.b = bb;
+    if (wb && bb) afo_parallel_for(j.rows.rows, 16384 / j.n + 1, norm_rows, &j);
+    free(wb);
+    free(bb);
+    if (!wb || !bb || atomic_load(&j.failed))
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory for row buffers", afo_op_get(out->op)->name);
+    return AFO_OK;
+}
+
+/* ------------------------------------------------------------ rope */
+
+typedef struct rope_job {
+    const afo_array *x;
+    afo_array *out;
+    afo_row_iter rows;
+    int64_t L, D, half;
+    bool traditional;
+    afo_ctype ct;
+    const void *cos, *sin; /* [L][half] compute-type tables */
+    atomic_bool failed;
+} rope_job;
+
+/* Pairs are (x[i*step], x[i*step + gap]): step 2, gap 1 for interleaved
+ * pairs; step 1, gap half for rotated halves. */
+#define ROTATE(T)                                                                                  \
+    static void rotate_##T(T *x, int64_t half, bool traditional, const T *c, const T *s) {       \
+        int64_t step = traditional ? 2 : 1, gap = traditional ? 1 : half;                          \
+        for (int64_t i = 0; i < half; i++) {                                                       \
+            T a = x[i * step], b = x[i * step + gap];                                              \
+            x[i * step] = a * c[i] - b * s[i];                                                     \
+            x[i * step + gap] = a * s[i] + b * c[i];                                               \
+        }                                                                                          \
+    }
+ROTATE(float)
+ROTATE(double)
+
+static void rope_rows(void *ctx, int64_t begin, int64_t end) {
+    rope_job *j = ctx;
+    size_t cs = afo_cpu_ctype_size(j->ct), os = afo_dtype_size(j->out->dtype);
+    int64_t stride = j->x->strides[j->x->ndim - 1];
+    void *buf = scratch(&j->failed, (size_t)j->D * cs);
+    if (!buf) return;
+    for (int64_t r = begin; r < end; r++) {
+        afo_cpu_load_row(j->x->dtype, elem(j->x, afo_row_iter_offset(&j->rows, r)), stride, j->D, j->ct, buf);
+        int64_t t = (r % j->L) * j->half;
+        if (j->ct == AFO_CT_F64)
+            rotate_double(buf, j->half, j->traditional, (const double *)j->cos + t, (const double *)j->sin + t);
+        else
+            rotate_float(buf, j->half, j->traditional, (const float *)j->cos + t, (const float *)j->sin + t);
+        afo_cpu_store_row(j->ct, buf, j->D, j->out->dtype, (char *)afo_array_ptr(j->out) + r * j->D * (int64_t)os, 1);
+    }
+    free(buf);
+}
+
+afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    const afo_array *x = in[0];
+    int64_t dims = a->i[AFO_ROPE_I_DIMS];
+    rope_job j = {.x = x, .out = out, .L = x->shape[x->ndim - 2], .D = x->shape[x->ndim - 1], .half = dims / 2,
+                  .traditional = a->i[AFO_ROPE_I_TRADITIONAL] != 0,
+                  .ct = afo_cpu_ctype_of(out->dtype) == AFO_CT_F64 ? AFO_CT_F64 : AFO_CT_F32};
+    atomic_init(&j.failed, false);
+    size_t cs = afo_cpu_ctype_size(j.ct), entries = (size_t)(j.L * j.half);
+    double *inv_freq = malloc(sizeof(double) * (size_t)(j.half ? j.half : 1));
+    char *tables = malloc(2 * cs * (entries ? entries : 1));
+    if (!inv_freq || !tables) {
+        free(inv_freq);
+        free(tables);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "rope: out of memory for the cos/sin tables");
+    }
+    for (int64_t i = 0; i < j.half; i++)
+        inv_freq[i] = a->i[AFO_ROPE_I_HAS_FREQS] ? 1.0 / afo_cpu_load_double(in[1]->dtype, elem(in[1], i * in[1]->strides[0]))
+                                                 : pow(a->f[AFO_ROPE_F_BASE], -2.0 * (double)i / (double)dims);
+    /* angles in double: positions reach 1e5+, where a float product loses
+     * the low bits that decide the high-frequency rotations */
+    double sign = a->i[AFO_ROPE_I_INVERSE] ? -1.0 : 1.0;
+    for (int64_t l = 0; l < j.L; l++) {
+        double pos = (double)(a->i[AFO_ROPE_I_OFFSET] + l) * a->f[AFO_ROPE_F_SCALE];
+        for (int64_t i = 0; i < j.half; i++) {
+            double th = pos * inv_freq[i], c = cos(th), s = sign * sin(th);
+            size_t e = (size_t)(l * j.half + i);
+            if (j.ct == AFO_CT_F64) {
+                ((double *)tables)[e] = c;
+                ((double *)tables)[entries + e] = s;
+            } else {
+                ((float *)tables)[e] = (float)c;
+                ((float *)tables)[entries + e] = (float)s;
+            }
+        }
+    }
+    j.cos = tables;
+    j.sin = tables + entries * cs;
+    afo_row_iter_init(&j.rows, x);
+    afo_parallel_for(j.rows.rows, 16384 / j.D + 1, rope_rows, &j);
+    free(inv_freq);
+    free(tables);
+    if (atomic_load(&j.failed)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "rope: out of memory for row buffers");
+    return AFO_OK;
+}
+
+/* ------------------------------------------------------------ attention */
+
+/* Work items are (batch, kv head, chunk of its query heads, query row). The
+ * query heads of a chunk share one pass over the keys and values, so a GQA
+ * decode step streams the KV cache once per kv head, not once per query
+ * head. Scores live only in a per-thread [heads per item][Lk] buffer. */
+typedef struct sdpa_job {
+    const afo_array *q, *k, *v, *mask;
+    afo_array *out;
+    int64_t B, Hq, Hkv, Lq, Lk, D, Dv, G;
+    int64_t hpi, chunks;  /* query heads per item, items per kv head */
+    int64_t mstride[4];   /* mask strides over [B, Hq, Lq, Lk], 0 where broadcast */
+    bool mask_bool, causal;
+    int64_t window;
+    double scale;
+    afo_ctype ct;
+    int kst, vst; /* primitives' storage type reading k/v rows in place, or -1 */
+    const afo_nn_prims *p;
+    atomic_bool failed;
+} sdpa_job;
+
+/* The row at element offset `off` of k or v: read in place by the
+ * primitives when they can, else converted into tmp. */
+static const void *kv_row(const sdpa_job *j, const afo_array *a, int st, int64_t off, int64_t n, void *tmp,
+                          int *st_out) {
+    const void *p = elem(a, off);
+    *st_out = st >= 0 ? st : AFO_NN_F32;
+    if (st >= 0) return p;
+    afo_cpu_load_row(a->dtype, p, a->strides[3], n, j->ct, tmp);
+    return tmp;
+}
+
+static inline float dot_float(const sdpa_job *j, const float *q, const void *k, int st) {
+    return j->p->dot[st](q, k, j->D);
+}
+static inline void axpy_float(const sdpa_job *j, float *acc, float a, const void *v, int st) {
+    j->p->axpy[st](acc, a, v, j->Dv);
+}
+static inline float exp_sum_float(const sdpa_job *j, float *s, int64_t n, float max) {
+    return j->p->exp_sum(s, n, max);
+}
+static inline double dot_double(const sdpa_job *j, const double *q, const void *k, int st) {
+    const double *x = k;
+    double s = 0;
+    for (int64_t i = 0; i < j->D; i++) s += q[i] * x[i];
+    return s;
+}
+static inline void axpy_double(const sdpa_job *j, double *acc, double a, const void *v, int st) {
+    const double *x = v;
+    for (int64_t i = 0; i < j->Dv; i++) acc[i] += a * x[i];
+}
+static inline double exp_sum_double(const sdpa_job *j, double *s, int64_t n, double max) {
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += (s[i] = exp(s[i] - max));
+    return sum;
+}
+
+/* Scratch per thread, in compute-type elements. */
+static int64_t sdpa_scratch(const sdpa_job *j) {
+    int64_t t = j->D > j->Dv ? j->D : j->Dv;
+    t = t > j->Lk ? t : j->Lk;
+    return j->hpi * (j->D + j->Lk + j->Dv + 1) + t;
+}
+
+#define SDPA_ITEMS(T)                                                                                   \
+    static void sdpa_items_##T(sdpa_job *j, int64_t begin, int64_t end, T *ws) {                      \
+        const int64_t D = j->D, Dv = j->Dv, Lk = j->Lk, hpi = j->hpi;                                  \
+        const afo_array *q = j->q, *k = j->k, *v = j->v, *m = j->mask;                                 \
+        T *qs = ws, *s = qs + hpi * D, *acc = s + hpi * Lk, *sum = acc + hpi * Dv, *tmp = sum + hpi;   \
+        size_t os = afo_dtype_size(j->out->dtype);                                                     \
+        for (int64_t it = begin; it < end; it++) {                                                     \
+            int64_t i = it % j->Lq, r = it / j->Lq;                                                    \
+            int64_t hq0 = (r / j->chunks % j->Hkv) * j->G + (r % j->chunks) * hpi;                     \
+            int64_t hk = r / j->chunks % j->Hkv, b = r / j->chunks / j->Hkv;                           \
+            int64_t pos = Lk - j->Lq + i; /* queries are aligned to the end of the keys */             \
+            int64_t lo = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;           \
+            int64_t hi = j->causal && pos + 1 < Lk ? pos + 1 : Lk;                                     \
+            int64_t n = hi > lo ? hi - lo : 0;                                                         \
+            for (int64_t t = 0; t < hpi; t++) {                                                        \
+                int64_t off = b * q->strides[0] + (hq0 + t) * q->strides[1] + i * q->strides[2];       \
+                afo_cpu_load_row(q->dtype, elem(q, off), q->strides[3], D, j->ct, qs + t * D);         \
+                for (int64_t c = 0; c < D; c++) qs[t * D + c] *= (T)j->scale;                          \
+            }                                                                                          \
+            int64_t kbase = b * k->strides[0] + hk * k->strides[1];                                    \
+            for (int64_t x = 0; x < n; x++) {                                                          \
+                int st;                                                                                \
+                const void *kr = kv_row(j, k, j->kst, kbase + (lo + x) * k->strides[2], D, tmp, &st);  \
+                for (int64_t t = 0; t < hpi; t++) s[t * Lk + x] = dot_##T(j, qs + t * D, kr, st);      \
+            }                                                                                          \
+            for (int64_t t = 0; m && t < hpi; t++) {                                                   \
+                int64_t off = b * j->mstride[0] + (hq0 + t) * j->mstride[1] + i * j->mstride[2] +      \
+                              lo * j->mstride[3];                                                      \
+                afo_cpu_load_row(m->dtype, elem(m, off), j->mstride[3], n, j->ct, tmp);                \
+                for (int64_t x = 0; x < n; x++)                                                        \
+                    s[t * Lk + x] = j->mask_bool ? (tmp[x] != 0 ? s[t * Lk + x] : (T)-INFINITY)        \
+                                                 : s[t * Lk + x] + tmp[x];                             \
+            }                                                                                          \
+            for (int64_t t = 0; t < hpi; t++) {                                                        \
+                T *row = s + t * Lk, mx = (T)-INFINITY;                                                \
+                for (int64_t x = 0; x < n; x++) mx = row[x] > mx ? row[x] : mx;                        \
+                if (mx == (T)-INFINITY) { /* every key hidden: the row's output is zero */             \
+                    for (int64_t x = 0; x < n; x++) row[x] = 0;                                        \
+                    sum[t] = 0;                                                                        \
+                } else {                                                                               \
+                    sum[t] = exp_sum_##T(j, row, n, mx);                                               \
+                }                                                                                      \
+            }                                                                                          \
+            memset(acc, 0, sizeof(T) * (size_t)(hpi * Dv));                                            \
+            int64_t vbase = b * v->strides[0] + hk * v->strides[1];                                    \
+            for (int64_t x = 0; x < n; x++) {                                                          \
+                int st;                                                                                \
+                const void *vr = kv_row(j, v, j->vst, vbase + (lo + x) * v->strides[2], Dv, tmp, &st); \
+                for (int64_t t = 0; t < hpi; t++)                                                      \
+                    if (s[t * Lk + x] != 0) axpy_##T(j, acc + t * Dv, s[t * Lk + x], vr, st);          \
+            }                                                                                          \
+            for (int64_t t = 0; t < hpi; t++) {                                                        \
+                T inv = sum[t] > 0 ? (T)1 / sum[t] : 0;                                                \
+                for (int64_t c = 0; c < Dv; c++) acc[t * Dv + c] *= inv;                               \
+                char *dst = (char *)afo_array_ptr(j->out) +                                            \
+                            (((b * j->Hq + hq0 + t) * j->Lq + i) * Dv) * (int64_t)os;                  \
+                afo_cpu_store_row(j->ct, acc + t * Dv, Dv, j->out->dtype, dst, 1);                     \
+            }                                                                                          \
+        }                                                                                              \
+    }
+SDPA_ITEMS(float)
+SDPA_ITEMS(double)
+
+static void sdpa_range(void *ctx, int64_t begin, int64_t end) {
+    sdpa_job *j = ctx;
+    void *ws = scratch(&j->failed, afo_cpu_ctype_size(j->ct) * (size_t)sdpa_scratch(j));
+    if (!ws) return;
+    if (j->ct == AFO_CT_F64) sdpa_items_double(j, begin, end, ws);
+    else sdpa_items_float(j, begin, end, ws);
+    free(ws);
+}
+
+/* In-place reads need the storage type's primitives, float32 compute and
+ * unit stride along the feature axis. */
+static int in_place_st(const afo_array *a, afo_ctype ct) {
+    return ct == AFO_CT_F32 && (a->strides[3] == 1 || a->shape[3] <= 1) ? afo_nn_st_of(a->dtype) : -1;
+}
+
+afo_status afo_cpu_sdpa(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    const afo_array *q = in[0], *k = in[1], *v = in[2], *m = nin > 3 ? in[3] : NULL;
+    sdpa_job j = {.q = q, .k = k, .v = v, .mask = m, .out = out, .B = q->shape[0], .Hq = q->shape[1],
+                  .Hkv = k->shape[1], .Lq = q->shape[2], .Lk = k->shape[2], .D = q->shape[3], .Dv = v->shape[3],
+                  .mask_bool = m && m->dtype == AFO_BOOL, .causal = a->i[AFO_SDPA_I_CAUSAL] != 0,
+                  .window = a->i[AFO_SDPA_I_WINDOW], .scale = a->f[AFO_SDPA_F_SCALE],
+                  .ct = afo_cpu_ctype_of(out->dtype) == AFO_CT_F64 ? AFO_CT_F64 : AFO_CT_F32,
+                  .p = afo_nn_prims_best()};
+    atomic_init(&j.failed, false);
+    j.G = j.Hq / j.Hkv;
+    /* whole groups per item unless that leaves threads idle */
+    j.hpi = j.B * j.Hkv * j.Lq >= 2 * (int64_t)afo_get_threads() ? j.G : 1;
+    j.chunks = j.G / j.hpi;
+    for (int d = 0; m && d < 4; d++) {
+        int md = d - (4 - m->ndim);
+        j.mstride[d] = md < 0 || m->shape[md] == 1 ? 0 : m->strides[md];
+    }
+    j.kst = in_place_st(k, j.ct);
+    j.vst = in_place_st(v, j.ct);
+    int64_t items = j.B * j.Hkv * j.chunks * j.Lq, work = j.hpi * j.Lk * (j.D + j.Dv) + 1;
+    afo_parallel_for(items, 32768 / work + 1, sdpa_range, &j);
+    if (atomic_load(&j.failed)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "scaled_dot_product_attention: out of memory");
+    return AFO_OK;
+}

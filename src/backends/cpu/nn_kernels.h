@@ -1,0 +1,59 @@
+/* CPU kernels of the fused neural-network ops (rms_norm, layer_norm, rope,
+ * scaled_dot_product_attention) and the float32 vector primitives they run
+ * on. The primitives come in a scalar reference version and SIMD versions
+ * (AVX2, NEON) picked at run time; tests compare them. */
+#ifndef AFO_NN_KERNELS_H
+#define AFO_NN_KERNELS_H
+
+#include "core/internal.h"
+
+/* Storage types the primitives read directly (others go through a float32
+ * row first). */
+typedef enum afo_nn_st { AFO_NN_F32 = 0, AFO_NN_BF16, AFO_NN_F16, AFO_NN_ST_COUNT } afo_nn_st;
+/* The primitives' storage type for dt, or -1 when they cannot read it. */
+int afo_nn_st_of(afo_dtype dt);
+
+typedef struct afo_nn_prims {
+    const char *name;
+    /* sum_i q[i] * k[i]; k holds n elements of the table's storage type */
+    float (*dot[AFO_NN_ST_COUNT])(const float *q, const void *k, int64_t n);
+    /* acc[i] += a * v[i] */
+    void (*axpy[AFO_NN_ST_COUNT])(float *acc, float a, const void *v, int64_t n);
+    /* s[i] = exp(s[i] - max); returns the sum of the new s[i] */
+    float (*exp_sum)(float *s, int64_t n, float max);
+    /* sum_i x[i] */
+    float (*sum)(const float *x, int64_t n);
+    /* sum_i (x[i] - c)^2 */
+    float (*sq_dev_sum)(const float *x, int64_t n, float c);
+    /* x[i] = (x[i] - c) * inv * w[i] + b[i] */
+    void (*norm_apply)(float *x, int64_t n, float c, float inv, const float *w, const float *b);
+} afo_nn_prims;
+
+extern const afo_nn_prims afo_nn_prims_scalar;
+#if defined(__x86_64__) || defined(__i386__)
+extern const afo_nn_prims afo_nn_prims_avx2;
+#endif
+#if defined(__aarch64__)
+extern const afo_nn_prims afo_nn_prims_neon;
+#endif
+/* The fastest table this CPU runs. */
+const afo_nn_prims *afo_nn_prims_best(void);
+
+/* Attribute layouts, shared by the ops (src/ops/nn.c) and the kernels.
+ * rms_norm/layer_norm: inputs x[, weight][, bias]. */
+enum { AFO_NORM_I_HAS_WEIGHT = 0, AFO_NORM_I_HAS_BIAS, AFO_NORM_NI };
+enum { AFO_NORM_F_EPS = 0, AFO_NORM_NF };
+/* rope: inputs x[, freqs]. INVERSE rotates by the negated angle (the vjp). */
+enum { AFO_ROPE_I_DIMS = 0, AFO_ROPE_I_TRADITIONAL, AFO_ROPE_I_OFFSET, AFO_ROPE_I_INVERSE,
+       AFO_ROPE_I_HAS_FREQS, AFO_ROPE_NI };
+enum { AFO_ROPE_F_BASE = 0, AFO_ROPE_F_SCALE, AFO_ROPE_NF };
+/* sdpa: inputs q, k, v[, mask]. */
+enum { AFO_SDPA_I_CAUSAL = 0, AFO_SDPA_I_WINDOW, AFO_SDPA_NI };
+enum { AFO_SDPA_F_SCALE = 0, AFO_SDPA_NF };
+
+/* Kernels (afo_kernel_fn). */
+afo_status afo_cpu_norm(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs);
+afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs);
+afo_status afo_cpu_sdpa(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs);
+
+#endif
