@@ -15,10 +15,16 @@ static void copy_shape(afo_array *out, const afo_array *x, afo_dtype dtype) {
     memcpy(out->shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
 }
 
-/* Gradient formulas run in float32 (float64 for float64 data) so that
- * half-precision inputs do not round every intermediate. */
-static afo_array *widen(afo_array *a) {
-    return ow_astype(a, a && a->dtype == AFO_FLOAT64 ? AFO_FLOAT64 : AFO_FLOAT32);
+/* Gradient formulas run in float32 (float64 when the op's output is
+ * float64) so that half-precision inputs do not round every intermediate. */
+static afo_array *widen(afo_array *a, const afo_array *out) {
+    return ow_astype(a, out->dtype == AFO_FLOAT64 ? AFO_FLOAT64 : AFO_FLOAT32);
+}
+
+static afo_array *ow_softmax_last(afo_array *a) {
+    afo_array *r = a ? afo_softmax(a, -1) : NULL;
+    afo_release(a);
+    return r;
 }
 
 static afo_array *ow_mean_last(afo_array *a) {
@@ -66,7 +72,7 @@ static afo_status norm_vjp(afo_array *out, afo_array *g, int arg, afo_array **gr
     bool center = out->op == AFO_OP_LAYER_NORM, has_w = out->attrs.i[AFO_NORM_I_HAS_WEIGHT] != 0;
     afo_array *x = out->in[0], *w = has_w ? out->in[1] : NULL, *input = out->in[arg];
     if (arg > 0 && !(arg == 1 && has_w)) return grad_as(grad, afo_unbroadcast(g, 1, input->shape), input);
-    afo_array *xw = widen(R(x)), *gw = widen(R(g));
+    afo_array *xw = widen(R(x), out), *gw = widen(R(g), out);
     afo_array *xc = center && xw ? ow_sub(R(xw), ow_mean_last(R(xw))) : R(xw);
     afo_array *r = xc ? ow_rsqrt(ow_add(ow_mean_last(ow_square(R(xc))), ow_const(xc, out->attrs.f[AFO_NORM_F_EPS])))
                       : NULL;
@@ -74,7 +80,7 @@ static afo_status norm_vjp(afo_array *out, afo_array *g, int arg, afo_array **gr
     if (arg > 0) {
         res = ow_unbroadcast(ow_mul(R(gw), R(n)), w);
     } else {
-        afo_array *h = w ? ow_mul(R(gw), widen(R(w))) : R(gw);
+        afo_array *h = w ? ow_mul(R(gw), widen(R(w), out)) : R(gw);
         afo_array *inner = ow_sub(R(h), ow_mul(R(n), ow_mean_last(ow_mul(R(h), R(n)))));
         if (center) inner = ow_sub(inner, ow_mean_last(R(h)));
         res = ow_mul(R(r), inner);
@@ -207,7 +213,95 @@ static afo_status sdpa_shape(afo_array *out, afo_array *const *in, int nin, cons
     return AFO_OK;
 }
 
-static const afo_op_def def_sdpa = {"scaled_dot_product_attention", sdpa_shape, {afo_cpu_sdpa}, NULL};
+/* k or v [B, Hkv, L, X] repeated to [B, Hq, L, X]: kv head h serves query
+ * heads h*G .. h*G+G-1. */
+static afo_array *ow_repeat_heads(afo_array *a, int64_t G) {
+    if (!a || G == 1) return a;
+    const int64_t *s = a->shape;
+    int64_t s5[5] = {s[0], s[1], 1, s[2], s[3]}, b5[5] = {s[0], s[1], G, s[2], s[3]};
+    int64_t s4[4] = {s[0], s[1] * G, s[2], s[3]};
+    return ow_reshape(ow_broadcast_to(ow_reshape(a, 5, s5), 5, b5), 4, s4);
+}
+
+/* The transpose of ow_repeat_heads: [B, Hq, L, X] summed per group. */
+static afo_array *ow_sum_groups(afo_array *a, int64_t G) {
+    if (!a || G == 1) return a;
+    const int64_t *s = a->shape;
+    int64_t s5[5] = {s[0], s[1] / G, G, s[2], s[3]};
+    int axis = 2;
+    return ow_sum(ow_reshape(a, 5, s5), &axis, 1, 0);
+}
+
+/* bool [Lq, Lk]: key j is within reach of query i (causal and window). */
+static afo_array *positions_visible(const afo_attrs *a, int64_t lq, int64_t lk) {
+    int64_t col[2] = {lq, 1};
+    int64_t first = lk - lq, window = a->i[AFO_SDPA_I_WINDOW];
+    afo_array *kpos = afo_arange(0, 1, lk, AFO_INT64), *vis = NULL;
+    if (a->i[AFO_SDPA_I_CAUSAL])
+        vis = ow_less_equal(R(kpos), ow_reshape(afo_arange((double)first, 1, lq, AFO_INT64), 2, col));
+    if (window > 0) {
+        afo_array *w = ow_greater(R(kpos), ow_reshape(afo_arange((double)(first - window), 1, lq, AFO_INT64), 2, col));
+        vis = vis ? ow_binary(afo_logical_and, vis, w) : w;
+    }
+    afo_release(kpos);
+    return vis;
+}
+
+/* Attention probabilities recomputed from q and the repeated k: hidden
+ * entries are exactly 0, also in rows where nothing is visible (the
+ * forward gives those rows zeros). */
+static afo_array *sdpa_probs(const afo_array *out, afo_array *q, afo_array *ke) {
+    const afo_attrs *a = &out->attrs;
+    afo_array *m = out->nin > 3 ? out->in[3] : NULL, *vis = NULL;
+    afo_array *s = ow_mul(ow_matmul(R(q), ow_swapaxes(R(ke), -1, -2)), ow_const(q, a->f[AFO_SDPA_F_SCALE]));
+    if (m && m->dtype == AFO_BOOL) {
+        vis = R(m);
+    } else if (m) {
+        s = ow_add(s, ow_astype(R(m), q->dtype));
+        vis = ow_greater(R(m), afo_scalar(-INFINITY, m->dtype));
+    }
+    if (a->i[AFO_SDPA_I_CAUSAL] || a->i[AFO_SDPA_I_WINDOW] > 0) {
+        afo_array *pv = positions_visible(a, q->shape[2], ke->shape[2]);
+        vis = vis ? ow_binary(afo_logical_and, vis, pv) : pv;
+    }
+    if (!vis) return ow_softmax_last(s);
+    /* a finite stand-in for -inf keeps fully hidden rows free of NaN */
+    afo_array *p = ow_softmax_last(ow_where(R(vis), s, ow_const(q, -1e30)));
+    return ow_where(vis, p, ow_const(q, 0));
+}
+
+/* With s the scores, p = softmax(s) and dp = g v^T:
+ *   ds = p (dp - sum(dp p)),  dq = ds k scale,  dk = ds^T q scale,
+ *   dv = p^T g,  dmask = ds (summed over broadcast axes);
+ * k and v gradients are summed over the query heads sharing them. */
+static afo_status sdpa_vjp(afo_array *out, afo_array *g, int arg, afo_array **grad) {
+    afo_array *input = out->in[arg];
+    if (arg == 3 && input->dtype == AFO_BOOL) {
+        *grad = NULL;
+        return AFO_OK;
+    }
+    int64_t G = out->in[0]->shape[1] / out->in[1]->shape[1];
+    afo_array *q = widen(R(out->in[0]), out), *gw = widen(R(g), out);
+    afo_array *ke = ow_repeat_heads(widen(R(out->in[1]), out), G);
+    afo_array *p = q && ke ? sdpa_probs(out, q, ke) : NULL, *res;
+    if (arg == 2) {
+        res = ow_sum_groups(ow_matmul(ow_swapaxes(R(p), -1, -2), R(gw)), G);
+    } else {
+        int last = -1;
+        afo_array *ve = ow_repeat_heads(widen(R(out->in[2]), out), G);
+        afo_array *dp = ow_matmul(R(gw), ow_swapaxes(ve, -1, -2));
+        afo_array *ds = ow_mul(R(p), ow_sub(R(dp), ow_sum(ow_mul(R(dp), R(p)), &last, 1, 1)));
+        afo_array *sc = q ? ow_const(q, out->attrs.f[AFO_SDPA_F_SCALE]) : NULL;
+        if (arg == 0) res = ow_mul(ow_matmul(R(ds), R(ke)), R(sc));
+        else if (arg == 1) res = ow_sum_groups(ow_mul(ow_matmul(ow_swapaxes(R(ds), -1, -2), R(q)), R(sc)), G);
+        else res = ow_unbroadcast(R(ds), input);
+        afo_release_n((afo_array *[]){dp, ds, sc}, 3);
+    }
+    afo_release_n((afo_array *[]){q, gw, ke, p}, 4);
+    return grad_as(grad, res, input);
+}
+
+static const afo_op_def def_sdpa = {"scaled_dot_product_attention", sdpa_shape, {afo_cpu_sdpa}, sdpa_vjp};
 
 afo_array *afo_scaled_dot_product_attention(afo_array *q, afo_array *k, afo_array *v, float scale, afo_array *mask,
                                             int causal, int window) {
