@@ -538,7 +538,7 @@ static void test_errors(void) {
     int64_t qs[4] = {1, 3, 2, 4}, ks[4] = {1, 2, 2, 4}, k5[4] = {1, 1, 2, 5}, ms[2] = {3, 3};
     afo_array *q = afo_zeros(AFO_FLOAT32, 4, qs), *k = afo_zeros(AFO_FLOAT32, 4, ks);
     afo_array *kd = afo_zeros(AFO_FLOAT32, 4, k5), *m = afo_zeros(AFO_FLOAT32, 2, ms);
-    afo_array *mi = afo_zeros(AFO_INT32, 2, ms + 1);
+    afo_array *mi = afo_zeros(AFO_INT32, 2, ms);
     const char *sd = "scaled_dot_product_attention";
     expect_error(afo_scaled_dot_product_attention(q, k, k, 1, NULL, 0, 0), sd, "multiple");
     expect_error(afo_scaled_dot_product_attention(q, kd, kd, 1, NULL, 0, 0), sd, "D");
