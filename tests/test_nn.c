@@ -412,6 +412,17 @@ static void test_sdpa(void) {
     fprintf(stderr, "  %d sdpa cases\n", n);
 }
 
+/* max |a - b| / (|b| + floor), NaN counting as infinite (equal
+ * infinities agree). */
+static double max_rel_diff(const float *a, const float *b, int n, double floor) {
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        double e = a[i] == b[i] ? 0 : fabs((double)a[i] - b[i]) / (fabs(b[i]) + floor);
+        if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+    }
+    return worst;
+}
+
 /* The SIMD primitive table against the scalar one, over lengths that
  * exercise every tail. */
 static void test_prims(void) {
@@ -436,15 +447,13 @@ static void test_prims(void) {
             CHECK_MSG(fabs(d1 - d2) <= 1e-5 * mag, "dot st %d n %lld: %.9g vs %.9g", st, (long long)n, d1, d2);
             memcpy(a1, w, sizeof a1), memcpy(a2, w, sizeof a2);
             simd->axpy[st](a1, 0.75f, ks[st], n), ref->axpy[st](a2, 0.75f, ks[st], n);
-            double worst = 0;
-            for (int i = 0; i < N; i++) worst = fmax(worst, fabs(a1[i] - a2[i]) / (fabs(a2[i]) + 1));
+            double worst = max_rel_diff(a1, a2, N, 1);
             CHECK_MSG(worst <= 1e-6, "axpy st %d n %lld: error %.3g", st, (long long)n, worst);
         }
         /* exp_sum over scores <= max, with hidden (-inf) entries */
         for (int i = 0; i < N; i++) s1[i] = s2[i] = i % 5 == 3 ? -INFINITY : (float)test_uniform(-95, 3);
         float e1 = simd->exp_sum(s1, n, 3.0f), e2 = ref->exp_sum(s2, n, 3.0f);
-        double worst = fabs(e1 - e2) / (fabs(e2) + 1e-30);
-        for (int i = 0; i < N; i++) worst = fmax(worst, fabs(s1[i] - s2[i]) / (fabs(s2[i]) + 1e-30));
+        double worst = fmax(max_rel_diff(&e1, &e2, 1, 1e-30), max_rel_diff(s1, s2, N, 1e-30));
         CHECK_MSG(worst <= 2e-6, "exp_sum n %lld: error %.3g", (long long)n, worst);
         if (n > 0) { /* NaN propagates */
             for (int i = 0; i < N; i++) s1[i] = 0;
@@ -458,8 +467,7 @@ static void test_prims(void) {
         CHECK_MSG(fabs(m1 - m2) <= 1e-5 * (fabs(m2) + 1e-30), "sq_dev_sum n %lld", (long long)n);
         memcpy(a1, kf, sizeof a1), memcpy(a2, kf, sizeof a2);
         simd->norm_apply(a1, n, 0.3f, 1.7f, w, b), ref->norm_apply(a2, n, 0.3f, 1.7f, w, b);
-        worst = 0;
-        for (int i = 0; i < N; i++) worst = fmax(worst, fabs(a1[i] - a2[i]) / (fabs(a2[i]) + 1));
+        worst = max_rel_diff(a1, a2, N, 1);
         CHECK_MSG(worst <= 1e-6, "norm_apply n %lld: error %.3g", (long long)n, worst);
     }
 }
