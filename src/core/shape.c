@@ -43,6 +43,7 @@ const char *afo_shape_str(int ndim, const int64_t *shape, char *buf, size_t n) {
 afo_status afo_broadcast_shapes(const char *opname, int na, const int64_t *a, int nb, const int64_t *b,
                                 int *nout, int64_t *out) {
     int n = na > nb ? na : nb;
+    int64_t result[AFO_MAX_DIMS]; /* out may alias a or b */
     for (int i = 0; i < n; i++) {
         int64_t da = i < n - na ? 1 : a[i - (n - na)];
         int64_t db = i < n - nb ? 1 : b[i - (n - nb)];
@@ -51,8 +52,9 @@ afo_status afo_broadcast_shapes(const char *opname, int na, const int64_t *a, in
             return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: shapes %s and %s cannot be broadcast", opname,
                              afo_shape_str(na, a, sa, sizeof sa), afo_shape_str(nb, b, sb, sizeof sb));
         }
-        out[i] = da == 1 ? db : da;
+        result[i] = da == 1 ? db : da;
     }
+    memcpy(out, result, sizeof(int64_t) * (size_t)n);
     *nout = n;
     return AFO_OK;
 }

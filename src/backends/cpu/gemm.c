@@ -1,0 +1,475 @@
+/* GEMM driver: argument checks, level dispatch, the weight-layout matvec,
+ * the packed and cache-blocked GEMM (BLIS loop order), the OpenBLAS path,
+ * the float64 path and the scalar kernels and reference. */
+#include "backends/cpu/gemm.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backends/cpu/cpu_features.h"
+#include "backends/cpu/threadpool.h"
+#include "core/internal.h"
+
+#ifdef AFO_HAVE_OPENBLAS
+#include <cblas.h>
+#endif
+
+/* ---------------------------------------------------------------- elements */
+
+static inline float load_f(afo_dtype t, const void *p, int64_t i) {
+    switch (t) {
+    case AFO_FLOAT32: return ((const float *)p)[i];
+    case AFO_FLOAT16: return afo_f16_to_f32(((const uint16_t *)p)[i]);
+    case AFO_BFLOAT16: return afo_bf16_to_f32(((const uint16_t *)p)[i]);
+    case AFO_FLOAT64: return (float)((const double *)p)[i];
+    default: return 0.0f;
+    }
+}
+
+static inline double load_d(afo_dtype t, const void *p, int64_t i) {
+    return t == AFO_FLOAT64 ? ((const double *)p)[i] : (double)load_f(t, p, i);
+}
+
+static inline void store_d(afo_dtype t, void *p, int64_t i, double v) {
+    switch (t) {
+    case AFO_FLOAT64: ((double *)p)[i] = v; break;
+    case AFO_FLOAT32: ((float *)p)[i] = (float)v; break;
+    case AFO_FLOAT16: ((uint16_t *)p)[i] = afo_f32_to_f16((float)v); break;
+    case AFO_BFLOAT16: ((uint16_t *)p)[i] = afo_f32_to_bf16((float)v); break;
+    default: break;
+    }
+}
+
+static inline const char *elem(const void *p, afo_dtype t, int64_t i) {
+    return (const char *)p + i * (int64_t)afo_dtype_size(t);
+}
+
+/* ---------------------------------------------------------------- scalar level */
+
+static void convert_scalar(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n) {
+    if (from == to) {
+        memcpy(dst, src, (size_t)n * afo_dtype_size(from));
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) store_d(to, dst, i, load_f(from, src, i));
+}
+
+enum { SCALAR_MR = 4, SCALAR_NR = 8 };
+
+static void ukr_scalar(int64_t kc, const float *a, const float *b, float *c, int64_t ldc,
+                       bool accumulate) {
+    float t[SCALAR_MR][SCALAR_NR] = {{0}};
+    for (int64_t k = 0; k < kc; k++)
+        for (int i = 0; i < SCALAR_MR; i++)
+            for (int j = 0; j < SCALAR_NR; j++) t[i][j] += a[k * SCALAR_MR + i] * b[k * SCALAR_NR + j];
+    for (int i = 0; i < SCALAR_MR; i++)
+        for (int j = 0; j < SCALAR_NR; j++) c[i * ldc + j] = (accumulate ? c[i * ldc + j] : 0.0f) + t[i][j];
+}
+
+enum { MV_CHUNK = 256 };
+
+static void matvec_scalar(afo_dtype wdt, int M, int64_t K, const float *a, int64_t lda,
+                          const void *w, int64_t ldw, int64_t n0, int64_t n1, float *out,
+                          int64_t ldo) {
+    float wrow[MV_CHUNK];
+    for (int64_t n = n0; n < n1; n++) {
+        float s[AFO_MATVEC_MAX_M] = {0};
+        for (int64_t k0 = 0; k0 < K; k0 += MV_CHUNK) {
+            int64_t kk = K - k0 < MV_CHUNK ? K - k0 : MV_CHUNK;
+            convert_scalar(wdt, elem(w, wdt, n * ldw + k0), AFO_FLOAT32, wrow, kk);
+            for (int m = 0; m < M; m++)
+                for (int64_t k = 0; k < kk; k++) s[m] += a[m * lda + k0 + k] * wrow[k];
+        }
+        for (int m = 0; m < M; m++) out[m * ldo + n - n0] = s[m];
+    }
+}
+
+const afo_gemm_kernels afo_gemm_kernels_scalar = {
+    .mr = SCALAR_MR, .nr = SCALAR_NR, .ukr = ukr_scalar,
+    .kc = 256, .mc = 64, .nc = 1024,
+    .matvec = matvec_scalar, .convert = convert_scalar,
+};
+
+/* ---------------------------------------------------------------- dispatch */
+
+static atomic_bool g_blas_enabled = true;
+
+void afo_cpu_gemm_set_blas(bool enable) { atomic_store(&g_blas_enabled, enable); }
+
+const char *afo_cpu_kernel_name(void) { return afo_cpu_level_name(afo_cpu_kernel_level()); }
+
+static const afo_gemm_kernels *current_kernels(void) {
+    switch (afo_cpu_kernel_level()) {
+#if defined(__x86_64__)
+    case AFO_CPU_AVX512: return &afo_gemm_kernels_avx512;
+    case AFO_CPU_AVX2: return &afo_gemm_kernels_avx2;
+#elif defined(__aarch64__)
+    case AFO_CPU_NEON: return &afo_gemm_kernels_neon;
+#endif
+    default: return &afo_gemm_kernels_scalar;
+    }
+}
+
+void afo_cpu_convert_row(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n) {
+    if (n > 0) current_kernels()->convert(from, src, to, dst, n);
+}
+
+/* ---------------------------------------------------------------- reference / f64 */
+
+typedef struct ref_job {
+    const afo_gemm_args *g;
+} ref_job;
+
+/* Computes the flattened outputs [i0, i1) of C (i = m*N + n). */
+static void ref_range(void *arg, int64_t i0, int64_t i1) {
+    const afo_gemm_args *g = ((const ref_job *)arg)->g;
+    for (int64_t i = i0; i < i1; i++) {
+        int64_t m = i / g->N, n = i % g->N;
+        double s = 0.0;
+        for (int64_t k = 0; k < g->K; k++)
+            s += load_d(g->dtype, g->A, m * g->a_rs + k * g->a_cs) *
+                 load_d(g->dtype, g->B, k * g->b_rs + n * g->b_cs);
+        store_d(g->c_dtype, g->C, m * g->ldc + n, s);
+    }
+}
+
+/* The reference may also write float64 (tests compare against it). */
+static afo_status check_args(const afo_gemm_args *g, bool any_float_out) {
+    if (!g) return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: NULL arguments");
+    if (g->dtype != AFO_FLOAT32 && g->dtype != AFO_FLOAT16 && g->dtype != AFO_BFLOAT16 &&
+        g->dtype != AFO_FLOAT64)
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: dtype %s is not a floating type",
+                         afo_dtype_name(g->dtype));
+    if (g->c_dtype != g->dtype && g->c_dtype != AFO_FLOAT32 && !(any_float_out && g->c_dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s or float32",
+                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->dtype));
+    if (g->M < 0 || g->N < 0 || g->K < 0)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: negative size M=%lld N=%lld K=%lld",
+                         (long long)g->M, (long long)g->N, (long long)g->K);
+    if (g->a_rs < 0 || g->a_cs < 0 || g->b_rs < 0 || g->b_cs < 0 || g->ldc < 0)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: negative stride");
+    if (g->M > 0 && g->N > 0) {
+        if (!g->C) return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: NULL output");
+        if (g->M > 1 && g->ldc < g->N)
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: ldc %lld < N %lld", (long long)g->ldc,
+                             (long long)g->N);
+        if (g->K > 0 && (!g->A || !g->B))
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: NULL input");
+    }
+    return AFO_OK;
+}
+
+afo_status afo_cpu_gemm_reference(const afo_gemm_args *g) {
+    AFO_TRY(check_args(g, true));
+    ref_job j = {g};
+    if (g->M > 0 && g->N > 0) ref_range(&j, 0, g->M * g->N);
+    return AFO_OK;
+}
+
+/* ---------------------------------------------------------------- matvec */
+
+typedef struct mv_job {
+    const afo_gemm_args *g;
+    const afo_gemm_kernels *kr;
+    const float *a;
+    int64_t lda;
+} mv_job;
+
+static void mv_range(void *arg, int64_t n0, int64_t n1) {
+    const mv_job *j = arg;
+    const afo_gemm_args *g = j->g;
+    if (g->c_dtype == AFO_FLOAT32) {
+        j->kr->matvec(g->dtype, (int)g->M, g->K, j->a, j->lda, g->B, g->b_cs, n0, n1,
+                      (float *)g->C + n0, g->ldc);
+        return;
+    }
+    float tmp[AFO_MATVEC_MAX_M * MV_CHUNK];
+    size_t csz = afo_dtype_size(g->c_dtype);
+    for (int64_t n = n0; n < n1; n += MV_CHUNK) {
+        int64_t ne = n1 - n < MV_CHUNK ? n1 - n : MV_CHUNK;
+        j->kr->matvec(g->dtype, (int)g->M, g->K, j->a, j->lda, g->B, g->b_cs, n, n + ne, tmp, MV_CHUNK);
+        for (int64_t m = 0; m < g->M; m++)
+            j->kr->convert(AFO_FLOAT32, tmp + m * MV_CHUNK, g->c_dtype,
+                           (char *)g->C + (size_t)(m * g->ldc + n) * csz, ne);
+    }
+}
+
+/* Rows of A as contiguous f32 (the matvec kernels read A many times). */
+static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
+    mv_job j = {g, kr, g->A, g->a_rs};
+    float *abuf = NULL;
+    if (g->dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
+        abuf = malloc(sizeof(float) * (size_t)(g->M * g->K));
+        if (!abuf) return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %lld x %lld A rows",
+                                    (long long)g->M, (long long)g->K);
+        for (int64_t m = 0; m < g->M; m++) {
+            if (g->a_cs == 1)
+                kr->convert(g->dtype, elem(g->A, g->dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
+            else
+                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->dtype, g->A, m * g->a_rs + k * g->a_cs);
+        }
+        j.a = abuf;
+        j.lda = g->K;
+    }
+    /* ~64K multiply-adds per piece keeps small products on one thread */
+    int64_t grain = (int64_t)1 << 16;
+    grain = grain / (g->K * g->M) + 1;
+    afo_parallel_for(g->N, grain, mv_range, &j);
+    free(abuf);
+    return AFO_OK;
+}
+
+/* ---------------------------------------------------------------- packing */
+
+enum { PACK_CHUNK = 256, MAX_TILE = 1024 };
+
+/* Packs rows [r0, r0+rows) x columns [c0, c0+cols) of X (element (r,c) at
+ * X[r*rs + c*cs]) as f32 panels of P rows: panel p holds, column after
+ * column, P values of rows p*P.., zero padded past `rows`. The two layouts
+ * that matter (rows contiguous, or panel columns contiguous) convert whole
+ * runs with the level's SIMD convert. */
+static void pack_f32(const afo_gemm_kernels *kr, afo_dtype dt, const void *x, int64_t rs, int64_t cs,
+                     int64_t r0, int64_t rows, int64_t c0, int64_t cols, int P, float *dst) {
+    float tmp[PACK_CHUNK];
+    for (int64_t p0 = 0; p0 < rows; p0 += P) {
+        int pr = rows - p0 < P ? (int)(rows - p0) : P;
+        float *d = dst + p0 * cols;
+        if (cs == 1) {
+            for (int i = 0; i < pr; i++) {
+                const void *row = elem(x, dt, (r0 + p0 + i) * rs + c0);
+                if (dt == AFO_FLOAT32) {
+                    const float *rf = row;
+                    for (int64_t c = 0; c < cols; c++) d[c * P + i] = rf[c];
+                    continue;
+                }
+                for (int64_t cc = 0; cc < cols; cc += PACK_CHUNK) {
+                    int64_t n = cols - cc < PACK_CHUNK ? cols - cc : PACK_CHUNK;
+                    kr->convert(dt, elem(row, dt, cc), AFO_FLOAT32, tmp, n);
+                    for (int64_t c = 0; c < n; c++) d[(cc + c) * P + i] = tmp[c];
+                }
+            }
+        } else if (rs == 1) {
+            for (int64_t c = 0; c < cols; c++)
+                kr->convert(dt, elem(x, dt, r0 + p0 + (c0 + c) * cs), AFO_FLOAT32, d + c * P, pr);
+        } else {
+            for (int64_t c = 0; c < cols; c++)
+                for (int i = 0; i < pr; i++) d[c * P + i] = load_f(dt, x, (r0 + p0 + i) * rs + (c0 + c) * cs);
+        }
+        if (pr < P)
+            for (int64_t c = 0; c < cols; c++)
+                for (int i = pr; i < P; i++) d[c * P + i] = 0.0f;
+    }
+}
+
+/* Same for bf16 sources kept as bf16 k-pairs: panel p holds, per pair of
+ * columns, P pairs (x[r][2q], x[r][2q+1]), zero padded. */
+static void pack_pairs(const uint16_t *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows, int64_t c0,
+                       int64_t cols, int P, uint16_t *dst) {
+    int64_t cp = (cols + 1) / 2;
+    for (int64_t p0 = 0; p0 < rows; p0 += P) {
+        int pr = rows - p0 < P ? (int)(rows - p0) : P;
+        uint16_t *d = dst + p0 * cp * 2;
+        for (int i = 0; i < P; i++) {
+            const uint16_t *row = i < pr ? x + (r0 + p0 + i) * rs + c0 * cs : NULL;
+            for (int64_t c = 0; c < 2 * cp; c++)
+                d[((c >> 1) * P + i) * 2 + (c & 1)] = row && c < cols ? row[c * cs] : 0;
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- blocked GEMM */
+
+typedef struct gemm_job {
+    const afo_gemm_args *g;
+    const afo_gemm_kernels *kr;
+    bool pairs; /* bf16 k-pair panels for kr->ukr_bf16 */
+    int mr, nr;
+    int64_t kc, mc, nc;
+    float *cf; /* f32 result: C itself or a workspace */
+    int64_t ldcf;
+    char *scratch;
+    size_t a_bytes, per_thread;
+    int slots; /* threads the scratch has room for */
+    bool split_n;
+} gemm_job;
+
+/* One mc x nc block of C against one kc slice of the packed panels. */
+static void macro_kernel(const gemm_job *j, const void *ap, const void *bp, int64_t mcur, int64_t ncur,
+                         int64_t kcur, float *c, bool accumulate) {
+    _Alignas(64) float tmp[MAX_TILE];
+    int mr = j->mr, nr = j->nr;
+    int64_t kp = j->pairs ? (kcur + 1) / 2 : kcur;
+    for (int64_t jr = 0; jr < ncur; jr += nr) {
+        int nn = ncur - jr < nr ? (int)(ncur - jr) : nr;
+        for (int64_t ir = 0; ir < mcur; ir += mr) {
+            int mm = mcur - ir < mr ? (int)(mcur - ir) : mr;
+            float *ct = c + ir * j->ldcf + jr;
+            bool full = mm == mr && nn == nr;
+            float *out = full ? ct : tmp;
+            int64_t ldo = full ? j->ldcf : nr;
+            bool acc = full && accumulate;
+            if (j->pairs)
+                j->kr->ukr_bf16(kp, (const uint16_t *)ap + ir * kp * 2, (const uint16_t *)bp + jr * kp * 2,
+                                out, ldo, acc);
+            else
+                j->kr->ukr(kp, (const float *)ap + ir * kp, (const float *)bp + jr * kp, out, ldo, acc);
+            if (!full)
+                for (int i = 0; i < mm; i++)
+                    for (int jj = 0; jj < nn; jj++)
+                        ct[i * j->ldcf + jj] = (accumulate ? ct[i * j->ldcf + jj] : 0.0f) + tmp[i * nr + jj];
+        }
+    }
+}
+
+static void pack(const gemm_job *j, const void *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows,
+                 int64_t c0, int64_t cols, int P, void *dst) {
+    if (j->pairs)
+        pack_pairs(x, rs, cs, r0, rows, c0, cols, P, dst);
+    else
+        pack_f32(j->kr, j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
+}
+
+static void gemm_thread(void *arg, int t, int nt) {
+    const gemm_job *j = arg;
+    const afo_gemm_args *g = j->g;
+    if (nt > j->slots) nt = j->slots;
+    if (t >= nt) return;
+    int64_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
+    if (j->split_n) {
+        int64_t units = (g->N + j->nr - 1) / j->nr;
+        n0 = units * t / nt * j->nr;
+        n1 = units * (t + 1) / nt * j->nr;
+        if (n1 > g->N) n1 = g->N;
+    } else {
+        int64_t units = (g->M + j->mr - 1) / j->mr;
+        m0 = units * t / nt * j->mr;
+        m1 = units * (t + 1) / nt * j->mr;
+        if (m1 > g->M) m1 = g->M;
+    }
+    if (m0 >= m1 || n0 >= n1) return;
+    char *ap = j->scratch + (size_t)t * j->per_thread, *bp = ap + j->a_bytes;
+    for (int64_t jc = n0; jc < n1; jc += j->nc) {
+        int64_t ncur = n1 - jc < j->nc ? n1 - jc : j->nc;
+        for (int64_t pc = 0; pc < g->K; pc += j->kc) {
+            int64_t kcur = g->K - pc < j->kc ? g->K - pc : j->kc;
+            /* B^T: rows are n, columns are k */
+            pack(j, g->B, g->b_cs, g->b_rs, jc, ncur, pc, kcur, j->nr, bp);
+            for (int64_t ic = m0; ic < m1; ic += j->mc) {
+                int64_t mcur = m1 - ic < j->mc ? m1 - ic : j->mc;
+                pack(j, g->A, g->a_rs, g->a_cs, ic, mcur, pc, kcur, j->mr, ap);
+                macro_kernel(j, ap, bp, mcur, ncur, kcur, j->cf + ic * j->ldcf + jc, pc > 0);
+            }
+        }
+    }
+}
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
+    gemm_job j = {.g = g, .kr = kr};
+    /* ukr_bf16 exists only in the AVX-512 set, which also runs on CPUs
+     * without AVX512_BF16 */
+    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16;
+    j.mr = j.pairs ? kr->mr_bf16 : kr->mr;
+    j.nr = j.pairs ? kr->nr_bf16 : kr->nr;
+    j.kc = g->K < kr->kc ? g->K : kr->kc;
+    j.mc = round_up(g->M < kr->mc ? g->M : kr->mc, j.mr);
+    j.nc = round_up(g->N < kr->nc ? g->N : kr->nc, j.nr);
+    size_t esz = j.pairs ? 2 : 4;
+    int64_t kpad = round_up(j.kc, 2);
+    j.a_bytes = (size_t)round_up((int64_t)((size_t)(j.mc * kpad) * esz), 64);
+    j.per_thread = j.a_bytes + (size_t)round_up((int64_t)((size_t)(j.nc * kpad) * esz), 64);
+    int nt = afo_get_threads();
+    /* below ~1 MFLOP the thread hand-off costs more than it saves */
+    if (g->M * g->N * g->K < ((int64_t)1 << 19)) nt = 1;
+    j.split_n = round_up(g->N, j.nr) / j.nr >= round_up(g->M, j.mr) / j.mr;
+
+    float *work = NULL;
+    if (g->c_dtype == AFO_FLOAT32) {
+        j.cf = g->C;
+        j.ldcf = g->ldc;
+    } else {
+        work = malloc(sizeof(float) * (size_t)(g->M * g->N));
+        j.cf = work;
+        j.ldcf = g->N;
+    }
+    j.slots = nt;
+    j.scratch = aligned_alloc(64, j.per_thread * (size_t)nt);
+    if (!j.scratch || (g->c_dtype != AFO_FLOAT32 && !work)) {
+        free(work);
+        free(j.scratch);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %lld x %lld x %lld buffers",
+                         (long long)g->M, (long long)g->N, (long long)g->K);
+    }
+    if (nt == 1)
+        gemm_thread(&j, 0, 1);
+    else
+        afo_parallel_run(gemm_thread, &j);
+    if (work)
+        for (int64_t m = 0; m < g->M; m++)
+            kr->convert(AFO_FLOAT32, work + m * g->N, g->c_dtype,
+                        (char *)g->C + (size_t)(m * g->ldc) * afo_dtype_size(g->c_dtype), g->N);
+    free(work);
+    free(j.scratch);
+    return AFO_OK;
+}
+
+/* ---------------------------------------------------------------- OpenBLAS */
+
+#ifdef AFO_HAVE_OPENBLAS
+/* Leading dimension BLAS needs for a rows x cols operand with the given
+ * strides, or 0 when the layout is not one BLAS accepts. */
+static int64_t blas_ld(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool *trans) {
+    if (cs == 1 || cols == 1) {
+        *trans = false;
+        return rows == 1 ? cols : rs >= cols ? rs : 0;
+    }
+    if (rs == 1 || rows == 1) {
+        *trans = true;
+        return cols == 1 ? rows : cs >= rows ? cs : 0;
+    }
+    return 0;
+}
+
+static bool try_blas(const afo_gemm_args *g) {
+    if (g->dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 || !atomic_load(&g_blas_enabled)) return false;
+    /* afo's matvec streams the weights better; tiny products pay BLAS's setup */
+    if (g->M <= AFO_MATVEC_MAX_M || g->N < 16 || g->K < 16) return false;
+    bool ta, tb;
+    int64_t lda = blas_ld(g->M, g->K, g->a_rs, g->a_cs, &ta), ldb = blas_ld(g->K, g->N, g->b_rs, g->b_cs, &tb);
+    int64_t ldc = g->M == 1 ? g->N : g->ldc;
+    if (!lda || !ldb || ldc < g->N || g->M > INT32_MAX || g->N > INT32_MAX || g->K > INT32_MAX ||
+        lda > INT32_MAX || ldb > INT32_MAX || ldc > INT32_MAX)
+        return false;
+    static atomic_int blas_threads;
+    int nt = afo_get_threads();
+    if (atomic_exchange(&blas_threads, nt) != nt) openblas_set_num_threads(nt);
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)g->M,
+                (int)g->N, (int)g->K, 1.0f, g->A, (int)lda, g->B, (int)ldb, 0.0f, g->C, (int)ldc);
+    return true;
+}
+#endif
+
+/* ---------------------------------------------------------------- entry */
+
+afo_status afo_cpu_gemm(const afo_gemm_args *g) {
+    AFO_TRY(check_args(g, false));
+    if (g->M == 0 || g->N == 0) return AFO_OK;
+    if (g->K == 0) {
+        for (int64_t m = 0; m < g->M; m++)
+            for (int64_t n = 0; n < g->N; n++) store_d(g->c_dtype, g->C, m * g->ldc + n, 0.0);
+        return AFO_OK;
+    }
+    if (g->dtype == AFO_FLOAT64) {
+        ref_job j = {g};
+        afo_parallel_for(g->M * g->N, ((int64_t)1 << 15) / g->K + 1, ref_range, &j);
+        return AFO_OK;
+    }
+    const afo_gemm_kernels *kr = current_kernels();
+#ifdef AFO_HAVE_OPENBLAS
+    if (try_blas(g)) return AFO_OK;
+#endif
+    if (g->M <= AFO_MATVEC_MAX_M && (g->b_rs == 1 || g->K == 1)) return matvec(g, kr);
+    return blocked(g, kr);
+}

@@ -1,0 +1,65 @@
+/* CPU matrix multiply: decode-time matvec and prefill GEMM, dispatched at
+ * run time to the best SIMD level (see cpu_features.h). */
+#ifndef AFO_GEMM_H
+#define AFO_GEMM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "afo/base.h"
+
+typedef struct afo_gemm_args {
+    afo_dtype dtype;          /* of A and B: AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16 (AFO_FLOAT64: scalar path, double accumulation) */
+    int64_t M, N, K;
+    const void *A; int64_t a_rs, a_cs;   /* element (m,k) at A[m*a_rs + k*a_cs] (element strides, any sign-free values) */
+    const void *B; int64_t b_rs, b_cs;   /* element (k,n) at B[k*b_rs + n*b_cs] */
+    void *C; afo_dtype c_dtype; int64_t ldc; /* C[m*ldc + n] written (not accumulated), converted to c_dtype (same as dtype, or float32) */
+} afo_gemm_args;
+
+afo_status afo_cpu_gemm(const afo_gemm_args *g);           /* dispatched, threaded via afo_parallel_for/afo_parallel_run */
+afo_status afo_cpu_gemm_reference(const afo_gemm_args *g); /* scalar, double accumulation, for tests */
+void afo_cpu_convert_row(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n); /* among f32, f16, bf16 */
+const char *afo_cpu_kernel_name(void); /* "avx512", "avx2", "neon", "scalar" */
+
+/* Whether float32 GEMMs may go to OpenBLAS when it is linked and the strides
+ * suit it (default on). Benchmarks and tests turn it off to measure and
+ * check afo's own kernels. */
+void afo_cpu_gemm_set_blas(bool enable);
+
+/* ------------------------------------------------------------------------
+ * Per-SIMD-level kernels behind the dispatch (gemm.c drives them). */
+
+/* Matvec handles up to this many rows of A per weight-row read. */
+#define AFO_MATVEC_MAX_M 8
+
+typedef struct afo_gemm_kernels {
+    /* f32 microkernel on packed panels: for i < mr, j < nr,
+     * c[i*ldc + j] (+)= sum_{k<kc} a[k*mr + i] * b[k*nr + j]. */
+    int mr, nr;
+    void (*ukr)(int64_t kc, const float *a, const float *b, float *c, int64_t ldc, bool accumulate);
+    /* Same on bf16 panels holding k-pairs, a[(k/2)*2*mr + 2*i + k%2], with
+     * kc2 = ceil(kc/2) pairs; NULL where the ISA has no bf16 dot product
+     * (bf16 is then widened to f32 while packing). */
+    int mr_bf16, nr_bf16;
+    void (*ukr_bf16)(int64_t kc2, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc,
+                     bool accumulate);
+    /* Cache blocking (elements): kc of K, mc rows of A, nc columns of B. */
+    int64_t kc, mc, nc;
+    /* Weight-layout matvec: for m < M (<= AFO_MATVEC_MAX_M), n0 <= n < n1,
+     * out[m*ldo + n - n0] = sum_{k<K} a[m*lda + k] * w[n*ldw + k], where w
+     * has dtype wdt (f32, f16 or bf16). */
+    void (*matvec)(afo_dtype wdt, int M, int64_t K, const float *a, int64_t lda, const void *w,
+                   int64_t ldw, int64_t n0, int64_t n1, float *out, int64_t ldo);
+    /* afo_cpu_convert_row for this level. */
+    void (*convert)(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n);
+} afo_gemm_kernels;
+
+extern const afo_gemm_kernels afo_gemm_kernels_scalar;
+#if defined(__x86_64__)
+extern const afo_gemm_kernels afo_gemm_kernels_avx2;
+extern const afo_gemm_kernels afo_gemm_kernels_avx512;
+#elif defined(__aarch64__)
+extern const afo_gemm_kernels afo_gemm_kernels_neon;
+#endif
+
+#endif

@@ -1,0 +1,129 @@
+/* Gradient checks (float64 central differences) for the elementwise, shape
+ * and reduction ops, and an MLP + softmax cross-entropy trained end to end. */
+#include <afo/afo.h>
+#include <string.h>
+
+#include "support/gradcheck.h"
+#include "support/test.h"
+
+typedef afo_array *(*unary_op)(afo_array *);
+typedef afo_array *(*binary_op)(afo_array *, afo_array *);
+
+static afo_array *apply_unary(afo_array *const *in, int n, void *ud) { return ((unary_op)ud)(in[0]); }
+static afo_array *apply_binary(afo_array *const *in, int n, void *ud) { return ((binary_op)ud)(in[0], in[1]); }
+
+/* Inputs shifted away from kinks and domain edges (|x| in [0.2, 2]). */
+static afo_array *safe_input(int ndim, const int64_t *shape, int positive) {
+    afo_array *r = test_randn(ndim, shape);
+    int64_t n = afo_array_size(r);
+    double *v = malloc(sizeof(double) * (size_t)n);
+    afo_array_read(r, AFO_FLOAT64, v, sizeof(double) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) {
+        double m = 0.2 + fmod(fabs(v[i]), 1.8);
+        v[i] = positive || v[i] >= 0 ? m : -m;
+    }
+    afo_release(r);
+    r = afo_array_from_data(v, AFO_FLOAT64, ndim, shape);
+    free(v);
+    return r;
+}
+
+static void test_unary_grads(void) {
+    struct { const char *name; unary_op op; int positive; } ops[] = {
+        {"neg", afo_neg, 0}, {"abs", afo_abs, 0}, {"exp", afo_exp, 0}, {"log", afo_log, 1},
+        {"log1p", afo_log1p, 1}, {"sqrt", afo_sqrt, 1}, {"rsqrt", afo_rsqrt, 1}, {"square", afo_square, 0},
+        {"tanh", afo_tanh, 0}, {"erf", afo_erf, 0}, {"sigmoid", afo_sigmoid, 0}, {"silu", afo_silu, 0},
+        {"gelu", afo_gelu, 0}, {"gelu_tanh", afo_gelu_tanh, 0}, {"relu", afo_relu, 0}, {"sin", afo_sin, 0},
+        {"cos", afo_cos, 0}, {"stop_gradient", afo_stop_gradient, 0},
+    };
+    int64_t shape[2] = {3, 5};
+    for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+        afo_array *x = safe_input(2, shape, ops[k].positive);
+        if (ops[k].op == afo_stop_gradient) {
+            afo_array *v = NULL, *g = NULL;
+            afo_vjp((v = afo_stop_gradient(x)), NULL, &x, 1, &g);
+            double s = 1;
+            afo_array *gs = afo_sum(g, NULL, 0, 0);
+            afo_array_item(gs, &s);
+            CHECK_MSG(s == 0, "stop_gradient passes gradient %g", s);
+            afo_release(v), afo_release(g), afo_release(gs);
+        } else {
+            gradcheck(ops[k].name, apply_unary, (void *)ops[k].op, &x, 1, 1e-6, 1e-6);
+        }
+        afo_release(x);
+    }
+}
+
+static void test_binary_grads(void) {
+    struct { const char *name; binary_op op; int positive; } ops[] = {
+        {"add", afo_add, 0}, {"sub", afo_sub, 0}, {"mul", afo_mul, 0}, {"div", afo_div, 1},
+        {"maximum", afo_maximum, 0}, {"minimum", afo_minimum, 0}, {"pow", afo_pow, 1},
+    };
+    int64_t sa[3] = {2, 3, 4}, sb[2] = {1, 4}; /* b broadcasts */
+    for (size_t k = 0; k < sizeof ops / sizeof *ops; k++) {
+        afo_array *in[2] = {safe_input(3, sa, ops[k].positive), safe_input(2, sb, ops[k].positive)};
+        gradcheck(ops[k].name, apply_binary, (void *)ops[k].op, in, 2, 1e-6, 1e-6);
+        afo_release(in[0]);
+        afo_release(in[1]);
+    }
+}
+
+static afo_array *where_fn(afo_array *const *in, int n, void *ud) {
+    afo_array *zero = afo_scalar(0, AFO_FLOAT64);
+    afo_array *c = afo_greater(in[0], zero);
+    afo_array *r = afo_where(c, in[0], in[1]);
+    afo_release(zero), afo_release(c);
+    return r;
+}
+
+typedef struct reduce_case { afo_array *(*op)(afo_array *, const int *, int, int); int axes[2]; int naxes; int keep; } reduce_case;
+static afo_array *reduce_fn(afo_array *const *in, int n, void *ud) {
+    reduce_case *c = ud;
+    return c->op(in[0], c->axes, c->naxes, c->keep);
+}
+static afo_array *softmax_fn(afo_array *const *in, int n, void *ud) { return afo_softmax(in[0], *(int *)ud); }
+
+static afo_array *shape_chain(afo_array *const *in, int n, void *ud) {
+    /* transpose -> slice with step -> reshape -> broadcast -> concatenate -> slice_update */
+    afo_array *t = afo_transpose(in[0], NULL);                         /* [4,3,2] */
+    int64_t st[3] = {3, 0, 0}, sp[3] = {-5, 3, 2}, stp[3] = {-2, 1, 1};
+    afo_array *s = afo_slice(t, st, sp, stp);                          /* [2,3,2] */
+    int64_t rs[2] = {6, 2};
+    afo_array *r = afo_reshape(s, 2, rs);
+    int64_t bs[3] = {2, 6, 2};
+    afo_array *b = afo_broadcast_to(r, 3, bs);
+    afo_array *parts[2] = {b, b};
+    afo_array *c = afo_concatenate(parts, 2, 1);                       /* [2,12,2] */
+    int64_t u0[3] = {0, 2, 0}, u1[3] = {2, 4, 2};
+    int64_t us[3] = {2, 2, 2};
+    afo_array *u = afo_reshape(in[1], 3, us);
+    afo_array *out = afo_slice_update(c, u, u0, u1, NULL);
+    afo_release(t), afo_release(s), afo_release(r), afo_release(b), afo_release(c), afo_release(u);
+    return out;
+}
+
+static void test_structural_grads(void) {
+    int64_t s[3] = {2, 3, 4};
+    afo_array *x = safe_input(3, s, 0), *y = safe_input(3, s, 0);
+    afo_array *xy[2] = {x, y};
+    gradcheck("where", where_fn, NULL, xy, 2, 1e-6, 1e-6);
+    reduce_case cases[] = {
+        {afo_sum, {1}, 1, 0}, {afo_sum, {0, 2}, 2, 1}, {afo_mean, {-1}, 1, 0}, {afo_max, {1}, 1, 1},
+        {afo_min, {0, 1}, 2, 0}, {afo_logsumexp, {2}, 1, 0}, {afo_sum, {0}, 0, 0},
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) gradcheck("reduce", reduce_fn, &cases[k], &x, 1, 1e-6, 1e-6);
+    for (int axis = 0; axis < 3; axis++) gradcheck("softmax", softmax_fn, &axis, &x, 1, 1e-6, 1e-6);
+    int64_t s8[1] = {8};
+    afo_array *u = safe_input(1, s8, 0);
+    afo_array *xu[2] = {x, u};
+    gradcheck("shape chain", shape_chain, NULL, xu, 2, 1e-6, 1e-6);
+    afo_release(x), afo_release(y), afo_release(u);
+}
+
+int main(void) {
+    test_seed(42);
+    RUN(test_unary_grads);
+    RUN(test_binary_grads);
+    RUN(test_structural_grads);
+    return test_finish();
+}
