@@ -365,6 +365,37 @@ static void test_sort_random(void) {
     }
 }
 
+/* Long rows, where argtopk selects before sorting: many ties and NaNs. */
+static void test_topk_long(void) {
+    test_seed(16);
+    int64_t shape[2] = {3, 1000}, n = 1000;
+    double *v = malloc(sizeof(double) * 3000);
+    for (int64_t i = 0; i < 3000; i++) v[i] = rand_int(50) == 0 ? NAN : (double)rand_int(40);
+    afo_array *x = afo_array_from_data(v, AFO_FLOAT64, 2, shape);
+    int64_t *order = malloc(sizeof(int64_t) * (size_t)n);
+    int ks[4] = {1, 10, 999, 1000};
+    for (int q = 0; q < 4; q++) {
+        afo_array *t = afo_argtopk(x, ks[q], 1);
+        int32_t *got = malloc(sizeof(int32_t) * 3 * (size_t)ks[q]);
+        CHECK(afo_array_read(t, AFO_INT32, got, sizeof(int32_t) * 3 * (size_t)ks[q]) == AFO_OK);
+        int64_t bad = 0;
+        for (int r = 0; r < 3; r++) {
+            const double *line = v + r * n;
+            for (int64_t a = 0; a < n; a++) {
+                int64_t b = a;
+                while (b > 0 && ranks_before(line[a], a, line[order[b - 1]], order[b - 1], true)) order[b] = order[b - 1], b--;
+                order[b] = a;
+            }
+            for (int j = 0; j < ks[q]; j++) bad += got[r * ks[q] + j] != order[j];
+        }
+        CHECK_MSG(bad == 0, "argtopk k=%d: %lld mismatches", ks[q], (long long)bad);
+        free(got);
+        afo_release(t);
+    }
+    free(order), free(v);
+    afo_release(x);
+}
+
 /* ------------------------------------------------------------ errors */
 
 static bool error_mentions(const char *a, const char *b, const char *c) {
@@ -487,6 +518,7 @@ int main(void) {
     RUN(test_scatter_add_random);
     RUN(test_scatter_add_deterministic);
     RUN(test_sort_random);
+    RUN(test_topk_long);
     RUN(test_errors);
     RUN(test_grads);
     return test_finish();

@@ -314,6 +314,28 @@ static int item_cmp(const void *pa, const void *pb) {
     return a->index < b->index ? -1 : a->index > b->index;
 }
 
+/* Moves the k first items (in item_cmp order) to the front, unordered, so
+ * topk sorts only those: quickselect, expected linear time. */
+static void select_first(sort_item *a, int64_t n, int64_t k) {
+    int64_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        sort_item pivot = a[lo + (hi - lo) / 2];
+        int64_t i = lo, j = hi;
+        while (i <= j) {
+            while (item_cmp(&a[i], &pivot) < 0) i++;
+            while (item_cmp(&a[j], &pivot) > 0) j--;
+            if (i <= j) {
+                sort_item t = a[i];
+                a[i++] = a[j];
+                a[j--] = t;
+            }
+        }
+        if (k - 1 <= j) hi = j;
+        else if (k - 1 >= i) lo = i;
+        else break;
+    }
+}
+
 static uint64_t float_key(double v) {
     if (isnan(v)) return UINT64_MAX;
     if (v == 0) v = 0.0;
@@ -351,7 +373,8 @@ static void sort_lines(void *ctx, int64_t begin, int64_t end) {
                                     : (uint64_t)((const int64_t *)vals)[i] ^ (1ull << 63);
             items[i] = (sort_item){j->descending ? ~key : key, i};
         }
-        qsort(items, (size_t)j->n, sizeof *items, item_cmp);
+        if (j->k < j->n) select_first(items, j->n, j->k);
+        qsort(items, (size_t)j->k, sizeof *items, item_cmp);
         for (int64_t i = 0; i < j->k; i++) j->out[off[1] + i * j->out_axis] = (int32_t)items[i].index;
     }
     free(items);
