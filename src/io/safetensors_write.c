@@ -1,6 +1,7 @@
-/* Safetensors writer. The header lists tensors sorted by name with
- * contiguous data_offsets, padded with spaces to a multiple of 8 bytes as the
- * reference writer does (so 8-byte dtypes stay aligned). The file is written
+/* Safetensors writer. The header lists tensors sorted by name, padded with
+ * spaces to a multiple of 8 bytes as the reference writer does; the data
+ * section holds them back to back, widest dtypes first, so that every tensor
+ * is aligned. The file is written
  * under a temporary name in the target directory, synced and renamed over
  * `path`, so readers see either the old file or the complete new one. */
 #include <errno.h>
@@ -68,7 +69,7 @@ static int cmp_str_ptr(const void *a, const void *b) {
     return strcmp(**(const char *const *const *)a, **(const char *const *const *)b);
 }
 
-/* Sorts pointers to the n strings; reports the first repeat, or NULL. */
+/* Sorts pointers to the n metadata keys; reports the first repeat, or NULL. */
 static const char *sort_find_repeat(const char *const *strs, int n, const char *const **order) {
     for (int i = 0; i < n; i++) order[i] = &strs[i];
     qsort(order, (size_t)n, sizeof *order, cmp_str_ptr);
@@ -101,15 +102,65 @@ static afo_status check_meta(const char *path, int nmeta, const char *const *key
     return AFO_OK;
 }
 
-/* ------------------------------------------------------------ header */
+/* ------------------------------------------------------------ layout */
+
+/* One tensor to write: its place among the caller's arrays and in the file. */
+typedef struct slot {
+    const char *name;
+    int index;      /* into names/arrays */
+    size_t esize;   /* element size */
+    uint64_t begin; /* offset in the data section */
+} slot;
 
 typedef struct save_args {
     const char *path;
     int n, nmeta;
     const char *const *names, *const *keys, *const *values;
     afo_array *const *arrays;
-    const char *const **name_order, *const **key_order; /* sorted pointers into names/keys */
+    slot *slots;                    /* sorted by name: the header order */
+    slot **layout;                  /* the data order */
+    const char *const **key_order; /* sorted pointers into keys */
 } save_args;
+
+static int cmp_slot_name(const void *a, const void *b) {
+    return strcmp(((const slot *)a)->name, ((const slot *)b)->name);
+}
+
+/* Wider elements first, as the reference writer does: the data section
+ * starts 8-aligned, so every tensor then lands aligned to its element size
+ * and loads zero-copy. */
+static int cmp_slot_layout(const void *a, const void *b) {
+    const slot *x = *(const slot *const *)a, *y = *(const slot *const *)b;
+    if (x->esize != y->esize) return x->esize > y->esize ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+static afo_status plan(save_args *a) {
+    size_t n = (size_t)(a->n ? a->n : 1);
+    a->slots = malloc(n * sizeof *a->slots);
+    a->layout = malloc(n * sizeof *a->layout);
+    a->key_order = malloc((size_t)(a->nmeta ? a->nmeta : 1) * sizeof *a->key_order);
+    if (!a->slots || !a->layout || !a->key_order)
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory sorting tensor names", a->path);
+    for (int i = 0; i < a->n; i++)
+        a->slots[i] = (slot){a->names[i], i, afo_dtype_size(afo_array_dtype(a->arrays[i])), 0};
+    qsort(a->slots, (size_t)a->n, sizeof *a->slots, cmp_slot_name);
+    for (int i = 1; i < a->n; i++)
+        if (strcmp(a->slots[i - 1].name, a->slots[i].name) == 0)
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: tensor name \"%s\" given twice", a->path, a->slots[i].name);
+    const char *dup = sort_find_repeat(a->keys, a->nmeta, a->key_order);
+    if (dup) return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: metadata key \"%s\" given twice", a->path, dup);
+    for (int i = 0; i < a->n; i++) a->layout[i] = &a->slots[i];
+    qsort(a->layout, (size_t)a->n, sizeof *a->layout, cmp_slot_layout);
+    uint64_t offset = 0;
+    for (int i = 0; i < a->n; i++) {
+        a->layout[i]->begin = offset;
+        offset += afo_array_nbytes(a->arrays[a->layout[i]->index]);
+    }
+    return AFO_OK;
+}
+
+/* ------------------------------------------------------------ header */
 
 static void header_metadata(strbuf *s, const save_args *a) {
     sb_append(s, "\"__metadata__\":{", 16);
@@ -123,26 +174,22 @@ static void header_metadata(strbuf *s, const save_args *a) {
     sb_append(s, "}", 1);
 }
 
-static void header_tensor(strbuf *s, const char *name, const afo_array *x, uint64_t *offset) {
-    uint64_t nbytes = afo_array_nbytes(x);
-    sb_json_string(s, name);
+static void header_tensor(strbuf *s, const slot *t, const afo_array *x) {
+    sb_json_string(s, t->name);
     sb_printf(s, ":{\"dtype\":\"%s\",\"shape\":[", st_dtype_name(afo_array_dtype(x)));
     for (int d = 0; d < afo_array_ndim(x); d++)
         sb_printf(s, d ? ",%lld" : "%lld", (long long)afo_array_shape(x)[d]);
-    sb_printf(s, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)*offset,
-              (unsigned long long)(*offset + nbytes));
-    *offset += nbytes;
+    sb_printf(s, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)t->begin,
+              (unsigned long long)(t->begin + afo_array_nbytes(x)));
 }
 
 /* The 8-byte length, then the JSON padded with spaces to a multiple of 8. */
 static afo_status build_header(const save_args *a, strbuf *s) {
     sb_append(s, "\0\0\0\0\0\0\0\0{", 9);
     if (a->nmeta) header_metadata(s, a);
-    uint64_t offset = 0;
     for (int i = 0; i < a->n; i++) {
-        size_t k = (size_t)(a->name_order[i] - a->names);
         if (i || a->nmeta) sb_append(s, ",", 1);
-        header_tensor(s, a->names[k], a->arrays[k], &offset);
+        header_tensor(s, &a->slots[i], a->arrays[a->slots[i].index]);
     }
     sb_append(s, "}", 1);
     while ((s->len - 8) % 8) sb_append(s, " ", 1);
@@ -182,7 +229,7 @@ static afo_status write_array(int fd, const char *tmp, afo_array *x) {
 
 static afo_status write_contents(int fd, const char *tmp, const save_args *a, const strbuf *header) {
     AFO_TRY(write_all(fd, tmp, header->data, header->len));
-    for (int i = 0; i < a->n; i++) AFO_TRY(write_array(fd, tmp, a->arrays[a->name_order[i] - a->names]));
+    for (int i = 0; i < a->n; i++) AFO_TRY(write_array(fd, tmp, a->arrays[a->layout[i]->index]));
     if (fsync(fd) != 0) return afo_error(AFO_ERR_IO, "%s: fsync failed: %s", tmp, strerror(errno));
     return AFO_OK;
 }
@@ -234,31 +281,21 @@ static afo_status write_file(const save_args *a, const strbuf *header) {
 
 /* ------------------------------------------------------------ entry */
 
-static afo_status sort_args(save_args *a) {
-    a->name_order = malloc((size_t)(a->n ? a->n : 1) * sizeof *a->name_order);
-    a->key_order = malloc((size_t)(a->nmeta ? a->nmeta : 1) * sizeof *a->key_order);
-    if (!a->name_order || !a->key_order)
-        return afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory sorting tensor names", a->path);
-    const char *dup = sort_find_repeat(a->names, a->n, a->name_order);
-    if (dup) return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: tensor name \"%s\" given twice", a->path, dup);
-    dup = sort_find_repeat(a->keys, a->nmeta, a->key_order);
-    if (dup) return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: metadata key \"%s\" given twice", a->path, dup);
-    return AFO_OK;
-}
-
 afo_status afo_safetensors_save(const char *path, int n, const char *const *names, afo_array *const *arrays,
                                 int nmeta, const char *const *meta_keys, const char *const *meta_values) {
     if (!path) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_safetensors_save: path is NULL");
     AFO_TRY(check_names(path, n, names, arrays));
     AFO_TRY(check_meta(path, nmeta, meta_keys, meta_values));
-    save_args a = {path, n, nmeta, names, meta_keys, meta_values, arrays, NULL, NULL};
+    save_args a = {.path = path, .n = n, .nmeta = nmeta, .names = names, .keys = meta_keys,
+                   .values = meta_values, .arrays = arrays};
     strbuf header = {0};
-    afo_status st = sort_args(&a);
+    afo_status st = plan(&a);
     if (st == AFO_OK) st = afo_eval(arrays, n);
     if (st == AFO_OK) st = build_header(&a, &header);
     if (st == AFO_OK) st = write_file(&a, &header);
     free(header.data);
-    free(a.name_order);
+    free(a.slots);
+    free(a.layout);
     free(a.key_order);
     return st;
 }
