@@ -20,19 +20,24 @@ typedef struct strbuf {
     bool failed; /* out of memory: later appends are ignored */
 } strbuf;
 
-static void sb_append(strbuf *s, const char *p, size_t n) {
-    if (s->failed) return;
-    if (s->len + n + 1 > s->cap) {
-        size_t cap = s->cap ? s->cap : 256;
-        while (s->len + n + 1 > cap) cap *= 2;
-        char *grown = realloc(s->data, cap);
-        if (!grown) {
-            s->failed = true;
-            return;
-        }
-        s->data = grown;
-        s->cap = cap;
+/* Makes room for n more bytes plus a terminator. */
+static bool sb_reserve(strbuf *s, size_t n) {
+    if (s->failed) return false;
+    if (s->len + n + 1 <= s->cap) return true;
+    size_t cap = s->cap ? s->cap : 256;
+    while (s->len + n + 1 > cap) cap *= 2;
+    char *grown = realloc(s->data, cap);
+    if (!grown) {
+        s->failed = true;
+        return false;
     }
+    s->data = grown;
+    s->cap = cap;
+    return true;
+}
+
+static void sb_append(strbuf *s, const char *p, size_t n) {
+    if (!sb_reserve(s, n)) return;
     memcpy(s->data + s->len, p, n);
     s->len += n;
     s->data[s->len] = '\0';
@@ -40,12 +45,16 @@ static void sb_append(strbuf *s, const char *p, size_t n) {
 
 static void sb_printf(strbuf *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void sb_printf(strbuf *s, const char *fmt, ...) {
-    char tmp[64];
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    sb_append(s, tmp, (size_t)n);
+    if (n < 0) s->failed = true;
+    if (n < 0 || !sb_reserve(s, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(s->data + s->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    s->len += (size_t)n;
 }
 
 static void sb_json_string(strbuf *s, const char *str) {
