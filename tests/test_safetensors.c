@@ -362,7 +362,17 @@ static void test_sharded(void) {
     save_one(path, 1, (const char *[]){"only"}, (float[]){9});
     afo_weights *w = afo_weights_open(dir);
     CHECK(w && afo_weights_count(w) == 1);
+    CHECK(afo_weights_name(w, 1) == NULL && afo_weights_name(w, -1) == NULL);
     afo_weights_close(w);
+    /* Without an index nothing says which of two copies of a name to use. */
+    tmp_path("dup-across-files", dir, sizeof dir);
+    mkdir(dir, 0755);
+    snprintf(path, sizeof path, "%s/a.safetensors", dir);
+    save_one(path, 1, (const char *[]){"x"}, (float[]){1});
+    snprintf(path, sizeof path, "%s/b.safetensors", dir);
+    save_one(path, 1, (const char *[]){"x"}, (float[]){2});
+    CHECK(afo_weights_open(dir) == NULL && strstr(afo_last_error(), "tensor \"x\" appears in both") &&
+          strstr(afo_last_error(), "a.safetensors") && strstr(afo_last_error(), "b.safetensors"));
     tmp_path("empty-dir", dir, sizeof dir);
     mkdir(dir, 0755);
     CHECK(afo_weights_open(dir) == NULL && strstr(afo_last_error(), "empty-dir"));
