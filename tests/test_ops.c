@@ -553,6 +553,9 @@ static void test_errors(void) {
     afo_array *a = afo_zeros(AFO_FLOAT32, 2, s1), *b = afo_zeros(AFO_FLOAT32, 2, s2);
     afo_array *y = afo_add(a, b);
     CHECK(y == NULL && strstr(afo_last_error(), "add: shapes [2, 3] and [4, 5] cannot be broadcast"));
+    CHECK(afo_last_status() == AFO_ERR_INVALID_ARGUMENT);
+    afo_clear_error();
+    CHECK(afo_last_status() == AFO_OK && afo_last_error()[0] == '\0');
     y = afo_matmul(a, b);
     CHECK(y == NULL && strstr(afo_last_error(), "matmul: inner dimensions differ"));
     int64_t bad[2] = {7, -1};
