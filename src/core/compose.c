@@ -60,3 +60,9 @@ afo_array *ow_unbroadcast(afo_array *g, const afo_array *x) {
     afo_release(g);
     return r;
 }
+
+afo_array *ow_squeeze(afo_array *a, int axis) {
+    afo_array *r = a ? afo_squeeze(a, axis) : NULL;
+    afo_release(a);
+    return r;
+}

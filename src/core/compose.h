@@ -36,6 +36,7 @@ afo_array *ow_where(afo_array *c, afo_array *a, afo_array *b);
 afo_array *ow_astype(afo_array *a, afo_dtype t);
 afo_array *ow_sum(afo_array *a, const int *axes, int naxes, int keepdims);
 afo_array *ow_reshape(afo_array *a, int ndim, const int64_t *shape);
+afo_array *ow_squeeze(afo_array *a, int axis);
 afo_array *ow_swapaxes(afo_array *a, int ax1, int ax2);
 afo_array *ow_broadcast_to(afo_array *a, int ndim, const int64_t *shape);
 /* Scalar of x's dtype (x borrowed). */

@@ -8,6 +8,7 @@
 static void format_attrs(const afo_array *a, char *buf, size_t n) {
     size_t used = 0;
     buf[0] = '\0';
+    if (afo_array_op(a) == AFO_OP_NONE) return; /* data: attrs no longer mean anything */
     for (int i = 0; i < a->attrs.ni && used < n; i++)
         used += (size_t)snprintf(buf + used, n - used, "%s%lld", i ? "," : "", (long long)a->attrs.i[i]);
     for (int i = 0; i < a->attrs.nf && used < n; i++)

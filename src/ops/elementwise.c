@@ -37,10 +37,11 @@ UNARY_F(tanh, tanhf(x), tanh(x))
 UNARY_F(erf, erff(x), erf(x))
 UNARY_F(sigmoid, 1.0f / (1.0f + expf(-x)), 1.0 / (1.0 + exp(-x)))
 UNARY_F(silu, x / (1.0f + expf(-x)), x / (1.0 + exp(-x)))
-UNARY_F(gelu, 0.5f * x * (1.0f + erff(x * 0.70710678118654752f)),
-        0.5 * x * (1.0 + erf(x * 0.70710678118654752)))
-UNARY_F(gelu_tanh, 0.5f * x * (1.0f + tanhf(0.7978845608028654f * (x + 0.044715f * x * x * x))),
-        0.5 * x * (1.0 + tanh(0.7978845608028654 * (x + 0.044715 * x * x * x))))
+/* erfc and the sigmoid form avoid the cancellation in 1 + erf(x) and
+ * 1 + tanh(u) for negative x. */
+UNARY_F(gelu, 0.5f * x * erfcf(-x * 0.70710678118654752f), 0.5 * x * erfc(-x * 0.70710678118654752))
+UNARY_F(gelu_tanh, x / (1.0f + expf(-1.5957691216057308f * (x + 0.044715f * x * x * x))),
+        x / (1.0 + exp(-1.5957691216057308 * (x + 0.044715 * x * x * x))))
 UNARY_FI(relu, x > 0 ? x : 0, x > 0 ? x : 0, x > 0 ? x : 0)
 UNARY_F(sin, sinf(x), sin(x))
 UNARY_F(cos, cosf(x), cos(x))

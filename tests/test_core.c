@@ -1,0 +1,189 @@
+/* Lazy evaluation semantics, graph inspection and memory accounting. */
+#include <afo/afo.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "support/test.h"
+
+static void test_lazy_and_shared_subgraphs(void) {
+    int64_t s[1] = {4};
+    float v[4] = {1, 2, 3, 4};
+    afo_array *x = afo_array_from_data(v, AFO_FLOAT32, 1, s);
+    afo_array *e = afo_exp(x);               /* shared by both outputs */
+    afo_array *a = afo_add(e, e), *b = afo_mul(e, x);
+    CHECK(!afo_array_is_evaluated(a) && !afo_array_is_evaluated(e));
+    CHECK(afo_array_op(a) != 0 && strcmp(afo_array_op_name(a), "add") == 0 && afo_array_num_inputs(a) == 2);
+    CHECK(afo_array_input(a, 0) == e && afo_array_input(a, 1) == e);
+    afo_array *outs[2] = {a, b};
+    CHECK(afo_eval(outs, 2) == AFO_OK);
+    CHECK(afo_array_is_evaluated(a) && afo_array_is_evaluated(b) && afo_array_is_evaluated(e));
+    /* evaluated arrays drop their graph: a second eval has nothing to do */
+    CHECK(afo_array_num_inputs(a) == 0 && afo_array_op(a) == 0);
+    const float *ap = afo_array_data(a);
+    CHECK(afo_eval(outs, 2) == AFO_OK && afo_array_data(a) == ap);
+    CHECK(fabsf(ap[2] - 2 * expf(3)) < 1e-4f);
+    afo_release(x), afo_release(e), afo_release(a), afo_release(b);
+}
+
+static void test_intermediates_released(void) {
+    afo_clear_cache();
+    size_t base = afo_get_active_memory();
+    int64_t s[1] = {1 << 16};
+    afo_array *x = afo_full(1.0, AFO_FLOAT32, 1, s);
+    afo_array *y = afo_retain(x);
+    for (int i = 0; i < 50; i++) {
+        afo_array *next = afo_add(y, x);
+        afo_release(y);
+        y = next;
+    }
+    afo_reset_peak_memory();
+    CHECK(afo_eval1(y) == AFO_OK);
+    /* a chain of 50 adds needs a few live buffers at a time, not 50 */
+    size_t peak = afo_get_peak_memory() - base, one = (size_t)(1 << 16) * 4;
+    CHECK_MSG(peak <= 4 * one, "peak %zu bytes for a chain of 256 KiB buffers", peak);
+    double first;
+    afo_array *f = afo_slice_axis(y, 0, 0, 1);
+    CHECK(afo_array_item(f, &first) == AFO_OK && first == 51.0);
+    afo_release(f), afo_release(x), afo_release(y);
+    CHECK(afo_get_active_memory() == base);
+}
+
+static void test_deep_graph(void) {
+    /* 200k nodes: evaluation and release must not recurse on the C stack */
+    afo_array *x = afo_scalar(0.0, AFO_FLOAT32), *one = afo_scalar(1.0, AFO_FLOAT32);
+    for (int i = 0; i < 200000; i++) {
+        afo_array *n = afo_add(x, one);
+        afo_release(x);
+        x = n;
+    }
+    double v;
+    CHECK(afo_array_item(x, &v) == AFO_OK && v == 200000.0);
+    afo_array *y = afo_retain(x);
+    for (int i = 0; i < 200000; i++) {
+        afo_array *n = afo_add(y, one);
+        afo_release(y);
+        y = n;
+    }
+    afo_release(y); /* released unevaluated */
+    afo_release(x), afo_release(one);
+}
+
+static void test_memory_limit_and_cache(void) {
+    afo_clear_cache();
+    int64_t s[1] = {1 << 20}; /* 4 MiB of float32 */
+    afo_array *a = afo_full(2.0, AFO_FLOAT32, 1, s); /* a broadcast scalar: 64 bytes */
+    size_t base = afo_get_active_memory();
+    afo_array *b = afo_exp(a);
+    CHECK(afo_eval1(b) == AFO_OK);
+    CHECK(afo_get_active_memory() - base >= (size_t)4 << 20);
+    afo_release(b);
+    CHECK(afo_get_active_memory() == base);
+    CHECK(afo_get_cache_memory() >= (size_t)4 << 20); /* kept for reuse */
+    afo_memory_stats st0, st1;
+    afo_get_memory_stats(AFO_CPU, &st0);
+    b = afo_exp(a);
+    CHECK(afo_eval1(b) == AFO_OK);
+    afo_get_memory_stats(AFO_CPU, &st1);
+    CHECK(st1.cache_hits > st0.cache_hits);
+    afo_release(b);
+    afo_clear_cache();
+    CHECK(afo_get_cache_memory() == 0);
+
+    size_t old = afo_set_memory_limit(base + ((size_t)6 << 20));
+    afo_array *c = afo_exp(a), *d = afo_sin(a);
+    afo_array *cd[2] = {c, d};
+    afo_status st = afo_eval(cd, 2); /* 8 MiB > 6 MiB limit */
+    CHECK(st == AFO_ERR_OUT_OF_MEMORY);
+    CHECK(strstr(afo_last_error(), "memory limit") != NULL);
+    afo_release(c), afo_release(d);
+    c = afo_exp(a);
+    CHECK(afo_eval1(c) == AFO_OK); /* a single buffer fits */
+    afo_release(c);
+    afo_set_memory_limit(old);
+
+    afo_set_cache_limit(1 << 20);
+    c = afo_exp(a);
+    afo_eval1(c);
+    afo_release(c);
+    CHECK(afo_get_cache_memory() <= (size_t)1 << 20);
+    afo_set_cache_limit(0);
+    afo_release(a);
+}
+
+static void test_views_share_buffers(void) {
+    int64_t s[2] = {64, 64};
+    afo_array *x = afo_full(3.0, AFO_FLOAT32, 2, s);
+    afo_array *c = afo_contiguous(x);
+    afo_eval1(c);
+    size_t before = afo_get_active_memory();
+    afo_array *t = afo_transpose(c, NULL);
+    int64_t b[2] = {1, 2}, e[2] = {60, 50}, st[2] = {3, 2};
+    afo_array *v = afo_slice(t, b, e, st);
+    int64_t r[1] = {-1};
+    afo_array *f = afo_reshape(c, 1, r);
+    afo_array *outs[3] = {t, v, f};
+    CHECK(afo_eval(outs, 3) == AFO_OK);
+    CHECK(afo_get_active_memory() == before); /* no copies */
+    CHECK(t->buf == c->buf && v->buf == c->buf && f->buf == c->buf);
+    CHECK(!v->contiguous && f->contiguous);
+    afo_release(x), afo_release(c), afo_release(t), afo_release(v), afo_release(f);
+}
+
+static void test_slice_update_donates(void) {
+    int64_t s[2] = {8, 16}, us[2] = {1, 16};
+    afo_array *zeros = afo_zeros(AFO_FLOAT32, 2, s);
+    afo_array *cache = afo_contiguous(zeros);
+    afo_release(zeros);
+    afo_eval1(cache);
+    void *storage = cache->buf->data;
+    afo_array *u = afo_full(5.0, AFO_FLOAT32, 2, us);
+    int64_t lo[2] = {3, 0}, hi[2] = {4, 16};
+    afo_array *next = afo_slice_update(cache, u, lo, hi, NULL);
+    afo_release(cache); /* only the update node holds the cache now */
+    afo_eval1(next);
+    CHECK(next->buf->data == storage);
+    float row[16];
+    afo_array *r = afo_slice(next, lo, hi, NULL);
+    afo_array_read(r, AFO_FLOAT32, row, sizeof row);
+    CHECK(row[0] == 5.0f && row[15] == 5.0f);
+    afo_release(r), afo_release(u), afo_release(next);
+}
+
+static void test_graph_dump(void) {
+    int64_t s[2] = {2, 3};
+    afo_array *x = afo_zeros(AFO_FLOAT32, 2, s);
+    afo_array *y = afo_exp(x);
+    afo_array *z = afo_sum(y, (int[]){1}, 1, 0);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    CHECK(afo_graph_dump(f, &z, 1, AFO_DUMP_TEXT) == AFO_OK);
+    fclose(f);
+    CHECK(strstr(buf, "exp float32[2, 3]") && strstr(buf, "sum(2,0) float32[2]"));
+    free(buf);
+    f = open_memstream(&buf, &len);
+    CHECK(afo_graph_dump(f, &z, 1, AFO_DUMP_DOT) == AFO_OK);
+    fclose(f);
+    CHECK(strstr(buf, "digraph afo") && strstr(buf, "->"));
+    free(buf);
+    afo_release(x), afo_release(y), afo_release(z);
+}
+
+static void test_threads(void) {
+    afo_set_threads(1);
+    CHECK(afo_get_threads() == 1);
+    afo_set_threads(0);
+    CHECK(afo_get_threads() >= 1);
+}
+
+int main(void) {
+    RUN(test_lazy_and_shared_subgraphs);
+    RUN(test_intermediates_released);
+    RUN(test_deep_graph);
+    RUN(test_memory_limit_and_cache);
+    RUN(test_views_share_buffers);
+    RUN(test_slice_update_donates);
+    RUN(test_graph_dump);
+    RUN(test_threads);
+    return test_finish();
+}
