@@ -472,15 +472,16 @@ static void test_shape_ops(void) {
             afo_array *back = afo_slice(u, lo, hi, NULL);
             double *bv = read_f64(back), total = 0;
             CHECK(memcmp(bv, xv, sizeof(double) * 120) == 0);
-            afo_array *all = afo_sum(afo_abs(u), NULL, 0, 0);
-            afo_array *part = afo_sum(afo_abs(x), NULL, 0, 0);
+            afo_array *abs_u = afo_abs(u), *abs_x = afo_abs(x);
+            afo_array *all = afo_sum(abs_u, NULL, 0, 0);
+            afo_array *part = afo_sum(abs_x, NULL, 0, 0);
             double pv = 0;
             afo_array_item(all, &total);
             afo_array_item(part, &pv);
             CHECK(fabs(total - pv) <= 1e-2 * pv); /* nothing written outside the slice */
             free(mv), free(bv);
             afo_release(c), afo_release(mid), afo_release(z), afo_release(u), afo_release(back), afo_release(all),
-                afo_release(part);
+                afo_release(part), afo_release(abs_u), afo_release(abs_x);
         }
         free(xv), free(sv), free(rv);
         afo_release(x), afo_release(tr), afo_release(sl), afo_release(r);
