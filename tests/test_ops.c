@@ -472,15 +472,16 @@ static void test_shape_ops(void) {
             afo_array *back = afo_slice(u, lo, hi, NULL);
             double *bv = read_f64(back), total = 0;
             CHECK(memcmp(bv, xv, sizeof(double) * 120) == 0);
-            afo_array *all = afo_sum(afo_abs(u), NULL, 0, 0);
-            afo_array *part = afo_sum(afo_abs(x), NULL, 0, 0);
+            afo_array *abs_u = afo_abs(u), *abs_x = afo_abs(x);
+            afo_array *all = afo_sum(abs_u, NULL, 0, 0);
+            afo_array *part = afo_sum(abs_x, NULL, 0, 0);
             double pv = 0;
             afo_array_item(all, &total);
             afo_array_item(part, &pv);
             CHECK(fabs(total - pv) <= 1e-2 * pv); /* nothing written outside the slice */
             free(mv), free(bv);
             afo_release(c), afo_release(mid), afo_release(z), afo_release(u), afo_release(back), afo_release(all),
-                afo_release(part);
+                afo_release(part), afo_release(abs_u), afo_release(abs_x);
         }
         free(xv), free(sv), free(rv);
         afo_release(x), afo_release(tr), afo_release(sl), afo_release(r);
@@ -553,6 +554,9 @@ static void test_errors(void) {
     afo_array *a = afo_zeros(AFO_FLOAT32, 2, s1), *b = afo_zeros(AFO_FLOAT32, 2, s2);
     afo_array *y = afo_add(a, b);
     CHECK(y == NULL && strstr(afo_last_error(), "add: shapes [2, 3] and [4, 5] cannot be broadcast"));
+    CHECK(afo_last_status() == AFO_ERR_INVALID_ARGUMENT);
+    afo_clear_error();
+    CHECK(afo_last_status() == AFO_OK && afo_last_error()[0] == '\0');
     y = afo_matmul(a, b);
     CHECK(y == NULL && strstr(afo_last_error(), "matmul: inner dimensions differ"));
     int64_t bad[2] = {7, -1};

@@ -25,6 +25,9 @@ typedef enum afo_status {
 
 /* Text of the last error on this thread ("" when none). */
 const char *afo_last_error(void);
+/* Status of the last error on this thread (AFO_OK when none): for functions
+ * that return NULL on failure. */
+afo_status afo_last_status(void);
 void afo_clear_error(void);
 const char *afo_status_name(afo_status s);
 

@@ -94,12 +94,13 @@ afo_array *afo_take(afo_array *x, afo_array *indices, int axis);
 /* indices has x's ndim; along `axis` picks x[..., indices[...], ...]. */
 afo_array *afo_take_along_axis(afo_array *x, afo_array *indices, int axis);
 /* A copy of x where x[..., indices[i], ...] += updates[i] along axis
- * (indices and updates shaped alike, as take_along_axis' output). */
+ * (indices and updates broadcast together, as take_along_axis' output). */
 afo_array *afo_scatter_add(afo_array *x, afo_array *indices, afo_array *updates, int axis);
 afo_array *afo_sort(afo_array *x, int axis);    /* ascending */
 afo_array *afo_argsort(afo_array *x, int axis); /* -> int32, stable */
 /* The k largest along axis, in descending order; afo_argtopk gives their
- * int32 indices (ties: lower index first). */
+ * int32 indices (ties: lower index first). NaN ranks above +inf (last in
+ * afo_sort, first in afo_topk); -0.0 ties with +0.0. */
 afo_array *afo_topk(afo_array *x, int k, int axis);
 afo_array *afo_argtopk(afo_array *x, int k, int axis);
 
@@ -127,7 +128,7 @@ afo_array *afo_scaled_dot_product_attention(afo_array *q, afo_array *k, afo_arra
 
 /* ---- random (counter-based: results do not depend on thread count) ---- */
 afo_array *afo_random_key(uint64_t seed);              /* uint32 [2] */
-afo_array *afo_random_split(afo_array *key, int num);  /* uint32 [num, 2] */
+afo_array *afo_random_split(afo_array *key, int num);  /* one key [2] -> uint32 [num, 2] */
 /* Uniform on [low, high). */
 afo_array *afo_random_uniform(afo_array *key, double low, double high, int ndim,
                               const int64_t *shape, afo_dtype dtype);

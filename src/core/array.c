@@ -225,47 +225,54 @@ static bool list_push(node_list *l, afo_array *a) {
     return true;
 }
 
+typedef struct frame {
+    afo_array *a;
+    int next_input;
+} frame;
+
 /* Post-order of the unevaluated nodes reaching `roots`: inputs first. An
- * explicit stack (node + next input to visit) keeps deep graphs off the C
- * stack. */
+ * explicit stack of frames keeps deep graphs off the C stack. */
 afo_status afo_graph_topo(afo_array *const *roots, int n, bool include_evaluated, afo_array ***out,
                           size_t *count) {
     unsigned epoch = atomic_fetch_add(&g_epoch, 1) + 1;
-    node_list order = {0}, stack = {0};
-    size_t *next = NULL, next_cap = 0;
+    node_list order = {0};
+    frame *stack = NULL;
+    size_t depth = 0, cap = 0;
     afo_status st = AFO_OK;
     for (int r = 0; r < n && st == AFO_OK; r++) {
         afo_array *root = roots[r];
-        if (!root) { st = afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_eval: array %d is NULL", r); break; }
+        if (!root) {
+            st = afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_eval: array %d is NULL", r);
+            break;
+        }
         if (root->visit == epoch || (root->buf && !include_evaluated)) continue;
         root->visit = epoch;
-        if (!list_push(&stack, root)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
-        while (stack.n > 0) {
-            if (next_cap < stack.cap) {
-                size_t *grown = realloc(next, stack.cap * sizeof *next);
-                if (!grown) { st = AFO_ERR_OUT_OF_MEMORY; break; }
-                for (size_t i = next_cap; i < stack.cap; i++) grown[i] = 0;
-                next = grown;
-                next_cap = stack.cap;
+        afo_array *push = root;
+        while (push || depth > 0) {
+            if (push) {
+                if (depth == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    frame *grown = realloc(stack, cap * sizeof *grown);
+                    if (!grown) { st = AFO_ERR_OUT_OF_MEMORY; break; }
+                    stack = grown;
+                }
+                stack[depth++] = (frame){push, 0};
+                push = NULL;
             }
-            size_t top = stack.n - 1;
-            afo_array *a = stack.items[top];
-            if ((int)next[top] < a->nin) {
-                afo_array *child = a->in[next[top]++];
+            frame *top = &stack[depth - 1];
+            if (top->next_input < top->a->nin) {
+                afo_array *child = top->a->in[top->next_input++];
                 if (child->visit != epoch && (!child->buf || include_evaluated)) {
                     child->visit = epoch;
-                    if (!list_push(&stack, child)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
-                    next[stack.n - 1] = 0;
+                    push = child;
                 }
             } else {
-                next[top] = 0;
-                stack.n--;
-                if (!list_push(&order, a)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
+                depth--;
+                if (!list_push(&order, top->a)) { st = AFO_ERR_OUT_OF_MEMORY; break; }
             }
         }
     }
-    free(stack.items);
-    free(next);
+    free(stack);
     if (st != AFO_OK) {
         free(order.items);
         if (st == AFO_ERR_OUT_OF_MEMORY) afo_error(st, "out of memory sorting the graph");

@@ -4,26 +4,34 @@
 #include "core/internal.h"
 
 static _Thread_local char t_error[1024];
+static _Thread_local afo_status t_status;
 
 const char *afo_last_error(void) { return t_error; }
 
-void afo_clear_error(void) { t_error[0] = '\0'; }
+afo_status afo_last_status(void) { return t_status; }
 
-static void set_error(const char *fmt, va_list ap) { vsnprintf(t_error, sizeof t_error, fmt, ap); }
+void afo_clear_error(void) {
+    t_error[0] = '\0';
+    t_status = AFO_OK;
+}
+
+static void set_error(afo_status status, const char *fmt, va_list ap) {
+    t_status = status;
+    vsnprintf(t_error, sizeof t_error, fmt, ap);
+}
 
 afo_status afo_error(afo_status status, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    set_error(fmt, ap);
+    set_error(status, fmt, ap);
     va_end(ap);
     return status;
 }
 
 void *afo_error_null(afo_status status, const char *fmt, ...) {
-    (void)status;
     va_list ap;
     va_start(ap, fmt);
-    set_error(fmt, ap);
+    set_error(status, fmt, ap);
     va_end(ap);
     return NULL;
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "backends/cpu/cpu.h"
+#include "backends/cpu/vmath.h"
 #include "core/compose.h"
 
 /* ------------------------------------------------------------ kernels */
@@ -27,7 +28,14 @@
 
 UNARY_FI(neg, -x, -x, -x)
 UNARY_FI(abs, fabsf(x), fabs(x), x < 0 ? -x : x)
-UNARY_F(exp, expf(x), exp(x))
+/* float32 versions of the hot activations use the vectorised math */
+#define UNARY_VMATH(NAME, ED)                                              \
+    static void NAME##_f32(int64_t n, void *o, const void *const *in) {    \
+        afo_vmath_current()->NAME(n, o, in[0]);                            \
+    }                                                                      \
+    EW_LOOP(NAME##_f64, double, 1, ED)
+
+UNARY_VMATH(exp, exp(x))
 UNARY_F(log, logf(x), log(x))
 UNARY_F(log1p, log1pf(x), log1p(x))
 UNARY_F(sqrt, sqrtf(x), sqrt(x))
@@ -35,8 +43,8 @@ UNARY_F(rsqrt, 1.0f / sqrtf(x), 1.0 / sqrt(x))
 UNARY_FI(square, x * x, x * x, x * x)
 UNARY_F(tanh, tanhf(x), tanh(x))
 UNARY_F(erf, erff(x), erf(x))
-UNARY_F(sigmoid, 1.0f / (1.0f + expf(-x)), 1.0 / (1.0 + exp(-x)))
-UNARY_F(silu, x / (1.0f + expf(-x)), x / (1.0 + exp(-x)))
+UNARY_VMATH(sigmoid, 1.0 / (1.0 + exp(-x)))
+UNARY_VMATH(silu, x / (1.0 + exp(-x)))
 /* erfc and the sigmoid form avoid the cancellation in 1 + erf(x) and
  * 1 + tanh(u) for negative x. */
 UNARY_F(gelu, 0.5f * x * erfcf(-x * 0.70710678118654752f), 0.5 * x * erfc(-x * 0.70710678118654752))

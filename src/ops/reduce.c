@@ -5,6 +5,7 @@
 
 #include "backends/cpu/cpu.h"
 #include "backends/cpu/threadpool.h"
+#include "backends/cpu/vmath.h"
 #include "core/compose.h"
 
 #define CHUNK 512
@@ -252,11 +253,7 @@ static void softmax_rows(void *ctx, int64_t begin, int64_t end) {
             for (int64_t i = 0; i < n; i++) s += (v[i] = exp(v[i] - m));
             for (int64_t i = 0; i < n; i++) v[i] /= s;
         } else {
-            float *v = buf, m = -INFINITY, s = 0;
-            for (int64_t i = 0; i < n; i++) m = v[i] > m ? v[i] : m;
-            for (int64_t i = 0; i < n; i++) s += (v[i] = expf(v[i] - m));
-            float inv = 1.0f / s;
-            for (int64_t i = 0; i < n; i++) v[i] *= inv;
+            afo_vmath_current()->softmax(n, buf, buf);
         }
         afo_cpu_store_row(j->ct, buf, n, j->out->dtype, (char *)afo_array_ptr(j->out) + r * n * (int64_t)os, 1);
     }

@@ -2,6 +2,7 @@
 #include <math.h>
 
 #include "backends/cpu/cpu.h"
+#include "backends/cpu/gemm.h"
 
 afo_ctype afo_cpu_ctype_of(afo_dtype t) {
     if (t == AFO_FLOAT64) return AFO_CT_F64;
@@ -47,7 +48,10 @@ size_t afo_cpu_ctype_size(afo_ctype ct) { return ct == AFO_CT_F32 ? 4 : 8; }
 
 void afo_cpu_load_row(afo_dtype dt, const void *src, int64_t stride, int64_t n, afo_ctype ct, void *dst) {
     if (ct == AFO_CT_F32) {
-        if (dt == AFO_FLOAT32 && stride == 1) { memcpy(dst, src, (size_t)n * 4); return; }
+        if (stride == 1 && (dt == AFO_FLOAT32 || dt == AFO_FLOAT16 || dt == AFO_BFLOAT16)) {
+            afo_cpu_convert_row(dt, src, AFO_FLOAT32, dst, n); /* SIMD */
+            return;
+        }
         LOAD_ALL(float);
     } else if (ct == AFO_CT_F64) {
         LOAD_ALL(double);
@@ -94,7 +98,10 @@ static inline int64_t sat_i64(double v, double lo, double hi) {
 
 void afo_cpu_store_row(afo_ctype ct, const void *src, int64_t n, afo_dtype dt, void *dst, int64_t stride) {
     if (ct == AFO_CT_F32) {
-        if (dt == AFO_FLOAT32 && stride == 1) { memcpy(dst, src, (size_t)n * 4); return; }
+        if (stride == 1 && (dt == AFO_FLOAT32 || dt == AFO_FLOAT16 || dt == AFO_BFLOAT16)) {
+            afo_cpu_convert_row(AFO_FLOAT32, src, dt, dst, n); /* SIMD */
+            return;
+        }
 #define IT float
         STORE_FLOAT_SRC(float);
 #undef IT

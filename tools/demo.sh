@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine (build dependencies), builds afo, and runs
+# the main job: the array self-check and the decode-kernel benchmark.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+pkgs="cmake build-essential libopenblas-dev libcjson-dev"
+missing=$(for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || echo "$p"; done)
+if [ -n "$missing" ]; then
+    sudo=$([ "$(id -u)" = 0 ] && echo "" || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+fi
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" >/dev/null
+./build/afo selfcheck
+./build/afo bench
