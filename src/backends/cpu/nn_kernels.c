@@ -67,13 +67,12 @@ const afo_nn_prims afo_nn_prims_scalar = {
     exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar,
 };
 
-/* Follows the CPU kernel level (AFO_CPU_KERNEL can force scalar); AVX-512
- * machines run the AVX2 primitives, which are bound by memory here. */
+/* Follows the CPU kernel level (AFO_CPU_KERNEL can force scalar). */
 const afo_nn_prims *afo_nn_prims_best(void) {
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__) || defined(__i386__)
-    case AFO_CPU_AVX2:
-    case AFO_CPU_AVX512: return &afo_nn_prims_avx2;
+    case AFO_CPU_AVX2: return &afo_nn_prims_avx2;
+    case AFO_CPU_AVX512: return &afo_nn_prims_avx512;
 #endif
 #if defined(__aarch64__)
     case AFO_CPU_NEON: return &afo_nn_prims_neon;

@@ -1,7 +1,7 @@
 /* CPU kernels of the fused neural-network ops (rms_norm, layer_norm, rope,
  * scaled_dot_product_attention) and the float32 vector primitives they run
  * on. The primitives come in a scalar reference version and SIMD versions
- * (AVX2, NEON) picked at run time; tests compare them. */
+ * (AVX2, AVX-512, NEON) picked at run time; tests compare them. */
 #ifndef AFO_NN_KERNELS_H
 #define AFO_NN_KERNELS_H
 
@@ -32,6 +32,7 @@ typedef struct afo_nn_prims {
 extern const afo_nn_prims afo_nn_prims_scalar;
 #if defined(__x86_64__) || defined(__i386__)
 extern const afo_nn_prims afo_nn_prims_avx2;
+extern const afo_nn_prims afo_nn_prims_avx512;
 #endif
 #if defined(__aarch64__)
 extern const afo_nn_prims afo_nn_prims_neon;

@@ -4,6 +4,7 @@
 #include <math.h>
 
 #include "backends/cpu/nn_kernels.h"
+#include "backends/cpu/simd_exp_neon.h"
 
 static inline float32x4_t ld4_f32(const void *p, int64_t i) { return vld1q_f32((const float *)p + i); }
 static inline float32x4_t ld4_bf16(const void *p, int64_t i) {
@@ -42,35 +43,11 @@ NEON_DOT_AXPY(f32)
 NEON_DOT_AXPY(bf16)
 NEON_DOT_AXPY(f16)
 
-/* exp(x) for x <= 0, as in the AVX2 version: x = n ln2 + r, a degree-6
- * polynomial for e^r, 2^n through the exponent bits; below -87.3 gives 0,
- * NaN stays NaN. */
-static inline float32x4_t exp_nonpos(float32x4_t x) {
-    const float32x4_t lo = vdupq_n_f32(-87.33f);
-    uint32x4_t keep = vcgeq_f32(x, lo), num = vceqq_f32(x, x);
-    float32x4_t x0 = x;
-    x = vmaxnmq_f32(x, lo);
-    float32x4_t n = vrndnq_f32(vmulq_n_f32(x, 1.44269504088896341f));
-    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(0.693359375f));
-    r = vfmsq_f32(r, n, vdupq_n_f32(-2.12194440e-4f));
-    float32x4_t p = vdupq_n_f32(1.9875691500e-4f);
-    p = vfmaq_f32(vdupq_n_f32(1.3981999507e-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(8.3334519073e-3f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(4.1665795894e-2f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(1.6666665459e-1f), p, r);
-    p = vfmaq_f32(vdupq_n_f32(5.0000001201e-1f), p, r);
-    p = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
-    int32x4_t e = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
-    float32x4_t y = vmulq_f32(p, vreinterpretq_f32_s32(e));
-    y = vreinterpretq_f32_u32(vandq_u32(vreinterpretq_u32_f32(y), keep));
-    return vbslq_f32(num, y, x0);
-}
-
 static float exp_sum_neon(float *s, int64_t n, float max) {
     float32x4_t vm = vdupq_n_f32(max), acc = vdupq_n_f32(0);
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        float32x4_t e = exp_nonpos(vsubq_f32(vld1q_f32(s + i), vm));
+        float32x4_t e = afo_exp4(vsubq_f32(vld1q_f32(s + i), vm));
         vst1q_f32(s + i, e);
         acc = vaddq_f32(acc, e);
     }

@@ -1,44 +1,17 @@
 /* NEON float32 math: the AVX2 algorithm on 4 lanes; tails use the scalar
  * loop. */
-#include <arm_neon.h>
-#include <math.h>
-
-#include "backends/cpu/vmath.h"
-
-static inline float32x4_t exp4(float32x4_t x) {
-    uint32x4_t too_big = vcgtq_f32(x, vdupq_n_f32(AFO_EXP_HI));
-    uint32x4_t too_small = vcltq_f32(x, vdupq_n_f32(AFO_EXP_LO));
-    uint32x4_t not_nan = vceqq_f32(x, x);
-    float32x4_t xc = vminq_f32(vmaxq_f32(x, vdupq_n_f32(AFO_EXP_LO)), vdupq_n_f32(AFO_EXP_HI));
-    float32x4_t n = vrndnq_f32(vmulq_f32(xc, vdupq_n_f32(AFO_LOG2E)));
-    float32x4_t r = vfmsq_f32(xc, n, vdupq_n_f32(AFO_LN2_HI));
-    r = vfmsq_f32(r, n, vdupq_n_f32(AFO_LN2_LO));
-    float32x4_t p = vdupq_n_f32(AFO_EXP_P0);
-    p = vfmaq_f32(vdupq_n_f32(AFO_EXP_P1), p, r);
-    p = vfmaq_f32(vdupq_n_f32(AFO_EXP_P2), p, r);
-    p = vfmaq_f32(vdupq_n_f32(AFO_EXP_P3), p, r);
-    p = vfmaq_f32(vdupq_n_f32(AFO_EXP_P4), p, r);
-    p = vfmaq_f32(vdupq_n_f32(AFO_EXP_P5), p, r);
-    float32x4_t e = vaddq_f32(vfmaq_f32(r, p, vmulq_f32(r, r)), vdupq_n_f32(1.0f));
-    int32x4_t ni = vcvtq_s32_f32(n), n1 = vshrq_n_s32(ni, 1), n2 = vsubq_s32(ni, n1);
-    const int32x4_t bias = vdupq_n_s32(127);
-    e = vmulq_f32(e, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n1, bias), 23)));
-    e = vmulq_f32(e, vreinterpretq_f32_s32(vshlq_n_s32(vaddq_s32(n2, bias), 23)));
-    e = vbslq_f32(too_big, vdupq_n_f32(INFINITY), e);
-    e = vbslq_f32(too_small, vdupq_n_f32(0.0f), e);
-    return vbslq_f32(not_nan, e, x);
-}
+#include "backends/cpu/simd_exp_neon.h"
 
 static void exp_neon(int64_t n, float *y, const float *x) {
     int64_t i = 0;
-    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, exp4(vld1q_f32(x + i)));
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, afo_exp4(vld1q_f32(x + i)));
     afo_vmath_scalar.exp(n - i, y + i, x + i);
 }
 
 static void sigmoid_neon(int64_t n, float *y, const float *x) {
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
-        float32x4_t e = exp4(vnegq_f32(vld1q_f32(x + i)));
+        float32x4_t e = afo_exp4(vnegq_f32(vld1q_f32(x + i)));
         vst1q_f32(y + i, vdivq_f32(vdupq_n_f32(1.0f), vaddq_f32(vdupq_n_f32(1.0f), e)));
     }
     afo_vmath_scalar.sigmoid(n - i, y + i, x + i);
@@ -48,7 +21,7 @@ static void silu_neon(int64_t n, float *y, const float *x) {
     int64_t i = 0;
     for (; i + 4 <= n; i += 4) {
         float32x4_t v = vld1q_f32(x + i);
-        vst1q_f32(y + i, vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), exp4(vnegq_f32(v)))));
+        vst1q_f32(y + i, vdivq_f32(v, vaddq_f32(vdupq_n_f32(1.0f), afo_exp4(vnegq_f32(v)))));
     }
     afo_vmath_scalar.silu(n - i, y + i, x + i);
 }
@@ -61,7 +34,7 @@ static void softmax_neon(int64_t n, float *y, const float *x) {
     for (; i < n; i++) m = x[i] > m ? x[i] : m;
     float32x4_t vmax = vdupq_n_f32(m), vs = vdupq_n_f32(0.0f);
     for (i = 0; i + 4 <= n; i += 4) {
-        float32x4_t e = exp4(vsubq_f32(vld1q_f32(x + i), vmax));
+        float32x4_t e = afo_exp4(vsubq_f32(vld1q_f32(x + i), vmax));
         vst1q_f32(y + i, e);
         vs = vaddq_f32(vs, e);
     }
