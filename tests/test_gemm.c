@@ -137,12 +137,18 @@ static void each_level(void (*fn)(void), int max_threads) {
     afo_cpu_gemm_set_blas(false);
     for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++) {
         if (afo_cpu_set_kernel_level((afo_cpu_level)l) != AFO_OK) continue;
-        for (int t = 1; t <= max_threads; t++) {
-            afo_set_threads(t);
-            test_seed(1234 + (uint64_t)l);
-            fn();
+        /* with AVX512_BF16, bf16 both through vdpbf16ps and widened to f32 */
+        int pair_modes = l == AFO_CPU_AVX512 && afo_cpu_get_features()->avx512_bf16 ? 2 : 1;
+        for (int pm = 0; pm < pair_modes; pm++) {
+            afo_cpu_gemm_set_bf16_pairs(pm);
+            for (int t = 1; t <= max_threads; t++) {
+                afo_set_threads(t);
+                test_seed(1234 + (uint64_t)l);
+                fn();
+            }
         }
     }
+    afo_cpu_gemm_set_bf16_pairs(-1);
     afo_set_threads(0);
     afo_cpu_gemm_set_blas(true);
     CHECK(afo_cpu_set_kernel_level(saved) == AFO_OK);

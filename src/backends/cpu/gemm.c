@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/threadpool.h"
@@ -96,6 +97,10 @@ const afo_gemm_kernels afo_gemm_kernels_scalar = {
 static atomic_bool g_blas_enabled = true;
 
 void afo_cpu_gemm_set_blas(bool enable) { atomic_store(&g_blas_enabled, enable); }
+
+static atomic_int g_bf16_pairs = -1;
+
+void afo_cpu_gemm_set_bf16_pairs(int mode) { atomic_store(&g_bf16_pairs, mode < 0 ? -1 : mode > 0); }
 
 const char *afo_cpu_kernel_name(void) { return afo_cpu_level_name(afo_cpu_kernel_level()); }
 
@@ -366,11 +371,54 @@ static void gemm_thread(void *arg, int t, int nt) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Whether kr's bf16 pair microkernel outruns its f32 one on cache-resident
+ * panels. vdpbf16ps does twice the work of an FMA per instruction, but
+ * some CPUs issue it at half the rate, and then widening bf16 to f32 while
+ * packing is as fast and simpler on the caches. Timed once (~1 ms). */
+static bool pairs_win(const afo_gemm_kernels *kr) {
+    static atomic_int verdict; /* 0 not yet timed, 1 pairs win, 2 they don't */
+    int v = atomic_load(&verdict);
+    if (v) return v == 1;
+    enum { KC = 128, ROUNDS = 3, CALLS = 64 };
+    size_t fbytes = sizeof(float) * KC * (size_t)(kr->mr + kr->nr);
+    size_t hbytes = sizeof(uint16_t) * KC * (size_t)(kr->mr_bf16 + kr->nr_bf16);
+    size_t cbytes = sizeof(float) * (size_t)(kr->mr * kr->nr > kr->mr_bf16 * kr->nr_bf16 ? kr->mr * kr->nr
+                                                                                       : kr->mr_bf16 * kr->nr_bf16);
+    char *buf = aligned_alloc(64, (size_t)round_up((int64_t)(fbytes + hbytes + cbytes), 64));
+    if (!buf) return false;
+    memset(buf, 0, fbytes + hbytes + cbytes);
+    float *af = (float *)buf, *bf = af + KC * kr->mr, *c = (float *)(buf + fbytes + hbytes);
+    uint16_t *ah = (uint16_t *)(buf + fbytes), *bh = ah + KC * kr->mr_bf16;
+    double best_f = 1e30, best_h = 1e30;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = seconds();
+        for (int i = 0; i < CALLS; i++) kr->ukr(KC, af, bf, c, kr->nr, false);
+        double t1 = seconds();
+        for (int i = 0; i < CALLS; i++) kr->ukr_bf16(KC / 2, ah, bh, c, kr->nr_bf16, false);
+        double t2 = seconds();
+        best_f = t1 - t0 < best_f ? t1 - t0 : best_f;
+        best_h = t2 - t1 < best_h ? t2 - t1 : best_h;
+    }
+    free(buf);
+    /* per multiply-add of the respective tiles */
+    bool win = best_h / (kr->mr_bf16 * kr->nr_bf16) < best_f / (kr->mr * kr->nr);
+    atomic_store(&verdict, win ? 1 : 2);
+    return win;
+}
+
 static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     gemm_job j = {.g = g, .kr = kr};
     /* ukr_bf16 exists only in the AVX-512 set, which also runs on CPUs
      * without AVX512_BF16 */
-    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16;
+    int pairs_mode = atomic_load(&g_bf16_pairs);
+    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
+              (pairs_mode < 0 ? pairs_win(kr) : pairs_mode > 0);
     j.mr = j.pairs ? kr->mr_bf16 : kr->mr;
     j.nr = j.pairs ? kr->nr_bf16 : kr->nr;
     j.kc = g->K < kr->kc ? g->K : kr->kc;
