@@ -125,9 +125,9 @@ static void sweep_blocks(void) {
         check_gemm(dt, dt, 20, 40, 300, 0, 0);
         check_gemm(dt, AFO_FLOAT32, 150, 20, 20, 1, 1);
         check_gemm(dt, dt, 13, 2100, 5, 0, 1);
-        check_gemm(dt, AFO_FLOAT32, 40, 100, 200, 0, 0);
+        check_gemm(dt, AFO_FLOAT32, 24, 90, 250, 0, 0);
         check_gemm(dt, dt, 67, 45, 130, 2, 2);
-        for (int M = 1; M <= 8; M += 3) check_gemm(dt, M % 2 ? dt : AFO_FLOAT32, M, 203, 515, 0, 0);
+        for (int M = 1; M <= 8; M += 3) check_gemm(dt, M % 2 ? dt : AFO_FLOAT32, M, 203, 331, 0, 0);
     }
 }
 
