@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/threadpool.h"
@@ -96,6 +97,10 @@ const afo_gemm_kernels afo_gemm_kernels_scalar = {
 static atomic_bool g_blas_enabled = true;
 
 void afo_cpu_gemm_set_blas(bool enable) { atomic_store(&g_blas_enabled, enable); }
+
+static atomic_int g_bf16_pairs = -1;
+
+void afo_cpu_gemm_set_bf16_pairs(int mode) { atomic_store(&g_bf16_pairs, mode < 0 ? -1 : mode > 0); }
 
 const char *afo_cpu_kernel_name(void) { return afo_cpu_level_name(afo_cpu_kernel_level()); }
 
@@ -222,32 +227,44 @@ static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
 
 /* ---------------------------------------------------------------- packing */
 
-enum { PACK_CHUNK = 256, MAX_TILE = 1024 };
+/* PACK_CHUNK columns of up to MAX_PANEL rows are widened at a time. */
+enum { PACK_CHUNK = 128, MAX_PANEL = 32, MAX_TILE = 1024 };
+
+/* d[c*P + i] = src[i*rs + c] for i < pr, c < cols. Runs of 8 columns keep
+ * each row's reads sequential and the writes within 8 lines (about twice
+ * as fast as whole rows, which scatter over a line per column). */
+static void transpose_into(const float *src, int64_t rs, int pr, int64_t cols, int P, float *d) {
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8)
+        for (int i = 0; i < pr; i++) {
+            const float *s = src + i * rs + c;
+            float *o = d + c * P + i;
+            o[0] = s[0], o[P] = s[1], o[2 * P] = s[2], o[3 * P] = s[3];
+            o[4 * P] = s[4], o[5 * P] = s[5], o[6 * P] = s[6], o[7 * P] = s[7];
+        }
+    for (; c < cols; c++)
+        for (int i = 0; i < pr; i++) d[c * P + i] = src[i * rs + c];
+}
 
 /* Packs rows [r0, r0+rows) x columns [c0, c0+cols) of X (element (r,c) at
- * X[r*rs + c*cs]) as f32 panels of P rows: panel p holds, column after
- * column, P values of rows p*P.., zero padded past `rows`. The two layouts
- * that matter (rows contiguous, or panel columns contiguous) convert whole
- * runs with the level's SIMD convert. */
+ * X[r*rs + c*cs]) as f32 panels of P (<= MAX_PANEL) rows: panel p holds,
+ * column after column, P values of rows p*P.., zero padded past `rows`.
+ * The two layouts that matter (rows contiguous, or panel columns
+ * contiguous) convert whole runs with the level's SIMD convert. */
 static void pack_f32(const afo_gemm_kernels *kr, afo_dtype dt, const void *x, int64_t rs, int64_t cs,
                      int64_t r0, int64_t rows, int64_t c0, int64_t cols, int P, float *dst) {
-    float tmp[PACK_CHUNK];
+    float tmp[MAX_PANEL * PACK_CHUNK];
     for (int64_t p0 = 0; p0 < rows; p0 += P) {
         int pr = rows - p0 < P ? (int)(rows - p0) : P;
         float *d = dst + p0 * cols;
-        if (cs == 1) {
-            for (int i = 0; i < pr; i++) {
-                const void *row = elem(x, dt, (r0 + p0 + i) * rs + c0);
-                if (dt == AFO_FLOAT32) {
-                    const float *rf = row;
-                    for (int64_t c = 0; c < cols; c++) d[c * P + i] = rf[c];
-                    continue;
-                }
-                for (int64_t cc = 0; cc < cols; cc += PACK_CHUNK) {
-                    int64_t n = cols - cc < PACK_CHUNK ? cols - cc : PACK_CHUNK;
-                    kr->convert(dt, elem(row, dt, cc), AFO_FLOAT32, tmp, n);
-                    for (int64_t c = 0; c < n; c++) d[(cc + c) * P + i] = tmp[c];
-                }
+        if (cs == 1 && dt == AFO_FLOAT32) {
+            transpose_into((const float *)x + (r0 + p0) * rs + c0, rs, pr, cols, P, d);
+        } else if (cs == 1) {
+            for (int64_t cc = 0; cc < cols; cc += PACK_CHUNK) {
+                int64_t n = cols - cc < PACK_CHUNK ? cols - cc : PACK_CHUNK;
+                for (int i = 0; i < pr; i++)
+                    kr->convert(dt, elem(x, dt, (r0 + p0 + i) * rs + c0 + cc), AFO_FLOAT32, tmp + i * PACK_CHUNK, n);
+                transpose_into(tmp, PACK_CHUNK, pr, n, P, d + cc * P);
             }
         } else if (rs == 1) {
             for (int64_t c = 0; c < cols; c++)
@@ -366,16 +383,62 @@ static void gemm_thread(void *arg, int t, int nt) {
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+static double seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Whether kr's bf16 pair microkernel outruns its f32 one on cache-resident
+ * panels. vdpbf16ps does twice the work of an FMA per instruction, but
+ * some CPUs issue it at half the rate, and then widening bf16 to f32 while
+ * packing is as fast and simpler on the caches. Timed once (~1 ms). */
+static bool pairs_win(const afo_gemm_kernels *kr) {
+    static atomic_int verdict; /* 0 not yet timed, 1 pairs win, 2 they don't */
+    int v = atomic_load(&verdict);
+    if (v) return v == 1;
+    enum { KC = 128, ROUNDS = 3, CALLS = 64 };
+    size_t fbytes = sizeof(float) * KC * (size_t)(kr->mr + kr->nr);
+    size_t hbytes = sizeof(uint16_t) * KC * (size_t)(kr->mr_bf16 + kr->nr_bf16);
+    size_t cbytes = sizeof(float) * (size_t)(kr->mr * kr->nr > kr->mr_bf16 * kr->nr_bf16 ? kr->mr * kr->nr
+                                                                                       : kr->mr_bf16 * kr->nr_bf16);
+    char *buf = aligned_alloc(64, (size_t)round_up((int64_t)(fbytes + hbytes + cbytes), 64));
+    if (!buf) return false;
+    memset(buf, 0, fbytes + hbytes + cbytes);
+    float *af = (float *)buf, *bf = af + KC * kr->mr, *c = (float *)(buf + fbytes + hbytes);
+    uint16_t *ah = (uint16_t *)(buf + fbytes), *bh = ah + KC * kr->mr_bf16;
+    double best_f = 1e30, best_h = 1e30;
+    for (int r = 0; r < ROUNDS; r++) {
+        double t0 = seconds();
+        for (int i = 0; i < CALLS; i++) kr->ukr(KC, af, bf, c, kr->nr, false);
+        double t1 = seconds();
+        for (int i = 0; i < CALLS; i++) kr->ukr_bf16(KC / 2, ah, bh, c, kr->nr_bf16, false);
+        double t2 = seconds();
+        best_f = t1 - t0 < best_f ? t1 - t0 : best_f;
+        best_h = t2 - t1 < best_h ? t2 - t1 : best_h;
+    }
+    free(buf);
+    /* per multiply-add of the respective tiles */
+    bool win = best_h / (kr->mr_bf16 * kr->nr_bf16) < best_f / (kr->mr * kr->nr);
+    atomic_store(&verdict, win ? 1 : 2);
+    return win;
+}
+
 static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     gemm_job j = {.g = g, .kr = kr};
     /* ukr_bf16 exists only in the AVX-512 set, which also runs on CPUs
      * without AVX512_BF16 */
-    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16;
+    int pairs_mode = atomic_load(&g_bf16_pairs);
+    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
+              (pairs_mode < 0 ? pairs_win(kr) : pairs_mode > 0);
     j.mr = j.pairs ? kr->mr_bf16 : kr->mr;
     j.nr = j.pairs ? kr->nr_bf16 : kr->nr;
     j.kc = g->K < kr->kc ? g->K : kr->kc;
     j.mc = round_up(g->M < kr->mc ? g->M : kr->mc, j.mr);
     j.nc = round_up(g->N < kr->nc ? g->N : kr->nc, j.nr);
+    if (j.mr > MAX_PANEL || j.nr > MAX_PANEL || j.mr * j.nr > MAX_TILE)
+        return afo_error(AFO_ERR_INTERNAL, "gemm: %s microkernel tile %dx%d exceeds the driver's limits",
+                         afo_cpu_kernel_name(), j.mr, j.nr);
     size_t esz = j.pairs ? 2 : 4;
     int64_t kpad = round_up(j.kc, 2);
     j.a_bytes = (size_t)round_up((int64_t)((size_t)(j.mc * kpad) * esz), 64);

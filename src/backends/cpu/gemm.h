@@ -26,6 +26,11 @@ const char *afo_cpu_kernel_name(void); /* "avx512", "avx2", "neon", "scalar" */
  * check afo's own kernels. */
 void afo_cpu_gemm_set_blas(bool enable);
 
+/* How bf16 GEMMs use a bf16 dot-product microkernel (AVX512_BF16) where the
+ * CPU has one: -1 (default) when a one-time timing says it beats widening
+ * to f32, 0 never, 1 always. For tests and benchmarks. */
+void afo_cpu_gemm_set_bf16_pairs(int mode);
+
 /* ------------------------------------------------------------------------
  * Per-SIMD-level kernels behind the dispatch (gemm.c drives them). */
 

@@ -210,6 +210,6 @@ static void ukr_bf16_avx512(int64_t kc2, const uint16_t *a, const uint16_t *b, f
 const afo_gemm_kernels afo_gemm_kernels_avx512 = {
     .mr = MR, .nr = NR, .ukr = ukr_avx512,
     .mr_bf16 = MR, .nr_bf16 = NR, .ukr_bf16 = ukr_bf16_avx512,
-    .kc = 384, .mc = 192, .nc = 3072,
+    .kc = 256, .mc = 96, .nc = 3072,
     .matvec = matvec_avx512, .convert = convert_avx512,
 };
