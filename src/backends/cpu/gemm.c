@@ -305,11 +305,24 @@ typedef struct gemm_job {
     int64_t kc, mc, nc;
     float *cf; /* f32 result: C itself or a workspace */
     int64_t ldcf;
-    char *scratch;
     size_t a_bytes, per_thread;
-    int slots; /* threads the scratch has room for */
     bool split_n;
+    atomic_bool out_of_memory;
 } gemm_job;
+
+/* Packing buffers, kept by each thread between calls: fresh multi-megabyte
+ * blocks come from mmap and would page-fault all over again every call. */
+static _Thread_local char *t_scratch;
+static _Thread_local size_t t_scratch_size;
+
+static char *thread_scratch(size_t n) {
+    if (n > t_scratch_size) {
+        free(t_scratch);
+        t_scratch = aligned_alloc(64, n);
+        t_scratch_size = t_scratch ? n : 0;
+    }
+    return t_scratch;
+}
 
 /* One mc x nc block of C against one kc slice of the packed panels. */
 static void macro_kernel(const gemm_job *j, const void *ap, const void *bp, int64_t mcur, int64_t ncur,
@@ -348,10 +361,8 @@ static void pack(const gemm_job *j, const void *x, int64_t rs, int64_t cs, int64
 }
 
 static void gemm_thread(void *arg, int t, int nt) {
-    const gemm_job *j = arg;
+    gemm_job *j = arg;
     const afo_gemm_args *g = j->g;
-    if (nt > j->slots) nt = j->slots;
-    if (t >= nt) return;
     int64_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
     if (j->split_n) {
         int64_t units = (g->N + j->nr - 1) / j->nr;
@@ -365,7 +376,12 @@ static void gemm_thread(void *arg, int t, int nt) {
         if (m1 > g->M) m1 = g->M;
     }
     if (m0 >= m1 || n0 >= n1) return;
-    char *ap = j->scratch + (size_t)t * j->per_thread, *bp = ap + j->a_bytes;
+    char *ap = thread_scratch(j->per_thread);
+    if (!ap) {
+        atomic_store(&j->out_of_memory, true);
+        return;
+    }
+    char *bp = ap + j->a_bytes;
     for (int64_t jc = n0; jc < n1; jc += j->nc) {
         int64_t ncur = n1 - jc < j->nc ? n1 - jc : j->nc;
         for (int64_t pc = 0; pc < g->K; pc += j->kc) {
@@ -454,27 +470,26 @@ static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
         j.ldcf = g->ldc;
     } else {
         work = malloc(sizeof(float) * (size_t)(g->M * g->N));
+        if (!work)
+            return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for a %lld x %lld f32 result",
+                             (long long)g->M, (long long)g->N);
         j.cf = work;
         j.ldcf = g->N;
-    }
-    j.slots = nt;
-    j.scratch = aligned_alloc(64, j.per_thread * (size_t)nt);
-    if (!j.scratch || (g->c_dtype != AFO_FLOAT32 && !work)) {
-        free(work);
-        free(j.scratch);
-        return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %lld x %lld x %lld buffers",
-                         (long long)g->M, (long long)g->N, (long long)g->K);
     }
     if (nt == 1)
         gemm_thread(&j, 0, 1);
     else
         afo_parallel_run(gemm_thread, &j);
+    if (atomic_load(&j.out_of_memory)) {
+        free(work);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %zu bytes of packing buffers",
+                         j.per_thread);
+    }
     if (work)
         for (int64_t m = 0; m < g->M; m++)
             kr->convert(AFO_FLOAT32, work + m * g->N, g->c_dtype,
                         (char *)g->C + (size_t)(m * g->ldc) * afo_dtype_size(g->c_dtype), g->N);
     free(work);
-    free(j.scratch);
     return AFO_OK;
 }
 
