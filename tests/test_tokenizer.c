@@ -194,10 +194,226 @@ static void test_llamacpp_vectors(void) {
     }
 }
 
+/* decode(encode(x)) == x where the pipeline is lossless: byte-level BPE,
+ * and SentencePiece BPE with byte fallback on text not starting with a
+ * space (its decoder strips the prepended one). */
+static void test_round_trip(void) {
+    static const char *const TEXTS[] = {
+        "Hello world", "emoji \xF0\x9F\xAB\xA0 and \xF0\x9F\x91\xA8\xE2\x80\x8D\xF0\x9F\x91\xA9 family",
+        "tabs\tand\nnewlines\r\n  spaces", "\xED\x95\x98\xEB\x8A\x98 \xE6\x9C\xBA\xE5\x99\xA8 \xD0\x9F\xD1\x80\xD0\xB8",
+        "the end <|endoftext|>", "a\xCC\x81 e\xCC\x81 combining", "\xE1\x9E\x80\xE1\x9E\xB6 khmer",
+    };
+    static const char *const NAMES[] = {"gpt2", "llama2", "phi3-mini", "mistral-7b-v0.1", "llama3"};
+    char corpus_path[1024];
+    size_t corpus_n = 0;
+    char *corpus = test_shared_path("fixtures/corpus/war-and-peace.txt", corpus_path, sizeof corpus_path)
+                       ? slurp(corpus_path, &corpus_n)
+                       : NULL;
+    size_t chunk = (size_t)(200000 * g_scale);
+    if (corpus_n > chunk) corpus_n = chunk;
+    for (size_t k = 0; k < sizeof NAMES / sizeof *NAMES; k++) {
+        if (strcmp(NAMES[k], "llama3") == 0 && g_scale < 1.0) continue;
+        afo_tokenizer *t = load_fixture(NAMES[k]);
+        if (!t) continue;
+        int ok = 0, total = 0;
+        for (size_t i = 0; i <= sizeof TEXTS / sizeof *TEXTS; i++) {
+            const char *s = i < sizeof TEXTS / sizeof *TEXTS ? TEXTS[i] : corpus;
+            size_t n = i < sizeof TEXTS / sizeof *TEXTS ? strlen(s) : corpus_n;
+            if (!s) continue;
+            int32_t *ids = NULL;
+            size_t nids = 0;
+            char *back = NULL;
+            total++;
+            if (afo_tokenizer_encode(t, s, n, 0, &ids, &nids) == AFO_OK &&
+                afo_tokenizer_decode(t, ids, nids, 0, &back) == AFO_OK && strlen(back) == n && memcmp(back, s, n) == 0)
+                ok++;
+            else
+                fprintf(stderr, "  %s: round trip fails for \"%.60s\"\n", NAMES[k], s);
+            free(ids);
+            free(back);
+        }
+        CHECK_MSG(ok == total, "%s round trip %d/%d", NAMES[k], ok, total);
+        afo_tokenizer_free(t);
+    }
+    free(corpus);
+}
+
+static bool valid_utf8(const char *s) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        int n = *p < 0x80 ? 1 : (*p & 0xE0) == 0xC0 ? 2 : (*p & 0xF0) == 0xE0 ? 3 : (*p & 0xF8) == 0xF0 ? 4 : 0;
+        if (!n) return false;
+        for (int i = 1; i < n; i++)
+            if ((p[i] & 0xC0) != 0x80) return false;
+        p += n;
+    }
+    return true;
+}
+
+/* Streams ids through the detokenizer: every piece valid UTF-8, and the
+ * pieces together equal the full decode. */
+static void stream_check(afo_tokenizer *t, const char *name, const int32_t *ids, size_t n, int skip) {
+    char *full = NULL;
+    CHECK(afo_tokenizer_decode(t, ids, n, skip, &full) == AFO_OK);
+    afo_detokenizer *d = afo_detokenizer_new(t, skip);
+    CHECK(d != NULL);
+    if (!full || !d) {
+        free(full);
+        afo_detokenizer_free(d);
+        return;
+    }
+    size_t cap = strlen(full) + 64, len = 0;
+    char *acc = calloc(1, cap);
+    bool pieces_ok = true;
+    for (size_t i = 0; i <= n; i++) {
+        char *piece = NULL;
+        afo_status st = i < n ? afo_detokenizer_push(d, ids[i], &piece) : afo_detokenizer_flush(d, &piece);
+        CHECK_MSG(st == AFO_OK, "%s: %s", name, afo_last_error());
+        if (!piece) continue;
+        pieces_ok &= valid_utf8(piece);
+        size_t pl = strlen(piece);
+        if (len + pl < cap) memcpy(acc + len, piece, pl);
+        len += pl;
+        free(piece);
+    }
+    CHECK_MSG(pieces_ok, "%s: a streamed piece is not valid UTF-8", name);
+    CHECK_MSG(len < cap && strcmp(acc, full) == 0, "%s: streamed \"%.80s\" != decoded \"%.80s\"", name, acc, full);
+    free(acc);
+    free(full);
+    afo_detokenizer_free(d);
+}
+
+static void test_streaming(void) {
+    /* Multi-byte text that byte-level BPE and byte fallback split inside
+     * characters: emoji (4 bytes, ZWJ sequences), CJK, Hangul, Khmer. */
+    static const char *const TEXT =
+        "Caf\xC3\xA9 \xF0\x9F\xA6\x99 \xF0\x9F\x98\xB6\xE2\x80\x8D\xF0\x9F\x8C\xAB\xEF\xB8\x8F "
+        "\xE6\x88\x91\xE6\x83\xB3\xE5\x9C\xA8" "apple\xE5\xB7\xA5\xE4\xBD\x9C \xED\x95\x98\xEB\x8A\x98 "
+        "\xE1\x9E\x80\xE1\x9E\xB6\xE1\x9E\x93\xE1\x9F\x8B  two  spaces\n\tend \xF0\x9F\xAB\xA0";
+    static const char *const NAMES[] = {"llama2", "gpt2", "t5-small", "bert-base-uncased", "phi3-mini", "llama3"};
+    for (size_t k = 0; k < sizeof NAMES / sizeof *NAMES; k++) {
+        if (strcmp(NAMES[k], "llama3") == 0 && g_scale < 1.0) continue;
+        afo_tokenizer *t = load_fixture(NAMES[k]);
+        if (!t) continue;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(afo_tokenizer_encode(t, TEXT, strlen(TEXT), 1, &ids, &n) == AFO_OK);
+        stream_check(t, NAMES[k], ids, n, 0);
+        stream_check(t, NAMES[k], ids, n, 1);
+        free(ids);
+        afo_tokenizer_free(t);
+    }
+    /* Byte tokens of an unfinished character, then the rest: the piece
+     * waits for the character, and a flush in the middle gives U+FFFD. */
+    afo_tokenizer *t = load_fixture("llama2");
+    if (!t) return;
+    int32_t euro[3] = {afo_tokenizer_token_to_id(t, "<0xE2>"), afo_tokenizer_token_to_id(t, "<0x82>"),
+                       afo_tokenizer_token_to_id(t, "<0xAC>")};
+    CHECK(euro[0] >= 0 && euro[1] >= 0 && euro[2] >= 0);
+    /* bos/eos from tokenizer_config.json, unk from the model */
+    CHECK(afo_tokenizer_special_id(t, AFO_TOKEN_BOS) == 1 && afo_tokenizer_special_id(t, AFO_TOKEN_EOS) == 2 &&
+          afo_tokenizer_special_id(t, AFO_TOKEN_UNK) == 0);
+    stream_check(t, "llama2 bytes", euro, 3, 0);
+    afo_detokenizer *d = afo_detokenizer_new(t, 0);
+    char *p1 = NULL, *p2 = NULL, *p3 = NULL;
+    CHECK(afo_detokenizer_push(d, euro[0], &p1) == AFO_OK && p1 && strcmp(p1, "") == 0);
+    CHECK(afo_detokenizer_flush(d, &p2) == AFO_OK && p2 && strcmp(p2, "\xEF\xBF\xBD") == 0);
+    CHECK(afo_detokenizer_push(d, -5, &p3) != AFO_OK && p3 == NULL);
+    free(p1), free(p2);
+    afo_detokenizer_free(d);
+    afo_tokenizer_free(t);
+}
+
+/* ------------------------------------------------------------- malformed */
+static char g_dir[64];
+
+/* Writes `json` as tokenizer.json in a scratch directory and loads it;
+ * the load must fail with `status` and an error naming `field`. */
+static void bad_file(const char *json, size_t len, afo_status status, const char *field) {
+    char path[128];
+    snprintf(path, sizeof path, "%s/tokenizer.json", g_dir);
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (!f) return;
+    fwrite(json, 1, len, f);
+    fclose(f);
+    afo_tokenizer *t = afo_tokenizer_load(g_dir);
+    CHECK_MSG(t == NULL, "loaded a bad file (%s)", field);
+    afo_tokenizer_free(t);
+    CHECK_MSG(afo_last_status() == status && strstr(afo_last_error(), path) && strstr(afo_last_error(), field),
+              "want status %d naming %s, got %d: %s", status, field, afo_last_status(), afo_last_error());
+}
+
+#define BPE_OK "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}, \"merges\": [\"a b\"]}"
+
+static void test_malformed(void) {
+    snprintf(g_dir, sizeof g_dir, "/tmp/afo-tok-XXXXXX");
+    CHECK(mkdtemp(g_dir) != NULL);
+    const char *cases[][2] = {
+        {"{\"model\": {\"type\": \"BPE\",", "invalid JSON"},
+        {"{\"model\": {\"type\": \"WordLevelX\", \"vocab\": {}}}", "model.type"},
+        {"{\"model\": {\"type\": \"BPE\", \"merges\": []}}", "model.vocab"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"ab\"]}}", "model.merges[0]"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [[\"a\", 3]]}}", "model.merges[0]"},
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": [\"a z\"]}}", "model.merges[0]"},
+        {BPE_OK ", \"normalizer\": {\"type\": \"Frobnicate\"}}", "normalizer"},
+        {BPE_OK ", \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFC\"}, {\"type\": \"Nope\"}]}}",
+         "normalizer.normalizers[1]"},
+        {BPE_OK ", \"pre_tokenizer\": {\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"Shred\"}]}}",
+         "pre_tokenizer.pretokenizers[0]"},
+        {BPE_OK ", \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}}",
+         "pre_tokenizer"},
+        {BPE_OK ", \"decoder\": {\"type\": \"CTC\"}}", "decoder"},
+        {BPE_OK ", \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, "
+                "{\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {}}}", "post_processor"},
+        {BPE_OK ", \"added_tokens\": [{\"content\": \"<s>\"}]}", "added_tokens[0]"},
+        {"{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", \"x\"]]}}", "model.vocab[0]"},
+        {"{\"model\": {\"vocab\": {\"a\": 0}, \"continuing_subword_prefix\": \"##\"}}", "model.unk_token"},
+        {"[1, 2, 3]", "top level"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
+        bad_file(cases[i][0], strlen(cases[i][0]), AFO_ERR_FORMAT, cases[i][1]);
+    /* A real file cut short. */
+    char buf[1024];
+    size_t n;
+    const char *real = test_shared_path("fixtures/tokenizers/gpt2/tokenizer.json", buf, sizeof buf);
+    char *text = real ? slurp(real, &n) : NULL;
+    if (text) bad_file(text, n / 2, AFO_ERR_FORMAT, "truncated");
+    free(text);
+    /* Missing file, and a directory without tokenizer.json. */
+    CHECK(afo_tokenizer_load("/nonexistent/tokenizer.json") == NULL && afo_last_status() == AFO_ERR_IO);
+    char path[128];
+    snprintf(path, sizeof path, "%s/tokenizer.json", g_dir);
+    remove(path);
+    CHECK(afo_tokenizer_load(g_dir) == NULL && afo_last_status() == AFO_ERR_IO && strstr(afo_last_error(), "tokenizer.json"));
+    rmdir(g_dir);
+
+    /* Out-of-range ids and invalid UTF-8 are refused at the call. */
+    afo_tokenizer *t = load_fixture("gpt2");
+    if (!t) return;
+    int32_t ids[3] = {15496, 50257 + 1000, 995};
+    char *s = NULL;
+    CHECK(afo_tokenizer_decode(t, ids, 3, 0, &s) == AFO_ERR_INVALID_ARGUMENT && s == NULL &&
+          strstr(afo_last_error(), "position 1"));
+    ids[1] = -1;
+    CHECK(afo_tokenizer_decode(t, ids, 3, 0, &s) == AFO_ERR_INVALID_ARGUMENT && s == NULL);
+    int32_t *out = NULL;
+    size_t nout = 7;
+    CHECK(afo_tokenizer_encode(t, "ab\xFF", 3, 0, &out, &nout) == AFO_ERR_INVALID_ARGUMENT && out == NULL && nout == 0);
+    CHECK(afo_tokenizer_token_to_id(t, "Hello") == 15496);
+    CHECK(strcmp(afo_tokenizer_id_to_token(t, 15496), "Hello") == 0);
+    CHECK(afo_tokenizer_id_to_token(t, 50257) == NULL && afo_tokenizer_id_to_token(t, -1) == NULL);
+    CHECK(afo_tokenizer_vocab_size(t) == 50257);
+    afo_tokenizer_free(t);
+}
+
 int main(void) {
     const char *sc = getenv("AFO_TEST_SCALE");
     if (sc && atof(sc) > 0) g_scale = atof(sc);
     RUN(test_expected);
     RUN(test_llamacpp_vectors);
+    RUN(test_round_trip);
+    RUN(test_streaming);
+    RUN(test_malformed);
     return test_finish();
 }

@@ -13,6 +13,9 @@
 #define CACHE_MAX_WORDS 65536
 #define CACHE_MAX_IDS (1u << 20)
 
+/* SentencePiece's meta space U+2581 */
+#define META "\xE2\x96\x81"
+
 /* ---------------------------------------------------------------- merges */
 static size_t merge_slot(const tk_merges *t, uint64_t key) {
     uint64_t h = key * 0x9E3779B97F4A7C15ull;
@@ -76,6 +79,7 @@ static afo_status merge_parts(const tk_loader *L, const cJSON *e, int i, const c
 
 static afo_status load_merges(const tk_loader *L, const cJSON *arr, tk_model *m) {
     int n = cJSON_GetArraySize(arr);
+    m->meta_split = !m->ignore_merges && !m->prefix && !m->suffix && tk_map_get(&m->vocab, META, 3) >= 0;
     AFO_TRY(merges_alloc(L, &m->merges, (size_t)n));
     tk_buf joined = {0};
     int i = 0;
@@ -100,6 +104,8 @@ static afo_status load_merges(const tk_loader *L, const cJSON *arr, tk_model *m)
                         ia < 0 ? a : ib < 0 ? b : joined.p);
         else
             merges_put(&m->merges, ia, ib, (uint32_t)i, im);
+        if (blen >= 3 && memcmp(b, META, 3) == 0 && !(alen >= 3 && memcmp(a + alen - 3, META, 3) == 0))
+            m->meta_split = false;
     }
     tk_buf_free(&joined);
     return st;
@@ -298,12 +304,7 @@ oom:
     return afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory in BPE");
 }
 
-afo_status tk_bpe_tokenize(tk_model *m, tk_ctx *c, const char *s, size_t n, tk_ids *out) {
-    if (n == 0) return AFO_OK;
-    if (m->ignore_merges) {
-        int32_t id = tk_map_get(&m->vocab, s, n);
-        if (id >= 0) return tk_ids_push(out, id) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory") : AFO_OK;
-    }
+static afo_status bpe_word(tk_model *m, tk_ctx *c, const char *s, size_t n, tk_ids *out) {
     bool cacheable = c->use_cache && n <= CACHE_MAX_WORD;
     if (cacheable) {
         size_t count;
@@ -317,4 +318,25 @@ afo_status tk_bpe_tokenize(tk_model *m, tk_ctx *c, const char *s, size_t n, tk_i
         if (tk_ids_push(out, c->sym[i].id)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
     if (cacheable) cache_put(m, s, n, out->p + first, out->n - first);
     return AFO_OK;
+}
+
+/* Without a pre-tokenizer (Llama-2 style) the whole text is one word. When
+ * no merge joins a token ending in another character to one starting with
+ * the meta space (checked at load), no merge crosses the start of a run of
+ * meta spaces, so the word splits there into independent, cacheable words
+ * with the same result. */
+afo_status tk_bpe_tokenize(tk_model *m, tk_ctx *c, const char *s, size_t n, tk_ids *out) {
+    if (n == 0) return AFO_OK;
+    if (m->ignore_merges) {
+        int32_t id = tk_map_get(&m->vocab, s, n);
+        if (id >= 0) return tk_ids_push(out, id) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory") : AFO_OK;
+    }
+    if (!m->meta_split) return bpe_word(m, c, s, n, out);
+    size_t start = 0;
+    for (size_t i = 3; i + 3 <= n; i++)
+        if (memcmp(s + i, META, 3) == 0 && memcmp(s + i - 3, META, 3) != 0) {
+            AFO_TRY(bpe_word(m, c, s + start, i - start, out));
+            start = i;
+        }
+    return bpe_word(m, c, s + start, n - start, out);
 }

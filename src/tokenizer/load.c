@@ -82,7 +82,7 @@ static cJSON *parse_file(const char *path) {
     if (!j) {
         size_t at = end && end >= text ? (size_t)(end - text) : 0;
         afo_error(AFO_ERR_FORMAT, "%s: invalid JSON near byte %zu of %zu%s", path, at, n,
-                  at >= n ? " (truncated file?)" : "");
+                  at + 1 >= n ? " (truncated file?)" : "");
     }
     free(text);
     return j;

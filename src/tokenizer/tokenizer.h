@@ -217,6 +217,7 @@ typedef struct tk_model {
     char *prefix, *suffix; /* continuing_subword_prefix, end_of_word_suffix */
     size_t prefix_len, suffix_len;
     bool byte_fallback, fuse_unk, ignore_merges;
+    bool meta_split; /* words may be cut before a run of U+2581 (see bpe.c) */
     int32_t byte_ids[256]; /* <0xXX> tokens, -1 when absent */
     /* WordPiece */
     int max_chars;
