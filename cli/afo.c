@@ -15,6 +15,8 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"selfcheck", cmd_selfcheck, "build, differentiate and evaluate a small network; check the gradient"},
     {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text (a model's tokenizer.json)"},
+    {"detokenize", cmd_detokenize, "print the text of token ids"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 
