@@ -48,7 +48,8 @@ static afo_status write_shard(const afo_model *m, const char *path, int begin, i
     afo_status st = names && arrays ? AFO_OK : afo_error(AFO_ERR_OUT_OF_MEMORY, "random model: out of memory");
     for (int i = 0; st == AFO_OK && i < n; i++) {
         const tensor_spec *s = &m->specs[begin + i];
-        afo_array *key = afo_take(keys, afo_scalar(begin + i, AFO_INT32), 0);
+        afo_array *at = afo_scalar(begin + i, AFO_INT32), *key = at ? afo_take(keys, at, 0) : NULL;
+        afo_release(at);
         names[i] = s->name;
         arrays[i] = key ? random_tensor(m, s, key, dtype) : NULL;
         afo_release(key);
