@@ -131,7 +131,8 @@ static void sweep_blocks(void) {
     }
 }
 
-/* Runs fn at every level the CPU has, with 1 and up to max_threads threads. */
+/* Runs fn at every level the CPU has, with 1 and up to max_threads threads
+ * (at the amx level bf16 GEMMs go through the tiles). */
 static void each_level(void (*fn)(void), int max_threads) {
     afo_cpu_level saved = afo_cpu_kernel_level();
     afo_cpu_gemm_set_blas(false);
@@ -157,6 +158,35 @@ static void each_level(void (*fn)(void), int max_threads) {
 /* the small shapes stay below the threading thresholds */
 static void test_gemm_small(void) { each_level(sweep_small, 1); }
 static void test_gemm_blocks(void) { each_level(sweep_blocks, 2); }
+
+/* bf16 through the AMX tiles on shapes crossing their 32x32 C blocks, 32-k
+ * blocks and cache blocks (kc 512, mc 256, nc 1024), with every layout; B
+ * in the weight layout with M <= 8 would take the matvec instead. */
+static void test_gemm_tiles(void) {
+    if (!afo_cpu_level_supported(AFO_CPU_AMX)) {
+        fprintf(stderr, "SKIP: amx bf16 tiles: this CPU lacks AMX-BF16 or the OS did not grant it\n");
+        return;
+    }
+    afo_cpu_level saved = afo_cpu_kernel_level();
+    afo_cpu_gemm_set_blas(false);
+    CHECK(afo_cpu_set_kernel_level(AFO_CPU_AMX) == AFO_OK);
+    static const struct { int64_t M, N, K; } shapes[] = {
+        {1, 1, 1}, {5, 7, 3}, {9, 33, 31}, {16, 16, 32}, {31, 17, 33}, {32, 32, 64}, {33, 47, 95},
+        {47, 100, 1000}, {300, 70, 545}, {70, 1100, 97}, {257, 129, 1030},
+    };
+    for (int t = 1; t <= 3; t += 2) {
+        afo_set_threads(t);
+        test_seed(4321 + (uint64_t)t);
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            for (int l = 0; l < 3; l++)
+                check_gemm(AFO_BFLOAT16, (i + (size_t)l) % 2 ? AFO_BFLOAT16 : AFO_FLOAT32, shapes[i].M,
+                           shapes[i].N, shapes[i].K, l, (l + (int)i) % 3);
+        for (int64_t M = 1; M <= 9; M++) check_gemm(AFO_BFLOAT16, AFO_FLOAT32, M, 35, 77, 0, 1 + (int)M % 2);
+    }
+    afo_set_threads(0);
+    afo_cpu_gemm_set_blas(true);
+    CHECK(afo_cpu_set_kernel_level(saved) == AFO_OK);
+}
 
 /* Default dispatch, OpenBLAS allowed (when linked) for float32. */
 static void test_gemm_blas(void) {
@@ -289,6 +319,7 @@ int main(void) {
     RUN(test_gemm_edges);
     RUN(test_gemm_small);
     RUN(test_gemm_blocks);
+    RUN(test_gemm_tiles);
     RUN(test_gemm_blas);
     return test_finish();
 }

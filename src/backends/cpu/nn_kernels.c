@@ -72,6 +72,7 @@ const afo_nn_prims *afo_nn_prims_best(void) {
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__) || defined(__i386__)
     case AFO_CPU_AVX2: return &afo_nn_prims_avx2;
+    case AFO_CPU_AMX: /* AMX adds only bf16 GEMM tiles */
     case AFO_CPU_AVX512: return &afo_nn_prims_avx512;
 #endif
 #if defined(__aarch64__)
