@@ -290,14 +290,15 @@ static void pack_f32(const afo_gemm_kernels *kr, afo_dtype dt, const void *x, in
 
 /* Same for bf16 sources kept as bf16 k-pairs: panel p holds, per pair of
  * columns, P pairs (x[r][2q], x[r][2q+1]), zero padded to cp pairs. */
-static void pack_pairs(const uint16_t *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows, int64_t c0,
-                       int64_t cols, int64_t cp, int P, uint16_t *dst) {
+static void pack_pairs(const afo_gemm_kernels *kr, const uint16_t *x, int64_t rs, int64_t cs, int64_t r0,
+                       int64_t rows, int64_t c0, int64_t cols, int64_t cp, int P, uint16_t *dst) {
     for (int64_t p0 = 0; p0 < rows; p0 += P) {
         int pr = rows - p0 < P ? (int)(rows - p0) : P;
         uint16_t *d = dst + p0 * cp * 2;
+        int64_t q0 = cs == 1 && kr->pack_pairs ? kr->pack_pairs(x + (r0 + p0) * rs + c0, rs, pr, cols, P, d) : 0;
         for (int i = 0; i < P; i++) {
             uint16_t *o = d + 2 * i;
-            int64_t q = 0;
+            int64_t q = q0;
             if (i < pr) {
                 const uint16_t *row = x + (r0 + p0 + i) * rs + c0 * cs;
                 if (cs == 1) /* the weight layout: a pair is one 4-byte move */
@@ -411,7 +412,7 @@ static void pack(const gemm_job *j, bool a, const void *x, int64_t rs, int64_t c
     if (j->route == ROUTE_TILES && a)
         pack_rows(x, rs, cs, r0, rows, c0, cols, kl / 32, P, dst);
     else if (j->route != ROUTE_F32)
-        pack_pairs(x, rs, cs, r0, rows, c0, cols, kl / 2, P, dst);
+        pack_pairs(j->kr, x, rs, cs, r0, rows, c0, cols, kl / 2, P, dst);
     else
         pack_f32(j->kr, j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
 }

@@ -48,6 +48,11 @@ typedef struct afo_gemm_kernels {
     int mr_bf16, nr_bf16;
     void (*ukr_bf16)(int64_t kc2, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc,
                      bool accumulate);
+    /* Optional fast start of k-pair packing for rows with contiguous k:
+     * writes pairs [0, q) of a P-row panel (layout above) from rows x[i*rs..]
+     * of which the first pr exist (the others read as zero), for the largest
+     * q that is a multiple of 16 with 2q <= cols, and returns q. */
+    int64_t (*pack_pairs)(const uint16_t *x, int64_t rs, int pr, int64_t cols, int P, uint16_t *d);
     /* Cache blocking (elements): kc of K, mc rows of A, nc columns of B. */
     int64_t kc, mc, nc;
     /* Weight-layout matvec: for m < M (<= AFO_MATVEC_MAX_M), n0 <= n < n1,
