@@ -160,7 +160,7 @@ static void test_gemm_small(void) { each_level(sweep_small, 1); }
 static void test_gemm_blocks(void) { each_level(sweep_blocks, 2); }
 
 /* bf16 through the AMX tiles on shapes crossing their 32x32 C blocks, 32-k
- * blocks and cache blocks (kc 512, mc 256, nc 1024), with every layout; B
+ * blocks and cache blocks (kc 1024, mc 256, nc 1024), with every layout; B
  * in the weight layout with M <= 8 would take the matvec instead. */
 static void test_gemm_tiles(void) {
     if (!afo_cpu_level_supported(AFO_CPU_AMX)) {
@@ -172,7 +172,7 @@ static void test_gemm_tiles(void) {
     CHECK(afo_cpu_set_kernel_level(AFO_CPU_AMX) == AFO_OK);
     static const struct { int64_t M, N, K; } shapes[] = {
         {1, 1, 1}, {5, 7, 3}, {9, 33, 31}, {16, 16, 32}, {31, 17, 33}, {32, 32, 64}, {33, 47, 95},
-        {47, 100, 1000}, {300, 70, 545}, {70, 1100, 97}, {257, 129, 1030},
+        {47, 100, 1100}, {300, 70, 545}, {70, 1100, 97}, {257, 129, 1030},
     };
     for (int t = 1; t <= 3; t += 2) {
         afo_set_threads(t);

@@ -7,11 +7,6 @@
 #include "backends/cpu/gemm.h"
 
 enum { MR = 32, NR = 32, KB = 32 };
-#ifndef AMX_KC
-#define AMX_KC 512
-#define AMX_MC 256
-#define AMX_NC 1024
-#endif
 
 /* ldtilecfg's 64-byte operand (palette 1). Static and initialised: GCC's
  * _tile_loadconfig tells the compiler it reads only 8 bytes, so stores
@@ -37,20 +32,12 @@ static void tiles_end(void) { _tile_release(); }
 static void ukr_amx(int64_t kb, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc, bool accumulate) {
     long ldcb = (long)ldc * (long)sizeof(float);
     float *c1 = c + 16 * ldc;
-#ifdef AMX_VADD
-    for (int i = 0; i < MR; i++) {
-        _mm_prefetch((const char *)(c + i * ldc), _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + i * ldc + NR - 1), _MM_HINT_T0);
-    }
-    if (1) {
-#else
     if (accumulate) {
         _tile_loadd(0, c, ldcb);
         _tile_loadd(1, c + 16, ldcb);
         _tile_loadd(2, c1, ldcb);
         _tile_loadd(3, c1 + 16, ldcb);
     } else {
-#endif
         _tile_zero(0);
         _tile_zero(1);
         _tile_zero(2);
@@ -68,28 +55,17 @@ static void ukr_amx(int64_t kb, const uint16_t *a, const uint16_t *b, float *c, 
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
-#ifdef AMX_VADD
-    if (accumulate) {
-        _Alignas(64) float t[4][16 * 16];
-        _tile_stored(0, t[0], 64);
-        _tile_stored(1, t[1], 64);
-        _tile_stored(2, t[2], 64);
-        _tile_stored(3, t[3], 64);
-        for (int i = 0; i < MR; i++)
-            for (int h = 0; h < 2; h++) {
-                float *ci = c + i * ldc + 16 * h;
-                _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_loadu_ps(ci), _mm512_load_ps(t[(i / 16) * 2 + h] + (i % 16) * 16)));
-            }
-        return;
-    }
-#endif
     _tile_stored(0, c, ldcb);
     _tile_stored(1, c + 16, ldcb);
     _tile_stored(2, c1, ldcb);
     _tile_stored(3, c1 + 16, ldcb);
 }
 
+/* kc 1024: C is read and written once per 1024 k (its tile loads stall on
+ * the caches) while a 32 x 1024 panel (64 KiB) still streams from L2. It
+ * was the best of 512, 1024 and 2048 on a Sapphire Rapids class Xeon, if
+ * within that machine's large run-to-run spread. */
 const afo_gemm_tiles afo_gemm_tiles_amx = {
-    .mr = MR, .nr = NR, .kc = AMX_KC, .mc = AMX_MC, .nc = AMX_NC,
+    .mr = MR, .nr = NR, .kc = 1024, .mc = 256, .nc = 1024,
     .begin = tiles_begin, .end = tiles_end, .ukr = ukr_amx,
 };
