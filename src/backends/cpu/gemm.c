@@ -133,7 +133,7 @@ static void ref_range(void *arg, int64_t i0, int64_t i1) {
         int64_t m = i / g->N, n = i % g->N;
         double s = 0.0;
         for (int64_t k = 0; k < g->K; k++)
-            s += load_d(g->dtype, g->A, m * g->a_rs + k * g->a_cs) *
+            s += load_d(g->a_dtype, g->A, m * g->a_rs + k * g->a_cs) *
                  load_d(g->dtype, g->B, k * g->b_rs + n * g->b_cs);
         store_d(g->c_dtype, g->C, m * g->ldc + n, s);
     }
@@ -146,9 +146,16 @@ static afo_status check_args(const afo_gemm_args *g, bool any_float_out) {
         g->dtype != AFO_FLOAT64)
         return afo_error(AFO_ERR_UNSUPPORTED, "gemm: dtype %s is not a floating type",
                          afo_dtype_name(g->dtype));
-    if (g->c_dtype != g->dtype && g->c_dtype != AFO_FLOAT32 && !(any_float_out && g->c_dtype == AFO_FLOAT64))
-        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s or float32",
-                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->dtype));
+    if (g->a_dtype != AFO_FLOAT32 && g->a_dtype != AFO_FLOAT16 && g->a_dtype != AFO_BFLOAT16 &&
+        g->a_dtype != AFO_FLOAT64)
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: A dtype %s is not a floating type", afo_dtype_name(g->a_dtype));
+    if ((g->a_dtype == AFO_FLOAT64) != (g->dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: float64 multiplies only float64 (A %s, B %s)",
+                         afo_dtype_name(g->a_dtype), afo_dtype_name(g->dtype));
+    if (g->c_dtype != g->dtype && g->c_dtype != g->a_dtype && g->c_dtype != AFO_FLOAT32 &&
+        !(any_float_out && g->c_dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s, %s or float32",
+                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->a_dtype), afo_dtype_name(g->dtype));
     if (g->M < 0 || g->N < 0 || g->K < 0)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: negative size M=%lld N=%lld K=%lld",
                          (long long)g->M, (long long)g->N, (long long)g->K);
@@ -204,15 +211,15 @@ static void mv_range(void *arg, int64_t n0, int64_t n1) {
 static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     mv_job j = {g, kr, g->A, g->a_rs};
     float *abuf = NULL;
-    if (g->dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
+    if (g->a_dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
         abuf = malloc(sizeof(float) * (size_t)(g->M * g->K));
         if (!abuf) return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %lld x %lld A rows",
                                     (long long)g->M, (long long)g->K);
         for (int64_t m = 0; m < g->M; m++) {
             if (g->a_cs == 1)
-                kr->convert(g->dtype, elem(g->A, g->dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
+                kr->convert(g->a_dtype, elem(g->A, g->a_dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
             else
-                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->dtype, g->A, m * g->a_rs + k * g->a_cs);
+                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->a_dtype, g->A, m * g->a_rs + k * g->a_cs);
         }
         j.a = abuf;
         j.lda = g->K;
@@ -352,12 +359,12 @@ static void macro_kernel(const gemm_job *j, const void *ap, const void *bp, int6
     }
 }
 
-static void pack(const gemm_job *j, const void *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows,
+static void pack(const gemm_job *j, afo_dtype dt, const void *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows,
                  int64_t c0, int64_t cols, int P, void *dst) {
     if (j->pairs)
         pack_pairs(x, rs, cs, r0, rows, c0, cols, P, dst);
     else
-        pack_f32(j->kr, j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
+        pack_f32(j->kr, dt, x, rs, cs, r0, rows, c0, cols, P, dst);
 }
 
 static void gemm_thread(void *arg, int t, int nt) {
@@ -387,10 +394,10 @@ static void gemm_thread(void *arg, int t, int nt) {
         for (int64_t pc = 0; pc < g->K; pc += j->kc) {
             int64_t kcur = g->K - pc < j->kc ? g->K - pc : j->kc;
             /* B^T: rows are n, columns are k */
-            pack(j, g->B, g->b_cs, g->b_rs, jc, ncur, pc, kcur, j->nr, bp);
+            pack(j, g->dtype, g->B, g->b_cs, g->b_rs, jc, ncur, pc, kcur, j->nr, bp);
             for (int64_t ic = m0; ic < m1; ic += j->mc) {
                 int64_t mcur = m1 - ic < j->mc ? m1 - ic : j->mc;
-                pack(j, g->A, g->a_rs, g->a_cs, ic, mcur, pc, kcur, j->mr, ap);
+                pack(j, g->a_dtype, g->A, g->a_rs, g->a_cs, ic, mcur, pc, kcur, j->mr, ap);
                 macro_kernel(j, ap, bp, mcur, ncur, kcur, j->cf + ic * j->ldcf + jc, pc > 0);
             }
         }
@@ -445,7 +452,7 @@ static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     /* ukr_bf16 exists only in the AVX-512 set, which also runs on CPUs
      * without AVX512_BF16 */
     int pairs_mode = atomic_load(&g_bf16_pairs);
-    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
+    j.pairs = g->dtype == AFO_BFLOAT16 && g->a_dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
               (pairs_mode < 0 ? pairs_win(kr) : pairs_mode > 0);
     j.mr = j.pairs ? kr->mr_bf16 : kr->mr;
     j.nr = j.pairs ? kr->nr_bf16 : kr->nr;
@@ -511,7 +518,9 @@ static int64_t blas_ld(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool 
 }
 
 static bool try_blas(const afo_gemm_args *g) {
-    if (g->dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 || !atomic_load(&g_blas_enabled)) return false;
+    if (g->dtype != AFO_FLOAT32 || g->a_dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 ||
+        !atomic_load(&g_blas_enabled))
+        return false;
     /* afo's matvec streams the weights better; tiny products pay BLAS's setup */
     if (g->M <= AFO_MATVEC_MAX_M || g->N < 16 || g->K < 16) return false;
     bool ta, tb;
