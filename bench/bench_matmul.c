@@ -146,7 +146,7 @@ static stats matvec_rate(afo_dtype t, int64_t N, int64_t K, int reps) {
     float *y = malloc(sizeof(float) * (size_t)N);
     void *xa = malloc(afo_dtype_size(t) * (size_t)K);
     fill(t, xa, K);
-    afo_gemm_args g = {.dtype = t, .M = 1, .N = N, .K = K, .A = xa, .a_rs = K, .a_cs = 1, .b_rs = 1, .b_cs = K,
+    afo_gemm_args g = {.dtype = t, .a_dtype = t, .M = 1, .N = N, .K = K, .A = xa, .a_rs = K, .a_cs = 1, .b_rs = 1, .b_cs = K,
                        .C = y, .c_dtype = AFO_FLOAT32, .ldc = N};
     double *rates = malloc(sizeof(double) * (size_t)reps);
     for (int r = -copies; r < reps; r++) {
@@ -171,7 +171,7 @@ static stats gemm_rate(afo_dtype t, int64_t M, int64_t N, int64_t K, int weight_
     float *C = aligned_alloc(64, sizeof(float) * (size_t)(M * N));
     fill(t, A, M * K);
     fill(t, B, K * N);
-    afo_gemm_args g = {.dtype = t, .M = M, .N = N, .K = K, .A = A, .a_rs = K, .a_cs = 1, .B = B,
+    afo_gemm_args g = {.dtype = t, .a_dtype = t, .M = M, .N = N, .K = K, .A = A, .a_rs = K, .a_cs = 1, .B = B,
                        .b_rs = weight_layout ? 1 : N, .b_cs = weight_layout ? K : 1, .C = C,
                        .c_dtype = AFO_FLOAT32, .ldc = N};
     double *rates = malloc(sizeof(double) * (size_t)reps);

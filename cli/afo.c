@@ -1,129 +1,51 @@
-/* afo command-line tool: a thin layer over the library's public API. */
-#include <afo/afo.h>
-#include <math.h>
+/* afo command-line tool: a thin layer over the library's public API. Results
+ * go to stdout, progress and statistics to stderr. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "cli.h"
 
-static int fail(const char *what) {
+typedef struct command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *help;
+} command;
+
+static const command COMMANDS[] = {
+    {"selfcheck", cmd_selfcheck, "build, differentiate and evaluate a small network; check the gradient"},
+    {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
+};
+#define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
+
+int cli_fail(const char *what) {
     fprintf(stderr, "afo: %s: %s\n", what, afo_last_error());
     return 1;
 }
 
-/* Parses --threads N (shared by every subcommand); returns -1 on bad input. */
-static int parse_common(int argc, char **argv, int *threads) {
-    for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--threads") == 0) {
-            char *end;
-            long n = i + 1 < argc ? strtol(argv[i + 1], &end, 10) : 0;
-            if (i + 1 >= argc || *end || n < 1 || n > 1024) {
-                fprintf(stderr, "afo: --threads needs a number between 1 and 1024\n");
-                return -1;
-            }
-            *threads = (int)n;
-            i++;
-        } else if (strcmp(argv[i], "--help") != 0 && strcmp(argv[i], "-h") != 0) {
-            fprintf(stderr, "afo: unknown option '%s'\n", argv[i]);
-            return -1;
-        }
+const char *cli_value(int argc, char **argv, int *i) {
+    if (*i + 1 >= argc) {
+        fprintf(stderr, "afo: %s needs a value\n", argv[*i]);
+        return NULL;
     }
-    return 0;
+    return argv[++*i];
 }
 
-/* Builds a small MLP, differentiates it, and checks one gradient entry
- * against a central difference: the whole stack in one go. */
-static afo_array *selfcheck_loss(afo_array *const *p, int n, void *ud) {
-    afo_array *x = ud;
-    afo_array *h = afo_matmul(x, p[0]);
-    afo_array *a = afo_silu(h);
-    afo_array *s = afo_softmax(a, -1);
-    afo_array *l = afo_logsumexp(s, NULL, 0, 0);
-    afo_release(h), afo_release(a), afo_release(s);
-    return l;
-}
-
-static int cmd_selfcheck(void) {
-    int64_t xs[2] = {4, 8}, ws[2] = {8, 16};
-    double xv[32], wv[128];
-    for (int i = 0; i < 32; i++) xv[i] = sin(i * 0.7);
-    for (int i = 0; i < 128; i++) wv[i] = cos(i * 0.3) * 0.5;
-    afo_array *x = afo_array_from_data(xv, AFO_FLOAT64, 2, xs);
-    afo_array *w = afo_array_from_data(wv, AFO_FLOAT64, 2, ws);
-    afo_array *loss, *grad;
-    if (!x || !w || afo_value_and_grad(selfcheck_loss, x, &w, 1, &loss, &grad) != AFO_OK) return fail("selfcheck");
-    afo_array *both[2] = {loss, grad};
-    if (afo_eval(both, 2) != AFO_OK) return fail("selfcheck");
-    double value, g0, eps = 1e-6, f[2];
-    afo_array_item(loss, &value);
-    const double *gd = afo_array_data(grad);
-    g0 = gd[5];
-    for (int s = 0; s < 2; s++) {
-        wv[5] += s ? -2 * eps : eps;
-        afo_array *w2 = afo_array_from_data(wv, AFO_FLOAT64, 2, ws);
-        afo_array *l2 = selfcheck_loss(&w2, 1, x);
-        afo_array_item(l2, &f[s]);
-        afo_release(w2), afo_release(l2);
+int cli_int(const char *opt, const char *text, long lo, long hi, long *out) {
+    char *end;
+    long v = strtol(text, &end, 10);
+    if (!*text || *end || v < lo || v > hi) {
+        fprintf(stderr, "afo: %s needs an integer between %ld and %ld, not '%s'\n", opt, lo, hi, text);
+        return -1;
     }
-    double numeric = (f[0] - f[1]) / (2 * eps), err = fabs(numeric - g0) / fmax(1.0, fabs(numeric));
-    printf("selfcheck: loss %.6f, dloss/dw[5] %.8f (finite difference %.8f, error %.1e)\n", value, g0, numeric, err);
-    afo_memory_stats st;
-    afo_get_memory_stats(AFO_CPU, &st);
-    printf("memory: active %zu B, peak %zu B, cache %zu B\n", st.active, st.peak, st.cache);
-    afo_release(x), afo_release(w), afo_release(loss), afo_release(grad);
-    if (!(err < 1e-6)) {
-        fprintf(stderr, "afo: selfcheck FAILED: gradient error %.2e\n", err);
-        return 1;
-    }
-    printf("selfcheck: ok\n");
-    return 0;
-}
-
-/* Decode-style matvec through the public API: y = x @ W^T for a bf16 weight. */
-static int cmd_bench(void) {
-    const int64_t N = 4096, K = 4096;
-    int64_t ws[2] = {N, K}, xs[2] = {1, K};
-    afo_array *key = afo_random_key(1);
-    afo_array *w32 = key ? afo_random_normal(key, 0.0, 0.02, 2, ws, AFO_FLOAT32) : NULL;
-    afo_array *w = w32 ? afo_astype(w32, AFO_BFLOAT16) : NULL;
-    afo_array *x = w ? afo_full(1.0, AFO_BFLOAT16, 2, xs) : NULL;
-    afo_array *wt = x ? afo_transpose(w, NULL) : NULL;
-    if (!wt || afo_eval1(w) != AFO_OK) return fail("bench");
-    double times[20];
-    for (int r = 0; r < 20; r++) {
-        afo_array *y = afo_matmul(x, wt);
-        double t0 = now_seconds();
-        if (!y || afo_eval1(y) != AFO_OK) return fail("bench");
-        times[r] = now_seconds() - t0;
-        afo_release(y);
-    }
-    for (int i = 1; i < 20; i++) /* insertion sort for the median */
-        for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
-            double t = times[j];
-            times[j] = times[j - 1];
-            times[j - 1] = t;
-        }
-    double med = times[10], bytes = (double)N * (double)K * 2;
-    printf("bf16 matvec %lldx%lld, %d threads: median %.3f ms, %.1f GB/s (min %.3f, max %.3f ms)\n", (long long)N,
-           (long long)K, afo_get_threads(), med * 1e3, bytes / med / 1e9, times[0] * 1e3, times[19] * 1e3);
-    printf("for the full kernel benchmark with peers: build/bench_matmul\n");
-    afo_release(key), afo_release(w32), afo_release(w), afo_release(x), afo_release(wt);
+    *out = v;
     return 0;
 }
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: afo <command> [--threads N]\n"
-            "commands:\n"
-            "  selfcheck   build, differentiate and evaluate a small network; check the gradient\n"
-            "  bench       time the decode-time kernel (bf16 4096x4096 matvec)\n"
-            "  version     print the version\n");
+    fprintf(f, "usage: afo <command> [options]   (afo <command> --help for its options)\ncommands:\n");
+    for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].help);
+    fprintf(f, "  %-12s %s\n", "version", "print the version");
 }
 
 int main(int argc, char **argv) {
@@ -131,20 +53,12 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    int threads = 0;
-    for (int i = 2; i < argc; i++)
-        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-            usage(stdout);
-            return 0;
-        }
-    if (parse_common(argc - 2, argv + 2, &threads) != 0) return 2;
-    afo_set_threads(threads);
-    if (strcmp(argv[1], "selfcheck") == 0) return cmd_selfcheck();
-    if (strcmp(argv[1], "bench") == 0) return cmd_bench();
-    if (strcmp(argv[1], "version") == 0) {
+    if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("afo %s\n", afo_version());
         return 0;
     }
+    for (int i = 0; i < NCOMMANDS; i++)
+        if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "afo: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;

@@ -7,4 +7,5 @@
 #include "afo/memory.h"
 #include "afo/io.h"
 #include "afo/autodiff.h"
+#include "afo/sample.h"
 #endif

@@ -142,7 +142,7 @@ static void ref_range(void *arg, int64_t i0, int64_t i1) {
         int64_t m = i / g->N, n = i % g->N;
         double s = 0.0;
         for (int64_t k = 0; k < g->K; k++)
-            s += load_d(g->dtype, g->A, m * g->a_rs + k * g->a_cs) *
+            s += load_d(g->a_dtype, g->A, m * g->a_rs + k * g->a_cs) *
                  load_d(g->dtype, g->B, k * g->b_rs + n * g->b_cs);
         store_d(g->c_dtype, g->C, m * g->ldc + n, s);
     }
@@ -155,9 +155,16 @@ static afo_status check_args(const afo_gemm_args *g, bool any_float_out) {
         g->dtype != AFO_FLOAT64)
         return afo_error(AFO_ERR_UNSUPPORTED, "gemm: dtype %s is not a floating type",
                          afo_dtype_name(g->dtype));
-    if (g->c_dtype != g->dtype && g->c_dtype != AFO_FLOAT32 && !(any_float_out && g->c_dtype == AFO_FLOAT64))
-        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s or float32",
-                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->dtype));
+    if (g->a_dtype != AFO_FLOAT32 && g->a_dtype != AFO_FLOAT16 && g->a_dtype != AFO_BFLOAT16 &&
+        g->a_dtype != AFO_FLOAT64)
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: A dtype %s is not a floating type", afo_dtype_name(g->a_dtype));
+    if ((g->a_dtype == AFO_FLOAT64) != (g->dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: float64 multiplies only float64 (A %s, B %s)",
+                         afo_dtype_name(g->a_dtype), afo_dtype_name(g->dtype));
+    if (g->c_dtype != g->dtype && g->c_dtype != g->a_dtype && g->c_dtype != AFO_FLOAT32 &&
+        !(any_float_out && g->c_dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s, %s or float32",
+                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->a_dtype), afo_dtype_name(g->dtype));
     if (g->M < 0 || g->N < 0 || g->K < 0)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: negative size M=%lld N=%lld K=%lld",
                          (long long)g->M, (long long)g->N, (long long)g->K);
@@ -213,15 +220,15 @@ static void mv_range(void *arg, int64_t n0, int64_t n1) {
 static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     mv_job j = {g, kr, g->A, g->a_rs};
     float *abuf = NULL;
-    if (g->dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
+    if (g->a_dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
         abuf = malloc(sizeof(float) * (size_t)(g->M * g->K));
         if (!abuf) return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %lld x %lld A rows",
                                     (long long)g->M, (long long)g->K);
         for (int64_t m = 0; m < g->M; m++) {
             if (g->a_cs == 1)
-                kr->convert(g->dtype, elem(g->A, g->dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
+                kr->convert(g->a_dtype, elem(g->A, g->a_dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
             else
-                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->dtype, g->A, m * g->a_rs + k * g->a_cs);
+                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->a_dtype, g->A, m * g->a_rs + k * g->a_cs);
         }
         j.a = abuf;
         j.lda = g->K;
@@ -414,7 +421,7 @@ static void pack(const gemm_job *j, bool a, const void *x, int64_t rs, int64_t c
     else if (j->route != ROUTE_F32)
         pack_pairs(j->kr, x, rs, cs, r0, rows, c0, cols, kl / 2, P, dst);
     else
-        pack_f32(j->kr, j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
+        pack_f32(j->kr, a ? j->g->a_dtype : j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
 }
 
 static void gemm_thread(void *arg, int t, int nt) {
@@ -504,13 +511,14 @@ static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
      * without AVX512_BF16 */
     int pairs_mode = atomic_load(&g_bf16_pairs);
     const afo_gemm_tiles *tiles = current_tiles();
-    if (g->dtype == AFO_BFLOAT16 && tiles) {
+    bool bf16 = g->dtype == AFO_BFLOAT16 && g->a_dtype == AFO_BFLOAT16;
+    if (bf16 && tiles) {
         j.tiles = tiles;
         j.route = ROUTE_TILES;
         j.kgran = 32;
         j.mr = tiles->mr, j.nr = tiles->nr;
         kc = tiles->kc, mc = tiles->mc, nc = tiles->nc;
-    } else if (g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
+    } else if (bf16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
                (pairs_mode < 0 ? pairs_win(kr) : pairs_mode > 0)) {
         j.route = ROUTE_PAIRS;
         j.kgran = 2;
@@ -578,7 +586,9 @@ static int64_t blas_ld(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool 
 }
 
 static bool try_blas(const afo_gemm_args *g) {
-    if (g->dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 || !atomic_load(&g_blas_enabled)) return false;
+    if (g->dtype != AFO_FLOAT32 || g->a_dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 ||
+        !atomic_load(&g_blas_enabled))
+        return false;
     /* afo's matvec streams the weights better; tiny products pay BLAS's setup */
     if (g->M <= AFO_MATVEC_MAX_M || g->N < 16 || g->K < 16) return false;
     bool ta, tb;

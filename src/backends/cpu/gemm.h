@@ -9,11 +9,12 @@
 #include "afo/base.h"
 
 typedef struct afo_gemm_args {
-    afo_dtype dtype;          /* of A and B: AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16 (AFO_FLOAT64: scalar path, double accumulation) */
+    afo_dtype dtype;          /* of B (the weights): AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16 (AFO_FLOAT64: scalar path, double accumulation) */
+    afo_dtype a_dtype;        /* of A: one of the same; may differ from dtype (float32 activations x bf16 weights), float64 only with float64 */
     int64_t M, N, K;
     const void *A; int64_t a_rs, a_cs;   /* element (m,k) at A[m*a_rs + k*a_cs] (element strides, any sign-free values) */
     const void *B; int64_t b_rs, b_cs;   /* element (k,n) at B[k*b_rs + n*b_cs] */
-    void *C; afo_dtype c_dtype; int64_t ldc; /* C[m*ldc + n] written (not accumulated), converted to c_dtype (same as dtype, or float32) */
+    void *C; afo_dtype c_dtype; int64_t ldc; /* C[m*ldc + n] written (not accumulated), converted to c_dtype (dtype, a_dtype or float32) */
 } afo_gemm_args;
 
 afo_status afo_cpu_gemm(const afo_gemm_args *g);           /* dispatched, threaded via afo_parallel_for/afo_parallel_run */

@@ -1,0 +1,120 @@
+/* afo selfcheck / afo bench: the array library end to end. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli.h"
+
+double cli_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+
+/* Both commands take only --threads N and --help. Returns 0 to go on, 1
+ * after --help, -1 on bad input. */
+static int parse_threads(int argc, char **argv, const char *usage) {
+    for (int i = 1; i < argc; i++) {
+        long n;
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            printf("%s", usage);
+            return 1;
+        }
+        if (strcmp(argv[i], "--threads") != 0) {
+            fprintf(stderr, "afo %s: unknown option '%s'\n%s", argv[0], argv[i], usage);
+            return -1;
+        }
+        const char *v = cli_value(argc, argv, &i);
+        if (!v || cli_int("--threads", v, 1, 1024, &n) != 0) return -1;
+        afo_set_threads((int)n);
+    }
+    return 0;
+}
+
+/* Builds a small MLP, differentiates it, and checks one gradient entry
+ * against a central difference: the whole stack in one go. */
+static afo_array *selfcheck_loss(afo_array *const *p, int n, void *ud) {
+    afo_array *x = ud;
+    afo_array *h = afo_matmul(x, p[0]);
+    afo_array *a = afo_silu(h);
+    afo_array *s = afo_softmax(a, -1);
+    afo_array *l = afo_logsumexp(s, NULL, 0, 0);
+    afo_release(h), afo_release(a), afo_release(s);
+    return l;
+}
+
+int cmd_selfcheck(int argc, char **argv) {
+    int p = parse_threads(argc, argv, "usage: afo selfcheck [--threads N]\n");
+    if (p != 0) return p < 0 ? 2 : 0;
+    int64_t xs[2] = {4, 8}, ws[2] = {8, 16};
+    double xv[32], wv[128];
+    for (int i = 0; i < 32; i++) xv[i] = sin(i * 0.7);
+    for (int i = 0; i < 128; i++) wv[i] = cos(i * 0.3) * 0.5;
+    afo_array *x = afo_array_from_data(xv, AFO_FLOAT64, 2, xs);
+    afo_array *w = afo_array_from_data(wv, AFO_FLOAT64, 2, ws);
+    afo_array *loss, *grad;
+    if (!x || !w || afo_value_and_grad(selfcheck_loss, x, &w, 1, &loss, &grad) != AFO_OK) return cli_fail("selfcheck");
+    afo_array *both[2] = {loss, grad};
+    if (afo_eval(both, 2) != AFO_OK) return cli_fail("selfcheck");
+    double value, g0, eps = 1e-6, f[2];
+    afo_array_item(loss, &value);
+    const double *gd = afo_array_data(grad);
+    g0 = gd[5];
+    for (int s = 0; s < 2; s++) {
+        wv[5] += s ? -2 * eps : eps;
+        afo_array *w2 = afo_array_from_data(wv, AFO_FLOAT64, 2, ws);
+        afo_array *l2 = selfcheck_loss(&w2, 1, x);
+        afo_array_item(l2, &f[s]);
+        afo_release(w2), afo_release(l2);
+    }
+    double numeric = (f[0] - f[1]) / (2 * eps), err = fabs(numeric - g0) / fmax(1.0, fabs(numeric));
+    printf("selfcheck: loss %.6f, dloss/dw[5] %.8f (finite difference %.8f, error %.1e)\n", value, g0, numeric, err);
+    afo_memory_stats st;
+    afo_get_memory_stats(AFO_CPU, &st);
+    printf("memory: active %zu B, peak %zu B, cache %zu B\n", st.active, st.peak, st.cache);
+    afo_release(x), afo_release(w), afo_release(loss), afo_release(grad);
+    if (!(err < 1e-6)) {
+        fprintf(stderr, "afo: selfcheck FAILED: gradient error %.2e\n", err);
+        return 1;
+    }
+    printf("selfcheck: ok\n");
+    return 0;
+}
+
+/* Decode-style matvec through the public API: y = x @ W^T for a bf16 weight. */
+int cmd_bench(int argc, char **argv) {
+    int p = parse_threads(argc, argv, "usage: afo bench [--threads N]\n");
+    if (p != 0) return p < 0 ? 2 : 0;
+    const int64_t N = 4096, K = 4096;
+    int64_t ws[2] = {N, K}, xs[2] = {1, K};
+    afo_array *key = afo_random_key(1);
+    afo_array *w32 = key ? afo_random_normal(key, 0.0, 0.02, 2, ws, AFO_FLOAT32) : NULL;
+    afo_array *w = w32 ? afo_astype(w32, AFO_BFLOAT16) : NULL;
+    afo_array *x = w ? afo_full(1.0, AFO_BFLOAT16, 2, xs) : NULL;
+    afo_array *wt = x ? afo_transpose(w, NULL) : NULL;
+    if (!wt || afo_eval1(w) != AFO_OK) return cli_fail("bench");
+    double times[20];
+    for (int r = 0; r < 20; r++) {
+        afo_array *y = afo_matmul(x, wt);
+        double t0 = cli_now();
+        if (!y || afo_eval1(y) != AFO_OK) return cli_fail("bench");
+        times[r] = cli_now() - t0;
+        afo_release(y);
+    }
+    for (int i = 1; i < 20; i++) /* insertion sort for the median */
+        for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
+            double t = times[j];
+            times[j] = times[j - 1];
+            times[j - 1] = t;
+        }
+    double med = times[10], bytes = (double)N * (double)K * 2;
+    printf("bf16 matvec %lldx%lld, %d threads: median %.3f ms, %.1f GB/s (min %.3f, max %.3f ms)\n", (long long)N,
+           (long long)K, afo_get_threads(), med * 1e3, bytes / med / 1e9, times[0] * 1e3, times[19] * 1e3);
+    printf("for the full kernel benchmark with peers: build/bench_matmul\n");
+    afo_release(key), afo_release(w32), afo_release(w), afo_release(x), afo_release(wt);
+    return 0;
+}
+
