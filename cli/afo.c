@@ -17,6 +17,8 @@ static const command COMMANDS[] = {
     {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (a model's tokenizer.json)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
+    {"random-model", cmd_random_model, "write a model directory with random weights for a config.json"},
+    {"logits", cmd_logits, "compute a model's logits for token ids into a safetensors file"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 

@@ -19,5 +19,7 @@ int cmd_selfcheck(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
+int cmd_random_model(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
 
 #endif

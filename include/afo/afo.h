@@ -8,4 +8,6 @@
 #include "afo/io.h"
 #include "afo/autodiff.h"
 #include "afo/tokenizer.h"
+#include "afo/sample.h"
+#include "afo/model.h"
 #endif
