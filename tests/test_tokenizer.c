@@ -11,6 +11,7 @@
 #include <afo/afo.h>
 
 #include "support/test.h"
+#include "tokenizer/tokenizer.h"
 
 static double g_scale = 1.0;
 
@@ -407,9 +408,123 @@ static void test_malformed(void) {
     afo_tokenizer_free(t);
 }
 
+/* ------------------------------------------------ stages, in isolation */
+/* The cases below are the behaviours `tokenizers` documents and tests for
+ * each stage; pieces are joined with '|' for comparison. */
+static const tk_loader STAGE = {"(inline)"};
+
+static void pretok_case(const char *json, const char *text, const char *want) {
+    cJSON *j = cJSON_Parse(json);
+    tk_pretok *p = NULL;
+    CHECK_MSG(j && tk_pretok_load(&STAGE, j, "pre_tokenizer", &p) == AFO_OK, "%s: %s", json, afo_last_error());
+    cJSON_Delete(j);
+    if (!p) return;
+    tk_ctx c = {0};
+    tk_pieces_add(&c.a, text, strlen(text), true);
+    CHECK(tk_pretokenize(p, &c) == AFO_OK);
+    tk_buf got = {0};
+    for (size_t i = 0; i < c.a.n; i++) {
+        if (i) tk_buf_add(&got, "|", 1);
+        tk_buf_add(&got, c.a.text.p + c.a.v[i].off, c.a.v[i].len);
+    }
+    CHECK_MSG(got.p && strcmp(got.p, want) == 0, "%s on \"%s\": got \"%s\", want \"%s\"", json, text, got.p, want);
+    tk_buf_free(&got);
+    tk_ctx_free(&c);
+    tk_pretok_free(p);
+}
+
+static void normalizer_case(const char *json, const char *text, const char *want) {
+    cJSON *j = cJSON_Parse(json);
+    tk_normalizer *nz = NULL;
+    CHECK_MSG(j && tk_normalizer_load(&STAGE, j, "normalizer", &nz) == AFO_OK, "%s: %s", json, afo_last_error());
+    cJSON_Delete(j);
+    if (!nz) return;
+    tk_ctx c = {0};
+    tk_buf out = {0};
+    CHECK(tk_normalize(nz, &c, text, strlen(text), &out) == AFO_OK && tk_buf_add(&out, "", 0) == 0);
+    CHECK_MSG(strcmp(out.p, want) == 0, "%s on \"%s\": got \"%s\", want \"%s\"", json, text, out.p, want);
+    tk_buf_free(&out);
+    tk_ctx_free(&c);
+    tk_normalizer_free(nz);
+}
+
+/* tokens separated by '|' through a decoder; the result joined as decode does */
+static void decoder_case(const char *json, const char *tokens, const char *want) {
+    cJSON *j = cJSON_Parse(json);
+    tk_decoder *d = NULL;
+    CHECK_MSG(j && tk_decoder_load(&STAGE, j, "decoder", &d) == AFO_OK, "%s: %s", json, afo_last_error());
+    cJSON_Delete(j);
+    if (!d) return;
+    tk_ctx c = {0};
+    for (const char *t = tokens, *bar;; t = bar + 1) {
+        bar = strchr(t, '|');
+        tk_pieces_add(&c.a, t, bar ? (size_t)(bar - t) : strlen(t), false);
+        if (!bar) break;
+    }
+    CHECK(tk_decode_chain(d, &c) == AFO_OK);
+    tk_buf out = {0};
+    for (size_t i = 0; i < c.a.n; i++) tk_buf_add(&out, c.a.text.p + c.a.v[i].off, c.a.v[i].len);
+    tk_buf_add(&out, "", 0);
+    CHECK_MSG(strcmp(out.p, want) == 0, "%s on \"%s\": got \"%s\", want \"%s\"", json, tokens, out.p, want);
+    tk_buf_free(&out);
+    tk_ctx_free(&c);
+    tk_decoder_free(d);
+}
+
+#define SPLIT(b) "{\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"" b "\", \"invert\": false}"
+#define META "\xE2\x96\x81"
+
+static void test_stages(void) {
+    pretok_case(SPLIT("Removed"), "How-are-you?", "How|are|you?");
+    pretok_case(SPLIT("Isolated"), "How-are-you?", "How|-|are|-|you?");
+    pretok_case(SPLIT("MergedWithPrevious"), "How-are-you?", "How-|are-|you?");
+    pretok_case(SPLIT("MergedWithNext"), "How-are-you?", "How|-are|-you?");
+    pretok_case(SPLIT("Contiguous"), "How--are-", "How|--|are|-");
+    pretok_case("{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\s+\"}, \"behavior\": \"Removed\", \"invert\": true}",
+                "a  b c", "  | ");
+    pretok_case("{\"type\": \"Whitespace\"}", "How are you doing?", "How|are|you|doing|?");
+    pretok_case("{\"type\": \"WhitespaceSplit\"}", "Hey man!\t x", "Hey|man!|x");
+    pretok_case("{\"type\": \"Punctuation\"}", "Hey friend!     How are you?!?", "Hey friend|!|     How are you|?|!|?");
+    pretok_case("{\"type\": \"Digits\", \"individual_digits\": true}", "Hey 123 friend!", "Hey |1|2|3| friend!");
+    pretok_case("{\"type\": \"Digits\", \"individual_digits\": false}", "Hey 123 friend!", "Hey |123| friend!");
+    pretok_case("{\"type\": \"BertPreTokenizer\"}", "Hey friend!     How are you?!?", "Hey|friend|!|How|are|you|?|!|?");
+    pretok_case("{\"type\": \"Metaspace\", \"replacement\": \"" META "\", \"prepend_scheme\": \"always\", \"split\": true}",
+                "Hey   friend!", META "Hey|" META "|" META "|" META "friend!");
+    pretok_case("{\"type\": \"Metaspace\", \"replacement\": \"" META "\", \"prepend_scheme\": \"never\", \"split\": false}",
+                "Hey friend!", "Hey" META "friend!");
+    /* "first" means starting at offset 0 of the text: after WhitespaceSplit
+     * drops a leading space, no piece does. */
+    static const char FIRST[] = "{\"type\": \"Sequence\", \"pretokenizers\": [{\"type\": \"WhitespaceSplit\"}, "
+                                "{\"type\": \"Metaspace\", \"replacement\": \"" META "\", \"prepend_scheme\": \"first\"}]}";
+    pretok_case(FIRST, "Hallo Welt", META "Hallo|Welt");
+    pretok_case(FIRST, " Hallo Welt", "Hallo|Welt");
+    pretok_case("{\"type\": \"ByteLevel\", \"add_prefix_space\": true, \"use_regex\": true}", "Hello my friend, how's\n",
+                "\xC4\xA0Hello|\xC4\xA0my|\xC4\xA0" "friend|,|\xC4\xA0how|'s|\xC4\x8A");
+
+    normalizer_case("{\"type\": \"Lowercase\"}", "H\xC3\x89LLO \xC4\xB0", "h\xC3\xA9llo i\xCC\x87");
+    normalizer_case("{\"type\": \"Strip\", \"strip_left\": true, \"strip_right\": false}", " \t hi  ", "hi  ");
+    normalizer_case("{\"type\": \"Sequence\", \"normalizers\": [{\"type\": \"NFD\"}, {\"type\": \"StripAccents\"}]}",
+                    "caf\xC3\xA9", "cafe");
+    normalizer_case("{\"type\": \"NFKC\"}", "\xEF\xAC\x81", "fi");
+    normalizer_case("{\"type\": \"Replace\", \"pattern\": {\"Regex\": \" +\"}, \"content\": \"_\"}", "a   b c", "a_b_c");
+    normalizer_case("{\"type\": \"BertNormalizer\", \"lowercase\": true}", "H\xC3\xA9llo\t\xE6\x9C\xBA\xE2\x80\x8B!",
+                    "hello  \xE6\x9C\xBA !");
+    normalizer_case("{\"type\": \"Prepend\", \"prepend\": \"" META "\"}", "", "");
+
+    decoder_case("{\"type\": \"WordPiece\", \"prefix\": \"##\", \"cleanup\": true}", "un|##aff|##able|,|I|do|not",
+                 "unaffable, I do not"); /* cleanup works per token */
+    decoder_case("{\"type\": \"Strip\", \"content\": \"x\", \"start\": 2, \"stop\": 1}", "xxxaxx|x", "xax");
+    decoder_case("{\"type\": \"Metaspace\", \"replacement\": \"" META "\", \"prepend_scheme\": \"always\"}",
+                 META "Hey|" META "friend!", "Hey friend!");
+    decoder_case("{\"type\": \"ByteFallback\"}", "a|<0xE2>|<0x82>|<0xAC>|b|<0xE2>", "a\xE2\x82\xAC" "b\xEF\xBF\xBD");
+    /* a run of bytes that is not UTF-8 as a whole: one U+FFFD per byte */
+    decoder_case("{\"type\": \"ByteFallback\"}", "<0xE2>|<0x82>|<0xAC>|<0xE2>", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD");
+}
+
 int main(void) {
     const char *sc = getenv("AFO_TEST_SCALE");
     if (sc && atof(sc) > 0) g_scale = atof(sc);
+    RUN(test_stages);
     RUN(test_expected);
     RUN(test_llamacpp_vectors);
     RUN(test_round_trip);

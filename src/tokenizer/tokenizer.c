@@ -22,7 +22,7 @@ static afo_status words(encoder *e, const char *s, size_t n, bool at_start) {
     tk_pieces_reset(&e->c.a);
     if (tk_pieces_add(&e->c.a, s, n, at_start)) return oom();
     if (e->t->pretok) AFO_TRY(tk_pretokenize(e->t->pretok, &e->c));
-    /* The model may use c->a's neighbours as scratch, never c->a itself. */
+    /* Models use the other scratch of the context (tmp, spans, sym), never c.a. */
     for (size_t i = 0; i < e->c.a.n; i++) {
         const tk_piece *p = &e->c.a.v[i];
         AFO_TRY(tk_model_tokenize(&e->t->model, &e->c, e->c.a.text.p + p->off, p->len, e->out));

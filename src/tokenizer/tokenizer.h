@@ -244,7 +244,7 @@ typedef struct tk_added {
 } tk_added;
 
 /* Leftmost-longest matcher over a set of strings: a map of every prefix
- * (value: token index, or -1 for a proper prefix only). */
+ * (value: index into afo_tokenizer.added, or -2 for a proper prefix only). */
 typedef struct tk_matcher {
     tk_map prefixes;
     uint8_t first[32]; /* bitmap of first bytes */
