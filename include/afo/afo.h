@@ -7,5 +7,6 @@
 #include "afo/memory.h"
 #include "afo/io.h"
 #include "afo/autodiff.h"
+#include "afo/chat.h"
 #include "afo/sample.h"
 #endif
