@@ -230,13 +230,13 @@ static jv f_items(jctx *c, const jnode *at, jv v, jargs *a) {
 static jv f_first(jctx *c, const jnode *at, jv v, jargs *a) {
     NOARGS("first");
     jlist *items = jv_iter(c, at, v);
-    return items->n ? items->v[0] : jv_undef(c, "No first item, sequence was empty.", NULL, false);
+    return items->n ? items->v[0] : jv_undef(c, "No first item, sequence was empty.", NULL, JU_HINT);
 }
 
 static jv f_last(jctx *c, const jnode *at, jv v, jargs *a) {
     NOARGS("last");
     jlist *items = jv_iter(c, at, v);
-    return items->n ? items->v[items->n - 1] : jv_undef(c, "No last item, sequence was empty.", NULL, false);
+    return items->n ? items->v[items->n - 1] : jv_undef(c, "No last item, sequence was empty.", NULL, JU_HINT);
 }
 
 static jv f_reverse(jctx *c, const jnode *at, jv v, jargs *a) {
@@ -343,7 +343,7 @@ static jv min_max(jctx *c, const jnode *at, jv v, jargs *a, int sign) {
     BIND(sign < 0 ? "min" : "max", "case_sensitive", "attribute");
     size_t n;
     keyed *k = keyed_items(c, at, v, p[1], jarg_bool(p[0], false), &n);
-    if (!n) return jv_undef(c, "No aggregated item, sequence was empty.", NULL, false);
+    if (!n) return jv_undef(c, "No aggregated item, sequence was empty.", NULL, JU_HINT);
     size_t best = 0;
     for (size_t i = 1; i < n; i++)
         if (jv_cmp(c, at, k[i].key, k[best].key, "<") * sign > 0) best = i;
@@ -416,7 +416,7 @@ static jv f_attr(jctx *c, const jnode *at, jv v, jargs *a) {
     if (v.kind == JV_DICT && !(v.flags & JV_NAMESPACE)) { /* getattr, not the item */
         bool found;
         jv m = jmethod_get(c, at, v, name, &found);
-        return found ? m : jv_undef(c, name, "dict", false);
+        return found ? m : jv_undef(c, name, "dict", JU_ATTR);
     }
     return jgetattr(c, at, v, name);
 }
@@ -467,7 +467,8 @@ static jv f_round(jctx *c, const jnode *at, jv v, jargs *a) {
     int64_t prec = jarg_int(c, at, p[0], 0);
     const char *method = jarg_str(c, at, p[1], "common", NULL);
     double x = jv_num(v), scale = pow(10.0, (double)prec);
-    if (!strcmp(method, "common")) return jv_float(rint(x * scale) / scale); /* Python rounds halves to even */
+    if (!strcmp(method, "common")) /* Python's round: halves to even, ints stay ints */
+        return v.kind == JV_FLOAT ? jv_float(rint(x * scale) / scale) : prec >= 0 ? jv_int(v.kind == JV_BOOL ? v.b : v.i) : jv_float(rint(x * scale) / scale);
     if (!strcmp(method, "ceil")) return jv_float(ceil(x * scale) / scale);
     if (!strcmp(method, "floor")) return jv_float(floor(x * scale) / scale);
     ffail(c, at, "%s", "round: method must be 'common', 'ceil' or 'floor'");

@@ -122,8 +122,8 @@ static jv loop_attr(jctx *c, jv obj, const char *name) {
     case 4: return jv_bool(i == 0);
     case 5: return jv_bool(i == n - 1);
     case 6: return jv_int(n);
-    case 7: return i > 0 ? L->items->v[i - 1] : jv_undef(c, "there is no previous item", NULL, false);
-    case 8: return i + 1 < n ? L->items->v[i + 1] : jv_undef(c, "there is no next item", NULL, false);
+    case 7: return i > 0 ? L->items->v[i - 1] : jv_undef(c, "there is no previous item", NULL, JU_HINT);
+    case 8: return i + 1 < n ? L->items->v[i + 1] : jv_undef(c, "there is no next item", NULL, JU_HINT);
     case 9: return jv_int(1);
     case 10: return jv_int(0);
     default: break;
@@ -133,7 +133,7 @@ static jv loop_attr(jctx *c, jv obj, const char *name) {
         *fn = (jfunc){.type = JF_METHOD, .name = "cycle", .fn = loop_cycle, .self = obj};
         return (jv){.kind = JV_FUNC, .fn = fn};
     }
-    return jv_undef(c, name, "LoopContext", false);
+    return jv_undef(c, name, "LoopContext", JU_ATTR);
 }
 
 jv jgetattr(jctx *c, const jnode *at, jv obj, const char *name) {
@@ -141,7 +141,7 @@ jv jgetattr(jctx *c, const jnode *at, jv obj, const char *name) {
     if (obj.kind == JV_LOOP) return loop_attr(c, obj, name);
     if (obj.kind == JV_DICT && (obj.flags & JV_NAMESPACE)) {
         jv *v = jdict_gets(obj.d, name);
-        return v ? *v : jv_undef(c, name, "Namespace", false);
+        return v ? *v : jv_undef(c, name, "Namespace", JU_ATTR);
     }
     bool found = false;
     jv m = jmethod_get(c, at, obj, name, &found);
@@ -150,7 +150,7 @@ jv jgetattr(jctx *c, const jnode *at, jv obj, const char *name) {
         jv *v = jdict_gets(obj.d, name);
         if (v) return *v;
     }
-    return jv_undef(c, name, obj.kind == JV_NONE ? "None" : jv_type(obj), false);
+    return jv_undef(c, name, obj.kind == JV_NONE ? "None" : jv_type(obj), JU_ATTR);
 }
 
 /* Python's index into a sequence of n: negative counts from the end; -1
@@ -182,8 +182,10 @@ jv jgetitem(jctx *c, const jnode *at, jv obj, jv key) {
         jv r = jgetattr(c, at, obj, jv_cstr_of(c, key));
         if (r.kind != JV_UNDEF) return r;
     }
-    return jv_undef(c, jv_cstr_of(c, key), obj.kind == JV_NONE ? "None" : jv_type(obj),
-                    true);
+    jbuf name = {0};
+    jv_repr_to(c, &name, key);
+    return key.kind == JV_STR ? jv_undef(c, jv_cstr_of(c, key), obj.kind == JV_NONE ? "None" : jv_type(obj), JU_ATTR)
+                              : jv_undef(c, name.p, obj.kind == JV_NONE ? "None" : jv_type(obj), JU_ELEMENT);
 }
 
 /* Python's slice index rules (PySlice_AdjustIndices). */
@@ -201,7 +203,7 @@ static jv slice(jctx *c, const jnode *at, jv obj, jv lo, jv hi, jv st) {
     int64_t step = set[2] ? b[2] : 1;
     if (step == 0) fail_at(c, at, "%s%s", "slice step cannot be zero", "");
     bool is_str = obj.kind == JV_STR;
-    if (!is_str && obj.kind != JV_LIST) return jv_undef(c, "slice", jv_type(obj), true);
+    if (!is_str && obj.kind != JV_LIST) return jv_undef(c, "slice", jv_type(obj), JU_ELEMENT);
     size_t *offs = NULL; /* code point → byte offset, for non-ASCII strings */
     int64_t n;
     if (is_str) {
@@ -439,7 +441,7 @@ static jv call_macro(jctx *c, const jnode *at, const jfunc *fn, jargs *a) {
     /* defaults are evaluated at call time and may use earlier parameters */
     for (size_t i = 0; i < np; i++)
         if (!bound[i])
-            frame_set(c, f, m->kwn[i], m->kwv.v[i] ? eval(c, f, m->kwv.v[i]) : jv_undef(c, m->kwn[i], NULL, false));
+            frame_set(c, f, m->kwn[i], m->kwv.v[i] ? eval(c, f, m->kwv.v[i]) : jv_undef(c, m->kwn[i], NULL, JU_NAME));
     frame_set(c, f, "varargs", varargs);
     frame_set(c, f, "kwargs", kwargs);
     jbuf *saved = c->out, body = {.limit = JINJA_MAX_OUTPUT};
@@ -481,7 +483,7 @@ static jv eval(jctx *c, jframe *f, const jnode *n) {
             *fn = (jfunc){.type = JF_BUILTIN, .name = n->name, .fn = g};
             return (jv){.kind = JV_FUNC, .fn = fn};
         }
-        return jv_undef(c, n->name, NULL, false);
+        return jv_undef(c, n->name, NULL, JU_NAME);
     }
     case N_LIST:
     case N_TUPLE: {
@@ -556,7 +558,7 @@ static jv eval(jctx *c, jframe *f, const jnode *n) {
     }
     case N_COND:
         if (jv_truthy(eval(c, f, n->b))) return eval(c, f, n->a);
-        return n->c ? eval(c, f, n->c) : jv_undef(c, "the inline if-expression had no else", NULL, false);
+        return n->c ? eval(c, f, n->c) : jv_undef(c, "the inline if-expression evaluated to false and no else section was defined.", NULL, JU_HINT);
     default: break;
     }
     fail_at(c, n, "%s%s", "statement used as an expression", "");

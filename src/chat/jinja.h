@@ -62,7 +62,10 @@ typedef struct jlist jlist;
 typedef struct jdict jdict;
 typedef struct jfunc jfunc;
 typedef struct jloop jloop;
-typedef struct jundef { const char *name, *owner; bool item; } jundef; /* why it is undefined */
+/* Why a value is undefined, for Jinja's message: a missing name, a missing
+ * attribute (or str key) or element (other key) of an owner, or a hint. */
+typedef enum { JU_NAME, JU_ATTR, JU_ELEMENT, JU_HINT } jundef_how;
+typedef struct jundef { const char *name, *owner; jundef_how how; } jundef;
 
 typedef struct jv {
     uint8_t kind, flags;
@@ -105,7 +108,7 @@ struct jfunc {
 
 struct jloop { jlist *items; size_t i; };
 
-jv jv_undef(jctx *c, const char *name, const char *owner, bool item);
+jv jv_undef(jctx *c, const char *name, const char *owner, jundef_how how);
 static inline jv jv_none(void) { return (jv){.kind = JV_NONE}; }
 static inline jv jv_bool(bool b) { return (jv){.kind = JV_BOOL, .b = b}; }
 static inline jv jv_int(int64_t i) { return (jv){.kind = JV_INT, .i = i}; }

@@ -74,6 +74,8 @@ static size_t lex_string(lexer *L, size_t p, jtoken *k) {
         if (simple) {
             static const char out[] = "\\'\"\a\b\f\n\r\t\v";
             jbuf_put(L->c, &b, &out[simple - "\\'\"abfnrtv"], 1);
+        } else if (e == 'N') {
+            lex_fail(L, p - 2, "\\N{...} escapes are not supported");
         } else if (e == '\n') {
             /* line continuation: nothing */
         } else if (e >= '0' && e <= '7') {

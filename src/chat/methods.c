@@ -65,18 +65,58 @@ jv jstr_strip(jctx *c, const jnode *at, jv s, jv chars, int mode) {
     return substr(s.s.p + lo, hi - lo);
 }
 
-jv jstr_case(jctx *c, jv s, int mode) {
-    char *out = jstrdup(c, s.s.p, s.s.n);
-    bool word_start = true;
-    for (size_t i = 0; i < s.s.n; i++) {
-        char ch = out[i];
-        bool lower = ch >= 'a' && ch <= 'z', upper = ch >= 'A' && ch <= 'Z';
-        bool to_upper = mode == 'u' || (mode == 'c' && i == 0) || (mode == 't' && word_start);
-        if (to_upper && lower) out[i] = (char)(ch - 32);
-        if (!to_upper && upper) out[i] = (char)(ch + 32);
-        word_start = !(lower || upper); /* str.title: a word starts after any uncased character */
+/* Simple case mapping for the scripts chat text mostly uses: ASCII,
+ * Latin-1, Latin Extended-A, Greek and Cyrillic. Others are left as they
+ * are (Python maps all of Unicode). */
+static unsigned to_upper(unsigned cp) {
+    if ((cp >= 'a' && cp <= 'z') || (cp >= 0xE0 && cp <= 0xFE && cp != 0xF7) || (cp >= 0x3B1 && cp <= 0x3C9 && cp != 0x3C2) ||
+        (cp >= 0x430 && cp <= 0x44F))
+        return cp - 32;
+    if (cp == 0x3C2) return 0x3A3; /* final sigma */
+    if (cp == 0xFF) return 0x178;
+    if (cp >= 0x450 && cp <= 0x45F) return cp - 80;
+    if (cp >= 0x100 && cp <= 0x17F && cp != 0x131 && cp != 0x138 && cp != 0x149 && cp != 0x17F) {
+        bool odd_lower = (cp < 0x139) || (cp > 0x148 && cp < 0x179);
+        if (odd_lower ? (cp & 1) : !(cp & 1)) return cp - 1;
     }
-    return substr(out, s.s.n);
+    return cp;
+}
+
+static unsigned to_lower(unsigned cp) {
+    if ((cp >= 'A' && cp <= 'Z') || (cp >= 0xC0 && cp <= 0xDE && cp != 0xD7) || (cp >= 0x391 && cp <= 0x3A9 && cp != 0x3A2) ||
+        (cp >= 0x410 && cp <= 0x42F))
+        return cp + 32;
+    if (cp == 0x178) return 0xFF;
+    if (cp >= 0x400 && cp <= 0x40F) return cp + 80;
+    if (cp >= 0x100 && cp <= 0x17F && cp != 0x130 && cp != 0x138 && cp != 0x149 && cp != 0x178) {
+        bool odd_lower = (cp < 0x139) || (cp > 0x148 && cp < 0x179);
+        if (odd_lower ? !(cp & 1) : (cp & 1)) return cp + 1;
+    }
+    return cp;
+}
+
+static void put_cp(jctx *c, jbuf *b, unsigned cp) {
+    char u[4];
+    size_t n;
+    if (cp < 0x80) u[0] = (char)cp, n = 1;
+    else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 63)), n = 2;
+    else if (cp < 0x10000) u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 63)), u[2] = (char)(0x80 | (cp & 63)), n = 3;
+    else u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 63)), u[2] = (char)(0x80 | (cp >> 6 & 63)), u[3] = (char)(0x80 | (cp & 63)), n = 4;
+    jbuf_put(c, b, u, n);
+}
+
+jv jstr_case(jctx *c, jv s, int mode) {
+    jbuf b = {0};
+    bool word_start = true;
+    for (size_t i = 0, k; i < s.s.n; i += k) {
+        unsigned cp = decode(s.s.p + i, s.s.n - i, &k);
+        bool up = mode == 'u' || (mode == 'c' && i == 0) || (mode == 't' && word_start);
+        unsigned m = up ? to_upper(cp) : to_lower(cp);
+        if (k > 1 && m == cp) jbuf_put(c, &b, s.s.p + i, k); /* keep the bytes as they are */
+        else put_cp(c, &b, m);
+        word_start = to_upper(cp) == cp && to_lower(cp) == cp; /* str.title: words start after uncased characters */
+    }
+    return jv_strbuf(&b);
 }
 
 /* str.splitlines(): \n, \r, \r\n, \v, \f, \x1c-\x1e, U+0085, U+2028, U+2029 */

@@ -655,7 +655,12 @@ static jnodes subparse(parser *P, const char *const *ends) {
                 if (is_name(P, ends[i])) return body;
             push(P, &body, parse_statement(P));
         } else if (k->type == T_EOF) {
-            if (ends) pfail(P, k, "unexpected end of template: a block is missing its '{%% %s %%}'", ends[0]);
+            if (ends) {
+                char want[120] = "";
+                for (int i = 0; ends[i]; i++)
+                    snprintf(want + strlen(want), sizeof want - strlen(want), "%s'%s'", i ? " or " : "", ends[i]);
+                pfail(P, k, "unexpected end of template: a block is not closed, expected %s", want);
+            }
             return body;
         } else {
             pfail(P, k, "unexpected %s", describe(k));

@@ -119,11 +119,11 @@ size_t utf8_offset(const char *s, size_t n, size_t i) {
 }
 
 /* ------------------------------------------------------------ constructors */
-jv jv_undef(jctx *c, const char *name, const char *owner, bool item) {
+jv jv_undef(jctx *c, const char *name, const char *owner, jundef_how how) {
     jundef *u = jalloc(c, sizeof *u);
     u->name = name;
     u->owner = owner;
-    u->item = item;
+    u->how = how;
     return (jv){.kind = JV_UNDEF, .u = u};
 }
 
@@ -422,12 +422,18 @@ const char *jv_cstr_of(jctx *c, jv v) {
 const char *jv_undef_msg(jctx *c, jv v) {
     const jundef *u = v.u;
     jbuf b = {0};
+    const char *owner = u && u->owner ? u->owner : "";
+    const char *suffix = strcmp(owner, "None") ? " object" : ""; /* Jinja's object_type_repr */
     if (!u || !u->name)
         jbuf_puts(c, &b, "value is undefined");
-    else if (!u->owner)
+    else if (u->how == JU_HINT)
+        jbuf_puts(c, &b, u->name);
+    else if (u->how == JU_NAME)
         jbuf_printf(c, &b, "'%s' is undefined", u->name);
+    else if (u->how == JU_ATTR)
+        jbuf_printf(c, &b, "'%s%s' has no attribute '%s'", owner, suffix, u->name);
     else
-        jbuf_printf(c, &b, "'%s object' has no %s '%s'", u->owner, u->item ? "element" : "attribute", u->name);
+        jbuf_printf(c, &b, "%s%s has no element %s", owner, suffix, u->name);
     return b.p;
 }
 
