@@ -58,7 +58,7 @@ afo_status afo_chat_template_render(const afo_chat_template *t, const char *cont
     static const char *const passed_as_none[] = {"tools", "documents"};
     for (size_t i = 0; i < 2; i++)
         if (!jdict_gets(ctxv.d, passed_as_none[i])) jdict_set(c, ctxv.d, jv_cstr(passed_as_none[i]), jv_none());
-    jbuf text = {.limit = JINJA_MAX_OUTPUT};
+    jbuf text = {0};
     jrender(c, &t->body, ctxv, &text);
     char *s = malloc(text.n + 1);
     if (!s) jfail(c, AFO_ERR_OUT_OF_MEMORY, 0, 0, "out of memory");

@@ -15,6 +15,7 @@ struct jframe {
     const char **names;
     jv *vals;
     size_t n, cap;
+    bool captured; /* a macro closes over it: it must outlive its loop iteration */
 };
 
 enum { FLOW_NEXT, FLOW_BREAK, FLOW_CONTINUE };
@@ -292,16 +293,22 @@ static jv repeat(jctx *c, const jnode *at, jv seq, int64_t times) {
     return out;
 }
 
+/* Sized up front: templates build long strings by repeated concatenation. */
+static jv concat(jctx *c, jv a, jv b) {
+    if (a.s.n + b.s.n > JINJA_MAX_OUTPUT)
+        jfail(c, AFO_ERR_INVALID_ARGUMENT, 0, 0, "the text rendered or a string built exceeds %u MiB",
+              JINJA_MAX_OUTPUT >> 20);
+    char *p = jalloc(c, a.s.n + b.s.n + 1);
+    memcpy(p, a.s.p, a.s.n);
+    memcpy(p + a.s.n, b.s.p, b.s.n);
+    return (jv){.kind = JV_STR, .s = {p, a.s.n + b.s.n}};
+}
+
 static int64_t as_int(jv v) { return v.kind == JV_BOOL ? v.b : v.i; }
 
 jv jarith(jctx *c, const jnode *at, int op, jv a, jv b) {
     char opname[3] = {(char)(op > 0xFF ? op >> 8 : op), (char)(op > 0xFF ? op & 0xFF : 0), 0};
-    if (op == '~') {
-        jbuf s = {0};
-        jv_str_to(c, &s, a);
-        jv_str_to(c, &s, b);
-        return jv_strbuf(&s);
-    }
+    if (op == '~') return concat(c, jv_to_str(c, a), jv_to_str(c, b));
     if (a.kind == JV_UNDEF) jfail_undef(c, at, a);
     if (b.kind == JV_UNDEF) jfail_undef(c, at, b);
     bool nums = jv_is_number(a) && jv_is_number(b), ints = nums && a.kind != JV_FLOAT && b.kind != JV_FLOAT;
@@ -314,12 +321,7 @@ jv jarith(jctx *c, const jnode *at, int op, jv a, jv b) {
             return jv_int(r);
         }
         if (nums) return jv_float(fx + fy);
-        if (a.kind == JV_STR && b.kind == JV_STR) {
-            jbuf s = {0};
-            jbuf_put(c, &s, a.s.p, a.s.n);
-            jbuf_put(c, &s, b.s.p, b.s.n);
-            return jv_strbuf(&s);
-        }
+        if (a.kind == JV_STR && b.kind == JV_STR) return concat(c, a, b);
         if (a.kind == JV_LIST && b.kind == JV_LIST && (a.flags & JV_TUPLE) == (b.flags & JV_TUPLE)) {
             jv out = jv_list(c, a.l->n + b.l->n);
             out.flags = a.flags & JV_TUPLE;
@@ -444,7 +446,7 @@ static jv call_macro(jctx *c, const jnode *at, const jfunc *fn, jargs *a) {
             frame_set(c, f, m->kwn[i], m->kwv.v[i] ? eval(c, f, m->kwv.v[i]) : jv_undef(c, m->kwn[i], NULL, JU_NAME));
     frame_set(c, f, "varargs", varargs);
     frame_set(c, f, "kwargs", kwargs);
-    jbuf *saved = c->out, body = {.limit = JINJA_MAX_OUTPUT};
+    jbuf *saved = c->out, body = {0};
     c->out = &body;
     exec_body(c, f, &m->body);
     c->out = saved;
@@ -471,7 +473,16 @@ static jv apply_filters(jctx *c, jframe *f, const jnodes *filters, jv v) {
 }
 
 /* ------------------------------------------------------------- expressions */
+static jv eval_node(jctx *c, jframe *f, const jnode *n);
+
 static jv eval(jctx *c, jframe *f, const jnode *n) {
+    jnest_enter(c, n);
+    jv v = eval_node(c, f, n);
+    jnest_leave(c);
+    return v;
+}
+
+static jv eval_node(jctx *c, jframe *f, const jnode *n) {
     switch (n->type) {
     case N_LIT: return n->lit;
     case N_NAME: {
@@ -585,7 +596,7 @@ static void assign(jctx *c, jframe *f, const jnode *target, jv v) {
 }
 
 static jv render_to_string(jctx *c, jframe *f, const jnodes *body) {
-    jbuf *saved = c->out, out = {.limit = JINJA_MAX_OUTPUT};
+    jbuf *saved = c->out, out = {0};
     c->out = &out;
     exec_body(c, frame_new(c, f), body);
     c->out = saved;
@@ -597,8 +608,9 @@ static int exec_for(jctx *c, jframe *f, const jnode *n) {
     if (n->c) {
         /* `for x in xs if cond`: loop.length and friends count kept items only */
         jv kept = jv_list(c, 0);
+        jframe *probe = frame_new(c, f);
         for (size_t i = 0; i < items->n; i++) {
-            jframe *probe = frame_new(c, f);
+            probe->n = 0;
             assign(c, probe, n->a, items->v[i]);
             if (jv_truthy(eval(c, probe, n->c))) jlist_push(c, kept.l, items->v[i]);
         }
@@ -607,11 +619,16 @@ static int exec_for(jctx *c, jframe *f, const jnode *n) {
     if (items->n == 0) return exec_body(c, f, &n->orelse);
     jloop *loop = jalloc(c, sizeof *loop);
     loop->items = items;
+    jframe *it = NULL;
     for (size_t i = 0; i < items->n; i++) {
         if (++c->iterations > JINJA_MAX_ITERATIONS)
             fail_at(c, n, "loops ran more than %s iterations%s", "10000000", "");
         loop->i = i;
-        jframe *it = frame_new(c, f);
+        /* a fresh scope per iteration; the last one is recycled unless captured */
+        if (!it || it->captured)
+            it = frame_new(c, f);
+        else
+            it->n = 0;
         assign(c, it, n->a, items->v[i]);
         frame_set(c, it, "loop", (jv){.kind = JV_LOOP, .loop = loop});
         if (exec_body(c, it, &n->body) == FLOW_BREAK) break;
@@ -622,6 +639,7 @@ static int exec_for(jctx *c, jframe *f, const jnode *n) {
 static jv make_macro(jctx *c, jframe *f, const jnode *n, const char *name) {
     jfunc *fn = jalloc(c, sizeof *fn);
     *fn = (jfunc){.type = JF_MACRO, .name = name, .macro = n, .closure = f};
+    f->captured = true;
     return (jv){.kind = JV_FUNC, .fn = fn};
 }
 

@@ -23,6 +23,9 @@
 #define JINJA_MAX_MEMORY (1024u << 20)    /* arena bytes per parse or render */
 #define JINJA_MAX_ITERATIONS 10000000     /* loop iterations per render */
 #define JINJA_MAX_DEPTH 200               /* nested macro calls / parser nesting */
+#define JINJA_MAX_NESTING 1000            /* expression evaluation and value nesting (C stack) */
+
+struct jnode;
 
 /* ------------------------------------------------------------ arena, failure */
 typedef struct jchunk jchunk;
@@ -33,7 +36,8 @@ typedef struct jctx {
     /* render state */
     struct jbuf *out;      /* where text goes now */
     long iterations;
-    int depth;
+    int depth;             /* macro calls */
+    int nesting;           /* recursion of eval, str, compare */
     int64_t now;           /* strftime_now's clock; 0 = the real one */
 } jctx;
 
@@ -45,14 +49,19 @@ void jarena_free(jctx *c);
 _Noreturn void jfail(jctx *c, afo_status st, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
-/* Growable byte string in the arena. */
+/* Growable byte string in the arena, at most JINJA_MAX_OUTPUT bytes (the
+ * rendered text, and every string a template builds). */
 typedef struct jbuf {
     char *p;
-    size_t n, cap, limit;
+    size_t n, cap;
 } jbuf;
 void jbuf_put(jctx *c, jbuf *b, const char *s, size_t n);
 void jbuf_puts(jctx *c, jbuf *b, const char *s);
 void jbuf_printf(jctx *c, jbuf *b, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+/* Guards recursion that follows user data (the C stack is finite). */
+void jnest_enter(jctx *c, const struct jnode *at);
+static inline void jnest_leave(jctx *c) { c->nesting--; }
 
 /* ------------------------------------------------------------------ values */
 typedef enum jkind { JV_UNDEF, JV_NONE, JV_BOOL, JV_INT, JV_FLOAT, JV_STR, JV_LIST, JV_DICT, JV_FUNC, JV_LOOP } jkind;

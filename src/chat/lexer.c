@@ -13,18 +13,22 @@ typedef struct lexer {
     jctx *c;
     const char *s;
     size_t n, pos;
-    size_t line_pos; /* position / line / line start of the last lookup */
-    int line;
-    size_t line_start;
+    size_t line_pos; /* position, line and column of the last lookup */
+    int line, col;
     jtokens *out;
 } lexer;
 
+/* Line and column (in code points) of pos; lookups mostly move forward, so
+ * the scan resumes from the last one. */
 static void where(lexer *L, size_t pos, int *line, int *col) {
-    if (pos < L->line_pos) L->line_pos = 0, L->line = 1, L->line_start = 0;
-    for (; L->line_pos < pos; L->line_pos++)
-        if (L->s[L->line_pos] == '\n') L->line++, L->line_start = L->line_pos + 1;
+    if (pos < L->line_pos) L->line_pos = 0, L->line = 1, L->col = 1;
+    for (; L->line_pos < pos; L->line_pos++) {
+        unsigned char ch = (unsigned char)L->s[L->line_pos];
+        if (ch == '\n') L->line++, L->col = 1;
+        else if ((ch & 0xC0) != 0x80) L->col++;
+    }
     *line = L->line;
-    *col = (int)utf8_len(L->s + L->line_start, pos - L->line_start) + 1;
+    *col = L->col;
 }
 
 static _Noreturn void lex_fail(lexer *L, size_t pos, const char *what) {
@@ -286,7 +290,7 @@ void jlex(jctx *c, const char *src, jtokens *out) {
     }
     if (n && s[n - 1] == '\n') n--;
     s[n] = '\0';
-    lexer L = {c, s, n, 0, 0, 1, 0, out};
+    lexer L = {.c = c, .s = s, .n = n, .line = 1, .col = 1, .out = out};
     bool line_starting = true;
     size_t p = 0;
     while (p < n) {

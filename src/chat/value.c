@@ -73,10 +73,17 @@ void jfail(jctx *c, afo_status st, int line, int col, const char *fmt, ...) {
     longjmp(c->fail, 1);
 }
 
+void jnest_enter(jctx *c, const jnode *at) {
+    if (++c->nesting > JINJA_MAX_NESTING)
+        jfail(c, AFO_ERR_INVALID_ARGUMENT, at ? at->line : 0, at ? at->col : 0,
+              "expressions or values nested deeper than %d levels", JINJA_MAX_NESTING);
+}
+
 /* ---------------------------------------------------------------- buffers */
 void jbuf_put(jctx *c, jbuf *b, const char *s, size_t n) {
-    if (b->limit && b->n + n > b->limit)
-        jfail(c, AFO_ERR_INVALID_ARGUMENT, 0, 0, "the rendered text exceeds %zu MiB", b->limit >> 20);
+    if (b->n + n > JINJA_MAX_OUTPUT)
+        jfail(c, AFO_ERR_INVALID_ARGUMENT, 0, 0, "the text rendered or a string built exceeds %u MiB",
+              JINJA_MAX_OUTPUT >> 20);
     if (b->n + n + 1 > b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 64;
         while (cap < b->n + n + 1) cap *= 2;
@@ -222,7 +229,13 @@ double jv_num(jv v) { return v.kind == JV_FLOAT ? v.f : v.kind == JV_INT ? (doub
 
 static int64_t jv_intval(jv v) { return v.kind == JV_BOOL ? v.b : v.i; }
 
-bool jv_eq(jv a, jv b) {
+static bool eq_at(jv a, jv b, int depth);
+bool jv_eq(jv a, jv b) { return eq_at(a, b, 0); }
+
+/* Beyond JINJA_MAX_NESTING levels structures compare unequal rather than
+ * overflow the stack; only the template itself can build such values. */
+static bool eq_at(jv a, jv b, int depth) {
+    if (depth > JINJA_MAX_NESTING) return false;
     if (jv_is_number(a) && jv_is_number(b)) {
         if (a.kind != JV_FLOAT && b.kind != JV_FLOAT) return jv_intval(a) == jv_intval(b);
         return jv_num(a) == jv_num(b);
@@ -235,14 +248,14 @@ bool jv_eq(jv a, jv b) {
     case JV_LIST:
         if ((a.flags & JV_TUPLE) != (b.flags & JV_TUPLE) || a.l->n != b.l->n) return false;
         for (size_t i = 0; i < a.l->n; i++)
-            if (!jv_eq(a.l->v[i], b.l->v[i])) return false;
+            if (!eq_at(a.l->v[i], b.l->v[i], depth + 1)) return false;
         return true;
     case JV_DICT:
         if (a.flags & JV_NAMESPACE) return a.d == b.d;
         if (a.d->n != b.d->n) return false;
         for (size_t i = 0; i < a.d->n; i++) {
             jv *w = jdict_get(b.d, a.d->k[i]);
-            if (!w || !jv_eq(a.d->v[i], *w)) return false;
+            if (!w || !eq_at(a.d->v[i], *w, depth + 1)) return false;
         }
         return true;
     case JV_FUNC: return a.fn == b.fn;
@@ -271,7 +284,12 @@ int jv_cmp(jctx *c, const jnode *at, jv a, jv b, const char *op) {
     }
     if (a.kind == JV_LIST && b.kind == JV_LIST && (a.flags & JV_TUPLE) == (b.flags & JV_TUPLE)) {
         for (size_t i = 0; i < a.l->n && i < b.l->n; i++)
-            if (!jv_eq(a.l->v[i], b.l->v[i])) return jv_cmp(c, at, a.l->v[i], b.l->v[i], op);
+            if (!jv_eq(a.l->v[i], b.l->v[i])) {
+                jnest_enter(c, at);
+                int r = jv_cmp(c, at, a.l->v[i], b.l->v[i], op);
+                jnest_leave(c);
+                return r;
+            }
         return (a.l->n > b.l->n) - (a.l->n < b.l->n);
     }
     jfail(c, AFO_ERR_INVALID_ARGUMENT, at ? at->line : 0, at ? at->col : 0,
@@ -361,6 +379,7 @@ static void repr_str(jctx *c, jbuf *b, const char *s, size_t n) {
 }
 
 static void container_to(jctx *c, jbuf *b, jv v) {
+    jnest_enter(c, NULL);
     if (v.kind == JV_LIST) {
         bool tuple = v.flags & JV_TUPLE;
         jbuf_puts(c, b, tuple ? "(" : "[");
@@ -369,6 +388,7 @@ static void container_to(jctx *c, jbuf *b, jv v) {
             jv_repr_to(c, b, v.l->v[i]);
         }
         jbuf_puts(c, b, tuple ? (v.l->n == 1 ? ",)" : ")") : "]");
+        jnest_leave(c);
         return;
     }
     if (v.flags & JV_NAMESPACE) jbuf_puts(c, b, "<Namespace ");
@@ -380,6 +400,7 @@ static void container_to(jctx *c, jbuf *b, jv v) {
         jv_repr_to(c, b, v.d->v[i]);
     }
     jbuf_puts(c, b, v.flags & JV_NAMESPACE ? "}>" : "}");
+    jnest_leave(c);
 }
 
 void jv_str_to(jctx *c, jbuf *b, jv v) {
