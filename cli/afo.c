@@ -15,6 +15,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"selfcheck", cmd_selfcheck, "build, differentiate and evaluate a small network; check the gradient"},
     {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
+    {"template", cmd_template, "render a model's chat template for a conversation"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 
