@@ -179,12 +179,11 @@ static size_t lex_number(lexer *L, size_t p, jtoken *k) {
 
 static const char *const OPS2[] = {"//", "**", "==", "!=", "<=", ">=", NULL};
 
-/* Tokens of one {{ }} or {% %} up to its end; returns the position after
+/* Tokens of one {{ }} or {% %} (opened at `open`) up to its end; returns the position after
  * the end marker and sets *strip_after to its '-' / '+' sign (or 0). */
-static size_t lex_tag(lexer *L, size_t p, char close, char *strip_after) {
+static size_t lex_tag(lexer *L, size_t open, size_t p, char close, char *strip_after) {
     char stack[JINJA_MAX_DEPTH];
     int depth = 0;
-    size_t open = p;
     for (;;) {
         p = skip_space(L, p);
         if (p >= L->n) lex_fail(L, open, close == '}' ? "unexpected end of template: '{{' is never closed"
@@ -338,7 +337,7 @@ void jlex(jctx *c, const char *src, jtokens *out) {
         } else {
             emit(&L, kind == '{' ? T_VAR_BEGIN : T_BLOCK_BEGIN, t);
             char esign;
-            size_t e = lex_tag(&L, t + 2 + (sign != 0), kind == '{' ? '}' : '%', &esign);
+            size_t e = lex_tag(&L, t, t + 2 + (sign != 0), kind == '{' ? '}' : '%', &esign);
             p = kind == '{' ? (esign == '-' ? skip_space(&L, e) : e) : after_block_end(&L, e, esign);
         }
         line_starting = p > 0 && s[p - 1] == '\n';

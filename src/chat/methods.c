@@ -2,7 +2,7 @@
  * (str.strip, str.split, dict.get, …). Jinja hands templates real Python
  * objects, so these follow CPython's behaviour, including the sandbox rule
  * of transformers' ImmutableSandboxedEnvironment: methods that modify a list
- * or dict are refused. Case mapping covers ASCII only. */
+ * or dict are refused. */
 #define _GNU_SOURCE /* memmem */
 #include <stdio.h>
 #include <stdlib.h>
@@ -517,11 +517,13 @@ jv jmethod_get(jctx *c, const jnode *at, jv self, const char *name, bool *found)
     const char *const *mutators = self.kind == JV_LIST ? LIST_MUTATORS : self.kind == JV_DICT ? DICT_MUTATORS : NULL;
     *found = false;
     if (!table) return (jv){0};
+    /* As Jinja's sandbox: an undefined that fails only when used (called) */
     for (int i = 0; mutators && mutators[i]; i++)
         if (!strcmp(mutators[i], name)) {
-            char msg[120];
-            snprintf(msg, sizeof msg, "access to attribute '%s' of '%s' object is unsafe.", name, jv_type(self));
-            mfail(c, at, "%s", msg);
+            jbuf msg = {0};
+            jbuf_printf(c, &msg, "access to attribute '%s' of '%s' object is unsafe.", name, jv_type(self));
+            *found = true;
+            return jv_undef(c, msg.p, NULL, JU_HINT);
         }
     for (int i = 0; table[i].name; i++)
         if (!strcmp(table[i].name, name)) {
