@@ -156,9 +156,12 @@ jlist *jv_iter(jctx *c, const struct jnode *at, jv v);
 void jsort(jctx *c, void *base, size_t n, size_t size, int (*cmp)(jctx *, const void *, const void *, void *),
            void *u);
 
-/* UTF-8 helpers: code point count, byte offset of code point i. */
+/* UTF-8 helpers: code point count, byte offset of code point i, the code
+ * point at s (and its byte length), appending a code point. */
 size_t utf8_len(const char *s, size_t n);
 size_t utf8_offset(const char *s, size_t n, size_t i);
+unsigned utf8_decode(const char *s, size_t n, size_t *len);
+void utf8_put(jctx *c, jbuf *b, unsigned cp);
 
 /* JSON: parse into values (Python json.loads: ints stay ints), and
  * json.dumps with transformers' tojson options. */

@@ -28,24 +28,6 @@ static void jp_ws(jp *p) {
     while (*p->s == ' ' || *p->s == '\t' || *p->s == '\n' || *p->s == '\r') p->s++;
 }
 
-static void utf8_put(jctx *c, jbuf *b, unsigned cp) {
-    char u[4];
-    size_t n;
-    if (cp < 0x80) {
-        u[0] = (char)cp, n = 1;
-    } else if (cp < 0x800) {
-        u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 63)), n = 2;
-    } else if (cp < 0x10000) {
-        u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 63)), u[2] = (char)(0x80 | (cp & 63));
-        n = 3;
-    } else {
-        u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 63));
-        u[2] = (char)(0x80 | (cp >> 6 & 63)), u[3] = (char)(0x80 | (cp & 63));
-        n = 4;
-    }
-    jbuf_put(c, b, u, n);
-}
-
 static unsigned jp_hex4(jp *p) {
     unsigned v = 0;
     for (int i = 0; i < 4; i++) {
@@ -218,10 +200,9 @@ static void dump_str(jctx *c, jbuf *b, const char *s, size_t n, bool ascii) {
         } else if (ch < 0x20) {
             jbuf_printf(c, b, "\\u%04x", ch);
         } else if (ch >= 0x80 && ascii) {
-            /* decode one code point; ensure_ascii writes UTF-16 escapes */
-            size_t k = utf8_offset(s + i, n - i, 1);
-            unsigned cp = ch & (k == 2 ? 0x1F : k == 3 ? 0x0F : 0x07);
-            for (size_t j = 1; j < k; j++) cp = cp << 6 | ((unsigned char)s[i + j] & 63);
+            /* ensure_ascii writes UTF-16 escapes */
+            size_t k;
+            unsigned cp = utf8_decode(s + i, n - i, &k);
             if (cp >= 0x10000)
                 jbuf_printf(c, b, "\\u%04x\\u%04x", 0xD800 + ((cp - 0x10000) >> 10), 0xDC00 + ((cp - 0x10000) & 0x3FF));
             else

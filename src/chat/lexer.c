@@ -85,9 +85,7 @@ static size_t lex_string(lexer *L, size_t p, jtoken *k) {
         } else if (e >= '0' && e <= '7') {
             unsigned v = (unsigned)(e - '0');
             for (int i = 0; i < 2 && p < L->n && L->s[p] >= '0' && L->s[p] <= '7'; i++) v = v * 8 + (unsigned)(L->s[p++] - '0');
-            char u[4];
-            int len = v < 0x80 ? (u[0] = (char)v, 1) : (u[0] = (char)(0xC0 | v >> 6), u[1] = (char)(0x80 | (v & 63)), 2);
-            jbuf_put(L->c, &b, u, (size_t)len);
+            utf8_put(L->c, &b, v);
         } else if (e == 'x' || e == 'u' || e == 'U') {
             int digits = e == 'x' ? 2 : e == 'u' ? 4 : 8;
             unsigned v = 0;
@@ -98,16 +96,7 @@ static size_t lex_string(lexer *L, size_t p, jtoken *k) {
                 v = v * 16 + (unsigned)d;
             }
             if (v > 0x10FFFF || (v >= 0xD800 && v < 0xE000)) lex_fail(L, p, "escape is not a valid code point");
-            char u[4];
-            size_t len;
-            if (v < 0x80) u[0] = (char)v, len = 1;
-            else if (v < 0x800) u[0] = (char)(0xC0 | v >> 6), u[1] = (char)(0x80 | (v & 63)), len = 2;
-            else if (v < 0x10000)
-                u[0] = (char)(0xE0 | v >> 12), u[1] = (char)(0x80 | (v >> 6 & 63)), u[2] = (char)(0x80 | (v & 63)), len = 3;
-            else
-                u[0] = (char)(0xF0 | v >> 18), u[1] = (char)(0x80 | (v >> 12 & 63)),
-                u[2] = (char)(0x80 | (v >> 6 & 63)), u[3] = (char)(0x80 | (v & 63)), len = 4;
-            jbuf_put(L->c, &b, u, len);
+            utf8_put(L->c, &b, v);
         } else {
             /* unknown escapes stay as written, as in Python */
             jbuf_put(L->c, &b, L->s + p - 2, 2);

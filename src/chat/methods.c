@@ -19,16 +19,6 @@ static _Noreturn void mfail(jctx *c, const jnode *at, const char *fmt, const cha
 static jv substr(const char *p, size_t n) { return (jv){.kind = JV_STR, .s = {p, n}}; }
 
 /* --------------------------------------------------------- code points */
-static unsigned decode(const char *s, size_t n, size_t *len) {
-    unsigned char b = (unsigned char)s[0];
-    size_t k = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
-    if (k > n) k = n;
-    unsigned cp = k == 1 ? b : b & (k == 2 ? 0x1F : k == 3 ? 0x0F : 0x07);
-    for (size_t i = 1; i < k; i++) cp = cp << 6 | ((unsigned char)s[i] & 63);
-    *len = k;
-    return cp;
-}
-
 /* Python's str.isspace() */
 static bool py_space(unsigned cp) {
     return (cp >= 9 && cp <= 13) || (cp >= 0x1C && cp <= 0x20) || cp == 0x85 || cp == 0xA0 || cp == 0x1680 ||
@@ -46,7 +36,7 @@ static size_t last_len(const char *s, size_t end) {
 static bool in_set(unsigned cp, jv chars) {
     if (chars.kind != JV_STR) return py_space(cp);
     for (size_t i = 0, k; i < chars.s.n; i += k)
-        if (decode(chars.s.p + i, chars.s.n - i, &k) == cp) return true;
+        if (utf8_decode(chars.s.p + i, chars.s.n - i, &k) == cp) return true;
     return false;
 }
 
@@ -55,11 +45,11 @@ jv jstr_strip(jctx *c, const jnode *at, jv s, jv chars, int mode) {
         mfail(c, at, "strip arg must be None or str, not %s", jv_type(chars));
     size_t lo = 0, hi = s.s.n, k;
     if (mode & 1)
-        while (lo < hi && in_set(decode(s.s.p + lo, hi - lo, &k), chars)) lo += k;
+        while (lo < hi && in_set(utf8_decode(s.s.p + lo, hi - lo, &k), chars)) lo += k;
     if (mode & 2)
         while (hi > lo) {
             size_t back = last_len(s.s.p, hi);
-            if (!in_set(decode(s.s.p + hi - back, back, &k), chars)) break;
+            if (!in_set(utf8_decode(s.s.p + hi - back, back, &k), chars)) break;
             hi -= back;
         }
     return substr(s.s.p + lo, hi - lo);
@@ -95,25 +85,15 @@ static unsigned to_lower(unsigned cp) {
     return cp;
 }
 
-static void put_cp(jctx *c, jbuf *b, unsigned cp) {
-    char u[4];
-    size_t n;
-    if (cp < 0x80) u[0] = (char)cp, n = 1;
-    else if (cp < 0x800) u[0] = (char)(0xC0 | cp >> 6), u[1] = (char)(0x80 | (cp & 63)), n = 2;
-    else if (cp < 0x10000) u[0] = (char)(0xE0 | cp >> 12), u[1] = (char)(0x80 | (cp >> 6 & 63)), u[2] = (char)(0x80 | (cp & 63)), n = 3;
-    else u[0] = (char)(0xF0 | cp >> 18), u[1] = (char)(0x80 | (cp >> 12 & 63)), u[2] = (char)(0x80 | (cp >> 6 & 63)), u[3] = (char)(0x80 | (cp & 63)), n = 4;
-    jbuf_put(c, b, u, n);
-}
-
 jv jstr_case(jctx *c, jv s, int mode) {
     jbuf b = {0};
     bool word_start = true;
     for (size_t i = 0, k; i < s.s.n; i += k) {
-        unsigned cp = decode(s.s.p + i, s.s.n - i, &k);
+        unsigned cp = utf8_decode(s.s.p + i, s.s.n - i, &k);
         bool up = mode == 'u' || (mode == 'c' && i == 0) || (mode == 't' && word_start);
         unsigned m = up ? to_upper(cp) : to_lower(cp);
         if (k > 1 && m == cp) jbuf_put(c, &b, s.s.p + i, k); /* keep the bytes as they are */
-        else put_cp(c, &b, m);
+        else utf8_put(c, &b, m);
         word_start = to_upper(cp) == cp && to_lower(cp) == cp; /* str.title: words start after uncased characters */
     }
     return jv_strbuf(&b);
@@ -124,7 +104,7 @@ jlist *jstr_splitlines(jctx *c, jv s) {
     jv out = jv_list(c, 0);
     size_t start = 0, i = 0, k;
     while (i < s.s.n) {
-        unsigned cp = decode(s.s.p + i, s.s.n - i, &k);
+        unsigned cp = utf8_decode(s.s.p + i, s.s.n - i, &k);
         if (cp == '\n' || cp == '\r' || cp == 11 || cp == 12 || (cp >= 0x1C && cp <= 0x1E) || cp == 0x85 ||
             cp == 0x2028 || cp == 0x2029) {
             jlist_push(c, out.l, substr(s.s.p + start, i - start));
@@ -178,9 +158,9 @@ static jv split(jctx *c, const jnode *at, jv self, jargs *a, bool from_right) {
         if (ws) {
             /* skip whitespace at the working end */
             if (!from_right)
-                while (lo < hi && py_space(decode(s + lo, hi - lo, &k))) lo += k;
+                while (lo < hi && py_space(utf8_decode(s + lo, hi - lo, &k))) lo += k;
             else
-                while (hi > lo && py_space(decode(s + hi - last_len(s, hi), last_len(s, hi), &k))) hi -= last_len(s, hi);
+                while (hi > lo && py_space(utf8_decode(s + hi - last_len(s, hi), last_len(s, hi), &k))) hi -= last_len(s, hi);
             if (lo == hi) break;
         }
         if (maxsplit >= 0 && done >= maxsplit) {
@@ -192,11 +172,11 @@ static jv split(jctx *c, const jnode *at, jv self, jargs *a, bool from_right) {
             size_t i = from_right ? hi : lo;
             bool found = false;
             if (!from_right) {
-                while (i < hi && !py_space(decode(s + i, hi - i, &k))) i += k;
+                while (i < hi && !py_space(utf8_decode(s + i, hi - i, &k))) i += k;
                 found = i < hi;
                 cut_lo = i, cut_hi = found ? i + k : i;
             } else {
-                while (i > lo && !py_space(decode(s + i - last_len(s, i), last_len(s, i), &k))) i -= last_len(s, i);
+                while (i > lo && !py_space(utf8_decode(s + i - last_len(s, i), last_len(s, i), &k))) i -= last_len(s, i);
                 found = i > lo;
                 cut_hi = i, cut_lo = found ? i - last_len(s, i) : i;
             }
@@ -319,7 +299,7 @@ static jv char_class(jctx *c, const jnode *at, jv self, jargs *a, const char *na
     if (a->npos || a->nkw) mfail(c, at, "%s() takes no arguments", name);
     bool any_cased = false;
     for (size_t i = 0, k; i < self.s.n; i += k) {
-        unsigned cp = decode(self.s.p + i, self.s.n - i, &k);
+        unsigned cp = utf8_decode(self.s.p + i, self.s.n - i, &k);
         bool digit = cp >= '0' && cp <= '9', lower = cp >= 'a' && cp <= 'z', upper = cp >= 'A' && cp <= 'Z';
         bool ok = cls == 'd' ? digit : cls == 'a' ? lower || upper : cls == 'n' ? digit || lower || upper
                 : cls == 's' ? py_space(cp) : cls == 'l' ? !upper : !lower;

@@ -125,6 +125,25 @@ size_t utf8_offset(const char *s, size_t n, size_t i) {
     return off;
 }
 
+unsigned utf8_decode(const char *s, size_t n, size_t *len) {
+    unsigned char b = (unsigned char)s[0];
+    size_t k = b < 0x80 ? 1 : b < 0xE0 ? 2 : b < 0xF0 ? 3 : 4;
+    if (k > n) k = n;
+    unsigned cp = k == 1 ? b : b & (k == 2 ? 0x1F : k == 3 ? 0x0F : 0x07);
+    for (size_t i = 1; i < k; i++) cp = cp << 6 | ((unsigned char)s[i] & 63);
+    *len = k;
+    return cp;
+}
+
+void utf8_put(jctx *c, jbuf *b, unsigned cp) {
+    char u[4];
+    size_t n = cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp < 0x10000 ? 3 : 4;
+    static const unsigned char lead[5] = {0, 0, 0xC0, 0xE0, 0xF0};
+    for (size_t i = n; i-- > 1; cp >>= 6) u[i] = (char)(0x80 | (cp & 63));
+    u[0] = (char)(lead[n] | cp);
+    jbuf_put(c, b, u, n);
+}
+
 /* ------------------------------------------------------------ constructors */
 jv jv_undef(jctx *c, const char *name, const char *owner, jundef_how how) {
     jundef *u = jalloc(c, sizeof *u);
