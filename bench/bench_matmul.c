@@ -1,6 +1,7 @@
 /* Matmul benchmark: streaming-read bandwidth of the machine, weight-layout
  * matvec bandwidth against it, afo's sgemm against OpenBLAS, and bf16 vs
- * f32 prefill GEMM. Prints a table and one JSON line.
+ * f32 prefill GEMM, bf16 by every route the CPU has (AMX tiles, vdpbf16ps,
+ * widening to f32). Prints a table and one JSON line.
  * Usage: bench_matmul [--threads N] [--reps N] [--json] */
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,7 +146,7 @@ static stats matvec_rate(afo_dtype t, int64_t N, int64_t K, int reps) {
     float *y = malloc(sizeof(float) * (size_t)N);
     void *xa = malloc(afo_dtype_size(t) * (size_t)K);
     fill(t, xa, K);
-    afo_gemm_args g = {.dtype = t, .M = 1, .N = N, .K = K, .A = xa, .a_rs = K, .a_cs = 1, .b_rs = 1, .b_cs = K,
+    afo_gemm_args g = {.dtype = t, .a_dtype = t, .M = 1, .N = N, .K = K, .A = xa, .a_rs = K, .a_cs = 1, .b_rs = 1, .b_cs = K,
                        .C = y, .c_dtype = AFO_FLOAT32, .ldc = N};
     double *rates = malloc(sizeof(double) * (size_t)reps);
     for (int r = -copies; r < reps; r++) {
@@ -170,7 +171,7 @@ static stats gemm_rate(afo_dtype t, int64_t M, int64_t N, int64_t K, int weight_
     float *C = aligned_alloc(64, sizeof(float) * (size_t)(M * N));
     fill(t, A, M * K);
     fill(t, B, K * N);
-    afo_gemm_args g = {.dtype = t, .M = M, .N = N, .K = K, .A = A, .a_rs = K, .a_cs = 1, .B = B,
+    afo_gemm_args g = {.dtype = t, .a_dtype = t, .M = M, .N = N, .K = K, .A = A, .a_rs = K, .a_cs = 1, .B = B,
                        .b_rs = weight_layout ? 1 : N, .b_cs = weight_layout ? K : 1, .C = C,
                        .c_dtype = AFO_FLOAT32, .ldc = N};
     double *rates = malloc(sizeof(double) * (size_t)reps);
@@ -262,15 +263,22 @@ int main(int argc, char **argv) {
     int preps = reps < 5 ? reps : 5;
     stats pf_bf16 = gemm_rate(AFO_BFLOAT16, 512, 4096, 4096, 1, 0, preps);
     stats pf_f32 = gemm_rate(AFO_FLOAT32, 512, 4096, 4096, 1, 0, preps);
-    /* both bf16 routes where there is a choice (the default picks one by timing) */
-    int dot = afo_cpu_kernel_level() == AFO_CPU_AVX512 && afo_cpu_get_features()->avx512_bf16;
+    stats pf_blas = {0};
+    if (blas) pf_blas = gemm_rate(AFO_FLOAT32, 512, 4096, 4096, 1, 1, preps);
+    /* every bf16 route where there is a choice: tiles at the amx level, and
+     * at the avx512 level vdpbf16ps and widening (the default times them) */
+    afo_cpu_level level = afo_cpu_kernel_level();
+    int amx = level == AFO_CPU_AMX;
+    int dot = (amx || level == AFO_CPU_AVX512) && afo_cpu_get_features()->avx512_bf16;
     stats pf_dot = {0}, pf_wide = {0};
     if (dot) {
+        afo_cpu_set_kernel_level(AFO_CPU_AVX512);
         afo_cpu_gemm_set_bf16_pairs(1);
         pf_dot = gemm_rate(AFO_BFLOAT16, 512, 4096, 4096, 1, 0, preps);
         afo_cpu_gemm_set_bf16_pairs(0);
         pf_wide = gemm_rate(AFO_BFLOAT16, 512, 4096, 4096, 1, 0, preps);
         afo_cpu_gemm_set_bf16_pairs(-1);
+        afo_cpu_set_kernel_level(level);
     }
     afo_cpu_gemm_set_blas(true);
 
@@ -284,7 +292,10 @@ int main(int argc, char **argv) {
         if (blas) row("sgemm 1024^3 OpenBLAS", sg_blas, "GFLOP/s", 0, NULL);
         else printf("sgemm 1024^3 OpenBLAS              not linked\n");
         row("matmul bf16 512x4096x4096 afo", pf_bf16, "GFLOP/s", pf_bf16.median / pf_f32.median, "f32");
-        row("matmul f32 512x4096x4096 afo", pf_f32, "GFLOP/s", 0, NULL);
+        row("matmul f32 512x4096x4096 afo", pf_f32, "GFLOP/s", blas ? pf_f32.median / pf_blas.median : 0,
+            "OpenBLAS");
+        if (blas) row("matmul f32 512x4096x4096 OpenBLAS", pf_blas, "GFLOP/s", 0, NULL);
+        if (amx) row("  bf16 via AMX tiles", pf_bf16, "GFLOP/s", pf_bf16.median / pf_f32.median, "f32");
         if (dot) {
             row("  bf16 via vdpbf16ps", pf_dot, "GFLOP/s", pf_dot.median / pf_f32.median, "f32");
             row("  bf16 widened to f32", pf_wide, "GFLOP/s", pf_wide.median / pf_f32.median, "f32");
@@ -307,6 +318,8 @@ int main(int argc, char **argv) {
         printf("},\"sgemm_1024_gflops\":{\"afo\":%.2f,\"openblas\":null,\"ratio\":null}", sg.median);
     printf(",\"matmul_512x4096x4096_gflops\":{\"bf16\":%.2f,\"f32\":%.2f,\"ratio\":%.3f", pf_bf16.median,
            pf_f32.median, pf_bf16.median / pf_f32.median);
+    if (blas) printf(",\"f32_openblas\":%.2f", pf_blas.median);
+    if (amx) printf(",\"bf16_amx\":%.2f", pf_bf16.median);
     if (dot) printf(",\"bf16_vdpbf16ps\":%.2f,\"bf16_widened\":%.2f", pf_dot.median, pf_wide.median);
     printf("}}\n");
     return 0;

@@ -15,6 +15,8 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"selfcheck", cmd_selfcheck, "build, differentiate and evaluate a small network; check the gradient"},
     {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
+    {"random-model", cmd_random_model, "write a model directory with random weights for a config.json"},
+    {"logits", cmd_logits, "compute a model's logits for token ids into a safetensors file"},
     {"template", cmd_template, "render a model's chat template for a conversation"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)

@@ -17,6 +17,8 @@ int cli_int(const char *opt, const char *text, long lo, long hi, long *out);
 
 int cmd_selfcheck(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_random_model(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
 int cmd_template(int argc, char **argv);
 
 #endif

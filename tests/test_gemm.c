@@ -52,19 +52,20 @@ static double out_rel(afo_dtype c) {
 /* Runs one product and checks |c - ref| <= acc * sum_k |a||b| + out_rel * |ref|,
  * acc being 1e-5 for float32 accumulation and 1e-12 for float64; the ldc
  * padding of C must keep its NaN poison. */
-static void check_gemm(afo_dtype dt, afo_dtype ct, int64_t M, int64_t N, int64_t K, int la, int lb) {
-    size_t es = afo_dtype_size(dt), cs = afo_dtype_size(ct);
-    afo_gemm_args g = {.dtype = dt, .M = M, .N = N, .K = K, .c_dtype = ct, .ldc = N + 3};
+static void check_gemm_mixed(afo_dtype at, afo_dtype dt, afo_dtype ct, int64_t M, int64_t N, int64_t K, int la,
+                             int lb) {
+    size_t as = afo_dtype_size(at), es = afo_dtype_size(dt), cs = afo_dtype_size(ct);
+    afo_gemm_args g = {.dtype = dt, .a_dtype = at, .M = M, .N = N, .K = K, .c_dtype = ct, .ldc = N + 3};
     strides(la, M, K, &g.a_rs, &g.a_cs);
     int64_t brs, bcs; /* B^T (N x K) in the same layout family */
     strides(lb, N, K, &bcs, &brs);
     g.b_rs = brs, g.b_cs = bcs;
     int64_t na = (M - 1) * g.a_rs + (K - 1) * g.a_cs + 1, nb = (K - 1) * g.b_rs + (N - 1) * g.b_cs + 1;
-    void *A = malloc((size_t)na * es), *B = malloc((size_t)nb * es);
+    void *A = malloc((size_t)na * as), *B = malloc((size_t)nb * es);
     void *C = malloc((size_t)(M * g.ldc) * cs);
     double *ref = malloc(sizeof(double) * (size_t)(M * N)), *mag = malloc(sizeof(double) * (size_t)(M * N));
     double *ad = malloc(sizeof(double) * (size_t)na), *bd = malloc(sizeof(double) * (size_t)nb);
-    for (int64_t i = 0; i < na; i++) setd(dt, A, i, test_normal()), ad[i] = fabs(getd(dt, A, i));
+    for (int64_t i = 0; i < na; i++) setd(at, A, i, test_normal()), ad[i] = fabs(getd(at, A, i));
     for (int64_t i = 0; i < nb; i++) setd(dt, B, i, test_normal()), bd[i] = fabs(getd(dt, B, i));
     for (int64_t i = 0; i < M * g.ldc; i++) setd(ct, C, i, NAN);
     g.A = A, g.B = B, g.C = C;
@@ -90,8 +91,8 @@ static void check_gemm(afo_dtype dt, afo_dtype ct, int64_t M, int64_t N, int64_t
             double want = ref[m * N + n], tol = acc * mag[m * N + n] + out_rel(ct) * fabs(want);
             if (!(fabs(c - want) <= tol)) {
                 if (!bad)
-                    fprintf(stderr, "  %s %s->%s M=%lld N=%lld K=%lld la=%d lb=%d: C[%lld,%lld]=%g want %g\n",
-                            afo_cpu_kernel_name(), afo_dtype_name(dt), afo_dtype_name(ct), (long long)M,
+                    fprintf(stderr, "  %s %s x %s->%s M=%lld N=%lld K=%lld la=%d lb=%d: C[%lld,%lld]=%g want %g\n",
+                            afo_cpu_kernel_name(), afo_dtype_name(at), afo_dtype_name(dt), afo_dtype_name(ct), (long long)M,
                             (long long)N, (long long)K, la, lb, (long long)m, (long long)n, c, want);
                 bad++;
             }
@@ -99,6 +100,23 @@ static void check_gemm(afo_dtype dt, afo_dtype ct, int64_t M, int64_t N, int64_t
     }
     CHECK(bad == 0);
     free(A), free(B), free(C), free(ref), free(mag), free(ad), free(bd);
+}
+
+static void check_gemm(afo_dtype dt, afo_dtype ct, int64_t M, int64_t N, int64_t K, int la, int lb) {
+    check_gemm_mixed(dt, dt, ct, M, N, K, la, lb);
+}
+
+/* float32 activations times half-precision weights (and the reverse), on the
+ * matvec and blocked paths, without converting the weights first. */
+static void sweep_mixed(void) {
+    static const afo_dtype pairs[][2] = {{AFO_FLOAT32, AFO_BFLOAT16}, {AFO_FLOAT32, AFO_FLOAT16},
+                                         {AFO_BFLOAT16, AFO_FLOAT32}, {AFO_FLOAT16, AFO_BFLOAT16}};
+    for (size_t p = 0; p < sizeof pairs / sizeof *pairs; p++) {
+        afo_dtype at = pairs[p][0], dt = pairs[p][1];
+        for (int64_t M = 1; M <= 9; M += 2) check_gemm_mixed(at, dt, AFO_FLOAT32, M, 33, 65, 0, (int)M % 3);
+        check_gemm_mixed(at, dt, at, 40, 70, 300, 0, 1);
+        check_gemm_mixed(at, dt, dt, 3, 100, 17, 1, 0);
+    }
 }
 
 static const int64_t k_ks[] = {1, 3, 17, 63, 64, 65, 257, 1000};
@@ -131,7 +149,8 @@ static void sweep_blocks(void) {
     }
 }
 
-/* Runs fn at every level the CPU has, with 1 and up to max_threads threads. */
+/* Runs fn at every level the CPU has, with 1 and up to max_threads threads
+ * (at the amx level bf16 GEMMs go through the tiles). */
 static void each_level(void (*fn)(void), int max_threads) {
     afo_cpu_level saved = afo_cpu_kernel_level();
     afo_cpu_gemm_set_blas(false);
@@ -157,6 +176,36 @@ static void each_level(void (*fn)(void), int max_threads) {
 /* the small shapes stay below the threading thresholds */
 static void test_gemm_small(void) { each_level(sweep_small, 1); }
 static void test_gemm_blocks(void) { each_level(sweep_blocks, 2); }
+static void test_gemm_mixed(void) { each_level(sweep_mixed, 2); }
+
+/* bf16 through the AMX tiles on shapes crossing their 32x32 C blocks, 32-k
+ * blocks and cache blocks (kc 1024, mc 256, nc 1024), with every layout; B
+ * in the weight layout with M <= 8 would take the matvec instead. */
+static void test_gemm_tiles(void) {
+    if (!afo_cpu_level_supported(AFO_CPU_AMX)) {
+        fprintf(stderr, "SKIP: amx bf16 tiles: this CPU lacks AMX-BF16 or the OS did not grant it\n");
+        return;
+    }
+    afo_cpu_level saved = afo_cpu_kernel_level();
+    afo_cpu_gemm_set_blas(false);
+    CHECK(afo_cpu_set_kernel_level(AFO_CPU_AMX) == AFO_OK);
+    static const struct { int64_t M, N, K; } shapes[] = {
+        {1, 1, 1}, {5, 7, 3}, {9, 33, 31}, {16, 16, 32}, {31, 17, 33}, {32, 32, 64}, {33, 47, 95},
+        {47, 100, 1100}, {300, 70, 545}, {70, 1100, 97}, {257, 129, 1030},
+    };
+    for (int t = 1; t <= 3; t += 2) {
+        afo_set_threads(t);
+        test_seed(4321 + (uint64_t)t);
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            for (int l = 0; l < 3; l++)
+                check_gemm(AFO_BFLOAT16, (i + (size_t)l) % 2 ? AFO_BFLOAT16 : AFO_FLOAT32, shapes[i].M,
+                           shapes[i].N, shapes[i].K, l, (l + (int)i) % 3);
+        for (int64_t M = 1; M <= 9; M++) check_gemm(AFO_BFLOAT16, AFO_FLOAT32, M, 35, 77, 0, 1 + (int)M % 2);
+    }
+    afo_set_threads(0);
+    afo_cpu_gemm_set_blas(true);
+    CHECK(afo_cpu_set_kernel_level(saved) == AFO_OK);
+}
 
 /* Default dispatch, OpenBLAS allowed (when linked) for float32. */
 static void test_gemm_blas(void) {
@@ -168,7 +217,7 @@ static void test_gemm_blas(void) {
 
 static void test_gemm_edges(void) {
     float a[4] = {1, 2, 3, 4}, b[4] = {1, 1, 1, 1}, c[4] = {NAN, NAN, NAN, NAN};
-    afo_gemm_args g = {.dtype = AFO_FLOAT32, .M = 2, .N = 2, .K = 0, .A = a, .a_rs = 2, .a_cs = 1, .B = b,
+    afo_gemm_args g = {.dtype = AFO_FLOAT32, .a_dtype = AFO_FLOAT32, .M = 2, .N = 2, .K = 0, .A = a, .a_rs = 2, .a_cs = 1, .B = b,
                        .b_rs = 2, .b_cs = 1, .C = c, .c_dtype = AFO_FLOAT32, .ldc = 2};
     CHECK(afo_cpu_gemm(&g) == AFO_OK);
     CHECK(c[0] == 0 && c[3] == 0);
@@ -179,6 +228,11 @@ static void test_gemm_edges(void) {
     g.dtype = AFO_INT32;
     CHECK(afo_cpu_gemm(&g) == AFO_ERR_UNSUPPORTED);
     g.dtype = AFO_FLOAT32;
+    g.a_dtype = AFO_BOOL; /* left unset */
+    CHECK(afo_cpu_gemm(&g) == AFO_ERR_UNSUPPORTED);
+    g.a_dtype = AFO_FLOAT64; /* float64 only with float64 */
+    CHECK(afo_cpu_gemm(&g) == AFO_ERR_UNSUPPORTED);
+    g.a_dtype = AFO_FLOAT32;
     g.c_dtype = AFO_BFLOAT16;
     CHECK(afo_cpu_gemm(&g) == AFO_ERR_INVALID_ARGUMENT);
     g.c_dtype = AFO_FLOAT32;
@@ -289,6 +343,8 @@ int main(void) {
     RUN(test_gemm_edges);
     RUN(test_gemm_small);
     RUN(test_gemm_blocks);
+    RUN(test_gemm_tiles);
+    RUN(test_gemm_mixed);
     RUN(test_gemm_blas);
     return test_finish();
 }

@@ -469,6 +469,14 @@ static void test_prims(void) {
         simd->norm_apply(a1, n, 0.3f, 1.7f, w, b), ref->norm_apply(a2, n, 0.3f, 1.7f, w, b);
         worst = max_rel_diff(a1, a2, N, 1);
         CHECK_MSG(worst <= 1e-6, "norm_apply n %lld: error %.3g", (long long)n, worst);
+        /* rotate_halves on 2n features; the tail beyond 2n stays untouched */
+        if (2 * n <= N) {
+            for (int i = 0; i < N; i++) a1[i] = a2[i] = kf[i];
+            for (int64_t i = 0; i < n; i++) s1[i] = cosf((float)i), s2[i] = sinf((float)i);
+            simd->rotate_halves(a1, n, s1, s2), ref->rotate_halves(a2, n, s1, s2);
+            worst = max_rel_diff(a1, a2, N, 1);
+            CHECK_MSG(worst <= 1e-6, "rotate_halves n %lld: error %.3g", (long long)n, worst);
+        }
     }
 }
 

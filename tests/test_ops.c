@@ -549,6 +549,35 @@ static void test_matmul(void) {
             for (int trans = 0; trans < 2; trans++) check_matmul(FLOATS[t], M[k].na, M[k].a, M[k].nb, M[k].b, trans);
 }
 
+/* float32 activations times bf16 weights (seen transposed, as a Linear layer
+ * does): computed without materialising a float32 copy of the weights. */
+static void test_matmul_mixed(void) {
+    int64_t xs[2] = {3, 300}, ws[2] = {2000, 300};
+    afo_array *x = random_array(AFO_FLOAT32, 2, xs, 0, 0), *w = random_array(AFO_BFLOAT16, 2, ws, 0, 0);
+    afo_array *wt = afo_transpose(w, NULL);
+    afo_eval1(x), afo_eval1(w);
+    double *xv = read_f64(x), *wv = read_f64(w);
+    afo_clear_cache();
+    size_t before = afo_get_active_memory();
+    afo_reset_peak_memory();
+    afo_array *y = afo_matmul(x, wt);
+    CHECK(y && afo_array_dtype(y) == AFO_FLOAT32);
+    CHECK(afo_eval1(y) == AFO_OK);
+    size_t extra = afo_get_peak_memory() - before, out_bytes = 3 * 2000 * 4;
+    CHECK_MSG(extra < out_bytes + 64 * 1024, "matmul used %zu bytes beyond the inputs", extra);
+    double *yv = read_f64(y);
+    int bad = 0;
+    for (int m = 0; m < 3; m++)
+        for (int n = 0; n < 2000; n++) {
+            double ref = 0, mag = 0;
+            for (int k = 0; k < 300; k++) ref += xv[m * 300 + k] * wv[n * 300 + k], mag += fabs(xv[m * 300 + k] * wv[n * 300 + k]);
+            bad += !(fabs(yv[m * 2000 + n] - ref) <= 1e-5 * mag);
+        }
+    CHECK(bad == 0);
+    free(xv), free(wv), free(yv);
+    afo_release(x), afo_release(w), afo_release(wt), afo_release(y);
+}
+
 static void test_errors(void) {
     int64_t s1[2] = {2, 3}, s2[2] = {4, 5};
     afo_array *a = afo_zeros(AFO_FLOAT32, 2, s1), *b = afo_zeros(AFO_FLOAT32, 2, s2);
@@ -582,6 +611,7 @@ int main(void) {
     RUN(test_softmax);
     RUN(test_shape_ops);
     RUN(test_matmul);
+    RUN(test_matmul_mixed);
     RUN(test_errors);
     return test_finish();
 }

@@ -9,4 +9,5 @@
 #include "afo/autodiff.h"
 #include "afo/chat.h"
 #include "afo/sample.h"
+#include "afo/model.h"
 #endif

@@ -9,8 +9,17 @@
 
 /* ------------------------------------------------------------ kernels */
 
+/* On x86 the compiler builds each loop for AVX-512, AVX2 and baseline SSE2
+ * and the loader picks one for the CPU (ifunc); tests/test_ops.c checks
+ * whichever runs against float64 references. */
+#if defined(__x86_64__) && !defined(AFO_NO_TARGET_CLONES)
+#define EW_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define EW_CLONES
+#endif
+
 #define EW_LOOP(NAME, T, NIN, EXPR)                                          \
-    static void NAME(int64_t n, void *o, const void *const *in) {            \
+    EW_CLONES static void NAME(int64_t n, void *o, const void *const *in) {  \
         T *y = o;                                                            \
         const T *a = in[0];                                                  \
         const T *b = NIN > 1 ? (const T *)in[NIN > 1 ? 1 : 0] : a;           \

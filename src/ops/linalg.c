@@ -22,7 +22,7 @@ static afo_status matmul_kernel(afo_array *out, afo_array *const *in, int nin, c
         sa[d] = da >= 0 && a->shape[da] != 1 ? a->strides[da] : 0;
         sb[d] = db >= 0 && b->shape[db] != 1 ? b->strides[db] : 0;
     }
-    size_t es = afo_dtype_size(a->dtype), os = afo_dtype_size(out->dtype);
+    size_t as = afo_dtype_size(a->dtype), bs = afo_dtype_size(b->dtype), os = afo_dtype_size(out->dtype);
     int64_t batches = afo_shape_size(nb, out->shape);
     for (int64_t bi = 0; bi < batches; bi++) {
         int64_t oa = a->offset, ob = b->offset, r = bi;
@@ -33,9 +33,9 @@ static afo_status matmul_kernel(afo_array *out, afo_array *const *in, int nin, c
             ob += idx * sb[d];
         }
         afo_gemm_args g = {
-            .dtype = a->dtype, .M = M, .N = N, .K = K,
-            .A = (const char *)a->buf->data + oa * (int64_t)es, .a_rs = a->strides[a->ndim - 2], .a_cs = a->strides[a->ndim - 1],
-            .B = (const char *)b->buf->data + ob * (int64_t)es, .b_rs = b->strides[b->ndim - 2], .b_cs = b->strides[b->ndim - 1],
+            .dtype = b->dtype, .a_dtype = a->dtype, .M = M, .N = N, .K = K,
+            .A = (const char *)a->buf->data + oa * (int64_t)as, .a_rs = a->strides[a->ndim - 2], .a_cs = a->strides[a->ndim - 1],
+            .B = (const char *)b->buf->data + ob * (int64_t)bs, .b_rs = b->strides[b->ndim - 2], .b_cs = b->strides[b->ndim - 1],
             .C = (char *)afo_array_ptr(out) + bi * M * N * (int64_t)os, .c_dtype = out->dtype, .ldc = N,
         };
         AFO_TRY(afo_cpu_gemm(&g));
@@ -54,14 +54,15 @@ static afo_status matmul_shape(afo_array *out, afo_array *const *in, int nin, co
     out->shape[nd] = a->shape[a->ndim - 2];
     out->shape[nd + 1] = b->shape[b->ndim - 1];
     out->ndim = nd + 2;
-    out->dtype = a->dtype;
+    out->dtype = afo_promote_types(a->dtype, b->dtype);
     return AFO_OK;
 }
 
 static afo_status matmul_vjp(afo_array *out, afo_array *g, int arg, afo_array **grad) {
     afo_array *a = out->in[0], *b = out->in[1];
-    if (arg == 0) *grad = ow_unbroadcast(ow_matmul(R(g), ow_swapaxes(R(b), -1, -2)), a);
-    else *grad = ow_unbroadcast(ow_matmul(ow_swapaxes(R(a), -1, -2), R(g)), b);
+    /* operands may differ in type: each gradient takes its input's */
+    if (arg == 0) *grad = ow_astype(ow_unbroadcast(ow_matmul(R(g), ow_swapaxes(R(b), -1, -2)), a), a->dtype);
+    else *grad = ow_astype(ow_unbroadcast(ow_matmul(ow_swapaxes(R(a), -1, -2), R(g)), b), b->dtype);
     return *grad ? AFO_OK : AFO_ERR_INVALID_ARGUMENT;
 }
 
@@ -79,8 +80,14 @@ afo_array *afo_matmul(afo_array *a, afo_array *b) {
      * added axis is removed from the result */
     afo_array *a2 = a->ndim == 1 ? afo_expand_dims(a, 0) : afo_retain(a);
     afo_array *b2 = b->ndim == 1 ? afo_expand_dims(b, 1) : afo_retain(b);
-    a2 = ow_astype(a2, t);
-    b2 = ow_astype(b2, t);
+    /* The kernels multiply float32/float16/bfloat16 operands of different
+     * types directly (weights stay in their storage type); only float64
+     * and integers are converted. */
+    bool mixed_ok = t != AFO_FLOAT64 && afo_dtype_is_float(a->dtype) && afo_dtype_is_float(b->dtype);
+    if (!mixed_ok) {
+        a2 = ow_astype(a2, t);
+        b2 = ow_astype(b2, t);
+    }
     if (!a2 || !b2) {
         afo_release(a2);
         afo_release(b2);

@@ -10,6 +10,10 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
+#if defined(__x86_64__) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 /* XCR0 says which register state the OS saves on context switch; without it
  * the instructions exist but their registers would be clobbered. */
@@ -17,6 +21,17 @@ static unsigned long long read_xcr0(void) {
     unsigned eax, edx;
     __asm__ volatile("xgetbv" : "=a"(eax), "=d"(edx) : "c"(0));
     return ((unsigned long long)edx << 32) | eax;
+}
+
+/* AMX tile data is 8 KiB of state that Linux (5.16+) only lets a process
+ * use after asking; it is granted to the whole process, once. */
+static bool request_amx(void) {
+#if defined(__x86_64__) && defined(__linux__)
+    enum { ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 };
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#else
+    return false;
+#endif
 }
 
 static void detect(afo_cpu_features *f) {
@@ -32,11 +47,14 @@ static void detect(afo_cpu_features *f) {
     bool avx2 = b & (1u << 5);
     bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30),
          avx512vl = b & (1u << 31);
+    bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
+    bool tiles_os = (xcr0 & (3ull << 17)) == (3ull << 17); /* XTILECFG, XTILEDATA */
     f->avx2 = ymm_os && avx2 && fma && f16c;
     f->avx512 = f->avx2 && zmm_os && avx512f && avx512dq && avx512bw && avx512vl;
     if (f->avx512) {
         __cpuid_count(7, 1, a, b, c, d);
         f->avx512_bf16 = a & (1u << 5);
+        f->amx_bf16 = amx_bf16 && amx_tile && tiles_os && request_amx();
     }
 }
 #elif defined(__aarch64__)
@@ -49,7 +67,7 @@ static afo_cpu_features g_features;
 static atomic_int g_level;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
-static const char *const level_names[AFO_CPU_LEVEL_COUNT] = {"scalar", "neon", "avx2", "avx512"};
+static const char *const level_names[AFO_CPU_LEVEL_COUNT] = {"scalar", "neon", "avx2", "avx512", "amx"};
 
 const char *afo_cpu_level_name(afo_cpu_level level) {
     return (unsigned)level < AFO_CPU_LEVEL_COUNT ? level_names[level] : "unknown";
@@ -61,6 +79,7 @@ static bool supported(afo_cpu_level level) {
     case AFO_CPU_NEON: return g_features.neon;
     case AFO_CPU_AVX2: return g_features.avx2;
     case AFO_CPU_AVX512: return g_features.avx512;
+    case AFO_CPU_AMX: return g_features.amx_bf16;
     default: return false;
     }
 }
@@ -76,7 +95,7 @@ static void init(void) {
         for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++)
             if (strcmp(env, level_names[l]) == 0) want = l;
         if (want < 0)
-            fprintf(stderr, "afo: AFO_CPU_KERNEL=%s is not one of scalar, neon, avx2, avx512; using %s\n",
+            fprintf(stderr, "afo: AFO_CPU_KERNEL=%s is not one of scalar, neon, avx2, avx512, amx; using %s\n",
                     env, level_names[best]);
         else if (!supported((afo_cpu_level)want))
             fprintf(stderr, "afo: AFO_CPU_KERNEL=%s: this CPU lacks it; using %s\n", env,

@@ -12,6 +12,7 @@ typedef enum afo_cpu_level {
     AFO_CPU_NEON,   /* aarch64 Advanced SIMD */
     AFO_CPU_AVX2,   /* AVX2 + FMA + F16C */
     AFO_CPU_AVX512, /* AVX-512 F/BW/VL/DQ on top of AVX2 */
+    AFO_CPU_AMX,    /* AVX512 plus AMX-BF16 tiles (bf16 GEMM); everything else as AVX512 */
     AFO_CPU_LEVEL_COUNT
 } afo_cpu_level;
 
@@ -19,12 +20,13 @@ typedef struct afo_cpu_features {
     bool avx2;        /* AVX2, FMA and F16C, with OS support for YMM state */
     bool avx512;      /* AVX-512 F, BW, VL, DQ, with OS support for ZMM/opmask state */
     bool avx512_bf16; /* AVX512_BF16 (vdpbf16ps) */
+    bool amx_bf16;    /* AMX-TILE and AMX-BF16 with OS support, and Linux's permission granted to this process */
     bool neon;
 } afo_cpu_features;
 
 const afo_cpu_features *afo_cpu_get_features(void);
 bool afo_cpu_level_supported(afo_cpu_level level);
-/* The best supported level, or the one AFO_CPU_KERNEL=scalar|avx2|avx512|neon
+/* The best supported level, or the one AFO_CPU_KERNEL=scalar|avx2|avx512|amx|neon
  * names (a level the CPU lacks is refused with a warning on stderr). */
 afo_cpu_level afo_cpu_kernel_level(void);
 /* Forces a level (tests, benchmarks); refuses levels the CPU lacks. */

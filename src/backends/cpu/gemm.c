@@ -107,6 +107,7 @@ const char *afo_cpu_kernel_name(void) { return afo_cpu_level_name(afo_cpu_kernel
 static const afo_gemm_kernels *current_kernels(void) {
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__)
+    case AFO_CPU_AMX:
     case AFO_CPU_AVX512: return &afo_gemm_kernels_avx512;
     case AFO_CPU_AVX2: return &afo_gemm_kernels_avx2;
 #elif defined(__aarch64__)
@@ -114,6 +115,14 @@ static const afo_gemm_kernels *current_kernels(void) {
 #endif
     default: return &afo_gemm_kernels_scalar;
     }
+}
+
+/* The tile kernel bf16 GEMMs use at this level, if any. */
+static const afo_gemm_tiles *current_tiles(void) {
+#if defined(__x86_64__)
+    if (afo_cpu_kernel_level() == AFO_CPU_AMX) return &afo_gemm_tiles_amx;
+#endif
+    return NULL;
 }
 
 void afo_cpu_convert_row(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n) {
@@ -133,7 +142,7 @@ static void ref_range(void *arg, int64_t i0, int64_t i1) {
         int64_t m = i / g->N, n = i % g->N;
         double s = 0.0;
         for (int64_t k = 0; k < g->K; k++)
-            s += load_d(g->dtype, g->A, m * g->a_rs + k * g->a_cs) *
+            s += load_d(g->a_dtype, g->A, m * g->a_rs + k * g->a_cs) *
                  load_d(g->dtype, g->B, k * g->b_rs + n * g->b_cs);
         store_d(g->c_dtype, g->C, m * g->ldc + n, s);
     }
@@ -146,9 +155,16 @@ static afo_status check_args(const afo_gemm_args *g, bool any_float_out) {
         g->dtype != AFO_FLOAT64)
         return afo_error(AFO_ERR_UNSUPPORTED, "gemm: dtype %s is not a floating type",
                          afo_dtype_name(g->dtype));
-    if (g->c_dtype != g->dtype && g->c_dtype != AFO_FLOAT32 && !(any_float_out && g->c_dtype == AFO_FLOAT64))
-        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s or float32",
-                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->dtype));
+    if (g->a_dtype != AFO_FLOAT32 && g->a_dtype != AFO_FLOAT16 && g->a_dtype != AFO_BFLOAT16 &&
+        g->a_dtype != AFO_FLOAT64)
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: A dtype %s is not a floating type", afo_dtype_name(g->a_dtype));
+    if ((g->a_dtype == AFO_FLOAT64) != (g->dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_UNSUPPORTED, "gemm: float64 multiplies only float64 (A %s, B %s)",
+                         afo_dtype_name(g->a_dtype), afo_dtype_name(g->dtype));
+    if (g->c_dtype != g->dtype && g->c_dtype != g->a_dtype && g->c_dtype != AFO_FLOAT32 &&
+        !(any_float_out && g->c_dtype == AFO_FLOAT64))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: output dtype %s must be %s, %s or float32",
+                         afo_dtype_name(g->c_dtype), afo_dtype_name(g->a_dtype), afo_dtype_name(g->dtype));
     if (g->M < 0 || g->N < 0 || g->K < 0)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "gemm: negative size M=%lld N=%lld K=%lld",
                          (long long)g->M, (long long)g->N, (long long)g->K);
@@ -204,15 +220,15 @@ static void mv_range(void *arg, int64_t n0, int64_t n1) {
 static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     mv_job j = {g, kr, g->A, g->a_rs};
     float *abuf = NULL;
-    if (g->dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
+    if (g->a_dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
         abuf = malloc(sizeof(float) * (size_t)(g->M * g->K));
         if (!abuf) return afo_error(AFO_ERR_OUT_OF_MEMORY, "gemm: no memory for %lld x %lld A rows",
                                     (long long)g->M, (long long)g->K);
         for (int64_t m = 0; m < g->M; m++) {
             if (g->a_cs == 1)
-                kr->convert(g->dtype, elem(g->A, g->dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
+                kr->convert(g->a_dtype, elem(g->A, g->a_dtype, m * g->a_rs), AFO_FLOAT32, abuf + m * g->K, g->K);
             else
-                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->dtype, g->A, m * g->a_rs + k * g->a_cs);
+                for (int64_t k = 0; k < g->K; k++) abuf[m * g->K + k] = load_f(g->a_dtype, g->A, m * g->a_rs + k * g->a_cs);
         }
         j.a = abuf;
         j.lda = g->K;
@@ -280,27 +296,69 @@ static void pack_f32(const afo_gemm_kernels *kr, afo_dtype dt, const void *x, in
 }
 
 /* Same for bf16 sources kept as bf16 k-pairs: panel p holds, per pair of
- * columns, P pairs (x[r][2q], x[r][2q+1]), zero padded. */
-static void pack_pairs(const uint16_t *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows, int64_t c0,
-                       int64_t cols, int P, uint16_t *dst) {
-    int64_t cp = (cols + 1) / 2;
+ * columns, P pairs (x[r][2q], x[r][2q+1]), zero padded to cp pairs. */
+static void pack_pairs(const afo_gemm_kernels *kr, const uint16_t *x, int64_t rs, int64_t cs, int64_t r0,
+                       int64_t rows, int64_t c0, int64_t cols, int64_t cp, int P, uint16_t *dst) {
     for (int64_t p0 = 0; p0 < rows; p0 += P) {
         int pr = rows - p0 < P ? (int)(rows - p0) : P;
         uint16_t *d = dst + p0 * cp * 2;
+        int64_t q0 = cs == 1 && kr->pack_pairs ? kr->pack_pairs(x + (r0 + p0) * rs + c0, rs, pr, cols, P, d) : 0;
         for (int i = 0; i < P; i++) {
-            const uint16_t *row = i < pr ? x + (r0 + p0 + i) * rs + c0 * cs : NULL;
-            for (int64_t c = 0; c < 2 * cp; c++)
-                d[((c >> 1) * P + i) * 2 + (c & 1)] = row && c < cols ? row[c * cs] : 0;
+            uint16_t *o = d + 2 * i;
+            int64_t q = q0;
+            if (i < pr) {
+                const uint16_t *row = x + (r0 + p0 + i) * rs + c0 * cs;
+                if (cs == 1) /* the weight layout: a pair is one 4-byte move */
+                    for (; 2 * q + 1 < cols; q++) memcpy(o + q * P * 2, row + 2 * q, 4);
+                else
+                    for (; 2 * q + 1 < cols; q++)
+                        o[q * P * 2] = row[2 * q * cs], o[q * P * 2 + 1] = row[(2 * q + 1) * cs];
+                if (2 * q < cols) o[q * P * 2] = row[2 * q * cs], o[q * P * 2 + 1] = 0, q++;
+            }
+            for (; q < cp; q++) o[q * P * 2] = o[q * P * 2 + 1] = 0;
         }
+    }
+}
+
+/* bf16 rows for tile A operands: panel p holds, per block of 32 columns, P
+ * rows of 32 values (one tile row each), zero padded to kb blocks. */
+static void pack_rows(const uint16_t *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows, int64_t c0,
+                      int64_t cols, int64_t kb, int P, uint16_t *dst) {
+    for (int64_t p0 = 0; p0 < rows; p0 += P) {
+        int pr = rows - p0 < P ? (int)(rows - p0) : P;
+        uint16_t *d = dst + p0 * kb * 32;
+        for (int i = 0; i < P; i++)
+            for (int64_t b = 0; b < kb; b++) {
+                uint16_t *o = d + (b * P + i) * 32;
+                int64_t n = i < pr && cols > b * 32 ? (cols - b * 32 < 32 ? cols - b * 32 : 32) : 0;
+                if (n > 0) {
+                    const uint16_t *src = x + (r0 + p0 + i) * rs + (c0 + b * 32) * cs;
+                    if (cs == 1) memcpy(o, src, (size_t)n * 2);
+                    else
+                        for (int64_t c = 0; c < n; c++) o[c] = src[c * cs];
+                }
+                memset(o + n, 0, (size_t)(32 - n) * 2);
+            }
     }
 }
 
 /* ---------------------------------------------------------------- blocked GEMM */
 
+/* How the packed panels hold their values, and which microkernel reads them. */
+typedef enum gemm_route {
+    ROUTE_F32,   /* f32 panels, kr->ukr */
+    ROUTE_PAIRS, /* bf16 k-pair panels, kr->ukr_bf16 */
+    ROUTE_TILES, /* bf16 row panels (A) and k-pair panels (B), tiles->ukr */
+} gemm_route;
+
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 typedef struct gemm_job {
     const afo_gemm_args *g;
     const afo_gemm_kernels *kr;
-    bool pairs; /* bf16 k-pair panels for kr->ukr_bf16 */
+    const afo_gemm_tiles *tiles;
+    gemm_route route;
+    int kgran; /* packed rows are padded to a multiple of this many k */
     int mr, nr;
     int64_t kc, mc, nc;
     float *cf; /* f32 result: C itself or a workspace */
@@ -329,7 +387,7 @@ static void macro_kernel(const gemm_job *j, const void *ap, const void *bp, int6
                          int64_t kcur, float *c, bool accumulate) {
     _Alignas(64) float tmp[MAX_TILE];
     int mr = j->mr, nr = j->nr;
-    int64_t kp = j->pairs ? (kcur + 1) / 2 : kcur;
+    int64_t kl = round_up(kcur, j->kgran); /* packed values per panel row */
     for (int64_t jr = 0; jr < ncur; jr += nr) {
         int nn = ncur - jr < nr ? (int)(ncur - jr) : nr;
         for (int64_t ir = 0; ir < mcur; ir += mr) {
@@ -339,11 +397,12 @@ static void macro_kernel(const gemm_job *j, const void *ap, const void *bp, int6
             float *out = full ? ct : tmp;
             int64_t ldo = full ? j->ldcf : nr;
             bool acc = full && accumulate;
-            if (j->pairs)
-                j->kr->ukr_bf16(kp, (const uint16_t *)ap + ir * kp * 2, (const uint16_t *)bp + jr * kp * 2,
-                                out, ldo, acc);
-            else
-                j->kr->ukr(kp, (const float *)ap + ir * kp, (const float *)bp + jr * kp, out, ldo, acc);
+            const uint16_t *ah = (const uint16_t *)ap + ir * kl, *bh = (const uint16_t *)bp + jr * kl;
+            switch (j->route) {
+            case ROUTE_TILES: j->tiles->ukr(kl / 32, ah, bh, out, ldo, acc); break;
+            case ROUTE_PAIRS: j->kr->ukr_bf16(kl / 2, ah, bh, out, ldo, acc); break;
+            default: j->kr->ukr(kl, (const float *)ap + ir * kl, (const float *)bp + jr * kl, out, ldo, acc);
+            }
             if (!full)
                 for (int i = 0; i < mm; i++)
                     for (int jj = 0; jj < nn; jj++)
@@ -352,12 +411,17 @@ static void macro_kernel(const gemm_job *j, const void *ap, const void *bp, int6
     }
 }
 
-static void pack(const gemm_job *j, const void *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows,
-                 int64_t c0, int64_t cols, int P, void *dst) {
-    if (j->pairs)
-        pack_pairs(x, rs, cs, r0, rows, c0, cols, P, dst);
+/* Packs panels of A (P = mr) or of B^T (P = nr) for the job's route. */
+static void pack(const gemm_job *j, bool a, const void *x, int64_t rs, int64_t cs, int64_t r0, int64_t rows,
+                 int64_t c0, int64_t cols, void *dst) {
+    int P = a ? j->mr : j->nr;
+    int64_t kl = round_up(cols, j->kgran);
+    if (j->route == ROUTE_TILES && a)
+        pack_rows(x, rs, cs, r0, rows, c0, cols, kl / 32, P, dst);
+    else if (j->route != ROUTE_F32)
+        pack_pairs(j->kr, x, rs, cs, r0, rows, c0, cols, kl / 2, P, dst);
     else
-        pack_f32(j->kr, j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
+        pack_f32(j->kr, a ? j->g->a_dtype : j->g->dtype, x, rs, cs, r0, rows, c0, cols, P, dst);
 }
 
 static void gemm_thread(void *arg, int t, int nt) {
@@ -382,22 +446,22 @@ static void gemm_thread(void *arg, int t, int nt) {
         return;
     }
     char *bp = ap + j->a_bytes;
+    if (j->tiles) j->tiles->begin();
     for (int64_t jc = n0; jc < n1; jc += j->nc) {
         int64_t ncur = n1 - jc < j->nc ? n1 - jc : j->nc;
         for (int64_t pc = 0; pc < g->K; pc += j->kc) {
             int64_t kcur = g->K - pc < j->kc ? g->K - pc : j->kc;
             /* B^T: rows are n, columns are k */
-            pack(j, g->B, g->b_cs, g->b_rs, jc, ncur, pc, kcur, j->nr, bp);
+            pack(j, false, g->B, g->b_cs, g->b_rs, jc, ncur, pc, kcur, bp);
             for (int64_t ic = m0; ic < m1; ic += j->mc) {
                 int64_t mcur = m1 - ic < j->mc ? m1 - ic : j->mc;
-                pack(j, g->A, g->a_rs, g->a_cs, ic, mcur, pc, kcur, j->mr, ap);
+                pack(j, true, g->A, g->a_rs, g->a_cs, ic, mcur, pc, kcur, ap);
                 macro_kernel(j, ap, bp, mcur, ncur, kcur, j->cf + ic * j->ldcf + jc, pc > 0);
             }
         }
     }
+    if (j->tiles) j->tiles->end();
 }
-
-static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 static double seconds(void) {
     struct timespec ts;
@@ -441,22 +505,33 @@ static bool pairs_win(const afo_gemm_kernels *kr) {
 }
 
 static afo_status blocked(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
-    gemm_job j = {.g = g, .kr = kr};
+    gemm_job j = {.g = g, .kr = kr, .route = ROUTE_F32, .kgran = 1, .mr = kr->mr, .nr = kr->nr};
+    int64_t kc = kr->kc, mc = kr->mc, nc = kr->nc;
     /* ukr_bf16 exists only in the AVX-512 set, which also runs on CPUs
      * without AVX512_BF16 */
     int pairs_mode = atomic_load(&g_bf16_pairs);
-    j.pairs = g->dtype == AFO_BFLOAT16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
-              (pairs_mode < 0 ? pairs_win(kr) : pairs_mode > 0);
-    j.mr = j.pairs ? kr->mr_bf16 : kr->mr;
-    j.nr = j.pairs ? kr->nr_bf16 : kr->nr;
-    j.kc = g->K < kr->kc ? g->K : kr->kc;
-    j.mc = round_up(g->M < kr->mc ? g->M : kr->mc, j.mr);
-    j.nc = round_up(g->N < kr->nc ? g->N : kr->nc, j.nr);
+    const afo_gemm_tiles *tiles = current_tiles();
+    bool bf16 = g->dtype == AFO_BFLOAT16 && g->a_dtype == AFO_BFLOAT16;
+    if (bf16 && tiles) {
+        j.tiles = tiles;
+        j.route = ROUTE_TILES;
+        j.kgran = 32;
+        j.mr = tiles->mr, j.nr = tiles->nr;
+        kc = tiles->kc, mc = tiles->mc, nc = tiles->nc;
+    } else if (bf16 && kr->ukr_bf16 && afo_cpu_get_features()->avx512_bf16 &&
+               (pairs_mode < 0 ? pairs_win(kr) : pairs_mode > 0)) {
+        j.route = ROUTE_PAIRS;
+        j.kgran = 2;
+        j.mr = kr->mr_bf16, j.nr = kr->nr_bf16;
+    }
+    j.kc = g->K < kc ? g->K : kc;
+    j.mc = round_up(g->M < mc ? g->M : mc, j.mr);
+    j.nc = round_up(g->N < nc ? g->N : nc, j.nr);
     if (j.mr > MAX_PANEL || j.nr > MAX_PANEL || j.mr * j.nr > MAX_TILE)
         return afo_error(AFO_ERR_INTERNAL, "gemm: %s microkernel tile %dx%d exceeds the driver's limits",
                          afo_cpu_kernel_name(), j.mr, j.nr);
-    size_t esz = j.pairs ? 2 : 4;
-    int64_t kpad = round_up(j.kc, 2);
+    size_t esz = j.route == ROUTE_F32 ? 4 : 2;
+    int64_t kpad = round_up(j.kc, j.kgran);
     j.a_bytes = (size_t)round_up((int64_t)((size_t)(j.mc * kpad) * esz), 64);
     j.per_thread = j.a_bytes + (size_t)round_up((int64_t)((size_t)(j.nc * kpad) * esz), 64);
     int nt = afo_get_threads();
@@ -511,7 +586,9 @@ static int64_t blas_ld(int64_t rows, int64_t cols, int64_t rs, int64_t cs, bool 
 }
 
 static bool try_blas(const afo_gemm_args *g) {
-    if (g->dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 || !atomic_load(&g_blas_enabled)) return false;
+    if (g->dtype != AFO_FLOAT32 || g->a_dtype != AFO_FLOAT32 || g->c_dtype != AFO_FLOAT32 ||
+        !atomic_load(&g_blas_enabled))
+        return false;
     /* afo's matvec streams the weights better; tiny products pay BLAS's setup */
     if (g->M <= AFO_MATVEC_MAX_M || g->N < 16 || g->K < 16) return false;
     bool ta, tb;

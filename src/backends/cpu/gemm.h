@@ -9,25 +9,26 @@
 #include "afo/base.h"
 
 typedef struct afo_gemm_args {
-    afo_dtype dtype;          /* of A and B: AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16 (AFO_FLOAT64: scalar path, double accumulation) */
+    afo_dtype dtype;          /* of B (the weights): AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16 (AFO_FLOAT64: scalar path, double accumulation) */
+    afo_dtype a_dtype;        /* of A: one of the same; may differ from dtype (float32 activations x bf16 weights), float64 only with float64 */
     int64_t M, N, K;
     const void *A; int64_t a_rs, a_cs;   /* element (m,k) at A[m*a_rs + k*a_cs] (element strides, any sign-free values) */
     const void *B; int64_t b_rs, b_cs;   /* element (k,n) at B[k*b_rs + n*b_cs] */
-    void *C; afo_dtype c_dtype; int64_t ldc; /* C[m*ldc + n] written (not accumulated), converted to c_dtype (same as dtype, or float32) */
+    void *C; afo_dtype c_dtype; int64_t ldc; /* C[m*ldc + n] written (not accumulated), converted to c_dtype (dtype, a_dtype or float32) */
 } afo_gemm_args;
 
 afo_status afo_cpu_gemm(const afo_gemm_args *g);           /* dispatched, threaded via afo_parallel_for/afo_parallel_run */
 afo_status afo_cpu_gemm_reference(const afo_gemm_args *g); /* scalar, double accumulation, for tests */
 void afo_cpu_convert_row(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n); /* among f32, f16, bf16 */
-const char *afo_cpu_kernel_name(void); /* "avx512", "avx2", "neon", "scalar" */
+const char *afo_cpu_kernel_name(void); /* "amx", "avx512", "avx2", "neon", "scalar" */
 
 /* Whether float32 GEMMs may go to OpenBLAS when it is linked and the strides
  * suit it (default on). Benchmarks and tests turn it off to measure and
  * check afo's own kernels. */
 void afo_cpu_gemm_set_blas(bool enable);
 
-/* How bf16 GEMMs use a bf16 dot-product microkernel (AVX512_BF16) where the
- * CPU has one: -1 (default) when a one-time timing says it beats widening
+/* How bf16 GEMMs at the avx512 level use a bf16 dot-product microkernel
+ * (AVX512_BF16) where the CPU has one (the amx level always uses tiles): -1 (default) when a one-time timing says it beats widening
  * to f32, 0 never, 1 always. For tests and benchmarks. */
 void afo_cpu_gemm_set_bf16_pairs(int mode);
 
@@ -48,6 +49,11 @@ typedef struct afo_gemm_kernels {
     int mr_bf16, nr_bf16;
     void (*ukr_bf16)(int64_t kc2, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc,
                      bool accumulate);
+    /* Optional fast start of k-pair packing for rows with contiguous k:
+     * writes pairs [0, q) of a P-row panel (layout above) from rows x[i*rs..]
+     * of which the first pr exist (the others read as zero), for the largest
+     * q that is a multiple of 16 with 2q <= cols, and returns q. */
+    int64_t (*pack_pairs)(const uint16_t *x, int64_t rs, int pr, int64_t cols, int P, uint16_t *d);
     /* Cache blocking (elements): kc of K, mc rows of A, nc columns of B. */
     int64_t kc, mc, nc;
     /* Weight-layout matvec: for m < M (<= AFO_MATVEC_MAX_M), n0 <= n < n1,
@@ -59,10 +65,25 @@ typedef struct afo_gemm_kernels {
     void (*convert)(afo_dtype from, const void *src, afo_dtype to, void *dst, int64_t n);
 } afo_gemm_kernels;
 
+/* bf16 GEMM on matrix tiles (AFO_CPU_AMX), for an mr x nr block of C:
+ * c[i*ldc + j] (+)= sum_k a(i,k) b(k,j) over kb blocks of 32 k. The A panel
+ * holds per k block mr rows of 32 bf16, a[(kb*mr + i)*32 + k%32]; the B
+ * panel is the k-pair panel above (nr columns) with k padded to 32. */
+typedef struct afo_gemm_tiles {
+    int mr, nr;
+    int64_t kc, mc, nc; /* kc a multiple of 32 */
+    /* Bracket a thread's ukr calls: tile configuration is per thread, and
+     * released tiles spare the OS saving 8 KiB on every context switch. */
+    void (*begin)(void);
+    void (*end)(void);
+    void (*ukr)(int64_t kb, const uint16_t *a, const uint16_t *b, float *c, int64_t ldc, bool accumulate);
+} afo_gemm_tiles;
+
 extern const afo_gemm_kernels afo_gemm_kernels_scalar;
 #if defined(__x86_64__)
 extern const afo_gemm_kernels afo_gemm_kernels_avx2;
 extern const afo_gemm_kernels afo_gemm_kernels_avx512;
+extern const afo_gemm_tiles afo_gemm_tiles_amx;
 #elif defined(__aarch64__)
 extern const afo_gemm_kernels afo_gemm_kernels_neon;
 #endif

@@ -62,9 +62,17 @@ static void norm_apply_scalar(float *x, int64_t n, float c, float inv, const flo
     for (int64_t i = 0; i < n; i++) x[i] = (x[i] - c) * inv * w[i] + b[i];
 }
 
+static void rotate_halves_scalar(float *x, int64_t half, const float *c, const float *s) {
+    for (int64_t i = 0; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * c[i] - b * s[i];
+        x[i + half] = a * s[i] + b * c[i];
+    }
+}
+
 const afo_nn_prims afo_nn_prims_scalar = {
     "scalar", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
-    exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar,
+    exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar, rotate_halves_scalar,
 };
 
 /* Follows the CPU kernel level (AFO_CPU_KERNEL can force scalar). */
@@ -72,6 +80,7 @@ const afo_nn_prims *afo_nn_prims_best(void) {
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__) || defined(__i386__)
     case AFO_CPU_AVX2: return &afo_nn_prims_avx2;
+    case AFO_CPU_AMX: /* AMX adds only bf16 GEMM tiles */
     case AFO_CPU_AVX512: return &afo_nn_prims_avx512;
 #endif
 #if defined(__aarch64__)
@@ -189,6 +198,7 @@ typedef struct rope_job {
     bool traditional;
     afo_ctype ct;
     const void *cos, *sin; /* [L][half] compute-type tables */
+    const afo_nn_prims *prims;
     atomic_bool failed;
 } rope_job;
 
@@ -206,6 +216,13 @@ typedef struct rope_job {
 ROTATE(float)
 ROTATE(double)
 
+/* float32 rows: the halves layout (transformers') through the SIMD prims */
+static void rotate_f32(const afo_nn_prims *p, float *x, int64_t half, bool traditional, const float *c,
+                       const float *s) {
+    if (traditional) rotate_float(x, half, true, c, s);
+    else p->rotate_halves(x, half, c, s);
+}
+
 static void rope_rows(void *ctx, int64_t begin, int64_t end) {
     rope_job *j = ctx;
     size_t cs = afo_cpu_ctype_size(j->ct), os = afo_dtype_size(j->out->dtype);
@@ -218,7 +235,7 @@ static void rope_rows(void *ctx, int64_t begin, int64_t end) {
         if (j->ct == AFO_CT_F64)
             rotate_double(buf, j->half, j->traditional, (const double *)j->cos + t, (const double *)j->sin + t);
         else
-            rotate_float(buf, j->half, j->traditional, (const float *)j->cos + t, (const float *)j->sin + t);
+            rotate_f32(j->prims, buf, j->half, j->traditional, (const float *)j->cos + t, (const float *)j->sin + t);
         afo_cpu_store_row(j->ct, buf, j->D, j->out->dtype, (char *)afo_array_ptr(j->out) + r * j->D * (int64_t)os, 1);
     }
     free(buf);
@@ -231,7 +248,8 @@ afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo
     int64_t dims = a->i[AFO_ROPE_I_DIMS];
     rope_job j = {.x = x, .out = out, .L = x->shape[x->ndim - 2], .D = x->shape[x->ndim - 1], .half = dims / 2,
                   .traditional = a->i[AFO_ROPE_I_TRADITIONAL] != 0,
-                  .ct = afo_cpu_ctype_of(out->dtype) == AFO_CT_F64 ? AFO_CT_F64 : AFO_CT_F32};
+                  .ct = afo_cpu_ctype_of(out->dtype) == AFO_CT_F64 ? AFO_CT_F64 : AFO_CT_F32,
+                  .prims = afo_nn_prims_best()};
     atomic_init(&j.failed, false);
     size_t cs = afo_cpu_ctype_size(j.ct), entries = (size_t)(j.L * j.half);
     double *inv_freq = malloc(sizeof(double) * (size_t)(j.half ? j.half : 1));

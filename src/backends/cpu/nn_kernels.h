@@ -27,6 +27,8 @@ typedef struct afo_nn_prims {
     float (*sq_dev_sum)(const float *x, int64_t n, float c);
     /* x[i] = (x[i] - c) * inv * w[i] + b[i] */
     void (*norm_apply)(float *x, int64_t n, float c, float inv, const float *w, const float *b);
+    /* rotated halves: (x[i], x[i+half]) -> (x[i] c[i] - x[i+half] s[i], x[i] s[i] + x[i+half] c[i]) */
+    void (*rotate_halves)(float *x, int64_t half, const float *c, const float *s);
 } afo_nn_prims;
 
 extern const afo_nn_prims afo_nn_prims_scalar;

@@ -97,7 +97,22 @@ static void norm_apply_avx2(float *x, int64_t n, float c, float inv, const float
     for (; i < n; i++) x[i] = (x[i] - c) * inv * w[i] + b[i];
 }
 
+static void rotate_halves_avx2(float *x, int64_t half, const float *c, const float *s) {
+    int64_t i = 0;
+    for (; i + 8 <= half; i += 8) {
+        __m256 a = _mm256_loadu_ps(x + i), b = _mm256_loadu_ps(x + half + i);
+        __m256 vc = _mm256_loadu_ps(c + i), vs = _mm256_loadu_ps(s + i);
+        _mm256_storeu_ps(x + i, _mm256_fmsub_ps(a, vc, _mm256_mul_ps(b, vs)));
+        _mm256_storeu_ps(x + half + i, _mm256_fmadd_ps(a, vs, _mm256_mul_ps(b, vc)));
+    }
+    for (; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * c[i] - b * s[i];
+        x[i + half] = a * s[i] + b * c[i];
+    }
+}
+
 const afo_nn_prims afo_nn_prims_avx2 = {
     "avx2", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
-    exp_sum_avx2, sum_avx2, sq_dev_sum_avx2, norm_apply_avx2,
+    exp_sum_avx2, sum_avx2, sq_dev_sum_avx2, norm_apply_avx2, rotate_halves_avx2,
 };

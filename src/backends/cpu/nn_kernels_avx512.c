@@ -72,7 +72,17 @@ static void norm_apply_avx512(float *x, int64_t n, float c, float inv, const flo
     }
 }
 
+static void rotate_halves_avx512(float *x, int64_t half, const float *c, const float *s) {
+    for (int64_t i = 0; i < half; i += 16) {
+        __mmask16 m = afo_tail_mask16(half - i);
+        __m512 a = _mm512_maskz_loadu_ps(m, x + i), b = _mm512_maskz_loadu_ps(m, x + half + i);
+        __m512 vc = _mm512_maskz_loadu_ps(m, c + i), vs = _mm512_maskz_loadu_ps(m, s + i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_fmsub_ps(a, vc, _mm512_mul_ps(b, vs)));
+        _mm512_mask_storeu_ps(x + half + i, m, _mm512_fmadd_ps(a, vs, _mm512_mul_ps(b, vc)));
+    }
+}
+
 const afo_nn_prims afo_nn_prims_avx512 = {
     "avx512", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
-    exp_sum_avx512, sum_avx512, sq_dev_sum_avx512, norm_apply_avx512,
+    exp_sum_avx512, sum_avx512, sq_dev_sum_avx512, norm_apply_avx512, rotate_halves_avx512,
 };

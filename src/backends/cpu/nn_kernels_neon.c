@@ -87,7 +87,22 @@ static void norm_apply_neon(float *x, int64_t n, float c, float inv, const float
     for (; i < n; i++) x[i] = (x[i] - c) * inv * w[i] + b[i];
 }
 
+static void rotate_halves_neon(float *x, int64_t half, const float *c, const float *s) {
+    int64_t i = 0;
+    for (; i + 4 <= half; i += 4) {
+        float32x4_t a = vld1q_f32(x + i), b = vld1q_f32(x + half + i);
+        float32x4_t vc = vld1q_f32(c + i), vs = vld1q_f32(s + i);
+        vst1q_f32(x + i, vfmsq_f32(vmulq_f32(a, vc), b, vs));
+        vst1q_f32(x + half + i, vfmaq_f32(vmulq_f32(b, vc), a, vs));
+    }
+    for (; i < half; i++) {
+        float a = x[i], b = x[i + half];
+        x[i] = a * c[i] - b * s[i];
+        x[i + half] = a * s[i] + b * c[i];
+    }
+}
+
 const afo_nn_prims afo_nn_prims_neon = {
     "neon", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
-    exp_sum_neon, sum_neon, sq_dev_sum_neon, norm_apply_neon,
+    exp_sum_neon, sum_neon, sq_dev_sum_neon, norm_apply_neon, rotate_halves_neon,
 };

@@ -31,6 +31,7 @@ const afo_vmath *afo_vmath_for_level(afo_cpu_level level) {
     switch (level) {
 #if defined(__x86_64__)
     case AFO_CPU_AVX2: return &afo_vmath_avx2;
+    case AFO_CPU_AMX: /* AMX adds only bf16 GEMM tiles */
     case AFO_CPU_AVX512: return &afo_vmath_avx512;
 #elif defined(__aarch64__)
     case AFO_CPU_NEON: return &afo_vmath_neon;

@@ -1,0 +1,152 @@
+/* Decode benchmark: tokens/s of a model's KV-cached decode at batch 1 next
+ * to the bandwidth bound (weight bytes read per token / the machine's
+ * streaming-read bandwidth, measured in the same run), prefill tokens/s,
+ * and load-to-first-token time. Prints a table and one JSON line.
+ * Usage: bench_decode --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <afo/afo.h>
+
+#include "backends/cpu/threadpool.h"
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+typedef struct bw_job {
+    const uint64_t *buf;
+    size_t n;
+    uint64_t sink[64];
+} bw_job;
+
+static void bw_range(void *ctx, int64_t b, int64_t e) {
+    bw_job *j = ctx;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    for (int64_t i = b; i + 4 <= e; i += 4) s0 += j->buf[i], s1 += j->buf[i + 1], s2 += j->buf[i + 2], s3 += j->buf[i + 3];
+    j->sink[(b * 7) % 64] += s0 + s1 + s2 + s3;
+}
+
+/* Streaming read over 1 GiB with the library's threads: GB/s, median of 5. */
+static double read_bandwidth(void) {
+    size_t n = ((size_t)1 << 30) / 8;
+    uint64_t *buf = malloc(n * 8);
+    if (!buf) return 0;
+    for (size_t i = 0; i < n; i++) buf[i] = i;
+    bw_job j = {buf, n, {0}};
+    double r[5];
+    for (int k = 0; k < 5; k++) {
+        double t0 = now();
+        afo_parallel_for((int64_t)n, 1 << 16, bw_range, &j);
+        r[k] = (double)(n * 8) / (now() - t0) / 1e9;
+    }
+    free(buf);
+    qsort(r, 5, sizeof *r, cmp_double);
+    return r[2];
+}
+
+static int32_t argmax_row(const float *row, int64_t v) {
+    int32_t best = 0;
+    for (int64_t i = 1; i < v; i++)
+        if (row[i] > row[best]) best = (int32_t)i;
+    return best;
+}
+
+int main(int argc, char **argv) {
+    const char *model = NULL;
+    int prompt = 128, tokens = 64, threads = 2, reps = 3, storage = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--storage-dtype")) storage = 1;
+        else {
+            fprintf(stderr, "usage: %s --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] [--storage-dtype]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (!model || prompt < 1 || tokens < 2 || threads < 1 || reps < 1) {
+        fprintf(stderr, "bench_decode: --model is required; sizes must be positive\n");
+        return 2;
+    }
+    afo_set_threads(threads);
+    double load = 0;
+    FILE *la = fopen("/proc/loadavg", "r");
+    if (la) {
+        if (fscanf(la, "%lf", &load) != 1) load = 0;
+        fclose(la);
+    }
+    if (load > 0.5) fprintf(stderr, "warning: load average %.2f > 0.5; the cores are not idle\n", load);
+
+    double t0 = now();
+    afo_model *m;
+    afo_model_options mo = {.compute_in_storage_dtype = storage};
+    if (afo_model_load(model, &mo, &m) != AFO_OK) {
+        fprintf(stderr, "bench_decode: %s\n", afo_last_error());
+        return 1;
+    }
+    afo_kv_cache *cache;
+    afo_kv_cache_create(m, 1, &cache);
+    int64_t vocab = afo_model_vocab_size(m);
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)prompt);
+    for (int i = 0; i < prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % vocab);
+    afo_forward_options last = {.last_only = 1};
+    afo_array *logits = NULL;
+    /* load to first token: a one-token prompt right after loading */
+    if (afo_model_forward_ex(m, cache, ids, 1, 1, &last, &logits) != AFO_OK) {
+        fprintf(stderr, "bench_decode: %s\n", afo_last_error());
+        return 1;
+    }
+    double first_token = now() - t0;
+    afo_release(logits);
+
+    double *prefill = malloc(sizeof(double) * (size_t)reps), *decode = malloc(sizeof(double) * (size_t)reps);
+    for (int r = 0; r < reps; r++) {
+        afo_kv_cache_reset(cache);
+        double p0 = now();
+        afo_model_forward_ex(m, cache, ids, 1, prompt, &last, &logits);
+        prefill[r] = prompt / (now() - p0);
+        int32_t tok = argmax_row(afo_array_data(logits), vocab);
+        afo_release(logits);
+        double d0 = now();
+        for (int t = 0; t < tokens; t++) {
+            afo_model_forward_ex(m, cache, &tok, 1, 1, &last, &logits);
+            tok = argmax_row(afo_array_data(logits), vocab);
+            afo_release(logits);
+        }
+        decode[r] = tokens / (now() - d0);
+    }
+    qsort(prefill, (size_t)reps, sizeof(double), cmp_double);
+    qsort(decode, (size_t)reps, sizeof(double), cmp_double);
+    double bw = read_bandwidth();
+    size_t bytes = afo_model_weight_bytes(m);
+    double bound = bw * 1e9 / (double)bytes;
+    double med_d = decode[reps / 2], med_p = prefill[reps / 2];
+    printf("model: %s (%s, %lld params, %.1f MB of weights), %d threads, load %.2f\n", model, afo_model_type(m),
+           (long long)afo_model_num_params(m), (double)bytes / 1e6, threads, load);
+    printf("read bandwidth            %8.1f GB/s\n", bw);
+    printf("bandwidth bound           %8.1f tok/s\n", bound);
+    printf("decode (median of %d)      %8.1f tok/s  [%.1f .. %.1f]  %.0f%% of bound\n", reps, med_d, decode[0],
+           decode[reps - 1], 100 * med_d / bound);
+    printf("prefill %d tokens         %8.1f tok/s  [%.1f .. %.1f]\n", prompt, med_p, prefill[0], prefill[reps - 1]);
+    printf("load to first token       %8.3f s\n", first_token);
+    printf("{\"model\":\"%s\",\"type\":\"%s\",\"weight_bytes\":%zu,\"threads\":%d,\"read_bw_gbs\":%.2f,"
+           "\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,\"decode_ratio\":%.3f,\"prefill_tok_s\":%.1f,"
+           "\"load_to_first_token_s\":%.3f}\n",
+           model, afo_model_type(m), bytes, threads, bw, bound, med_d, med_d / bound, med_p, first_token);
+    free(ids), free(prefill), free(decode);
+    afo_kv_cache_free(cache);
+    afo_model_free(m);
+    return 0;
+}

@@ -1,0 +1,116 @@
+/* afo random-model / afo logits: model directories end to end. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0; }
+
+int cmd_random_model(int argc, char **argv) {
+    static const char usage[] =
+        "usage: afo random-model --config CONFIG.json --out DIR [--dtype bfloat16] [--seed S]\n"
+        "writes a model directory with the config's architecture and random weights\n";
+    const char *config = NULL, *out = NULL;
+    int dtype = -1;
+    long seed = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *v = NULL;
+        if (is_help(argv[i])) {
+            printf("%s", usage);
+            return 0;
+        }
+        if (strcmp(argv[i], "--config") == 0 || strcmp(argv[i], "--out") == 0 || strcmp(argv[i], "--dtype") == 0 ||
+            strcmp(argv[i], "--seed") == 0) {
+            if (!(v = cli_value(argc, argv, &i))) return 2;
+        } else {
+            fprintf(stderr, "afo random-model: unknown option '%s'\n%s", argv[i], usage);
+            return 2;
+        }
+        const char *opt = argv[i - 1];
+        if (strcmp(opt, "--config") == 0) config = v;
+        else if (strcmp(opt, "--out") == 0) out = v;
+        else if (strcmp(opt, "--seed") == 0 && cli_int("--seed", v, 0, 2147483647L, &seed) != 0) return 2;
+        else if (strcmp(opt, "--dtype") == 0 && ((dtype = afo_dtype_from_name(v)) < 0 || !afo_dtype_is_float(dtype))) {
+            fprintf(stderr, "afo random-model: --dtype needs float32, float16, bfloat16 or float64, not '%s'\n", v);
+            return 2;
+        }
+    }
+    if (!config || !out) {
+        fprintf(stderr, "afo random-model: --config and --out are required\n%s", usage);
+        return 2;
+    }
+    double t0 = cli_now();
+    if (afo_model_write_random(config, out, dtype, (uint64_t)seed) != AFO_OK) return cli_fail("random-model");
+    fprintf(stderr, "afo random-model: wrote %s in %.1f s\n", out, cli_now() - t0);
+    return 0;
+}
+
+/* "1,2,3" -> ids; returns the count or -1. */
+static int64_t parse_ids(const char *text, int32_t **ids) {
+    int64_t n = 1, k = 0;
+    for (const char *p = text; *p; p++) n += *p == ',';
+    *ids = malloc(sizeof(int32_t) * (size_t)n);
+    if (!*ids) return -1;
+    const char *p = text;
+    while (k < n) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 2147483647L || (*end && *end != ',')) {
+            free(*ids);
+            fprintf(stderr, "afo logits: --ids needs comma-separated token ids, not '%s'\n", text);
+            return -1;
+        }
+        (*ids)[k++] = (int32_t)v;
+        p = *end ? end + 1 : end;
+    }
+    return n;
+}
+
+int cmd_logits(int argc, char **argv) {
+    static const char usage[] =
+        "usage: afo logits --model DIR|ORG/NAME --ids 1,2,3 --out F.safetensors [--threads N]\n"
+        "writes the float32 tensor `logits` [1, n, vocab] of one forward pass\n";
+    const char *model = NULL, *ids_text = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (is_help(argv[i])) {
+            printf("%s", usage);
+            return 0;
+        }
+        const char *opt = argv[i], *v;
+        if (strcmp(opt, "--model") != 0 && strcmp(opt, "--ids") != 0 && strcmp(opt, "--out") != 0 &&
+            strcmp(opt, "--threads") != 0) {
+            fprintf(stderr, "afo logits: unknown option '%s'\n%s", opt, usage);
+            return 2;
+        }
+        if (!(v = cli_value(argc, argv, &i))) return 2;
+        long t;
+        if (strcmp(opt, "--model") == 0) model = v;
+        else if (strcmp(opt, "--ids") == 0) ids_text = v;
+        else if (strcmp(opt, "--out") == 0) out = v;
+        else if (cli_int("--threads", v, 1, 1024, &t) != 0) return 2;
+        else afo_set_threads((int)t);
+    }
+    if (!model || !ids_text || !out) {
+        fprintf(stderr, "afo logits: --model, --ids and --out are required\n%s", usage);
+        return 2;
+    }
+    int32_t *ids;
+    int64_t n = parse_ids(ids_text, &ids);
+    if (n < 0) return 2;
+    afo_model *m = NULL;
+    afo_array *logits = NULL;
+    double t0 = cli_now();
+    int rc = 0;
+    if (afo_model_load(model, NULL, &m) != AFO_OK) rc = cli_fail("logits");
+    else if (afo_model_forward(m, NULL, ids, 1, n, &logits) != AFO_OK) rc = cli_fail("logits");
+    else if (afo_safetensors_save(out, 1, (const char *[]){"logits"}, &logits, 0, NULL, NULL) != AFO_OK)
+        rc = cli_fail("logits");
+    else
+        fprintf(stderr, "afo logits: %s (%s), %lld tokens in %.3f s -> %s\n", afo_model_type(m), model, (long long)n,
+                cli_now() - t0, out);
+    afo_release(logits);
+    afo_model_free(m);
+    free(ids);
+    return rc;
+}

@@ -1,0 +1,121 @@
+/* afo — Hugging Face causal language models: load a model directory (or a
+ * hub id from the local Hugging Face cache), run its forward pass with a KV
+ * cache, and write randomly initialised models for tests and benchmarks.
+ *
+ * Supported model_types: llama, mistral, qwen2, qwen3, qwen3_moe,
+ * gemma3_text (and gemma3's text part), phi3. Weights stay in their storage
+ * dtype, memory-mapped; the forward pass computes in float32 unless asked to
+ * compute in the storage dtype. */
+#ifndef AFO_MODEL_H
+#define AFO_MODEL_H
+
+#include "afo/array.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct afo_model afo_model;
+typedef struct afo_kv_cache afo_kv_cache;
+
+/* ---- finding a model ---- */
+
+/* Resolves `name_or_path` to a model directory: an existing directory is
+ * used as is; otherwise a hub id "ORG/NAME" is looked up, offline, in the
+ * Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
+ * ~/.cache/huggingface/hub) as models--ORG--NAME/snapshots/REV, REV being
+ * refs/main when present. A miss is AFO_ERR_IO naming every place tried. */
+afo_status afo_model_resolve(const char *name_or_path, char *dir, size_t dir_size);
+
+/* ---- loading ---- */
+
+typedef struct afo_model_options {
+    const char *config_path; /* NULL: DIR/config.json */
+    int compute_in_storage_dtype; /* 0: compute in float32; 1: in the weights' dtype */
+} afo_model_options;
+
+/* Loads config.json (transformers 4.x or 5.x layout), generation_config.json
+ * when present, and the weights (every tensor the architecture needs is
+ * checked for presence and shape before this returns). opts may be NULL. */
+afo_status afo_model_load(const char *name_or_path, const afo_model_options *opts, afo_model **out);
+void afo_model_free(afo_model *m);
+
+/* ---- what was loaded ---- */
+
+const char *afo_model_type(const afo_model *m);   /* config's model_type, e.g. "qwen3" */
+const char *afo_model_dir(const afo_model *m);
+int64_t afo_model_vocab_size(const afo_model *m);
+int afo_model_num_layers(const afo_model *m);
+int64_t afo_model_hidden_size(const afo_model *m);
+int64_t afo_model_max_positions(const afo_model *m); /* max_position_embeddings */
+afo_dtype afo_model_dtype(const afo_model *m);        /* storage dtype of the weights */
+afo_dtype afo_model_compute_dtype(const afo_model *m);
+int64_t afo_model_num_params(const afo_model *m);     /* tied embeddings counted once */
+size_t afo_model_weight_bytes(const afo_model *m);
+
+/* Sampling defaults and special tokens, from generation_config.json over
+ * config.json; absent fields keep transformers' GenerationConfig defaults
+ * and absent token ids are -1. */
+#define AFO_MAX_EOS 8
+typedef struct afo_generation_config {
+    int32_t bos_token_id, pad_token_id;
+    int32_t eos_token_ids[AFO_MAX_EOS];
+    int num_eos;
+    int do_sample;             /* default 0 */
+    double temperature;        /* default 1.0 */
+    int top_k;                 /* default 50 */
+    double top_p;              /* default 1.0 */
+    double min_p;              /* default 0 (off) */
+    double repetition_penalty; /* default 1.0 */
+    int64_t max_new_tokens;    /* default -1 (unset) */
+} afo_generation_config;
+const afo_generation_config *afo_model_generation_config(const afo_model *m);
+int afo_model_is_eos(const afo_model *m, int32_t id);
+
+/* ---- KV cache ---- */
+
+/* Per-layer key/value buffers for `batch` sequences, preallocated in steps
+ * of 256 positions and grown as needed (up to max_position_embeddings is not
+ * enforced: RoPE extrapolates as transformers does). */
+afo_status afo_kv_cache_create(const afo_model *m, int64_t batch, afo_kv_cache **out);
+void afo_kv_cache_free(afo_kv_cache *c);
+void afo_kv_cache_reset(afo_kv_cache *c);                     /* length 0; buffers kept */
+int64_t afo_kv_cache_length(const afo_kv_cache *c);           /* positions filled */
+/* Forgets positions >= length (e.g. to reuse a shared prompt prefix). */
+afo_status afo_kv_cache_truncate(afo_kv_cache *c, int64_t length);
+int64_t afo_kv_cache_batch(const afo_kv_cache *c);
+
+/* ---- the forward pass ---- */
+
+typedef struct afo_forward_options {
+    /* logits only for the last position ([batch, 1, vocab]): what decoding
+     * needs, and it skips the vocabulary projection of the other rows */
+    int last_only;
+    /* when set: receives num_layers + 1 new arrays [batch, n, hidden], as
+     * transformers' output_hidden_states (0: embeddings, L: after the
+     * final norm) */
+    afo_array **hidden_states;
+} afo_forward_options;
+
+/* Runs ids [batch, n] (row-major) at positions cache length .. +n-1 and
+ * appends their keys and values to the cache (NULL cache: positions 0..n-1,
+ * nothing kept). *logits receives evaluated float32 [batch, n, vocab]. On
+ * error the cache holds its previous length. */
+afo_status afo_model_forward(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
+                             afo_array **logits);
+afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
+                                const afo_forward_options *opts, afo_array **logits);
+
+/* ---- random models ---- */
+
+/* Writes a complete model directory for `config_path` (any supported
+ * architecture): config.json (and generation_config.json beside it) copied,
+ * and every weight under its real name and shape, drawn from N(0, 1/fan_in)
+ * (norm weights ~1) in `dtype` (-1: the config's dtype), sharded with a
+ * model.safetensors.index.json when over 2 GB. */
+afo_status afo_model_write_random(const char *config_path, const char *out_dir, int dtype, uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,63 @@
+/* Loading a model directory and what it reports about itself. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "models/models.h"
+
+void afo_model_free(afo_model *m) {
+    if (!m) return;
+    model_release_weights(m);
+    afo_release(m->freqs_full);
+    afo_release(m->freqs_sliding);
+    afo_weights_close(m->weights);
+    config_free(&m->cfg);
+    free(m->dir);
+    free(m);
+}
+
+afo_status afo_model_load(const char *name_or_path, const afo_model_options *opts, afo_model **out) {
+    if (!out) return afo_error(AFO_ERR_INVALID_ARGUMENT, "model load: out is NULL");
+    *out = NULL;
+    char dir[4096], config[4200];
+    AFO_TRY(afo_model_resolve(name_or_path, dir, sizeof dir));
+    if (opts && opts->config_path) snprintf(config, sizeof config, "%s", opts->config_path);
+    else snprintf(config, sizeof config, "%s/config.json", dir);
+    afo_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->dir = strdup(dir))) {
+        free(m);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "model load: out of memory");
+    }
+    afo_status st = config_load(config, dir, &m->cfg, &m->arch);
+    if (st == AFO_OK) st = model_bind_weights(m);
+    if (st == AFO_OK) {
+        m->compute = opts && opts->compute_in_storage_dtype ? afo_array_dtype(m->embed) : AFO_FLOAT32;
+        const model_config *c = &m->cfg;
+        m->freqs_full = rope_freqs(&c->rope_full, c->rotary_dims, c->max_positions, 0, &m->score_full);
+        m->freqs_sliding = rope_freqs(&c->rope_sliding, c->rotary_dims, c->max_positions, 0, &m->score_sliding);
+        if (!m->freqs_full || !m->freqs_sliding) st = afo_last_status();
+    }
+    if (st != AFO_OK) {
+        afo_model_free(m);
+        return st;
+    }
+    *out = m;
+    return AFO_OK;
+}
+
+const char *afo_model_type(const afo_model *m) { return m->cfg.model_type; }
+const char *afo_model_dir(const afo_model *m) { return m->dir; }
+int64_t afo_model_vocab_size(const afo_model *m) { return m->cfg.vocab; }
+int afo_model_num_layers(const afo_model *m) { return (int)m->cfg.layers; }
+int64_t afo_model_hidden_size(const afo_model *m) { return m->cfg.hidden; }
+int64_t afo_model_max_positions(const afo_model *m) { return m->cfg.max_positions; }
+afo_dtype afo_model_dtype(const afo_model *m) { return afo_array_dtype(m->embed); }
+afo_dtype afo_model_compute_dtype(const afo_model *m) { return m->compute; }
+int64_t afo_model_num_params(const afo_model *m) { return m->num_params; }
+size_t afo_model_weight_bytes(const afo_model *m) { return m->weight_bytes; }
+const afo_generation_config *afo_model_generation_config(const afo_model *m) { return &m->cfg.gen; }
+
+int afo_model_is_eos(const afo_model *m, int32_t id) {
+    for (int i = 0; i < m->cfg.gen.num_eos; i++)
+        if (m->cfg.gen.eos_token_ids[i] == id) return 1;
+    return 0;
+}

@@ -1,0 +1,148 @@
+/* Internal contract of the model layer: the parsed configuration, the
+ * architecture descriptions (one file each), the weight table shared by the
+ * loader and the random-model writer, and the forward pass. */
+#ifndef AFO_MODELS_H
+#define AFO_MODELS_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+
+#include "afo/afo.h"
+#include "afo/model.h"
+#include "core/internal.h"
+
+typedef enum rope_kind { ROPE_DEFAULT, ROPE_LINEAR, ROPE_DYNAMIC, ROPE_LLAMA3, ROPE_YARN } rope_kind;
+
+/* One RoPE variant with every parameter transformers reads for it. */
+typedef struct rope_params {
+    rope_kind kind;
+    double theta, factor;
+    double low_freq_factor, high_freq_factor; /* llama3 */
+    double beta_fast, beta_slow, attention_factor, mscale, mscale_all_dim; /* yarn */
+    bool truncate;                                                          /* yarn */
+    int64_t original_max_positions; /* llama3, yarn, dynamic */
+} rope_params;
+
+typedef enum activation { ACT_SILU, ACT_GELU, ACT_GELU_TANH } activation;
+
+typedef struct model_config {
+    char model_type[48];
+    int64_t vocab, hidden, intermediate, layers, heads, kv_heads, head_dim, max_positions;
+    int64_t rotary_dims; /* head_dim * partial_rotary_factor */
+    double eps;
+    bool tie_embeddings, attention_bias, mlp_bias;
+    afo_dtype dtype; /* torch_dtype / dtype; float32 when absent */
+    activation act;
+    rope_params rope_full, rope_sliding; /* sliding: the rope of sliding-window layers */
+    int64_t sliding_window;              /* 0: none */
+    bool *layer_sliding;                 /* [layers] */
+    double attn_scale;                   /* softmax scale of q k^T */
+    double final_softcap;                /* 0: none */
+    /* mixture of experts */
+    int64_t num_experts, experts_per_tok, moe_intermediate;
+    bool norm_topk_prob;
+    bool *layer_moe; /* [layers] */
+    /* multimodal checkpoints keep the text model under another prefix */
+    bool multimodal;
+    afo_generation_config gen;
+} model_config;
+
+/* What distinguishes one architecture from another, over the shared
+ * pre-norm transformer block. */
+enum {
+    ARCH_QKV_FUSED = 1 << 0,      /* self_attn.qkv_proj (phi3) */
+    ARCH_GATE_UP_FUSED = 1 << 1,  /* mlp.gate_up_proj (phi3) */
+    ARCH_QKV_BIAS = 1 << 2,       /* q/k/v biases regardless of attention_bias (qwen2) */
+    ARCH_QK_NORM = 1 << 3,        /* per-head RMSNorm of q and k (qwen3, gemma3) */
+    ARCH_SANDWICH_NORM = 1 << 4,  /* norms after attention and MLP too (gemma3) */
+    ARCH_NORM_PLUS_ONE = 1 << 5,  /* RMSNorm scales by (1 + w) (gemma) */
+    ARCH_EMBED_SCALE = 1 << 6,    /* embeddings times sqrt(hidden) (gemma) */
+    ARCH_MOE = 1 << 7,            /* sparse experts (qwen3_moe) */
+    ARCH_WINDOW_ALL = 1 << 8,     /* sliding_window, when set, applies to every layer */
+    ARCH_WINDOW_QWEN = 1 << 9,    /* use_sliding_window / max_window_layers */
+};
+
+typedef struct arch_desc {
+    const char *model_type;
+    unsigned flags;
+    /* JSON object of the config class's defaults for fields a config.json
+     * may omit (may be NULL) */
+    const char *defaults;
+    /* Reads the architecture's own fields after the common ones (may be NULL). */
+    afo_status (*configure)(model_config *c, const cJSON *json);
+} arch_desc;
+
+extern const arch_desc arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_qwen3_moe, arch_gemma3_text,
+    arch_gemma3, arch_phi3;
+
+/* registry.c */
+const arch_desc *arch_find(const char *model_type); /* NULL with the error naming the supported ones */
+
+/* config.c: JSON helpers (absent or null keys give the default) and parsing. */
+cJSON *json_read_file(const char *path, bool required);
+int64_t json_int(const cJSON *o, const char *key, int64_t dflt);
+double json_num(const cJSON *o, const char *key, double dflt);
+bool json_bool(const cJSON *o, const char *key, bool dflt);
+afo_status json_positive(const cJSON *o, const char *key, const char *file, int64_t *out);
+afo_status rope_parse(const cJSON *params, const cJSON *config, rope_params *out);
+/* Parses config.json (and generation_config.json in gen_dir when not NULL). */
+afo_status config_load(const char *config_path, const char *gen_dir, model_config *c, const arch_desc **arch);
+void config_free(model_config *c);
+
+/* rope.c: inverse frequencies (as afo_rope's freqs: their reciprocals,
+ * float32 [rotary_dims/2]) for sequences up to seq_len, and the factor the
+ * attention scores get (yarn's attention_factor squared, else 1). */
+afo_array *rope_freqs(const rope_params *p, int64_t rotary_dims, int64_t max_positions, int64_t seq_len,
+                      double *score_factor);
+
+/* The weights of one layer; which are set depends on the architecture. */
+typedef struct layer_weights {
+    afo_array *attn_norm, *attn_out_norm, *mlp_norm, *mlp_out_norm;
+    afo_array *q, *k, *v, *qkv, *o, *q_bias, *k_bias, *v_bias, *o_bias, *q_norm, *k_norm;
+    afo_array *gate, *up, *gate_up, *down, *gate_bias, *up_bias, *down_bias;
+    afo_array *router;
+    afo_array **experts; /* [num_experts][3]: gate, up, down */
+} layer_weights;
+
+struct afo_model {
+    char *dir;
+    model_config cfg;
+    const arch_desc *arch;
+    afo_weights *weights;
+    afo_dtype compute;
+    afo_array *embed, *final_norm, *lm_head; /* lm_head NULL when tied */
+    layer_weights *layers;
+    afo_array *freqs_full, *freqs_sliding; /* cached for seq_len <= max_positions */
+    double score_full, score_sliding;
+    struct tensor_spec *specs; /* every weight and the slot holding it */
+    int nspecs;
+    int64_t num_params;
+    size_t weight_bytes;
+};
+
+/* weights.c: every tensor of a model with its expected shape and the slot
+ * that receives it: the one list both loading and random-model use. */
+typedef enum tensor_kind { TENSOR_EMBED, TENSOR_MATRIX, TENSOR_NORM, TENSOR_BIAS } tensor_kind;
+typedef struct tensor_spec {
+    char name[160];
+    int ndim;
+    int64_t shape[2];
+    tensor_kind kind;
+    afo_array **slot;
+} tensor_spec;
+/* Allocates m->layers (and expert tables) and lists the tensors in
+ * m->specs, named under `prefix` ("model." or a multimodal one). */
+afo_status model_tensor_specs(afo_model *m, const char *prefix);
+/* Opens m->dir's weights and fills every slot, checking names and shapes. */
+afo_status model_bind_weights(afo_model *m);
+/* Releases the slots, the layer tables and the spec list. */
+void model_release_weights(afo_model *m);
+
+/* moe.c: the sparse MLP of one layer on x [T, hidden]. */
+afo_array *moe_forward(const afo_model *m, const layer_weights *lw, afo_array *x);
+/* transformer.c, shared with moe.c: act(x W_gate^T) * (x W_up^T) W_down^T. */
+afo_array *gated_mlp(const model_config *c, afo_array *x, afo_array *gate, afo_array *up, afo_array *down,
+                     afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias);
+afo_array *linear(afo_array *x, afo_array *w, afo_array *bias);
+
+#endif

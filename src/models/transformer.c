@@ -1,0 +1,321 @@
+/* The forward pass every supported architecture shares: embeddings, N
+ * pre-norm decoder blocks (attention with RoPE and a KV cache, then a gated
+ * MLP or experts), final norm, vocabulary projection. The architecture
+ * flags and the weights present select the variations. Everything is built
+ * with array ops and evaluated once at the end (MoE layers evaluate their
+ * routing on the way). Helpers named ow_* take over their array arguments. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "core/compose.h"
+#include "models/models.h"
+
+#define CACHE_STEP 256
+
+struct afo_kv_cache {
+    const afo_model *model;
+    int64_t batch, length, capacity;
+    afo_array **k, **v; /* per layer [batch, kv_heads, capacity, head_dim] */
+};
+
+static afo_array *ow_slice_axis(afo_array *a, int axis, int64_t start, int64_t stop) {
+    afo_array *r = a ? afo_slice_axis(a, axis, start, stop) : NULL;
+    afo_release(a);
+    return r;
+}
+
+static afo_array *ow_rms_norm(afo_array *x, afo_array *w, double eps) {
+    afo_array *r = x ? afo_rms_norm(x, w, (float)eps) : NULL;
+    afo_release(x);
+    return r;
+}
+
+afo_array *linear(afo_array *x, afo_array *w, afo_array *bias) {
+    afo_array *y = ow_matmul(R(x), afo_transpose(w, NULL));
+    return bias ? ow_add(y, R(bias)) : y;
+}
+
+static afo_array *ow_activation(activation act, afo_array *x) {
+    return ow_unary(act == ACT_SILU ? afo_silu : act == ACT_GELU ? afo_gelu : afo_gelu_tanh, x);
+}
+
+/* act(gate) * up, projected down. */
+static afo_array *ow_mlp_tail(const model_config *c, afo_array *gate, afo_array *up, afo_array *down,
+                              afo_array *down_bias) {
+    afo_array *a = ow_mul(ow_activation(c->act, gate), up);
+    afo_array *y = a ? linear(a, down, down_bias) : NULL;
+    afo_release(a);
+    return y;
+}
+
+afo_array *gated_mlp(const model_config *c, afo_array *x, afo_array *gate, afo_array *up, afo_array *down,
+                     afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias) {
+    return ow_mlp_tail(c, linear(x, gate, gate_bias), linear(x, up, up_bias), down, down_bias);
+}
+
+static afo_array *mlp(const afo_model *m, const layer_weights *w, afo_array *x) {
+    const model_config *c = &m->cfg;
+    if (w->router) {
+        int64_t flat[2] = {-1, c->hidden};
+        afo_array *x2 = afo_reshape(x, 2, flat), *y = x2 ? moe_forward(m, w, x2) : NULL;
+        afo_release(x2);
+        return y ? ow_reshape(y, afo_array_ndim(x), afo_array_shape(x)) : NULL;
+    }
+    if (w->gate_up) {
+        afo_array *gu = linear(x, w->gate_up, NULL);
+        afo_array *g = gu ? afo_slice_axis(gu, -1, 0, c->intermediate) : NULL;
+        afo_array *u = gu ? afo_slice_axis(gu, -1, c->intermediate, 2 * c->intermediate) : NULL;
+        afo_release(gu);
+        return ow_mlp_tail(c, g, u, w->down, NULL);
+    }
+    return gated_mlp(c, x, w->gate, w->up, w->down, w->gate_bias, w->up_bias, w->down_bias);
+}
+
+/* [B, n, heads * D] -> [B, heads, n, D], with the per-head norm if any. */
+static afo_array *ow_split_heads(afo_array *x, int64_t B, int64_t n, int64_t heads, int64_t D, afo_array *norm,
+                                 double eps) {
+    int64_t shape[4] = {B, n, heads, D};
+    x = ow_reshape(x, 4, shape);
+    if (norm) x = ow_rms_norm(x, norm, eps);
+    return ow_swapaxes(x, 1, 2);
+}
+
+/* Writes k or v [B, K, n, D] at positions offset.. of the layer's cache and
+ * returns the filled part [B, K, offset + n, D]. The cache slot keeps the
+ * update node only, so slice_update reuses the buffer in place. */
+static afo_array *ow_cache_put(afo_array **slot, afo_array *x, int64_t offset) {
+    if (!x) return NULL;
+    const int64_t *s = afo_array_shape(*slot);
+    int64_t n = afo_array_dim(x, 2);
+    int64_t start[4] = {0, 0, offset, 0}, stop[4] = {s[0], s[1], offset + n, s[3]};
+    afo_array *u = afo_slice_update(*slot, x, start, stop, NULL);
+    afo_release(x);
+    if (!u) return NULL;
+    afo_release(*slot);
+    *slot = u;
+    return afo_slice_axis(u, 2, 0, offset + n);
+}
+
+typedef struct step {
+    int64_t B, n, offset;
+    afo_kv_cache *cache;
+    afo_array *freqs[2]; /* full, sliding */
+    double score[2];
+} step;
+
+static afo_array *attention(const afo_model *m, const layer_weights *w, int layer, afo_array *h, const step *s) {
+    const model_config *c = &m->cfg;
+    int64_t D = c->head_dim, H = c->heads, K = c->kv_heads;
+    bool sliding = c->layer_sliding[layer];
+    afo_array *q, *k, *v;
+    if (w->qkv) {
+        afo_array *qkv = linear(h, w->qkv, NULL);
+        q = qkv ? afo_slice_axis(qkv, -1, 0, H * D) : NULL;
+        k = qkv ? afo_slice_axis(qkv, -1, H * D, (H + K) * D) : NULL;
+        v = qkv ? afo_slice_axis(qkv, -1, (H + K) * D, (H + 2 * K) * D) : NULL;
+        afo_release(qkv);
+    } else {
+        q = linear(h, w->q, w->q_bias);
+        k = linear(h, w->k, w->k_bias);
+        v = linear(h, w->v, w->v_bias);
+    }
+    q = ow_split_heads(q, s->B, s->n, H, D, w->q_norm, c->eps);
+    k = ow_split_heads(k, s->B, s->n, K, D, w->k_norm, c->eps);
+    v = ow_split_heads(v, s->B, s->n, K, D, NULL, 0);
+    const rope_params *rp = sliding ? &c->rope_sliding : &c->rope_full;
+    afo_array *freqs = s->freqs[sliding];
+    afo_array *qr = q ? afo_rope(q, (int)c->rotary_dims, 0, (float)rp->theta, 1.0f, s->offset, freqs) : NULL;
+    afo_array *kr = k ? afo_rope(k, (int)c->rotary_dims, 0, (float)rp->theta, 1.0f, s->offset, freqs) : NULL;
+    afo_release(q);
+    afo_release(k);
+    if (s->cache) {
+        kr = ow_cache_put(&s->cache->k[layer], kr, s->offset);
+        v = ow_cache_put(&s->cache->v[layer], v, s->offset);
+    }
+    afo_array *o = qr && kr && v
+                       ? afo_scaled_dot_product_attention(qr, kr, v, (float)(c->attn_scale * s->score[sliding]), NULL,
+                                                          1, sliding ? (int)c->sliding_window : 0)
+                       : NULL;
+    afo_release(qr), afo_release(kr), afo_release(v);
+    int64_t flat[3] = {s->B, s->n, H * D};
+    o = ow_reshape(ow_swapaxes(o, 1, 2), 3, flat);
+    afo_array *y = o ? linear(o, w->o, w->o_bias) : NULL;
+    afo_release(o);
+    return y;
+}
+
+/* x + f(norm(x)), with the sandwich norm of f's output where present. */
+static afo_array *ow_block(const afo_model *m, int layer, afo_array *x, const step *s) {
+    const layer_weights *w = &m->layers[layer];
+    double eps = m->cfg.eps;
+    afo_array *h = ow_rms_norm(R(x), w->attn_norm, eps);
+    afo_array *a = h ? attention(m, w, layer, h, s) : NULL;
+    afo_release(h);
+    if (w->attn_out_norm) a = ow_rms_norm(a, w->attn_out_norm, eps);
+    x = ow_add(x, a);
+    h = ow_rms_norm(R(x), w->mlp_norm, eps);
+    afo_array *f = h ? mlp(m, w, h) : NULL;
+    afo_release(h);
+    if (w->mlp_out_norm) f = ow_rms_norm(f, w->mlp_out_norm, eps);
+    return ow_add(x, f);
+}
+
+static afo_array *embed(const afo_model *m, const int32_t *ids, int64_t B, int64_t n) {
+    int64_t shape[2] = {B, n};
+    afo_array *idx = afo_array_from_data(ids, AFO_INT32, 2, shape);
+    afo_array *x = idx ? ow_astype(afo_take(m->embed, idx, 0), m->compute) : NULL;
+    afo_release(idx);
+    if (m->arch->flags & ARCH_EMBED_SCALE) x = ow_mul(x, afo_scalar(sqrt((double)m->cfg.hidden), m->compute));
+    return x;
+}
+
+static afo_array *ow_logits(const afo_model *m, afo_array *h) {
+    afo_array *y = h ? linear(h, m->lm_head ? m->lm_head : m->embed, NULL) : NULL;
+    afo_release(h);
+    y = ow_astype(y, AFO_FLOAT32);
+    if (m->cfg.final_softcap > 0) {
+        double cap = m->cfg.final_softcap;
+        y = ow_mul(ow_tanh(ow_mul(y, afo_scalar(1.0 / cap, AFO_FLOAT32))), afo_scalar(cap, AFO_FLOAT32));
+    }
+    return y;
+}
+
+static afo_status check_ids(const afo_model *m, const int32_t *ids, int64_t count) {
+    for (int64_t i = 0; i < count; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab)
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: token id %d at index %lld is outside [0, %lld)",
+                             ids[i], (long long)i, (long long)m->cfg.vocab);
+    return AFO_OK;
+}
+
+/* Grows every layer's buffers to hold `needed` positions (a multiple of
+ * CACHE_STEP), keeping what is filled. */
+static afo_status cache_reserve(afo_kv_cache *c, int64_t needed) {
+    if (needed <= c->capacity) return AFO_OK;
+    const model_config *cfg = &c->model->cfg;
+    int64_t cap = (needed + CACHE_STEP - 1) / CACHE_STEP * CACHE_STEP;
+    int64_t shape[4] = {c->batch, cfg->kv_heads, cap, cfg->head_dim};
+    for (int l = 0; l < cfg->layers; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            afo_array **slot = kv ? &c->v[l] : &c->k[l];
+            afo_array *fresh = afo_zeros(c->model->compute, 4, shape);
+            if (fresh && *slot && c->length > 0) {
+                int64_t start[4] = {0}, stop[4] = {c->batch, cfg->kv_heads, c->length, cfg->head_dim};
+                afo_array *kept = afo_slice_axis(*slot, 2, 0, c->length);
+                afo_array *u = kept ? afo_slice_update(fresh, kept, start, stop, NULL) : NULL;
+                afo_release(kept);
+                afo_release(fresh);
+                fresh = u;
+            }
+            if (!fresh || afo_eval1(fresh) != AFO_OK) {
+                afo_release(fresh);
+                return afo_last_status();
+            }
+            afo_release(*slot);
+            *slot = fresh;
+        }
+    c->capacity = cap;
+    return AFO_OK;
+}
+
+afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
+                                const afo_forward_options *opts, afo_array **logits) {
+    if (!m || !ids || !logits || batch < 1 || n < 1)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: needs a model, ids, batch >= 1 and n >= 1");
+    *logits = NULL;
+    if (cache && (cache->model != m || cache->batch != batch))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT,
+                         "model forward: the cache was made for another model or batch size (%lld, not %lld)",
+                         (long long)cache->batch, (long long)batch);
+    AFO_TRY(check_ids(m, ids, batch * n));
+    const model_config *c = &m->cfg;
+    step s = {.B = batch, .n = n, .offset = cache ? cache->length : 0, .cache = cache};
+    int64_t total = s.offset + n;
+    if (cache) AFO_TRY(cache_reserve(cache, total));
+    const rope_params *rp[2] = {&c->rope_full, &c->rope_sliding};
+    afo_array *cached[2] = {m->freqs_full, m->freqs_sliding};
+    double cached_score[2] = {m->score_full, m->score_sliding};
+    for (int i = 0; i < 2; i++) {
+        if (rp[i]->kind == ROPE_DYNAMIC && total > c->max_positions) {
+            s.freqs[i] = rope_freqs(rp[i], c->rotary_dims, c->max_positions, total, &s.score[i]);
+        } else {
+            s.freqs[i] = afo_retain(cached[i]);
+            s.score[i] = cached_score[i];
+        }
+    }
+    afo_array **hs = opts ? opts->hidden_states : NULL;
+    afo_array *x = s.freqs[0] && s.freqs[1] ? embed(m, ids, batch, n) : NULL;
+    if (hs) hs[0] = afo_retain(x);
+    for (int l = 0; l < c->layers && x; l++) {
+        x = ow_block(m, l, x, &s);
+        if (hs && l + 1 < c->layers) hs[l + 1] = afo_retain(x);
+    }
+    x = ow_rms_norm(x, m->final_norm, c->eps);
+    if (hs) hs[c->layers] = afo_retain(x);
+    if (opts && opts->last_only) x = ow_slice_axis(x, 1, n - 1, n);
+    afo_array *y = ow_logits(m, x);
+    afo_release(s.freqs[0]);
+    afo_release(s.freqs[1]);
+    afo_status st = y ? afo_eval1(y) : afo_last_status();
+    if (st == AFO_OK && hs) st = afo_eval(hs, c->layers + 1);
+    if (st == AFO_OK && cache) {
+        st = afo_eval(cache->k, c->layers);
+        if (st == AFO_OK) st = afo_eval(cache->v, c->layers);
+    }
+    if (st != AFO_OK) {
+        afo_release(y);
+        for (int l = 0; hs && l <= c->layers; l++) afo_release(hs[l]), hs[l] = NULL;
+        return st;
+    }
+    if (cache) cache->length = total;
+    *logits = y;
+    return AFO_OK;
+}
+
+afo_status afo_model_forward(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
+                             afo_array **logits) {
+    return afo_model_forward_ex(m, cache, ids, batch, n, NULL, logits);
+}
+
+/* ---------------------------------------------------------------- cache */
+
+afo_status afo_kv_cache_create(const afo_model *m, int64_t batch, afo_kv_cache **out) {
+    *out = NULL;
+    if (!m || batch < 1) return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: needs a model and batch >= 1");
+    afo_kv_cache *c = calloc(1, sizeof *c);
+    if (c) {
+        c->k = calloc((size_t)m->cfg.layers, sizeof *c->k);
+        c->v = calloc((size_t)m->cfg.layers, sizeof *c->v);
+    }
+    if (!c || !c->k || !c->v) {
+        afo_kv_cache_free(c);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "kv cache: out of memory");
+    }
+    c->model = m;
+    c->batch = batch;
+    *out = c;
+    return AFO_OK;
+}
+
+void afo_kv_cache_free(afo_kv_cache *c) {
+    if (!c) return;
+    for (int l = 0; c->model && l < c->model->cfg.layers; l++) afo_release(c->k[l]), afo_release(c->v[l]);
+    free(c->k);
+    free(c->v);
+    free(c);
+}
+
+void afo_kv_cache_reset(afo_kv_cache *c) {
+    if (c) c->length = 0;
+}
+
+int64_t afo_kv_cache_length(const afo_kv_cache *c) { return c ? c->length : 0; }
+int64_t afo_kv_cache_batch(const afo_kv_cache *c) { return c ? c->batch : 0; }
+
+afo_status afo_kv_cache_truncate(afo_kv_cache *c, int64_t length) {
+    if (!c || length < 0 || length > c->length)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: cannot truncate to %lld positions (holds %lld)",
+                         (long long)length, (long long)(c ? c->length : 0));
+    c->length = length;
+    return AFO_OK;
+}
