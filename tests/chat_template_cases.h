@@ -266,6 +266,12 @@ static const struct chat_case {
      "[\n\t1,\n\t[\n\t\t2,\n\t\t[\n\t\t\t3\n\t\t]\n\t]\n]"},
     {"{{ 1.0 | tojson }} {{ 1e100 | tojson }} {{ (1, 2) | tojson }}",
      "1.0 1e+100 [1, 2]"},
+    {"{{ 'a\\nb\\n' | indent(2) }}|{{ '' | indent }}|{{ 'x\\n\\ny' | indent(1, blank=true) }}|{{ 'x' | indent(2, true) }}",
+     "a\n  b\n||x\n \n y|  x"},
+    {"{{ d.update }}|{{ l.append is defined }}",
+     "|False"},
+    {"{% set ns = namespace(items=[]) %}{% for m in messages %}{% set ns.items = ns.items + [m.role | upper] %}{% endfor %}{{ ns.items | join(' ') }}",
+     "SYSTEM USER ASSISTANT TOOL"},
 };
 
 #endif

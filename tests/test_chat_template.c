@@ -114,6 +114,7 @@ static const error_case ERRORS[] = {
     {"{{ x() }}", "{}", AFO_ERR_INVALID_ARGUMENT, "'x' is undefined"},
     {"{{ 'a' + 1 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "can only concatenate str (not \"int\") to str"},
     {"{{ 1 / 0 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "division by zero"},
+    {"{{ '%d' % 3 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "'%' string formatting is not supported"},
     {"{{ 'a' < 1 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "'<' not supported between instances of 'str' and 'int'"},
     {"{{ m[5].role }}", "{\"m\": []}", AFO_ERR_INVALID_ARGUMENT, "list object has no element 5"},
     {"{{ m.a.b }}", "{\"m\": {}}", AFO_ERR_INVALID_ARGUMENT, "'dict object' has no attribute 'a'"},

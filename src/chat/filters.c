@@ -98,8 +98,9 @@ static jv f_indent(jctx *c, const jnode *at, jv v, jargs *a) {
     if (p[0].kind == JV_STR) jbuf_put(c, &ind, p[0].s.p, p[0].s.n);
     else for (int64_t i = jarg_int(c, at, p[0], 4); i > 0; i--) jbuf_put(c, &ind, " ", 1);
     bool first = jarg_bool(p[1], false), blank = jarg_bool(p[2], false);
-    jv s = jv_to_str(c, v);
-    jlist *lines = jstr_splitlines(c, (jv){.kind = JV_STR, .s = {s.s.p, s.s.n}});
+    /* Jinja appends a newline before splitting, so a trailing one survives */
+    jv s = jarith(c, at, '~', v, jv_cstr("\n"));
+    jlist *lines = jstr_splitlines(c, s);
     jbuf b = {0};
     if (first) jbuf_put(c, &b, ind.p, ind.n);
     for (size_t i = 0; i < lines->n; i++) {

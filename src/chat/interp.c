@@ -352,6 +352,7 @@ jv jarith(jctx *c, const jnode *at, int op, jv a, jv b) {
         return jv_float(fx / fy);
     case OP2('/', '/'):
     case '%':
+        if (op == '%' && a.kind == JV_STR) fail_at(c, at, "%s%s", "printf-style '%' string formatting is not supported", "");
         if (!nums) bad_operands(c, at, opname, a, b);
         if (fy == 0) fail_at(c, at, "%s%s", op == '%' ? "modulo by zero" : "integer division or modulo by zero", "");
         if (ints) {
