@@ -197,7 +197,7 @@ static void test_api_misuse(void) {
     afo_chat_template_free(t);
     afo_chat_template_free(NULL);
     char *src;
-    CHECK(afo_chat_template_from_model("/nonexistent-model-dir", &src, NULL, NULL) == AFO_ERR_FORMAT && !src);
+    CHECK(afo_chat_template_from_model("/nonexistent-model-dir", &src, NULL, NULL) == AFO_ERR_IO && !src);
 }
 
 /* ------------------------------------------------------------ model dirs */

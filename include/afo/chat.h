@@ -40,7 +40,8 @@ void afo_chat_set_time(int64_t unix_seconds);
  * "default" is taken). *bos / *eos get the bos_token / eos_token strings of
  * tokenizer_config.json (or special_tokens_map.json), NULL when the model
  * has none. All three are to free(); bos and eos may be NULL pointers when
- * not wanted. */
+ * not wanted. Errors: AFO_ERR_IO (not a directory, unreadable file),
+ * AFO_ERR_FORMAT (no template, malformed JSON). */
 afo_status afo_chat_template_from_model(const char *dir, char **source, char **bos, char **eos);
 
 #ifdef __cplusplus

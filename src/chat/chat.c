@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "afo/chat.h"
 #include "chat/jinja.h"
@@ -150,6 +151,8 @@ afo_status afo_chat_template_from_model(const char *dir, char **source, char **b
     *source = NULL;
     if (bos) *bos = NULL;
     if (eos) *eos = NULL;
+    struct stat sb;
+    if (stat(dir, &sb) != 0 || !S_ISDIR(sb.st_mode)) return afo_error(AFO_ERR_IO, "%s: not a model directory", dir);
     afo_status st = AFO_OK;
     cJSON *cfg = read_json(dir, "tokenizer_config.json", &st);
     cJSON *map = st == AFO_OK ? read_json(dir, "special_tokens_map.json", &st) : NULL;

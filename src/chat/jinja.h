@@ -112,7 +112,6 @@ struct jfunc {
     jv self;                 /* JF_METHOD: the bound object */
     const struct jnode *macro;
     jframe *closure;         /* JF_MACRO: the scope it was defined in */
-    const struct jnode *caller; /* JF_MACRO made from a call block */
 };
 
 struct jloop { jlist *items; size_t i; };
