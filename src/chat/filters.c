@@ -9,12 +9,6 @@
 
 #include "chat/jinja.h"
 
-static _Noreturn void ffail(jctx *c, const jnode *at, const char *fmt, const char *arg) {
-    char msg[300];
-    snprintf(msg, sizeof msg, fmt, arg);
-    jfail(c, AFO_ERR_INVALID_ARGUMENT, at->line, at->col, "%s", msg);
-}
-
 /* Jinja's attribute paths ("a.b", "items.0") as filters take them. */
 static jv attr_path(jctx *c, const jnode *at, jv v, jv path) {
     if (path.kind == JV_INT) return jgetitem(c, at, v, path);
@@ -119,7 +113,7 @@ static jv f_center(jctx *c, const jnode *at, jv v, jargs *a) {
     jv s = jv_to_str(c, v);
     int64_t width = jarg_int(c, at, p[0], 80), len = (int64_t)utf8_len(s.s.p, s.s.n);
     if (width <= len) return s;
-    if (width > JINJA_MAX_OUTPUT) ffail(c, at, "%s", "center: width too large");
+    if (width > JINJA_MAX_OUTPUT) jfail_at(c, at, "center: width too large");
     int64_t pad = width - len, left = pad / 2 + (pad & width & 1); /* CPython's split */
     jbuf b = {0};
     for (int64_t i = 0; i < left; i++) jbuf_put(c, &b, " ", 1);
@@ -135,8 +129,8 @@ static jv f_truncate(jctx *c, const jnode *at, jv v, jargs *a) {
     size_t end_n;
     const char *end = jarg_str(c, at, p[2], "...", &end_n);
     int64_t len = (int64_t)utf8_len(s.s.p, s.s.n), keep = length - (int64_t)utf8_len(end, end_n);
-    if (length < (int64_t)utf8_len(end, end_n)) ffail(c, at, "%s", "expected length >= len(end)");
-    if (leeway < 0) ffail(c, at, "%s", "expected leeway >= 0");
+    if (length < (int64_t)utf8_len(end, end_n)) jfail_at(c, at, "expected length >= len(end)");
+    if (leeway < 0) jfail_at(c, at, "expected leeway >= 0");
     if (len <= length + leeway) return s;
     size_t cut = utf8_offset(s.s.p, s.s.n, (size_t)keep);
     if (!jarg_bool(p[1], false)) {
@@ -181,7 +175,7 @@ static jv f_tojson(jctx *c, const jnode *at, jv v, jargs *a) {
     if (jgiven(p[2]) && p[2].kind != JV_NONE) {
         jlist *sep = jv_iter(c, at, p[2]);
         if (sep->n != 2 || sep->v[0].kind != JV_STR || sep->v[1].kind != JV_STR)
-            ffail(c, at, "%s", "tojson: separators must be a pair of strings");
+            jfail_at(c, at, "tojson: separators must be a pair of strings");
         o.item_sep = jv_cstr_of(c, sep->v[0]);
         o.key_sep = jv_cstr_of(c, sep->v[1]);
     }
@@ -202,7 +196,7 @@ static jv f_length(jctx *c, const jnode *at, jv v, jargs *a) {
         break;
     default: break;
     }
-    ffail(c, at, "object of type '%s' has no len()", jv_type(v));
+    jfail_at(c, at, "object of type '%s' has no len()", jv_type(v));
 }
 
 static jv f_list(jctx *c, const jnode *at, jv v, jargs *a) {
@@ -217,7 +211,7 @@ static jv f_items(jctx *c, const jnode *at, jv v, jargs *a) {
     NOARGS("items");
     jv out = jv_list(c, 0);
     if (v.kind == JV_UNDEF) return out;
-    if (v.kind != JV_DICT || (v.flags & JV_NAMESPACE)) ffail(c, at, "can only get item pairs from a mapping, not '%s'", jv_type(v));
+    if (v.kind != JV_DICT || (v.flags & JV_NAMESPACE)) jfail_at(c, at, "can only get item pairs from a mapping, not '%s'", jv_type(v));
     for (size_t i = 0; i < v.d->n; i++) {
         jv pair = jv_list(c, 2);
         pair.flags = JV_TUPLE;
@@ -270,7 +264,7 @@ static jv f_join(jctx *c, const jnode *at, jv v, jargs *a) {
 static jv f_batch(jctx *c, const jnode *at, jv v, jargs *a) {
     BIND("batch", "linecount", "fill_with");
     int64_t k = jarg_int(c, at, p[0], 1);
-    if (k <= 0) ffail(c, at, "%s", "batch: linecount must be positive");
+    if (k <= 0) jfail_at(c, at, "batch: linecount must be positive");
     jlist *items = jv_iter(c, at, v);
     jv out = jv_list(c, 0), row = {0};
     for (size_t i = 0; i < items->n; i++) {
@@ -378,10 +372,10 @@ static jv f_map(jctx *c, const jnode *at, jv v, jargs *a) {
         }
         return out;
     }
-    if (a->npos == 0) ffail(c, at, "%s", "map: expected a filter name or attribute=");
+    if (a->npos == 0) jfail_at(c, at, "map: expected a filter name or attribute=");
     const char *name = jv_cstr_of(c, a->pos[0]);
     jbuiltin f = jfilter_find(name);
-    if (!f) ffail(c, at, "map: no filter named '%s'", name);
+    if (!f) jfail_at(c, at, "map: no filter named '%s'", name);
     jargs rest = {a->pos + 1, a->npos - 1, a->kwn, a->kwv, a->nkw};
     for (size_t i = 0; i < items->n; i++) jlist_push(c, out.l, f(c, at, items->v[i], &rest));
     return out;
@@ -391,11 +385,11 @@ static jv f_map(jctx *c, const jnode *at, jv v, jargs *a) {
 static jv select_items(jctx *c, const jnode *at, jv v, jargs *a, bool keep, bool by_attr) {
     jlist *items = jv_iter(c, at, v);
     size_t first = by_attr ? 1 : 0;
-    if (by_attr && a->npos == 0) ffail(c, at, "%s", "selectattr/rejectattr: missing attribute");
+    if (by_attr && a->npos == 0) jfail_at(c, at, "selectattr/rejectattr: missing attribute");
     jtest t = NULL;
     if (a->npos > first) {
         const char *name = jv_cstr_of(c, a->pos[first]);
-        if (!(t = jtest_find(name))) ffail(c, at, "no test named '%s'", name);
+        if (!(t = jtest_find(name))) jfail_at(c, at, "no test named '%s'", name);
     }
     jargs rest = {a->pos + first + 1, a->npos > first ? a->npos - first - 1 : 0, a->kwn, a->kwv, a->nkw};
     jv out = jv_list(c, 0);
@@ -456,15 +450,15 @@ static jv f_abs(jctx *c, const jnode *at, jv v, jargs *a) {
     if (v.kind == JV_FLOAT) return jv_float(fabs(v.f));
     if (v.kind == JV_INT || v.kind == JV_BOOL) {
         int64_t i = v.kind == JV_BOOL ? v.b : v.i;
-        if (i == INT64_MIN) ffail(c, at, "%s", "integer overflow in abs");
+        if (i == INT64_MIN) jfail_at(c, at, "integer overflow in abs");
         return jv_int(i < 0 ? -i : i);
     }
-    ffail(c, at, "bad operand type for abs(): '%s'", jv_type(v));
+    jfail_at(c, at, "bad operand type for abs(): '%s'", jv_type(v));
 }
 
 static jv f_round(jctx *c, const jnode *at, jv v, jargs *a) {
     BIND("round", "precision", "method");
-    if (!jv_is_number(v)) ffail(c, at, "round: expected a number, not '%s'", jv_type(v));
+    if (!jv_is_number(v)) jfail_at(c, at, "round: expected a number, not '%s'", jv_type(v));
     int64_t prec = jarg_int(c, at, p[0], 0);
     const char *method = jarg_str(c, at, p[1], "common", NULL);
     double x = jv_num(v), scale = pow(10.0, (double)prec);
@@ -472,7 +466,7 @@ static jv f_round(jctx *c, const jnode *at, jv v, jargs *a) {
         return v.kind == JV_FLOAT ? jv_float(rint(x * scale) / scale) : prec >= 0 ? jv_int(v.kind == JV_BOOL ? v.b : v.i) : jv_float(rint(x * scale) / scale);
     if (!strcmp(method, "ceil")) return jv_float(ceil(x * scale) / scale);
     if (!strcmp(method, "floor")) return jv_float(floor(x * scale) / scale);
-    ffail(c, at, "%s", "round: method must be 'common', 'ceil' or 'floor'");
+    jfail_at(c, at, "round: method must be 'common', 'ceil' or 'floor'");
 }
 
 /* ------------------------------------------------------------------ table */

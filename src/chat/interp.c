@@ -53,12 +53,6 @@ static void frame_set(jctx *c, jframe *f, const char *name, jv v) {
     f->vals[f->n++] = v;
 }
 
-static _Noreturn void fail_at(jctx *c, const jnode *at, const char *fmt, const char *a, const char *b) {
-    char msg[400];
-    snprintf(msg, sizeof msg, fmt, a, b);
-    jfail(c, AFO_ERR_INVALID_ARGUMENT, at ? at->line : 0, at ? at->col : 0, "%s", msg);
-}
-
 static jv eval(jctx *c, jframe *f, const jnode *n);
 static int exec_body(jctx *c, jframe *f, const jnodes *body);
 
@@ -67,20 +61,20 @@ void jbind(jctx *c, const jnode *at, const char *fname, jargs *a, const char *co
     size_t np = 0;
     while (params[np]) np++;
     for (size_t i = 0; i < np; i++) out[i] = (jv){.kind = JV_UNDEF};
-    if (a->npos > np) fail_at(c, at, "%s() takes at most %s positional arguments", fname, jv_cstr_of(c, jv_int((int64_t)np)));
+    if (a->npos > np) jfail_at(c, at, "%s() takes at most %zu positional arguments", fname, np);
     for (size_t i = 0; i < a->npos; i++) out[i] = a->pos[i];
     for (size_t k = 0; k < a->nkw; k++) {
         size_t i = 0;
         while (i < np && strcmp(params[i], a->kwn[k]) != 0) i++;
-        if (i == np) fail_at(c, at, "%s() got an unexpected keyword argument '%s'", fname, a->kwn[k]);
-        if (i < a->npos) fail_at(c, at, "%s() got multiple values for argument '%s'", fname, a->kwn[k]);
+        if (i == np) jfail_at(c, at, "%s() got an unexpected keyword argument '%s'", fname, a->kwn[k]);
+        if (i < a->npos) jfail_at(c, at, "%s() got multiple values for argument '%s'", fname, a->kwn[k]);
         out[i] = a->kwv[k];
     }
 }
 
 void jexpect(jctx *c, const jnode *at, jv v, jkind kind, const char *what) {
     if (v.kind == JV_UNDEF && v.u) jfail_undef(c, at, v);
-    if (v.kind != kind && !(kind == JV_INT && v.kind == JV_BOOL)) fail_at(c, at, "%s, not '%s'", what, jv_type(v));
+    if (v.kind != kind && !(kind == JV_INT && v.kind == JV_BOOL)) jfail_at(c, at, "%s, not '%s'", what, jv_type(v));
 }
 
 int64_t jarg_int(jctx *c, const jnode *at, jv v, int64_t dflt) {
@@ -106,7 +100,7 @@ static const char *const LOOP_FIELDS[] = {"index", "index0", "revindex", "revind
                                           "length", "previtem", "nextitem", "depth", "depth0", NULL};
 
 static jv loop_cycle(jctx *c, const jnode *at, jv self, jargs *a) {
-    if (a->npos == 0) fail_at(c, at, "%s%s", "no items for cycling given", "");
+    if (a->npos == 0) jfail_at(c, at, "no items for cycling given");
     return a->pos[self.loop->i % a->npos];
 }
 
@@ -198,11 +192,11 @@ static jv slice(jctx *c, const jnode *at, jv obj, jv lo, jv hi, jv st) {
     for (int k = 0; k < 3; k++) {
         set[k] = !(parts[k].kind == JV_UNDEF || parts[k].kind == JV_NONE);
         if (set[k] && parts[k].kind != JV_INT && parts[k].kind != JV_BOOL)
-            fail_at(c, at, "slice indices must be integers or None, not '%s'%s", jv_type(parts[k]), "");
+            jfail_at(c, at, "slice indices must be integers or None, not '%s'", jv_type(parts[k]));
         b[k] = set[k] ? (parts[k].kind == JV_BOOL ? parts[k].b : parts[k].i) : 0;
     }
     int64_t step = set[2] ? b[2] : 1;
-    if (step == 0) fail_at(c, at, "%s%s", "slice step cannot be zero", "");
+    if (step == 0) jfail_at(c, at, "slice step cannot be zero");
     bool is_str = obj.kind == JV_STR;
     if (!is_str && obj.kind != JV_LIST) return jv_undef(c, "slice", jv_type(obj), JU_ELEMENT);
     size_t *offs = NULL; /* code point → byte offset, for non-ASCII strings */
@@ -252,7 +246,7 @@ bool jcontains(jctx *c, const jnode *at, jv needle, jv hay) {
     case JV_UNDEF: return false;
     case JV_STR:
         if (needle.kind != JV_STR)
-            fail_at(c, at, "'in <string>' requires string as left operand, not %s%s", jv_type(needle), "");
+            jfail_at(c, at, "'in <string>' requires string as left operand, not %s", jv_type(needle));
         return needle.s.n == 0 || (hay.s.n >= needle.s.n && memmem(hay.s.p, hay.s.n, needle.s.p, needle.s.n));
     case JV_LIST:
         for (size_t i = 0; i < hay.l->n; i++)
@@ -263,7 +257,7 @@ bool jcontains(jctx *c, const jnode *at, jv needle, jv hay) {
         break;
     default: break;
     }
-    fail_at(c, at, "argument of type '%s' is not iterable%s", jv_type(hay), "");
+    jfail_at(c, at, "argument of type '%s' is not iterable", jv_type(hay));
 }
 
 static _Noreturn void bad_operands(jctx *c, const jnode *at, const char *op, jv a, jv b) {
@@ -280,7 +274,7 @@ static _Noreturn void bad_operands(jctx *c, const jnode *at, const char *op, jv 
 static jv repeat(jctx *c, const jnode *at, jv seq, int64_t times) {
     if (times < 0) times = 0;
     size_t unit = seq.kind == JV_STR ? seq.s.n : seq.l->n;
-    if (unit && (uint64_t)times > JINJA_MAX_OUTPUT / unit) fail_at(c, at, "%s%s", "repetition result too large", "");
+    if (unit && (uint64_t)times > JINJA_MAX_OUTPUT / unit) jfail_at(c, at, "repetition result too large");
     if (seq.kind == JV_STR) {
         jbuf b = {0};
         for (int64_t i = 0; i < times; i++) jbuf_put(c, &b, seq.s.p, seq.s.n);
@@ -348,13 +342,13 @@ jv jarith(jctx *c, const jnode *at, int op, jv a, jv b) {
         bad_operands(c, at, opname, a, b);
     case '/':
         if (!nums) bad_operands(c, at, opname, a, b);
-        if (fy == 0) fail_at(c, at, "%s%s", "division by zero", "");
+        if (fy == 0) jfail_at(c, at, "division by zero");
         return jv_float(fx / fy);
     case OP2('/', '/'):
     case '%':
-        if (op == '%' && a.kind == JV_STR) fail_at(c, at, "%s%s", "printf-style '%' string formatting is not supported", "");
+        if (op == '%' && a.kind == JV_STR) jfail_at(c, at, "printf-style '%%' string formatting is not supported");
         if (!nums) bad_operands(c, at, opname, a, b);
-        if (fy == 0) fail_at(c, at, "%s%s", op == '%' ? "modulo by zero" : "integer division or modulo by zero", "");
+        if (fy == 0) jfail_at(c, at, "%s", op == '%' ? "modulo by zero" : "integer division or modulo by zero");
         if (ints) {
             if (x == INT64_MIN && y == -1) break;
             int64_t q = x / y, m = x % y;
@@ -383,7 +377,7 @@ jv jarith(jctx *c, const jnode *at, int op, jv a, jv b) {
     default: break;
     }
 overflow:
-    fail_at(c, at, "integer overflow in '%s'%s", opname, "");
+    jfail_at(c, at, "integer overflow in '%s'", opname);
 }
 
 static bool compare(jctx *c, const jnode *at, int op, jv a, jv b) {
@@ -415,7 +409,7 @@ static void eval_args(jctx *c, jframe *f, const jnode *n, jargs *a, size_t extra
 
 static jv call_macro(jctx *c, const jnode *at, const jfunc *fn, jargs *a) {
     const jnode *m = fn->macro;
-    if (++c->depth > JINJA_MAX_DEPTH) fail_at(c, at, "macro calls nested deeper than %s%s", "200", "");
+    if (++c->depth > JINJA_MAX_DEPTH) jfail_at(c, at, "macro calls nested deeper than %d", JINJA_MAX_DEPTH);
     jframe *f = frame_new(c, fn->closure);
     size_t np = m->kwv.n;
     jv varargs = jv_list(c, 0), kwargs = jv_dict(c, 0);
@@ -457,7 +451,7 @@ static jv call_macro(jctx *c, const jnode *at, const jfunc *fn, jargs *a) {
 
 jv jcall(jctx *c, const jnode *at, jv fn, jargs *a) {
     if (fn.kind == JV_UNDEF) jfail_undef(c, at, fn);
-    if (fn.kind != JV_FUNC) fail_at(c, at, "'%s' object is not callable%s", jv_type(fn), "");
+    if (fn.kind != JV_FUNC) jfail_at(c, at, "'%s' object is not callable", jv_type(fn));
     if (fn.fn->type == JF_MACRO) return call_macro(c, at, fn.fn, a);
     return fn.fn->fn(c, at, fn.fn->self, a);
 }
@@ -508,8 +502,8 @@ static jv eval_node(jctx *c, jframe *f, const jnode *n) {
         jv d = jv_dict(c, n->items.n / 2);
         for (size_t i = 0; i + 1 < n->items.n; i += 2) {
             jv k = eval(c, f, n->items.v[i]);
-            if (k.kind == JV_LIST && !(k.flags & JV_TUPLE)) fail_at(c, n, "unhashable type: '%s'%s", "list", "");
-            if (k.kind == JV_DICT) fail_at(c, n, "unhashable type: '%s'%s", "dict", "");
+            if (k.kind == JV_LIST && !(k.flags & JV_TUPLE)) jfail_at(c, n, "unhashable type: '%s'", "list");
+            if (k.kind == JV_DICT) jfail_at(c, n, "unhashable type: '%s'", "dict");
             jdict_set(c, d.d, k, eval(c, f, n->items.v[i + 1]));
         }
         return d;
@@ -525,7 +519,7 @@ static jv eval_node(jctx *c, jframe *f, const jnode *n) {
         }
         return jgetitem(c, n, obj, eval(c, f, k));
     }
-    case N_SLICE: fail_at(c, n, "%s%s", "a slice is only allowed inside [ ]", "");
+    case N_SLICE: jfail_at(c, n, "a slice is only allowed inside [ ]");
     case N_CALL: {
         jv fn = eval(c, f, n->a);
         jargs a;
@@ -543,10 +537,10 @@ static jv eval_node(jctx *c, jframe *f, const jnode *n) {
     case N_POS: {
         jv v = eval(c, f, n->a);
         if (v.kind == JV_UNDEF) jfail_undef(c, n, v);
-        if (!jv_is_number(v)) fail_at(c, n, "bad operand type for unary %s: '%s'", n->type == N_NEG ? "-" : "+", jv_type(v));
+        if (!jv_is_number(v)) jfail_at(c, n, "bad operand type for unary %s: '%s'", n->type == N_NEG ? "-" : "+", jv_type(v));
         if (n->type == N_POS) return v.kind == JV_BOOL ? jv_int(v.b) : v;
         if (v.kind == JV_FLOAT) return jv_float(-v.f);
-        if (as_int(v) == INT64_MIN) fail_at(c, n, "%s%s", "integer overflow", "");
+        if (as_int(v) == INT64_MIN) jfail_at(c, n, "integer overflow");
         return jv_int(-as_int(v));
     }
     case N_NOT: return jv_bool(!jv_truthy(eval(c, f, n->a)));
@@ -573,7 +567,7 @@ static jv eval_node(jctx *c, jframe *f, const jnode *n) {
         return n->c ? eval(c, f, n->c) : jv_undef(c, "the inline if-expression evaluated to false and no else section was defined.", NULL, JU_HINT);
     default: break;
     }
-    fail_at(c, n, "%s%s", "statement used as an expression", "");
+    jfail_at(c, n, "statement used as an expression");
 }
 
 /* -------------------------------------------------------------- statements */
@@ -585,14 +579,14 @@ static void assign(jctx *c, jframe *f, const jnode *target, jv v) {
     if (target->type == N_ATTR) {
         jv *ns = frame_find(f, target->a->name);
         if (!ns || ns->kind != JV_DICT || !(ns->flags & JV_NAMESPACE))
-            fail_at(c, target, "cannot assign attribute on non-namespace object '%s'%s", target->a->name, "");
+            jfail_at(c, target, "cannot assign attribute on non-namespace object '%s'", target->a->name);
         jdict_set(c, ns->d, jv_cstr(target->name), v);
         return;
     }
     jlist *items = jv_iter(c, target, v);
     if (items->n != target->items.n)
-        fail_at(c, target, "%s values to unpack (expected %s)", items->n > target->items.n ? "too many" : "not enough",
-                jv_cstr_of(c, jv_int((int64_t)target->items.n)));
+        jfail_at(c, target, "%s values to unpack (expected %zu)", items->n > target->items.n ? "too many" : "not enough",
+                 target->items.n);
     for (size_t i = 0; i < items->n; i++) assign(c, f, target->items.v[i], items->v[i]);
 }
 
@@ -623,7 +617,7 @@ static int exec_for(jctx *c, jframe *f, const jnode *n) {
     jframe *it = NULL;
     for (size_t i = 0; i < items->n; i++) {
         if (++c->iterations > JINJA_MAX_ITERATIONS)
-            fail_at(c, n, "loops ran more than %s iterations%s", "10000000", "");
+            jfail_at(c, n, "loops ran more than %d iterations", JINJA_MAX_ITERATIONS);
         loop->i = i;
         /* a fresh scope per iteration; the last one is recycled unless captured */
         if (!it || it->captured)
@@ -676,7 +670,7 @@ static int exec_stmt(jctx *c, jframe *f, const jnode *n) {
     case S_CONTINUE: return FLOW_CONTINUE;
     default: break;
     }
-    fail_at(c, n, "%s%s", "expression used as a statement", "");
+    jfail_at(c, n, "expression used as a statement");
 }
 
 static int exec_body(jctx *c, jframe *f, const jnodes *body) {

@@ -49,6 +49,10 @@ void jarena_free(jctx *c);
 _Noreturn void jfail(jctx *c, afo_status st, int line, int col, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 
+/* jfail for a template error at a node (NULL: no position). */
+#define jfail_at(c, at, ...) \
+    jfail((c), AFO_ERR_INVALID_ARGUMENT, (at) ? (at)->line : 0, (at) ? (at)->col : 0, __VA_ARGS__)
+
 /* Growable byte string in the arena, at most JINJA_MAX_OUTPUT bytes (the
  * rendered text, and every string a template builds). */
 typedef struct jbuf {

@@ -10,12 +10,6 @@
 
 #include "chat/jinja.h"
 
-static _Noreturn void mfail(jctx *c, const jnode *at, const char *fmt, const char *arg) {
-    char msg[300];
-    snprintf(msg, sizeof msg, fmt, arg);
-    jfail(c, AFO_ERR_INVALID_ARGUMENT, at ? at->line : 0, at ? at->col : 0, "%s", msg);
-}
-
 static jv substr(const char *p, size_t n) { return (jv){.kind = JV_STR, .s = {p, n}}; }
 
 /* --------------------------------------------------------- code points */
@@ -42,7 +36,7 @@ static bool in_set(unsigned cp, jv chars) {
 
 jv jstr_strip(jctx *c, const jnode *at, jv s, jv chars, int mode) {
     if (chars.kind != JV_STR && chars.kind != JV_NONE && jgiven(chars))
-        mfail(c, at, "strip arg must be None or str, not %s", jv_type(chars));
+        jfail_at(c, at, "strip arg must be None or str, not %s", jv_type(chars));
     size_t lo = 0, hi = s.s.n, k;
     if (mode & 1)
         while (lo < hi && in_set(utf8_decode(s.s.p + lo, hi - lo, &k), chars)) lo += k;
@@ -130,7 +124,7 @@ static jv m_capitalize(jctx *c, const jnode *at, jv self, jargs *a) { NOARGS("ca
 
 static jv m_splitlines(jctx *c, const jnode *at, jv self, jargs *a) {
     BIND("splitlines", "keepends");
-    if (jarg_bool(p[0], false)) mfail(c, at, "%s", "splitlines(keepends=True) is not supported");
+    if (jarg_bool(p[0], false)) jfail_at(c, at, "splitlines(keepends=True) is not supported");
     return (jv){.kind = JV_LIST, .l = jstr_splitlines(c, self)};
 }
 
@@ -150,7 +144,7 @@ static jv split(jctx *c, const jnode *at, jv self, jargs *a, bool from_right) {
     bool ws = !jgiven(p[0]) || p[0].kind == JV_NONE;
     size_t sn = 0;
     const char *sep = ws ? NULL : jarg_str(c, at, p[0], NULL, &sn);
-    if (!ws && sn == 0) mfail(c, at, "%s", "empty separator");
+    if (!ws && sn == 0) jfail_at(c, at, "empty separator");
     jv parts = jv_list(c, 0);
     const char *s = self.s.p;
     size_t lo = 0, hi = self.s.n, k;
@@ -217,7 +211,7 @@ static bool affix(jctx *c, const jnode *at, jv self, jv what, bool end) {
             if (affix(c, at, self, what.l->v[i], end)) return true;
         return false;
     }
-    if (what.kind != JV_STR) mfail(c, at, "%s arg must be str or a tuple of str", end ? "endswith" : "startswith");
+    if (what.kind != JV_STR) jfail_at(c, at, "%s arg must be str or a tuple of str", end ? "endswith" : "startswith");
     if (what.s.n > self.s.n) return false;
     return memcmp(self.s.p + (end ? self.s.n - what.s.n : 0), what.s.p, what.s.n) == 0;
 }
@@ -264,7 +258,7 @@ static jv find_impl(jctx *c, const jnode *at, jv self, jargs *a, const char *nam
     size_t n;
     const char *sub = jarg_str(c, at, p[0], NULL, &n);
     const char *f = find_sub(self.s.p, self.s.n, sub, n, last);
-    if (!f && must) mfail(c, at, "%s", "substring not found");
+    if (!f && must) jfail_at(c, at, "substring not found");
     return jv_int(f ? (int64_t)utf8_len(self.s.p, (size_t)(f - self.s.p)) : -1);
 }
 static jv m_find(jctx *c, const jnode *at, jv self, jargs *a) { return find_impl(c, at, self, a, "find", false, false); }
@@ -287,7 +281,7 @@ static jv m_join(jctx *c, const jnode *at, jv self, jargs *a) {
     jbuf b = {0};
     for (size_t i = 0; i < items->n; i++) {
         if (items->v[i].kind != JV_STR)
-            mfail(c, at, "sequence item: expected str instance, %s found", jv_type(items->v[i]));
+            jfail_at(c, at, "sequence item: expected str instance, %s found", jv_type(items->v[i]));
         if (i) jbuf_put(c, &b, self.s.p, self.s.n);
         jbuf_put(c, &b, items->v[i].s.p, items->v[i].s.n);
     }
@@ -296,7 +290,7 @@ static jv m_join(jctx *c, const jnode *at, jv self, jargs *a) {
 
 /* isdigit / isalpha / …: every character in the class, and at least one. */
 static jv char_class(jctx *c, const jnode *at, jv self, jargs *a, const char *name, int cls) {
-    if (a->npos || a->nkw) mfail(c, at, "%s() takes no arguments", name);
+    if (a->npos || a->nkw) jfail_at(c, at, "%s() takes no arguments", name);
     bool any_cased = false;
     for (size_t i = 0, k; i < self.s.n; i += k) {
         unsigned cp = utf8_decode(self.s.p + i, self.s.n - i, &k);
@@ -332,16 +326,16 @@ static void format_spec(jctx *c, const jnode *at, jbuf *out, jv v, const char *s
     if (i < sn && spec[i] == '.')
         for (prec = 0, i++; i < sn && spec[i] >= '0' && spec[i] <= '9' && prec < 1000;) prec = prec * 10 + spec[i++] - '0';
     if (i < sn) type = spec[i++];
-    if (i != sn || (type && !strchr("sdfFeE%", type))) mfail(c, at, "%s", "format: unsupported format spec");
+    if (i != sn || (type && !strchr("sdfFeE%", type))) jfail_at(c, at, "format: unsupported format spec");
     char num[400];
     jv text;
     if (type == 's' || (!type && v.kind == JV_STR)) {
         jv s = jv_to_str(c, v);
         text = prec >= 0 ? substr(s.s.p, utf8_offset(s.s.p, s.s.n, (size_t)prec)) : s;
     } else if (!jv_is_number(v)) {
-        mfail(c, at, "format: a number is needed for this spec, not '%s'", jv_type(v));
+        jfail_at(c, at, "format: a number is needed for this spec, not '%s'", jv_type(v));
     } else if (type == 'd' || (!type && v.kind != JV_FLOAT && prec < 0)) {
-        if (v.kind == JV_FLOAT) mfail(c, at, "%s", "format: 'd' needs an integer");
+        if (v.kind == JV_FLOAT) jfail_at(c, at, "format: 'd' needs an integer");
         snprintf(num, sizeof num, "%lld", (long long)(v.kind == JV_BOOL ? v.b : v.i));
         text = jv_cstr(num);
     } else if (!type && prec < 0) {
@@ -375,27 +369,27 @@ static jv m_format(jctx *c, const jnode *at, jv self, jargs *a) {
             jbuf_put(c, &out, s + i++, 1);
             continue;
         }
-        if (s[i] == '}') mfail(c, at, "%s", "Single '}' encountered in format string");
+        if (s[i] == '}') jfail_at(c, at, "Single '}' encountered in format string");
         if (s[i] != '{') {
             jbuf_put(c, &out, s + i, 1);
             continue;
         }
         size_t end = i + 1;
         while (end < n && s[end] != '}') end++;
-        if (end >= n) mfail(c, at, "%s", "Single '{' encountered in format string");
+        if (end >= n) jfail_at(c, at, "Single '{' encountered in format string");
         const char *f = s + i + 1;
         size_t fn = end - i - 1, name_n = 0;
         while (name_n < fn && !strchr(".[!:", f[name_n])) name_n++;
         jv v;
         if (name_n == 0 || (f[0] >= '0' && f[0] <= '9')) {
             size_t idx = name_n ? (size_t)strtoul(jstrdup(c, f, name_n), NULL, 10) : auto_index++;
-            if (idx >= a->npos) mfail(c, at, "%s", "Replacement index out of range for positional args tuple");
+            if (idx >= a->npos) jfail_at(c, at, "Replacement index out of range for positional args tuple");
             v = a->pos[idx];
         } else {
             const char *key = jstrdup(c, f, name_n);
             size_t k = 0;
             while (k < a->nkw && strcmp(a->kwn[k], key) != 0) k++;
-            if (k == a->nkw) mfail(c, at, "format: no argument named '%s'", key);
+            if (k == a->nkw) jfail_at(c, at, "format: no argument named '%s'", key);
             v = a->kwv[k];
         }
         size_t j = name_n;
@@ -426,7 +420,7 @@ static jv m_lindex(jctx *c, const jnode *at, jv self, jargs *a) {
     BIND("index", "value");
     for (size_t i = 0; i < self.l->n; i++)
         if (jv_eq(self.l->v[i], p[0])) return jv_int((int64_t)i);
-    mfail(c, at, "%s is not in list", jv_cstr_of(c, p[0]));
+    jfail_at(c, at, "%s is not in list", jv_cstr_of(c, p[0]));
 }
 
 static jv m_lcount(jctx *c, const jnode *at, jv self, jargs *a) {
