@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"random-model", cmd_random_model, "write a model directory with random weights for a config.json"},
     {"logits", cmd_logits, "compute a model's logits for token ids into a safetensors file"},
+    {"template", cmd_template, "render a model's chat template for a conversation"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 

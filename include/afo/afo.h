@@ -8,6 +8,7 @@
 #include "afo/io.h"
 #include "afo/autodiff.h"
 #include "afo/tokenizer.h"
+#include "afo/chat.h"
 #include "afo/sample.h"
 #include "afo/model.h"
 #endif

@@ -20,7 +20,8 @@ typedef enum afo_status {
     AFO_ERR_IO,               /* file could not be opened, read or written */
     AFO_ERR_FORMAT,           /* malformed file contents */
     AFO_ERR_UNSUPPORTED,      /* valid request this build cannot serve */
-    AFO_ERR_INTERNAL
+    AFO_ERR_INTERNAL,
+    AFO_ERR_REJECTED          /* the input broke a rule it carries (a chat template's raise_exception) */
 } afo_status;
 
 /* Text of the last error on this thread ("" when none). */

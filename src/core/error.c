@@ -45,6 +45,7 @@ const char *afo_status_name(afo_status s) {
     case AFO_ERR_FORMAT: return "malformed input";
     case AFO_ERR_UNSUPPORTED: return "unsupported";
     case AFO_ERR_INTERNAL: return "internal error";
+    case AFO_ERR_REJECTED: return "rejected";
     }
     return "unknown status";
 }
