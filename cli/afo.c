@@ -13,6 +13,9 @@ typedef struct command {
 } command;
 
 static const command COMMANDS[] = {
+    {"generate", cmd_generate, "generate text from a prompt (default: the demo model)"},
+    {"chat", cmd_chat, "chat interactively, keeping the conversation"},
+    {"perplexity", cmd_perplexity, "perplexity of a text file over fixed windows"},
     {"selfcheck", cmd_selfcheck, "build, differentiate and evaluate a small network; check the gradient"},
     {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (a model's tokenizer.json)"},

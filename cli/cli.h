@@ -14,9 +14,39 @@ double cli_now(void);
 const char *cli_value(int argc, char **argv, int *i);
 /* Parses an integer option in [lo, hi]; prints the error and returns -1. */
 int cli_int(const char *opt, const char *text, long lo, long hi, long *out);
+/* Options every model command takes (--threads N); prints the error for an
+ * unknown option and returns -1. */
+int cli_common_option(int argc, char **argv, int *i);
+/* Sampling and stopping options (--max-tokens, --temp, --top-k, --top-p,
+ * --min-p, --repetition-penalty, --seed, --stop) into o; returns 1 when
+ * argv[*i] was one, -1 on a bad value, 0 when it was not one. */
+int cli_sampling_option(int argc, char **argv, int *i, afo_generate_options *o, const char **stops, int max_stops);
+
+/* A loaded model and its tokenizer. model NULL: the demo model shipped in
+ * the repo (AFO_DEMO_MODEL overrides its path). */
+typedef struct cli_session {
+    afo_model *model;
+    afo_tokenizer *tok;
+} cli_session;
+const char *cli_demo_model(void);
+int cli_open(const char *model, cli_session *s);
+void cli_close(cli_session *s);
+/* Whole file (or stdin for "-") into a malloc'd NUL-terminated buffer. */
+int cli_read_file(const char *path, char **text, size_t *len);
+
+/* Prompt ids for a user message (and optional system message): through the
+ * model's chat template unless raw or the model has none. */
+int cli_prompt_ids(const cli_session *s, const char *system, const char *user, int raw, int32_t **ids, size_t *n);
+/* Prompt ids for a whole conversation (a cJSON array of {role, content});
+ * *templated tells whether the chat template was used. */
+struct cJSON;
+int cli_messages_ids(const cli_session *s, const struct cJSON *messages, int32_t **ids, size_t *n, int *templated);
 
 int cmd_selfcheck(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_random_model(int argc, char **argv);

@@ -11,4 +11,5 @@
 #include "afo/chat.h"
 #include "afo/sample.h"
 #include "afo/model.h"
+#include "afo/generate.h"
 #endif

@@ -1,0 +1,55 @@
+/* afo perplexity: the protocol of the fixtures' reference.json. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *USAGE =
+    "usage: afo perplexity [--model M] --file F [--ctx N] [--batch B] [--json] [--threads N]\n"
+    "  Encodes F without special tokens, splits it into windows of N tokens\n"
+    "  (default 256; the remainder is dropped) and reports exp(mean NLL) of the\n"
+    "  N-1 next-token predictions of each window; B windows per forward pass (default 4).\n";
+
+int cmd_perplexity(int argc, char **argv) {
+    const char *model = NULL, *file = NULL, *v;
+    long ctx = 256, batch = 4;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", USAGE), 0;
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--model")) { if (!(model = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--file")) { if (!(file = cli_value(argc, argv, &i))) return 2; }
+        else if (!strcmp(argv[i], "--ctx")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int("--ctx", v, 2, 1 << 20, &ctx)) return 2;
+        } else if (!strcmp(argv[i], "--batch")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int("--batch", v, 1, 4096, &batch)) return 2;
+        } else if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", USAGE), 2;
+    }
+    if (!file) return fprintf(stderr, "afo perplexity: --file is required\n%s", USAGE), 2;
+    cli_session s;
+    if (cli_open(model, &s) != 0) return 1;
+    char *text = NULL;
+    int32_t *ids = NULL;
+    size_t len = 0, n = 0;
+    int rc = 1;
+    double mean, t0 = cli_now();
+    int64_t preds;
+    if (cli_read_file(file, &text, &len) != 0) goto done;
+    if (afo_tokenizer_encode(s.tok, text, len, 0, &ids, &n) != AFO_OK) { cli_fail(file); goto done; }
+    if (afo_perplexity(s.model, ids, n, ctx, batch, &mean, &preds) != AFO_OK) { cli_fail("perplexity"); goto done; }
+    double secs = cli_now() - t0, tps = (double)(preds / (ctx - 1) * ctx) / secs;
+    if (json)
+        printf("{\"perplexity\": %.6f, \"mean_nll\": %.8f, \"predictions\": %lld, \"ctx\": %ld, \"tokens\": %zu, "
+               "\"tokens_per_second\": %.1f}\n", exp(mean), mean, (long long)preds, ctx, n, tps);
+    else
+        printf("perplexity %.4f (mean NLL %.6f over %lld predictions, windows of %ld; %.1f tokens/s)\n", exp(mean),
+               mean, (long long)preds, ctx, tps);
+    rc = 0;
+done:
+    free(text);
+    free(ids);
+    cli_close(&s);
+    return rc;
+}

@@ -1,0 +1,222 @@
+/* The generation loop: the model and the tokenizer do the work; this file
+ * sequences prefill and decode, applies the stop conditions, and keeps the
+ * text stream free of partial stop strings. */
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "afo/generate.h"
+#include "core/internal.h"
+
+afo_generate_options afo_generate_defaults(void) {
+    return (afo_generate_options){.max_tokens = 256, .sampler = afo_sampler_defaults(), .prefill_chunk = 512};
+}
+
+const char *afo_stop_reason_name(afo_stop_reason r) {
+    switch (r) {
+    case AFO_STOP_LENGTH: return "length";
+    case AFO_STOP_EOS: return "eos";
+    case AFO_STOP_STRING: return "stop string";
+    case AFO_STOP_CALLER: return "caller";
+    }
+    return "unknown";
+}
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* Text produced but not yet handed out: it may be the start of a stop
+ * string. */
+typedef struct text_gate {
+    const char *const *stop;
+    int num_stop;
+    char *held;
+    size_t len, cap;
+} text_gate;
+
+static afo_status gate_append(text_gate *g, const char *s) {
+    size_t n = strlen(s);
+    if (g->len + n + 1 > g->cap) {
+        size_t cap = (g->len + n + 1) * 2;
+        char *grown = realloc(g->held, cap);
+        if (!grown) return afo_error(AFO_ERR_OUT_OF_MEMORY, "generate: out of memory for text");
+        g->held = grown;
+        g->cap = cap;
+    }
+    memcpy(g->held + g->len, s, n + 1);
+    g->len += n;
+    return AFO_OK;
+}
+
+/* How many held bytes can be released: all of them unless a suffix could
+ * still grow into a stop string. Sets *hit when a stop string is complete
+ * (then the release ends where it starts). */
+static size_t gate_releasable(const text_gate *g, bool *hit) {
+    *hit = false;
+    size_t keep_from = g->len;
+    for (int i = 0; i < g->num_stop; i++) {
+        const char *found = strstr(g->held, g->stop[i]);
+        if (found && (size_t)(found - g->held) <= keep_from) {
+            keep_from = (size_t)(found - g->held);
+            *hit = true;
+        }
+    }
+    if (*hit) return keep_from;
+    for (int i = 0; i < g->num_stop; i++) {
+        size_t sl = strlen(g->stop[i]);
+        for (size_t k = sl - 1; k > 0; k--) /* longest held suffix that prefixes the stop string */
+            if (k <= g->len && memcmp(g->held + g->len - k, g->stop[i], k) == 0) {
+                if (g->len - k < keep_from) keep_from = g->len - k;
+                break;
+            }
+    }
+    return keep_from;
+}
+
+/* Hands out the releasable prefix; leaves the rest held. */
+static void gate_take(text_gate *g, size_t n, char *out) {
+    memcpy(out, g->held, n);
+    out[n] = '\0';
+    memmove(g->held, g->held + n, g->len - n + 1);
+    g->len -= n;
+}
+
+static afo_status check_options(const afo_generate_options *o, const afo_tokenizer *tok) {
+    if (o->max_tokens < 0) return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: max_tokens %lld < 0", (long long)o->max_tokens);
+    if (o->prefill_chunk < 1)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: prefill_chunk %lld < 1", (long long)o->prefill_chunk);
+    if (o->num_stop < 0 || (o->num_stop > 0 && !o->stop))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: invalid stop strings");
+    for (int i = 0; i < o->num_stop; i++)
+        if (!o->stop[i] || !o->stop[i][0]) return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: stop string %d is empty", i);
+    if (o->num_stop > 0 && !tok) return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: stop strings need a tokenizer");
+    return AFO_OK;
+}
+
+/* Runs ids through the model in chunks, keeping the last position's logits. */
+static afo_status prefill(afo_model *m, afo_kv_cache *cache, const int32_t *ids, size_t n, int64_t chunk,
+                          afo_array **logits) {
+    afo_forward_options fo = {.last_only = 1};
+    for (size_t at = 0; at < n; at += (size_t)chunk) {
+        int64_t len = (int64_t)(n - at) < chunk ? (int64_t)(n - at) : chunk;
+        afo_release(*logits);
+        *logits = NULL;
+        AFO_TRY(afo_model_forward_ex(m, cache, ids + at, 1, len, &fo, logits));
+    }
+    return AFO_OK;
+}
+
+typedef struct loop_state {
+    afo_sampler *sampler;
+    afo_detokenizer *detok;
+    text_gate gate;
+    int32_t *history;
+    size_t nhistory, cap;
+    char *piece_out;
+} loop_state;
+
+static void loop_free(loop_state *s) {
+    afo_sampler_free(s->sampler);
+    afo_detokenizer_free(s->detok);
+    free(s->gate.held);
+    free(s->history);
+    free(s->piece_out);
+}
+
+/* The text a new id adds, after the stop-string gate; *stop when a stop
+ * string completed. */
+static afo_status next_text(loop_state *s, int32_t id, bool last, bool *stop, const char **text) {
+    char *piece = NULL;
+    AFO_TRY(afo_detokenizer_push(s->detok, id, &piece));
+    afo_status st = gate_append(&s->gate, piece);
+    free(piece);
+    if (st == AFO_OK && last) { /* nothing more will come: release what is held */
+        char *rest = NULL;
+        st = afo_detokenizer_flush(s->detok, &rest);
+        if (st == AFO_OK) st = gate_append(&s->gate, rest);
+        free(rest);
+    }
+    AFO_TRY(st);
+    size_t n = gate_releasable(&s->gate, stop);
+    if (last && !*stop) n = s->gate.len; /* nothing follows: a partial stop string is plain text */
+    char *grown = realloc(s->piece_out, n + 1);
+    if (!grown) return afo_error(AFO_ERR_OUT_OF_MEMORY, "generate: out of memory for text");
+    s->piece_out = grown;
+    gate_take(&s->gate, n, s->piece_out);
+    *text = s->piece_out;
+    return AFO_OK;
+}
+
+afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, const int32_t *prompt, size_t n,
+                        const afo_generate_options *opts, afo_generate_callback cb, void *userdata,
+                        afo_generate_stats *stats) {
+    afo_generate_options o = opts ? *opts : afo_generate_defaults();
+    if (!m || !cache || (n > 0 && !prompt)) return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: NULL argument");
+    if (n == 0 && afo_kv_cache_length(cache) == 0)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: empty prompt and empty cache: nothing to continue");
+    if (n == 0) return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: the prompt needs at least one id");
+    AFO_TRY(check_options(&o, tok));
+    int64_t vocab = afo_model_vocab_size(m);
+    for (size_t i = 0; i < n; i++)
+        if (prompt[i] < 0 || prompt[i] >= vocab)
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "generate: prompt id %d at %zu outside the vocabulary of %lld",
+                             (int)prompt[i], i, (long long)vocab);
+    afo_generate_stats local = {0};
+    afo_generate_stats *st = stats ? stats : &local;
+    *st = (afo_generate_stats){.prompt_tokens = (int64_t)n};
+    loop_state s = {.gate = {.stop = o.stop, .num_stop = o.num_stop}};
+    afo_status rc = AFO_OK;
+    s.sampler = afo_sampler_new(&o.sampler, (int32_t)vocab);
+    s.cap = n + (size_t)o.max_tokens + 1;
+    s.history = malloc(sizeof(int32_t) * s.cap);
+    if (!s.sampler || !s.history || (tok && !(s.detok = afo_detokenizer_new(tok, 1)))) {
+        loop_free(&s);
+        return s.sampler ? afo_error(AFO_ERR_OUT_OF_MEMORY, "generate: out of memory") : AFO_ERR_INVALID_ARGUMENT;
+    }
+    memcpy(s.history, prompt, sizeof(int32_t) * n);
+    s.nhistory = n;
+
+    afo_reset_peak_memory();
+    double t0 = now();
+    afo_array *logits = NULL;
+    rc = prefill(m, cache, prompt, n, o.prefill_chunk, &logits);
+    st->prompt_seconds = now() - t0;
+    double t_first = 0;
+    for (int64_t step = 0; rc == AFO_OK && step < o.max_tokens; step++) {
+        const float *row = afo_array_data(logits);
+        int32_t id = row ? afo_sampler_sample(s.sampler, row, s.history, s.nhistory) : -1;
+        if (id < 0) {
+            rc = afo_last_status() != AFO_OK ? afo_last_status() : AFO_ERR_INTERNAL;
+            break;
+        }
+        if (step == 0) {
+            t_first = now();
+            st->time_to_first_token = t_first - t0;
+        }
+        st->generated_tokens++;
+        s.history[s.nhistory++] = id;
+        bool eos = !o.ignore_eos && afo_model_is_eos(m, id);
+        bool last = eos || step + 1 == o.max_tokens, stop = false;
+        const char *text = NULL;
+        if (s.detok && (rc = next_text(&s, id, last, &stop, &text)) != AFO_OK) break;
+        if (stop) st->stop_reason = AFO_STOP_STRING;
+        else if (eos) st->stop_reason = AFO_STOP_EOS;
+        if (cb && cb(id, text, userdata) && !stop && !eos) {
+            st->stop_reason = AFO_STOP_CALLER;
+            break;
+        }
+        if (stop || eos || last) break;
+        afo_release(logits);
+        logits = NULL;
+        afo_forward_options fo = {.last_only = 1};
+        rc = afo_model_forward_ex(m, cache, &id, 1, 1, &fo, &logits);
+    }
+    if (st->generated_tokens > 0) st->generate_seconds = now() - t_first;
+    st->peak_memory = afo_get_peak_memory();
+    afo_release(logits);
+    loop_free(&s);
+    return rc;
+}
