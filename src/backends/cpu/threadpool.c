@@ -1,49 +1,82 @@
 #include "backends/cpu/threadpool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include "afo/base.h"
 
-/* Workers sleep on a condition variable between jobs; a job is published by
- * bumping `generation`. The caller takes part as thread 0. */
+/* A job is published by bumping `generation`; the caller takes part as
+ * thread 0. Decoding runs hundreds of small parallel ops per token, a few
+ * microseconds apart, so workers spin on the generation for a while before
+ * sleeping on the condition variable, and the caller spins for the others
+ * to finish: a futex round trip per op would cost more than the op. */
 typedef struct pool {
     pthread_mutex_t lock;
-    pthread_cond_t wake, done;
+    pthread_cond_t wake;
     pthread_t *threads;
-    int nworkers; /* excluding the caller */
-    uint64_t generation;
-    int pending;
+    int nworkers;             /* excluding the caller; grows under lock */
+    atomic_uint_fast64_t generation;
+    atomic_int pending;       /* workers still running the current job */
+    atomic_int sleepers;      /* workers blocked (or about to block) on `wake` */
     afo_thread_fn fn;
     void *ctx;
     int job_threads;
 } pool;
 
-static pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER,
-                      .wake = PTHREAD_COND_INITIALIZER,
-                      .done = PTHREAD_COND_INITIALIZER};
+static pool g_pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 static int g_threads_wanted; /* 0: default */
 static _Thread_local int t_in_parallel;
 static pthread_mutex_t g_submit = PTHREAD_MUTEX_INITIALIZER;
 
+/* About 50-200 us of polling on current CPUs before a worker sleeps. */
+enum { SPIN_ROUNDS = 20000 };
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+/* Waits until the generation differs from `seen`; returns the new one. */
+static uint64_t wait_for_job(uint64_t seen) {
+    for (int i = 0; i < SPIN_ROUNDS; i++) {
+        uint64_t g = atomic_load_explicit(&g_pool.generation, memory_order_acquire);
+        if (g != seen) return g;
+        cpu_relax();
+    }
+    pthread_mutex_lock(&g_pool.lock);
+    atomic_fetch_add(&g_pool.sleepers, 1);
+    uint64_t g;
+    while ((g = atomic_load(&g_pool.generation)) == seen) pthread_cond_wait(&g_pool.wake, &g_pool.lock);
+    atomic_fetch_sub(&g_pool.sleepers, 1);
+    pthread_mutex_unlock(&g_pool.lock);
+    return g;
+}
+
+typedef struct worker_start {
+    int index;
+    uint64_t generation; /* the last job published before this worker existed */
+} worker_start;
+
 static void *worker_main(void *arg) {
-    int index = (int)(intptr_t)arg;
-    uint64_t seen = 0;
+    worker_start start = *(worker_start *)arg;
+    free(arg);
+    int index = start.index;
+    uint64_t seen = start.generation;
     t_in_parallel = 1;
     for (;;) {
-        pthread_mutex_lock(&g_pool.lock);
-        while (g_pool.generation == seen) pthread_cond_wait(&g_pool.wake, &g_pool.lock);
-        seen = g_pool.generation;
+        seen = wait_for_job(seen);
+        /* the job fields were written before the generation (release) */
         afo_thread_fn fn = g_pool.fn;
         void *ctx = g_pool.ctx;
         int nt = g_pool.job_threads;
-        pthread_mutex_unlock(&g_pool.lock);
         if (index < nt) fn(ctx, index, nt);
-        pthread_mutex_lock(&g_pool.lock);
-        if (--g_pool.pending == 0) pthread_cond_signal(&g_pool.done);
-        pthread_mutex_unlock(&g_pool.lock);
+        atomic_fetch_sub_explicit(&g_pool.pending, 1, memory_order_release);
     }
     return NULL;
 }
@@ -57,7 +90,8 @@ void afo_set_threads(int n) { g_threads_wanted = n > 0 ? n : 0; }
 
 int afo_get_threads(void) { return g_threads_wanted > 0 ? g_threads_wanted : default_threads(); }
 
-/* Grows the pool to n-1 workers (never shrinks: idle workers only sleep). */
+/* Grows the pool to n-1 workers (never shrinks: idle workers only sleep).
+ * Called with g_submit held, between jobs. */
 static void ensure_workers(int n) {
     int want = n - 1;
     if (want <= g_pool.nworkers) return;
@@ -65,10 +99,15 @@ static void ensure_workers(int n) {
     if (!grown) return;
     g_pool.threads = grown;
     while (g_pool.nworkers < want) {
-        /* workers are numbered from 1; the caller is thread 0 */
-        if (pthread_create(&g_pool.threads[g_pool.nworkers], NULL, worker_main,
-                           (void *)(intptr_t)(g_pool.nworkers + 1)) != 0)
+        /* workers are numbered from 1 (the caller is thread 0) and wait for
+         * the job after the current one, however late they start */
+        worker_start *start = malloc(sizeof *start);
+        if (!start) break;
+        *start = (worker_start){g_pool.nworkers + 1, atomic_load(&g_pool.generation)};
+        if (pthread_create(&g_pool.threads[g_pool.nworkers], NULL, worker_main, start) != 0) {
+            free(start);
             break;
+        }
         pthread_detach(g_pool.threads[g_pool.nworkers]);
         g_pool.nworkers++;
     }
@@ -81,24 +120,29 @@ void afo_parallel_run(afo_thread_fn fn, void *ctx) {
         return;
     }
     pthread_mutex_lock(&g_submit);
-    pthread_mutex_lock(&g_pool.lock);
     ensure_workers(nt);
     if (nt > g_pool.nworkers + 1) nt = g_pool.nworkers + 1;
     g_pool.fn = fn;
     g_pool.ctx = ctx;
     g_pool.job_threads = nt;
-    g_pool.pending = g_pool.nworkers;
-    g_pool.generation++;
-    pthread_cond_broadcast(&g_pool.wake);
-    pthread_mutex_unlock(&g_pool.lock);
+    atomic_store_explicit(&g_pool.pending, g_pool.nworkers, memory_order_relaxed);
+    /* sequentially consistent with the workers' sleepers++ / generation
+     * load, so either they see the new job or we see them asleep */
+    atomic_fetch_add(&g_pool.generation, 1);
+    if (atomic_load(&g_pool.sleepers) > 0) {
+        pthread_mutex_lock(&g_pool.lock);
+        pthread_cond_broadcast(&g_pool.wake);
+        pthread_mutex_unlock(&g_pool.lock);
+    }
 
     t_in_parallel = 1;
     fn(ctx, 0, nt);
     t_in_parallel = 0;
 
-    pthread_mutex_lock(&g_pool.lock);
-    while (g_pool.pending > 0) pthread_cond_wait(&g_pool.done, &g_pool.lock);
-    pthread_mutex_unlock(&g_pool.lock);
+    for (int spins = 0; atomic_load_explicit(&g_pool.pending, memory_order_acquire) > 0; spins++) {
+        if (spins < SPIN_ROUNDS) cpu_relax();
+        else sched_yield();
+    }
     pthread_mutex_unlock(&g_submit);
 }
 
