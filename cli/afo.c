@@ -17,7 +17,7 @@ static const command COMMANDS[] = {
     {"chat", cmd_chat, "chat interactively, keeping the conversation"},
     {"perplexity", cmd_perplexity, "perplexity of a text file over fixed windows"},
     {"selfcheck", cmd_selfcheck, "build, differentiate and evaluate a small network; check the gradient"},
-    {"bench", cmd_bench, "time the decode-time kernel (bf16 4096x4096 matvec)"},
+    {"bench", cmd_bench, "prefill and decode speed of one or more models"},
     {"tokenize", cmd_tokenize, "print the token ids of a text (a model's tokenizer.json)"},
     {"detokenize", cmd_detokenize, "print the text of token ids"},
     {"random-model", cmd_random_model, "write a model directory with random weights for a config.json"},

@@ -1,4 +1,4 @@
-/* afo selfcheck / afo bench: the array library end to end. */
+/* afo selfcheck: the array library end to end. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,37 +84,4 @@ int cmd_selfcheck(int argc, char **argv) {
     return 0;
 }
 
-/* Decode-style matvec through the public API: y = x @ W^T for a bf16 weight. */
-int cmd_bench(int argc, char **argv) {
-    int p = parse_threads(argc, argv, "usage: afo bench [--threads N]\n");
-    if (p != 0) return p < 0 ? 2 : 0;
-    const int64_t N = 4096, K = 4096;
-    int64_t ws[2] = {N, K}, xs[2] = {1, K};
-    afo_array *key = afo_random_key(1);
-    afo_array *w32 = key ? afo_random_normal(key, 0.0, 0.02, 2, ws, AFO_FLOAT32) : NULL;
-    afo_array *w = w32 ? afo_astype(w32, AFO_BFLOAT16) : NULL;
-    afo_array *x = w ? afo_full(1.0, AFO_BFLOAT16, 2, xs) : NULL;
-    afo_array *wt = x ? afo_transpose(w, NULL) : NULL;
-    if (!wt || afo_eval1(w) != AFO_OK) return cli_fail("bench");
-    double times[20];
-    for (int r = 0; r < 20; r++) {
-        afo_array *y = afo_matmul(x, wt);
-        double t0 = cli_now();
-        if (!y || afo_eval1(y) != AFO_OK) return cli_fail("bench");
-        times[r] = cli_now() - t0;
-        afo_release(y);
-    }
-    for (int i = 1; i < 20; i++) /* insertion sort for the median */
-        for (int j = i; j > 0 && times[j] < times[j - 1]; j--) {
-            double t = times[j];
-            times[j] = times[j - 1];
-            times[j - 1] = t;
-        }
-    double med = times[10], bytes = (double)N * (double)K * 2;
-    printf("bf16 matvec %lldx%lld, %d threads: median %.3f ms, %.1f GB/s (min %.3f, max %.3f ms)\n", (long long)N,
-           (long long)K, afo_get_threads(), med * 1e3, bytes / med / 1e9, times[0] * 1e3, times[19] * 1e3);
-    printf("for the full kernel benchmark with peers: build/bench_matmul\n");
-    afo_release(key), afo_release(w32), afo_release(w), afo_release(x), afo_release(wt);
-    return 0;
-}
 

@@ -1,0 +1,130 @@
+/* afo bench: prefill and decode speed of one or more models, as mlx-lm's
+ * benchmark reports them (random prompt ids, EOS ignored, several runs). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+static const char *USAGE =
+    "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N] [--json]\n"
+    "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
+    "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
+    "  decode tok/s and time to first token, peak memory and model bytes. Several --model\n"
+    "  options give one table.\n";
+
+enum { MAX_MODELS = 16 };
+
+typedef struct result {
+    const char *model;
+    double prefill[3], decode[3], ttft[3]; /* median, min, max */
+    size_t peak, weights;
+    int64_t params;
+} result;
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void summarize(double *v, int n, double out[3]) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    out[0] = v[n / 2], out[1] = v[0], out[2] = v[n - 1];
+}
+
+static int bench_one(const char *model, long prompt, long gen, long repeat, result *r) {
+    afo_model *m;
+    if (afo_model_load(model, NULL, &m) != AFO_OK) return cli_fail(model);
+    afo_kv_cache *cache = NULL;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)prompt);
+    double *pf = malloc(sizeof(double) * (size_t)repeat), *dc = malloc(sizeof(double) * (size_t)repeat),
+           *tf = malloc(sizeof(double) * (size_t)repeat);
+    int rc = 1;
+    if (!ids || !pf || !dc || !tf || afo_kv_cache_create(m, 1, &cache) != AFO_OK) {
+        cli_fail("bench");
+        goto done;
+    }
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int64_t vocab = afo_model_vocab_size(m);
+    for (long i = 0; i < prompt; i++) { /* xorshift: the same prompt for every model of a vocabulary */
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        ids[i] = (int32_t)(x % (uint64_t)vocab);
+    }
+    afo_generate_options o = afo_generate_defaults();
+    o.max_tokens = gen;
+    o.ignore_eos = 1;
+    size_t peak = 0;
+    for (long k = 0; k < repeat; k++) {
+        afo_generate_stats st;
+        afo_kv_cache_reset(cache);
+        if (afo_generate(m, cache, NULL, ids, (size_t)prompt, &o, NULL, NULL, &st) != AFO_OK) {
+            cli_fail("bench");
+            goto done;
+        }
+        pf[k] = (double)prompt / st.prompt_seconds;
+        dc[k] = st.generated_tokens > 1 ? (double)(st.generated_tokens - 1) / st.generate_seconds : 0;
+        tf[k] = st.time_to_first_token;
+        if (st.peak_memory > peak) peak = st.peak_memory;
+        fprintf(stderr, "%s: run %ld/%ld: prefill %.1f tok/s, decode %.1f tok/s\n", model, k + 1, repeat, pf[k], dc[k]);
+    }
+    *r = (result){.model = model, .peak = peak, .weights = afo_model_weight_bytes(m), .params = afo_model_num_params(m)};
+    summarize(pf, (int)repeat, r->prefill);
+    summarize(dc, (int)repeat, r->decode);
+    summarize(tf, (int)repeat, r->ttft);
+    rc = 0;
+done:
+    free(ids), free(pf), free(dc), free(tf);
+    afo_kv_cache_free(cache);
+    afo_model_free(m);
+    return rc;
+}
+
+int cmd_bench(int argc, char **argv) {
+    const char *models[MAX_MODELS], *v;
+    int nmodels = 0, json = 0;
+    long prompt = 512, gen = 128, repeat = 5;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", USAGE), 0;
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--model")) {
+            if (!(v = cli_value(argc, argv, &i))) return 2;
+            if (nmodels == MAX_MODELS) return fprintf(stderr, "afo bench: at most %d models\n", MAX_MODELS), 2;
+            models[nmodels++] = v;
+        } else if (!strcmp(argv[i], "--prompt-tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i - 1], v, 1, 1 << 20, &prompt)) return 2;
+        } else if (!strcmp(argv[i], "--gen-tokens")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i - 1], v, 2, 1 << 20, &gen)) return 2;
+        } else if (!strcmp(argv[i], "--repeat")) {
+            if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i - 1], v, 1, 1000, &repeat)) return 2;
+        } else if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", USAGE), 2;
+    }
+    if (nmodels == 0) models[nmodels++] = cli_demo_model();
+    result res[MAX_MODELS];
+    for (int k = 0; k < nmodels; k++)
+        if (bench_one(models[k], prompt, gen, repeat, &res[k]) != 0) return 1;
+    if (json) {
+        printf("[");
+        for (int k = 0; k < nmodels; k++)
+            printf("%s{\"model\":\"%s\",\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
+                   "\"prefill_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+                   "\"decode_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
+                   "\"ttft_s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f},\"peak_memory\":%zu,\"model_bytes\":%zu,"
+                   "\"params\":%lld}",
+                   k ? "," : "", res[k].model, afo_get_threads(), prompt, gen, repeat, res[k].prefill[0],
+                   res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
+                   res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights,
+                   (long long)res[k].params);
+        printf("]\n");
+        return 0;
+    }
+    printf("%d threads, prompt %ld tokens, %ld generated, %ld runs (median [min .. max])\n", afo_get_threads(), prompt,
+           gen, repeat);
+    printf("%-32s %24s %24s %22s %10s %10s\n", "model", "prefill tok/s", "decode tok/s", "TTFT s", "peak MB",
+           "model MB");
+    for (int k = 0; k < nmodels; k++)
+        printf("%-32s %8.1f [%6.1f .. %6.1f] %8.1f [%6.1f .. %6.1f] %6.3f [%.3f .. %.3f] %10.1f %10.1f\n",
+               res[k].model, res[k].prefill[0], res[k].prefill[1], res[k].prefill[2], res[k].decode[0],
+               res[k].decode[1], res[k].decode[2], res[k].ttft[0], res[k].ttft[1], res[k].ttft[2],
+               (double)res[k].peak / 1e6, (double)res[k].weights / 1e6);
+    return 0;
+}
