@@ -3,6 +3,7 @@
  * streaming-read bandwidth, measured in the same run), prefill tokens/s,
  * and load-to-first-token time. Prints a table and one JSON line.
  * Usage: bench_decode --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] */
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,17 +12,6 @@
 #include <afo/afo.h>
 
 #include "backends/cpu/threadpool.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct bw_job {
     const uint64_t *buf;
@@ -45,12 +35,12 @@ static double read_bandwidth(void) {
     bw_job j = {buf, n, {0}};
     double r[5];
     for (int k = 0; k < 5; k++) {
-        double t0 = now();
+        double t0 = bench_now();
         afo_parallel_for((int64_t)n, 1 << 16, bw_range, &j);
-        r[k] = (double)(n * 8) / (now() - t0) / 1e9;
+        r[k] = (double)(n * 8) / (bench_now() - t0) / 1e9;
     }
     free(buf);
-    qsort(r, 5, sizeof *r, cmp_double);
+    qsort(r, 5, sizeof *r, bench_cmp_double);
     return r[2];
 }
 
@@ -81,15 +71,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     afo_set_threads(threads);
-    double load = 0;
-    FILE *la = fopen("/proc/loadavg", "r");
-    if (la) {
-        if (fscanf(la, "%lf", &load) != 1) load = 0;
-        fclose(la);
-    }
-    if (load > 0.5) fprintf(stderr, "warning: load average %.2f > 0.5; the cores are not idle\n", load);
+    double load = bench_check_load();
 
-    double t0 = now();
+    double t0 = bench_now();
     afo_model *m;
     afo_model_options mo = {.compute_in_storage_dtype = storage};
     if (afo_model_load(model, &mo, &m) != AFO_OK) {
@@ -108,27 +92,27 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_decode: %s\n", afo_last_error());
         return 1;
     }
-    double first_token = now() - t0;
+    double first_token = bench_now() - t0;
     afo_release(logits);
 
     double *prefill = malloc(sizeof(double) * (size_t)reps), *decode = malloc(sizeof(double) * (size_t)reps);
     for (int r = 0; r < reps; r++) {
         afo_kv_cache_reset(cache);
-        double p0 = now();
+        double p0 = bench_now();
         afo_model_forward_ex(m, cache, ids, 1, prompt, &last, &logits);
-        prefill[r] = prompt / (now() - p0);
+        prefill[r] = prompt / (bench_now() - p0);
         int32_t tok = argmax_row(afo_array_data(logits), vocab);
         afo_release(logits);
-        double d0 = now();
+        double d0 = bench_now();
         for (int t = 0; t < tokens; t++) {
             afo_model_forward_ex(m, cache, &tok, 1, 1, &last, &logits);
             tok = argmax_row(afo_array_data(logits), vocab);
             afo_release(logits);
         }
-        decode[r] = tokens / (now() - d0);
+        decode[r] = tokens / (bench_now() - d0);
     }
-    qsort(prefill, (size_t)reps, sizeof(double), cmp_double);
-    qsort(decode, (size_t)reps, sizeof(double), cmp_double);
+    qsort(prefill, (size_t)reps, sizeof(double), bench_cmp_double);
+    qsort(decode, (size_t)reps, sizeof(double), bench_cmp_double);
     double bw = read_bandwidth();
     size_t bytes = afo_model_weight_bytes(m);
     double bound = bw * 1e9 / (double)bytes;

@@ -3,6 +3,7 @@
  * f32 prefill GEMM, bf16 by every route the CPU has (AMX tiles, vdpbf16ps,
  * widening to f32). Prints a table and one JSON line.
  * Usage: bench_matmul [--threads N] [--reps N] [--json] */
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,23 +23,12 @@ extern void openblas_set_num_threads(int n) __attribute__((weak));
 #include <immintrin.h>
 #endif
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
 typedef struct stats {
     double best, median, p10, p90; /* of the rate (higher is better) */
 } stats;
 
 static stats summarize(double *rates, int n) {
-    qsort(rates, (size_t)n, sizeof *rates, cmp_double);
+    qsort(rates, (size_t)n, sizeof *rates, bench_cmp_double);
     return (stats){rates[n - 1], rates[n / 2], rates[n / 10], rates[n - 1 - n / 10]};
 }
 
@@ -109,9 +99,9 @@ static stats read_bandwidth(int reps) {
     double *rates = malloc(sizeof(double) * (size_t)reps), check = 0;
     afo_parallel_run(bw_thread, &j); /* warm the page tables */
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         afo_parallel_run(bw_thread, &j);
-        rates[r] = (double)bytes / (now() - t0) * 1e-9;
+        rates[r] = (double)bytes / (bench_now() - t0) * 1e-9;
         check += j.sums[0];
     }
     if (check == 0) fprintf(stderr, "bandwidth check sum is 0\n"); /* keeps the sums live */
@@ -151,9 +141,9 @@ static stats matvec_rate(afo_dtype t, int64_t N, int64_t K, int reps) {
     double *rates = malloc(sizeof(double) * (size_t)reps);
     for (int r = -copies; r < reps; r++) {
         g.B = w[(r + copies) % copies];
-        double t0 = now();
+        double t0 = bench_now();
         afo_cpu_gemm(&g);
-        if (r >= 0) rates[r] = (double)wbytes / (now() - t0) * 1e-9;
+        if (r >= 0) rates[r] = (double)wbytes / (bench_now() - t0) * 1e-9;
     }
     stats s = summarize(rates, reps);
     for (int c = 0; c < copies; c++) free(w[c]);
@@ -176,13 +166,13 @@ static stats gemm_rate(afo_dtype t, int64_t M, int64_t N, int64_t K, int weight_
                        .c_dtype = AFO_FLOAT32, .ldc = N};
     double *rates = malloc(sizeof(double) * (size_t)reps);
     for (int r = -1; r < reps; r++) {
-        double t0 = now();
+        double t0 = bench_now();
         if (use_blas)
             cblas_sgemm(CBLAS_ROW_MAJOR, CBLAS_NO_TRANS, weight_layout ? CBLAS_TRANS : CBLAS_NO_TRANS, (int)M,
                         (int)N, (int)K, 1.0f, A, (int)K, B, weight_layout ? (int)K : (int)N, 0.0f, C, (int)N);
         else
             afo_cpu_gemm(&g);
-        if (r >= 0) rates[r] = 2.0 * (double)M * (double)N * (double)K / (now() - t0) * 1e-9;
+        if (r >= 0) rates[r] = 2.0 * (double)M * (double)N * (double)K / (bench_now() - t0) * 1e-9;
     }
     stats s = summarize(rates, reps);
     free(A), free(B), free(C), free(rates);
@@ -208,16 +198,6 @@ static void cpu_model(char *out, size_t n) {
     fclose(f);
 }
 
-static double load_average(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
 static void row(const char *name, stats s, const char *unit, double ratio, const char *ratio_of) {
     printf("%-34s %8.1f %8.1f  [%6.1f .. %6.1f] %-7s", name, s.median, s.best, s.p10, s.p90, unit);
     if (ratio > 0) printf(" %5.1f%% of %s", 100 * ratio, ratio_of);
@@ -240,8 +220,7 @@ int main(int argc, char **argv) {
     afo_set_threads(threads);
     int blas = cblas_sgemm && openblas_set_num_threads;
     if (blas) openblas_set_num_threads(threads);
-    double load = load_average();
-    if (load > 0.5) fprintf(stderr, "warning: load average %.2f > 0.5; the cores are not idle\n", load);
+    double load = bench_check_load();
     char model[256];
     cpu_model(model, sizeof model);
 

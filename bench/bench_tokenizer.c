@@ -2,23 +2,13 @@
  * (byte-level BPE, 128k) and llama2 (SentencePiece BPE, byte fallback)
  * tokenizers, one thread, median of the runs. Prints a table and one JSON
  * line. Usage: bench_tokenizer [--reps N] [--shared DIR] */
+#include "bench_util.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include <afo/afo.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 static char *slurp(const char *path, size_t *n) {
     FILE *f = fopen(path, "rb");
@@ -37,17 +27,6 @@ static char *slurp(const char *path, size_t *n) {
     return buf;
 }
 
-/* 1-minute load average: timings on a busy machine are noted as such. */
-static double loadavg(void) {
-    double l = -1;
-    FILE *f = fopen("/proc/loadavg", "r");
-    if (f) {
-        if (fscanf(f, "%lf", &l) != 1) l = -1;
-        fclose(f);
-    }
-    return l;
-}
-
 typedef struct result {
     const char *name;
     double load_s, median_mbs, best_mbs;
@@ -57,9 +36,9 @@ typedef struct result {
 static int run(const char *shared, const char *name, const char *text, size_t n, int reps, result *r) {
     char path[1024];
     snprintf(path, sizeof path, "%s/fixtures/tokenizers/%s", shared, name);
-    double t0 = now();
+    double t0 = bench_now();
     afo_tokenizer *t = afo_tokenizer_load(path);
-    r->load_s = now() - t0;
+    r->load_s = bench_now() - t0;
     if (!t) {
         fprintf(stderr, "bench_tokenizer: %s\n", afo_last_error());
         return -1;
@@ -69,18 +48,18 @@ static int run(const char *shared, const char *name, const char *text, size_t n,
     for (int i = 0; i < reps; i++) {
         int32_t *ids;
         size_t nids;
-        t0 = now();
+        t0 = bench_now();
         if (afo_tokenizer_encode(t, text, n, 0, &ids, &nids) != AFO_OK) {
             fprintf(stderr, "bench_tokenizer: %s\n", afo_last_error());
             free(mbs);
             afo_tokenizer_free(t);
             return -1;
         }
-        mbs[i] = (double)n / 1e6 / (now() - t0);
+        mbs[i] = (double)n / 1e6 / (bench_now() - t0);
         r->tokens = nids;
         free(ids);
     }
-    qsort(mbs, (size_t)reps, sizeof *mbs, cmp_double);
+    qsort(mbs, (size_t)reps, sizeof *mbs, bench_cmp_double);
     r->median_mbs = mbs[reps / 2];
     r->best_mbs = mbs[reps - 1];
     free(mbs);
@@ -108,7 +87,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_tokenizer: cannot read %s (set AFO_SHARED_DIR or --shared)\n", path);
         return 1;
     }
-    double load = loadavg();
+    double load = bench_check_load();
     printf("encoding %s (%.2f MB), 1 thread, median of %d runs, load average %.2f%s\n", path, (double)n / 1e6, reps,
            load, load > 0.5 ? " (busy machine: numbers may be low)" : "");
     const char *names[2] = {"llama3", "llama2"};
