@@ -52,5 +52,6 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_random_model(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
 int cmd_template(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
 
 #endif
