@@ -42,6 +42,9 @@ static void test_stories_greedy(void) {
     if (!r) return;
     const cJSON *ids = cJSON_GetObjectItem(r, "llama2c_greedy_ids"), *text = cJSON_GetObjectItem(r, "llama2c_greedy_text");
     int want = cJSON_GetArraySize(ids);
+    const char *scale = getenv("AFO_TEST_SCALE");
+    bool full = !scale || atof(scale) >= 1;
+    if (!full) want = 65; /* qemu: the first 64 steps of the story */
     afo_model *m = NULL;
     afo_tokenizer *tok = afo_tokenizer_load(dir);
     afo_kv_cache *cache = NULL;
@@ -58,7 +61,8 @@ static void test_stories_greedy(void) {
     int agree = 0;
     while (agree < c->n && agree + 1 < want && c->ids[agree] == cJSON_GetArrayItem(ids, agree + 1)->valueint) agree++;
     CHECK_MSG(agree == want - 1, "greedy ids agree with llama2.c for %d of %d steps", agree, want - 1);
-    CHECK_MSG(strcmp(c->text, text->valuestring) == 0, "text differs:\n%s\n---\n%s", c->text, text->valuestring);
+    if (full) CHECK_MSG(strcmp(c->text, text->valuestring) == 0, "text differs:\n%s\n---\n%s", c->text, text->valuestring);
+    else CHECK(strncmp(c->text, text->valuestring, strlen(c->text)) == 0);
     CHECK(st.prompt_tokens == 1 && st.generated_tokens == want - 1 && st.stop_reason == AFO_STOP_LENGTH);
     CHECK(afo_kv_cache_length(cache) == want - 1); /* BOS + all generated but the last */
     free(c);
@@ -160,9 +164,9 @@ static void test_demo_perplexity(void) {
     int64_t preds;
     if (!full) {
         double one;
-        fprintf(stderr, "  AFO_TEST_SCALE=%s: 6 windows only, no comparison with the whole-file reference\n", scale);
-        CHECK(afo_perplexity(m, ids, 6 * 256, 256, 4, &mean, &preds) == AFO_OK && preds == 6 * 255);
-        CHECK(afo_perplexity(m, ids, 6 * 256, 256, 1, &one, &preds) == AFO_OK);
+        fprintf(stderr, "  AFO_TEST_SCALE=%s: 3 windows only, no comparison with the whole-file reference\n", scale);
+        CHECK(afo_perplexity(m, ids, 3 * 256, 256, 2, &mean, &preds) == AFO_OK && preds == 3 * 255);
+        CHECK(afo_perplexity(m, ids, 3 * 256, 256, 1, &one, &preds) == AFO_OK);
         CHECK_MSG(fabs(one - mean) <= 1e-6 * mean && exp(mean) > 10 && exp(mean) < 200, "nll %g vs %g", one, mean);
         free(ids);
         goto out;
