@@ -12,4 +12,5 @@
 #include "afo/sample.h"
 #include "afo/model.h"
 #include "afo/generate.h"
+#include "afo/quant.h"
 #endif
