@@ -48,19 +48,15 @@ afo_status afo_quantize(afo_array *w, int group_size, int bits, afo_array **wq, 
                         afo_array **biases) {
     if (!w || !wq || !scales || !biases) return afo_error(AFO_ERR_INVALID_ARGUMENT, "quantize: NULL argument");
     *wq = *scales = *biases = NULL;
-    afo_array *wc = afo_contiguous(w);
-    if (!wc) return afo_last_status();
     afo_array *outs[3];
     for (int p = 0; p < 3; p++) {
         afo_attrs at = qattrs(group_size, bits, p);
-        outs[p] = afo_node(AFO_OP_QUANTIZE, &wc, 1, &at);
+        outs[p] = afo_node(AFO_OP_QUANTIZE, &w, 1, &at);
         if (!outs[p]) {
             afo_release_n(outs, p);
-            afo_release(wc);
             return afo_last_status();
         }
     }
-    afo_release(wc);
     *wq = outs[0];
     *scales = outs[1];
     *biases = outs[2];
@@ -96,22 +92,12 @@ static afo_status check_packed(const char *op, afo_array *const *in, const afo_a
     return AFO_OK;
 }
 
-/* Contiguous copies of the n operands (views where they already are). */
-static afo_array *node_contiguous(afo_op op, afo_array *const *args, int n, const afo_attrs *at) {
-    afo_array *c[4] = {NULL};
-    for (int i = 0; i < n; i++) {
-        if (!args[i]) {
-            afo_release_n(c, i);
-            return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "%s: NULL argument", afo_op_get(op)->name);
-        }
-        if (!(c[i] = afo_contiguous(args[i]))) {
-            afo_release_n(c, i);
-            return NULL;
-        }
-    }
-    afo_array *out = afo_node(op, c, n, at);
-    afo_release_n(c, n);
-    return out;
+/* The node, or an error naming the op when an operand is NULL. Kernels
+ * read strided operands through dense copies. */
+static afo_array *node_checked(afo_op op, afo_array *const *args, int n, const afo_attrs *at) {
+    for (int i = 0; i < n; i++)
+        if (!args[i]) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "%s: NULL argument", afo_op_get(op)->name);
+    return afo_node(op, args, n, at);
 }
 
 /* ------------------------------------------------------------ dequantize */
@@ -129,7 +115,7 @@ static afo_status dequantize_shape(afo_array *out, afo_array *const *in, int nin
 afo_array *afo_dequantize(afo_array *wq, afo_array *scales, afo_array *biases, int group_size, int bits) {
     afo_array *args[3] = {wq, scales, biases};
     afo_attrs at = qattrs(group_size, bits, 0);
-    return node_contiguous(AFO_OP_DEQUANTIZE, args, 3, &at);
+    return node_checked(AFO_OP_DEQUANTIZE, args, 3, &at);
 }
 
 /* ------------------------------------------------------------ quantized matmul */
@@ -167,7 +153,7 @@ afo_array *afo_quantized_matmul(afo_array *x, afo_array *wq, afo_array *scales, 
                                 int group_size, int bits) {
     afo_array *args[4] = {x, wq, scales, biases};
     afo_attrs at = qattrs(group_size, bits, transpose != 0);
-    return node_contiguous(AFO_OP_QUANTIZED_MATMUL, args, 4, &at);
+    return node_checked(AFO_OP_QUANTIZED_MATMUL, args, 4, &at);
 }
 
 /* ------------------------------------------------------------ quantized take */
@@ -194,7 +180,7 @@ afo_array *afo_quantized_take(afo_array *wq, afo_array *scales, afo_array *biase
                               int group_size, int bits) {
     afo_array *args[4] = {wq, scales, biases, indices};
     afo_attrs at = qattrs(group_size, bits, 0);
-    return node_contiguous(AFO_OP_QUANTIZED_TAKE, args, 4, &at);
+    return node_checked(AFO_OP_QUANTIZED_TAKE, args, 4, &at);
 }
 
 static const afo_op_def def_quantize = {"quantize", quantize_shape, {afo_cpu_quantize}, NULL};

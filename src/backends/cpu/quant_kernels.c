@@ -3,6 +3,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "backends/cpu/cpu.h"
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/nn_kernels.h"
@@ -32,11 +33,21 @@ afo_quant_unpack_fn afo_quant_unpack_best(void) {
     }
 }
 
+afo_qmv_fn afo_quant_qmv_best(int bits) {
+    if (bits != 4 && bits != 8) return NULL;
+    switch (afo_cpu_kernel_level()) {
+#if defined(__x86_64__)
+    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_qmv_avx2;
+#endif
+    default: return NULL;
+    }
+}
+
 void afo_quant_group_params(const float *w, int gs, int bits, float *scale, float *bias) {
     float lo = INFINITY, hi = -INFINITY;
     for (int j = 0; j < gs; j++) {
-        lo = fminf(lo, w[j]);
-        hi = fmaxf(hi, w[j]);
+        lo = w[j] < lo ? w[j] : lo;
+        hi = w[j] > hi ? w[j] : hi;
     }
     float n = (float)((1 << bits) - 1);
     float s = fmaxf((hi - lo) / n, 1e-7f);
@@ -54,10 +65,35 @@ void afo_quant_group_params(const float *w, int gs, int bits, float *scale, floa
     *bias = b;
 }
 
+/* Data pointers of the inputs, dense copies made of strided ones (views
+ * such as a transposed x) into owned[], which the caller frees. */
+static afo_status dense_inputs(afo_array *const *in, int nin, const void **ptr, void **owned) {
+    for (int i = 0; i < nin; i++) {
+        owned[i] = NULL;
+        if (in[i]->contiguous) {
+            ptr[i] = afo_array_ptr(in[i]);
+            continue;
+        }
+        owned[i] = malloc(afo_array_nbytes(in[i]) + 1);
+        if (!owned[i]) {
+            for (int j = 0; j < i; j++) free(owned[j]);
+            return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantization: out of memory for a dense copy of an input");
+        }
+        afo_cpu_copy(in[i], owned[i], in[i]->dtype);
+        ptr[i] = owned[i];
+    }
+    return AFO_OK;
+}
+
+static void free_n(void **p, int n) {
+    for (int i = 0; i < n; i++) free(p[i]);
+}
+
 /* ------------------------------------------------------------ quantize */
 
 typedef struct quant_ctx {
     const afo_array *w;
+    const void *wp;
     afo_array *out;
     int gs, bits, part;
     int64_t in;
@@ -76,7 +112,7 @@ static void quantize_rows(void *p, int64_t r0, int64_t r1) {
     float *sb = row + in;
     uint32_t n = (1u << c->bits) - 1;
     for (int64_t r = r0; r < r1; r++) {
-        afo_cpu_convert_row(c->w->dtype, (const char *)afo_array_ptr(c->w) + r * in * (int64_t)ws, AFO_FLOAT32, row, in);
+        afo_cpu_convert_row(c->w->dtype, (const char *)c->wp + r * in * (int64_t)ws, AFO_FLOAT32, row, in);
         for (int64_t g = 0; g < G; g++) afo_quant_group_params(row + g * c->gs, c->gs, c->bits, &sb[g], &sb[G + g]);
         char *dst = (char *)afo_array_ptr(c->out);
         if (c->part != AFO_QPART_PACKED) {
@@ -106,7 +142,10 @@ afo_status afo_cpu_quantize(afo_array *out, afo_array *const *in, int nin, const
                    .part = (int)attrs->i[AFO_QUANT_I_EXTRA], .in = w->shape[w->ndim - 1]};
     atomic_init(&c.failed, false);
     if (w->size == 0) return AFO_OK;
+    void *owned[1];
+    AFO_TRY(dense_inputs(in, 1, &c.wp, owned));
     afo_parallel_for(w->size / c.in, 4, quantize_rows, &c);
+    free(owned[0]);
     return atomic_load(&c.failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "quantize: out of memory for scratch") : AFO_OK;
 }
 
@@ -121,8 +160,9 @@ typedef struct qmat {
     int64_t cols, words, G; /* per row */
 } qmat;
 
-static qmat qmat_of(afo_array *const *in, const afo_attrs *attrs) {
-    qmat m = {.w = afo_array_ptr(in[0]), .s = afo_array_ptr(in[1]), .b = afo_array_ptr(in[2]),
+/* in: wq, scales, biases with their dense data at ptr. */
+static qmat qmat_of(afo_array *const *in, const void *const *ptr, const afo_attrs *attrs) {
+    qmat m = {.w = ptr[0], .s = ptr[1], .b = ptr[2],
               .sdt = in[1]->dtype, .gs = (int)attrs->i[AFO_QUANT_I_GS], .bits = (int)attrs->i[AFO_QUANT_I_BITS]};
     m.words = in[0]->shape[in[0]->ndim - 1];
     m.cols = m.words * 32 / m.bits;
@@ -179,9 +219,14 @@ static afo_status run_rows(rows_ctx *c, int64_t n, const char *op) {
 
 afo_status afo_cpu_dequantize(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
-    rows_ctx c = {.m = qmat_of(in, attrs), .up = afo_quant_unpack_best(), .out = out};
     if (out->size == 0) return AFO_OK;
-    return run_rows(&c, out->size / c.m.cols, "dequantize");
+    const void *ptr[3];
+    void *owned[3];
+    AFO_TRY(dense_inputs(in, 3, ptr, owned));
+    rows_ctx c = {.m = qmat_of(in, ptr, attrs), .up = afo_quant_unpack_best(), .out = out};
+    afo_status st = run_rows(&c, out->size / c.m.cols, "dequantize");
+    free_n(owned, 3);
+    return st;
 }
 
 afo_status afo_cpu_quantized_take(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
@@ -189,9 +234,15 @@ afo_status afo_cpu_quantized_take(afo_array *out, afo_array *const *in, int nin,
     const afo_array *ix = in[3];
     int64_t n = ix->size, R = in[0]->shape[0];
     if (n == 0) return AFO_OK;
+    const void *ptr[4];
+    void *owned[4];
+    AFO_TRY(dense_inputs(in, 4, ptr, owned));
     int64_t *rows = malloc((size_t)n * sizeof(int64_t));
-    if (!rows) return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_take: out of memory");
-    const void *p = afo_array_ptr(ix);
+    if (!rows) {
+        free_n(owned, 4);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_take: out of memory");
+    }
+    const void *p = ptr[3];
     for (int64_t i = 0; i < n; i++) {
         int64_t v;
         switch (ix->dtype) {
@@ -202,14 +253,16 @@ afo_status afo_cpu_quantized_take(afo_array *out, afo_array *const *in, int nin,
         if (v < 0) v += R; /* negative indices count from the end, as take */
         if (v < 0 || v >= R) {
             free(rows);
+            free_n(owned, 4);
             return afo_error(AFO_ERR_INVALID_ARGUMENT, "quantized_take: index %lld out of range for %lld rows",
                              (long long)(v < 0 ? v - R : v), (long long)R);
         }
         rows[i] = v;
     }
-    rows_ctx c = {.m = qmat_of(in, attrs), .up = afo_quant_unpack_best(), .rows = rows, .out = out};
+    rows_ctx c = {.m = qmat_of(in, ptr, attrs), .up = afo_quant_unpack_best(), .rows = rows, .out = out};
     afo_status st = run_rows(&c, n, "quantized_take");
     free(rows);
+    free_n(owned, 4);
     return st;
 }
 
@@ -225,8 +278,15 @@ typedef struct qmm_ctx {
     int transpose;
     float *panel; /* prefill: the dequantized block */
     int64_t p0, pn; /* block start (rows of W for transpose, else columns) and width */
+    afo_qmv_args qmv; /* matvec at a level with a fused kernel */
+    afo_qmv_fn fused;
     atomic_bool failed;
 } qmm_ctx;
+
+static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
+    qmm_ctx *c = p;
+    c->fused(&c->qmv, n0, n1);
+}
 
 /* Decode: each weight row is unpacked once into L1 and used by all M rows
  * of x; a group contributes s * (q . x) + b * sum(x), so the bias costs one
@@ -306,7 +366,16 @@ static afo_status qmv(qmm_ctx *c) {
     if (!xsum) return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
     for (int64_t i = 0; i < c->M * G; i++) xsum[i] = c->prims->sum(c->x + i * c->m.gs, c->m.gs);
     c->xsum = xsum;
-    afo_parallel_for(c->N, 16, qmv_rows, c);
+    afo_qmv_fn fused = afo_quant_qmv_best(c->m.bits);
+    if (fused) {
+        c->qmv = (afo_qmv_args){.bits = c->m.bits, .gs = c->m.gs, .M = (int)c->M, .K = c->K, .G = G, .words = c->m.words,
+                                .x = c->x, .xsum = xsum, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
+                                .y = c->y, .ldy = c->N};
+        c->fused = fused;
+        afo_parallel_for(c->N, 16, qmv_fused_rows, c);
+    } else {
+        afo_parallel_for(c->N, 16, qmv_rows, c);
+    }
     free(xsum);
     return atomic_load(&c->failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for scratch")
                                    : AFO_OK;
@@ -316,31 +385,30 @@ static afo_status qmv(qmm_ctx *c) {
 afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
     const afo_array *x = in[0];
-    qmm_ctx c = {.m = qmat_of(in + 1, attrs), .up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(),
+    if (out->size == 0) return AFO_OK;
+    const void *ptr[4];
+    void *owned[4];
+    AFO_TRY(dense_inputs(in, 4, ptr, owned));
+    qmm_ctx c = {.m = qmat_of(in + 1, ptr + 1, attrs), .up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(),
                  .transpose = (int)attrs->i[AFO_QUANT_I_EXTRA]};
     atomic_init(&c.failed, false);
     c.K = x->shape[x->ndim - 1];
     c.N = out->shape[out->ndim - 1];
-    c.M = c.K ? x->size / c.K : 0;
-    if (out->size == 0) return AFO_OK;
-    float *xf = NULL, *yf = NULL;
-    if (x->dtype != AFO_FLOAT32) {
-        xf = malloc((size_t)x->size * sizeof(float));
-        if (!xf) return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
-        afo_cpu_convert_row(x->dtype, afo_array_ptr(x), AFO_FLOAT32, xf, x->size);
+    c.M = x->size / c.K;
+    float *xf = x->dtype != AFO_FLOAT32 ? malloc((size_t)x->size * sizeof(float)) : NULL;
+    float *yf = out->dtype != AFO_FLOAT32 ? malloc((size_t)out->size * sizeof(float)) : NULL;
+    afo_status st = AFO_OK;
+    if ((x->dtype != AFO_FLOAT32 && !xf) || (out->dtype != AFO_FLOAT32 && !yf)) {
+        st = afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
+    } else {
+        if (xf) afo_cpu_convert_row(x->dtype, ptr[0], AFO_FLOAT32, xf, x->size);
+        c.x = xf ? xf : ptr[0];
+        c.y = yf ? yf : afo_array_ptr(out);
+        st = c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv(&c) : qmm_blocked(&c);
+        if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
     }
-    if (out->dtype != AFO_FLOAT32) {
-        yf = malloc((size_t)out->size * sizeof(float));
-        if (!yf) {
-            free(xf);
-            return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
-        }
-    }
-    c.x = xf ? xf : afo_array_ptr(x);
-    c.y = yf ? yf : afo_array_ptr(out);
-    afo_status st = c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv(&c) : qmm_blocked(&c);
-    if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
     free(xf);
     free(yf);
+    free_n(owned, 4);
     return st;
 }

@@ -23,6 +23,28 @@ void afo_quant_unpack_avx2(int bits, const uint32_t *row, int64_t c0, int64_t n,
 /* The unpacker of the current kernel level. */
 afo_quant_unpack_fn afo_quant_unpack_best(void);
 
+/* Decode matvec: y[m*ldy + n] = sum_k x[m*K + k] * deq(w row n)[k] for
+ * m < M (<= AFO_MATVEC_MAX_M) and rows n0 <= n < n1 of the packed matrix;
+ * xsum[m*G + g] is the sum of x row m over group g (a group adds
+ * s * (q . x) + b * xsum). Scales and biases [N, G] have dtype sdt. */
+typedef struct afo_qmv_args {
+    int bits, gs, M;
+    int64_t K, G, words;
+    const float *x, *xsum;
+    const uint32_t *w;
+    const void *s, *b;
+    afo_dtype sdt;
+    float *y;
+    int64_t ldy;
+} afo_qmv_args;
+typedef void (*afo_qmv_fn)(const afo_qmv_args *a, int64_t n0, int64_t n1);
+#if defined(__x86_64__)
+void afo_quant_qmv_avx2(const afo_qmv_args *a, int64_t n0, int64_t n1); /* 4 and 8 bits */
+#endif
+/* The fused matvec of the current level for this width, or NULL where the
+ * generic path (unpack a row, then dot products) serves. */
+afo_qmv_fn afo_quant_qmv_best(int bits);
+
 /* The group's parameters by MLX's rules, in float32 (before rounding to
  * the weight dtype; packing uses these unrounded values, as MLX does). */
 void afo_quant_group_params(const float *w, int gs, int bits, float *scale, float *bias);
