@@ -451,6 +451,39 @@ static void test_quantized_matmul_grad(void) {
     qmat_free(&m);
 }
 
+/* Strided operands (transposed x and w, every other row of the packed
+ * matrix) give the results of their dense copies: quantize bit for bit,
+ * matmul within rounding. */
+static void test_strided_inputs(void) {
+    int64_t ws[2] = {128, 6}, xs[2] = {128, 3};
+    float w[128 * 6], x[128 * 3];
+    random_weights(AFO_FLOAT32, w, 128 * 6, 32);
+    for (int i = 0; i < 128 * 3; i++) x[i] = (float)test_normal();
+    afo_array *wbase = afo_array_from_data(w, AFO_FLOAT32, 2, ws), *xbase = afo_array_from_data(x, AFO_FLOAT32, 2, xs);
+    afo_array *wt = afo_swapaxes(wbase, 0, 1), *xt = afo_swapaxes(xbase, 0, 1); /* [6, 128], [3, 128] views */
+    afo_array *wd = afo_contiguous(wt), *xd = afo_contiguous(xt), *q[3], *qd[3], *qs[3], *qsd[3];
+    CHECK(afo_quantize(wt, 32, 5, &q[0], &q[1], &q[2]) == AFO_OK);
+    CHECK(afo_quantize(wd, 32, 5, &qd[0], &qd[1], &qd[2]) == AFO_OK);
+    for (int i = 0; i < 3; i++) {
+        float *a = read_f32(q[i]), *b = read_f32(qd[i]);
+        CHECK(memcmp(a, b, (size_t)afo_array_size(q[i]) * sizeof(float)) == 0);
+        free(a), free(b);
+        int64_t start[2] = {0, 0}, stop[2] = {6, afo_array_dim(q[i], 1)}, step[2] = {2, 1};
+        qs[i] = afo_slice(q[i], start, stop, step);
+        qsd[i] = afo_contiguous(qs[i]);
+    }
+    afo_array *y = afo_quantized_matmul(xt, qs[0], qs[1], qs[2], 1, 32, 5);
+    afo_array *yd = afo_quantized_matmul(xd, qsd[0], qsd[1], qsd[2], 1, 32, 5);
+    float *a = read_f32(y), *b = read_f32(yd);
+    int bad = 0;
+    for (int i = 0; i < 3 * 3; i++) bad += !(fabsf(a[i] - b[i]) <= 1e-5f * (1 + fabsf(b[i])));
+    CHECK(bad == 0);
+    free(a), free(b);
+    afo_array *arrs[] = {wbase, xbase, wt, xt, wd, xd, y, yd};
+    for (int i = 0; i < LEN(arrs); i++) afo_release(arrs[i]);
+    for (int i = 0; i < 3; i++) afo_release(q[i]), afo_release(qd[i]), afo_release(qs[i]), afo_release(qsd[i]);
+}
+
 /* ------------------------------------------------------------ errors */
 
 static void expect_error(afo_array *a, const char *what) {
@@ -501,6 +534,7 @@ int main(void) {
     RUN(test_interop_vectors);
     RUN(test_quantized_matmul);
     RUN(test_quantized_matmul_grad);
+    RUN(test_strided_inputs);
     RUN(test_errors);
     return test_finish();
 }
