@@ -49,12 +49,14 @@ static inline __attribute__((always_inline)) void levels32(int bits, const uint3
     if (bits == 4) {
         const __m256i shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28), mask = _mm256_set1_epi32(0xf);
         const uint32_t *w = row + c / 8;
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++) {
             __m256i v = _mm256_set1_epi32((int)w[j]);
             q[j] = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(v, shifts), mask));
         }
     } else {
         const uint8_t *p = (const uint8_t *)row + c;
+#pragma GCC unroll 4
         for (int j = 0; j < 4; j++)
             q[j] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(p + 8 * j))));
     }
@@ -75,13 +77,16 @@ static inline __attribute__((always_inline)) void qmv_block(int bits, int mc, co
         const uint32_t *row = a->w + n * a->words;
         __m256 acc[4];
         float bsum[4] = {0};
+#pragma GCC unroll 4
         for (int i = 0; i < mc; i++) acc[i] = _mm256_setzero_ps();
         for (int64_t g = 0; g < a->G; g++) {
             __m256 d[4];
+#pragma GCC unroll 4
             for (int i = 0; i < mc; i++) d[i] = _mm256_setzero_ps();
             for (int64_t c = g * a->gs; c < (g + 1) * a->gs; c += 32) {
                 __m256 q[4];
                 levels32(bits, row, c, q);
+#pragma GCC unroll 4
                 for (int i = 0; i < mc; i++) {
                     const float *x = a->x + (m0 + i) * a->K + c;
                     __m256 t = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(x + 8), _mm256_mul_ps(q[0], _mm256_loadu_ps(x)));
@@ -91,11 +96,13 @@ static inline __attribute__((always_inline)) void qmv_block(int bits, int mc, co
             }
             __m256 s = _mm256_set1_ps(param(a->sdt, a->s, n * a->G + g));
             float b = param(a->sdt, a->b, n * a->G + g);
+#pragma GCC unroll 4
             for (int i = 0; i < mc; i++) {
                 acc[i] = _mm256_fmadd_ps(d[i], s, acc[i]);
                 bsum[i] += b * a->xsum[(m0 + i) * a->G + g];
             }
         }
+#pragma GCC unroll 4
         for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n] = hsum(acc[i]) + bsum[i];
     }
 }
