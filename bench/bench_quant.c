@@ -1,7 +1,8 @@
 /* Quantized matvec benchmark (decode): afo_quantized_matmul with M = 1 on
  * 4096x4096 weights, 4-bit and 8-bit, group size 64, bf16 scales/biases,
  * in GB/s of packed weights + scales + biases read per call, next to the
- * bf16 matvec through afo_cpu_gemm and the streaming-read bandwidth. Every
+ * bf16 matvec through afo_cpu_gemm and the streaming-read bandwidth, and the
+ * 4-bit prefill matmul (M = 512) in GFLOP/s. Every
  * call reads a different copy (>= 256 MiB in all), so data comes from DRAM.
  * Prints a table and one JSON line.
  * Usage: bench_quant [--threads N] [--reps N] [--json] */
@@ -45,6 +46,31 @@ static stats qmv_rate(int bits, int gs, int64_t N, int64_t K, int reps, double *
     return s;
 }
 
+/* Prefill: x [M, K] @ w^T in GFLOP/s through the dequantized-panel GEMM. */
+static stats qmm_rate(int bits, int gs, int64_t M, int64_t N, int64_t K, int reps) {
+    int64_t shape[2] = {N, K}, xs[2] = {M, K};
+    float *w = malloc(sizeof(float) * (size_t)(N * K)), *x = malloc(sizeof(float) * (size_t)(M * K));
+    fill(AFO_FLOAT32, w, N * K);
+    fill(AFO_FLOAT32, x, M * K);
+    afo_array *wf = afo_array_from_data(w, AFO_FLOAT32, 2, shape), *wb = afo_astype(wf, AFO_BFLOAT16), *q[3];
+    afo_quantize(wb, gs, bits, &q[0], &q[1], &q[2]);
+    afo_eval(q, 3);
+    afo_array *xa = afo_array_from_data(x, AFO_FLOAT32, 2, xs);
+    double *rates = malloc(sizeof(double) * (size_t)reps);
+    for (int r = -1; r < reps; r++) {
+        double t0 = now();
+        afo_array *y = afo_quantized_matmul(xa, q[0], q[1], q[2], 1, gs, bits);
+        afo_eval1(y);
+        afo_release(y);
+        if (r >= 0) rates[r] = 2.0 * (double)(M * N * K) / (now() - t0) * 1e-9;
+    }
+    stats s = summarize(rates, reps);
+    for (int i = 0; i < 3; i++) afo_release(q[i]);
+    afo_release(wf), afo_release(wb), afo_release(xa);
+    free(w), free(x), free(rates);
+    return s;
+}
+
 int main(int argc, char **argv) {
     int threads = 2, reps = 20, json_only = 0;
     for (int i = 1; i < argc; i++) {
@@ -68,6 +94,8 @@ int main(int argc, char **argv) {
     stats bf16 = matvec_rate(AFO_BFLOAT16, 4096, 4096, reps);
     double b4, b8;
     stats q4 = qmv_rate(4, 64, 4096, 4096, reps, &b4), q8 = qmv_rate(8, 64, 4096, 4096, reps, &b8);
+    int preps = reps < 5 ? reps : 5;
+    stats p4 = qmm_rate(4, 64, 512, 4096, 4096, preps);
     /* weights per second: a 4-bit matvec at r GB/s streams r / (b4 / 16M) weights/s */
     double wts = 4096.0 * 4096.0;
     if (!json_only) {
@@ -78,6 +106,7 @@ int main(int argc, char **argv) {
         row("matvec bf16 4096x4096", bf16, "GB/s", bf16.median / bw.median, "read bw");
         row("qmatvec 4-bit g64 4096x4096", q4, "GB/s", q4.median / bw.median, "read bw");
         row("qmatvec 8-bit g64 4096x4096", q8, "GB/s", q8.median / bw.median, "read bw");
+        row("qmatmul 4-bit g64 512x4096x4096", p4, "GFLOP/s", 0, NULL);
         printf("weights/s (median): bf16 %.2f G, 4-bit %.2f G (%.2fx), 8-bit %.2f G (%.2fx)\n",
                bf16.median / 2, q4.median * wts / b4, q4.median * wts / b4 / (bf16.median / 2),
                q8.median * wts / b8, q8.median * wts / b8 / (bf16.median / 2));
@@ -94,6 +123,6 @@ int main(int argc, char **argv) {
                "\"ratio_to_read_bw\":%.3f}",
                i ? "," : "", names[i], all[i].median, all[i].best, all[i].p10, all[i].p90, bytes[i],
                all[i].median / bw.median);
-    printf("}}\n");
+    printf("},\"qmatmul_q4_g64_512x4096x4096_gflops\":{\"median\":%.2f,\"best\":%.2f}}\n", p4.median, p4.best);
     return 0;
 }

@@ -280,12 +280,27 @@ typedef struct qmm_ctx {
     int64_t p0, pn; /* block start (rows of W for transpose, else columns) and width */
     afo_qmv_args qmv; /* matvec at a level with a fused kernel */
     afo_qmv_fn fused;
+    afo_range_fn rows;       /* matvec: the row kernel threads share */
+    atomic_llong next_row;   /* matvec: first row not yet claimed */
     atomic_bool failed;
 } qmm_ctx;
 
 static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
     qmm_ctx *c = p;
     c->fused(&c->qmv, n0, n1);
+}
+
+/* Threads claim small blocks of rows until none are left: decode is short
+ * (about a millisecond), so a thread the OS delays must not hold half the
+ * matrix as a static split would make it. */
+static void qmv_claim(void *p, int t, int nt) {
+    qmm_ctx *c = p;
+    const int64_t block = 32;
+    for (;;) {
+        int64_t n0 = atomic_fetch_add(&c->next_row, block);
+        if (n0 >= c->N) break;
+        c->rows(c, n0, n0 + block < c->N ? n0 + block : c->N);
+    }
 }
 
 /* Decode: each weight row is unpacked once into L1 and used by all M rows
@@ -372,10 +387,10 @@ static afo_status qmv(qmm_ctx *c) {
                                 .x = c->x, .xsum = xsum, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
                                 .y = c->y, .ldy = c->N};
         c->fused = fused;
-        afo_parallel_for(c->N, 16, qmv_fused_rows, c);
-    } else {
-        afo_parallel_for(c->N, 16, qmv_rows, c);
     }
+    c->rows = fused ? qmv_fused_rows : qmv_rows;
+    atomic_init(&c->next_row, 0);
+    afo_parallel_run(qmv_claim, c);
     free(xsum);
     return atomic_load(&c->failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for scratch")
                                    : AFO_OK;
