@@ -405,9 +405,9 @@ static void test_quantized_matmul(void) {
                 });
                 qmat_free(&m);
             }
-    /* several weight panels (1 MiB each) in the blocked path */
+    /* two weight panels (2^20 floats each) in the blocked path */
     for (int tr = 0; tr <= 1; tr++) {
-        qmat m = tr ? qmat_random(AFO_FLOAT32, 1031, 384, 64, 4) : qmat_random(AFO_FLOAT32, 1031, 640, 64, 4);
+        qmat m = tr ? qmat_random(AFO_FLOAT32, 1031, 1152, 64, 4) : qmat_random(AFO_FLOAT32, 1031, 1280, 64, 4);
         EACH_LEVEL_AND_THREADS({
             check_qmm(&m, 20, tr, AFO_FLOAT32);
             check_qmm(&m, 1, tr, AFO_FLOAT32);

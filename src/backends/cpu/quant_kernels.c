@@ -349,7 +349,7 @@ static void panel_rows(void *p, int64_t i0, int64_t i1) {
 /* Prefill: dequantize a block of W into an f32 panel of bounded size and
  * multiply it with the GEMM kernels; the block is reused by all M rows. */
 static afo_status qmm_blocked(qmm_ctx *c) {
-    const int64_t budget = 1 << 18; /* floats per panel: 1 MiB, L2-sized */
+    const int64_t budget = 1 << 20; /* floats per panel (4 MiB): fewer passes over x, which the GEMM repacks for every panel */
     int64_t step = c->transpose ? budget / c->K : budget / c->K / c->m.gs * c->m.gs;
     int64_t unit = c->transpose ? 8 : c->m.gs;
     if (step < unit) step = unit;
