@@ -28,6 +28,8 @@ afo_quant_unpack_fn afo_quant_unpack_best(void) {
 #if defined(__x86_64__)
     /* AVX-512 CPUs run the AVX2 unpacker (no wider one yet). */
     case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_unpack_avx2;
+#elif defined(__aarch64__)
+    case AFO_CPU_NEON: return afo_quant_unpack_neon;
 #endif
     default: return afo_quant_unpack_scalar;
     }
@@ -38,6 +40,8 @@ afo_qmv_fn afo_quant_qmv_best(int bits) {
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__)
     case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_qmv_avx2;
+#elif defined(__aarch64__)
+    case AFO_CPU_NEON: return afo_quant_qmv_neon;
 #endif
     default: return NULL;
     }

@@ -19,6 +19,8 @@ typedef void (*afo_quant_unpack_fn)(int bits, const uint32_t *row, int64_t c0, i
 void afo_quant_unpack_scalar(int bits, const uint32_t *row, int64_t c0, int64_t n, float *q);
 #if defined(__x86_64__)
 void afo_quant_unpack_avx2(int bits, const uint32_t *row, int64_t c0, int64_t n, float *q);
+#elif defined(__aarch64__)
+void afo_quant_unpack_neon(int bits, const uint32_t *row, int64_t c0, int64_t n, float *q);
 #endif
 /* The unpacker of the current kernel level. */
 afo_quant_unpack_fn afo_quant_unpack_best(void);
@@ -40,6 +42,8 @@ typedef struct afo_qmv_args {
 typedef void (*afo_qmv_fn)(const afo_qmv_args *a, int64_t n0, int64_t n1);
 #if defined(__x86_64__)
 void afo_quant_qmv_avx2(const afo_qmv_args *a, int64_t n0, int64_t n1); /* 4 and 8 bits */
+#elif defined(__aarch64__)
+void afo_quant_qmv_neon(const afo_qmv_args *a, int64_t n0, int64_t n1); /* 4 and 8 bits */
 #endif
 /* The fused matvec of the current level for this width, or NULL where the
  * generic path (unpack a row, then dot products) serves. */
