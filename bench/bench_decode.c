@@ -13,37 +13,6 @@
 
 #include "backends/cpu/threadpool.h"
 
-typedef struct bw_job {
-    const uint64_t *buf;
-    size_t n;
-    uint64_t sink[64];
-} bw_job;
-
-static void bw_range(void *ctx, int64_t b, int64_t e) {
-    bw_job *j = ctx;
-    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
-    for (int64_t i = b; i + 4 <= e; i += 4) s0 += j->buf[i], s1 += j->buf[i + 1], s2 += j->buf[i + 2], s3 += j->buf[i + 3];
-    j->sink[(b * 7) % 64] += s0 + s1 + s2 + s3;
-}
-
-/* Streaming read over 1 GiB with the library's threads: GB/s, median of 5. */
-static double read_bandwidth(void) {
-    size_t n = ((size_t)1 << 30) / 8;
-    uint64_t *buf = malloc(n * 8);
-    if (!buf) return 0;
-    for (size_t i = 0; i < n; i++) buf[i] = i;
-    bw_job j = {buf, n, {0}};
-    double r[5];
-    for (int k = 0; k < 5; k++) {
-        double t0 = bench_now();
-        afo_parallel_for((int64_t)n, 1 << 16, bw_range, &j);
-        r[k] = (double)(n * 8) / (bench_now() - t0) / 1e9;
-    }
-    free(buf);
-    qsort(r, 5, sizeof *r, bench_cmp_double);
-    return r[2];
-}
-
 static int32_t argmax_row(const float *row, int64_t v) {
     int32_t best = 0;
     for (int64_t i = 1; i < v; i++)
@@ -113,7 +82,7 @@ int main(int argc, char **argv) {
     }
     qsort(prefill, (size_t)reps, sizeof(double), bench_cmp_double);
     qsort(decode, (size_t)reps, sizeof(double), bench_cmp_double);
-    double bw = read_bandwidth();
+    double bw = read_bandwidth(5).median;
     size_t bytes = afo_model_weight_bytes(m);
     double bound = bw * 1e9 / (double)bytes;
     double med_d = decode[reps / 2], med_p = prefill[reps / 2];

@@ -4,14 +4,6 @@
  * widening to f32). Prints a table and one JSON line.
  * Usage: bench_matmul [--threads N] [--reps N] [--json] */
 #include "bench_util.h"
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "backends/cpu/cpu_features.h"
-#include "backends/cpu/gemm.h"
-#include "backends/cpu/threadpool.h"
 
 /* OpenBLAS, present when the library was linked with it. Weak, so the
  * benchmark needs neither cblas.h nor a build flag and runs without it. */
@@ -19,137 +11,6 @@ enum { CBLAS_ROW_MAJOR = 101, CBLAS_NO_TRANS = 111, CBLAS_TRANS = 112 };
 extern void cblas_sgemm(int order, int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
                         const float *b, int ldb, float beta, float *c, int ldc) __attribute__((weak));
 extern void openblas_set_num_threads(int n) __attribute__((weak));
-#if defined(__x86_64__)
-#include <immintrin.h>
-#endif
-
-typedef struct stats {
-    double best, median, p10, p90; /* of the rate (higher is better) */
-} stats;
-
-static stats summarize(double *rates, int n) {
-    qsort(rates, (size_t)n, sizeof *rates, bench_cmp_double);
-    return (stats){rates[n - 1], rates[n / 2], rates[n / 10], rates[n - 1 - n / 10]};
-}
-
-/* ---------------------------------------------------------------- read bandwidth */
-
-typedef struct bw_job {
-    const float *buf;
-    size_t n; /* floats */
-    float sums[64];
-} bw_job;
-
-/* Each thread reads its slice as BW_STREAMS interleaved sequential streams:
- * one stream per core leaves bandwidth unused on cores (like Zen's) whose
- * prefetchers keep few misses in flight per stream, and the matvec reads
- * several weight rows at once too. */
-enum { BW_STREAMS = 4 };
-
-#if defined(__x86_64__)
-__attribute__((target("avx2"))) static float sum_avx2(const float *p, size_t seg) {
-    __m256 s[BW_STREAMS];
-    for (int j = 0; j < BW_STREAMS; j++) s[j] = _mm256_setzero_ps();
-    for (size_t i = 0; i + 16 <= seg; i += 16)
-        for (int j = 0; j < BW_STREAMS; j++) {
-            s[j] = _mm256_add_ps(s[j], _mm256_load_ps(p + j * seg + i));
-            s[j] = _mm256_add_ps(s[j], _mm256_load_ps(p + j * seg + i + 8));
-        }
-    float out[8], t = 0;
-    for (int j = 0; j < BW_STREAMS; j++) {
-        _mm256_storeu_ps(out, s[j]);
-        for (int l = 0; l < 8; l++) t += out[l];
-    }
-    return t;
-}
-#endif
-
-static float sum_plain(const float *p, size_t seg) {
-    float s[BW_STREAMS][8] = {{0}};
-    for (size_t i = 0; i + 8 <= seg; i += 8)
-        for (int j = 0; j < BW_STREAMS; j++)
-            for (int l = 0; l < 8; l++) s[j][l] += p[j * seg + i + l];
-    float t = 0;
-    for (int j = 0; j < BW_STREAMS; j++)
-        for (int l = 0; l < 8; l++) t += s[j][l];
-    return t;
-}
-
-static void bw_thread(void *arg, int t, int nt) {
-    bw_job *j = arg;
-    size_t seg = j->n / (size_t)nt / BW_STREAMS / 64 * 64;
-    const float *p = j->buf + seg * BW_STREAMS * (size_t)t;
-#if defined(__x86_64__)
-    if (afo_cpu_level_supported(AFO_CPU_AVX2)) {
-        j->sums[t] = sum_avx2(p, seg);
-        return;
-    }
-#endif
-    j->sums[t] = sum_plain(p, seg);
-}
-
-/* Every thread sums its slice of a 1 GiB buffer (far past any LLC). The
- * buffer holds non-zero data so no layer can share zero pages. */
-static stats read_bandwidth(int reps) {
-    size_t bytes = (size_t)1 << 30;
-    float *buf = aligned_alloc(64, bytes);
-    if (!buf) return (stats){0};
-    for (size_t i = 0; i < bytes / 4; i++) buf[i] = (float)(i & 1023);
-    bw_job j = {.buf = buf, .n = bytes / 4};
-    double *rates = malloc(sizeof(double) * (size_t)reps), check = 0;
-    afo_parallel_run(bw_thread, &j); /* warm the page tables */
-    for (int r = 0; r < reps; r++) {
-        double t0 = bench_now();
-        afo_parallel_run(bw_thread, &j);
-        rates[r] = (double)bytes / (bench_now() - t0) * 1e-9;
-        check += j.sums[0];
-    }
-    if (check == 0) fprintf(stderr, "bandwidth check sum is 0\n"); /* keeps the sums live */
-    stats s = summarize(rates, reps);
-    free(rates);
-    free(buf);
-    return s;
-}
-
-/* ---------------------------------------------------------------- matvec */
-
-static void fill(afo_dtype t, void *p, int64_t n) {
-    uint64_t x = 88172645463325252ull;
-    for (int64_t i = 0; i < n; i++) {
-        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
-        float v = (float)((double)(x >> 40) / (double)(1ull << 24) - 0.5);
-        if (t == AFO_FLOAT32) ((float *)p)[i] = v;
-        else ((uint16_t *)p)[i] = t == AFO_BFLOAT16 ? afo_f32_to_bf16(v) : afo_f32_to_f16(v);
-    }
-}
-
-/* W[N,K] . x for M = 1, cycling through enough copies of W (>= 256 MiB in
- * all) that every call streams W from memory, not from the LLC. */
-static stats matvec_rate(afo_dtype t, int64_t N, int64_t K, int reps) {
-    size_t wbytes = (size_t)(N * K) * afo_dtype_size(t);
-    int copies = (int)(((size_t)256 << 20) / wbytes) + 1;
-    void **w = malloc(sizeof(void *) * (size_t)copies);
-    for (int c = 0; c < copies; c++) {
-        w[c] = aligned_alloc(64, wbytes);
-        fill(t, w[c], N * K);
-    }
-    float *y = malloc(sizeof(float) * (size_t)N);
-    void *xa = malloc(afo_dtype_size(t) * (size_t)K);
-    fill(t, xa, K);
-    afo_gemm_args g = {.dtype = t, .a_dtype = t, .M = 1, .N = N, .K = K, .A = xa, .a_rs = K, .a_cs = 1, .b_rs = 1, .b_cs = K,
-                       .C = y, .c_dtype = AFO_FLOAT32, .ldc = N};
-    double *rates = malloc(sizeof(double) * (size_t)reps);
-    for (int r = -copies; r < reps; r++) {
-        g.B = w[(r + copies) % copies];
-        double t0 = bench_now();
-        afo_cpu_gemm(&g);
-        if (r >= 0) rates[r] = (double)wbytes / (bench_now() - t0) * 1e-9;
-    }
-    stats s = summarize(rates, reps);
-    for (int c = 0; c < copies; c++) free(w[c]);
-    free(w), free(y), free(xa), free(rates);
-    return s;
-}
 
 /* ---------------------------------------------------------------- GEMM */
 
@@ -180,29 +41,6 @@ static stats gemm_rate(afo_dtype t, int64_t M, int64_t N, int64_t K, int weight_
 }
 
 /* ---------------------------------------------------------------- main */
-
-static void cpu_model(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (colon && strncmp(line, "model name", 10) == 0) {
-            colon += 2;
-            colon[strcspn(colon, "\n")] = '\0';
-            snprintf(out, n, "%s", colon);
-            break;
-        }
-    }
-    fclose(f);
-}
-
-static void row(const char *name, stats s, const char *unit, double ratio, const char *ratio_of) {
-    printf("%-34s %8.1f %8.1f  [%6.1f .. %6.1f] %-7s", name, s.median, s.best, s.p10, s.p90, unit);
-    if (ratio > 0) printf(" %5.1f%% of %s", 100 * ratio, ratio_of);
-    printf("\n");
-}
 
 int main(int argc, char **argv) {
     int threads = 2, reps = 20, json_only = 0;

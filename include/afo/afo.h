@@ -13,4 +13,5 @@
 #include "afo/model.h"
 #include "afo/generate.h"
 #include "afo/gguf.h"
+#include "afo/quant.h"
 #endif

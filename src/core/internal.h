@@ -69,6 +69,8 @@ typedef enum afo_op {
     AFO_OP_RMS_NORM, AFO_OP_LAYER_NORM, AFO_OP_ROPE, AFO_OP_SDPA,
     /* random */
     AFO_OP_RANDOM_BITS, AFO_OP_RANDOM_UNIFORM, AFO_OP_RANDOM_NORMAL,
+    /* affine quantization */
+    AFO_OP_QUANTIZE, AFO_OP_DEQUANTIZE, AFO_OP_QUANTIZED_MATMUL, AFO_OP_QUANTIZED_TAKE,
     AFO_OP_COUNT
 } afo_op;
 
@@ -132,6 +134,7 @@ void afo_register_linalg_ops(void);
 void afo_register_indexing_ops(void);
 void afo_register_nn_ops(void);
 void afo_register_random_ops(void);
+void afo_register_quant_ops(void);
 
 /* Creates a graph node: runs the op's shape rule, retains the inputs.
  * Returns NULL with the error set when the shape rule refuses. */

@@ -14,6 +14,7 @@ static void register_all(void) {
     afo_register_indexing_ops();
     afo_register_nn_ops();
     afo_register_random_ops();
+    afo_register_quant_ops();
 }
 
 void afo_op_register(afo_op op, const afo_op_def *def) { g_table[op] = def; }

@@ -1,0 +1,433 @@
+/* Affine quantization kernels: the scalar reference of every piece, the
+ * drivers (threads, blocking) and the dispatch to SIMD unpackers. */
+#include <math.h>
+#include <stdlib.h>
+
+#include "backends/cpu/cpu.h"
+#include "backends/cpu/cpu_features.h"
+#include "backends/cpu/gemm.h"
+#include "backends/cpu/nn_kernels.h"
+#include "backends/cpu/quant_kernels.h"
+#include "backends/cpu/threadpool.h"
+
+/* Elements may straddle two words (3, 5, 6 bits): the second word is read
+ * only then, so a row's last word is never overrun. */
+void afo_quant_unpack_scalar(int bits, const uint32_t *row, int64_t c0, int64_t n, float *q) {
+    uint32_t mask = (1u << bits) - 1;
+    for (int64_t i = 0; i < n; i++) {
+        int64_t bit = (c0 + i) * bits;
+        int off = (int)(bit & 31);
+        uint32_t v = row[bit >> 5] >> off;
+        if (off + bits > 32) v |= row[(bit >> 5) + 1] << (32 - off);
+        q[i] = (float)(v & mask);
+    }
+}
+
+afo_quant_unpack_fn afo_quant_unpack_best(void) {
+    switch (afo_cpu_kernel_level()) {
+#if defined(__x86_64__)
+    /* AVX-512 CPUs run the AVX2 unpacker (no wider one yet). */
+    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_unpack_avx2;
+#elif defined(__aarch64__)
+    case AFO_CPU_NEON: return afo_quant_unpack_neon;
+#endif
+    default: return afo_quant_unpack_scalar;
+    }
+}
+
+afo_qmv_fn afo_quant_qmv_best(int bits) {
+    if (bits != 4 && bits != 8) return NULL;
+    switch (afo_cpu_kernel_level()) {
+#if defined(__x86_64__)
+    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_qmv_avx2;
+#elif defined(__aarch64__)
+    case AFO_CPU_NEON: return afo_quant_qmv_neon;
+#endif
+    default: return NULL;
+    }
+}
+
+void afo_quant_group_params(const float *w, int gs, int bits, float *scale, float *bias) {
+    float lo = INFINITY, hi = -INFINITY;
+    for (int j = 0; j < gs; j++) {
+        lo = w[j] < lo ? w[j] : lo;
+        hi = w[j] > hi ? w[j] : hi;
+    }
+    float n = (float)((1 << bits) - 1);
+    float s = fmaxf((hi - lo) / n, 1e-7f);
+    /* The edge of larger magnitude is represented exactly (q = 0 or n). */
+    bool neg = fabsf(lo) > fabsf(hi);
+    float edge = neg ? lo : hi;
+    if (!neg) s = -s;
+    float q0 = rintf(edge / s);
+    float b = 0.0f;
+    if (q0 != 0.0f) {
+        s = edge / q0;
+        b = edge;
+    }
+    *scale = s;
+    *bias = b;
+}
+
+/* Data pointers of the inputs, dense copies made of strided ones (views
+ * such as a transposed x) into owned[], which the caller frees. */
+static afo_status dense_inputs(afo_array *const *in, int nin, const void **ptr, void **owned) {
+    for (int i = 0; i < nin; i++) {
+        owned[i] = NULL;
+        if (in[i]->contiguous) {
+            ptr[i] = afo_array_ptr(in[i]);
+            continue;
+        }
+        owned[i] = malloc(afo_array_nbytes(in[i]) + 1);
+        if (!owned[i]) {
+            for (int j = 0; j < i; j++) free(owned[j]);
+            return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantization: out of memory for a dense copy of an input");
+        }
+        afo_cpu_copy(in[i], owned[i], in[i]->dtype);
+        ptr[i] = owned[i];
+    }
+    return AFO_OK;
+}
+
+static void free_n(void **p, int n) {
+    for (int i = 0; i < n; i++) free(p[i]);
+}
+
+/* ------------------------------------------------------------ quantize */
+
+typedef struct quant_ctx {
+    const afo_array *w;
+    const void *wp;
+    afo_array *out;
+    int gs, bits, part;
+    int64_t in;
+    atomic_bool failed;
+} quant_ctx;
+
+static void quantize_rows(void *p, int64_t r0, int64_t r1) {
+    quant_ctx *c = p;
+    int64_t in = c->in, G = in / c->gs, words = in * c->bits / 32;
+    size_t ws = afo_dtype_size(c->w->dtype), os = afo_dtype_size(c->out->dtype);
+    float *row = malloc((size_t)(in + 2 * G) * sizeof(float));
+    if (!row) {
+        atomic_store(&c->failed, true);
+        return;
+    }
+    float *sb = row + in;
+    uint32_t n = (1u << c->bits) - 1;
+    for (int64_t r = r0; r < r1; r++) {
+        afo_cpu_convert_row(c->w->dtype, (const char *)c->wp + r * in * (int64_t)ws, AFO_FLOAT32, row, in);
+        for (int64_t g = 0; g < G; g++) afo_quant_group_params(row + g * c->gs, c->gs, c->bits, &sb[g], &sb[G + g]);
+        char *dst = (char *)afo_array_ptr(c->out);
+        if (c->part != AFO_QPART_PACKED) {
+            const float *v = c->part == AFO_QPART_SCALES ? sb : sb + G;
+            afo_cpu_convert_row(AFO_FLOAT32, v, c->out->dtype, dst + r * G * (int64_t)os, G);
+            continue;
+        }
+        uint32_t *wr = (uint32_t *)dst + r * words;
+        memset(wr, 0, (size_t)words * sizeof(uint32_t));
+        for (int64_t i = 0; i < in; i++) {
+            float s = sb[i / c->gs], b = sb[G + i / c->gs];
+            float q = fminf(fmaxf(rintf((row[i] - b) / s), 0.0f), (float)n);
+            uint32_t v = (uint32_t)q;
+            int64_t bit = i * c->bits;
+            int off = (int)(bit & 31);
+            wr[bit >> 5] |= v << off;
+            if (off + c->bits > 32) wr[(bit >> 5) + 1] |= v >> (32 - off);
+        }
+    }
+    free(row);
+}
+
+afo_status afo_cpu_quantize(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    const afo_array *w = in[0];
+    quant_ctx c = {.w = w, .out = out, .gs = (int)attrs->i[AFO_QUANT_I_GS], .bits = (int)attrs->i[AFO_QUANT_I_BITS],
+                   .part = (int)attrs->i[AFO_QUANT_I_EXTRA], .in = w->shape[w->ndim - 1]};
+    atomic_init(&c.failed, false);
+    if (w->size == 0) return AFO_OK;
+    void *owned[1];
+    AFO_TRY(dense_inputs(in, 1, &c.wp, owned));
+    afo_parallel_for(w->size / c.in, 4, quantize_rows, &c);
+    free(owned[0]);
+    return atomic_load(&c.failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "quantize: out of memory for scratch") : AFO_OK;
+}
+
+/* ------------------------------------------------------------ dequantization of rows */
+
+/* Layout of one packed matrix [rows, cols] with its group parameters. */
+typedef struct qmat {
+    const uint32_t *w;
+    const void *s, *b;
+    afo_dtype sdt;
+    int gs, bits;
+    int64_t cols, words, G; /* per row */
+} qmat;
+
+/* in: wq, scales, biases with their dense data at ptr. */
+static qmat qmat_of(afo_array *const *in, const void *const *ptr, const afo_attrs *attrs) {
+    qmat m = {.w = ptr[0], .s = ptr[1], .b = ptr[2],
+              .sdt = in[1]->dtype, .gs = (int)attrs->i[AFO_QUANT_I_GS], .bits = (int)attrs->i[AFO_QUANT_I_BITS]};
+    m.words = in[0]->shape[in[0]->ndim - 1];
+    m.cols = m.words * 32 / m.bits;
+    m.G = m.cols / m.gs;
+    return m;
+}
+
+/* dst[0..n) = row r's elements [c0, c0+n) dequantized (c0, n multiples of
+ * gs); sb holds 2*G floats of scratch. */
+static void dequant_span(const qmat *m, afo_quant_unpack_fn up, int64_t r, int64_t c0, int64_t n, float *sb, float *dst) {
+    size_t ss = afo_dtype_size(m->sdt);
+    int64_t g0 = c0 / m->gs, ng = n / m->gs;
+    afo_cpu_convert_row(m->sdt, (const char *)m->s + (r * m->G + g0) * (int64_t)ss, AFO_FLOAT32, sb, ng);
+    afo_cpu_convert_row(m->sdt, (const char *)m->b + (r * m->G + g0) * (int64_t)ss, AFO_FLOAT32, sb + ng, ng);
+    up(m->bits, m->w + r * m->words, c0, n, dst);
+    for (int64_t g = 0; g < ng; g++) {
+        float s = sb[g], b = sb[ng + g];
+        float *d = dst + g * m->gs;
+        for (int j = 0; j < m->gs; j++) d[j] = s * d[j] + b;
+    }
+}
+
+/* Whole rows, the i-th output row being packed row rows[i] (identity when
+ * rows is NULL), converted to out's dtype. */
+typedef struct rows_ctx {
+    qmat m;
+    afo_quant_unpack_fn up;
+    const int64_t *rows;
+    afo_array *out;
+    atomic_bool failed;
+} rows_ctx;
+
+static void dequant_rows(void *p, int64_t i0, int64_t i1) {
+    rows_ctx *c = p;
+    float *buf = malloc((size_t)(c->m.cols + 2 * c->m.G) * sizeof(float));
+    if (!buf) {
+        atomic_store(&c->failed, true);
+        return;
+    }
+    size_t os = afo_dtype_size(c->out->dtype);
+    for (int64_t i = i0; i < i1; i++) {
+        dequant_span(&c->m, c->up, c->rows ? c->rows[i] : i, 0, c->m.cols, buf + c->m.cols, buf);
+        afo_cpu_convert_row(AFO_FLOAT32, buf, c->out->dtype, (char *)afo_array_ptr(c->out) + i * c->m.cols * (int64_t)os,
+                            c->m.cols);
+    }
+    free(buf);
+}
+
+static afo_status run_rows(rows_ctx *c, int64_t n, const char *op) {
+    atomic_init(&c->failed, false);
+    afo_parallel_for(n, 4, dequant_rows, c);
+    return atomic_load(&c->failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory for scratch", op) : AFO_OK;
+}
+
+afo_status afo_cpu_dequantize(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    const void *ptr[3];
+    void *owned[3];
+    AFO_TRY(dense_inputs(in, 3, ptr, owned));
+    rows_ctx c = {.m = qmat_of(in, ptr, attrs), .up = afo_quant_unpack_best(), .out = out};
+    afo_status st = run_rows(&c, out->size / c.m.cols, "dequantize");
+    free_n(owned, 3);
+    return st;
+}
+
+afo_status afo_cpu_quantized_take(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    const afo_array *ix = in[3];
+    int64_t n = ix->size, R = in[0]->shape[0];
+    if (n == 0) return AFO_OK;
+    const void *ptr[4];
+    void *owned[4];
+    AFO_TRY(dense_inputs(in, 4, ptr, owned));
+    int64_t *rows = malloc((size_t)n * sizeof(int64_t));
+    if (!rows) {
+        free_n(owned, 4);
+        return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_take: out of memory");
+    }
+    const void *p = ptr[3];
+    for (int64_t i = 0; i < n; i++) {
+        int64_t v;
+        switch (ix->dtype) {
+        case AFO_INT32: v = ((const int32_t *)p)[i]; break;
+        case AFO_UINT32: v = ((const uint32_t *)p)[i]; break;
+        default: v = ((const int64_t *)p)[i]; break;
+        }
+        if (v < 0) v += R; /* negative indices count from the end, as take */
+        if (v < 0 || v >= R) {
+            free(rows);
+            free_n(owned, 4);
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "quantized_take: index %lld out of range for %lld rows",
+                             (long long)(v < 0 ? v - R : v), (long long)R);
+        }
+        rows[i] = v;
+    }
+    rows_ctx c = {.m = qmat_of(in, ptr, attrs), .up = afo_quant_unpack_best(), .rows = rows, .out = out};
+    afo_status st = run_rows(&c, n, "quantized_take");
+    free(rows);
+    free_n(owned, 4);
+    return st;
+}
+
+/* ------------------------------------------------------------ quantized matmul */
+
+typedef struct qmm_ctx {
+    qmat m;
+    afo_quant_unpack_fn up;
+    const afo_nn_prims *prims;
+    const float *x, *xsum; /* x [M, K]; matvec: per-group sums of x [M, G] */
+    float *y;              /* [M, N] */
+    int64_t M, N, K;
+    int transpose;
+    float *panel; /* prefill: the dequantized block */
+    int64_t p0, pn; /* block start (rows of W for transpose, else columns) and width */
+    afo_qmv_args qmv; /* matvec at a level with a fused kernel */
+    afo_qmv_fn fused;
+    afo_range_fn rows;       /* matvec: the row kernel threads share */
+    atomic_llong next_row;   /* matvec: first row not yet claimed */
+    atomic_bool failed;
+} qmm_ctx;
+
+static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
+    qmm_ctx *c = p;
+    c->fused(&c->qmv, n0, n1);
+}
+
+/* Threads claim small blocks of rows until none are left: decode is short
+ * (about a millisecond), so a thread the OS delays must not hold half the
+ * matrix as a static split would make it. */
+static void qmv_claim(void *p, int t, int nt) {
+    qmm_ctx *c = p;
+    const int64_t block = 32;
+    for (;;) {
+        int64_t n0 = atomic_fetch_add(&c->next_row, block);
+        if (n0 >= c->N) break;
+        c->rows(c, n0, n0 + block < c->N ? n0 + block : c->N);
+    }
+}
+
+/* Decode: each weight row is unpacked once into L1 and used by all M rows
+ * of x; a group contributes s * (q . x) + b * sum(x), so the bias costs one
+ * multiply per group. */
+static void qmv_rows(void *p, int64_t n0, int64_t n1) {
+    qmm_ctx *c = p;
+    const qmat *m = &c->m;
+    float *q = malloc((size_t)(m->cols + 2 * m->G) * sizeof(float));
+    if (!q) {
+        atomic_store(&c->failed, true);
+        return;
+    }
+    float *s = q + m->cols, *b = s + m->G;
+    size_t ss = afo_dtype_size(m->sdt);
+    float (*dot)(const float *, const void *, int64_t) = c->prims->dot[AFO_NN_F32];
+    for (int64_t n = n0; n < n1; n++) {
+        afo_cpu_convert_row(m->sdt, (const char *)m->s + n * m->G * (int64_t)ss, AFO_FLOAT32, s, m->G);
+        afo_cpu_convert_row(m->sdt, (const char *)m->b + n * m->G * (int64_t)ss, AFO_FLOAT32, b, m->G);
+        c->up(m->bits, m->w + n * m->words, 0, m->cols, q);
+        for (int64_t i = 0; i < c->M; i++) {
+            const float *xi = c->x + i * c->K, *xs = c->xsum + i * m->G;
+            float acc = 0.0f;
+            for (int64_t g = 0; g < m->G; g++)
+                acc += s[g] * dot(xi + g * m->gs, q + g * m->gs, m->gs) + b[g] * xs[g];
+            c->y[i * c->N + n] = acc;
+        }
+    }
+    free(q);
+}
+
+static void panel_rows(void *p, int64_t i0, int64_t i1) {
+    qmm_ctx *c = p;
+    float *sb = malloc((size_t)(2 * c->m.G) * sizeof(float));
+    if (!sb) {
+        atomic_store(&c->failed, true);
+        return;
+    }
+    for (int64_t i = i0; i < i1; i++) {
+        if (c->transpose) dequant_span(&c->m, c->up, c->p0 + i, 0, c->K, sb, c->panel + i * c->K);
+        else dequant_span(&c->m, c->up, i, c->p0, c->pn, sb, c->panel + i * c->pn);
+    }
+    free(sb);
+}
+
+/* Prefill: dequantize a block of W into an f32 panel of bounded size and
+ * multiply it with the GEMM kernels; the block is reused by all M rows. */
+static afo_status qmm_blocked(qmm_ctx *c) {
+    const int64_t budget = 1 << 20; /* floats per panel (4 MiB): fewer passes over x, which the GEMM repacks for every panel */
+    int64_t step = c->transpose ? budget / c->K : budget / c->K / c->m.gs * c->m.gs;
+    int64_t unit = c->transpose ? 8 : c->m.gs;
+    if (step < unit) step = unit;
+    c->panel = malloc((size_t)(step * c->K) * sizeof(float));
+    if (!c->panel) return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for a weight panel");
+    afo_status st = AFO_OK;
+    for (c->p0 = 0; c->p0 < c->N && st == AFO_OK; c->p0 += step) {
+        c->pn = c->N - c->p0 < step ? c->N - c->p0 : step;
+        afo_parallel_for(c->transpose ? c->pn : c->K, 4, panel_rows, c);
+        if (atomic_load(&c->failed)) {
+            st = afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for scratch");
+            break;
+        }
+        afo_gemm_args g = {
+            .dtype = AFO_FLOAT32, .a_dtype = AFO_FLOAT32, .M = c->M, .N = c->pn, .K = c->K,
+            .A = c->x, .a_rs = c->K, .a_cs = 1,
+            .B = c->panel, .b_rs = c->transpose ? 1 : c->pn, .b_cs = c->transpose ? c->K : 1,
+            .C = c->y + c->p0, .c_dtype = AFO_FLOAT32, .ldc = c->N,
+        };
+        st = afo_cpu_gemm(&g);
+    }
+    free(c->panel);
+    return st;
+}
+
+static afo_status qmv(qmm_ctx *c) {
+    int64_t G = c->m.G;
+    float *xsum = malloc((size_t)(c->M * G) * sizeof(float));
+    if (!xsum) return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
+    for (int64_t i = 0; i < c->M * G; i++) xsum[i] = c->prims->sum(c->x + i * c->m.gs, c->m.gs);
+    c->xsum = xsum;
+    afo_qmv_fn fused = afo_quant_qmv_best(c->m.bits);
+    if (fused) {
+        c->qmv = (afo_qmv_args){.bits = c->m.bits, .gs = c->m.gs, .M = (int)c->M, .K = c->K, .G = G, .words = c->m.words,
+                                .x = c->x, .xsum = xsum, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
+                                .y = c->y, .ldy = c->N};
+        c->fused = fused;
+    }
+    c->rows = fused ? qmv_fused_rows : qmv_rows;
+    atomic_init(&c->next_row, 0);
+    afo_parallel_run(qmv_claim, c);
+    free(xsum);
+    return atomic_load(&c->failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for scratch")
+                                   : AFO_OK;
+}
+
+/* in: x [..., K], w, scales, biases (2-D, contiguous); out [..., N] of x's dtype. */
+afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    const afo_array *x = in[0];
+    if (out->size == 0) return AFO_OK;
+    const void *ptr[4];
+    void *owned[4];
+    AFO_TRY(dense_inputs(in, 4, ptr, owned));
+    qmm_ctx c = {.m = qmat_of(in + 1, ptr + 1, attrs), .up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(),
+                 .transpose = (int)attrs->i[AFO_QUANT_I_EXTRA]};
+    atomic_init(&c.failed, false);
+    c.K = x->shape[x->ndim - 1];
+    c.N = out->shape[out->ndim - 1];
+    c.M = x->size / c.K;
+    float *xf = x->dtype != AFO_FLOAT32 ? malloc((size_t)x->size * sizeof(float)) : NULL;
+    float *yf = out->dtype != AFO_FLOAT32 ? malloc((size_t)out->size * sizeof(float)) : NULL;
+    afo_status st = AFO_OK;
+    if ((x->dtype != AFO_FLOAT32 && !xf) || (out->dtype != AFO_FLOAT32 && !yf)) {
+        st = afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
+    } else {
+        if (xf) afo_cpu_convert_row(x->dtype, ptr[0], AFO_FLOAT32, xf, x->size);
+        c.x = xf ? xf : ptr[0];
+        c.y = yf ? yf : afo_array_ptr(out);
+        st = c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv(&c) : qmm_blocked(&c);
+        if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
+    }
+    free(xf);
+    free(yf);
+    free_n(owned, 4);
+    return st;
+}
