@@ -72,18 +72,8 @@ static stats qmm_rate(int bits, int gs, int64_t M, int64_t N, int64_t K, int rep
 }
 
 int main(int argc, char **argv) {
-    int threads = 2, reps = 20, json_only = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--json")) json_only = 1;
-        else {
-            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--json]\n", argv[0]);
-            return 2;
-        }
-    }
-    if (threads < 1) threads = 1;
-    if (reps < 3) reps = 3;
+    int threads, reps, json_only;
+    if (bench_parse_args(argc, argv, &threads, &reps, &json_only) != 0) return 2;
     afo_set_threads(threads);
     double load = bench_check_load();
     char model[256];

@@ -40,6 +40,24 @@ static inline double bench_check_load(void) {
     return load;
 }
 
+/* The options the kernel benchmarks share: --threads N (default 2), --reps
+ * N (default 20, at least 3), --json. Returns 0, or 2 after the usage. */
+static inline int bench_parse_args(int argc, char **argv, int *threads, int *reps, int *json_only) {
+    *threads = 2, *reps = 20, *json_only = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) *threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--reps") && i + 1 < argc) *reps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--json")) *json_only = 1;
+        else {
+            fprintf(stderr, "usage: %s [--threads N] [--reps N] [--json]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (*threads < 1) *threads = 1;
+    if (*reps < 3) *reps = 3;
+    return 0;
+}
+
 typedef struct stats {
     double best, median, p10, p90; /* of the rate (higher is better) */
 } stats;
