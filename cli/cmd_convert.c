@@ -1,38 +1,85 @@
-/* afo convert: write a model in another format. For now GGUF for llama.cpp;
- * options go through one table so that further targets (MLX quantization)
- * add rows, not parsing code. */
+/* afo convert: write a model in another format: MLX's layout (quantized
+ * with -q, dequantized with -d, else cast) or GGUF for llama.cpp. Options go
+ * through one table so that further targets add rows, not parsing code. */
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
 
 typedef struct convert_opts {
-    const char *model, *gguf, *gguf_type;
+    const char *model, *gguf, *gguf_type, *out, *dtype, *bits, *group_size;
+    bool quantize, dequantize;
 } convert_opts;
 
 static const struct {
-    const char *name;
-    size_t field; /* offset of the const char * it sets in convert_opts */
+    const char *name, *alias;
+    size_t field; /* offset of the const char * it sets, or of the bool a flag sets */
+    bool flag;
 } OPTIONS[] = {
-    {"--model", offsetof(convert_opts, model)},
-    {"--gguf", offsetof(convert_opts, gguf)},
-    {"--gguf-type", offsetof(convert_opts, gguf_type)},
+    {"--model", NULL, offsetof(convert_opts, model), false},
+    {"--gguf", NULL, offsetof(convert_opts, gguf), false},
+    {"--gguf-type", NULL, offsetof(convert_opts, gguf_type), false},
+    {"--out", "--mlx-path", offsetof(convert_opts, out), false},
+    {"--dtype", NULL, offsetof(convert_opts, dtype), false},
+    {"--q-bits", NULL, offsetof(convert_opts, bits), false},
+    {"--q-group-size", NULL, offsetof(convert_opts, group_size), false},
+    {"-q", "--quantize", offsetof(convert_opts, quantize), true},
+    {"-d", "--dequantize", offsetof(convert_opts, dequantize), true},
 };
+
+static int convert_gguf(const convert_opts *o) {
+    int type = afo_gguf_type_from_name(o->gguf_type);
+    if (type < 0) {
+        fprintf(stderr, "afo convert: --gguf-type needs f16, bf16, q8_0 or q4_0, not '%s'\n", o->gguf_type);
+        return 2;
+    }
+    double t0 = cli_now();
+    if (afo_gguf_export(o->model, o->gguf, (afo_gguf_type)type) != AFO_OK) return cli_fail("convert");
+    fprintf(stderr, "afo convert: wrote %s (%s) in %.1f s\n", o->gguf, o->gguf_type, cli_now() - t0);
+    return 0;
+}
+
+static int convert_mlx(const convert_opts *o) {
+    afo_convert_options c = {.dtype = -1, .bits = o->quantize ? atoi(o->bits) : 0, .group_size = atoi(o->group_size)};
+    if (o->dtype) {
+        static const char *const names[3] = {"bfloat16", "float16", "float32"};
+        static const afo_dtype types[3] = {AFO_BFLOAT16, AFO_FLOAT16, AFO_FLOAT32};
+        for (int i = 0; i < 3; i++)
+            if (strcmp(o->dtype, names[i]) == 0) c.dtype = (int)types[i];
+        if (c.dtype < 0) {
+            fprintf(stderr, "afo convert: --dtype needs bfloat16, float16 or float32, not '%s'\n", o->dtype);
+            return 2;
+        }
+    }
+    double t0 = cli_now(), bpw = 0;
+    if (afo_model_convert(o->model, o->out, &c, &bpw) != AFO_OK) return cli_fail("convert");
+    fprintf(stderr, "afo convert: wrote %s in %.1f s\n", o->out, cli_now() - t0);
+    printf("bits per weight: %.3f\n", bpw);
+    return 0;
+}
 
 int cmd_convert(int argc, char **argv) {
     static const char usage[] =
-        "usage: afo convert --model IN --gguf OUT.gguf [--gguf-type f16|bf16|q8_0|q4_0] [--threads N]\n"
-        "writes a llama, mistral, qwen2 or qwen3 model as a GGUF file for llama.cpp (default type f16);\n"
+        "usage: afo convert --model IN --out OUT [--dtype bfloat16|float16|float32]\n"
+        "                   [-q [--q-bits 4] [--q-group-size 64] | -d]\n"
+        "       afo convert --model IN --gguf OUT.gguf [--gguf-type f16|bf16|q8_0|q4_0] [--threads N]\n"
+        "--out writes MLX's layout: -q quantizes every Linear and embedding matrix (bits 2, 3, 4, 5, 6, 8;\n"
+        "group size 32, 64, 128), -d dequantizes a quantized model; prints the bits per weight.\n"
+        "--gguf writes a llama, mistral, qwen2 or qwen3 model for llama.cpp (default type f16);\n"
         "norms and biases stay float32\n";
-    convert_opts o = {.gguf_type = "f16"};
+    convert_opts o = {.gguf_type = "f16", .bits = "4", .group_size = "64"};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("%s", usage);
             return 0;
         }
         size_t k = 0, n = sizeof OPTIONS / sizeof *OPTIONS;
-        while (k < n && strcmp(argv[i], OPTIONS[k].name) != 0) k++;
+        while (k < n && strcmp(argv[i], OPTIONS[k].name) != 0 &&
+               !(OPTIONS[k].alias && strcmp(argv[i], OPTIONS[k].alias) == 0))
+            k++;
         if (k == n) {
             if (cli_common_option(argc, argv, &i) != 0) {
                 fprintf(stderr, "%s", usage);
@@ -40,21 +87,21 @@ int cmd_convert(int argc, char **argv) {
             }
             continue;
         }
+        if (OPTIONS[k].flag) {
+            *(bool *)((char *)&o + OPTIONS[k].field) = true;
+            continue;
+        }
         const char *v = cli_value(argc, argv, &i);
         if (!v) return 2;
         *(const char **)((char *)&o + OPTIONS[k].field) = v;
     }
-    if (!o.model || !o.gguf) {
-        fprintf(stderr, "afo convert: --model and --gguf are required\n%s", usage);
+    if (!o.model || !o.gguf == !o.out) {
+        fprintf(stderr, "afo convert: --model and one of --out or --gguf are required\n%s", usage);
         return 2;
     }
-    int type = afo_gguf_type_from_name(o.gguf_type);
-    if (type < 0) {
-        fprintf(stderr, "afo convert: --gguf-type needs f16, bf16, q8_0 or q4_0, not '%s'\n", o.gguf_type);
+    if (o.quantize && o.dequantize) {
+        fprintf(stderr, "afo convert: -q and -d exclude each other\n");
         return 2;
     }
-    double t0 = cli_now();
-    if (afo_gguf_export(o.model, o.gguf, (afo_gguf_type)type) != AFO_OK) return cli_fail("convert");
-    fprintf(stderr, "afo convert: wrote %s (%s) in %.1f s\n", o.gguf, o.gguf_type, cli_now() - t0);
-    return 0;
+    return o.gguf ? convert_gguf(&o) : convert_mlx(&o);
 }

@@ -115,6 +115,26 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
  * model.safetensors.index.json when over 2 GB. */
 afo_status afo_model_write_random(const char *config_path, const char *out_dir, int dtype, uint64_t seed);
 
+/* ---- converting ---- */
+
+typedef struct afo_convert_options {
+    int dtype;      /* afo_dtype of the output's float tensors; -1: the model's */
+    int bits;       /* 2, 3, 4, 5, 6 or 8: quantize; 0: write unquantized (dequantizing a quantized model) */
+    int group_size; /* 32, 64 or 128 when bits */
+} afo_convert_options;
+
+/* Writes the model at `in` to the directory `out` in MLX's layout: with
+ * bits, every Linear and embedding matrix whose input size is a multiple of
+ * group_size (MoE experts excepted) becomes P.weight (uint32), P.scales,
+ * P.biases, and config.json gets "quantization" and an identical
+ * "quantization_config"; other tensors are cast to dtype. Tokenizer files
+ * and generation_config.json are copied. Shards of at most 5 GB (with an
+ * index when several), written in a temporary sibling renamed to `out`
+ * (which must not exist, or be empty). *bits_per_weight (may be NULL)
+ * receives the bits of all tensor data written per original parameter. */
+afo_status afo_model_convert(const char *in, const char *out, const afo_convert_options *opts,
+                             double *bits_per_weight);
+
 #ifdef __cplusplus
 }
 #endif

@@ -280,6 +280,12 @@ afo_status config_load(const char *config_path, const char *gen_dir, model_confi
         c->multimodal = field(root, "text_config") != NULL;
         st = parse_common(c, j, *arch, config_path);
         if (st == AFO_OK && gen_dir) st = parse_generation_file(c, gen_dir);
+        /* mlx-lm writes both keys with the same content; older files only
+         * "quantization" */
+        const cJSON *q = field(root, "quantization");
+        if (!q) q = field(root, "quantization_config");
+        if (st == AFO_OK && cJSON_IsObject(q) && !(c->quantization = cJSON_Duplicate(q, 1)))
+            st = afo_error(AFO_ERR_OUT_OF_MEMORY, "out of memory reading %s", config_path);
     }
     cJSON_Delete(j);
     cJSON_Delete(root);
@@ -288,6 +294,8 @@ afo_status config_load(const char *config_path, const char *gen_dir, model_confi
 }
 
 void config_free(model_config *c) {
+    cJSON_Delete(c->quantization);
+    c->quantization = NULL;
     free(c->layer_sliding);
     free(c->layer_moe);
     c->layer_sliding = c->layer_moe = NULL;

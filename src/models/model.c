@@ -30,7 +30,7 @@ afo_status afo_model_load(const char *name_or_path, const afo_model_options *opt
     afo_status st = config_load(config, dir, &m->cfg, &m->arch);
     if (st == AFO_OK) st = model_bind_weights(m);
     if (st == AFO_OK) {
-        m->compute = opts && opts->compute_in_storage_dtype ? afo_array_dtype(m->embed) : AFO_FLOAT32;
+        m->compute = opts && opts->compute_in_storage_dtype ? model_storage_dtype(m) : AFO_FLOAT32;
         const model_config *c = &m->cfg;
         m->freqs_full = rope_freqs(&c->rope_full, c->rotary_dims, c->max_positions, 0, &m->score_full);
         m->freqs_sliding = rope_freqs(&c->rope_sliding, c->rotary_dims, c->max_positions, 0, &m->score_sliding);
@@ -50,7 +50,7 @@ int64_t afo_model_vocab_size(const afo_model *m) { return m->cfg.vocab; }
 int afo_model_num_layers(const afo_model *m) { return (int)m->cfg.layers; }
 int64_t afo_model_hidden_size(const afo_model *m) { return m->cfg.hidden; }
 int64_t afo_model_max_positions(const afo_model *m) { return m->cfg.max_positions; }
-afo_dtype afo_model_dtype(const afo_model *m) { return afo_array_dtype(m->embed); }
+afo_dtype afo_model_dtype(const afo_model *m) { return model_storage_dtype(m); }
 afo_dtype afo_model_compute_dtype(const afo_model *m) { return m->compute; }
 int64_t afo_model_num_params(const afo_model *m) { return m->num_params; }
 size_t afo_model_weight_bytes(const afo_model *m) { return m->weight_bytes; }

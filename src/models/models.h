@@ -44,6 +44,9 @@ typedef struct model_config {
     bool *layer_moe; /* [layers] */
     /* multimodal checkpoints keep the text model under another prefix */
     bool multimodal;
+    /* config "quantization" (MLX): global bits and group size, and per-path
+     * overrides; NULL for unquantized models */
+    cJSON *quantization;
     afo_generation_config gen;
 } model_config;
 
@@ -95,13 +98,24 @@ void config_free(model_config *c);
 afo_array *rope_freqs(const rope_params *p, int64_t rotary_dims, int64_t max_positions, int64_t seq_len,
                       double *score_factor);
 
+/* A Linear or embedding matrix [out, in]: plain (w in a float dtype,
+ * scales NULL) or MLX-quantized (w uint32 [out, in*bits/32], scales and
+ * biases [out, in/group_size]). Every use goes through linear() or
+ * embed_rows(), so architectures never see the difference. */
+typedef struct linear_weight {
+    afo_array *w, *scales, *biases;
+    int bits, group_size;
+} linear_weight;
+
 /* The weights of one layer; which are set depends on the architecture. */
 typedef struct layer_weights {
     afo_array *attn_norm, *attn_out_norm, *mlp_norm, *mlp_out_norm;
-    afo_array *q, *k, *v, *qkv, *o, *q_bias, *k_bias, *v_bias, *o_bias, *q_norm, *k_norm;
-    afo_array *gate, *up, *gate_up, *down, *gate_bias, *up_bias, *down_bias;
-    afo_array *router;
-    afo_array **experts; /* [num_experts][3]: gate, up, down */
+    linear_weight q, k, v, qkv, o;
+    afo_array *q_bias, *k_bias, *v_bias, *o_bias, *q_norm, *k_norm;
+    linear_weight gate, up, gate_up, down;
+    afo_array *gate_bias, *up_bias, *down_bias;
+    linear_weight router;
+    linear_weight *experts; /* [num_experts][3]: gate, up, down */
 } layer_weights;
 
 struct afo_model {
@@ -110,7 +124,8 @@ struct afo_model {
     const arch_desc *arch;
     afo_weights *weights;
     afo_dtype compute;
-    afo_array *embed, *final_norm, *lm_head; /* lm_head NULL when tied */
+    linear_weight embed, lm_head; /* lm_head.w NULL when tied */
+    afo_array *final_norm;
     layer_weights *layers;
     afo_array *freqs_full, *freqs_sliding; /* cached for seq_len <= max_positions */
     double score_full, score_sliding;
@@ -129,6 +144,7 @@ typedef struct tensor_spec {
     int64_t shape[2];
     tensor_kind kind;
     afo_array **slot;
+    linear_weight *linear; /* the matrix slot belongs to (&linear->w == slot); NULL for norms and biases */
 } tensor_spec;
 /* Allocates m->layers (and expert tables) and lists the tensors in
  * m->specs, named under `prefix` ("model." or a multimodal one). */
@@ -137,12 +153,22 @@ afo_status model_tensor_specs(afo_model *m, const char *prefix);
 afo_status model_bind_weights(afo_model *m);
 /* Releases the slots, the layer tables and the spec list. */
 void model_release_weights(afo_model *m);
+/* The dtype the weights are stored in (a quantized matrix's: its scales'). */
+afo_dtype model_storage_dtype(const afo_model *m);
+
+/* random.c, shared with convert.c: copies a file (a missing optional one is
+ * not an error), and writes model.safetensors.index.json mapping names[i]
+ * to shard shard_of[i] of nshards. */
+afo_status model_copy_file(const char *from, const char *to, bool required);
+afo_status model_write_index(const char *dir, int n, const char *const *names, const int *shard_of, int nshards,
+                             size_t total);
 
 /* moe.c: the sparse MLP of one layer on x [T, hidden]. */
 afo_array *moe_forward(const afo_model *m, const layer_weights *lw, afo_array *x);
 /* transformer.c, shared with moe.c: act(x W_gate^T) * (x W_up^T) W_down^T. */
-afo_array *gated_mlp(const model_config *c, afo_array *x, afo_array *gate, afo_array *up, afo_array *down,
-                     afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias);
-afo_array *linear(afo_array *x, afo_array *w, afo_array *bias);
+afo_array *gated_mlp(const model_config *c, afo_array *x, const linear_weight *gate, const linear_weight *up,
+                     const linear_weight *down, afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias);
+/* x W^T (+ bias), W plain or quantized: the one place matrices are applied. */
+afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias);
 
 #endif

@@ -16,7 +16,7 @@ typedef struct routing {
 static afo_status route(const afo_model *m, const layer_weights *w, afo_array *x, routing *r) {
     const model_config *c = &m->cfg;
     int k = (int)c->experts_per_tok, last = -1;
-    afo_array *logits = ow_astype(linear(x, w->router, NULL), AFO_FLOAT32);
+    afo_array *logits = ow_astype(linear(x, &w->router, NULL), AFO_FLOAT32);
     afo_array *probs = logits ? afo_softmax(logits, -1) : NULL;
     afo_release(logits);
     afo_array *top = probs ? afo_topk(probs, k, -1) : NULL, *idx = probs ? afo_argtopk(probs, k, -1) : NULL;
@@ -37,7 +37,7 @@ static afo_status route(const afo_model *m, const layer_weights *w, afo_array *x
 }
 
 /* One expert on its tokens: rows[] of x, scaled by their routing weights. */
-static afo_array *run_expert(const afo_model *m, afo_array *const *ew, afo_array *x, const int32_t *rows,
+static afo_array *run_expert(const afo_model *m, const linear_weight *ew, afo_array *x, const int32_t *rows,
                              const float *weights, int64_t count, afo_array **index) {
     int64_t col[2] = {count, 1};
     afo_array *wt = afo_array_from_data(weights, AFO_FLOAT32, 2, col);
@@ -45,7 +45,7 @@ static afo_array *run_expert(const afo_model *m, afo_array *const *ew, afo_array
     afo_array *flat = *index ? afo_reshape(*index, 1, &count) : NULL;
     afo_array *xe = flat ? afo_take(x, flat, 0) : NULL;
     afo_release(flat);
-    afo_array *y = xe ? gated_mlp(&m->cfg, xe, ew[0], ew[1], ew[2], NULL, NULL, NULL) : NULL;
+    afo_array *y = xe ? gated_mlp(&m->cfg, xe, &ew[0], &ew[1], &ew[2], NULL, NULL, NULL) : NULL;
     afo_release(xe);
     return ow_mul(y, ow_astype(wt, afo_array_dtype(x)));
 }

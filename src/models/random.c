@@ -11,7 +11,7 @@
 
 #define SHARD_BYTES ((size_t)2 << 30)
 
-static afo_status copy_file(const char *from, const char *to, bool required) {
+afo_status model_copy_file(const char *from, const char *to, bool required) {
     FILE *in = fopen(from, "rb");
     if (!in) return required ? afo_error(AFO_ERR_IO, "cannot open %s: %s", from, strerror(errno)) : AFO_OK;
     FILE *out = fopen(to, "wb");
@@ -63,14 +63,15 @@ static afo_status write_shard(const afo_model *m, const char *path, int begin, i
     return st;
 }
 
-static afo_status write_index(const afo_model *m, const char *dir, const int *shard_of, int nshards, size_t total) {
+afo_status model_write_index(const char *dir, int n, const char *const *names, const int *shard_of, int nshards,
+                             size_t total) {
     cJSON *root = cJSON_CreateObject(), *meta = cJSON_AddObjectToObject(root, "metadata");
     cJSON_AddNumberToObject(meta, "total_size", (double)total);
     cJSON *map = cJSON_AddObjectToObject(root, "weight_map");
-    for (int i = 0; i < m->nspecs; i++) {
+    for (int i = 0; i < n; i++) {
         char file[64];
         snprintf(file, sizeof file, "model-%05d-of-%05d.safetensors", shard_of[i] + 1, nshards);
-        cJSON_AddStringToObject(map, m->specs[i].name, file);
+        cJSON_AddStringToObject(map, names[i], file);
     }
     char *text = cJSON_Print(root), path[4200];
     cJSON_Delete(root);
@@ -119,10 +120,16 @@ afo_status afo_model_write_random(const char *config_path, const char *out_dir, 
         st = write_shard(&m, path, begin, end, dt, keys);
         begin = end;
     }
-    if (st == AFO_OK && nshards > 1) st = write_index(&m, out_dir, shard_of, nshards, total);
+    if (st == AFO_OK && nshards > 1) {
+        const char **names = malloc(sizeof *names * (size_t)m.nspecs);
+        for (int i = 0; names && i < m.nspecs; i++) names[i] = m.specs[i].name;
+        st = names ? model_write_index(out_dir, m.nspecs, names, shard_of, nshards, total)
+                   : afo_error(AFO_ERR_OUT_OF_MEMORY, "random model: out of memory");
+        free(names);
+    }
     if (st == AFO_OK) {
         snprintf(path, sizeof path, "%s/config.json", out_dir);
-        st = copy_file(config_path, path, true);
+        st = model_copy_file(config_path, path, true);
     }
     if (st == AFO_OK) {
         char from[4200];
@@ -131,7 +138,7 @@ afo_status afo_model_write_random(const char *config_path, const char *out_dir, 
         snprintf(slash ? slash + 1 : from, sizeof from - (size_t)(slash ? slash + 1 - from : 0), "%s",
                  "generation_config.json");
         snprintf(path, sizeof path, "%s/generation_config.json", out_dir);
-        st = copy_file(from, path, false);
+        st = model_copy_file(from, path, false);
     }
     afo_release(root);
     afo_release(keys);

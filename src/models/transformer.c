@@ -7,6 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
+#include "afo/quant.h"
 #include "core/compose.h"
 #include "models/models.h"
 
@@ -30,8 +31,9 @@ static afo_array *ow_rms_norm(afo_array *x, afo_array *w, double eps) {
     return r;
 }
 
-afo_array *linear(afo_array *x, afo_array *w, afo_array *bias) {
-    afo_array *y = ow_matmul(R(x), afo_transpose(w, NULL));
+afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias) {
+    afo_array *y = w->scales ? afo_quantized_matmul(x, w->w, w->scales, w->biases, 1, w->group_size, w->bits)
+                             : ow_matmul(R(x), afo_transpose(w->w, NULL));
     return bias ? ow_add(y, R(bias)) : y;
 }
 
@@ -40,7 +42,7 @@ static afo_array *ow_activation(activation act, afo_array *x) {
 }
 
 /* act(gate) * up, projected down. */
-static afo_array *ow_mlp_tail(const model_config *c, afo_array *gate, afo_array *up, afo_array *down,
+static afo_array *ow_mlp_tail(const model_config *c, afo_array *gate, afo_array *up, const linear_weight *down,
                               afo_array *down_bias) {
     afo_array *a = ow_mul(ow_activation(c->act, gate), up);
     afo_array *y = a ? linear(a, down, down_bias) : NULL;
@@ -48,27 +50,27 @@ static afo_array *ow_mlp_tail(const model_config *c, afo_array *gate, afo_array 
     return y;
 }
 
-afo_array *gated_mlp(const model_config *c, afo_array *x, afo_array *gate, afo_array *up, afo_array *down,
-                     afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias) {
+afo_array *gated_mlp(const model_config *c, afo_array *x, const linear_weight *gate, const linear_weight *up,
+                     const linear_weight *down, afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias) {
     return ow_mlp_tail(c, linear(x, gate, gate_bias), linear(x, up, up_bias), down, down_bias);
 }
 
 static afo_array *mlp(const afo_model *m, const layer_weights *w, afo_array *x) {
     const model_config *c = &m->cfg;
-    if (w->router) {
+    if (w->router.w) {
         int64_t flat[2] = {-1, c->hidden};
         afo_array *x2 = afo_reshape(x, 2, flat), *y = x2 ? moe_forward(m, w, x2) : NULL;
         afo_release(x2);
         return y ? ow_reshape(y, afo_array_ndim(x), afo_array_shape(x)) : NULL;
     }
-    if (w->gate_up) {
-        afo_array *gu = linear(x, w->gate_up, NULL);
+    if (w->gate_up.w) {
+        afo_array *gu = linear(x, &w->gate_up, NULL);
         afo_array *g = gu ? afo_slice_axis(gu, -1, 0, c->intermediate) : NULL;
         afo_array *u = gu ? afo_slice_axis(gu, -1, c->intermediate, 2 * c->intermediate) : NULL;
         afo_release(gu);
-        return ow_mlp_tail(c, g, u, w->down, NULL);
+        return ow_mlp_tail(c, g, u, &w->down, NULL);
     }
-    return gated_mlp(c, x, w->gate, w->up, w->down, w->gate_bias, w->up_bias, w->down_bias);
+    return gated_mlp(c, x, &w->gate, &w->up, &w->down, w->gate_bias, w->up_bias, w->down_bias);
 }
 
 /* [B, n, heads * D] -> [B, heads, n, D], with the per-head norm if any. */
@@ -108,16 +110,16 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     int64_t D = c->head_dim, H = c->heads, K = c->kv_heads;
     bool sliding = c->layer_sliding[layer];
     afo_array *q, *k, *v;
-    if (w->qkv) {
-        afo_array *qkv = linear(h, w->qkv, NULL);
+    if (w->qkv.w) {
+        afo_array *qkv = linear(h, &w->qkv, NULL);
         q = qkv ? afo_slice_axis(qkv, -1, 0, H * D) : NULL;
         k = qkv ? afo_slice_axis(qkv, -1, H * D, (H + K) * D) : NULL;
         v = qkv ? afo_slice_axis(qkv, -1, (H + K) * D, (H + 2 * K) * D) : NULL;
         afo_release(qkv);
     } else {
-        q = linear(h, w->q, w->q_bias);
-        k = linear(h, w->k, w->k_bias);
-        v = linear(h, w->v, w->v_bias);
+        q = linear(h, &w->q, w->q_bias);
+        k = linear(h, &w->k, w->k_bias);
+        v = linear(h, &w->v, w->v_bias);
     }
     q = ow_split_heads(q, s->B, s->n, H, D, w->q_norm, c->eps);
     k = ow_split_heads(k, s->B, s->n, K, D, w->k_norm, c->eps);
@@ -139,7 +141,7 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     afo_release(qr), afo_release(kr), afo_release(v);
     int64_t flat[3] = {s->B, s->n, H * D};
     o = ow_reshape(ow_swapaxes(o, 1, 2), 3, flat);
-    afo_array *y = o ? linear(o, w->o, w->o_bias) : NULL;
+    afo_array *y = o ? linear(o, &w->o, w->o_bias) : NULL;
     afo_release(o);
     return y;
 }
@@ -163,14 +165,18 @@ static afo_array *ow_block(const afo_model *m, int layer, afo_array *x, const st
 static afo_array *embed(const afo_model *m, const int32_t *ids, int64_t B, int64_t n) {
     int64_t shape[2] = {B, n};
     afo_array *idx = afo_array_from_data(ids, AFO_INT32, 2, shape);
-    afo_array *x = idx ? ow_astype(afo_take(m->embed, idx, 0), m->compute) : NULL;
+    const linear_weight *e = &m->embed;
+    afo_array *rows = !idx        ? NULL
+                      : e->scales ? afo_quantized_take(e->w, e->scales, e->biases, idx, e->group_size, e->bits)
+                                  : afo_take(e->w, idx, 0);
+    afo_array *x = ow_astype(rows, m->compute);
     afo_release(idx);
     if (m->arch->flags & ARCH_EMBED_SCALE) x = ow_mul(x, afo_scalar(sqrt((double)m->cfg.hidden), m->compute));
     return x;
 }
 
 static afo_array *ow_logits(const afo_model *m, afo_array *h) {
-    afo_array *y = h ? linear(h, m->lm_head ? m->lm_head : m->embed, NULL) : NULL;
+    afo_array *y = h ? linear(h, m->lm_head.w ? &m->lm_head : &m->embed, NULL) : NULL;
     afo_release(h);
     y = ow_astype(y, AFO_FLOAT32);
     if (m->cfg.final_softcap > 0) {
