@@ -96,7 +96,8 @@ static afo_status add_tokens(gguf_kv *kv, const cJSON *tok, int64_t vocab_size, 
     if (unk_id >= 0) type[unk_id] = TOK_UNKNOWN;
 
     /* config vocab_size may pad the embedding beyond the tokenizer: llama.cpp
-     * needs one token per row, so the rest are unused placeholders */
+     * needs one token per row, so rows past the tokenizer get [PADn] tokens
+     * of type UNUSED */
     gguf_kv_array(kv, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)vocab_size);
     for (int64_t i = 0; i < vocab_size; i++) {
         char pad[32];
