@@ -5,6 +5,7 @@
 #include "afo/array.h"
 #include "afo/ops.h"
 #include "afo/memory.h"
+#include "afo/device.h"
 #include "afo/io.h"
 #include "afo/autodiff.h"
 #include "afo/tokenizer.h"

@@ -27,8 +27,13 @@ void afo_clear_cache(void);
 typedef struct afo_memory_stats {
     size_t active, peak, cache, mapped, limit, cache_limit;
     uint64_t alloc_count, cache_hits;
+    uint64_t copied_in;  /* bytes copied onto this device from another */
+    uint64_t copied_out; /* bytes copied from this device to another */
 } afo_memory_stats;
 afo_status afo_get_memory_stats(afo_device device, afo_memory_stats *out);
+/* The limits above, for one device (the functions above act on the CPU). */
+afo_status afo_set_device_memory_limit(afo_device device, size_t bytes, size_t *previous);
+void afo_reset_device_peak_memory(afo_device device);
 
 #ifdef __cplusplus
 }

@@ -57,6 +57,7 @@ static afo_array *node_alloc(afo_op op, afo_array *const *in, int nin, const afo
     afo_array *a = array_new();
     if (!a) return NULL;
     a->op = op;
+    a->device = afo_get_default_device();
     if (attrs) a->attrs = *attrs;
     if (nin > 0) {
         a->in = malloc(sizeof(afo_array *) * (size_t)nin);
@@ -293,38 +294,93 @@ static void detach(afo_array *a) {
     free(in);
 }
 
+/* Stand-ins for inputs whose data lives on another device: the same array
+ * seen through the buffer's copy on `device`. Kernels only read inputs, so
+ * shallow copies serve. */
+#define MOVED_ON_STACK 8
+typedef struct moved_inputs {
+    afo_array stack[MOVED_ON_STACK];
+    afo_array *ptrs_stack[MOVED_ON_STACK];
+    afo_array *heap;
+    afo_array **ptrs;
+} moved_inputs;
+
+static afo_status inputs_on(afo_array *a, afo_device device, moved_inputs *m, afo_array *const **in) {
+    *in = a->in;
+    bool any = false;
+    for (int i = 0; i < a->nin; i++) any |= a->in[i]->buf->device != device;
+    if (!any) return AFO_OK;
+    afo_array *copies = m->stack;
+    m->ptrs = m->ptrs_stack;
+    if (a->nin > MOVED_ON_STACK) {
+        m->heap = malloc(sizeof *m->heap * (size_t)a->nin);
+        m->ptrs = malloc(sizeof *m->ptrs * (size_t)a->nin);
+        if (!m->heap || !m->ptrs) return afo_error(AFO_ERR_OUT_OF_MEMORY, "out of memory moving inputs");
+        copies = m->heap;
+    }
+    for (int i = 0; i < a->nin; i++) {
+        afo_array *x = a->in[i];
+        m->ptrs[i] = x;
+        if (x->buf->device == device) continue;
+        afo_buffer *there = afo_buffer_on(x->buf, device);
+        if (!there) return afo_last_status();
+        copies[i] = *x;
+        copies[i].buf = there;
+        m->ptrs[i] = &copies[i];
+    }
+    *in = m->ptrs;
+    return AFO_OK;
+}
+
+static void moved_free(moved_inputs *m) {
+    free(m->heap);
+    if (m->ptrs != m->ptrs_stack) free(m->ptrs);
+}
+
+static afo_status eval_node(afo_array *a) {
+    const afo_op_def *def = afo_op_get(a->op);
+    if (!def) return afo_error(AFO_ERR_UNSUPPORTED, "op %d has no definition", (int)a->op);
+    /* an op the device has no kernel for runs on the CPU */
+    if (!def->kernel[a->device]) a->device = AFO_CPU;
+    if (!def->kernel[a->device]) return afo_error(AFO_ERR_UNSUPPORTED, "%s: no CPU kernel", def->name);
+    moved_inputs moved = {.ptrs = moved.ptrs_stack};
+    afo_array *const *in;
+    afo_status st = inputs_on(a, a->device, &moved, &in);
+    if (st == AFO_OK) st = def->kernel[a->device](a, in, a->nin, &a->attrs);
+    moved_free(&moved);
+    if (st != AFO_OK) return st;
+    a->contiguous = afo_strides_contiguous(a->ndim, a->shape, a->strides);
+    a->device = a->buf->device;
+    detach(a);
+    return AFO_OK;
+}
+
 afo_status afo_eval(afo_array *const *arrays, int n) {
     afo_array **order = NULL;
     size_t count = 0;
     AFO_TRY(afo_graph_topo(arrays, n, false, &order, &count));
     afo_status st = AFO_OK;
-    for (size_t i = 0; i < count && st == AFO_OK; i++) {
-        afo_array *a = order[i];
-        const afo_op_def *def = afo_op_get(a->op);
-        if (!def || !def->kernel[AFO_CPU]) {
-            st = afo_error(AFO_ERR_UNSUPPORTED, "%s: no CPU kernel", def ? def->name : "op");
-            break;
-        }
-        st = def->kernel[AFO_CPU](a, a->in, a->nin, &a->attrs);
-        if (st == AFO_OK) {
-            a->contiguous = afo_strides_contiguous(a->ndim, a->shape, a->strides);
-            detach(a);
-        }
-    }
+    for (size_t i = 0; i < count && st == AFO_OK; i++) st = eval_node(order[i]);
     free(order);
     return st;
 }
 
 afo_status afo_eval1(afo_array *a) { return afo_eval(&a, 1); }
 
-/* Replaces a strided view's storage by a dense copy (same identity). */
-static afo_status make_contiguous(afo_array *a) {
+/* Brings an evaluated array's data to the host as a dense buffer (same
+ * identity): strided views are compacted, device data is copied down once. */
+static afo_status to_host_dense(afo_array *a) {
+    afo_buffer *host = afo_buffer_on(a->buf, AFO_CPU);
+    if (!host) return afo_last_status();
     if (a->contiguous) return AFO_OK;
     afo_buffer *buf = afo_buffer_alloc(AFO_CPU, afo_array_nbytes(a));
     if (!buf) return AFO_ERR_OUT_OF_MEMORY;
-    afo_cpu_copy(a, buf->data, a->dtype);
+    afo_array view = *a;
+    view.buf = host;
+    afo_cpu_copy(&view, buf->data, a->dtype);
     afo_buffer_release(a->buf);
     a->buf = buf;
+    a->device = AFO_CPU;
     a->offset = 0;
     afo_contiguous_strides(a->ndim, a->shape, a->strides);
     a->contiguous = true;
@@ -333,8 +389,8 @@ static afo_status make_contiguous(afo_array *a) {
 
 const void *afo_array_data(afo_array *a) {
     if (!a) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_array_data: array is NULL");
-    if (afo_eval1(a) != AFO_OK || make_contiguous(a) != AFO_OK) return NULL;
-    return afo_array_ptr(a);
+    if (afo_eval1(a) != AFO_OK || to_host_dense(a) != AFO_OK) return NULL;
+    return (const char *)afo_buffer_on(a->buf, AFO_CPU)->data + a->offset * (int64_t)afo_dtype_size(a->dtype);
 }
 
 afo_status afo_array_read(afo_array *a, afo_dtype dtype, void *dst, size_t dst_bytes) {
@@ -346,7 +402,10 @@ afo_status afo_array_read(afo_array *a, afo_dtype dtype, void *dst, size_t dst_b
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read: destination holds %zu bytes, %zu needed",
                          dst_bytes, need);
     AFO_TRY(afo_eval1(a));
-    afo_cpu_copy(a, dst, dtype);
+    afo_array view = *a;
+    view.buf = afo_buffer_on(a->buf, AFO_CPU);
+    if (!view.buf) return afo_last_status();
+    afo_cpu_copy(&view, dst, dtype);
     return AFO_OK;
 }
 

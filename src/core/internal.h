@@ -38,41 +38,40 @@ typedef struct afo_buffer {
     size_t capacity;   /* allocator bucket size */
     afo_device device;
     afo_mapping *mapping; /* non-NULL: data points into this file mapping */
+    /* The same bytes on the other device, made on first use there and kept
+     * while this buffer lives. A buffer with a copy (or that is one) is never
+     * written in place, so the two cannot drift apart. */
+    struct afo_buffer *copy;
+    bool is_copy;
 } afo_buffer;
 afo_buffer *afo_buffer_alloc(afo_device device, size_t nbytes); /* NULL + error on OOM/limit */
 afo_buffer *afo_buffer_from_mapping(afo_mapping *m, size_t offset, size_t nbytes);
 void afo_buffer_retain(afo_buffer *b);
 void afo_buffer_release(afo_buffer *b);
+/* b's bytes on `device`: b itself, or its copy there (made and counted on
+ * first request). Borrowed: valid while b lives. NULL + error on failure. */
+afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device);
+/* True when b may be overwritten by the op consuming its only reference. */
+bool afo_buffer_writable(const afo_buffer *b);
+
+/* ---------------------------------------------------------------- backends */
+/* What the core needs from an accelerator: memory, copies, a barrier. Its
+ * kernels register themselves in the op table (afo_op_set_kernel). */
+typedef struct afo_backend {
+    const char *name;
+    void *(*alloc)(size_t nbytes); /* NULL when the device is out of memory */
+    void (*free)(void *p);
+    afo_status (*upload)(void *dst, const void *src, size_t nbytes);   /* host → device */
+    afo_status (*download)(void *dst, const void *src, size_t nbytes); /* device → host, complete on return */
+    afo_status (*synchronize)(void);
+    afo_status (*info)(afo_device_info *out);
+} afo_backend;
+/* NULL for the CPU and for a device this build or machine lacks (the error
+ * text then says why). */
+const afo_backend *afo_backend_of(afo_device device);
 
 /* ---------------------------------------------------------------- ops */
-typedef enum afo_op {
-    AFO_OP_NONE = 0,
-    /* unary elementwise */
-    AFO_OP_NEG, AFO_OP_ABS, AFO_OP_EXP, AFO_OP_LOG, AFO_OP_LOG1P, AFO_OP_SQRT, AFO_OP_RSQRT,
-    AFO_OP_SQUARE, AFO_OP_TANH, AFO_OP_ERF, AFO_OP_SIGMOID, AFO_OP_SILU, AFO_OP_GELU, AFO_OP_GELU_TANH,
-    AFO_OP_RELU, AFO_OP_SIN, AFO_OP_COS, AFO_OP_LOGICAL_NOT,
-    /* binary elementwise */
-    AFO_OP_ADD, AFO_OP_SUB, AFO_OP_MUL, AFO_OP_DIV, AFO_OP_MAXIMUM, AFO_OP_MINIMUM, AFO_OP_POW,
-    AFO_OP_EQUAL, AFO_OP_NOT_EQUAL, AFO_OP_LESS, AFO_OP_LESS_EQUAL, AFO_OP_GREATER,
-    AFO_OP_GREATER_EQUAL, AFO_OP_LOGICAL_AND, AFO_OP_LOGICAL_OR,
-    AFO_OP_WHERE, AFO_OP_ASTYPE, AFO_OP_STOP_GRADIENT,
-    /* shape: views where strides allow, else copies */
-    AFO_OP_RESHAPE, AFO_OP_TRANSPOSE, AFO_OP_BROADCAST, AFO_OP_SLICE, AFO_OP_CONTIGUOUS,
-    AFO_OP_SLICE_UPDATE, AFO_OP_CONCATENATE,
-    /* reductions */
-    AFO_OP_SUM, AFO_OP_MAX, AFO_OP_MIN, AFO_OP_LOGSUMEXP, AFO_OP_ARGMAX, AFO_OP_SOFTMAX,
-    /* linear algebra */
-    AFO_OP_MATMUL,
-    /* indexing */
-    AFO_OP_TAKE, AFO_OP_TAKE_ALONG_AXIS, AFO_OP_SCATTER_ADD, AFO_OP_ARGSORT, AFO_OP_ARGTOPK,
-    /* fused nn */
-    AFO_OP_RMS_NORM, AFO_OP_LAYER_NORM, AFO_OP_ROPE, AFO_OP_SDPA,
-    /* random */
-    AFO_OP_RANDOM_BITS, AFO_OP_RANDOM_UNIFORM, AFO_OP_RANDOM_NORMAL,
-    /* affine quantization */
-    AFO_OP_QUANTIZE, AFO_OP_DEQUANTIZE, AFO_OP_QUANTIZED_MATMUL, AFO_OP_QUANTIZED_TAKE,
-    AFO_OP_COUNT
-} afo_op;
+#include "core/op_ids.h"
 
 #define AFO_MAX_ATTR_INTS 32
 /* Op parameters stored in the node: integers (axes, slices, flags) and
@@ -95,6 +94,7 @@ struct afo_array {
     int64_t strides[AFO_MAX_DIMS];
     int64_t offset;
     bool contiguous; /* row-major dense from data pointer */
+    afo_device device; /* where the op runs; after evaluation, buf->device */
     /* graph node (inputs dropped after evaluation) */
     afo_op op;
     int nin;
@@ -126,6 +126,8 @@ typedef struct afo_op_def {
 
 /* Registration (src/ops/registry.c calls each family's register function). */
 void afo_op_register(afo_op op, const afo_op_def *def);
+/* Adds a backend's kernel to an op that is already registered. */
+void afo_op_set_kernel(afo_op op, afo_device device, afo_kernel_fn kernel);
 const afo_op_def *afo_op_get(afo_op op); /* NULL if the op has no definition */
 void afo_register_elementwise_ops(void);
 void afo_register_shape_ops(void);
@@ -135,6 +137,7 @@ void afo_register_indexing_ops(void);
 void afo_register_nn_ops(void);
 void afo_register_random_ops(void);
 void afo_register_quant_ops(void);
+void afo_register_cuda_kernels(void); /* only in builds with AFO_HAVE_CUDA */
 
 /* Creates a graph node: runs the op's shape rule, retains the inputs.
  * Returns NULL with the error set when the shape rule refuses. */

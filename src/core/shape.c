@@ -60,7 +60,7 @@ afo_status afo_broadcast_shapes(const char *opname, int na, const int64_t *a, in
 }
 
 afo_status afo_array_alloc(afo_array *out) {
-    out->buf = afo_buffer_alloc(AFO_CPU, afo_array_nbytes(out));
+    out->buf = afo_buffer_alloc(out->device, afo_array_nbytes(out));
     if (!out->buf) return AFO_ERR_OUT_OF_MEMORY;
     out->offset = 0;
     afo_contiguous_strides(out->ndim, out->shape, out->strides);

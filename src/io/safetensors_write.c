@@ -222,12 +222,12 @@ static afo_status write_all(int fd, const char *tmp, const void *data, size_t n)
     return AFO_OK;
 }
 
-/* Strided views are gathered into a C-order copy; dense arrays are written
- * straight from their buffer. */
+/* Strided views and device data are gathered into a host copy; dense host
+ * arrays are written straight from their buffer. */
 static afo_status write_array(int fd, const char *tmp, afo_array *x) {
     size_t nbytes = afo_array_nbytes(x);
     if (nbytes == 0) return AFO_OK;
-    if (x->contiguous) return write_all(fd, tmp, afo_array_ptr(x), nbytes);
+    if (x->contiguous && x->buf->device == AFO_CPU) return write_all(fd, tmp, afo_array_ptr(x), nbytes);
     void *copy = malloc(nbytes);
     if (!copy) return afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory gathering a %zu-byte tensor", tmp, nbytes);
     afo_status st = afo_array_read(x, afo_array_dtype(x), copy, nbytes);

@@ -22,15 +22,29 @@ typedef struct cache_entry {
 
 typedef struct device_pool {
     pthread_mutex_t lock;
+    afo_device device;
     size_t active, peak, cache, mapped, limit, cache_limit;
-    uint64_t alloc_count, cache_hits;
+    uint64_t alloc_count, cache_hits, copied_in, copied_out;
     cache_entry *head, *tail;
 } device_pool;
 
 static device_pool g_pools[AFO_DEVICE_COUNT] = {
-    [AFO_CPU] = {.lock = PTHREAD_MUTEX_INITIALIZER},
-    [AFO_CUDA] = {.lock = PTHREAD_MUTEX_INITIALIZER},
+    [AFO_CPU] = {.lock = PTHREAD_MUTEX_INITIALIZER, .device = AFO_CPU},
+    [AFO_CUDA] = {.lock = PTHREAD_MUTEX_INITIALIZER, .device = AFO_CUDA},
 };
+
+/* Raw memory of a pool's device; the backend exists whenever a buffer of
+ * that device does. */
+static void *raw_alloc(const device_pool *p, size_t capacity) {
+    if (p->device == AFO_CPU) return aligned_alloc(64, capacity);
+    const afo_backend *be = afo_backend_of(p->device);
+    return be ? be->alloc(capacity) : NULL;
+}
+
+static void raw_free(const device_pool *p, void *data) {
+    if (p->device == AFO_CPU) free(data);
+    else afo_backend_of(p->device)->free(data);
+}
 
 static size_t round_capacity(size_t n) {
     if (n == 0) n = 1;
@@ -57,7 +71,7 @@ static void evict_to(device_pool *p, size_t keep) {
     while (p->cache > keep && p->tail) {
         cache_entry *e = p->tail;
         lru_unlink(p, e);
-        free(e->data);
+        raw_free(p, e->data);
         free(e);
     }
 }
@@ -103,15 +117,16 @@ afo_buffer *afo_buffer_alloc(afo_device device, size_t nbytes) {
                                   "memory limit of %zu bytes reached: allocating %zu bytes with %zu active",
                                   limit, nbytes, active);
         }
-        b->data = aligned_alloc(64, capacity);
+        b->data = raw_alloc(p, capacity);
         if (!b->data) {
             evict_to(p, 0);
-            b->data = aligned_alloc(64, capacity);
+            b->data = raw_alloc(p, capacity);
         }
         if (!b->data) {
             pthread_mutex_unlock(&p->lock);
             free(b);
-            return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "out of memory allocating %zu bytes", nbytes);
+            return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "out of %s memory allocating %zu bytes",
+                                  afo_device_name(device), nbytes);
         }
     }
     count_active(p, capacity);
@@ -139,6 +154,7 @@ void afo_buffer_retain(afo_buffer *b) { atomic_fetch_add(&b->refcount, 1); }
 
 void afo_buffer_release(afo_buffer *b) {
     if (!b || atomic_fetch_sub(&b->refcount, 1) != 1) return;
+    afo_buffer_release(b->copy);
     if (b->mapping) {
         afo_mapping_release(b->mapping);
         free(b);
@@ -155,10 +171,51 @@ void afo_buffer_release(afo_buffer *b) {
         evict_to(p, cache_limit - b->capacity);
         lru_push_front(p, e);
     } else {
-        free(b->data);
+        raw_free(p, b->data);
     }
     pthread_mutex_unlock(&p->lock);
     free(b);
+}
+
+bool afo_buffer_writable(const afo_buffer *b) {
+    return atomic_load(&b->refcount) == 1 && !b->mapping && !b->copy && !b->is_copy;
+}
+
+static void count_copy(afo_device from, afo_device to, size_t nbytes) {
+    pthread_mutex_lock(&g_pools[from].lock);
+    g_pools[from].copied_out += nbytes;
+    pthread_mutex_unlock(&g_pools[from].lock);
+    pthread_mutex_lock(&g_pools[to].lock);
+    g_pools[to].copied_in += nbytes;
+    pthread_mutex_unlock(&g_pools[to].lock);
+}
+
+/* One lock for making copies: two threads asking for the same weight on a
+ * GPU must not both upload it. */
+static pthread_mutex_t g_copy_lock = PTHREAD_MUTEX_INITIALIZER;
+
+afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device) {
+    if (b->device == device) return b;
+    pthread_mutex_lock(&g_copy_lock);
+    afo_buffer *c = b->copy;
+    if (!c) {
+        const afo_backend *be = afo_backend_of(device == AFO_CPU ? b->device : device);
+        c = be ? afo_buffer_alloc(device, b->nbytes) : NULL;
+        if (c) {
+            afo_status st = device == AFO_CPU ? be->download(c->data, b->data, b->nbytes)
+                                              : be->upload(c->data, b->data, b->nbytes);
+            if (st != AFO_OK) {
+                afo_buffer_release(c);
+                c = NULL;
+            } else {
+                c->is_copy = true;
+                b->copy = c;
+                count_copy(b->device, device, b->nbytes);
+            }
+        }
+    }
+    pthread_mutex_unlock(&g_copy_lock);
+    return c;
 }
 
 afo_mapping *afo_mapping_open(const char *path) {
@@ -217,19 +274,30 @@ size_t afo_get_peak_memory(void) { POOL_GET(peak); }
 size_t afo_get_cache_memory(void) { POOL_GET(cache); }
 size_t afo_get_mapped_memory(void) { POOL_GET(mapped); }
 
-void afo_reset_peak_memory(void) {
-    device_pool *p = &g_pools[AFO_CPU];
+void afo_reset_device_peak_memory(afo_device device) {
+    if ((unsigned)device >= AFO_DEVICE_COUNT) return;
+    device_pool *p = &g_pools[device];
     pthread_mutex_lock(&p->lock);
     p->peak = p->active;
     pthread_mutex_unlock(&p->lock);
 }
 
-size_t afo_set_memory_limit(size_t bytes) {
-    device_pool *p = &g_pools[AFO_CPU];
+void afo_reset_peak_memory(void) { afo_reset_device_peak_memory(AFO_CPU); }
+
+afo_status afo_set_device_memory_limit(afo_device device, size_t bytes, size_t *previous) {
+    if ((unsigned)device >= AFO_DEVICE_COUNT)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_set_device_memory_limit: invalid device %d", (int)device);
+    device_pool *p = &g_pools[device];
     pthread_mutex_lock(&p->lock);
-    size_t old = p->limit;
+    if (previous) *previous = p->limit;
     p->limit = bytes;
     pthread_mutex_unlock(&p->lock);
+    return AFO_OK;
+}
+
+size_t afo_set_memory_limit(size_t bytes) {
+    size_t old = 0;
+    afo_set_device_memory_limit(AFO_CPU, bytes, &old);
     return old;
 }
 
@@ -256,8 +324,8 @@ afo_status afo_get_memory_stats(afo_device device, afo_memory_stats *out) {
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_get_memory_stats: invalid device %d", (int)device);
     device_pool *p = &g_pools[device];
     pthread_mutex_lock(&p->lock);
-    *out = (afo_memory_stats){p->active, p->peak, p->cache, p->mapped, p->limit, p->cache_limit,
-                              p->alloc_count, p->cache_hits};
+    *out = (afo_memory_stats){p->active,      p->peak,       p->cache,     p->mapped,    p->limit,
+                              p->cache_limit, p->alloc_count, p->cache_hits, p->copied_in, p->copied_out};
     pthread_mutex_unlock(&p->lock);
     return AFO_OK;
 }

@@ -1,9 +1,12 @@
-/* The op table: one entry per op, filled by each op family at first use. */
+/* The op table: one entry per op, filled by each op family at first use and
+ * then by the accelerator backends built in, which add their kernels. */
+#include <assert.h>
 #include <pthread.h>
 
 #include "core/internal.h"
 
-static const afo_op_def *g_table[AFO_OP_COUNT];
+static afo_op_def g_defs[AFO_OP_COUNT];
+static bool g_present[AFO_OP_COUNT];
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static void register_all(void) {
@@ -15,11 +18,22 @@ static void register_all(void) {
     afo_register_nn_ops();
     afo_register_random_ops();
     afo_register_quant_ops();
+#ifdef AFO_HAVE_CUDA
+    afo_register_cuda_kernels();
+#endif
 }
 
-void afo_op_register(afo_op op, const afo_op_def *def) { g_table[op] = def; }
+void afo_op_register(afo_op op, const afo_op_def *def) {
+    g_defs[op] = *def;
+    g_present[op] = true;
+}
+
+void afo_op_set_kernel(afo_op op, afo_device device, afo_kernel_fn kernel) {
+    assert(g_present[op] && "a backend kernel for an op that has no definition");
+    g_defs[op].kernel[device] = kernel;
+}
 
 const afo_op_def *afo_op_get(afo_op op) {
     pthread_once(&g_once, register_all);
-    return (unsigned)op < AFO_OP_COUNT ? g_table[op] : NULL;
+    return (unsigned)op < AFO_OP_COUNT && g_present[op] ? &g_defs[op] : NULL;
 }

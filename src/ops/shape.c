@@ -267,7 +267,7 @@ afo_array *afo_slice_axis(afo_array *x, int axis, int64_t start, int64_t stop) {
 /* Reuses x's buffer when nothing else can observe it: x is referenced only
  * by this node, owns its whole buffer, and is not a file mapping. */
 static bool can_donate(const afo_array *x) {
-    return atomic_load(&x->refcount) == 1 && atomic_load(&x->buf->refcount) == 1 && !x->buf->mapping &&
+    return atomic_load(&x->refcount) == 1 && afo_buffer_writable(x->buf) &&
            x->contiguous && x->offset == 0;
 }
 

@@ -1,4 +1,5 @@
 #include "support/test.h"
+#include "afo/afo.h"
 
 #include <string.h>
 #include <unistd.h>
@@ -39,4 +40,17 @@ const char *test_shared_path(const char *rel, char *buf, size_t n) {
         return NULL;
     }
     return buf;
+}
+
+/* AFO_TEST_DEVICE=cuda runs a whole test program with that default device,
+ * so every test doubles as a differential test of the backend against the
+ * references it already checks. */
+__attribute__((constructor)) static void test_device_from_env(void) {
+    const char *name = getenv("AFO_TEST_DEVICE");
+    if (!name || !*name) return;
+    int d = afo_device_from_name(name);
+    if (d < 0 || afo_set_default_device((afo_device)d) != AFO_OK) {
+        fprintf(stderr, "AFO_TEST_DEVICE=%s: %s\n", name, d < 0 ? "unknown device" : afo_last_error());
+        exit(1);
+    }
 }

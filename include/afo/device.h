@@ -1,0 +1,47 @@
+/* afo — devices: which are present, where new ops run, what each holds.
+ *
+ * An op runs on the default device of the thread that created it. Evaluation
+ * runs it there (on the CPU when that device has no kernel for the op) and
+ * gives it its inputs there: a buffer that lives elsewhere is copied once and
+ * the copy is kept beside it for later consumers, so weights mapped from a
+ * file reach a GPU once. Reading an array's data (afo_array_data,
+ * afo_array_read) brings it to the host the same way. */
+#ifndef AFO_DEVICE_H
+#define AFO_DEVICE_H
+
+#include "afo/base.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct afo_array afo_array;
+
+typedef struct afo_device_info {
+    char name[128];       /* "NVIDIA H100 80GB HBM3", or the CPU model */
+    size_t total_memory;  /* bytes */
+    size_t free_memory;   /* bytes, at the time of the call */
+    int compute_major, compute_minor; /* CUDA compute capability; 0 for the CPU */
+} afo_device_info;
+
+const char *afo_device_name(afo_device d);    /* "cpu", "cuda" */
+int afo_device_from_name(const char *name);   /* -1 when unknown */
+/* 1 when this build has the backend and the machine has the device. */
+int afo_device_available(afo_device d);
+afo_status afo_device_get_info(afo_device d, afo_device_info *out);
+
+/* The device ops created by this thread run on; AFO_CPU until set. Fails
+ * with AFO_ERR_UNSUPPORTED (naming why) when the device is not available. */
+afo_status afo_set_default_device(afo_device d);
+afo_device afo_get_default_device(void);
+/* The device an evaluated array's data lives on (its creation device before). */
+afo_device afo_array_device(const afo_array *a);
+/* Evaluates `a` and makes its data resident on `d` (cached beside it). */
+afo_status afo_array_prefetch(afo_array *a, afo_device d);
+/* Waits until all work queued on `d` has finished. */
+afo_status afo_synchronize(afo_device d);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,28 @@
+/* CUDA backend, C side: the device, its stream and libraries, and the
+ * glue between op-table kernels and the launchers in the .cu files. Every
+ * kernel runs on one stream, so work is ordered without host waits; the
+ * host waits only when it reads data back. */
+#ifndef AFO_CUDA_H
+#define AFO_CUDA_H
+
+#include <cuda_runtime_api.h>
+
+#include "core/internal.h"
+
+/* NULL (error text says why) when there is no usable GPU. */
+const afo_backend *afo_cuda_backend(void);
+cudaStream_t afo_cuda_stream(void);
+/* Turns a CUDA error into an afo error naming `what`. */
+afo_status afo_cuda_status(cudaError_t e, const char *what);
+/* The launch error of the last kernel, as an afo status naming `op`. */
+afo_status afo_cuda_launched(const char *op);
+
+/* Describes out and its inputs (broadcast to out's shape) for the strided
+ * kernels; needs kernels.h. */
+struct afo_cuda_strided;
+void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_array *const *in, int nin);
+
+/* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
+void afo_cuda_register_elementwise(void);
+
+#endif

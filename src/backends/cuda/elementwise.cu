@@ -1,0 +1,184 @@
+// Elementwise kernels over strided operands: one thread per output element,
+// values converted to the compute type on load and back on store, with the
+// CPU backend's semantics (integers wrap, float to int truncates and
+// saturates, to bool tests != 0, NaN propagates through max/min).
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "backends/cuda/kernels.h"
+
+namespace {
+
+template <typename T> __device__ T load_as(const void *base, int64_t i, afo_dtype dt) {
+    switch (dt) {
+    case AFO_BOOL: return (T)(((const uint8_t *)base)[i] != 0);
+    case AFO_INT8: return (T)((const int8_t *)base)[i];
+    case AFO_UINT8: return (T)((const uint8_t *)base)[i];
+    case AFO_INT32: return (T)((const int32_t *)base)[i];
+    case AFO_UINT32: return (T)((const uint32_t *)base)[i];
+    case AFO_INT64: return (T)((const int64_t *)base)[i];
+    case AFO_FLOAT16: return (T)__half2float(((const __half *)base)[i]);
+    case AFO_BFLOAT16: return (T)__bfloat162float(((const __nv_bfloat16 *)base)[i]);
+    case AFO_FLOAT32: return (T)((const float *)base)[i];
+    default: return (T)((const double *)base)[i];
+    }
+}
+
+template <typename T> __device__ int64_t to_int(T v, double lo, double hi) {
+    double d = (double)v;
+    if (d != d) return 0;
+    if (d <= lo) return (int64_t)lo;
+    if (d >= hi) return (int64_t)hi;
+    return (int64_t)d;
+}
+template <> __device__ int64_t to_int<int64_t>(int64_t v, double, double) { return v; }
+
+template <typename T> __device__ void store_from(void *base, int64_t i, afo_dtype dt, T v) {
+    switch (dt) {
+    case AFO_BOOL: ((uint8_t *)base)[i] = v != (T)0; break;
+    case AFO_INT8: ((int8_t *)base)[i] = (int8_t)to_int(v, -128.0, 127.0); break;
+    case AFO_UINT8: ((uint8_t *)base)[i] = (uint8_t)to_int(v, 0.0, 255.0); break;
+    case AFO_INT32: ((int32_t *)base)[i] = (int32_t)to_int(v, -2147483648.0, 2147483647.0); break;
+    case AFO_UINT32: ((uint32_t *)base)[i] = (uint32_t)to_int(v, 0.0, 4294967295.0); break;
+    case AFO_INT64: ((int64_t *)base)[i] = to_int(v, -9223372036854775808.0, 9223372036854774784.0); break;
+    case AFO_FLOAT16: ((__half *)base)[i] = __float2half_rn((float)v); break;
+    case AFO_BFLOAT16: ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn((float)v); break;
+    case AFO_FLOAT32: ((float *)base)[i] = (float)v; break;
+    default: ((double *)base)[i] = (double)v; break;
+    }
+}
+
+__device__ int64_t ipow(int64_t base, int64_t e) {
+    if (e < 0) return base == 1 ? 1 : base == -1 ? (e % 2 ? -1 : 1) : 0;
+    uint64_t r = 1, b = (uint64_t)base;
+    while (e) {
+        if (e & 1) r *= b;
+        b *= b;
+        e >>= 1;
+    }
+    return (int64_t)r;
+}
+
+__device__ float fpow(float a, float b) { return powf(a, b); }
+__device__ double fpow(double a, double b) { return pow(a, b); }
+__device__ int64_t fpow(int64_t a, int64_t b) { return ipow(a, b); }
+
+template <typename T> __device__ bool is_nan(T v) { return v != v; }
+
+// Float-only math runs in T; the int64 instantiation never reaches it (the
+// shape rules give float outputs to those ops).
+template <typename T> __device__ T unary(afo_op op, T x) {
+    switch (op) {
+    case AFO_OP_NEG: return (T)(0 - x);
+    case AFO_OP_ABS: return x < (T)0 ? (T)(0 - x) : x;
+    case AFO_OP_SQUARE: return x * x;
+    case AFO_OP_RELU: return x > (T)0 ? x : (T)0;
+    case AFO_OP_LOGICAL_NOT: return (T)(x == (T)0);
+    default: break;
+    }
+    double d = (double)x;
+    if (sizeof(T) == 4) {
+        float f = (float)x;
+        switch (op) {
+        case AFO_OP_EXP: return (T)expf(f);
+        case AFO_OP_LOG: return (T)logf(f);
+        case AFO_OP_LOG1P: return (T)log1pf(f);
+        case AFO_OP_SQRT: return (T)sqrtf(f);
+        case AFO_OP_RSQRT: return (T)(1.0f / sqrtf(f));
+        case AFO_OP_TANH: return (T)tanhf(f);
+        case AFO_OP_ERF: return (T)erff(f);
+        case AFO_OP_SIGMOID: return (T)(1.0f / (1.0f + expf(-f)));
+        case AFO_OP_SILU: return (T)(f / (1.0f + expf(-f)));
+        case AFO_OP_GELU: return (T)(0.5f * f * erfcf(-f * 0.70710678118654752f));
+        case AFO_OP_GELU_TANH: return (T)(f / (1.0f + expf(-1.5957691216057308f * (f + 0.044715f * f * f * f))));
+        case AFO_OP_SIN: return (T)sinf(f);
+        case AFO_OP_COS: return (T)cosf(f);
+        default: return x;
+        }
+    }
+    switch (op) {
+    case AFO_OP_EXP: return (T)exp(d);
+    case AFO_OP_LOG: return (T)log(d);
+    case AFO_OP_LOG1P: return (T)log1p(d);
+    case AFO_OP_SQRT: return (T)sqrt(d);
+    case AFO_OP_RSQRT: return (T)(1.0 / sqrt(d));
+    case AFO_OP_TANH: return (T)tanh(d);
+    case AFO_OP_ERF: return (T)erf(d);
+    case AFO_OP_SIGMOID: return (T)(1.0 / (1.0 + exp(-d)));
+    case AFO_OP_SILU: return (T)(d / (1.0 + exp(-d)));
+    case AFO_OP_GELU: return (T)(0.5 * d * erfc(-d * 0.70710678118654752));
+    case AFO_OP_GELU_TANH: return (T)(d / (1.0 + exp(-1.5957691216057308 * (d + 0.044715 * d * d * d))));
+    case AFO_OP_SIN: return (T)sin(d);
+    case AFO_OP_COS: return (T)cos(d);
+    default: return x;
+    }
+}
+
+template <typename T> __device__ T wrap_add(T a, T b) { return a + b; }
+template <> __device__ int64_t wrap_add(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
+template <typename T> __device__ T wrap_sub(T a, T b) { return a - b; }
+template <> __device__ int64_t wrap_sub(int64_t a, int64_t b) { return (int64_t)((uint64_t)a - (uint64_t)b); }
+template <typename T> __device__ T wrap_mul(T a, T b) { return a * b; }
+template <> __device__ int64_t wrap_mul(int64_t a, int64_t b) { return (int64_t)((uint64_t)a * (uint64_t)b); }
+
+template <typename T> __device__ T binary(afo_op op, T a, T b) {
+    switch (op) {
+    case AFO_OP_ADD: return wrap_add(a, b);
+    case AFO_OP_SUB: return wrap_sub(a, b);
+    case AFO_OP_MUL: return wrap_mul(a, b);
+    case AFO_OP_DIV: return a / b; // float types only (the shape rule)
+    case AFO_OP_MAXIMUM: return (a > b || is_nan(a)) ? a : b;
+    case AFO_OP_MINIMUM: return (a < b || is_nan(a)) ? a : b;
+    case AFO_OP_POW: return fpow(a, b);
+    case AFO_OP_EQUAL: return (T)(a == b);
+    case AFO_OP_NOT_EQUAL: return (T)(a != b);
+    case AFO_OP_LESS: return (T)(a < b);
+    case AFO_OP_LESS_EQUAL: return (T)(a <= b);
+    case AFO_OP_GREATER: return (T)(a > b);
+    case AFO_OP_GREATER_EQUAL: return (T)(a >= b);
+    case AFO_OP_LOGICAL_AND: return (T)(a != (T)0 && b != (T)0);
+    case AFO_OP_LOGICAL_OR: return (T)(a != (T)0 || b != (T)0);
+    default: return a;
+    }
+}
+
+template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
+    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    int64_t step = (int64_t)gridDim.x * blockDim.x;
+    for (; idx < d.size; idx += step) {
+        int64_t off[AFO_CUDA_MAX_OPERANDS] = {0, 0, 0, 0};
+        int64_t r = idx;
+        for (int ax = d.ndim - 1; ax >= 0; ax--) {
+            int64_t c = r % d.shape[ax];
+            r /= d.shape[ax];
+            for (int k = 0; k < d.nops; k++) off[k] += c * d.strides[k][ax];
+        }
+        T a = load_as<T>(d.data[1], off[1], d.dtype[1]), v;
+        if (op == AFO_OP_WHERE) {
+            T x = load_as<T>(d.data[2], off[2], d.dtype[2]), y = load_as<T>(d.data[3], off[3], d.dtype[3]);
+            v = a != (T)0 ? x : y;
+        } else if (d.nops == 3) {
+            v = binary(op, a, load_as<T>(d.data[2], off[2], d.dtype[2]));
+        } else if (op == AFO_OP_ASTYPE) {
+            v = a;
+        } else {
+            v = unary(op, a);
+        }
+        store_from(d.data[0], off[0], d.dtype[0], v);
+    }
+}
+
+} // namespace
+
+extern "C" void afo_cuda_elementwise(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, cudaStream_t stream) {
+    if (d->size == 0) return;
+    int threads = 256;
+    int64_t blocks = (d->size + threads - 1) / threads;
+    if (blocks > 65535 * 8) blocks = 65535 * 8;
+    switch (ct) {
+    case AFO_CUDA_F32: ew_kernel<float><<<(unsigned)blocks, threads, 0, stream>>>(*d, op); break;
+    case AFO_CUDA_F64: ew_kernel<double><<<(unsigned)blocks, threads, 0, stream>>>(*d, op); break;
+    default: ew_kernel<int64_t><<<(unsigned)blocks, threads, 0, stream>>>(*d, op); break;
+    }
+}

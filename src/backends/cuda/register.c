@@ -1,0 +1,6 @@
+/* The CUDA kernels of every op family, added to the op table. */
+#include "backends/cuda/cuda.h"
+
+void afo_register_cuda_kernels(void) {
+    afo_cuda_register_elementwise();
+}

@@ -1,0 +1,128 @@
+/* The CUDA device behind the backend interface: one GPU (device 0, or
+ * $AFO_CUDA_DEVICE), one stream, cudaMalloc'd memory (never managed memory:
+ * data moves when afo moves it, and every move is counted). */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "backends/cuda/cuda.h"
+
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+static int g_device = -1;
+static char g_why[256];
+static cudaStream_t g_stream;
+
+/* Host→device copies larger than this go through pinned staging buffers,
+ * two of them so filling one overlaps the DMA of the other. */
+#define STAGE_BYTES ((size_t)8 << 20)
+static void *g_stage[2];
+static cudaEvent_t g_stage_done[2];
+static pthread_mutex_t g_stage_lock = PTHREAD_MUTEX_INITIALIZER;
+
+afo_status afo_cuda_status(cudaError_t e, const char *what) {
+    if (e == cudaSuccess) return AFO_OK;
+    return afo_error(e == cudaErrorMemoryAllocation ? AFO_ERR_OUT_OF_MEMORY : AFO_ERR_INTERNAL, "CUDA %s: %s", what,
+                     cudaGetErrorString(e));
+}
+
+afo_status afo_cuda_launched(const char *op) { return afo_cuda_status(cudaGetLastError(), op); }
+
+cudaStream_t afo_cuda_stream(void) { return g_stream; }
+
+static void *cuda_alloc(size_t nbytes) {
+    void *p = NULL;
+    if (cudaMalloc(&p, nbytes) != cudaSuccess) {
+        cudaGetLastError(); /* clear the sticky-free error so later calls see their own */
+        return NULL;
+    }
+    return p;
+}
+
+static void cuda_free(void *p) { cudaFree(p); }
+
+static afo_status upload_staged(char *dst, const char *src, size_t nbytes) {
+    afo_status st = AFO_OK;
+    pthread_mutex_lock(&g_stage_lock);
+    for (size_t done = 0, i = 0; done < nbytes && st == AFO_OK; done += STAGE_BYTES, i ^= 1) {
+        size_t n = nbytes - done < STAGE_BYTES ? nbytes - done : STAGE_BYTES;
+        st = afo_cuda_status(cudaEventSynchronize(g_stage_done[i]), "waiting for a staging buffer");
+        if (st != AFO_OK) break;
+        memcpy(g_stage[i], src + done, n);
+        st = afo_cuda_status(cudaMemcpyAsync(dst + done, g_stage[i], n, cudaMemcpyHostToDevice, g_stream), "upload");
+        if (st == AFO_OK) st = afo_cuda_status(cudaEventRecord(g_stage_done[i], g_stream), "upload event");
+    }
+    pthread_mutex_unlock(&g_stage_lock);
+    return st;
+}
+
+static afo_status cuda_upload(void *dst, const void *src, size_t nbytes) {
+    if (nbytes > STAGE_BYTES && g_stage[1]) return upload_staged(dst, src, nbytes);
+    /* from pageable memory the driver stages the bytes before returning, so
+     * the source may be freed right after */
+    return afo_cuda_status(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, g_stream), "upload");
+}
+
+static afo_status cuda_download(void *dst, const void *src, size_t nbytes) {
+    AFO_TRY(afo_cuda_status(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, g_stream), "download"));
+    return afo_cuda_status(cudaStreamSynchronize(g_stream), "download");
+}
+
+static afo_status cuda_synchronize(void) {
+    return afo_cuda_status(cudaStreamSynchronize(g_stream), "synchronize");
+}
+
+static afo_status cuda_info(afo_device_info *out) {
+    struct cudaDeviceProp prop;
+    AFO_TRY(afo_cuda_status(cudaGetDeviceProperties(&prop, g_device), "device properties"));
+    snprintf(out->name, sizeof out->name, "%.127s", prop.name);
+    size_t free_bytes = 0, total = 0;
+    AFO_TRY(afo_cuda_status(cudaMemGetInfo(&free_bytes, &total), "memory info"));
+    out->total_memory = total;
+    out->free_memory = free_bytes;
+    out->compute_major = prop.major;
+    out->compute_minor = prop.minor;
+    return AFO_OK;
+}
+
+static const afo_backend g_backend = {"cuda", cuda_alloc, cuda_free, cuda_upload, cuda_download, cuda_synchronize,
+                                      cuda_info};
+
+static void init(void) {
+    int count = 0;
+    cudaError_t e = cudaGetDeviceCount(&count);
+    if (e != cudaSuccess || count == 0) {
+        snprintf(g_why, sizeof g_why, "no CUDA GPU is available (%s)",
+                 e != cudaSuccess ? cudaGetErrorString(e) : "the driver sees no device");
+        cudaGetLastError();
+        return;
+    }
+    const char *env = getenv("AFO_CUDA_DEVICE");
+    int dev = env ? atoi(env) : 0;
+    if (dev < 0 || dev >= count) {
+        snprintf(g_why, sizeof g_why, "AFO_CUDA_DEVICE=%s: the machine has %d GPU(s)", env, count);
+        return;
+    }
+    if ((e = cudaSetDevice(dev)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking))) {
+        snprintf(g_why, sizeof g_why, "CUDA device %d: %s", dev, cudaGetErrorString(e));
+        return;
+    }
+    /* staging is an optimisation: without pinned memory uploads still work */
+    for (int i = 0; i < 2; i++) {
+        if (cudaMallocHost(&g_stage[i], STAGE_BYTES) != cudaSuccess ||
+            cudaEventCreateWithFlags(&g_stage_done[i], cudaEventDisableTiming) != cudaSuccess) {
+            cudaGetLastError();
+            g_stage[1] = NULL;
+            break;
+        }
+    }
+    g_device = dev;
+}
+
+const afo_backend *afo_cuda_backend(void) {
+    pthread_once(&g_once, init);
+    if (g_device < 0) return afo_error_null(AFO_ERR_UNSUPPORTED, "%s", g_why);
+    /* the CUDA runtime's current device is per host thread */
+    static _Thread_local bool bound;
+    if (!bound) bound = cudaSetDevice(g_device) == cudaSuccess;
+    return &g_backend;
+}

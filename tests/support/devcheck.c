@@ -1,0 +1,78 @@
+#include "support/devcheck.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+
+#include "support/test.h"
+
+int devcheck_available(afo_device d) {
+    if (afo_device_available(d)) return 1;
+    printf("SKIP: %s backend not available: %s\n", afo_device_name(d), afo_last_error());
+    return 0;
+}
+
+static afo_array *run_on(afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, double **values) {
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(d);
+    afo_array *out = fn(in, ctx);
+    afo_set_default_device(before);
+    if (!out || afo_eval1(out) != AFO_OK) {
+        afo_release(out);
+        return NULL;
+    }
+    int64_t n = afo_array_size(out);
+    *values = malloc(sizeof **values * (size_t)(n ? n : 1));
+    if (!*values || afo_array_read(out, AFO_FLOAT64, *values, sizeof **values * (size_t)n) != AFO_OK) {
+        free(*values);
+        *values = NULL;
+        afo_release(out);
+        return NULL;
+    }
+    return out;
+}
+
+double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int nin,
+                double rtol, double atol) {
+    (void)nin;
+    double *want = NULL, *got = NULL, worst = 0;
+    afo_array *ref = run_on(AFO_CPU, fn, ctx, in, &want);
+    afo_array *out = ref ? run_on(d, fn, ctx, in, &got) : NULL;
+    CHECK_MSG(ref != NULL, "%s: CPU: %s", what, afo_last_error());
+    CHECK_MSG(!ref || out != NULL, "%s: %s: %s", what, afo_device_name(d), afo_last_error());
+    if (ref && out) {
+        CHECK_MSG(afo_array_dtype(out) == afo_array_dtype(ref) && afo_array_ndim(out) == afo_array_ndim(ref),
+                  "%s: dtype/ndim differ", what);
+        CHECK_MSG(afo_array_device(out) == d, "%s: result lives on %s", what, afo_device_name(afo_array_device(out)));
+        int64_t n = afo_array_size(ref), bad = 0, first = -1;
+        for (int64_t i = 0; i < n; i++) {
+            double w = want[i], g = got[i], err = fabs(g - w);
+            bool ok = (isnan(w) && isnan(g)) || (isinf(w) && g == w) || err <= atol + rtol * fabs(w);
+            if (!isnan(w) && !isinf(w) && fabs(w) > 0 && err / fabs(w) > worst) worst = err / fabs(w);
+            if (!ok && bad++ == 0) first = i;
+        }
+        CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ; first at %lld: %s %.9g, cpu %.9g", what,
+                  (long long)bad, (long long)n, (long long)first, afo_device_name(d), first >= 0 ? got[first] : 0.0,
+                  first >= 0 ? want[first] : 0.0);
+    }
+    free(want);
+    free(got);
+    afo_release(ref);
+    afo_release(out);
+    return worst;
+}
+
+afo_array *devcheck_random(afo_dtype dt, int ndim, const int64_t *shape, double lo, double hi) {
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    double *v = malloc(sizeof *v * (size_t)(n ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        double x = test_uniform(lo, hi);
+        v[i] = dt == AFO_BOOL ? (x > (lo + hi) / 2) : afo_dtype_is_float(dt) ? x : floor(x);
+    }
+    afo_array *f = afo_array_from_data(v, AFO_FLOAT64, ndim, shape);
+    afo_array *a = afo_astype(f, dt);
+    afo_eval1(a);
+    afo_release(f);
+    free(v);
+    return a;
+}

@@ -1,0 +1,24 @@
+/* Differential checks of an accelerator backend against the CPU backend:
+ * the same graph, built from the same inputs, evaluated once with each
+ * default device, compared element by element. */
+#ifndef AFO_DEVCHECK_H
+#define AFO_DEVCHECK_H
+
+#include "afo/afo.h"
+
+/* Builds the graph under test from `in` (a new reference). */
+typedef afo_array *(*devcheck_fn)(afo_array *const *in, void *ctx);
+
+/* 1 when `d` is usable; otherwise prints "SKIP: ..." with the reason. */
+int devcheck_available(afo_device d);
+/* Evaluates fn on the CPU and on `d` and CHECKs |got - want| <= atol +
+ * rtol*|want| for every element (NaNs must match), that shapes and dtypes
+ * agree, and that the result lives on `d`. Returns the largest relative
+ * error seen (for reports). */
+double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int nin,
+                double rtol, double atol);
+/* A random array of the dtype, values uniform in [lo, hi) (integers
+ * rounded, bools 0/1), made on the host. */
+afo_array *devcheck_random(afo_dtype dt, int ndim, const int64_t *shape, double lo, double hi);
+
+#endif

@@ -1,0 +1,173 @@
+/* The CUDA backend: device discovery, data movement and its accounting,
+ * memory limits, and every elementwise op against the CPU backend. Skips
+ * (exit 77) on machines without a GPU. */
+#include <stdbool.h>
+#include <string.h>
+
+#include "afo/afo.h"
+#include "support/devcheck.h"
+#include "support/test.h"
+
+static void release_all(afo_array **a, int n) {
+    for (int i = 0; i < n; i++) afo_release(a[i]);
+}
+
+static double stat_of(afo_device d, int which) {
+    afo_memory_stats s;
+    afo_get_memory_stats(d, &s);
+    return which == 0 ? (double)s.active : which == 1 ? (double)s.copied_in : (double)s.copied_out;
+}
+
+static void test_info(void) {
+    afo_device_info info;
+    CHECK(afo_device_get_info(AFO_CUDA, &info) == AFO_OK);
+    CHECK(info.name[0] != 0 && info.total_memory > ((size_t)1 << 30) && info.compute_major >= 7);
+    printf("GPU: %s, %.1f GiB (sm_%d%d)\n", info.name, info.total_memory / 1073741824.0, info.compute_major,
+           info.compute_minor);
+    CHECK(afo_device_from_name("cuda") == AFO_CUDA && afo_device_from_name("tpu") == -1);
+}
+
+/* A host input reaches the GPU once however many ops read it; results stay
+ * there until the host reads them, and each crossing is counted. */
+static void test_data_movement(void) {
+    int64_t shape[2] = {64, 33};
+    afo_array *x = devcheck_random(AFO_FLOAT32, 2, shape, -2, 2);
+    double in0 = stat_of(AFO_CUDA, 1), out0 = stat_of(AFO_CUDA, 2);
+    afo_set_default_device(AFO_CUDA);
+    afo_array *y = afo_exp(x), *z = afo_add(x, y);
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_array_device(y) == AFO_CUDA);
+    CHECK(afo_eval1(z) == AFO_OK);
+    CHECK(afo_array_device(z) == AFO_CUDA && afo_array_device(x) == AFO_CPU);
+    CHECK_MSG(stat_of(AFO_CUDA, 1) - in0 == 64 * 33 * 4, "uploaded %.0f bytes", stat_of(AFO_CUDA, 1) - in0);
+    CHECK(stat_of(AFO_CUDA, 2) == out0);
+    const float *zd = afo_array_data(z), *xd = afo_array_data(x);
+    CHECK(zd && xd);
+    double worst = 0;
+    for (int i = 0; zd && xd && i < 64 * 33; i++) {
+        /* error relative to the terms' size: the sum cancels near x = -0.567 */
+        double want = xd[i] + exp(xd[i]);
+        worst = fmax(worst, fabs(zd[i] - want) / (fabs(xd[i]) + exp(xd[i])));
+    }
+    CHECK_MSG(worst < 1e-6, "x + exp(x) relative error %g", worst);
+    CHECK(stat_of(AFO_CUDA, 2) - out0 == 64 * 33 * 4);
+    /* reading again reuses the host copy */
+    CHECK(afo_array_data(z) == zd && stat_of(AFO_CUDA, 2) - out0 == 64 * 33 * 4);
+    release_all((afo_array *[]){x, y, z}, 3);
+}
+
+static void test_memory_limit(void) {
+    afo_clear_cache();
+    size_t before = (size_t)stat_of(AFO_CUDA, 0), previous = 0;
+    CHECK(afo_set_device_memory_limit(AFO_CUDA, before + (1 << 20), &previous) == AFO_OK);
+    int64_t shape[1] = {1 << 20};
+    afo_array *x = afo_full(1.0, AFO_FLOAT32, 1, shape); /* 4 MiB once materialised */
+    afo_set_default_device(AFO_CUDA);
+    afo_array *y = afo_exp(x);
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_eval1(y) == AFO_ERR_OUT_OF_MEMORY);
+    CHECK_MSG(strstr(afo_last_error(), "limit") != NULL, "error: %s", afo_last_error());
+    afo_set_device_memory_limit(AFO_CUDA, previous, NULL);
+    afo_array *z = afo_exp(x);
+    afo_set_default_device(AFO_CUDA);
+    afo_array *w = afo_exp(x);
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_eval1(w) == AFO_OK && afo_array_device(w) == AFO_CUDA);
+    CHECK(stat_of(AFO_CUDA, 0) >= before + (4u << 20));
+    release_all((afo_array *[]){x, y, z, w}, 4);
+}
+
+typedef struct ew_case {
+    afo_array *(*unary)(afo_array *);
+    afo_array *(*binary)(afo_array *, afo_array *);
+    int transpose_first; /* feed a transposed (strided) view */
+} ew_case;
+
+static afo_array *build_ew(afo_array *const *in, void *ctx) {
+    const ew_case *c = ctx;
+    afo_array *a = c->transpose_first ? afo_transpose(in[0], NULL) : afo_retain(in[0]);
+    afo_array *out = c->unary ? c->unary(a) : c->binary(a, in[1]);
+    afo_release(a);
+    return out;
+}
+
+static void test_elementwise(void) {
+    struct { const char *name; afo_array *(*fn)(afo_array *); double lo, hi; int ints; } unary[] = {
+        {"neg", afo_neg, -3, 3, 1},        {"abs", afo_abs, -3, 3, 1},         {"exp", afo_exp, -5, 5, 0},
+        {"log", afo_log, 0.01, 9, 0},      {"log1p", afo_log1p, -0.9, 9, 0},   {"sqrt", afo_sqrt, 0, 9, 0},
+        {"rsqrt", afo_rsqrt, 0.01, 9, 0},  {"square", afo_square, -3, 3, 1},   {"tanh", afo_tanh, -4, 4, 0},
+        {"erf", afo_erf, -3, 3, 0},        {"sigmoid", afo_sigmoid, -8, 8, 0}, {"silu", afo_silu, -8, 8, 0},
+        {"gelu", afo_gelu, -6, 6, 0},      {"gelu_tanh", afo_gelu_tanh, -6, 6, 0},
+        {"relu", afo_relu, -3, 3, 1},      {"sin", afo_sin, -6, 6, 0},         {"cos", afo_cos, -6, 6, 0},
+        {"logical_not", afo_logical_not, -2, 2, 1},
+    };
+    struct { const char *name; afo_array *(*fn)(afo_array *, afo_array *); int ints; } binary[] = {
+        {"add", afo_add, 1}, {"sub", afo_sub, 1}, {"mul", afo_mul, 1}, {"div", afo_div, 0},
+        {"maximum", afo_maximum, 1}, {"minimum", afo_minimum, 1}, {"pow", afo_pow, 0},
+        {"equal", afo_equal, 1}, {"not_equal", afo_not_equal, 1}, {"less", afo_less, 1},
+        {"less_equal", afo_less_equal, 1}, {"greater", afo_greater, 1}, {"greater_equal", afo_greater_equal, 1},
+        {"logical_and", afo_logical_and, 1}, {"logical_or", afo_logical_or, 1},
+    };
+    /* float32 math differs from the CPU's vectorised versions by a few ulps;
+     * half types by one rounding of their own */
+    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64, AFO_INT32, AFO_INT64};
+    double rtol[] = {4e-6, 1e-3, 8e-3, 1e-13, 0, 0};
+    int64_t shape[3] = {3, 17, 41}, col[3] = {3, 17, 1}, tshape[3] = {41, 17, 3};
+    char what[96];
+    for (size_t t = 0; t < sizeof dts / sizeof dts[0]; t++) {
+        bool isint = !afo_dtype_is_float(dts[t]);
+        for (size_t u = 0; u < sizeof unary / sizeof unary[0]; u++) {
+            if (isint && !unary[u].ints) continue;
+            for (int tr = 0; tr < 2; tr++) {
+                afo_array *x = devcheck_random(dts[t], 3, tr ? tshape : shape, unary[u].lo, unary[u].hi);
+                ew_case c = {.unary = unary[u].fn, .transpose_first = tr};
+                snprintf(what, sizeof what, "%s %s%s", unary[u].name, afo_dtype_name(dts[t]), tr ? " strided" : "");
+                devcheck(what, AFO_CUDA, build_ew, &c, &x, 1, rtol[t], 1e-6);
+                afo_release(x);
+            }
+        }
+        for (size_t b = 0; b < sizeof binary / sizeof binary[0]; b++) {
+            if (isint && !binary[b].ints) continue;
+            double lo = binary[b].fn == afo_pow ? 0.1 : -4;
+            afo_array *in[2] = {devcheck_random(dts[t], 3, shape, lo, 4), devcheck_random(dts[t], 3, col, lo, 2)};
+            ew_case c = {.binary = binary[b].fn};
+            snprintf(what, sizeof what, "%s %s broadcast", binary[b].name, afo_dtype_name(dts[t]));
+            devcheck(what, AFO_CUDA, build_ew, &c, in, 2, rtol[t], 1e-6);
+            release_all(in, 2);
+        }
+    }
+}
+
+static afo_array *build_where(afo_array *const *in, void *ctx) { return afo_where(in[0], in[1], in[2]); }
+
+static afo_array *build_astype(afo_array *const *in, void *ctx) { return afo_astype(in[0], *(afo_dtype *)ctx); }
+
+static void test_where_astype(void) {
+    int64_t shape[2] = {29, 31}, row[2] = {1, 31};
+    afo_array *in[3] = {devcheck_random(AFO_BOOL, 2, shape, 0, 1), devcheck_random(AFO_FLOAT16, 2, row, -3, 3),
+                        devcheck_random(AFO_FLOAT32, 2, shape, -3, 3)};
+    devcheck("where", AFO_CUDA, build_where, NULL, in, 3, 0, 0);
+    release_all(in, 3);
+    afo_dtype all[] = {AFO_BOOL, AFO_INT8, AFO_UINT8, AFO_INT32, AFO_UINT32, AFO_INT64,
+                       AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT32, AFO_FLOAT64};
+    char what[64];
+    for (int f = 0; f < 10; f++) {
+        afo_array *x = devcheck_random(all[f], 2, shape, -300, 300);
+        for (int t = 0; t < 10; t++) {
+            if (t == f) continue; /* astype to its own dtype is the array itself */
+            snprintf(what, sizeof what, "astype %s -> %s", afo_dtype_name(all[f]), afo_dtype_name(all[t]));
+            devcheck(what, AFO_CUDA, build_astype, &all[t], &x, 1, 0, 0);
+        }
+        afo_release(x);
+    }
+}
+
+int main(void) {
+    if (!devcheck_available(AFO_CUDA)) return 77;
+    RUN(test_info);
+    RUN(test_data_movement);
+    RUN(test_memory_limit);
+    RUN(test_elementwise);
+    RUN(test_where_astype);
+    return test_finish();
+}
