@@ -179,15 +179,18 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     memcpy(s.history, prompt, sizeof(int32_t) * n);
     s.nhistory = n;
 
-    afo_reset_peak_memory();
+    afo_device device = afo_get_default_device();
+    afo_reset_device_peak_memory(device);
     double t0 = now();
     afo_array *logits = NULL;
     rc = prefill(m, cache, prompt, n, o.prefill_chunk, &logits);
+    /* a GPU runs the prompt asynchronously: wait for it to count its time */
+    if (rc == AFO_OK) rc = afo_eval1(logits);
+    if (rc == AFO_OK) rc = afo_synchronize(afo_array_device(logits));
     st->prompt_seconds = now() - t0;
     double t_first = 0;
     for (int64_t step = 0; rc == AFO_OK && step < o.max_tokens; step++) {
-        const float *row = afo_array_data(logits);
-        int32_t id = row ? afo_sampler_sample(s.sampler, row, s.history, s.nhistory) : -1;
+        int32_t id = afo_sampler_sample_array(s.sampler, logits, s.history, s.nhistory);
         if (id < 0) {
             rc = afo_last_status() != AFO_OK ? afo_last_status() : AFO_ERR_INTERNAL;
             break;
@@ -215,7 +218,9 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
         rc = afo_model_forward_ex(m, cache, &id, 1, 1, &fo, &logits);
     }
     if (st->generated_tokens > 0) st->generate_seconds = now() - t_first;
-    st->peak_memory = afo_get_peak_memory();
+    afo_memory_stats mem;
+    afo_get_memory_stats(device, &mem);
+    st->peak_memory = mem.peak;
     afo_release(logits);
     loop_free(&s);
     return rc;

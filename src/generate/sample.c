@@ -10,6 +10,7 @@ struct afo_sampler {
     afo_sampler_options o;
     int32_t vocab;
     float *work;      /* adjusted logits */
+    float *row;       /* logits read back from an array */
     struct candidate { float logit; int32_t id; } *cand; /* sorted when filtering */
     int32_t *counts;  /* occurrences of each id in the penalty window */
     uint64_t state;   /* splitmix64: the draw sequence depends only on the seed */
@@ -40,9 +41,10 @@ afo_sampler *afo_sampler_new(const afo_sampler_options *o, int32_t vocab) {
     s->vocab = vocab;
     s->state = o->seed;
     s->work = malloc(sizeof(float) * (size_t)vocab);
+    s->row = malloc(sizeof(float) * (size_t)vocab);
     s->cand = malloc(sizeof *s->cand * (size_t)vocab);
     s->counts = calloc((size_t)vocab, sizeof(int32_t));
-    if (!s->work || !s->cand || !s->counts) {
+    if (!s->work || !s->row || !s->cand || !s->counts) {
         afo_sampler_free(s);
         return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "sampler: out of memory for %d ids", (int)vocab);
     }
@@ -52,6 +54,7 @@ afo_sampler *afo_sampler_new(const afo_sampler_options *o, int32_t vocab) {
 void afo_sampler_free(afo_sampler *s) {
     if (!s) return;
     free(s->work);
+    free(s->row);
     free(s->cand);
     free(s->counts);
     free(s);
@@ -153,4 +156,34 @@ int32_t afo_sampler_sample(afo_sampler *s, const float *logits, const int32_t *h
         if (u < acc) return s->cand[i].id;
     }
     return s->cand[keep - 1].id;
+}
+
+/* Greedy picks on an accelerator take the argmax there, so one id crosses to
+ * the host instead of the whole row; everything else reads the row. */
+int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory) {
+    if (!s || !logits) {
+        afo_error(AFO_ERR_INVALID_ARGUMENT, "sampler: NULL argument");
+        return -1;
+    }
+    if (afo_array_size(logits) != s->vocab) {
+        afo_error(AFO_ERR_INVALID_ARGUMENT, "sampler: %lld logits for a vocabulary of %d",
+                  (long long)afo_array_size(logits), (int)s->vocab);
+        return -1;
+    }
+    if (afo_eval1(logits) != AFO_OK) return -1;
+    bool penalised = s->o.repetition_penalty != 1 || s->o.presence_penalty != 0 || s->o.frequency_penalty != 0;
+    if (s->o.temperature == 0 && !penalised && afo_array_device(logits) != AFO_CPU) {
+        afo_device before = afo_get_default_device();
+        afo_set_default_device(afo_array_device(logits));
+        afo_array *flat = afo_reshape(logits, 1, (int64_t[]){s->vocab});
+        afo_array *best = flat ? afo_argmax(flat, 0, 0) : NULL;
+        afo_set_default_device(before);
+        int32_t id = -1;
+        afo_status st = best ? afo_array_read(best, AFO_INT32, &id, sizeof id) : afo_last_status();
+        afo_release(best);
+        afo_release(flat);
+        return st == AFO_OK ? id : -1;
+    }
+    if (afo_array_read(logits, AFO_FLOAT32, s->row, sizeof(float) * (size_t)s->vocab) != AFO_OK) return -1;
+    return afo_sampler_sample(s, s->row, history, nhistory);
 }

@@ -61,3 +61,17 @@ int afo_model_is_eos(const afo_model *m, int32_t id) {
         if (m->cfg.gen.eos_token_ids[i] == id) return 1;
     return 0;
 }
+
+/* Copies every weight to the device now, in one pass through the pinned
+ * staging buffers, instead of on first use inside the first forward pass. */
+afo_status afo_model_to_device(afo_model *m, afo_device d) {
+    if (!m) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_model_to_device: model is NULL");
+    for (int i = 0; i < m->nspecs; i++) {
+        const tensor_spec *t = &m->specs[i];
+        afo_array *parts[3] = {*t->slot, t->linear ? t->linear->scales : NULL, t->linear ? t->linear->biases : NULL};
+        for (int k = 0; k < 3; k++)
+            if (parts[k]) AFO_TRY(afo_array_prefetch(parts[k], d));
+    }
+    AFO_TRY(afo_array_prefetch(m->freqs_full, d));
+    return afo_array_prefetch(m->freqs_sliding, d);
+}
