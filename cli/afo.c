@@ -66,6 +66,7 @@ int main(int argc, char **argv) {
         printf("afo %s\n", afo_version());
         return 0;
     }
+    if (cli_choose_device() != 0) return 2;
     for (int i = 0; i < NCOMMANDS; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0) return COMMANDS[i].run(argc - 1, argv + 1);
     fprintf(stderr, "afo: unknown command '%s'\n", argv[1]);

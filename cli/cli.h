@@ -14,8 +14,8 @@ double cli_now(void);
 const char *cli_value(int argc, char **argv, int *i);
 /* Parses an integer option in [lo, hi]; prints the error and returns -1. */
 int cli_int(const char *opt, const char *text, long lo, long hi, long *out);
-/* Options every model command takes (--threads N); prints the error for an
- * unknown option and returns -1. */
+/* Options every model command takes (--threads N, --device cpu|cuda);
+ * prints the error for an unknown option and returns -1. */
 int cli_common_option(int argc, char **argv, int *i);
 /* Sampling and stopping options (--max-tokens, --temp, --top-k, --top-p,
  * --min-p, --repetition-penalty, --seed, --stop) into o; returns 1 when
@@ -29,6 +29,14 @@ typedef struct cli_session {
     afo_tokenizer *tok;
 } cli_session;
 const char *cli_demo_model(void);
+/* The default device before options: $AFO_DEVICE, else the GPU when there
+ * is one, else the CPU. -1 (message printed) on a bad $AFO_DEVICE. */
+int cli_choose_device(void);
+/* Loads a model for the default device (weights copied there, computing in
+ * their dtype on a GPU). 1 with the error printed on failure. */
+int cli_load_model(const char *model, afo_model **m);
+/* "cuda (NVIDIA H100 80GB HBM3, 79.1 GiB)": the default device for stats. */
+const char *cli_device_description(char *buf, size_t n);
 int cli_open(const char *model, cli_session *s);
 void cli_close(cli_session *s);
 /* Whole file (or stdin for "-") into a malloc'd NUL-terminated buffer. */

@@ -7,7 +7,8 @@
 #include "cli.h"
 
 static const char *USAGE =
-    "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N] [--json]\n"
+    "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N]\n"
+    "                 [--device cpu|cuda] [--json]\n"
     "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
     "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
     "  decode tok/s and time to first token, peak memory and model bytes. Several --model\n"
@@ -34,7 +35,7 @@ static void summarize(double *v, int n, double out[3]) {
 
 static int bench_one(const char *model, long prompt, long gen, long repeat, result *r) {
     afo_model *m;
-    if (afo_model_load(model, NULL, &m) != AFO_OK) return cli_fail(model);
+    if (cli_load_model(model, &m) != 0) return 1;
     afo_kv_cache *cache = NULL;
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)prompt);
     double *pf = malloc(sizeof(double) * (size_t)repeat), *dc = malloc(sizeof(double) * (size_t)repeat),
@@ -102,23 +103,25 @@ int cmd_bench(int argc, char **argv) {
     result res[MAX_MODELS];
     for (int k = 0; k < nmodels; k++)
         if (bench_one(models[k], prompt, gen, repeat, &res[k]) != 0) return 1;
+    char device[256];
+    cli_device_description(device, sizeof device);
     if (json) {
         printf("[");
         for (int k = 0; k < nmodels; k++)
-            printf("%s{\"model\":\"%s\",\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
+            printf("%s{\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
                    "\"prefill_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"decode_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"ttft_s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f},\"peak_memory\":%zu,\"model_bytes\":%zu,"
                    "\"params\":%lld}",
-                   k ? "," : "", res[k].model, afo_get_threads(), prompt, gen, repeat, res[k].prefill[0],
+                   k ? "," : "", res[k].model, device, afo_get_threads(), prompt, gen, repeat, res[k].prefill[0],
                    res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
                    res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights,
                    (long long)res[k].params);
         printf("]\n");
         return 0;
     }
-    printf("%d threads, prompt %ld tokens, %ld generated, %ld runs (median [min .. max])\n", afo_get_threads(), prompt,
-           gen, repeat);
+    printf("%s, %d threads, prompt %ld tokens, %ld generated, %ld runs (median [min .. max])\n", device,
+           afo_get_threads(), prompt, gen, repeat);
     printf("%-32s %24s %24s %22s %10s %10s\n", "model", "prefill tok/s", "decode tok/s", "TTFT s", "peak MB",
            "model MB");
     for (int k = 0; k < nmodels; k++)

@@ -16,7 +16,7 @@ static const char *GEN_USAGE =
     "  --max-tokens N          (default 256)\n"
     "  --temp T --top-k K --top-p P --min-p P --repetition-penalty R --seed S\n"
     "  --stop S                stop before S (repeatable)\n"
-    "  --threads N\n"
+    "  --threads N --device cpu|cuda   (default: cuda when a GPU is present)\n"
     "Text goes to stdout as it is generated; statistics go to stderr.\n";
 
 int cli_sampling_option(int argc, char **argv, int *i, afo_generate_options *o, const char **stops, int max_stops) {
@@ -103,7 +103,10 @@ static void print_stats(const afo_generate_stats *st) {
             st->generate_seconds > 0 && st->generated_tokens > 1
                 ? (double)(st->generated_tokens - 1) / st->generate_seconds : 0.0);
     fprintf(stderr, "Time to first token: %.3f s\n", st->time_to_first_token);
-    fprintf(stderr, "Peak memory: %.3f GB (+ %.3f GB of weights mapped from disk)\n", (double)st->peak_memory / 1e9,
+    char device[256];
+    fprintf(stderr, "Device: %s\n", cli_device_description(device, sizeof device));
+    fprintf(stderr, "Peak memory: %.3f GB on %s (+ %.3f GB of weights mapped from disk)\n",
+            (double)st->peak_memory / 1e9, afo_device_name(afo_get_default_device()),
             (double)afo_get_mapped_memory() / 1e9);
     fprintf(stderr, "Stopped by: %s\n", afo_stop_reason_name(st->stop_reason));
 }

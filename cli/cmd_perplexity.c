@@ -7,7 +7,7 @@
 #include "cli.h"
 
 static const char *USAGE =
-    "usage: afo perplexity [--model M] --file F [--ctx N] [--batch B] [--json] [--threads N]\n"
+    "usage: afo perplexity [--model M] --file F [--ctx N] [--batch B] [--json] [--threads N] [--device cpu|cuda]\n"
     "  Encodes F without special tokens, splits it into windows of N tokens\n"
     "  (default 256; the remainder is dropped) and reports exp(mean NLL) of the\n"
     "  N-1 next-token predictions of each window; B windows per forward pass (default 4).\n";

@@ -15,7 +15,33 @@ const char *cli_demo_model(void) {
     return env && *env ? env : AFO_DEMO_MODEL_DIR;
 }
 
+int cli_choose_device(void) {
+    const char *env = getenv("AFO_DEVICE");
+    if (env && *env) {
+        int d = afo_device_from_name(env);
+        if (d < 0 || afo_set_default_device((afo_device)d) != AFO_OK) {
+            fprintf(stderr, "afo: AFO_DEVICE=%s: %s\n", env, d < 0 ? "unknown device (cpu or cuda)" : afo_last_error());
+            return -1;
+        }
+        return 0;
+    }
+    if (afo_device_available(AFO_CUDA)) afo_set_default_device(AFO_CUDA);
+    afo_clear_error(); /* no GPU is not an error */
+    return 0;
+}
+
 int cli_common_option(int argc, char **argv, int *i) {
+    if (!strcmp(argv[*i], "--device")) {
+        const char *v = cli_value(argc, argv, i);
+        if (!v) return -1;
+        int d = afo_device_from_name(v);
+        if (d < 0) {
+            fprintf(stderr, "afo: --device needs cpu or cuda, not '%s'\n", v);
+            return -1;
+        }
+        if (afo_set_default_device((afo_device)d) != AFO_OK) return cli_fail("--device"), -1;
+        return 0;
+    }
     if (!strcmp(argv[*i], "--threads")) {
         long n;
         const char *v = cli_value(argc, argv, i);
@@ -27,10 +53,24 @@ int cli_common_option(int argc, char **argv, int *i) {
     return -1;
 }
 
+int cli_load_model(const char *model, afo_model **m) {
+    afo_device d = afo_get_default_device();
+    /* on a GPU the activations and the cache take the weights' dtype, as
+     * transformers and mlx-lm do; the CPU keeps float32 for exactness */
+    afo_model_options o = {.compute_in_storage_dtype = d != AFO_CPU};
+    if (afo_model_load(model, &o, m) != AFO_OK) return cli_fail(model);
+    if (d != AFO_CPU && afo_model_to_device(*m, d) != AFO_OK) {
+        afo_model_free(*m);
+        *m = NULL;
+        return cli_fail("copying the weights to the GPU");
+    }
+    return 0;
+}
+
 int cli_open(const char *model, cli_session *s) {
     memset(s, 0, sizeof *s);
     if (!model) model = cli_demo_model();
-    if (afo_model_load(model, NULL, &s->model) != AFO_OK) return cli_fail(model);
+    if (cli_load_model(model, &s->model) != 0) return 1;
     s->tok = afo_tokenizer_load(afo_model_dir(s->model));
     if (!s->tok) {
         afo_model_free(s->model);
@@ -73,4 +113,12 @@ int cli_read_file(const char *path, char **text, size_t *len) {
     *text = buf;
     *len = n;
     return 0;
+}
+
+const char *cli_device_description(char *buf, size_t n) {
+    afo_device d = afo_get_default_device();
+    afo_device_info info;
+    if (afo_device_get_info(d, &info) != AFO_OK) snprintf(info.name, sizeof info.name, "unknown");
+    snprintf(buf, n, "%s (%s, %.1f GiB)", afo_device_name(d), info.name, (double)info.total_memory / 1073741824.0);
+    return buf;
 }

@@ -29,7 +29,7 @@ typedef struct afo_generate_stats {
     double prompt_seconds;      /* the prefill */
     double generate_seconds;    /* from the first sampled token to the last */
     double time_to_first_token; /* from the call to the first sampled token */
-    size_t peak_memory;         /* afo_get_peak_memory() at the end */
+    size_t peak_memory;         /* peak active memory of the default device during the call */
     afo_stop_reason stop_reason;
 } afo_generate_stats;
 

@@ -72,6 +72,10 @@ typedef struct afo_generation_config {
 const afo_generation_config *afo_model_generation_config(const afo_model *m);
 int afo_model_is_eos(const afo_model *m, int32_t id);
 
+/* Copies the weights to device `d` now rather than on first use (the
+ * forward pass runs where the default device says; see afo/device.h). */
+afo_status afo_model_to_device(afo_model *m, afo_device d);
+
 /* ---- KV cache ---- */
 
 /* Per-layer key/value buffers for `batch` sequences, preallocated in steps

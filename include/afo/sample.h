@@ -35,6 +35,10 @@ void afo_sampler_free(afo_sampler *s);
 /* Picks the next id from logits[vocab] given the ids so far (history). The
  * logits are not modified. Returns -1 with an error on invalid input. */
 int32_t afo_sampler_sample(afo_sampler *s, const float *logits, const int32_t *history, size_t nhistory);
+/* Same from an array of `vocab` logits of any float dtype, on any device:
+ * greedy picks on a GPU run there and read back only the id. */
+typedef struct afo_array afo_array;
+int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory);
 
 #ifdef __cplusplus
 }
