@@ -41,6 +41,24 @@ afo_status afo_array_prefetch(afo_array *a, afo_device d);
 /* Waits until all work queued on `d` has finished. */
 afo_status afo_synchronize(afo_device d);
 
+/* Recording, for loops that run the same work again and again (a decode
+ * step): what evaluation queues on the device between afo_record_begin and
+ * afo_record_end is recorded instead of run, then launched as one CUDA
+ * graph. When a recording repeats the previous one's kernels in the same
+ * order, the graph made last time is updated with the new arguments rather
+ * than built again. Between begin and end the host must not read device
+ * data (that fails and abandons the recording). Devices without graphs
+ * (the CPU) just run the work: begin and end do nothing. */
+typedef struct afo_recording afo_recording;
+afo_recording *afo_recording_new(afo_device d);
+afo_status afo_record_begin(afo_recording *r);
+afo_status afo_record_end(afo_recording *r);
+/* Ends a recording without running it (after an error inside it). */
+void afo_record_cancel(afo_recording *r);
+/* How many recordings were launched and how many needed a new graph. */
+void afo_recording_counts(const afo_recording *r, int64_t *launched, int64_t *instantiated);
+void afo_recording_free(afo_recording *r);
+
 #ifdef __cplusplus
 }
 #endif

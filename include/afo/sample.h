@@ -39,6 +39,10 @@ int32_t afo_sampler_sample(afo_sampler *s, const float *logits, const int32_t *h
  * greedy picks on a GPU run there and read back only the id. */
 typedef struct afo_array afo_array;
 int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory);
+/* Evaluates the logits and starts the device-side part of the next pick
+ * without reading anything back (so it can sit inside a recording, see
+ * afo/device.h); afo_sampler_sample_array on the same logits finishes it. */
+afo_status afo_sampler_prepare(afo_sampler *s, afo_array *logits);
 
 #ifdef __cplusplus
 }

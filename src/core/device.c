@@ -1,6 +1,7 @@
 /* Devices: names, availability, the per-thread default device, and moving an
  * array's data to where it is needed. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -94,4 +95,61 @@ afo_status afo_synchronize(afo_device d) {
     if (d == AFO_CPU) return AFO_OK; /* CPU kernels finish before they return */
     const afo_backend *be = (unsigned)d < AFO_DEVICE_COUNT ? afo_backend_of(d) : NULL;
     return be ? be->synchronize() : afo_last_status();
+}
+
+struct afo_recording {
+    const afo_backend *be; /* NULL: nothing to record on this device */
+    void *exec;
+    bool open;
+    int64_t launched, instantiated;
+};
+
+afo_recording *afo_recording_new(afo_device d) {
+    if ((unsigned)d >= AFO_DEVICE_COUNT)
+        return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "afo_recording_new: invalid device %d", (int)d);
+    const afo_backend *be = d == AFO_CPU ? NULL : afo_backend_of(d);
+    if (d != AFO_CPU && !be) return NULL;
+    afo_recording *r = calloc(1, sizeof *r);
+    if (!r) return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "afo_recording_new: out of memory");
+    r->be = be && be->record_begin ? be : NULL;
+    return r;
+}
+
+afo_status afo_record_begin(afo_recording *r) {
+    if (!r) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_begin: recording is NULL");
+    if (r->open) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_begin: already recording");
+    if (!r->be) return AFO_OK;
+    AFO_TRY(r->be->record_begin());
+    r->open = true;
+    return AFO_OK;
+}
+
+afo_status afo_record_end(afo_recording *r) {
+    if (!r) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_end: recording is NULL");
+    if (!r->be) return AFO_OK;
+    if (!r->open) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_end: not recording");
+    r->open = false;
+    int fresh = 0;
+    AFO_TRY(r->be->record_end(&r->exec, &fresh, false));
+    r->launched++;
+    r->instantiated += fresh;
+    return AFO_OK;
+}
+
+void afo_record_cancel(afo_recording *r) {
+    if (!r || !r->be || !r->open) return;
+    r->open = false;
+    int fresh = 0;
+    r->be->record_end(&r->exec, &fresh, true);
+}
+
+void afo_recording_counts(const afo_recording *r, int64_t *launched, int64_t *instantiated) {
+    if (launched) *launched = r ? r->launched : 0;
+    if (instantiated) *instantiated = r ? r->instantiated : 0;
+}
+
+void afo_recording_free(afo_recording *r) {
+    if (!r) return;
+    if (r->be) r->be->record_free(r->exec);
+    free(r);
 }

@@ -65,6 +65,10 @@ typedef struct afo_backend {
     afo_status (*download)(void *dst, const void *src, size_t nbytes); /* device → host, complete on return */
     afo_status (*synchronize)(void);
     afo_status (*info)(afo_device_info *out);
+    /* Graph recording (afo_recording_*): NULL when the device has none. */
+    afo_status (*record_begin)(void);
+    afo_status (*record_end)(void **exec, int *instantiated, bool discard); /* and launch */
+    void (*record_free)(void *exec);
 } afo_backend;
 /* NULL for the CPU and for a device this build or machine lacks (the error
  * text then says why). */

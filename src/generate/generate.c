@@ -109,8 +109,27 @@ static afo_status prefill(afo_model *m, afo_kv_cache *cache, const int32_t *ids,
     return AFO_OK;
 }
 
+/* One decode step: the forward pass for `id` and the device side of the
+ * next pick. With a recording (steps after the first, whose plain run makes
+ * what is created lazily: GEMM workspaces, pool buffers) all of it is
+ * launched as one graph, replayed with new arguments from then on. */
+static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo_recording *rec, afo_sampler *sampler,
+                              afo_array **logits) {
+    afo_forward_options fo = {.last_only = 1};
+    if (rec) AFO_TRY(afo_record_begin(rec));
+    afo_status st = afo_model_forward_ex(m, cache, &id, 1, 1, &fo, logits);
+    if (st == AFO_OK) st = afo_sampler_prepare(sampler, *logits);
+    if (!rec) return st;
+    if (st != AFO_OK) {
+        afo_record_cancel(rec);
+        return st;
+    }
+    return afo_record_end(rec);
+}
+
 typedef struct loop_state {
     afo_sampler *sampler;
+    afo_recording *recording; /* GPU decode steps as CUDA graphs; NULL on the CPU */
     afo_detokenizer *detok;
     text_gate gate;
     int32_t *history;
@@ -120,6 +139,7 @@ typedef struct loop_state {
 
 static void loop_free(loop_state *s) {
     afo_sampler_free(s->sampler);
+    afo_recording_free(s->recording);
     afo_detokenizer_free(s->detok);
     free(s->gate.held);
     free(s->history);
@@ -170,6 +190,8 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     loop_state s = {.gate = {.stop = o.stop, .num_stop = o.num_stop}};
     afo_status rc = AFO_OK;
     s.sampler = afo_sampler_new(&o.sampler, (int32_t)vocab);
+    if (!o.no_graphs && afo_get_default_device() != AFO_CPU)
+        s.recording = afo_recording_new(afo_get_default_device());
     s.cap = n + (size_t)o.max_tokens + 1;
     s.history = malloc(sizeof(int32_t) * s.cap);
     if (!s.sampler || !s.history || (tok && !(s.detok = afo_detokenizer_new(tok, 1)))) {
@@ -214,8 +236,7 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
         if (stop || eos || last) break;
         afo_release(logits);
         logits = NULL;
-        afo_forward_options fo = {.last_only = 1};
-        rc = afo_model_forward_ex(m, cache, &id, 1, 1, &fo, &logits);
+        rc = decode_step(m, cache, id, step > 0 ? s.recording : NULL, s.sampler, &logits);
     }
     if (st->generated_tokens > 0) st->generate_seconds = now() - t_first;
     afo_memory_stats mem;

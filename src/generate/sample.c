@@ -11,6 +11,7 @@ struct afo_sampler {
     int32_t vocab;
     float *work;      /* adjusted logits */
     float *row;       /* logits read back from an array */
+    afo_array *pick, *pick_for; /* a pick started on a device, and the logits it is for */
     struct candidate { float logit; int32_t id; } *cand; /* sorted when filtering */
     int32_t *counts;  /* occurrences of each id in the penalty window */
     uint64_t state;   /* splitmix64: the draw sequence depends only on the seed */
@@ -53,6 +54,7 @@ afo_sampler *afo_sampler_new(const afo_sampler_options *o, int32_t vocab) {
 
 void afo_sampler_free(afo_sampler *s) {
     if (!s) return;
+    afo_release(s->pick);
     free(s->work);
     free(s->row);
     free(s->cand);
@@ -158,30 +160,42 @@ int32_t afo_sampler_sample(afo_sampler *s, const float *logits, const int32_t *h
     return s->cand[keep - 1].id;
 }
 
-/* Greedy picks on an accelerator take the argmax there, so one id crosses to
- * the host instead of the whole row; everything else reads the row. */
-int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory) {
-    if (!s || !logits) {
-        afo_error(AFO_ERR_INVALID_ARGUMENT, "sampler: NULL argument");
-        return -1;
-    }
-    if (afo_array_size(logits) != s->vocab) {
-        afo_error(AFO_ERR_INVALID_ARGUMENT, "sampler: %lld logits for a vocabulary of %d",
-                  (long long)afo_array_size(logits), (int)s->vocab);
-        return -1;
-    }
-    if (afo_eval1(logits) != AFO_OK) return -1;
+static bool picks_on_device(const afo_sampler *s, const afo_array *logits) {
     bool penalised = s->o.repetition_penalty != 1 || s->o.presence_penalty != 0 || s->o.frequency_penalty != 0;
-    if (s->o.temperature == 0 && !penalised && afo_array_device(logits) != AFO_CPU) {
-        afo_device before = afo_get_default_device();
-        afo_set_default_device(afo_array_device(logits));
-        afo_array *flat = afo_reshape(logits, 1, (int64_t[]){s->vocab});
-        afo_array *best = flat ? afo_argmax(flat, 0, 0) : NULL;
-        afo_set_default_device(before);
+    return s->o.temperature == 0 && !penalised && afo_array_device(logits) != AFO_CPU;
+}
+
+/* Greedy picks on an accelerator take the argmax there, so one id crosses to
+ * the host instead of the whole row. */
+afo_status afo_sampler_prepare(afo_sampler *s, afo_array *logits) {
+    if (!s || !logits) return afo_error(AFO_ERR_INVALID_ARGUMENT, "sampler: NULL argument");
+    if (afo_array_size(logits) != s->vocab)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "sampler: %lld logits for a vocabulary of %d",
+                         (long long)afo_array_size(logits), (int)s->vocab);
+    AFO_TRY(afo_eval1(logits));
+    afo_release(s->pick);
+    s->pick = NULL;
+    s->pick_for = NULL;
+    if (!picks_on_device(s, logits)) return AFO_OK;
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(afo_array_device(logits));
+    afo_array *flat = afo_reshape(logits, 1, (int64_t[]){s->vocab});
+    s->pick = flat ? afo_argmax(flat, 0, 0) : NULL;
+    afo_set_default_device(before);
+    afo_release(flat);
+    afo_status st = s->pick ? afo_eval1(s->pick) : afo_last_status();
+    if (st == AFO_OK) s->pick_for = logits;
+    return st;
+}
+
+int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory) {
+    if ((!s || !logits || s->pick_for != logits) && afo_sampler_prepare(s, logits) != AFO_OK) return -1;
+    if (s->pick) {
         int32_t id = -1;
-        afo_status st = best ? afo_array_read(best, AFO_INT32, &id, sizeof id) : afo_last_status();
-        afo_release(best);
-        afo_release(flat);
+        afo_status st = afo_array_read(s->pick, AFO_INT32, &id, sizeof id);
+        afo_release(s->pick);
+        s->pick = NULL;
+        s->pick_for = NULL;
         return st == AFO_OK ? id : -1;
     }
     if (afo_array_read(logits, AFO_FLOAT32, s->row, sizeof(float) * (size_t)s->vocab) != AFO_OK) return -1;

@@ -55,11 +55,84 @@ static afo_status upload_staged(char *dst, const char *src, size_t nbytes) {
     return st;
 }
 
+/* Small uploads (token ids, scalars) go through a pinned ring: a copy from
+ * pageable memory costs the host a synchronous staging step, and one being
+ * recorded into a CUDA graph must read memory that is still there when the
+ * graph runs. A slot is reused only after the work queued before its
+ * previous round has finished (one event per round). */
+#define RING_BYTES ((size_t)4 << 20)
+#define RING_MAX_COPY ((size_t)64 << 10)
+static char *g_ring;
+static size_t g_ring_used;
+static cudaEvent_t g_ring_round;
+static bool g_ring_round_pending;
+static pthread_mutex_t g_ring_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static afo_status upload_ring(void *dst, const void *src, size_t nbytes) {
+    pthread_mutex_lock(&g_ring_lock);
+    size_t at = (g_ring_used + 255) & ~(size_t)255;
+    afo_status st = AFO_OK;
+    if (at + nbytes > RING_BYTES) {
+        if (g_ring_round_pending) st = afo_cuda_status(cudaEventSynchronize(g_ring_round), "upload ring");
+        if (st == AFO_OK) st = afo_cuda_status(cudaEventRecord(g_ring_round, g_stream), "upload ring");
+        g_ring_round_pending = true;
+        at = 0;
+    }
+    if (st == AFO_OK) {
+        memcpy(g_ring + at, src, nbytes);
+        g_ring_used = at + nbytes;
+        st = afo_cuda_status(cudaMemcpyAsync(dst, g_ring + at, nbytes, cudaMemcpyHostToDevice, g_stream), "upload");
+    }
+    pthread_mutex_unlock(&g_ring_lock);
+    return st;
+}
+
 static afo_status cuda_upload(void *dst, const void *src, size_t nbytes) {
+    if (nbytes <= RING_MAX_COPY && g_ring) return upload_ring(dst, src, nbytes);
     if (nbytes > STAGE_BYTES && g_stage[1]) return upload_staged(dst, src, nbytes);
     /* from pageable memory the driver stages the bytes before returning, so
      * the source may be freed right after */
     return afo_cuda_status(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyHostToDevice, g_stream), "upload");
+}
+
+/* Recording: the stream's work between begin and end becomes a CUDA graph.
+ * Relaxed mode lets the pool cudaMalloc a buffer it has not cached yet. */
+static afo_status cuda_record_begin(void) {
+    return afo_cuda_status(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeRelaxed), "begin recording");
+}
+
+/* Ends the recording and launches it: through *exec updated in place when
+ * the kernels and their order are unchanged (only arguments and grid sizes
+ * differ, as between decode steps), else through a new instantiation. */
+static afo_status cuda_record_end(void **exec, int *instantiated, bool discard) {
+    cudaGraph_t graph = NULL;
+    afo_status st = afo_cuda_status(cudaStreamEndCapture(g_stream, &graph), "end recording");
+    if (st != AFO_OK || discard) {
+        if (graph) cudaGraphDestroy(graph);
+        return st;
+    }
+    cudaGraphExec_t e = *exec;
+    *instantiated = 0;
+    if (e) {
+        cudaGraphExecUpdateResultInfo info;
+        if (cudaGraphExecUpdate(e, graph, &info) != cudaSuccess) {
+            cudaGetLastError();
+            cudaGraphExecDestroy(e);
+            e = NULL;
+        }
+    }
+    if (!e) {
+        st = afo_cuda_status(cudaGraphInstantiate(&e, graph, 0), "instantiate recording");
+        *instantiated = st == AFO_OK;
+    }
+    cudaGraphDestroy(graph);
+    *exec = st == AFO_OK ? e : NULL;
+    if (st != AFO_OK) return st;
+    return afo_cuda_status(cudaGraphLaunch(e, g_stream), "launch recording");
+}
+
+static void cuda_record_free(void *exec) {
+    if (exec) cudaGraphExecDestroy(exec);
 }
 
 static afo_status cuda_download(void *dst, const void *src, size_t nbytes) {
@@ -84,8 +157,9 @@ static afo_status cuda_info(afo_device_info *out) {
     return AFO_OK;
 }
 
-static const afo_backend g_backend = {"cuda", cuda_alloc, cuda_free, cuda_upload, cuda_download, cuda_synchronize,
-                                      cuda_info};
+static const afo_backend g_backend = {"cuda",           cuda_alloc,        cuda_free,        cuda_upload,
+                                      cuda_download,    cuda_synchronize,  cuda_info,        cuda_record_begin,
+                                      cuda_record_end,  cuda_record_free};
 
 static void init(void) {
     int count = 0;
@@ -114,6 +188,11 @@ static void init(void) {
             g_stage[1] = NULL;
             break;
         }
+    }
+    if (cudaMallocHost((void **)&g_ring, RING_BYTES) != cudaSuccess ||
+        cudaEventCreateWithFlags(&g_ring_round, cudaEventDisableTiming) != cudaSuccess) {
+        cudaGetLastError();
+        g_ring = NULL;
     }
     g_device = dev;
 }
