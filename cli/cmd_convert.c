@@ -6,11 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
 typedef struct convert_opts {
-    const char *model, *gguf, *gguf_type, *out, *dtype, *bits, *group_size;
+    const char *model, *gguf, *gguf_type, *out, *dtype, *bits, *group_size, *predicate;
     bool quantize, dequantize;
 } convert_opts;
 
@@ -26,6 +27,7 @@ static const struct {
     {"--dtype", NULL, offsetof(convert_opts, dtype), false},
     {"--q-bits", NULL, offsetof(convert_opts, bits), false},
     {"--q-group-size", NULL, offsetof(convert_opts, group_size), false},
+    {"--quant-predicate", NULL, offsetof(convert_opts, predicate), false},
     {"-q", "--quantize", offsetof(convert_opts, quantize), true},
     {"-d", "--dequantize", offsetof(convert_opts, dequantize), true},
 };
@@ -42,8 +44,35 @@ static int convert_gguf(const convert_opts *o) {
     return 0;
 }
 
+typedef struct progress {
+    int done, total;
+    size_t bytes;
+    bool tty;
+} progress;
+
+/* A bar only on a terminal, so logs and tests see the summary line alone. */
+static void show_progress(void *ctx, int done, int total, size_t bytes, size_t all) {
+    progress *p = ctx;
+    p->done = done, p->total = total, p->bytes = bytes;
+    if (!p->tty) return;
+    int filled = total ? 30 * done / total : 30;
+    fprintf(stderr, "\r[%.*s%*s] %d/%d tensors, %.1f/%.1f MB", filled, "##############################", 30 - filled,
+            "", done, total, (double)bytes / 1e6, (double)all / 1e6);
+    if (done == total) fputc('\n', stderr);
+}
+
 static int convert_mlx(const convert_opts *o) {
-    afo_convert_options c = {.dtype = -1, .bits = o->quantize ? atoi(o->bits) : 0, .group_size = atoi(o->group_size)};
+    progress p = {.tty = isatty(STDERR_FILENO)};
+    afo_convert_options c = {.dtype = -1,
+                             .bits = o->quantize ? atoi(o->bits) : 0,
+                             .group_size = atoi(o->group_size),
+                             .predicate = o->predicate,
+                             .progress = show_progress,
+                             .progress_ctx = &p};
+    if (o->predicate && !o->quantize) {
+        fprintf(stderr, "afo convert: --quant-predicate %s needs -q\n", o->predicate);
+        return 2;
+    }
     if (o->dtype) {
         static const char *const names[3] = {"bfloat16", "float16", "float32"};
         static const afo_dtype types[3] = {AFO_BFLOAT16, AFO_FLOAT16, AFO_FLOAT32};
@@ -56,7 +85,8 @@ static int convert_mlx(const convert_opts *o) {
     }
     double t0 = cli_now(), bpw = 0;
     if (afo_model_convert(o->model, o->out, &c, &bpw) != AFO_OK) return cli_fail("convert");
-    fprintf(stderr, "afo convert: wrote %s in %.1f s\n", o->out, cli_now() - t0);
+    fprintf(stderr, "afo convert: wrote %s (%d tensors, %.1f MB) in %.1f s\n", o->out, p.done, (double)p.bytes / 1e6,
+            cli_now() - t0);
     printf("bits per weight: %.3f\n", bpw);
     return 0;
 }
@@ -64,10 +94,14 @@ static int convert_mlx(const convert_opts *o) {
 int cmd_convert(int argc, char **argv) {
     static const char usage[] =
         "usage: afo convert --model IN --out OUT [--dtype bfloat16|float16|float32]\n"
-        "                   [-q [--q-bits 4] [--q-group-size 64] | -d]\n"
+        "                   [-q [--q-bits 4] [--q-group-size 64] [--quant-predicate RECIPE] | -d]\n"
         "       afo convert --model IN --gguf OUT.gguf [--gguf-type f16|bf16|q8_0|q4_0] [--threads N]\n"
         "--out writes MLX's layout: -q quantizes every Linear and embedding matrix (bits 2, 3, 4, 5, 6, 8;\n"
-        "group size 32, 64, 128), -d dequantizes a quantized model; prints the bits per weight.\n"
+        "group size 32, 64, 128; matrices whose input size is not a multiple stay as they are), -d\n"
+        "dequantizes a quantized model; prints the bits per weight. MoE experts are stacked as MLX's\n"
+        "switch_mlp. RECIPE is one of mlx-lm's mixed_2_6, mixed_3_4, mixed_3_6, mixed_4_6: low/high bits,\n"
+        "high for v_proj and down_proj of the first and last eighth of layers and every third between,\n"
+        "and for lm_head. A progress bar goes to stderr when it is a terminal.\n"
         "--gguf writes a llama, mistral, qwen2 or qwen3 model for llama.cpp (default type f16);\n"
         "norms and biases stay float32\n";
     convert_opts o = {.gguf_type = "f16", .bits = "4", .group_size = "64"};

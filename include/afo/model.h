@@ -125,12 +125,23 @@ typedef struct afo_convert_options {
     int dtype;      /* afo_dtype of the output's float tensors; -1: the model's */
     int bits;       /* 2, 3, 4, 5, 6 or 8: quantize; 0: write unquantized (dequantizing a quantized model) */
     int group_size; /* 32, 64 or 128 when bits */
+    /* NULL: every matrix gets bits (but for the architecture's own rule, as
+     * mlx-lm's model quant_predicate: Qwen3-MoE routers 8 bits, group 64);
+     * or one of mlx-lm's recipes "mixed_2_6", "mixed_3_4", "mixed_3_6",
+     * "mixed_4_6" (low_high bits, group_size per matrix; needs bits) */
+    const char *predicate;
+    /* called (may be NULL) after each output tensor is computed, with the
+     * tensors and bytes done so far and in all */
+    void (*progress)(void *ctx, int done, int total, size_t bytes_done, size_t bytes_total);
+    void *progress_ctx;
 } afo_convert_options;
 
-/* Writes the model at `in` to the directory `out` in MLX's layout: with
- * bits, every Linear and embedding matrix whose input size is a multiple of
- * group_size (MoE experts excepted) becomes P.weight (uint32), P.scales,
- * P.biases, and config.json gets "quantization" and an identical
+/* Writes the model at `in` to the directory `out` in MLX's layout: MoE
+ * experts stacked as mlp.switch_mlp.{gate,up,down}_proj [E, out, in]; with
+ * bits, every Linear, expert stack and embedding matrix whose input size is
+ * a multiple of group_size becomes P.weight (uint32), P.scales, P.biases,
+ * and config.json gets "quantization" (with a {"group_size", "bits"} entry
+ * per path that departs from the global choice) and an identical
  * "quantization_config"; other tensors are cast to dtype. Tokenizer files
  * and generation_config.json are copied. Shards of at most 5 GB (with an
  * index when several), written in a temporary sibling renamed to `out`

@@ -1,7 +1,8 @@
-/* afo_model_convert: a model directory rewritten in MLX's layout, every
- * matrix quantized (or a quantized one dequantized), the rest cast. The
- * architecture's tensor list decides what is a matrix, so nothing here
- * depends on tensor names beyond MLX's P.weight / P.scales / P.biases. */
+/* afo_model_convert: a model directory rewritten in MLX's layout, matrices
+ * quantized as quant_recipe.c decides (or quantized ones dequantized), the
+ * rest cast. The architecture's tensor list decides what is a matrix, so
+ * nothing here depends on tensor names beyond MLX's P.weight / P.scales /
+ * P.biases and its stacked experts (mlp.switch_mlp.<proj>). */
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +20,10 @@ typedef struct out_tensors {
     char (*names)[200];
     afo_array **arrays;
     int n, cap;
+    /* the matrices config "quantization" names one by one */
+    char (*paths)[200];
+    quant_choice *choices;
+    int nq;
 } out_tensors;
 
 static afo_status push(out_tensors *o, const char *name, const char *suffix, afo_array *a) {
@@ -39,32 +44,72 @@ static afo_status push(out_tensors *o, const char *name, const char *suffix, afo
     return AFO_OK;
 }
 
-/* Only experts stay unquantized among matrices: the MoE path runs them
- * through the same linear(), but their per-expert [out, in] tensors are not
- * MLX's stacked switch_mlp layout, which a quantized checkpoint would need
- * to interoperate. */
-static bool quantizable(const tensor_spec *s, int group_size) {
-    return s->linear && !strstr(s->name, ".experts.") && s->shape[1] % group_size == 0;
+static afo_status remember(out_tensors *o, const char *path, quant_choice c) {
+    if (o->nq % 64 == 0) {
+        char(*paths)[200] = realloc(o->paths, sizeof *paths * (size_t)(o->nq + 64));
+        if (paths) o->paths = paths;
+        quant_choice *choices = paths ? realloc(o->choices, sizeof *choices * (size_t)(o->nq + 64)) : NULL;
+        if (!choices) return afo_error(AFO_ERR_OUT_OF_MEMORY, "convert: out of memory");
+        o->choices = choices;
+    }
+    snprintf(o->paths[o->nq], sizeof o->paths[o->nq], "%s", path);
+    o->choices[o->nq++] = c;
+    return AFO_OK;
 }
 
-/* The output tensors of one spec: the weight in float (dequantized when the
- * input is quantized; raw from the file otherwise, as (1 + w) norms are
- * rewritten on load), cast to dtype, then quantized if asked. */
-static afo_status convert_tensor(afo_model *m, const tensor_spec *s, afo_dtype dtype, const afo_convert_options *o,
-                                 out_tensors *out) {
+/* A matrix in float: dequantized when the input is quantized; raw from the
+ * file otherwise, as (1 + w) norms are rewritten on load. */
+static afo_array *float_weight(afo_model *m, const tensor_spec *s) {
     const linear_weight *lw = s->linear;
-    afo_array *w = lw && lw->scales ? afo_dequantize(lw->w, lw->scales, lw->biases, lw->group_size, lw->bits)
-                                    : afo_weights_get(m->weights, s->name);
+    if (lw && lw->scales) return afo_dequantize(lw->w, lw->scales, lw->biases, lw->group_size, lw->bits);
+    return s->expert >= 0 ? afo_retain(lw->w) : afo_weights_get(m->weights, s->name);
+}
+
+/* The experts of one projection (s: expert 0's spec) stacked [E, out, in]. */
+static afo_array *stacked_experts(afo_model *m, const tensor_spec *s) {
+    int64_t E = m->cfg.num_experts;
+    afo_array **rows = calloc((size_t)E, sizeof *rows), *out = NULL;
+    if (!rows) return afo_error(AFO_ERR_OUT_OF_MEMORY, "convert: out of memory"), NULL;
+    int64_t x = 0;
+    for (; x < E; x++) {
+        afo_array *w = float_weight(m, &s[3 * x]);
+        rows[x] = w ? afo_expand_dims(w, 0) : NULL;
+        afo_release(w);
+        if (!rows[x]) break;
+    }
+    if (x == E) out = afo_concatenate(rows, (int)E, 0);
+    for (int64_t i = 0; i < x; i++) afo_release(rows[i]);
+    free(rows);
+    return out;
+}
+
+/* The output tensors of one spec (of a whole expert stack for expert 0, none
+ * for the other experts): cast to dtype, then quantized as the plan says. */
+static afo_status convert_tensor(afo_model *m, const tensor_spec *s, afo_dtype dtype, const quant_plan *plan,
+                                 out_tensors *out) {
+    if (s->expert > 0) return AFO_OK;
+    char path[200], name[200];
+    if (s->expert == 0) {
+        model_switch_name(s, true, path, sizeof path);
+        model_switch_name(s, false, name, sizeof name);
+    } else {
+        snprintf(name, sizeof name, "%s", s->name);
+        snprintf(path, sizeof path, "%.*s", (int)(strlen(s->name) - strlen(".weight")), s->name);
+    }
+    afo_array *w = s->expert == 0 ? stacked_experts(m, s) : float_weight(m, s);
     afo_array *cast = w ? afo_astype(w, dtype) : NULL;
     afo_release(w);
     if (!cast) return afo_last_status();
-    if (!o->bits || !quantizable(s, o->group_size)) return push(out, s->name, "", cast);
-    char path[160];
-    snprintf(path, sizeof path, "%.*s", (int)(strlen(s->name) - strlen(".weight")), s->name);
+    quant_choice c = s->linear ? quant_plan_choose(plan, path, s->shape[1]) : (quant_choice){0};
+    if (!c.bits) return push(out, name, "", cast);
     afo_array *wq = NULL, *scales = NULL, *biases = NULL;
-    afo_status st = afo_quantize(cast, o->group_size, o->bits, &wq, &scales, &biases);
+    afo_status st = afo_quantize(cast, c.group_size, c.bits, &wq, &scales, &biases);
     afo_release(cast);
-    if (st != AFO_OK) return st;
+    if (st == AFO_OK && c.entry) st = remember(out, path, c);
+    if (st != AFO_OK) {
+        afo_release(wq), afo_release(scales), afo_release(biases);
+        return st;
+    }
     st = push(out, path, ".weight", wq);
     if (st == AFO_OK) st = push(out, path, ".scales", scales);
     else afo_release(scales);
@@ -74,8 +119,10 @@ static afo_status convert_tensor(afo_model *m, const tensor_spec *s, afo_dtype d
 }
 
 /* Shards of consecutive tensors up to SHARD_BYTES (a bigger tensor gets its
- * own), written under dir, with an index when there are several. */
-static afo_status write_shards(const out_tensors *o, const char *dir) {
+ * own), written under dir, with an index when there are several. Each
+ * tensor is computed before its shard is saved (saving would compute it
+ * anyway), which is where progress can be told. */
+static afo_status write_shards(const out_tensors *o, const char *dir, const afo_convert_options *opt) {
     int *shard_of = calloc((size_t)o->n + 1, sizeof *shard_of);
     const char **names = calloc((size_t)o->n + 1, sizeof *names);
     afo_status st = shard_of && names ? AFO_OK : afo_error(AFO_ERR_OUT_OF_MEMORY, "convert: out of memory");
@@ -91,9 +138,16 @@ static afo_status write_shards(const out_tensors *o, const char *dir) {
     }
     const char *mk[1] = {"format"}, *mv[1] = {"mlx"};
     char path[4200];
+    size_t done_bytes = 0;
     for (int s = 0, begin = 0; st == AFO_OK && s < nshards; s++) {
         int end = begin;
         while (end < o->n && shard_of[end] == s) end++;
+        for (int i = begin; st == AFO_OK && i < end; i++) {
+            st = afo_eval1(o->arrays[i]);
+            done_bytes += afo_array_nbytes(o->arrays[i]);
+            if (st == AFO_OK && opt->progress) opt->progress(opt->progress_ctx, i + 1, o->n, done_bytes, total);
+        }
+        if (st != AFO_OK) break;
         if (nshards == 1) snprintf(path, sizeof path, "%s/model.safetensors", dir);
         else snprintf(path, sizeof path, "%s/model-%05d-of-%05d.safetensors", dir, s + 1, nshards);
         st = afo_safetensors_save(path, end - begin, names + begin, o->arrays + begin, 1, mk, mv);
@@ -108,7 +162,8 @@ static afo_status write_shards(const out_tensors *o, const char *dir) {
 }
 
 /* IN's config.json with the quantization keys replaced (or removed). */
-static afo_status write_config(const char *in_dir, const char *dir, afo_dtype dtype, const afo_convert_options *o) {
+static afo_status write_config(const char *in_dir, const char *dir, afo_dtype dtype, const afo_convert_options *o,
+                               const out_tensors *t) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", in_dir);
     cJSON *root = json_read_file(path, true);
@@ -120,6 +175,12 @@ static afo_status write_config(const char *in_dir, const char *dir, afo_dtype dt
         cJSON *q = cJSON_CreateObject();
         ok = q && cJSON_AddNumberToObject(q, "group_size", o->group_size) && cJSON_AddNumberToObject(q, "bits", o->bits) &&
              cJSON_AddStringToObject(q, "mode", "affine");
+        for (int i = 0; ok && i < t->nq; i++) {
+            cJSON *e = cJSON_AddObjectToObject(q, t->paths[i]);
+            ok = e && cJSON_AddNumberToObject(e, "group_size", t->choices[i].group_size) &&
+                 cJSON_AddNumberToObject(e, "bits", t->choices[i].bits) &&
+                 (t->choices[i].entry != QUANT_ENTRY_MODE || cJSON_AddStringToObject(e, "mode", "affine"));
+        }
         cJSON *copy = ok ? cJSON_Duplicate(q, 1) : NULL;
         ok = ok && copy && cJSON_AddItemToObject(root, "quantization", q);
         if (!ok) cJSON_Delete(q);
@@ -174,6 +235,12 @@ afo_status afo_model_convert(const char *in, const char *out_dir, const afo_conv
     AFO_TRY(check_options(o));
     afo_model *m = NULL;
     AFO_TRY(afo_model_load(in, NULL, &m));
+    quant_plan plan;
+    afo_status planned = quant_plan_init(m, o, &plan);
+    if (planned != AFO_OK) {
+        afo_model_free(m);
+        return planned;
+    }
     afo_dtype dtype = o->dtype >= 0 ? (afo_dtype)o->dtype : afo_model_dtype(m);
     /* everything goes to a sibling directory renamed into place at the end,
      * so OUT is either complete or untouched */
@@ -184,11 +251,11 @@ afo_status afo_model_convert(const char *in, const char *out_dir, const afo_conv
                                            : afo_error(AFO_ERR_IO, "convert: cannot create %s: %s", tmp, strerror(errno));
     bool made = st == AFO_OK;
     out_tensors t = {0};
-    for (int i = 0; st == AFO_OK && i < m->nspecs; i++) st = convert_tensor(m, &m->specs[i], dtype, o, &t);
+    for (int i = 0; st == AFO_OK && i < m->nspecs; i++) st = convert_tensor(m, &m->specs[i], dtype, &plan, &t);
     size_t bytes = 0;
     for (int i = 0; i < t.n; i++) bytes += afo_array_nbytes(t.arrays[i]);
-    if (st == AFO_OK) st = write_shards(&t, tmp);
-    if (st == AFO_OK) st = write_config(m->dir, tmp, dtype, o);
+    if (st == AFO_OK) st = write_shards(&t, tmp, o);
+    if (st == AFO_OK) st = write_config(m->dir, tmp, dtype, o, &t);
     static const char *const copied[] = {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                                          "chat_template.jinja", "generation_config.json"};
     for (size_t i = 0; st == AFO_OK && i < sizeof copied / sizeof *copied; i++) {
@@ -205,6 +272,8 @@ afo_status afo_model_convert(const char *in, const char *out_dir, const afo_conv
     for (int i = 0; i < t.n; i++) afo_release(t.arrays[i]);
     free(t.names);
     free(t.arrays);
+    free(t.paths);
+    free(t.choices);
     afo_model_free(m);
     return st;
 }

@@ -33,5 +33,7 @@ static afo_status configure(model_config *c, const cJSON *j) {
 }
 
 #define GEMMA3_FLAGS (ARCH_QK_NORM | ARCH_SANDWICH_NORM | ARCH_NORM_PLUS_ONE | ARCH_EMBED_SCALE)
-const arch_desc arch_gemma3_text = {"gemma3_text", GEMMA3_FLAGS, GEMMA3_DEFAULTS, configure};
-const arch_desc arch_gemma3 = {"gemma3", GEMMA3_FLAGS, GEMMA3_DEFAULTS, configure};
+const arch_desc arch_gemma3_text = {
+    .model_type = "gemma3_text", .flags = GEMMA3_FLAGS, .defaults = GEMMA3_DEFAULTS, .configure = configure};
+const arch_desc arch_gemma3 = {
+    .model_type = "gemma3", .flags = GEMMA3_FLAGS, .defaults = GEMMA3_DEFAULTS, .configure = configure};

@@ -73,7 +73,13 @@ typedef struct arch_desc {
     const char *defaults;
     /* Reads the architecture's own fields after the common ones (may be NULL). */
     afo_status (*configure)(model_config *c, const cJSON *json);
+    /* mlx-lm's model quant_predicate (may be NULL: every matrix gets the
+     * global bits): for the module at `path`, QUANT_OWN with *bits and
+     * *group_size set, QUANT_GLOBAL, or QUANT_NONE (kept in float) */
+    int (*quant_predicate)(const char *path, int *bits, int *group_size);
 } arch_desc;
+
+enum { QUANT_NONE, QUANT_GLOBAL, QUANT_OWN };
 
 extern const arch_desc arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_qwen3_moe, arch_gemma3_text,
     arch_gemma3, arch_phi3;
@@ -145,7 +151,15 @@ typedef struct tensor_spec {
     tensor_kind kind;
     afo_array **slot;
     linear_weight *linear; /* the matrix slot belongs to (&linear->w == slot); NULL for norms and biases */
+    /* MoE experts: the expert's index, else -1. A layer's experts are listed
+     * expert-major (gate, up, down each), so expert x's spec of a projection
+     * is 3x after expert 0's; MLX stores each projection stacked, as
+     * mlp.switch_mlp.<proj> [E, out, in] */
+    int expert;
 } tensor_spec;
+/* The name of an expert spec's stacked MLX tensor (the path, without
+ * ".weight", when path_only), e.g. model.layers.3.mlp.switch_mlp.up_proj. */
+void model_switch_name(const tensor_spec *s, bool path_only, char *out, size_t n);
 /* Allocates m->layers (and expert tables) and lists the tensors in
  * m->specs, named under `prefix` ("model." or a multimodal one). */
 afo_status model_tensor_specs(afo_model *m, const char *prefix);
@@ -162,6 +176,25 @@ afo_dtype model_storage_dtype(const afo_model *m);
 afo_status model_copy_file(const char *from, const char *to, bool required);
 afo_status model_write_index(const char *dir, int n, const char *const *names, const int *shard_of, int nshards,
                              size_t total);
+
+/* quant_recipe.c: the bits of each matrix when converting. */
+typedef struct quant_plan {
+    int bits, group_size; /* global; bits 0: no quantization */
+    int low, high;        /* a mixed recipe's bits; low 0: none */
+    int layer_location, num_layers;
+    int (*arch)(const char *path, int *bits, int *group_size);
+} quant_plan;
+/* entry: what config "quantization" says of the path: nothing (the global
+ * choice), {"group_size", "bits"}, or that and "mode" (mlx-lm's recipes) */
+enum { QUANT_ENTRY_NONE, QUANT_ENTRY, QUANT_ENTRY_MODE };
+typedef struct quant_choice {
+    int bits, group_size; /* bits 0: kept in float */
+    int entry;
+} quant_choice;
+afo_status quant_plan_init(const afo_model *m, const afo_convert_options *o, quant_plan *p);
+/* For the module at path (its tensor name less ".weight") of input size in;
+ * sizes that are not a multiple of the group size stay in float. */
+quant_choice quant_plan_choose(const quant_plan *p, const char *path, int64_t in);
 
 /* moe.c: the sparse MLP of one layer on x [T, hidden]. */
 afo_array *moe_forward(const afo_model *m, const layer_weights *lw, afo_array *x);

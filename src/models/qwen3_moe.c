@@ -1,5 +1,7 @@
 /* Qwen3-MoE: Qwen3 attention; the MLP of most layers is a router (softmax,
  * top-k, optionally renormalised) over num_experts small gated MLPs. */
+#include <string.h>
+
 #include "models/models.h"
 
 static afo_status configure(model_config *c, const cJSON *j) {
@@ -23,5 +25,15 @@ static afo_status configure(model_config *c, const cJSON *j) {
     return AFO_OK;
 }
 
+/* mlx-lm's Qwen3-MoE quant_predicate: the router decides which experts run,
+ * so it keeps 8 bits whatever the rest gets. */
+static int quant_predicate(const char *path, int *bits, int *group_size) {
+    size_t n = strlen(path), k = strlen("mlp.gate");
+    if (n < k || strcmp(path + n - k, "mlp.gate") != 0) return QUANT_GLOBAL;
+    *bits = 8, *group_size = 64;
+    return QUANT_OWN;
+}
+
 const arch_desc arch_qwen3_moe = {.model_type = "qwen3_moe", .flags = ARCH_QK_NORM | ARCH_MOE | ARCH_WINDOW_QWEN,
-                                  .defaults = "{\"rms_norm_eps\": 1e-6}", .configure = configure};
+                                  .defaults = "{\"rms_norm_eps\": 1e-6}", .configure = configure,
+                                  .quant_predicate = quant_predicate};

@@ -32,6 +32,7 @@ static tensor_spec *vadd(spec_list *l, afo_array **slot, tensor_kind kind, int64
     s->kind = kind;
     s->slot = slot;
     s->linear = NULL;
+    s->expert = -1;
     return s;
 }
 
@@ -46,15 +47,16 @@ static void add(spec_list *l, afo_array **slot, tensor_kind kind, int64_t d0, in
 }
 
 /* A matrix [out, in] (Linear or embedding), which may be stored quantized. */
-static void add_linear(spec_list *l, linear_weight *lw, tensor_kind kind, int64_t out, int64_t in, const char *fmt,
-                       ...) __attribute__((format(printf, 6, 7)));
-static void add_linear(spec_list *l, linear_weight *lw, tensor_kind kind, int64_t out, int64_t in, const char *fmt,
-                       ...) {
+static tensor_spec *add_linear(spec_list *l, linear_weight *lw, tensor_kind kind, int64_t out, int64_t in,
+                               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+static tensor_spec *add_linear(spec_list *l, linear_weight *lw, tensor_kind kind, int64_t out, int64_t in,
+                               const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
     tensor_spec *s = vadd(l, &lw->w, kind, out, in, fmt, ap);
     va_end(ap);
     if (s) s->linear = lw;
+    return s;
 }
 
 static void add_attention(spec_list *l, const afo_model *m, layer_weights *w, const char *p) {
@@ -89,12 +91,13 @@ static void add_mlp(spec_list *l, const afo_model *m, layer_weights *w, const ch
         add_linear(l, &w->router, TENSOR_MATRIX, e, h, "%smlp.gate.weight", p);
         if (l->status == AFO_OK && !(w->experts = calloc((size_t)(3 * e), sizeof *w->experts)))
             l->status = afo_error(AFO_ERR_OUT_OF_MEMORY, "out of memory listing model tensors");
-        for (int64_t x = 0; x < e && l->status == AFO_OK; x++) {
-            add_linear(l, &w->experts[3 * x], TENSOR_MATRIX, mi, h, "%smlp.experts.%lld.gate_proj.weight", p, (long long)x);
-            add_linear(l, &w->experts[3 * x + 1], TENSOR_MATRIX, mi, h, "%smlp.experts.%lld.up_proj.weight", p, (long long)x);
-            add_linear(l, &w->experts[3 * x + 2], TENSOR_MATRIX, h, mi, "%smlp.experts.%lld.down_proj.weight", p,
-                (long long)x);
-        }
+        static const char *const proj[3] = {"gate", "up", "down"};
+        for (int64_t x = 0; x < e && l->status == AFO_OK; x++)
+            for (int j = 0; j < 3; j++) {
+                tensor_spec *s = add_linear(l, &w->experts[3 * x + j], TENSOR_MATRIX, j == 2 ? h : mi, j == 2 ? mi : h,
+                                            "%smlp.experts.%lld.%s_proj.weight", p, (long long)x, proj[j]);
+                if (s) s->expert = (int)x;
+            }
     } else if (m->arch->flags & ARCH_GATE_UP_FUSED) {
         add_linear(l, &w->gate_up, TENSOR_MATRIX, 2 * in, h, "%smlp.gate_up_proj.weight", p);
         add_linear(l, &w->down, TENSOR_MATRIX, h, in, "%smlp.down_proj.weight", p);
@@ -160,6 +163,16 @@ void model_release_weights(afo_model *m) {
     m->nspecs = 0;
 }
 
+void model_switch_name(const tensor_spec *s, bool path_only, char *out, size_t n) {
+    const char *at = strstr(s->name, ".experts."), *proj = at ? strchr(at + strlen(".experts."), '.') : NULL;
+    if (!proj) {
+        snprintf(out, n, "%s", s->name);
+        return;
+    }
+    int tail = (int)strlen(proj + 1) - (path_only ? (int)strlen(".weight") : 0);
+    snprintf(out, n, "%.*s.switch_mlp.%.*s", (int)(at - s->name), s->name, tail, proj + 1);
+}
+
 static bool has_tensor(const afo_weights *w, const char *name) {
     for (int i = 0; i < afo_weights_count(w); i++)
         if (strcmp(afo_weights_name(w, i), name) == 0) return true;
@@ -183,10 +196,13 @@ static afo_status quant_params(const afo_model *m, const char *path, int *bits, 
     const cJSON *src = cJSON_IsObject(own) ? own : q;
     *bits = (int)json_int(src, "bits", json_int(q, "bits", 0));
     *group_size = (int)json_int(src, "group_size", json_int(q, "group_size", 64));
-    const cJSON *mode = cJSON_GetObjectItemCaseSensitive(q, "mode");
-    if (mode && !(cJSON_IsString(mode) && strcmp(mode->valuestring, "affine") == 0))
-        return afo_error(AFO_ERR_UNSUPPORTED, "model %s: quantization mode is not \"affine\"", m->dir);
-    return AFO_OK;
+    /* mlx-lm's recipes write "mode" into every per-path entry too */
+    for (const cJSON *o = src;; o = q) {
+        const cJSON *mode = cJSON_GetObjectItemCaseSensitive(o, "mode");
+        if (mode && !(cJSON_IsString(mode) && strcmp(mode->valuestring, "affine") == 0))
+            return afo_error(AFO_ERR_UNSUPPORTED, "model %s: quantization mode of %s is not \"affine\"", m->dir, path);
+        if (o == q) return AFO_OK;
+    }
 }
 
 /* Checks a tensor's dtype class and shape; takes over a on failure. */
@@ -209,13 +225,18 @@ static afo_status check(const afo_model *m, afo_array *a, const char *name, bool
 
 /* A matrix stored quantized (P.weight, P.scales, P.biases): bits and group
  * size from the config, every shape checked against the original [out, in]. */
+static afo_status check_fit(const afo_model *m, const char *path, int bits, int group_size, int64_t in) {
+    if (bits < 2 || bits > 8 || bits == 7 || (group_size != 32 && group_size != 64 && group_size != 128) ||
+        in % group_size != 0)
+        return afo_error(AFO_ERR_FORMAT, "model %s: %s: %d bits with group size %d do not fit input size %lld", m->dir,
+                         path, bits, group_size, (long long)in);
+    return AFO_OK;
+}
+
 static afo_status bind_quantized(afo_model *m, const tensor_spec *s, int bits, int group_size) {
     char path[160], name[200];
     snprintf(path, sizeof path, "%.*s", (int)(strlen(s->name) - strlen(".weight")), s->name);
-    if (bits < 2 || bits > 8 || bits == 7 || (group_size != 32 && group_size != 64 && group_size != 128) ||
-        s->shape[1] % group_size != 0)
-        return afo_error(AFO_ERR_FORMAT, "model %s: %s: %d bits with group size %d do not fit input size %lld", m->dir,
-                         path, bits, group_size, (long long)s->shape[1]);
+    AFO_TRY(check_fit(m, path, bits, group_size, s->shape[1]));
     linear_weight *lw = s->linear;
     int64_t packed[2] = {s->shape[0], s->shape[1] * bits / 32}, groups[2] = {s->shape[0], s->shape[1] / group_size};
     afo_array **dst[3] = {&lw->w, &lw->scales, &lw->biases};
@@ -232,9 +253,53 @@ static afo_status bind_quantized(afo_model *m, const tensor_spec *s, int bits, i
     return AFO_OK;
 }
 
+/* Experts stored as MLX's stacked switch_mlp tensors (s: expert 0's spec of
+ * one projection): each expert's matrix becomes an evaluated view of its
+ * slice, so the mapped file is shared and nothing is copied. */
+static afo_status bind_switch(afo_model *m, const tensor_spec *s) {
+    char path[200], name[220];
+    model_switch_name(s, true, path, sizeof path);
+    int bits = 0, group_size = 64;
+    snprintf(name, sizeof name, "%s.scales", path);
+    if (has_tensor(m->weights, name)) {
+        AFO_TRY(quant_params(m, path, &bits, &group_size));
+        if (bits) AFO_TRY(check_fit(m, path, bits, group_size, s->shape[1]));
+    }
+    int64_t E = m->cfg.num_experts, out = s->shape[0];
+    int64_t shapes[3][3] = {{E, out, bits ? s->shape[1] * bits / 32 : s->shape[1]},
+                            {E, out, s->shape[1] / group_size},
+                            {E, out, s->shape[1] / group_size}};
+    static const char *const suffix[3] = {"weight", "scales", "biases"};
+    for (int i = 0; i < (bits ? 3 : 1); i++) {
+        snprintf(name, sizeof name, "%s.%s", path, suffix[i]);
+        afo_array *a = afo_weights_get(m->weights, name);
+        if (!a) return afo_error(AFO_ERR_FORMAT, "model %s: missing tensor %s", m->dir, name);
+        AFO_TRY(check(m, a, name, bits && i == 0, 3, shapes[i]));
+        m->weight_bytes += afo_array_nbytes(a);
+        afo_status st = AFO_OK;
+        for (int64_t x = 0; x < E && st == AFO_OK; x++) {
+            linear_weight *lw = s[3 * x].linear;
+            afo_array *row = afo_slice_axis(a, 0, x, x + 1), *v = row ? afo_reshape(row, 2, shapes[i] + 1) : NULL;
+            afo_release(row);
+            st = v ? afo_eval1(v) : afo_last_status();
+            *(i == 0 ? &lw->w : i == 1 ? &lw->scales : &lw->biases) = v;
+            lw->bits = bits, lw->group_size = group_size;
+        }
+        afo_release(a);
+        AFO_TRY(st);
+    }
+    return AFO_OK;
+}
+
 /* Checks one tensor and puts it (or, for (1 + w) norms, 1 + w in float32)
  * into its slot; matrices with P.scales beside them are bound quantized. */
 static afo_status bind(afo_model *m, const tensor_spec *s) {
+    if (s->expert > 0 && s->linear->w) return AFO_OK; /* bound from the stack with expert 0 */
+    if (s->expert == 0 && !has_tensor(m->weights, s->name)) {
+        char stacked[200];
+        model_switch_name(s, false, stacked, sizeof stacked);
+        if (has_tensor(m->weights, stacked)) return bind_switch(m, s);
+    }
     if (s->linear) {
         char path[160], scales[200];
         snprintf(path, sizeof path, "%.*s", (int)(strlen(s->name) - strlen(".weight")), s->name);
