@@ -21,7 +21,7 @@ static afo_model *load(const char *dir, int storage_dtype) {
     return m;
 }
 
-/* Tokens of the demo model's validation text, the same for every test. */
+/* Seeded random ids: every test and run sees the same sequence. */
 static void some_ids(const afo_model *m, int32_t *ids, int n) {
     test_seed(42);
     for (int i = 0; i < n; i++) ids[i] = (int32_t)(1 + test_rand_u64() % (uint64_t)(afo_model_vocab_size(m) - 1));
