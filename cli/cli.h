@@ -21,6 +21,17 @@ int cli_common_option(int argc, char **argv, int *i);
  * --min-p, --repetition-penalty, --seed, --stop) into o; returns 1 when
  * argv[*i] was one, -1 on a bad value, 0 when it was not one. */
 int cli_sampling_option(int argc, char **argv, int *i, afo_generate_options *o, const char **stops, int max_stops);
+/* KV cache options (--kv-bits, --kv-group-size, --quantized-kv-start,
+ * --max-kv-size) into o, validated when the cache is made; returns like
+ * cli_sampling_option. */
+int cli_kv_option(int argc, char **argv, int *i, afo_kv_cache_options *o);
+/* The library's defaults with mlx-lm's CLI default quantized_kv_start 5000. */
+afo_kv_cache_options cli_kv_defaults(void);
+#define CLI_KV_USAGE                                                                                   \
+    "  --kv-bits B             store keys/values quantized to B bits (2-6, 8; default: not quantized)\n" \
+    "  --kv-group-size G       quantization group size along head_dim: 32, 64 or 128 (default 64)\n"      \
+    "  --quantized-kv-start N  quantize once the cache holds N positions (default 5000)\n"              \
+    "  --max-kv-size N         rotating cache: keep the first 4 and the last N-4 positions\n"
 
 /* A loaded model and its tokenizer. model NULL: the demo model shipped in
  * the repo (AFO_DEMO_MODEL overrides its path). */

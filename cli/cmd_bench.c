@@ -7,8 +7,9 @@
 #include "cli.h"
 
 static const char *USAGE =
-    "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N]\n"
-    "                 [--device cpu|cuda] [--json]\n"
+    "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N] [--json]\n"
+    "                 [--device cpu|cuda] [--no-graphs]\n"
+    "                 [--kv-bits B --kv-group-size G --quantized-kv-start N] [--max-kv-size N]\n"
     "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
     "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
     "  decode tok/s and time to first token, peak memory and model bytes. Several --model\n"
@@ -33,7 +34,8 @@ static void summarize(double *v, int n, double out[3]) {
     out[0] = v[n / 2], out[1] = v[0], out[2] = v[n - 1];
 }
 
-static int bench_one(const char *model, long prompt, long gen, long repeat, result *r) {
+static int bench_one(const char *model, long prompt, long gen, long repeat, const afo_kv_cache_options *kvo,
+                     result *r, int no_graphs) {
     afo_model *m;
     if (cli_load_model(model, &m) != 0) return 1;
     afo_kv_cache *cache = NULL;
@@ -41,7 +43,7 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, resu
     double *pf = malloc(sizeof(double) * (size_t)repeat), *dc = malloc(sizeof(double) * (size_t)repeat),
            *tf = malloc(sizeof(double) * (size_t)repeat);
     int rc = 1;
-    if (!ids || !pf || !dc || !tf || afo_kv_cache_create(m, 1, &cache) != AFO_OK) {
+    if (!ids || !pf || !dc || !tf || afo_kv_cache_create_ex(m, 1, kvo, &cache) != AFO_OK) {
         cli_fail("bench");
         goto done;
     }
@@ -54,6 +56,7 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, resu
     afo_generate_options o = afo_generate_defaults();
     o.max_tokens = gen;
     o.ignore_eos = 1;
+    o.no_graphs = no_graphs;
     size_t peak = 0;
     for (long k = 0; k < repeat; k++) {
         afo_generate_stats st;
@@ -82,11 +85,13 @@ done:
 
 int cmd_bench(int argc, char **argv) {
     const char *models[MAX_MODELS], *v;
-    int nmodels = 0, json = 0;
+    int nmodels = 0, json = 0, no_graphs = 0, r;
     long prompt = 512, gen = 128, repeat = 5;
+    afo_kv_cache_options kvo = cli_kv_defaults();
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", USAGE), 0;
         if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!strcmp(argv[i], "--no-graphs")) no_graphs = 1;
         else if (!strcmp(argv[i], "--model")) {
             if (!(v = cli_value(argc, argv, &i))) return 2;
             if (nmodels == MAX_MODELS) return fprintf(stderr, "afo bench: at most %d models\n", MAX_MODELS), 2;
@@ -97,31 +102,40 @@ int cmd_bench(int argc, char **argv) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i - 1], v, 2, 1 << 20, &gen)) return 2;
         } else if (!strcmp(argv[i], "--repeat")) {
             if (!(v = cli_value(argc, argv, &i)) || cli_int(argv[i - 1], v, 1, 1000, &repeat)) return 2;
+        } else if ((r = cli_kv_option(argc, argv, &i, &kvo)) != 0) {
+            if (r < 0) return 2;
         } else if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", USAGE), 2;
     }
     if (nmodels == 0) models[nmodels++] = cli_demo_model();
     result res[MAX_MODELS];
     for (int k = 0; k < nmodels; k++)
-        if (bench_one(models[k], prompt, gen, repeat, &res[k]) != 0) return 1;
+        if (bench_one(models[k], prompt, gen, repeat, &kvo, &res[k], no_graphs) != 0) return 1;
     char device[256];
     cli_device_description(device, sizeof device);
     if (json) {
         printf("[");
         for (int k = 0; k < nmodels; k++)
             printf("%s{\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
+                   "\"kv_bits\":%d,\"kv_group_size\":%d,\"quantized_kv_start\":%lld,\"max_kv_size\":%lld,"
                    "\"prefill_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"decode_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"ttft_s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f},\"peak_memory\":%zu,\"model_bytes\":%zu,"
                    "\"params\":%lld}",
-                   k ? "," : "", res[k].model, device, afo_get_threads(), prompt, gen, repeat, res[k].prefill[0],
+                   k ? "," : "", res[k].model, device, afo_get_threads(), prompt, gen, repeat, kvo.kv_bits, kvo.kv_group_size,
+                   (long long)kvo.quantized_start, (long long)kvo.max_kv_size, res[k].prefill[0],
                    res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
                    res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights,
                    (long long)res[k].params);
         printf("]\n");
         return 0;
     }
-    printf("%s, %d threads, prompt %ld tokens, %ld generated, %ld runs (median [min .. max])\n", device,
+    printf("%s, %d threads, prompt %ld tokens, %ld generated, %ld runs (median [min .. max])", device,
            afo_get_threads(), prompt, gen, repeat);
+    if (kvo.kv_bits)
+        printf(", KV cache %d-bit, groups of %d from position %lld", kvo.kv_bits, kvo.kv_group_size,
+               (long long)kvo.quantized_start);
+    if (kvo.max_kv_size) printf(", rotating KV cache of %lld", (long long)kvo.max_kv_size);
+    printf("\n");
     printf("%-32s %24s %24s %22s %10s %10s\n", "model", "prefill tok/s", "decode tok/s", "TTFT s", "peak MB",
            "model MB");
     for (int k = 0; k < nmodels; k++)

@@ -9,7 +9,8 @@
 
 static const char *USAGE =
     "usage: afo chat [--model M] [--system TEXT] [--max-tokens N] [--temp T --top-k K --top-p P --min-p P\n"
-    "                --repetition-penalty R --seed S] [--threads N] [--device cpu|cuda]\n"
+    "                --repetition-penalty R --seed S] [--kv-bits B --kv-group-size G --quantized-kv-start N]\n"
+    "                [--max-kv-size N] [--threads N] [--device cpu|cuda]\n"
     "  Reads one user message per line from stdin; /reset forgets the conversation, /exit (or end of\n"
     "  input) quits. Replies stream to stdout.\n";
 
@@ -57,12 +58,14 @@ static size_t common_prefix(const int32_t *a, size_t na, const int32_t *b, size_
 int cmd_chat(int argc, char **argv) {
     const char *model = NULL, *system = NULL, *stops[16];
     afo_generate_options o = afo_generate_defaults();
+    afo_kv_cache_options kvo = cli_kv_defaults();
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", USAGE), 0;
         if (!strcmp(argv[i], "--model")) { if (!(model = cli_value(argc, argv, &i))) return 2; }
         else if (!strcmp(argv[i], "--system")) { if (!(system = cli_value(argc, argv, &i))) return 2; }
         else if ((r = cli_sampling_option(argc, argv, &i, &o, stops, 16)) != 0) { if (r < 0) return 2; }
+        else if ((r = cli_kv_option(argc, argv, &i, &kvo)) != 0) { if (r < 0) return 2; }
         else if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", USAGE), 2;
     }
     cli_session s;
@@ -72,7 +75,7 @@ int cmd_chat(int argc, char **argv) {
     int32_t *seen = NULL; /* the ids the cache holds */
     size_t nseen = 0;
     int rc = 1;
-    if (!messages || afo_kv_cache_create(s.model, 1, &cache) != AFO_OK) { cli_fail("chat"); goto done; }
+    if (!messages || afo_kv_cache_create_ex(s.model, 1, &kvo, &cache) != AFO_OK) { cli_fail("chat"); goto done; }
     if (system) add_message(messages, "system", system);
     char line[8192];
     for (;;) {
@@ -98,7 +101,10 @@ int cmd_chat(int argc, char **argv) {
         /* reuse the cached prefix; at least one id must be fed */
         size_t keep = common_prefix(seen, nseen, ids, n);
         if (keep == n) keep = n ? n - 1 : 0;
-        if (afo_kv_cache_truncate(cache, (int64_t)keep) != AFO_OK) { free(ids); cli_fail("cache"); goto done; }
+        if (afo_kv_cache_truncate(cache, (int64_t)keep) != AFO_OK) { /* a rotated cache: feed it all again */
+            afo_kv_cache_reset(cache);
+            keep = 0;
+        }
         reply r = {0};
         afo_generate_stats st;
         afo_status gs = afo_generate(s.model, cache, s.tok, ids + keep, n - keep, &o, collect, &r, &st);

@@ -16,6 +16,7 @@ static const char *GEN_USAGE =
     "  --max-tokens N          (default 256)\n"
     "  --temp T --top-k K --top-p P --min-p P --repetition-penalty R --seed S\n"
     "  --stop S                stop before S (repeatable)\n"
+    CLI_KV_USAGE
     "  --threads N --device cpu|cuda   (default: cuda when a GPU is present)\n"
     "Text goes to stdout as it is generated; statistics go to stderr.\n";
 
@@ -115,6 +116,7 @@ int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *system = NULL, *id_list = NULL, *stops[16];
     int raw = 0, print_ids = 0;
     afo_generate_options o = afo_generate_defaults();
+    afo_kv_cache_options kvo = cli_kv_defaults();
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", GEN_USAGE), 0;
@@ -125,6 +127,7 @@ int cmd_generate(int argc, char **argv) {
         else if (!strcmp(argv[i], "--system")) { if (!(system = cli_value(argc, argv, &i))) return 2; }
         else if (!strcmp(argv[i], "--prompt-ids")) { if (!(id_list = cli_value(argc, argv, &i))) return 2; }
         else if ((r = cli_sampling_option(argc, argv, &i, &o, stops, 16)) != 0) { if (r < 0) return 2; }
+        else if ((r = cli_kv_option(argc, argv, &i, &kvo)) != 0) { if (r < 0) return 2; }
         else if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", GEN_USAGE), 2;
     }
     if (prompt && id_list) return fprintf(stderr, "afo generate: give --prompt or --prompt-ids, not both\n"), 2;
@@ -145,7 +148,7 @@ int cmd_generate(int argc, char **argv) {
         }
         if (cli_prompt_ids(&s, system, prompt ? prompt : "", raw, &ids, &n) != 0) goto done;
     }
-    if (afo_kv_cache_create(s.model, 1, &cache) != AFO_OK) { cli_fail("cache"); goto done; }
+    if (afo_kv_cache_create_ex(s.model, 1, &kvo, &cache) != AFO_OK) { cli_fail("cache"); goto done; }
     stream_ctx ctx = {print_ids, 0};
     afo_generate_stats st;
     if (afo_generate(s.model, cache, s.tok, ids, n, &o, on_token, &ctx, &st) != AFO_OK) {

@@ -67,6 +67,28 @@ int cli_load_model(const char *model, afo_model **m) {
     return 0;
 }
 
+afo_kv_cache_options cli_kv_defaults(void) {
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    o.quantized_start = 5000;
+    return o;
+}
+
+int cli_kv_option(int argc, char **argv, int *i, afo_kv_cache_options *o) {
+    static const char *const names[] = {"--kv-bits", "--kv-group-size", "--quantized-kv-start", "--max-kv-size"};
+    int which = -1;
+    for (int k = 0; k < 4; k++)
+        if (!strcmp(argv[*i], names[k])) which = k;
+    if (which < 0) return 0;
+    long n;
+    const char *v = cli_value(argc, argv, i);
+    if (!v || cli_int(names[which], v, 0, 0x7fffffffL, &n)) return -1;
+    if (which == 0) o->kv_bits = (int)n;
+    else if (which == 1) o->kv_group_size = (int)n;
+    else if (which == 2) o->quantized_start = n;
+    else o->max_kv_size = n;
+    return 1;
+}
+
 int cli_open(const char *model, cli_session *s) {
     memset(s, 0, sizeof *s);
     if (!model) model = cli_demo_model();

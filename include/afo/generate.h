@@ -56,6 +56,13 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
 afo_status afo_perplexity(afo_model *m, const int32_t *ids, size_t n, int64_t ctx, int64_t batch, double *mean_nll,
                           int64_t *predictions);
 
+/* The same predictions, each window fed through a KV cache made with kv
+ * (NULL: the defaults), `chunk` tokens per forward pass (1: every
+ * prediction is a decoding step), `batch` windows at once: what a
+ * quantized or rotating cache does to the model's predictions. */
+afo_status afo_perplexity_cached(afo_model *m, const int32_t *ids, size_t n, int64_t ctx, int64_t batch, int64_t chunk,
+                                 const afo_kv_cache_options *kv, double *mean_nll, int64_t *predictions);
+
 #ifdef __cplusplus
 }
 #endif

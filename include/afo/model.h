@@ -78,16 +78,51 @@ afo_status afo_model_to_device(afo_model *m, afo_device d);
 
 /* ---- KV cache ---- */
 
+/* How a cache stores keys and values. The two features are mlx-lm's
+ * QuantizedKVCache (--kv-bits) and RotatingKVCache (--max-kv-size); like
+ * mlx-lm, they cannot be combined. */
+typedef struct afo_kv_cache_options {
+    /* 0: keys and values in the compute dtype. 2, 3, 4, 5, 6 or 8: in MLX's
+     * affine format (afo_quantize along head_dim), attended to through
+     * afo_quantized_matmul. */
+    int kv_bits;
+    int kv_group_size;       /* 32, 64 or 128, dividing head_dim (with kv_bits) */
+    /* Quantization starts after the first forward that leaves the cache
+     * holding at least this many positions (mlx-lm's quantized_kv_start);
+     * until then the cache is unquantized. */
+    int64_t quantized_start;
+    /* 0: unbounded. Else at most max_kv_size positions are kept: the first
+     * `keep`, then a ring of the most recent max_kv_size - keep. RoPE
+     * positions keep counting, so generation goes on past max_kv_size. */
+    int64_t max_kv_size;
+    int keep; /* 0 <= keep < max_kv_size */
+} afo_kv_cache_options;
+/* kv_bits 0, kv_group_size 64, quantized_start 0, max_kv_size 0, keep 4. */
+afo_kv_cache_options afo_kv_cache_defaults(void);
+
 /* Per-layer key/value buffers for `batch` sequences, preallocated in steps
  * of 256 positions and grown as needed (up to max_position_embeddings is not
  * enforced: RoPE extrapolates as transformers does). */
 afo_status afo_kv_cache_create(const afo_model *m, int64_t batch, afo_kv_cache **out);
+/* The same with options (NULL: the defaults); invalid options are
+ * AFO_ERR_INVALID_ARGUMENT naming the field. */
+afo_status afo_kv_cache_create_ex(const afo_model *m, int64_t batch, const afo_kv_cache_options *opts,
+                                  afo_kv_cache **out);
 void afo_kv_cache_free(afo_kv_cache *c);
-void afo_kv_cache_reset(afo_kv_cache *c);                     /* length 0; buffers kept */
-int64_t afo_kv_cache_length(const afo_kv_cache *c);           /* positions filled */
-/* Forgets positions >= length (e.g. to reuse a shared prompt prefix). */
+/* Length 0 and, for a quantized cache, unquantized again. */
+void afo_kv_cache_reset(afo_kv_cache *c);
+/* Positions fed so far (a rotating cache holds at most max_kv_size of them). */
+int64_t afo_kv_cache_length(const afo_kv_cache *c);
+/* Forgets positions >= length (e.g. to reuse a shared prompt prefix); a
+ * rotating cache that has dropped positions cannot be truncated. */
 afo_status afo_kv_cache_truncate(afo_kv_cache *c, int64_t length);
 int64_t afo_kv_cache_batch(const afo_kv_cache *c);
+/* Bytes of the key/value buffers allocated now (packed words, scales and
+ * biases for a quantized cache). */
+size_t afo_kv_cache_nbytes(const afo_kv_cache *c);
+/* Whether the buffers are quantized now (kv_bits set and quantized_start
+ * reached). */
+int afo_kv_cache_is_quantized(const afo_kv_cache *c);
 
 /* ---- the forward pass ---- */
 
@@ -99,6 +134,10 @@ typedef struct afo_forward_options {
      * transformers' output_hidden_states (0: embeddings, L: after the
      * final norm) */
     afo_array **hidden_states;
+    /* without a cache only: added to every layer's attention scores on top
+     * of the causal (and sliding-window) rule; additive float or bool (false
+     * hides), broadcastable to [batch, heads, n, n] */
+    afo_array *attention_mask;
 } afo_forward_options;
 
 /* Runs ids [batch, n] (row-major) at positions cache length .. +n-1 and

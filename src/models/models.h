@@ -204,4 +204,22 @@ afo_array *gated_mlp(const model_config *c, afo_array *x, const linear_weight *g
 /* x W^T (+ bias), W plain or quantized: the one place matrices are applied. */
 afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias);
 
+/* kv_cache.c: the forward pass's side of a KV cache. kv_begin prepares
+ * room and masks for n new positions at the cache's length; kv_attend
+ * stores a layer's k, v [B, kv_heads, n, head_dim] (taken over) and returns
+ * the attention of q [B, heads, n, head_dim] (borrowed) over everything the
+ * cache keeps; kv_end, given the status of the evaluation, evaluates the
+ * buffers, advances the length and quantizes when due. */
+afo_status kv_begin(afo_kv_cache *c, int64_t n);
+afo_array *kv_attend(afo_kv_cache *c, int layer, afo_array *q, afo_array *k, afo_array *v, float scale,
+                     bool sliding);
+afo_status kv_end(afo_kv_cache *c, afo_status st);
+const afo_model *kv_cache_model(const afo_kv_cache *c);
+/* mlx-lm's quantized_scaled_dot_product_attention: softmax(q K^T * scale +
+ * mask) V for q [B, H, n, D], K and V as packed, scales, biases [B, K, L, *]
+ * (H a multiple of K), mask additive [n, L] or NULL; one pair of quantized
+ * matmuls per kv head. scratch holds B * K pointers. */
+afo_array *quantized_sdpa(afo_array *q, afo_array *const *k, afo_array *const *v, float scale, afo_array *mask,
+                          int group_size, int bits, afo_array **scratch);
+
 #endif

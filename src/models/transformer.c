@@ -11,14 +11,6 @@
 #include "core/compose.h"
 #include "models/models.h"
 
-#define CACHE_STEP 256
-
-struct afo_kv_cache {
-    const afo_model *model;
-    int64_t batch, length, capacity;
-    afo_array **k, **v; /* per layer [batch, kv_heads, capacity, head_dim] */
-};
-
 static afo_array *ow_slice_axis(afo_array *a, int axis, int64_t start, int64_t stop) {
     afo_array *r = a ? afo_slice_axis(a, axis, start, stop) : NULL;
     afo_release(a);
@@ -82,25 +74,10 @@ static afo_array *ow_split_heads(afo_array *x, int64_t B, int64_t n, int64_t hea
     return ow_swapaxes(x, 1, 2);
 }
 
-/* Writes k or v [B, K, n, D] at positions offset.. of the layer's cache and
- * returns the filled part [B, K, offset + n, D]. The cache slot keeps the
- * update node only, so slice_update reuses the buffer in place. */
-static afo_array *ow_cache_put(afo_array **slot, afo_array *x, int64_t offset) {
-    if (!x) return NULL;
-    const int64_t *s = afo_array_shape(*slot);
-    int64_t n = afo_array_dim(x, 2);
-    int64_t start[4] = {0, 0, offset, 0}, stop[4] = {s[0], s[1], offset + n, s[3]};
-    afo_array *u = afo_slice_update(*slot, x, start, stop, NULL);
-    afo_release(x);
-    if (!u) return NULL;
-    afo_release(*slot);
-    *slot = u;
-    return afo_slice_axis(u, 2, 0, offset + n);
-}
-
 typedef struct step {
     int64_t B, n, offset;
     afo_kv_cache *cache;
+    afo_array *mask;     /* the caller's, without a cache */
     afo_array *freqs[2]; /* full, sliding */
     double score[2];
 } step;
@@ -130,15 +107,18 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     afo_array *kr = k ? afo_rope(k, (int)c->rotary_dims, 0, (float)rp->theta, 1.0f, s->offset, freqs) : NULL;
     afo_release(q);
     afo_release(k);
+    float scale = (float)(c->attn_scale * s->score[sliding]);
+    afo_array *o = NULL;
     if (s->cache) {
-        kr = ow_cache_put(&s->cache->k[layer], kr, s->offset);
-        v = ow_cache_put(&s->cache->v[layer], v, s->offset);
+        o = qr ? kv_attend(s->cache, layer, qr, kr, v, scale, sliding) : NULL;
+        if (!qr) afo_release(kr), afo_release(v);
+    } else {
+        o = qr && kr && v ? afo_scaled_dot_product_attention(qr, kr, v, scale, s->mask, 1,
+                                                             sliding ? (int)c->sliding_window : 0)
+                          : NULL;
+        afo_release(kr), afo_release(v);
     }
-    afo_array *o = qr && kr && v
-                       ? afo_scaled_dot_product_attention(qr, kr, v, (float)(c->attn_scale * s->score[sliding]), NULL,
-                                                          1, sliding ? (int)c->sliding_window : 0)
-                       : NULL;
-    afo_release(qr), afo_release(kr), afo_release(v);
+    afo_release(qr);
     int64_t flat[3] = {s->B, s->n, H * D};
     o = ow_reshape(ow_swapaxes(o, 1, 2), 3, flat);
     afo_array *y = o ? linear(o, &w->o, w->o_bias) : NULL;
@@ -194,50 +174,26 @@ static afo_status check_ids(const afo_model *m, const int32_t *ids, int64_t coun
     return AFO_OK;
 }
 
-/* Grows every layer's buffers to hold `needed` positions (a multiple of
- * CACHE_STEP), keeping what is filled. */
-static afo_status cache_reserve(afo_kv_cache *c, int64_t needed) {
-    if (needed <= c->capacity) return AFO_OK;
-    const model_config *cfg = &c->model->cfg;
-    int64_t cap = (needed + CACHE_STEP - 1) / CACHE_STEP * CACHE_STEP;
-    int64_t shape[4] = {c->batch, cfg->kv_heads, cap, cfg->head_dim};
-    for (int l = 0; l < cfg->layers; l++)
-        for (int kv = 0; kv < 2; kv++) {
-            afo_array **slot = kv ? &c->v[l] : &c->k[l];
-            afo_array *fresh = afo_zeros(c->model->compute, 4, shape);
-            if (fresh && *slot && c->length > 0) {
-                int64_t start[4] = {0}, stop[4] = {c->batch, cfg->kv_heads, c->length, cfg->head_dim};
-                afo_array *kept = afo_slice_axis(*slot, 2, 0, c->length);
-                afo_array *u = kept ? afo_slice_update(fresh, kept, start, stop, NULL) : NULL;
-                afo_release(kept);
-                afo_release(fresh);
-                fresh = u;
-            }
-            if (!fresh || afo_eval1(fresh) != AFO_OK) {
-                afo_release(fresh);
-                return afo_last_status();
-            }
-            afo_release(*slot);
-            *slot = fresh;
-        }
-    c->capacity = cap;
-    return AFO_OK;
-}
-
 afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
                                 const afo_forward_options *opts, afo_array **logits) {
     if (!m || !ids || !logits || batch < 1 || n < 1)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: needs a model, ids, batch >= 1 and n >= 1");
     *logits = NULL;
-    if (cache && (cache->model != m || cache->batch != batch))
+    if (cache && (kv_cache_model(cache) != m || afo_kv_cache_batch(cache) != batch))
         return afo_error(AFO_ERR_INVALID_ARGUMENT,
                          "model forward: the cache was made for another model or batch size (%lld, not %lld)",
-                         (long long)cache->batch, (long long)batch);
+                         (long long)afo_kv_cache_batch(cache), (long long)batch);
     AFO_TRY(check_ids(m, ids, batch * n));
     const model_config *c = &m->cfg;
-    step s = {.B = batch, .n = n, .offset = cache ? cache->length : 0, .cache = cache};
+    afo_array *mask = opts ? opts->attention_mask : NULL;
+    if (mask && cache)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: attention_mask is only supported without a cache");
+    step s = {.B = batch, .n = n, .offset = afo_kv_cache_length(cache), .cache = cache, .mask = mask};
     int64_t total = s.offset + n;
-    if (cache) AFO_TRY(cache_reserve(cache, total));
+    if (cache) {
+        afo_status st = kv_begin(cache, n);
+        if (st != AFO_OK) return kv_end(cache, st);
+    }
     const rope_params *rp[2] = {&c->rope_full, &c->rope_sliding};
     afo_array *cached[2] = {m->freqs_full, m->freqs_sliding};
     double cached_score[2] = {m->score_full, m->score_sliding};
@@ -264,16 +220,12 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
     afo_release(s.freqs[1]);
     afo_status st = y ? afo_eval1(y) : afo_last_status();
     if (st == AFO_OK && hs) st = afo_eval(hs, c->layers + 1);
-    if (st == AFO_OK && cache) {
-        st = afo_eval(cache->k, c->layers);
-        if (st == AFO_OK) st = afo_eval(cache->v, c->layers);
-    }
+    if (cache) st = kv_end(cache, st);
     if (st != AFO_OK) {
         afo_release(y);
         for (int l = 0; hs && l <= c->layers; l++) afo_release(hs[l]), hs[l] = NULL;
         return st;
     }
-    if (cache) cache->length = total;
     *logits = y;
     return AFO_OK;
 }
@@ -281,47 +233,4 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
 afo_status afo_model_forward(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
                              afo_array **logits) {
     return afo_model_forward_ex(m, cache, ids, batch, n, NULL, logits);
-}
-
-/* ---------------------------------------------------------------- cache */
-
-afo_status afo_kv_cache_create(const afo_model *m, int64_t batch, afo_kv_cache **out) {
-    *out = NULL;
-    if (!m || batch < 1) return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: needs a model and batch >= 1");
-    afo_kv_cache *c = calloc(1, sizeof *c);
-    if (c) {
-        c->k = calloc((size_t)m->cfg.layers, sizeof *c->k);
-        c->v = calloc((size_t)m->cfg.layers, sizeof *c->v);
-    }
-    if (!c || !c->k || !c->v) {
-        afo_kv_cache_free(c);
-        return afo_error(AFO_ERR_OUT_OF_MEMORY, "kv cache: out of memory");
-    }
-    c->model = m;
-    c->batch = batch;
-    *out = c;
-    return AFO_OK;
-}
-
-void afo_kv_cache_free(afo_kv_cache *c) {
-    if (!c) return;
-    for (int l = 0; c->model && l < c->model->cfg.layers; l++) afo_release(c->k[l]), afo_release(c->v[l]);
-    free(c->k);
-    free(c->v);
-    free(c);
-}
-
-void afo_kv_cache_reset(afo_kv_cache *c) {
-    if (c) c->length = 0;
-}
-
-int64_t afo_kv_cache_length(const afo_kv_cache *c) { return c ? c->length : 0; }
-int64_t afo_kv_cache_batch(const afo_kv_cache *c) { return c ? c->batch : 0; }
-
-afo_status afo_kv_cache_truncate(afo_kv_cache *c, int64_t length) {
-    if (!c || length < 0 || length > c->length)
-        return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: cannot truncate to %lld positions (holds %lld)",
-                         (long long)length, (long long)(c ? c->length : 0));
-    c->length = length;
-    return AFO_OK;
 }

@@ -1,0 +1,394 @@
+/* KV cache options: quantized keys/values (mlx-lm's QuantizedKVCache) and
+ * the rotating cache (RotatingKVCache with keep), each against a reference
+ * computed another way: float attention over dequantize(quantize(K, V)),
+ * the unquantized cache, and a full forward pass with an explicit mask. */
+#include <afo/afo.h>
+#include <string.h>
+
+#include "models/models.h"
+#include "support/test.h"
+
+static double test_scale(void) {
+    const char *s = getenv("AFO_TEST_SCALE");
+    return s ? atof(s) : 1.0;
+}
+
+static afo_model *load(const char *dir, int storage_dtype) {
+    afo_model_options mo = {.compute_in_storage_dtype = storage_dtype};
+    afo_model *m = NULL;
+    afo_status st = afo_model_load(dir, &mo, &m);
+    CHECK_MSG(st == AFO_OK, "cannot load %s: %s", dir, afo_last_error());
+    return m;
+}
+
+/* Seeded random ids: every test and run sees the same sequence. */
+static void some_ids(const afo_model *m, int32_t *ids, int n) {
+    test_seed(42);
+    for (int i = 0; i < n; i++) ids[i] = (int32_t)(1 + test_rand_u64() % (uint64_t)(afo_model_vocab_size(m) - 1));
+}
+
+static bool error_names(afo_status st, const char *field) {
+    return st == AFO_ERR_INVALID_ARGUMENT && strstr(afo_last_error(), field) != NULL;
+}
+
+static void test_invalid_options(void) {
+    afo_model *m = load("models/tiny-classics", 0);
+    if (!m) return;
+    afo_kv_cache *c = (afo_kv_cache *)&c;
+    struct {
+        int bits, gs;
+        int64_t start, max;
+        int keep;
+        const char *field;
+    } bad[] = {
+        {1, 32, 0, 0, 4, "kv_bits"},          {7, 32, 0, 0, 4, "kv_bits"},
+        {9, 32, 0, 0, 4, "kv_bits"},          {4, 16, 0, 0, 4, "kv_group_size"},
+        {4, 48, 0, 0, 4, "kv_group_size"},    {4, 64, 0, 0, 4, "head_dim 32"}, /* demo: head_dim 32 */
+        {8, 32, -1, 0, 4, "quantized_start"}, {0, 64, 0, 4, 4, "max_kv_size"},
+        {0, 64, 0, 3, 4, "max_kv_size"},      {0, 64, 0, 8, -1, "keep"},
+        {0, 64, 0, -5, 4, "max_kv_size"},     {4, 32, 0, 64, 4, "cannot be combined"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        afo_kv_cache_options o = {bad[i].bits, bad[i].gs, bad[i].start, bad[i].max, bad[i].keep};
+        afo_status st = afo_kv_cache_create_ex(m, 1, &o, &c);
+        CHECK_MSG(error_names(st, bad[i].field) && c == NULL, "case %zu: '%s'", i, afo_last_error());
+    }
+    afo_kv_cache_options ok = afo_kv_cache_defaults();
+    ok.kv_bits = 4;
+    ok.kv_group_size = 32;
+    CHECK(afo_kv_cache_create_ex(m, 1, &ok, &c) == AFO_OK && !afo_kv_cache_is_quantized(c));
+    afo_kv_cache_free(c);
+    afo_model_free(m);
+}
+
+/* softmax(q k^T * scale + mask) v in double for q [B,H,n,D], k, v
+ * [B,K,L,D] float32 data, additive mask [n, L]. */
+static void naive_attention(const float *q, const float *k, const float *v, const float *mask, int B, int H, int K,
+                            int n, int L, int D, double scale, double *out) {
+    double *s = malloc(sizeof(double) * (size_t)L);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int i = 0; i < n; i++) {
+                const float *qi = q + (((size_t)b * H + h) * n + i) * D;
+                const float *kb = k + ((size_t)b * K + h / (H / K)) * L * D, *vb = v + ((size_t)b * K + h / (H / K)) * L * D;
+                double mx = -INFINITY, sum = 0;
+                for (int j = 0; j < L; j++) {
+                    double d = 0;
+                    for (int e = 0; e < D; e++) d += (double)qi[e] * kb[(size_t)j * D + e];
+                    s[j] = d * scale + mask[i * L + j];
+                    mx = s[j] > mx ? s[j] : mx;
+                }
+                for (int j = 0; j < L; j++) sum += s[j] = exp(s[j] - mx);
+                double *o = out + (((size_t)b * H + h) * n + i) * D;
+                for (int e = 0; e < D; e++) {
+                    double a = 0;
+                    for (int j = 0; j < L; j++) a += s[j] * vb[(size_t)j * D + e];
+                    o[e] = a / sum;
+                }
+            }
+    free(s);
+}
+
+static afo_array *random_array(int ndim, const int64_t *shape) {
+    int64_t n = 1;
+    for (int d = 0; d < ndim; d++) n *= shape[d];
+    float *x = malloc(sizeof(float) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) x[i] = (float)test_normal();
+    afo_array *a = afo_array_from_data(x, AFO_FLOAT32, ndim, shape);
+    free(x);
+    return a;
+}
+
+/* The quantized attention against float attention over the dequantized
+ * keys and values: only rounding separates them. */
+static void test_quantized_attention_reference(void) {
+    enum { B = 2, H = 4, K = 2, n = 3, L = 37, D = 64 };
+    int configs[3][2] = {{4, 32}, {8, 64}, {4, 64}};
+    test_seed(7);
+    int64_t qs[4] = {B, H, n, D}, ks[4] = {B, K, L, D};
+    afo_array *q = random_array(4, qs), *k = random_array(4, ks), *v = random_array(4, ks);
+    float mask[n * L];
+    for (int i = 0; i < n; i++) /* causal for queries at L-n.., plus a hole */
+        for (int j = 0; j < L; j++) mask[i * L + j] = j <= L - n + i && j != 5 ? 0.0f : -INFINITY;
+    int64_t ms[2] = {n, L};
+    afo_array *m = afo_array_from_data(mask, AFO_FLOAT32, 2, ms);
+    for (int c = 0; c < 3; c++) {
+        int bits = configs[c][0], gs = configs[c][1];
+        afo_array *kq[3], *vq[3], *scratch[B * K];
+        CHECK(afo_quantize(k, gs, bits, &kq[0], &kq[1], &kq[2]) == AFO_OK);
+        CHECK(afo_quantize(v, gs, bits, &vq[0], &vq[1], &vq[2]) == AFO_OK);
+        afo_array *kd = afo_dequantize(kq[0], kq[1], kq[2], gs, bits), *vd = afo_dequantize(vq[0], vq[1], vq[2], gs, bits);
+        afo_array *got = quantized_sdpa(q, kq, vq, 0.125f, m, gs, bits, scratch);
+        CHECK(got && afo_eval1(got) == AFO_OK && afo_array_dim(got, 1) == H && afo_array_dim(got, 2) == n);
+        double *want = malloc(sizeof(double) * B * H * n * D);
+        naive_attention(afo_array_data(q), afo_array_data(kd), afo_array_data(vd), mask, B, H, K, n, L, D, 0.125, want);
+        const float *g = got ? afo_array_data(got) : NULL;
+        double err = 0, err_float = 0;
+        const float *kf = afo_array_data(k), *kdd = afo_array_data(kd);
+        for (int i = 0; g && i < B * H * n * D; i++) err = fmax(err, fabs(g[i] - want[i]));
+        for (int i = 0; i < B * K * L * D; i++) err_float = fmax(err_float, fabs(kf[i] - kdd[i]));
+        CHECK_MSG(g && err < 1e-5, "%d-bit, groups of %d: max error %.2e vs float over dequantized K, V", bits, gs, err);
+        /* the keys really were quantized (else the check above proves little) */
+        CHECK_MSG(err_float > (bits == 4 ? 1e-2 : 1e-4), "quantization error of K only %.2e", err_float);
+        free(want);
+        afo_release(got), afo_release(kd), afo_release(vd);
+        for (int p = 0; p < 3; p++) afo_release(kq[p]), afo_release(vq[p]);
+    }
+    afo_release(q), afo_release(k), afo_release(v), afo_release(m);
+}
+
+/* Feeds a prompt, then `steps` ids one at a time; stores every step's
+ * last-position logits in out [steps + 1][vocab]. */
+static afo_status run_cache(afo_model *m, const afo_kv_cache_options *o, const int32_t *ids, int prompt, int steps,
+                            float *out, size_t *nbytes, int *quantized) {
+    afo_kv_cache *c = NULL;
+    AFO_TRY(afo_kv_cache_create_ex(m, 1, o, &c));
+    int64_t vocab = afo_model_vocab_size(m);
+    afo_forward_options fo = {.last_only = 1};
+    afo_status st = AFO_OK;
+    for (int s = 0; st == AFO_OK && s <= steps; s++) {
+        afo_array *logits = NULL;
+        st = s == 0 ? afo_model_forward_ex(m, c, ids, 1, prompt, &fo, &logits)
+                    : afo_model_forward_ex(m, c, ids + prompt + s - 1, 1, 1, &fo, &logits);
+        if (st == AFO_OK) st = afo_array_read(logits, AFO_FLOAT32, out + s * vocab, sizeof(float) * (size_t)vocab);
+        afo_release(logits);
+    }
+    if (nbytes) *nbytes = afo_kv_cache_nbytes(c);
+    if (quantized) *quantized = afo_kv_cache_is_quantized(c);
+    afo_kv_cache_free(c);
+    return st;
+}
+
+/* Largest |a - b| over the decoding steps, relative to the spread (max -
+ * min) of the reference logits of the step. */
+static double max_rel_diff(const float *a, const float *b, int steps, int64_t vocab, int from) {
+    double worst = 0;
+    for (int s = from; s <= steps; s++) {
+        const float *x = a + s * vocab, *y = b + s * vocab;
+        double lo = INFINITY, hi = -INFINITY, d = 0;
+        for (int64_t i = 0; i < vocab; i++) lo = fmin(lo, y[i]), hi = fmax(hi, y[i]), d = fmax(d, fabs(x[i] - y[i]));
+        worst = fmax(worst, d / (hi - lo));
+    }
+    return worst;
+}
+
+/* Quantized cache vs the unquantized cache, teacher-forced. Quantizing K
+ * and V to b bits moves each element by at most half a level, range/(2^b
+ * - 1)/2 of its group's range: 1/510 of it at 8 bits, 1/30 at 4 bits. After
+ * the softmax and the rest of the network that comes out, on these models,
+ * as logits within ~0.5% (8-bit) and ~5% (4-bit) of their spread; the
+ * bounds below leave 4x room, and the 4-bit error must be several times the
+ * 8-bit one, as the 17x finer levels predict. */
+static void check_quantized_logits(const char *dir, int group_size) {
+    afo_model *m = load(dir, 0);
+    if (!m) return;
+    enum { prompt = 12 };
+    int steps = test_scale() < 1 ? 6 : 24;
+    int64_t vocab = afo_model_vocab_size(m);
+    int32_t ids[prompt + 24];
+    some_ids(m, ids, prompt + steps);
+    float *ref = malloc(sizeof(float) * (size_t)(vocab * (steps + 1))), *q8 = malloc(sizeof(float) * (size_t)(vocab * (steps + 1))),
+          *q4 = malloc(sizeof(float) * (size_t)(vocab * (steps + 1)));
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    size_t bytes_ref, bytes8, bytes4;
+    int quantized8 = 0, quantized4 = 0;
+    CHECK(run_cache(m, &o, ids, prompt, steps, ref, &bytes_ref, NULL) == AFO_OK);
+    o.kv_group_size = group_size;
+    o.kv_bits = 8;
+    CHECK(run_cache(m, &o, ids, prompt, steps, q8, &bytes8, &quantized8) == AFO_OK);
+    o.kv_bits = 4;
+    CHECK(run_cache(m, &o, ids, prompt, steps, q4, &bytes4, &quantized4) == AFO_OK);
+    CHECK(quantized8 && quantized4);
+    /* as mlx-lm, the first forward runs unquantized and the cache converts after it */
+    CHECK(memcmp(ref, q8, sizeof(float) * (size_t)vocab) == 0 && memcmp(ref, q4, sizeof(float) * (size_t)vocab) == 0);
+    double e8 = max_rel_diff(q8, ref, steps, vocab, 1), e4 = max_rel_diff(q4, ref, steps, vocab, 1);
+    fprintf(stderr, "  %s: logits vs unquantized cache, max |diff| / spread: 8-bit %.2e, 4-bit %.2e\n", dir, e8, e4);
+    CHECK_MSG(e8 > 0 && e8 < 0.02, "8-bit %.3e", e8);
+    CHECK_MSG(e4 < 0.2 && e4 > 3 * e8, "4-bit %.3e (8-bit %.3e)", e4, e8);
+    /* float32 compute: a 4-bit element costs 4 bits + 2 float32 per group */
+    double want4 = (4.0 + 64.0 / group_size) / 32, want8 = (8.0 + 64.0 / group_size) / 32;
+    CHECK_MSG(fabs((double)bytes4 / (double)bytes_ref - want4) < 1e-9 && fabs((double)bytes8 / (double)bytes_ref - want8) < 1e-9,
+              "bytes %zu, %zu vs %zu", bytes4, bytes8, bytes_ref);
+    free(ref), free(q8), free(q4);
+    afo_model_free(m);
+}
+
+static void test_quantized_logits(void) {
+    check_quantized_logits("models/tiny-classics", 32);
+    char dir[512];
+    if (test_shared_path("fixtures/models/qwen3", dir, sizeof dir)) check_quantized_logits(dir, 32);
+}
+
+/* In bfloat16 compute a 4-bit cache takes (4 + 32/G)/16 of the bytes. */
+static void test_quantized_memory_bf16(void) {
+    afo_model *m = load("models/tiny-classics", 1);
+    if (!m) return;
+    CHECK(afo_model_compute_dtype(m) == AFO_BFLOAT16);
+    int32_t ids[20];
+    some_ids(m, ids, 20);
+    int64_t vocab = afo_model_vocab_size(m);
+    float *logits = malloc(sizeof(float) * (size_t)vocab * 9);
+    size_t plain, quant;
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    CHECK(run_cache(m, &o, ids, 12, 8, logits, &plain, NULL) == AFO_OK);
+    o.kv_bits = 4;
+    o.kv_group_size = 32;
+    CHECK(run_cache(m, &o, ids, 12, 8, logits, &quant, NULL) == AFO_OK);
+    double ratio = (double)quant / (double)plain;
+    CHECK_MSG(plain > 0 && fabs(ratio - (4.0 + 32.0 / 32) / 16) < 1e-9, "ratio %.6f (%zu / %zu bytes)", ratio, quant, plain);
+    free(logits);
+    afo_model_free(m);
+}
+
+/* Logits of every position of ids fed through a rotating cache in the
+ * given chunks. */
+static afo_status run_chunks(afo_model *m, const afo_kv_cache_options *o, const int32_t *ids, const int *chunks,
+                             int nchunks, float *out) {
+    afo_kv_cache *c = NULL;
+    AFO_TRY(afo_kv_cache_create_ex(m, 1, o, &c));
+    int64_t vocab = afo_model_vocab_size(m), at = 0;
+    afo_status st = AFO_OK;
+    for (int k = 0; st == AFO_OK && k < nchunks; k++) {
+        afo_array *logits = NULL;
+        st = afo_model_forward(m, c, ids + at, 1, chunks[k], &logits);
+        if (st == AFO_OK) st = afo_array_read(logits, AFO_FLOAT32, out + at * vocab, sizeof(float) * (size_t)(vocab * chunks[k]));
+        afo_release(logits);
+        at += chunks[k];
+    }
+    if (st == AFO_OK) CHECK(afo_kv_cache_length(c) == at);
+    afo_kv_cache_free(c);
+    return st;
+}
+
+/* The rotating cache against one forward pass of all ids whose mask keeps,
+ * for position p, positions < keep and > p - (max - keep). */
+static void check_rotating(const char *dir, int64_t max_kv, int keep) {
+    afo_model *m = load(dir, 0);
+    if (!m) return;
+    /* chunks shorter and longer than the ring, then decoding past it */
+    int chunks[32] = {5, 9, 2 * (int)max_kv + 3, 1, 7}, nchunks = 5, total = 0;
+    int decode = test_scale() < 1 ? 6 : 20;
+    for (int k = 0; k < decode; k++) chunks[nchunks++] = 1;
+    for (int k = 0; k < nchunks; k++) total += chunks[k];
+    int64_t vocab = afo_model_vocab_size(m), W = max_kv - keep;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)total);
+    some_ids(m, ids, total);
+    float *got = malloc(sizeof(float) * (size_t)(vocab * total)), *mask = malloc(sizeof(float) * (size_t)(total * total));
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    o.max_kv_size = max_kv;
+    o.keep = keep;
+    CHECK(run_chunks(m, &o, ids, chunks, nchunks, got) == AFO_OK);
+    for (int p = 0; p < total; p++)
+        for (int j = 0; j < total; j++) mask[p * total + j] = j < keep || j > p - W ? 0.0f : -INFINITY;
+    int64_t ms[2] = {total, total};
+    afo_array *am = afo_array_from_data(mask, AFO_FLOAT32, 2, ms), *ref = NULL;
+    afo_forward_options fo = {.attention_mask = am};
+    CHECK(afo_model_forward_ex(m, NULL, ids, 1, total, &fo, &ref) == AFO_OK);
+    const float *r = ref ? afo_array_data(ref) : NULL;
+    double worst = 0;
+    for (int p = 0; r && p < total; p++) {
+        double scale = 0, d = 0;
+        for (int64_t i = 0; i < vocab; i++)
+            scale = fmax(scale, fabs(r[p * vocab + i])), d = fmax(d, fabs(got[p * vocab + i] - r[p * vocab + i]));
+        worst = fmax(worst, d / scale);
+    }
+    fprintf(stderr, "  %s, max_kv_size %lld, keep %d: %d positions, max relative difference %.2e\n", dir,
+            (long long)max_kv, keep, total, worst);
+    CHECK_MSG(r && worst < 1e-5, "relative difference %.3e", worst);
+    /* the masked reference differs from plain causal attention (else the test proves little) */
+    afo_array *causal = NULL;
+    CHECK(afo_model_forward(m, NULL, ids, 1, total, &causal) == AFO_OK);
+    const float *cz = causal ? afo_array_data(causal) : NULL;
+    CHECK(cz && r && fabs(cz[(total - 1) * vocab] - r[(total - 1) * vocab]) > 1e-4);
+    afo_release(causal), afo_release(ref), afo_release(am);
+    free(ids), free(got), free(mask);
+    afo_model_free(m);
+}
+
+static void test_rotating_vs_masked_forward(void) {
+    check_rotating("models/tiny-classics", 16, 4);
+    check_rotating("models/tiny-classics", 11, 0);
+    char dir[512];
+    if (test_shared_path("fixtures/models/gemma3", dir, sizeof dir)) check_rotating(dir, 13, 4); /* window 8 < 13 */
+}
+
+/* A rotating cache larger than everything fed is the plain cache, bit for
+ * bit. */
+static void test_rotating_large_is_plain(void) {
+    afo_model *m = load("models/tiny-classics", 0);
+    if (!m) return;
+    int chunks[] = {7, 20, 1, 1, 1, 5, 1}, total = 36;
+    int64_t vocab = afo_model_vocab_size(m);
+    int32_t ids[36];
+    some_ids(m, ids, total);
+    float *a = malloc(sizeof(float) * (size_t)(vocab * total)), *b = malloc(sizeof(float) * (size_t)(vocab * total));
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    CHECK(run_chunks(m, &o, ids, chunks, 7, a) == AFO_OK);
+    o.max_kv_size = total;
+    CHECK(run_chunks(m, &o, ids, chunks, 7, b) == AFO_OK);
+    CHECK(memcmp(a, b, sizeof(float) * (size_t)(vocab * total)) == 0);
+    free(a), free(b);
+    afo_model_free(m);
+}
+
+/* Generation far past max_kv_size; truncation once positions were dropped
+ * is refused, reset starts over. */
+static void test_rotating_generation(void) {
+    afo_model *m = load("models/tiny-classics", 0);
+    if (!m) return;
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    o.max_kv_size = 24;
+    afo_kv_cache *c = NULL;
+    CHECK(afo_kv_cache_create_ex(m, 1, &o, &c) == AFO_OK);
+    int32_t prompt[40];
+    some_ids(m, prompt, 40);
+    afo_generate_options g = afo_generate_defaults();
+    g.max_tokens = test_scale() < 1 ? 30 : 80;
+    g.ignore_eos = 1;
+    g.prefill_chunk = 16;
+    afo_generate_stats st;
+    CHECK(afo_generate(m, c, NULL, prompt, 40, &g, NULL, NULL, &st) == AFO_OK);
+    CHECK(st.generated_tokens == g.max_tokens && afo_kv_cache_length(c) == 40 + g.max_tokens - 1);
+    CHECK(afo_kv_cache_nbytes(c) == (size_t)(2 * afo_model_num_layers(m)) * 24 * 4 * 32 * sizeof(float));
+    CHECK(error_names(afo_kv_cache_truncate(c, 10), "rotating"));
+    afo_kv_cache_reset(c);
+    CHECK(afo_generate(m, c, NULL, prompt, 10, &g, NULL, NULL, &st) == AFO_OK);
+    CHECK(afo_kv_cache_truncate(c, 5) == AFO_ERR_INVALID_ARGUMENT); /* 10 + 79 > 24 */
+    afo_kv_cache_free(c);
+    afo_model_free(m);
+}
+
+/* Perplexity through an unquantized cache one token at a time equals the
+ * whole-window perplexity; through an 8-bit cache it moves only a little. */
+static void test_perplexity_cached(void) {
+    afo_model *m = load("models/tiny-classics", 0);
+    if (!m) return;
+    enum { ctx = 48, windows = 3 };
+    int32_t ids[ctx * windows];
+    some_ids(m, ids, ctx * windows);
+    double whole, cached, q8;
+    int64_t preds;
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    CHECK(afo_perplexity(m, ids, ctx * windows, ctx, 2, &whole, &preds) == AFO_OK);
+    CHECK(afo_perplexity_cached(m, ids, ctx * windows, ctx, 2, 1, &o, &cached, &preds) == AFO_OK &&
+          preds == windows * (ctx - 1));
+    CHECK_MSG(fabs(cached - whole) < 1e-5 * whole, "nll %.8f vs %.8f", cached, whole);
+    o.kv_bits = 8;
+    o.kv_group_size = 32;
+    CHECK(afo_perplexity_cached(m, ids, ctx * windows, ctx, 2, 5, &o, &q8, &preds) == AFO_OK);
+    CHECK_MSG(q8 != whole && fabs(q8 - whole) < 1e-2 * whole, "8-bit nll %.6f vs %.6f", q8, whole);
+    CHECK(error_names(afo_perplexity_cached(m, ids, ctx * windows, ctx, 2, 0, &o, &q8, &preds), "chunk"));
+    afo_model_free(m);
+}
+
+int main(void) {
+    RUN(test_invalid_options);
+    RUN(test_quantized_attention_reference);
+    RUN(test_quantized_logits);
+    RUN(test_quantized_memory_bf16);
+    RUN(test_rotating_large_is_plain);
+    RUN(test_rotating_vs_masked_forward);
+    RUN(test_rotating_generation);
+    RUN(test_perplexity_cached);
+    return test_finish();
+}
