@@ -2,6 +2,8 @@
  * the launchers of nn_kernels.h. Inputs are read through their strides;
  * only attention operands of mixed dtypes, or with a strided last axis, are
  * first copied densely. */
+#include <math.h>
+
 #include "backends/cpu/nn_kernels.h"
 #include "backends/cuda/cuda.h"
 #include "backends/cuda/nn_kernels.h"
@@ -55,6 +57,8 @@ static afo_status rope_kernel(afo_array *out, afo_array *const *in, int nin, con
                        .traditional = a->i[AFO_ROPE_I_TRADITIONAL] != 0, .inverse = a->i[AFO_ROPE_I_INVERSE] != 0,
                        .base = a->f[AFO_ROPE_F_BASE], .scale = a->f[AFO_ROPE_F_SCALE],
                        .freqs = vec_of(a->i[AFO_ROPE_I_HAS_FREQS] ? in[1] : NULL)};
+    for (int64_t i = 0; !p.freqs.data && i < p.dims / 2 && i < AFO_CUDA_ROPE_TABLE; i++)
+        p.inv_freq[i] = pow(p.base, -2.0 * (double)i / (double)p.dims);
     afo_cuda_rows r;
     rows_of(x, &r);
     afo_cuda_rope_apply(&r, afo_array_ptr(x), out->dtype, afo_array_ptr(out), &p, afo_cuda_stream());

@@ -36,12 +36,17 @@ void afo_cuda_norm(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, v
                    afo_cuda_vec b, int center, double eps, cudaStream_t stream);
 
 /* rope over rows of x [..., L, D]; the row's position is offset + r % L.
- * freqs (dims/2 values) replaces base^(-2i/dims) by 1/freqs[i]. */
+ * The inverse frequencies are 1/freqs[i] when freqs is given, else
+ * inv_freq[i] (the host's base^(-2i/dims), bit for bit the CPU's: at
+ * positions near 1e5 one ulp of a frequency shows in float64 results), or
+ * the device's pow past the table. */
+#define AFO_CUDA_ROPE_TABLE 256
 typedef struct afo_cuda_rope {
     int64_t L, dims, offset;
     int traditional, inverse;
     double base, scale;
     afo_cuda_vec freqs;
+    double inv_freq[AFO_CUDA_ROPE_TABLE];
 } afo_cuda_rope;
 void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, void *out,
                          const afo_cuda_rope *r, cudaStream_t stream);

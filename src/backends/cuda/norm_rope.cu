@@ -97,7 +97,9 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope 
     bool first = p.traditional ? d % 2 == 0 : d < half;
     int64_t partner = p.traditional ? d ^ 1 : first ? d + half : d - half;
     C other = load<T, C>(row, partner * x.step);
-    double inv_freq = p.freqs.data ? 1.0 / vec_at(p.freqs, i, 1.0) : pow(p.base, -2.0 * (double)i / (double)p.dims);
+    double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, i, 1.0)
+                      : i < AFO_CUDA_ROPE_TABLE ? p.inv_freq[i]
+                                                : pow(p.base, -2.0 * (double)i / (double)p.dims);
     double th = (double)(p.offset + r % p.L) * p.scale * inv_freq, s, c;
     sincos(th, &s, &c);
     if (p.inverse) s = -s;
