@@ -24,5 +24,11 @@ void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_arr
 
 /* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
 void afo_cuda_register_elementwise(void);
+void afo_cuda_register_linalg(void);
+void afo_cuda_register_nn(void);
+
+/* A dense copy of a (on the GPU) in dtype dt: *view is a's shape over the
+ * new *scratch, which the caller releases once its launches are queued. */
+afo_status afo_cuda_dense(const afo_array *a, afo_dtype dt, afo_array *view, afo_buffer **scratch);
 
 #endif

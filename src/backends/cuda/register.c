@@ -3,4 +3,6 @@
 
 void afo_register_cuda_kernels(void) {
     afo_cuda_register_elementwise();
+    afo_cuda_register_linalg();
+    afo_cuda_register_nn();
 }

@@ -1,0 +1,145 @@
+// rms_norm / layer_norm (one block per row) and rope (one thread per
+// element). float16/bfloat16/float32 compute in float32, float64 in double,
+// following the CPU kernels: two-pass statistics, rope angles in double.
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "backends/cuda/nn_kernels.h"
+
+namespace {
+
+template <typename T> __device__ __forceinline__ float to_f(T v);
+template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
+template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T, typename C> __device__ __forceinline__ C load(const T *p, int64_t i) { return (C)to_f(p[i]); }
+template <> __device__ __forceinline__ double load<double, double>(const double *p, int64_t i) { return p[i]; }
+
+template <typename T> __device__ __forceinline__ void store(T *p, int64_t i, float v);
+template <> __device__ __forceinline__ void store<float>(float *p, int64_t i, float v) { p[i] = v; }
+template <> __device__ __forceinline__ void store<__half>(__half *p, int64_t i, float v) { p[i] = __float2half_rn(v); }
+template <> __device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16 *p, int64_t i, float v) {
+    p[i] = __float2bfloat16_rn(v);
+}
+__device__ __forceinline__ void store(double *p, int64_t i, double v) { p[i] = v; }
+
+// Weights, biases and frequencies may have any float dtype.
+__device__ double vec_at(const afo_cuda_vec &v, int64_t i, double fill) {
+    if (!v.data) return fill;
+    int64_t k = i * v.stride;
+    switch (v.dtype) {
+    case AFO_FLOAT16: return __half2float(((const __half *)v.data)[k]);
+    case AFO_BFLOAT16: return __bfloat162float(((const __nv_bfloat16 *)v.data)[k]);
+    case AFO_FLOAT32: return ((const float *)v.data)[k];
+    default: return ((const double *)v.data)[k];
+    }
+}
+
+__device__ int64_t row_offset(const afo_cuda_rows &x, int64_t r) {
+    int64_t off = 0;
+    for (int a = x.ndim - 1; a >= 0; a--) {
+        off += (r % x.shape[a]) * x.strides[a];
+        r /= x.shape[a];
+    }
+    return off;
+}
+
+template <typename C> __device__ C block_sum(C v, C *red) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
+    __syncthreads(); // red may still be read from the previous reduction
+    if (lane == 0) red[warp] = v;
+    __syncthreads();
+    C s = 0;
+    for (int w = 0; w < nw; w++) s += red[w];
+    return s;
+}
+
+template <typename T, typename C>
+__global__ void norm_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_vec w, afo_cuda_vec b, int center,
+                            double eps) {
+    __shared__ C red[32];
+    int64_t r = blockIdx.x, n = x.n;
+    const T *row = xd + row_offset(x, r);
+    C c = 0;
+    if (center) {
+        C s = 0;
+        for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += load<T, C>(row, i * x.step);
+        c = block_sum(s, red) / (C)n;
+    }
+    C ss = 0;
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        C d = load<T, C>(row, i * x.step) - c;
+        ss += d * d;
+    }
+    C inv = (C)1 / sqrt(block_sum(ss, red) / (C)n + (C)eps);
+    for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
+        C v = (load<T, C>(row, i * x.step) - c) * inv * (C)vec_at(w, i, 1.0) + (C)vec_at(b, i, 0.0);
+        store(out, r * n + i, v);
+    }
+}
+
+template <typename T, typename C>
+__global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p) {
+    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= x.rows * x.n) return;
+    int64_t r = e / x.n, d = e % x.n, half = p.dims / 2;
+    const T *row = xd + row_offset(x, r);
+    C a = load<T, C>(row, d * x.step);
+    if (d >= p.dims) {
+        store(out, e, a);
+        return;
+    }
+    // Pairs are (2i, 2i+1) when traditional, else (i, i + half).
+    int64_t i = p.traditional ? d / 2 : d % half;
+    bool first = p.traditional ? d % 2 == 0 : d < half;
+    int64_t partner = p.traditional ? d ^ 1 : first ? d + half : d - half;
+    C other = load<T, C>(row, partner * x.step);
+    double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, i, 1.0)
+                      : i < AFO_CUDA_ROPE_TABLE ? p.inv_freq[i]
+                                                : pow(p.base, -2.0 * (double)i / (double)p.dims);
+    double th = (double)(p.offset + r % p.L) * p.scale * inv_freq, s, c;
+    sincos(th, &s, &c);
+    if (p.inverse) s = -s;
+    C cs = (C)c, sn = (C)s;
+    store(out, e, first ? a * cs - other * sn : other * sn + a * cs);
+}
+
+int norm_threads(int64_t n) { return n >= 2048 ? 512 : n >= 512 ? 256 : n >= 128 ? 128 : 32; }
+
+template <typename T, typename C>
+void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec w, afo_cuda_vec b, int center,
+                 double eps, cudaStream_t st) {
+    norm_kernel<T, C><<<(unsigned)x->rows, norm_threads(x->n), 0, st>>>(*x, (const T *)xd, (T *)out, w, b, center,
+                                                                        eps);
+}
+
+template <typename T, typename C>
+void rope_launch(const afo_cuda_rows *x, const void *xd, void *out, const afo_cuda_rope *p, cudaStream_t st) {
+    int64_t n = x->rows * x->n;
+    rope_kernel<T, C><<<(unsigned)((n + 255) / 256), 256, 0, st>>>(*x, (const T *)xd, (T *)out, *p);
+}
+
+} // namespace
+
+extern "C" void afo_cuda_norm(const afo_cuda_rows *x, const void *xd, afo_dtype dt, void *out, afo_cuda_vec w,
+                              afo_cuda_vec b, int center, double eps, cudaStream_t st) {
+    switch (dt) {
+    case AFO_FLOAT16: norm_launch<__half, float>(x, xd, out, w, b, center, eps, st); break;
+    case AFO_BFLOAT16: norm_launch<__nv_bfloat16, float>(x, xd, out, w, b, center, eps, st); break;
+    case AFO_FLOAT32: norm_launch<float, float>(x, xd, out, w, b, center, eps, st); break;
+    default: norm_launch<double, double>(x, xd, out, w, b, center, eps, st); break;
+    }
+}
+
+extern "C" void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xd, afo_dtype dt, void *out,
+                                    const afo_cuda_rope *p, cudaStream_t st) {
+    switch (dt) {
+    case AFO_FLOAT16: rope_launch<__half, float>(x, xd, out, p, st); break;
+    case AFO_BFLOAT16: rope_launch<__nv_bfloat16, float>(x, xd, out, p, st); break;
+    case AFO_FLOAT32: rope_launch<float, float>(x, xd, out, p, st); break;
+    default: rope_launch<double, double>(x, xd, out, p, st); break;
+    }
+}

@@ -1,0 +1,360 @@
+/* The CUDA matmul, rms_norm, layer_norm, rope and attention kernels against
+ * the CPU backend's. Skips (exit 77) on machines without a GPU.
+ *
+ * matmul bounds are relative to sum_k |a||b| (what rounding errors scale
+ * with; the result itself may cancel to near zero): two float32
+ * accumulations differ far below 1e-5 of it (TF32 would be ~5e-4); half
+ * results may round to neighbouring values, one ulp of their type. */
+#include <stdbool.h>
+#include <string.h>
+
+#include "afo/afo.h"
+#include "support/devcheck.h"
+#include "support/test.h"
+
+static void release_all(afo_array **a, int n) {
+    for (int i = 0; i < n; i++) afo_release(a[i]);
+}
+
+/* ------------------------------------------------------------ matmul */
+
+typedef struct mm_case {
+    int ta, tb;      /* inputs are stored transposed; multiply their swapaxes views */
+    int step_a;      /* a is every other column of a wider array (no cuBLAS layout) */
+    int absval;      /* build sum |a||b| in float64 instead */
+} mm_case;
+
+static afo_array *operand(afo_array *x, int transposed, int step, int absval) {
+    afo_array *v = transposed ? afo_swapaxes(x, -1, -2) : afo_retain(x);
+    if (step) {
+        int nd = afo_array_ndim(v);
+        int64_t start[AFO_MAX_DIMS] = {0}, stop[AFO_MAX_DIMS], st[AFO_MAX_DIMS];
+        for (int d = 0; d < nd; d++) stop[d] = afo_array_shape(v)[d], st[d] = d == nd - 1 ? 2 : 1;
+        afo_array *s = afo_slice(v, start, stop, st);
+        afo_release(v);
+        v = s;
+    }
+    if (absval) {
+        afo_array *w = afo_astype(v, AFO_FLOAT64), *a = afo_abs(w);
+        afo_release(v);
+        afo_release(w);
+        v = a;
+    }
+    return v;
+}
+
+static afo_array *build_mm(afo_array *const *in, void *ctx) {
+    const mm_case *c = ctx;
+    afo_array *a = operand(in[0], c->ta, c->step_a, c->absval), *b = operand(in[1], c->tb, 0, c->absval);
+    afo_array *r = afo_matmul(a, b);
+    afo_release(a);
+    afo_release(b);
+    return r;
+}
+
+static double *values_on(afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int64_t *n,
+                         afo_device *where) {
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(d);
+    afo_array *r = fn(in, ctx);
+    afo_set_default_device(before);
+    double *v = NULL;
+    if (r && afo_eval1(r) == AFO_OK) {
+        *n = afo_array_size(r);
+        *where = afo_array_device(r);
+        v = malloc(sizeof *v * (size_t)(*n ? *n : 1));
+        if (afo_array_read(r, AFO_FLOAT64, v, sizeof *v * (size_t)*n) != AFO_OK) free(v), v = NULL;
+    }
+    afo_release(r);
+    return v;
+}
+
+/* CUDA against CPU, |got - want| <= tol * sum|a||b| per element. */
+static void check_mm(const char *what, mm_case c, afo_array *a, afo_array *b, double tol, int one_d) {
+    afo_array *in[2] = {a, b};
+    int64_t n = 0, n2 = 0, n3 = 0;
+    afo_device dw, dg, ds;
+    double *want = values_on(AFO_CPU, build_mm, &c, in, &n, &dw);
+    double *got = values_on(AFO_CUDA, build_mm, &c, in, &n2, &dg);
+    c.absval = 1;
+    double *scale = values_on(AFO_CPU, build_mm, &c, in, &n3, &ds);
+    CHECK_MSG(want && got && scale && n == n2 && n == n3, "%s: %s", what, afo_last_error());
+    /* a 1-D operand's result is squeezed by a shape op, which may still run
+     * on the CPU: then only the values are checked */
+    CHECK_MSG(!got || dg == AFO_CUDA || one_d, "%s: ran on %s", what, afo_device_name(dg));
+    double worst = 0;
+    int64_t at = -1;
+    for (int64_t i = 0; want && got && scale && i < n; i++) {
+        double e = fabs(got[i] - want[i]) / (scale[i] > 0 ? scale[i] : 1);
+        if (e > worst || isnan(e)) worst = e, at = i;
+    }
+    CHECK_MSG(!(worst > tol) && !isnan(worst), "%s: error %.3g of sum|a||b| at %lld (cuda %.9g, cpu %.9g), bound %.1g",
+              what, worst, (long long)at, at >= 0 ? got[at] : 0.0, at >= 0 ? want[at] : 0.0, tol);
+    free(want), free(got), free(scale);
+}
+
+static double mm_tol(afo_dtype t) {
+    return t == AFO_FLOAT64 ? 1e-13 : t == AFO_FLOAT32 ? 1e-5 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
+}
+
+static const char *shape_str(int nd, const int64_t *s, char *buf, size_t n) {
+    size_t k = (size_t)snprintf(buf, n, "[");
+    for (int d = 0; d < nd && k < n; d++) k += (size_t)snprintf(buf + k, n - k, d ? ", %lld" : "%lld", (long long)s[d]);
+    if (k < n) snprintf(buf + k, n - k, "]");
+    return buf;
+}
+
+/* a [.., M, K] times b [.., K, N], each stored transposed when asked. */
+static void mm(afo_dtype ta, afo_dtype tb, int na, const int64_t *sa, int nb, const int64_t *sb, mm_case c) {
+    int64_t ea[AFO_MAX_DIMS], eb[AFO_MAX_DIMS];
+    memcpy(ea, sa, sizeof(int64_t) * (size_t)na);
+    memcpy(eb, sb, sizeof(int64_t) * (size_t)nb);
+    if (c.step_a) ea[na - 1] *= 2;
+    if (c.ta) ea[na - 1] = sa[na - 2], ea[na - 2] = sa[na - 1];
+    if (c.tb) eb[nb - 1] = sb[nb - 2], eb[nb - 2] = sb[nb - 1];
+    afo_array *a = devcheck_random(ta, na, ea, -1, 1), *b = devcheck_random(tb, nb, eb, -1, 1);
+    char what[200], s1[64], s2[64];
+    snprintf(what, sizeof what, "matmul %s%s x %s%s%s %s @ %s", afo_dtype_name(ta), c.ta ? "^T" : "",
+             afo_dtype_name(tb), c.tb ? "^T" : "", c.step_a ? " (a strided)" : "", shape_str(na, sa, s1, sizeof s1),
+             shape_str(nb, sb, s2, sizeof s2));
+    check_mm(what, c, a, b, mm_tol(afo_promote_types(ta, tb)), na == 1 || nb == 1);
+    afo_release(a);
+    afo_release(b);
+}
+
+#define SH(...) (int)(sizeof((int64_t[]){__VA_ARGS__}) / sizeof(int64_t)), (int64_t[]){__VA_ARGS__}
+
+static void test_matmul(void) {
+    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64};
+    static const int64_t mkn[][3] = {{1, 1, 1}, {1, 64, 33}, {7, 13, 5}, {33, 65, 17}, {128, 256, 96},
+                                     {1, 4096, 3}, {257, 129, 255}, {5, 1, 9}};
+    for (int t = 0; t < 4; t++) {
+        afo_dtype d = dts[t];
+        for (size_t s = 0; s < sizeof mkn / sizeof mkn[0]; s++) {
+            int64_t M = mkn[s][0], K = mkn[s][1], N = mkn[s][2];
+            for (int tr = 0; tr < 4; tr++)
+                mm(d, d, SH(M, K), SH(K, N), (mm_case){.ta = tr & 1, .tb = tr >> 1});
+        }
+        /* batched: a batch over a shared b (one folded GEMM), both batched,
+         * broadcast on both sides (several strided-batched calls), transposed
+         * weights as in x @ W^T, and an operand cuBLAS cannot read in place */
+        mm(d, d, SH(3, 17, 9), SH(9, 11), (mm_case){0});
+        mm(d, d, SH(2, 3, 1, 40), SH(40, 7), (mm_case){.tb = 1});
+        mm(d, d, SH(4, 6, 8), SH(4, 8, 3), (mm_case){.ta = 1});
+        mm(d, d, SH(2, 1, 5, 7), SH(1, 3, 7, 4), (mm_case){0});
+        mm(d, d, SH(3, 1, 5, 7), SH(3, 2, 7, 4), (mm_case){.tb = 1});
+        mm(d, d, SH(5, 7), SH(2, 3, 7, 6), (mm_case){.ta = 1});
+        mm(d, d, SH(2, 9, 31), SH(31, 12), (mm_case){.step_a = 1});
+    }
+    /* operands of different float types, as the CPU op allows */
+    mm(AFO_FLOAT32, AFO_BFLOAT16, SH(6, 48), SH(48, 10), (mm_case){.tb = 1});
+    mm(AFO_BFLOAT16, AFO_FLOAT16, SH(2, 6, 48), SH(48, 10), (mm_case){0});
+    mm(AFO_FLOAT16, AFO_FLOAT32, SH(9, 20), SH(20, 3), (mm_case){.ta = 1});
+    /* K = 0 gives zeros; a 1-D operand a row or column */
+    mm(AFO_FLOAT32, AFO_FLOAT32, SH(4, 0), SH(0, 3), (mm_case){0});
+    mm(AFO_BFLOAT16, AFO_BFLOAT16, SH(64), SH(64, 19), (mm_case){0});
+    mm(AFO_FLOAT32, AFO_FLOAT32, SH(3, 5, 64), SH(64), (mm_case){0});
+}
+
+/* ------------------------------------------------------------ norms */
+
+typedef struct norm_case {
+    int layer, has_w, has_b, transposed;
+    float eps;
+} norm_case;
+
+static afo_array *build_norm(afo_array *const *in, void *ctx) {
+    const norm_case *c = ctx;
+    afo_array *x = c->transposed ? afo_swapaxes(in[0], 0, 1) : afo_retain(in[0]);
+    afo_array *r = c->layer ? afo_layer_norm(x, c->has_w ? in[1] : NULL, c->has_b ? in[2] : NULL, c->eps)
+                            : afo_rms_norm(x, c->has_w ? in[1] : NULL, c->eps);
+    afo_release(x);
+    return r;
+}
+
+/* Outputs are O(1): bounds are a few ulps of the output type. */
+static double out_tol(afo_dtype t) {
+    return t == AFO_FLOAT64 ? 1e-12 : t == AFO_FLOAT32 ? 2e-5 : t == AFO_FLOAT16 ? 2e-3 : 1.6e-2;
+}
+
+static void test_norms(void) {
+    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64};
+    static const int64_t shapes[][3] = {{3, 7, 64}, {2, 5, 4096}, {4, 1, 33}, {1, 3, 1}};
+    char what[128];
+    for (int t = 0; t < 4; t++) {
+        for (int s = 0; s < 4; s++) {
+            int64_t D = shapes[s][2], wshape[1] = {D};
+            for (int v = 0; v < 8; v++) {
+                norm_case c = {.layer = v & 1, .has_w = (v >> 1) & 1, .has_b = (v & 1) && (v >> 2), .eps = 1e-5f,
+                               .transposed = v == 6};
+                if (!(v & 1) && v >> 2 && v != 6) continue;
+                /* weights in another type than x, as models keep them */
+                afo_array *in[3] = {devcheck_random(dts[t], 3, shapes[s], -3, 5),
+                                    devcheck_random(t == 1 ? AFO_FLOAT32 : dts[t], 1, wshape, -2, 2),
+                                    devcheck_random(dts[t], 1, wshape, -1, 1)};
+                snprintf(what, sizeof what, "%s %s D=%lld%s%s%s", c.layer ? "layer_norm" : "rms_norm",
+                         afo_dtype_name(dts[t]), (long long)D, c.has_w ? " weight" : "", c.has_b ? " bias" : "",
+                         c.transposed ? " strided" : "");
+                devcheck(what, AFO_CUDA, build_norm, &c, in, 3, out_tol(dts[t]), out_tol(dts[t]));
+                release_all(in, 3);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ rope */
+
+typedef struct rope_case {
+    int dims, traditional, with_freqs, strided, inverse;
+    float base, scale;
+    int64_t offset;
+} rope_case;
+
+static afo_array *build_rope(afo_array *const *in, void *ctx) {
+    const rope_case *c = ctx;
+    /* strided: x is [B, L, H, D] viewed as [B, H, L, D], as split heads are */
+    afo_array *x = c->strided ? afo_swapaxes(in[0], 1, 2) : afo_retain(in[0]);
+    afo_array *r = afo_rope(x, c->dims, c->traditional, c->base, c->scale, c->offset, c->with_freqs ? in[1] : NULL);
+    if (c->inverse && r) { /* the gradient rotates back: the inverse rope */
+        afo_array *g = NULL;
+        afo_status st = afo_vjp(r, in[2], &x, 1, &g);
+        afo_release(r);
+        r = st == AFO_OK ? g : NULL;
+    }
+    afo_release(x);
+    return r;
+}
+
+static void test_rope(void) {
+    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64};
+    rope_case cases[] = {
+        {.dims = 64, .base = 10000, .scale = 1},
+        {.dims = 64, .traditional = 1, .base = 10000, .scale = 1, .offset = 7},
+        {.dims = 32, .base = 500000, .scale = 1, .offset = 100000, .strided = 1},
+        {.dims = 32, .traditional = 1, .base = 10000, .scale = 0.25f, .offset = 3},
+        {.dims = 64, .with_freqs = 1, .scale = 1, .offset = 4095, .strided = 1},
+        {.dims = 48, .with_freqs = 1, .traditional = 1, .scale = 1, .offset = 1},
+        {.dims = 64, .base = 10000, .scale = 1, .offset = 12, .inverse = 1},
+        {.dims = 16, .traditional = 1, .base = 10000, .scale = 1, .offset = 5, .inverse = 1, .strided = 1},
+    };
+    char what[160];
+    for (int t = 0; t < 4; t++) {
+        for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+            rope_case *c = &cases[k];
+            int64_t shape[4] = {2, c->strided ? 37 : 4, c->strided ? 4 : 37, 64}, fs[1] = {c->dims / 2};
+            int64_t gshape[4] = {2, 4, 37, 64};
+            /* frequencies as llama3-style scaled tables give them: positive, spread */
+            afo_array *in[3] = {devcheck_random(dts[t], 4, shape, -2, 2), devcheck_random(AFO_FLOAT32, 1, fs, 1, 5000),
+                                devcheck_random(dts[t], 4, gshape, -1, 1)};
+            snprintf(what, sizeof what, "rope %s dims=%d%s%s%s%s offset=%lld scale=%g", afo_dtype_name(dts[t]),
+                     c->dims, c->traditional ? " traditional" : "", c->with_freqs ? " freqs" : "",
+                     c->strided ? " strided" : "", c->inverse ? " inverse" : "", (long long)c->offset, c->scale);
+            devcheck(what, AFO_CUDA, build_rope, c, in, 3, out_tol(dts[t]), out_tol(dts[t]));
+            release_all(in, 3);
+        }
+    }
+}
+
+/* ------------------------------------------------------------ attention */
+
+typedef struct sdpa_case {
+    int64_t B, Hq, Hkv, Lq, Lk, D;
+    int causal, window, mask; /* mask: 0 none, 1 bool [Lq, Lk], 2 additive float [B, 1, Lq, Lk] */
+    int cache;                /* k, v are a [B, Hkv, cap, D] cache sliced to Lk */
+    int split_q;              /* q is [B, Lq, Hq, D] viewed as [B, Hq, Lq, D] */
+} sdpa_case;
+
+static afo_array *build_sdpa(afo_array *const *in, void *ctx) {
+    const sdpa_case *c = ctx;
+    afo_array *q = c->split_q ? afo_swapaxes(in[0], 1, 2) : afo_retain(in[0]);
+    afo_array *k = c->cache ? afo_slice_axis(in[1], 2, 0, c->Lk) : afo_retain(in[1]);
+    afo_array *v = c->cache ? afo_slice_axis(in[2], 2, 0, c->Lk) : afo_retain(in[2]);
+    afo_array *r = afo_scaled_dot_product_attention(q, k, v, 1.0f / sqrtf((float)c->D), c->mask ? in[3] : NULL,
+                                                    c->causal, c->window);
+    release_all((afo_array *[]){q, k, v}, 3);
+    return r;
+}
+
+static void sdpa(afo_dtype t, sdpa_case c) {
+    int64_t cap = c.cache ? c.Lk + 61 : c.Lk;
+    int64_t qs[4] = {c.B, c.split_q ? c.Lq : c.Hq, c.split_q ? c.Hq : c.Lq, c.D}, ks[4] = {c.B, c.Hkv, cap, c.D};
+    int64_t bm[2] = {c.Lq, c.Lk}, fm[4] = {c.B, 1, c.Lq, c.Lk};
+    afo_array *in[4] = {devcheck_random(t, 4, qs, -2, 2), devcheck_random(t, 4, ks, -2, 2),
+                        devcheck_random(t, 4, ks, -1, 1),
+                        c.mask == 1 ? devcheck_random(AFO_BOOL, 2, bm, 0, 1.25)
+                        : c.mask == 2 ? devcheck_random(AFO_FLOAT32, 4, fm, -4, 1)
+                                      : NULL};
+    char what[200];
+    snprintf(what, sizeof what,
+             "sdpa %s B=%lld Hq=%lld Hkv=%lld Lq=%lld Lk=%lld D=%lld%s window=%d%s%s%s", afo_dtype_name(t),
+             (long long)c.B, (long long)c.Hq, (long long)c.Hkv, (long long)c.Lq, (long long)c.Lk, (long long)c.D,
+             c.causal ? " causal" : "", c.window, c.mask == 1 ? " bool mask" : c.mask == 2 ? " float mask" : "",
+             c.cache ? " cache view" : "", c.split_q ? " strided q" : "");
+    /* outputs are averages of v in [-1, 1]: absolute bounds, plus one
+     * rounding of a half type */
+    double rtol = t == AFO_FLOAT32 ? 1e-5 : t == AFO_FLOAT64 ? 1e-12 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
+    double atol = t == AFO_FLOAT64 ? 1e-13 : 2e-5;
+    devcheck(what, AFO_CUDA, build_sdpa, &c, in, c.mask ? 4 : 3, rtol, atol);
+    release_all(in, 4);
+}
+
+static void test_sdpa_prefill(void) {
+    /* lengths around the 32-row / 32-key tiles, GQA ratios 1, 4 and 8 */
+    static const int64_t lens[] = {1, 31, 33, 100, 1031};
+    static const int64_t heads[][2] = {{4, 4}, {8, 2}, {8, 1}};
+    for (int h = 0; h < 3; h++)
+        for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++)
+            for (int causal = 0; causal < 2; causal++)
+                sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = heads[h][0], .Hkv = heads[h][1], .Lq = lens[l],
+                                              .Lk = lens[l], .D = l % 2 ? 64 : 128, .causal = causal,
+                                              .split_q = h == 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 2, .Hq = 8, .Hkv = 2, .Lq = 257, .Lk = 257, .D = 128, .causal = 1});
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 4, .Lq = 65, .Lk = 65, .D = 64, .causal = 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 4, .Lq = 300, .Lk = 300, .D = 256, .causal = 1});
+    /* the head sizes of the fixtures and of phi-like models */
+    static const int64_t dims[] = {8, 16, 32, 80, 96};
+    for (int d = 0; d < 5; d++)
+        sdpa(AFO_FLOAT32, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 2, .Lq = 45, .Lk = 45, .D = dims[d], .causal = 1});
+    /* sliding windows, masks (with causal, on their own), queries that
+     * continue a cache (aligned to its end), a cache view */
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 2, .Lq = 200, .Lk = 200, .D = 64, .causal = 1, .window = 17});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 90, .Lk = 90, .D = 128, .causal = 1, .window = 64});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 4, .Lq = 70, .Lk = 70, .D = 64, .window = 9});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 2, .Lq = 50, .Lk = 77, .D = 64, .mask = 1});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 2, .Lq = 50, .Lk = 50, .D = 64, .mask = 2, .causal = 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 1, .Lq = 40, .Lk = 40, .D = 128, .mask = 1, .causal = 1});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 2, .Lq = 7, .Lk = 300, .D = 128, .causal = 1, .cache = 1});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 40, .Lk = 20, .D = 32, .causal = 1});
+    /* float64, as gradient checks run it */
+    sdpa(AFO_FLOAT64, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 37, .Lk = 37, .D = 32, .causal = 1, .mask = 2});
+    sdpa(AFO_FLOAT64, (sdpa_case){.B = 1, .Hq = 2, .Hkv = 2, .Lq = 1, .Lk = 500, .D = 128, .cache = 1});
+}
+
+/* One query against a long cache: the keys are split over blocks
+ * (chunks of whole 32-key tiles) and merged; lengths fall on and off the
+ * chunk edges. */
+static void test_sdpa_decode(void) {
+    static const int64_t lens[] = {1, 100, 129, 1000, 4097, 8192};
+    for (size_t l = 0; l < sizeof lens / sizeof lens[0]; l++) {
+        sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 32, .Hkv = 8, .Lq = 1, .Lk = lens[l], .D = 128, .causal = 1,
+                                      .cache = 1});
+        sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 8, .Lq = 1, .Lk = lens[l], .D = 64, .causal = 1,
+                                       .cache = 1});
+    }
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 2, .Hq = 16, .Hkv = 2, .Lq = 1, .Lk = 3000, .D = 128, .causal = 1, .cache = 1});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 2, .Lq = 1, .Lk = 4097, .D = 128, .causal = 1,
+                                  .window = 1000, .cache = 1});
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 1, .Lq = 1, .Lk = 2049, .D = 256, .causal = 1, .cache = 1});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 1, .Lk = 999, .D = 64, .mask = 2});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 3, .Lk = 5000, .D = 64, .causal = 1, .cache = 1});
+}
+
+int main(void) {
+    if (!devcheck_available(AFO_CUDA)) return 77;
+    RUN(test_matmul);
+    RUN(test_norms);
+    RUN(test_rope);
+    RUN(test_sdpa_prefill);
+    RUN(test_sdpa_decode);
+    return test_finish();
+}
