@@ -38,6 +38,9 @@ afo_device afo_get_default_device(void);
 afo_device afo_array_device(const afo_array *a);
 /* Evaluates `a` and makes its data resident on `d` (cached beside it). */
 afo_status afo_array_prefetch(afo_array *a, afo_device d);
+/* Ops evaluated on the CPU because the device they were made for has no
+ * kernel for them, since the process started. */
+int64_t afo_cpu_fallback_count(void);
 /* Waits until all work queued on `d` has finished. */
 afo_status afo_synchronize(afo_device d);
 

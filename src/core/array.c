@@ -337,11 +337,18 @@ static void moved_free(moved_inputs *m) {
     if (m->ptrs != m->ptrs_stack) free(m->ptrs);
 }
 
+static atomic_llong g_fallbacks;
+
+int64_t afo_cpu_fallback_count(void) { return (int64_t)atomic_load(&g_fallbacks); }
+
 static afo_status eval_node(afo_array *a) {
     const afo_op_def *def = afo_op_get(a->op);
     if (!def) return afo_error(AFO_ERR_UNSUPPORTED, "op %d has no definition", (int)a->op);
     /* an op the device has no kernel for runs on the CPU */
-    if (!def->kernel[a->device]) a->device = AFO_CPU;
+    if (!def->kernel[a->device]) {
+        if (a->device != AFO_CPU) atomic_fetch_add(&g_fallbacks, 1);
+        a->device = AFO_CPU;
+    }
     if (!def->kernel[a->device]) return afo_error(AFO_ERR_UNSUPPORTED, "%s: no CPU kernel", def->name);
     moved_inputs moved = {.ptrs = moved.ptrs_stack};
     afo_array *const *in;

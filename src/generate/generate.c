@@ -110,9 +110,7 @@ static afo_status prefill(afo_model *m, afo_kv_cache *cache, const int32_t *ids,
 }
 
 /* One decode step: the forward pass for `id` and the device side of the
- * next pick. With a recording (steps after the first, whose plain run makes
- * what is created lazily: GEMM workspaces, pool buffers) all of it is
- * launched as one graph, replayed with new arguments from then on. */
+ * next pick; with a recording, all of it launched as one graph. */
 static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo_recording *rec, afo_sampler *sampler,
                               afo_array **logits) {
     afo_forward_options fo = {.last_only = 1};
@@ -130,6 +128,7 @@ static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo
 typedef struct loop_state {
     afo_sampler *sampler;
     afo_recording *recording; /* GPU decode steps as CUDA graphs; NULL on the CPU */
+    int64_t step_fallbacks;   /* ops of the first decode step that ran on the CPU instead */
     afo_detokenizer *detok;
     text_gate gate;
     int32_t *history;
@@ -236,7 +235,14 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
         if (stop || eos || last) break;
         afo_release(logits);
         logits = NULL;
-        rc = decode_step(m, cache, id, step > 0 ? s.recording : NULL, s.sampler, &logits);
+        /* The first step runs plainly: it makes what is created lazily (GEMM
+         * workspaces, pool buffers) and shows whether every op of a step has
+         * a kernel on the device; one falling back to the CPU would read
+         * device data, which a recording cannot. */
+        int64_t fallbacks = afo_cpu_fallback_count();
+        bool record = s.recording && step > 0 && s.step_fallbacks == 0;
+        rc = decode_step(m, cache, id, record ? s.recording : NULL, s.sampler, &logits);
+        if (step == 0) s.step_fallbacks = afo_cpu_fallback_count() - fallbacks;
     }
     if (st->generated_tokens > 0) st->generate_seconds = now() - t_first;
     afo_memory_stats mem;
