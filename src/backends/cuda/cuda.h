@@ -24,5 +24,6 @@ void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_arr
 
 /* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
 void afo_cuda_register_elementwise(void);
+void afo_cuda_register_quant(void);
 
 #endif

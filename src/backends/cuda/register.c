@@ -3,4 +3,5 @@
 
 void afo_register_cuda_kernels(void) {
     afo_cuda_register_elementwise();
+    afo_cuda_register_quant();
 }
