@@ -30,5 +30,6 @@ void afo_cuda_register_nn(void);
 /* A dense copy of a (on the GPU) in dtype dt: *view is a's shape over the
  * new *scratch, which the caller releases once its launches are queued. */
 afo_status afo_cuda_dense(const afo_array *a, afo_dtype dt, afo_array *view, afo_buffer **scratch);
+void afo_cuda_register_quant(void);
 
 #endif

@@ -5,4 +5,5 @@ void afo_register_cuda_kernels(void) {
     afo_cuda_register_elementwise();
     afo_cuda_register_linalg();
     afo_cuda_register_nn();
+    afo_cuda_register_quant();
 }

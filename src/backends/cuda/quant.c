@@ -1,0 +1,142 @@
+/* CUDA kernels of the quantization ops (quantize, dequantize,
+ * quantized_matmul, quantized_take): the operands become plain descriptors
+ * for the launchers in quant.cu and quant_mm.cu. The shape rules in
+ * src/ops/quant.c have already validated them. */
+#include <stdint.h>
+
+#include "backends/cpu/quant_kernels.h"
+#include "backends/cuda/cuda.h"
+#include "backends/cuda/kernels.h"
+#include "backends/cuda/quant_kernels.h"
+
+/* The kernels read their operands as dense arrays with 16-byte vector
+ * loads; an operand that is a strided view, or starts off that alignment,
+ * is copied into a scratch buffer first (on the stream, so the copy is
+ * ordered before the kernel; the buffer goes back to the pool once the
+ * launches are queued, and the pool hands it out only to later work on the
+ * same stream). */
+#define MAX_IN 4
+typedef struct dense_set {
+    const void *ptr[MAX_IN];
+    afo_buffer *scratch[MAX_IN];
+} dense_set;
+
+static void dense_release(dense_set *d) {
+    for (int i = 0; i < MAX_IN; i++)
+        if (d->scratch[i]) afo_buffer_release(d->scratch[i]);
+}
+
+static afo_status dense_inputs(afo_array *const *in, int nin, dense_set *d) {
+    memset(d, 0, sizeof *d);
+    for (int i = 0; i < nin; i++) {
+        const afo_array *a = in[i];
+        d->ptr[i] = afo_array_ptr(a);
+        if (a->contiguous && (uintptr_t)d->ptr[i] % 16 == 0) continue;
+        d->scratch[i] = afo_buffer_alloc(AFO_CUDA, afo_array_nbytes(a) + 16);
+        if (!d->scratch[i]) {
+            dense_release(d);
+            return afo_last_status();
+        }
+        afo_array dense = *a;
+        dense.buf = d->scratch[i];
+        dense.offset = 0;
+        afo_contiguous_strides(a->ndim, a->shape, dense.strides);
+        dense.contiguous = true;
+        afo_cuda_strided desc;
+        afo_cuda_describe(&desc, &dense, (afo_array *const[]){(afo_array *)a}, 1);
+        /* float32 holds every float16/bfloat16/float32 value, int64 every index and word */
+        afo_cuda_elementwise(&desc, AFO_OP_ASTYPE, afo_dtype_is_float(a->dtype) ? AFO_CUDA_F32 : AFO_CUDA_I64,
+                             afo_cuda_stream());
+        d->ptr[i] = d->scratch[i]->data;
+    }
+    return AFO_OK;
+}
+
+static afo_cuda_qmat qmat_of(afo_array *const *in, const dense_set *d, int first, const afo_attrs *attrs) {
+    const afo_array *w = in[first];
+    afo_cuda_qmat m = {.w = d->ptr[first], .s = d->ptr[first + 1], .b = d->ptr[first + 2], .sdt = in[first + 1]->dtype,
+                       .gs = (int)attrs->i[AFO_QUANT_I_GS], .bits = (int)attrs->i[AFO_QUANT_I_BITS]};
+    m.words = w->shape[w->ndim - 1];
+    m.cols = m.words * 32 / m.bits;
+    m.rows = w->size / m.words;
+    return m;
+}
+
+/* Launches, releases the scratch copies, and reports the launch status. */
+#define FINISH(d, opname)                       \
+    do {                                        \
+        dense_release(d);                       \
+        return afo_cuda_launched(opname);       \
+    } while (0)
+
+static afo_status quantize_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    const afo_array *w = in[0];
+    if (w->size == 0) return AFO_OK;
+    dense_set d;
+    AFO_TRY(dense_inputs(in, 1, &d));
+    int64_t cols = w->shape[w->ndim - 1];
+    afo_cuda_quantize(d.ptr[0], w->dtype, w->size / cols, cols, (int)attrs->i[AFO_QUANT_I_GS],
+                      (int)attrs->i[AFO_QUANT_I_BITS], (int)attrs->i[AFO_QUANT_I_EXTRA], afo_array_ptr(out), out->dtype,
+                      afo_cuda_stream());
+    FINISH(&d, "quantize");
+}
+
+static afo_status dequantize_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    dense_set d;
+    AFO_TRY(dense_inputs(in, 3, &d));
+    afo_cuda_qmat m = qmat_of(in, &d, 0, attrs);
+    afo_cuda_dequantize(&m, NULL, AFO_INT64, m.rows, afo_array_ptr(out), out->dtype, afo_cuda_stream());
+    FINISH(&d, "dequantize");
+}
+
+/* Indices still on the host (token ids, typically) are checked there, so an
+ * out-of-range one fails the op as on the CPU. Indices computed on the GPU
+ * cannot be checked without waiting for it; the kernel writes NaN rows for
+ * those. */
+static afo_status check_host_indices(const afo_array *ix, int64_t rows) {
+    if (ix->buf->device != AFO_CPU || !ix->contiguous) return AFO_OK;
+    const void *p = afo_array_ptr(ix);
+    for (int64_t i = 0; i < ix->size; i++) {
+        int64_t v = ix->dtype == AFO_INT32 ? ((const int32_t *)p)[i]
+                    : ix->dtype == AFO_UINT32 ? (int64_t)((const uint32_t *)p)[i]
+                                              : ((const int64_t *)p)[i];
+        if (v < -rows || v >= rows)
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "quantized_take: index %lld out of range for %lld rows",
+                             (long long)v, (long long)rows);
+    }
+    return AFO_OK;
+}
+
+static afo_status qtake_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    /* out->in holds the inputs where they were made (in[] are their GPU copies) */
+    AFO_TRY(check_host_indices(out->in[3], in[0]->shape[0]));
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    dense_set d;
+    AFO_TRY(dense_inputs(in, 4, &d));
+    afo_cuda_qmat m = qmat_of(in, &d, 0, attrs);
+    afo_cuda_dequantize(&m, d.ptr[3], in[3]->dtype, in[3]->size, afo_array_ptr(out), out->dtype, afo_cuda_stream());
+    FINISH(&d, "quantized_take");
+}
+
+static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
+    AFO_TRY(afo_array_alloc(out));
+    if (out->size == 0) return AFO_OK;
+    dense_set d;
+    AFO_TRY(dense_inputs(in, 4, &d));
+    const afo_array *x = in[0];
+    afo_cuda_qmat m = qmat_of(in, &d, 1, attrs);
+    afo_cuda_quantized_matmul(&m, d.ptr[0], x->dtype, x->size / x->shape[x->ndim - 1],
+                              (int)attrs->i[AFO_QUANT_I_EXTRA], afo_array_ptr(out), afo_cuda_stream());
+    FINISH(&d, "quantized_matmul");
+}
+
+void afo_cuda_register_quant(void) {
+    afo_op_set_kernel(AFO_OP_QUANTIZE, AFO_CUDA, quantize_kernel);
+    afo_op_set_kernel(AFO_OP_DEQUANTIZE, AFO_CUDA, dequantize_kernel);
+    afo_op_set_kernel(AFO_OP_QUANTIZED_MATMUL, AFO_CUDA, qmm_kernel);
+    afo_op_set_kernel(AFO_OP_QUANTIZED_TAKE, AFO_CUDA, qtake_kernel);
+}

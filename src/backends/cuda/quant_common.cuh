@@ -1,0 +1,55 @@
+// Device helpers shared by quant.cu and quant_mm.cu: float loads and stores
+// in the dtypes scales, biases and activations may have.
+#ifndef AFO_CUDA_QUANT_COMMON_CUH
+#define AFO_CUDA_QUANT_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "backends/cuda/quant_kernels.h"
+
+namespace afo_q {
+
+__device__ __forceinline__ float load_f(const void *p, int64_t i, afo_dtype dt) {
+    switch (dt) {
+    case AFO_BFLOAT16: return __bfloat162float(((const __nv_bfloat16 *)p)[i]);
+    case AFO_FLOAT16: return __half2float(((const __half *)p)[i]);
+    default: return ((const float *)p)[i];
+    }
+}
+
+// Rounds as the CPU's afo_f32_to_bf16 and afo_f32_to_f16 do, NaNs included,
+// so that results meant to be bit-exact stay so for every input.
+__device__ __forceinline__ uint16_t bf16_bits(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+__device__ __forceinline__ uint16_t f16_bits(float f) {
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)(((u >> 16) & 0x8000u) | 0x7e00u);
+    return __half_as_ushort(__float2half_rn(f));
+}
+
+__device__ __forceinline__ void store_f(void *p, int64_t i, afo_dtype dt, float v) {
+    switch (dt) {
+    case AFO_BFLOAT16: ((uint16_t *)p)[i] = bf16_bits(v); break;
+    case AFO_FLOAT16: ((uint16_t *)p)[i] = f16_bits(v); break;
+    default: ((float *)p)[i] = v; break;
+    }
+}
+
+// Activation types as template parameters.
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
+
+} // namespace afo_q
+
+#endif

@@ -1,0 +1,310 @@
+/* The CUDA quantization kernels against the CPU backend: quantize,
+ * dequantize and quantized_take bit for bit, quantized_matmul within a
+ * bound relative to sum |x||w| (both paths: the decode matvec and the
+ * tiled kernel), for every width, group size and float dtype. GPU outputs
+ * are poisoned with NaN first, so an element a kernel leaves unwritten
+ * fails the comparison. Skips (exit 77) on machines without a GPU. */
+#include <string.h>
+
+#include "afo/afo.h"
+#include "support/devcheck.h"
+#include "support/test.h"
+
+static const int BITS[] = {2, 3, 4, 5, 6, 8};
+static const int GROUPS[] = {32, 64, 128};
+static const afo_dtype DTYPES[] = {AFO_FLOAT32, AFO_BFLOAT16, AFO_FLOAT16};
+#define LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static void release_n(afo_array **a, int n) {
+    for (int i = 0; i < n; i++) afo_release(a[i]);
+}
+
+/* Leaves a NaN-filled GPU buffer of this many bytes in the pool, which the
+ * next allocation of that size receives. */
+static void poison_gpu(size_t nbytes) {
+    int64_t n = (int64_t)(nbytes / 2); /* every output here has an even size */
+    afo_array *h = afo_full(NAN, AFO_FLOAT16, 1, &n);
+    afo_set_default_device(AFO_CUDA);
+    afo_array *g = afo_neg(h);
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_eval1(g) == AFO_OK);
+    afo_release(g);
+    afo_release(h);
+}
+
+/* A graph built with `d` as the default device; for the GPU its inputs are
+ * uploaded first, so that their buffers are not the poisoned one. */
+static afo_array *on(afo_device d, afo_array *(*build)(afo_array *const *, const int *), afo_array *const *in, int nin,
+                     const int *p) {
+    for (int i = 0; d == AFO_CUDA && i < nin; i++) CHECK(afo_array_prefetch(in[i], AFO_CUDA) == AFO_OK);
+    afo_set_default_device(d);
+    afo_array *out = build(in, p);
+    afo_set_default_device(AFO_CPU);
+    return out;
+}
+
+/* Bytes of two results equal (dtype, shape, every bit); the GPU one lives
+ * on the GPU. */
+static void check_same(const char *what, afo_array *cpu, afo_array *gpu) {
+    CHECK_MSG(cpu && gpu, "%s: %s", what, afo_last_error());
+    if (!cpu || !gpu) return;
+    poison_gpu(afo_array_nbytes(gpu));
+    CHECK_MSG(afo_eval1(gpu) == AFO_OK, "%s: %s", what, afo_last_error());
+    CHECK_MSG(afo_array_device(gpu) == AFO_CUDA, "%s: ran on the CPU", what);
+    CHECK(afo_array_dtype(cpu) == afo_array_dtype(gpu) && afo_array_size(cpu) == afo_array_size(gpu));
+    const unsigned char *a = afo_array_data(cpu), *b = afo_array_data(gpu);
+    CHECK_MSG(a && b, "%s: %s", what, afo_last_error());
+    if (!a || !b) return;
+    size_t es = afo_dtype_size(afo_array_dtype(cpu));
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < afo_array_size(cpu); i++)
+        if (memcmp(a + i * es, b + i * es, es) && bad++ == 0) first = i;
+    CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ, first at %lld", what, (long long)bad,
+              (long long)afo_array_size(cpu), (long long)first);
+}
+
+/* Weights whose groups cover the cases the rules treat apart: ordinary
+ * spreads, constant groups, zero groups, negative-edge and positive-edge
+ * groups, a spread below the 1e-7 scale floor and, with `kinds` 7, large
+ * magnitudes (left out of matmuls, whose float16 sums they would overflow). */
+static afo_array *weights(afo_dtype dt, int64_t rows, int64_t cols, int gs, int kinds) {
+    int64_t n = rows * cols, shape[2] = {rows, cols};
+    double *v = malloc(sizeof *v * (size_t)n);
+    for (int64_t g = 0; g < n / gs; g++) {
+        int kind = (int)(g % kinds);
+        double base = test_normal(), spread = kind == 5 ? 3e-8 : kind == 6 ? 300 : 1;
+        for (int j = 0; j < gs; j++) {
+            double x = kind == 1 ? base : kind == 2 ? 0 : base + spread * test_normal();
+            if (kind == 3) x = -fabs(x) * 2;
+            if (kind == 4) x = fabs(x) * 2;
+            v[g * gs + j] = x;
+        }
+    }
+    afo_array *f = afo_array_from_data(v, AFO_FLOAT64, 2, shape), *w = afo_astype(f, dt);
+    CHECK(afo_eval1(w) == AFO_OK);
+    afo_release(f);
+    free(v);
+    return w;
+}
+
+/* p: group size, bits, part (0 packed, 1 scales, 2 biases) */
+static afo_array *build_quantize(afo_array *const *in, const int *p) {
+    afo_array *q[3];
+    if (afo_quantize(in[0], p[0], p[1], &q[0], &q[1], &q[2]) != AFO_OK) return NULL;
+    for (int i = 0; i < 3; i++)
+        if (i != p[2]) afo_release(q[i]);
+    return q[p[2]];
+}
+
+/* the weights transposed, quantized along the other axis: a strided input */
+static afo_array *build_quantize_t(afo_array *const *in, const int *p) {
+    afo_array *t = afo_transpose(in[0], NULL), *tin[1] = {t};
+    afo_array *out = build_quantize(tin, p);
+    afo_release(t);
+    return out;
+}
+
+static afo_array *build_dequantize(afo_array *const *in, const int *p) {
+    return afo_dequantize(in[0], in[1], in[2], p[0], p[1]);
+}
+
+static afo_array *build_take(afo_array *const *in, const int *p) {
+    return afo_quantized_take(in[0], in[1], in[2], in[3], p[0], p[1]);
+}
+
+static void test_quantize_dequantize_exact(void) {
+    char what[128];
+    for (int d = 0; d < LEN(DTYPES); d++)
+        for (int gi = 0; gi < LEN(GROUPS); gi++)
+            for (int bi = 0; bi < LEN(BITS); bi++) {
+                int gs = GROUPS[gi], bits = BITS[bi];
+                afo_array *w = weights(DTYPES[d], 13, 3 * gs, gs, 7);
+                afo_array *q[3];
+                for (int part = 0; part < 3; part++) {
+                    int p[3] = {gs, bits, part};
+                    q[part] = on(AFO_CPU, build_quantize, &w, 1, p);
+                    snprintf(what, sizeof what, "quantize %s g%d %d-bit part %d", afo_dtype_name(DTYPES[d]), gs, bits,
+                             part);
+                    afo_array *g = on(AFO_CUDA, build_quantize, &w, 1, p);
+                    check_same(what, q[part], g);
+                    afo_release(g);
+                }
+                /* strided input: the CPU packs a transposed copy of the same values */
+                if (gs == 32) {
+                    afo_array *wt = weights(DTYPES[d], 3 * gs, 32, gs, 7);
+                    int p[3] = {gs, bits, 0};
+                    afo_array *c = on(AFO_CPU, build_quantize_t, &wt, 1, p), *g = on(AFO_CUDA, build_quantize_t, &wt, 1, p);
+                    snprintf(what, sizeof what, "quantize strided %s %d-bit", afo_dtype_name(DTYPES[d]), bits);
+                    check_same(what, c, g);
+                    afo_release(c), afo_release(g), afo_release(wt);
+                }
+                int p[2] = {gs, bits};
+                afo_array *c = on(AFO_CPU, build_dequantize, q, 3, p), *g = on(AFO_CUDA, build_dequantize, q, 3, p);
+                snprintf(what, sizeof what, "dequantize %s g%d %d-bit", afo_dtype_name(DTYPES[d]), gs, bits);
+                check_same(what, c, g);
+                afo_release(c), afo_release(g);
+                /* every index dtype; negative indices count from the end */
+                static const afo_dtype idts[3] = {AFO_INT32, AFO_UINT32, AFO_INT64};
+                double iv[7] = {0, 12, 3, -1, 5, -13, 7};
+                int64_t is[2] = {7, 1};
+                for (int t = 0; t < 3; t++) {
+                    if (idts[t] == AFO_UINT32) iv[3] = 11, iv[5] = 0;
+                    afo_array *f = afo_array_from_data(iv, AFO_FLOAT64, 2, is), *ix = afo_astype(f, idts[t]);
+                    afo_array *in[4] = {q[0], q[1], q[2], ix};
+                    c = on(AFO_CPU, build_take, in, 4, p), g = on(AFO_CUDA, build_take, in, 4, p);
+                    snprintf(what, sizeof what, "quantized_take %s g%d %d-bit %s", afo_dtype_name(DTYPES[d]), gs,
+                             bits, afo_dtype_name(idts[t]));
+                    check_same(what, c, g);
+                    afo_release(c), afo_release(g), afo_release(ix), afo_release(f);
+                }
+                release_n(q, 3);
+                afo_release(w);
+            }
+}
+
+static void test_take_out_of_range(void) {
+    afo_array *w = weights(AFO_FLOAT32, 5, 64, 64, 7), *q[3];
+    CHECK(afo_quantize(w, 64, 4, &q[0], &q[1], &q[2]) == AFO_OK);
+    int32_t bad[2] = {1, 5};
+    int64_t n = 2;
+    afo_array *ix = afo_array_from_data(bad, AFO_INT32, 1, &n), *in[4] = {q[0], q[1], q[2], ix};
+    int p[2] = {64, 4};
+    afo_array *g = on(AFO_CUDA, build_take, in, 3, p); /* the indices stay on the host */
+    CHECK(g && afo_eval1(g) == AFO_ERR_INVALID_ARGUMENT);
+    CHECK_MSG(strstr(afo_last_error(), "out of range") != NULL, "error: %s", afo_last_error());
+    /* indices made on the GPU are not checked (that would wait for it): the
+     * row of the bad one is NaN, the good one is exact */
+    afo_set_default_device(AFO_CUDA);
+    afo_array *neg = afo_neg(ix), *ixg = afo_neg(neg);
+    afo_set_default_device(AFO_CPU);
+    in[3] = ixg;
+    afo_array *t = on(AFO_CUDA, build_take, in, 3, p);
+    const float *tv = t ? afo_array_data(t) : NULL;
+    CHECK_MSG(tv != NULL, "%s", afo_last_error());
+    int32_t one = 1;
+    afo_array *ix1 = afo_array_from_data(&one, AFO_INT32, 1, (int64_t[]){1});
+    in[3] = ix1;
+    afo_array *ref = on(AFO_CPU, build_take, in, 4, p);
+    const float *rv = afo_array_data(ref);
+    int good = 0, nan = 0;
+    for (int i = 0; tv && rv && i < 64; i++) good += tv[i] == rv[i], nan += isnan(tv[64 + i]);
+    CHECK_MSG(good == 64 && nan == 64, "device indices: %d of 64 exact, %d of 64 NaN", good, nan);
+    afo_release(t), afo_release(ref), afo_release(ix1), afo_release(neg), afo_release(ixg);
+    afo_release(g), afo_release(ix), afo_release(w);
+    release_n(q, 3);
+}
+
+/* ------------------------------------------------------------ quantized matmul */
+
+/* p: group size, bits, transpose */
+static afo_array *build_qmm(afo_array *const *in, const int *p) {
+    return afo_quantized_matmul(in[0], in[1], in[2], in[3], p[2], p[0], p[1]);
+}
+
+/* Largest |y - ref| / sum_k |x||w| over y, with ref in float64 from the
+ * CPU's dequantized weights (float32 scales and biases: the kernels' s*q + b
+ * before rounding). */
+static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K, int64_t N, int gs, int bits, int tr) {
+    afo_array *s32 = afo_astype(in[2], AFO_FLOAT32), *b32 = afo_astype(in[3], AFO_FLOAT32);
+    afo_array *dq = afo_dequantize(in[1], s32, b32, gs, bits);
+    float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * (size_t)(M * K));
+    float *got = malloc(sizeof(float) * (size_t)(M * N));
+    CHECK(afo_array_read(dq, AFO_FLOAT32, w, sizeof(float) * (size_t)(K * N)) == AFO_OK);
+    CHECK(afo_array_read(in[0], AFO_FLOAT32, x, sizeof(float) * (size_t)(M * K)) == AFO_OK);
+    CHECK(afo_array_read(y, AFO_FLOAT32, got, sizeof(float) * (size_t)(M * N)) == AFO_OK);
+    double worst = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double acc = 0, mag = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double p = (double)x[i * K + k] * (tr ? w[j * K + k] : w[k * N + j]);
+                acc += p;
+                mag += fabs(p);
+            }
+            double e = fabs(got[i * N + j] - acc) / (mag + 1e-30);
+            if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+        }
+    free(w), free(x), free(got);
+    afo_release(s32), afo_release(b32), afo_release(dq);
+    return worst;
+}
+
+/* The bound: float32 x keeps float32 accuracy (a few ulps of the terms'
+ * magnitude); 16-bit x rounds the result once to its type (2^-11 or 2^-8
+ * relative), and the tensor core path rounds the dequantized weights to it
+ * too: twice that, with a margin. */
+static double qmm_bound(afo_dtype xdt) { return xdt == AFO_FLOAT32 ? 1e-5 : xdt == AFO_FLOAT16 ? 2e-3 : 1e-2; }
+
+static double g_worst[3];
+
+static void check_qmm(afo_dtype dt, int64_t M, int64_t K, int64_t N, int gs, int bits, int tr) {
+    /* transpose: w [N, K] (N odd); else w [K, N] (K odd) */
+    afo_array *w = tr ? weights(dt, N, K, gs, 6) : weights(dt, K, N, gs, 6), *in[4];
+    CHECK(afo_quantize(w, gs, bits, &in[1], &in[2], &in[3]) == AFO_OK);
+    int64_t xs[2] = {M, K};
+    afo_array *f = devcheck_random(AFO_FLOAT32, 2, xs, -2, 2);
+    in[0] = afo_astype(f, dt);
+    CHECK(afo_eval(in, 4) == AFO_OK);
+    int p[3] = {gs, bits, tr};
+    afo_array *y = on(AFO_CUDA, build_qmm, in, 4, p);
+    poison_gpu((size_t)(M * N) * afo_dtype_size(dt));
+    CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
+    if (y) {
+        CHECK(afo_array_device(y) == AFO_CUDA && afo_array_dtype(y) == dt);
+        double e = qmm_error(in, y, M, K, N, gs, bits, tr);
+        int d = dt == AFO_FLOAT32 ? 0 : dt == AFO_BFLOAT16 ? 1 : 2;
+        if (e > g_worst[d]) g_worst[d] = e;
+        CHECK_MSG(e <= qmm_bound(dt), "quantized_matmul %s M %lld K %lld N %lld g%d %d-bit %s: error %.3g > %.3g",
+                  afo_dtype_name(dt), (long long)M, (long long)K, (long long)N, gs, bits, tr ? "x@w^T" : "x@w", e,
+                  qmm_bound(dt));
+    }
+    afo_release(y), afo_release(f), afo_release(w);
+    release_n(in, 4);
+}
+
+static void test_quantized_matmul(void) {
+    static const int64_t Ms[] = {1, 3, 8, 33, 512};
+    for (int d = 0; d < LEN(DTYPES); d++)
+        for (int gi = 0; gi < LEN(GROUPS); gi++)
+            for (int bi = 0; bi < LEN(BITS); bi++)
+                for (int mi = 0; mi < LEN(Ms); mi++)
+                    for (int tr = 0; tr <= 1; tr++)
+                        check_qmm(DTYPES[d], Ms[mi], tr ? 2 * GROUPS[gi] : 37, tr ? 37 : 2 * GROUPS[gi], GROUPS[gi],
+                                  BITS[bi], tr);
+    /* several chunks per lane in the matvec (K > 1024), several tiles
+     * each way, and K tails in x @ w */
+    for (int bi = 0; bi < LEN(BITS); bi++)
+        for (int tr = 0; tr <= 1; tr++) {
+            check_qmm(AFO_BFLOAT16, 1, 2560, tr ? 131 : 192, 64, BITS[bi], tr);
+            check_qmm(AFO_FLOAT32, 5, 2560, tr ? 131 : 192, 64, BITS[bi], tr);
+            check_qmm(AFO_BFLOAT16, 1, 64, 133, 32, BITS[bi], 1); /* 2 chunks a row: 4 row groups a block */
+            check_qmm(AFO_FLOAT16, 200, tr ? 2560 : 301, tr ? 259 : 384, 128, BITS[bi], tr);
+        }
+    printf("quantized_matmul worst error / sum|x||w|: float32 %.3g, bfloat16 %.3g, float16 %.3g\n", g_worst[0],
+           g_worst[1], g_worst[2]);
+}
+
+/* A strided x (a transposed view) reaches the kernels through a copy. */
+static void test_strided_x(void) {
+    afo_array *w = weights(AFO_FLOAT32, 40, 128, 64, 6), *in[4];
+    CHECK(afo_quantize(w, 64, 4, &in[1], &in[2], &in[3]) == AFO_OK);
+    int64_t xs[2] = {128, 3};
+    afo_array *xt = devcheck_random(AFO_FLOAT32, 2, xs, -1, 1);
+    in[0] = afo_transpose(xt, NULL);
+    int p[3] = {64, 4, 1};
+    afo_array *c = on(AFO_CPU, build_qmm, in, 4, p), *g = on(AFO_CUDA, build_qmm, in, 4, p);
+    CHECK(afo_eval1(c) == AFO_OK && afo_eval1(g) == AFO_OK);
+    double e = qmm_error(in, g, 3, 128, 40, 64, 4, 1), ec = qmm_error(in, c, 3, 128, 40, 64, 4, 1);
+    CHECK_MSG(e <= qmm_bound(AFO_FLOAT32) && ec <= 2e-6, "strided x: error %.3g (cpu %.3g)", e, ec);
+    afo_release(c), afo_release(g), afo_release(xt), afo_release(w);
+    release_n(in, 4);
+}
+
+int main(void) {
+    if (!devcheck_available(AFO_CUDA)) return 77;
+    RUN(test_quantize_dequantize_exact);
+    RUN(test_take_out_of_range);
+    RUN(test_quantized_matmul);
+    RUN(test_strided_x);
+    return test_finish();
+}
