@@ -3,4 +3,8 @@
 
 void afo_register_cuda_kernels(void) {
     afo_cuda_register_elementwise();
+    afo_cuda_register_shape();
+    afo_cuda_register_reduce();
+    afo_cuda_register_indexing();
+    afo_cuda_register_random();
 }
