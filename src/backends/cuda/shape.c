@@ -23,9 +23,14 @@ afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src) {
     return afo_cuda_launched("copy");
 }
 
+/* out = x's elements in C order (out may be x reshaped). */
 static afo_status copy_kernel(afo_array *out, const afo_array *x) {
     AFO_TRY(afo_array_alloc(out));
-    return afo_cuda_copy_into(out, x);
+    afo_array dense = *x;
+    dense.buf = out->buf;
+    dense.offset = 0;
+    afo_contiguous_strides(dense.ndim, dense.shape, dense.strides);
+    return afo_cuda_copy_into(&dense, x);
 }
 
 /* The CPU kernel of a view op, looked up when it runs: the op table is still
