@@ -333,6 +333,7 @@ static void test_sorts(void) {
                 index_case c = {ARGSORT, axis, 0, 0};
                 snprintf(what, sizeof what, "argsort %s [%lld,%lld] axis %d", afo_dtype_name(dts[t]),
                          (long long)shapes[s][0], (long long)shapes[s][1], axis);
+                if (getenv("AFO_TEST_VERBOSE")) fprintf(stderr, "%s\n", what);
                 devcheck(what, AFO_CUDA, build_index, &c, &x, 1, 0, 0);
                 int64_t n = shapes[s][axis == 0 ? 0 : 1];
                 c.kind = ARGTOPK;
@@ -340,6 +341,7 @@ static void test_sorts(void) {
                     c.k = (int)k;
                     snprintf(what, sizeof what, "argtopk k=%d %s [%lld,%lld] axis %d", c.k, afo_dtype_name(dts[t]),
                              (long long)shapes[s][0], (long long)shapes[s][1], axis);
+                    if (getenv("AFO_TEST_VERBOSE")) fprintf(stderr, "%s\n", what);
                     devcheck(what, AFO_CUDA, build_index, &c, &x, 1, 0, 0);
                 }
                 afo_release(x);

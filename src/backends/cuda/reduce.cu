@@ -222,7 +222,7 @@ int block_for(int64_t n) { return n >= 65536 ? 1024 : n >= 4096 ? 512 : n >= 512
 
 extern "C" void afo_cuda_reduce_launch(const afo_cuda_reduce *r, cudaStream_t stream) {
     bool is_int = !(r->x_dtype == AFO_FLOAT16 || r->x_dtype == AFO_BFLOAT16 || r->x_dtype == AFO_FLOAT32 ||
-                    r->x_dtype == AFO_FLOAT64);
+                    r->x_dtype == AFO_FLOAT64 || r->op == AFO_OP_LOGSUMEXP);
     bool inner_contig = r->nred > 0 && r->red_strides[r->nred - 1] == 1;
     // a thread per output when reductions are short, or when neighbouring
     // outputs are neighbours in memory and the reduced axis is not
