@@ -250,7 +250,10 @@ static void test_softmax(void) {
                     afo_array *x = make_input(k_dtypes[t], 3, c.shape, mode, -12, 12);
                     snprintf(what, sizeof what, "softmax %s [%lld,%lld,%lld] axis %d%s", afo_dtype_name(k_dtypes[t]),
                              (long long)c.shape[0], (long long)c.shape[1], (long long)c.shape[2], axes[a], k_modes[mode]);
-                    devcheck(what, AFO_CUDA, build_softmax, &c, &x, 1, rtol[t], atol[t]);
+                    /* the CPU sums a row in float32 lanes: over 151936 terms
+                     * its sum is off by ~1e-5 relative, the GPU's tree less */
+                    double rt = s == 2 && t != 3 ? fmax(rtol[t], 5e-5) : rtol[t];
+                    devcheck(what, AFO_CUDA, build_softmax, &c, &x, 1, rt, atol[t]);
                     afo_release(x);
                 }
 }
@@ -258,9 +261,9 @@ static void test_softmax(void) {
 /* ---------------------------------------------------------------- indexing */
 
 typedef struct index_case {
-    int kind, axis, k, transpose_idx;
+    int kind, axis, transpose_idx;
 } index_case;
-enum { TAKE, TAKE_ALONG, ARGSORT, ARGTOPK, SCATTER_ADD };
+enum { TAKE, TAKE_ALONG, SCATTER_ADD };
 
 static afo_array *build_index(afo_array *const *in, void *ctx) {
     const index_case *c = ctx;
@@ -268,8 +271,6 @@ static afo_array *build_index(afo_array *const *in, void *ctx) {
     switch (c->kind) {
     case TAKE: r = afo_take(in[0], idx, c->axis); break;
     case TAKE_ALONG: r = afo_take_along_axis(in[0], idx, c->axis); break;
-    case ARGSORT: r = afo_argsort(in[0], c->axis); break;
-    case ARGTOPK: r = afo_argtopk(in[0], c->k, c->axis); break;
     default: r = afo_scatter_add(in[0], idx, in[2], c->axis); break;
     }
     afo_release(idx);
@@ -286,7 +287,7 @@ static void test_take(void) {
             int64_t emb[2] = {1000, 96}, ids[2] = {2, 7}, odd[2] = {13, 5};
             afo_array *in[2] = {devcheck_random(tables[t], 2, emb, -9, 9), devcheck_random(idts[i], 2, ids, -1000, 1000)};
             for (int tr = 0; tr < 2; tr++) {
-                index_case c = {TAKE, 0, 0, tr};
+                index_case c = {TAKE, 0, tr};
                 snprintf(what, sizeof what, "take rows %s by %s%s", afo_dtype_name(tables[t]), afo_dtype_name(idts[i]),
                          tr ? " (transposed ids)" : "");
                 devcheck(what, AFO_CUDA, build_index, &c, in, 2, 0, 0);
@@ -304,7 +305,7 @@ static void test_take(void) {
             int64_t ishape[3] = {13, 4, 5};
             afo_array *ib = devcheck_random(idts[i], 3, ishape, -5, 5);
             afo_array *along[2] = {x3, ib};
-            index_case c = {TAKE_ALONG, 2, 0, 0};
+            index_case c = {TAKE_ALONG, 2, 0};
             snprintf(what, sizeof what, "take_along_axis %s by %s", afo_dtype_name(tables[t]), afo_dtype_name(idts[i]));
             devcheck(what, AFO_CUDA, build_index, &c, along, 2, 0, 0);
             afo_release(a);
@@ -321,47 +322,6 @@ static void test_take(void) {
     release_all((afo_array *[]){x, hi, y}, 3);
 }
 
-static void test_sorts(void) {
-    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64, AFO_INT32, AFO_INT64, AFO_UINT8, AFO_UINT32};
-    int64_t shapes[][2] = {{5, 37}, {1, 1}, {64, 1000}, {3, 0}};
-    char what[128];
-    for (int t = 0; t < 8; t++)
-        for (int s = 0; s < 4; s++)
-            for (int axis = -1; axis <= 0; axis++) {
-                /* few distinct values: ties must keep the lower index first */
-                afo_array *x = devcheck_random(dts[t], 2, shapes[s], 0, 20);
-                index_case c = {ARGSORT, axis, 0, 0};
-                snprintf(what, sizeof what, "argsort %s [%lld,%lld] axis %d", afo_dtype_name(dts[t]),
-                         (long long)shapes[s][0], (long long)shapes[s][1], axis);
-                if (getenv("AFO_TEST_VERBOSE")) fprintf(stderr, "%s\n", what);
-                devcheck(what, AFO_CUDA, build_index, &c, &x, 1, 0, 0);
-                int64_t n = shapes[s][axis == 0 ? 0 : 1];
-                c.kind = ARGTOPK;
-                for (int64_t k = 1; k <= n; k = k * 7 + 2) {
-                    c.k = (int)k;
-                    snprintf(what, sizeof what, "argtopk k=%d %s [%lld,%lld] axis %d", c.k, afo_dtype_name(dts[t]),
-                             (long long)shapes[s][0], (long long)shapes[s][1], axis);
-                    if (getenv("AFO_TEST_VERBOSE")) fprintf(stderr, "%s\n", what);
-                    devcheck(what, AFO_CUDA, build_index, &c, &x, 1, 0, 0);
-                }
-                afo_release(x);
-            }
-    /* a sampler's top-k over a large vocabulary, with NaN, infinities and -0 */
-    int64_t vocab[2] = {1, 256000};
-    afo_array *logits = devcheck_random(AFO_FLOAT32, 2, vocab, -30, 30);
-    float special[6] = {NAN, INFINITY, -INFINITY, -0.0f, 0.0f, NAN};
-    int64_t six[2] = {1, 6};
-    afo_array *sp = afo_array_from_data(special, AFO_FLOAT32, 2, six);
-    afo_array *both[2] = {logits, sp};
-    afo_array *cat = afo_concatenate(both, 2, 1);
-    afo_eval1(cat);
-    index_case c = {ARGTOPK, -1, 50, 0};
-    devcheck("argtopk k=50 vocab 256006 with NaN/inf/-0", AFO_CUDA, build_index, &c, &cat, 1, 0, 0);
-    c.kind = ARGSORT;
-    devcheck("argsort vocab 256006 with NaN/inf/-0", AFO_CUDA, build_index, &c, &cat, 1, 0, 0);
-    release_all((afo_array *[]){logits, sp, cat}, 3);
-}
-
 static void test_scatter_add(void) {
     afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64, AFO_INT32, AFO_INT64};
     int64_t xs[3] = {6, 9, 4}, is[3] = {6, 13, 1}, us[3] = {6, 13, 4};
@@ -370,7 +330,7 @@ static void test_scatter_add(void) {
          * which is the CPU's (index order, one line per thread) */
         afo_array *in[3] = {devcheck_random(dts[t], 3, xs, -5, 5), devcheck_random(AFO_INT64, 3, is, -9, 9),
                             devcheck_random(dts[t], 3, us, -5, 5)};
-        index_case c = {SCATTER_ADD, 1, 0, 0};
+        index_case c = {SCATTER_ADD, 1, 0};
         char what[64];
         snprintf(what, sizeof what, "scatter_add %s", afo_dtype_name(dts[t]));
         devcheck(what, AFO_CUDA, build_index, &c, in, 3, 0, 0);
@@ -484,7 +444,7 @@ static void test_no_host_copies(void) {
     afo_array *key = afo_random_key(7);
     afo_array *noise = afo_random_uniform(key, 0, 1, 2, (int64_t[]){64, 7}, AFO_FLOAT32);
     afo_array *z = afo_add(cat, noise);
-    afo_array *top = afo_argtopk(z, 3, -1);
+    afo_array *top = afo_argmax(z, -1, 1);
     afo_array *best = afo_take_along_axis(z, top, -1);
     afo_array *am = afo_argmax(best, -1, 0);
     afo_set_default_device(AFO_CPU);
@@ -505,7 +465,6 @@ int main(void) {
     RUN(test_argmax_rows);
     RUN(test_softmax);
     RUN(test_take);
-    RUN(test_sorts);
     RUN(test_scatter_add);
     RUN(test_random);
     RUN(test_slice_update_donation);

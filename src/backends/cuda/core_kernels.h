@@ -1,4 +1,4 @@
-/* Launchers of the CUDA reductions, softmax, gathers, sorts, scatter_add and
+/* Launchers of the CUDA reductions, softmax, gathers, scatter_add and
  * random generators, callable from C (see kernels.h for the conventions:
  * plain descriptors only, strides in elements, data already offset). */
 #ifndef AFO_CUDA_CORE_KERNELS_H
@@ -81,24 +81,6 @@ typedef struct afo_cuda_scatter {
     afo_dtype upd_dtype;
 } afo_cuda_scatter;
 void afo_cuda_scatter_add(const afo_cuda_scatter *s, cudaStream_t stream);
-
-/* Sorts every line of n elements of x (line starts from the line
- * shape/strides, element stride x_axis) by value, ascending or descending
- * (NaN above +inf, -0 == +0, ties by lower index), and writes the first k
- * int32 positions of each line to out (line starts from out_strides, stride
- * out_axis). Scratch is device memory of afo_cuda_sort_scratch bytes. */
-typedef struct afo_cuda_sort {
-    int nd;
-    int64_t shape[AFO_MAX_DIMS], x_strides[AFO_MAX_DIMS], out_strides[AFO_MAX_DIMS];
-    int64_t lines, n, k, x_axis, out_axis;
-    const void *x;
-    afo_dtype x_dtype;
-    int32_t *out;
-    int descending;
-} afo_cuda_sort;
-size_t afo_cuda_sort_scratch(const afo_cuda_sort *s);
-/* cudaSuccess, or the error of a CUB call (its launches are then not made). */
-cudaError_t afo_cuda_sort_launch(const afo_cuda_sort *s, void *scratch, size_t scratch_bytes, cudaStream_t stream);
 
 /* ------------------------------------------------------------ random */
 

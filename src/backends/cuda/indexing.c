@@ -1,5 +1,6 @@
-/* CUDA take, take_along_axis, scatter_add, argsort and argtopk, with the
- * attrs and semantics of src/ops/indexing.c (i[0] = axis, ARGTOPK i[1] = k).
+/* CUDA take, take_along_axis and scatter_add, with the attrs and semantics
+ * of src/ops/indexing.c (i[0] = axis). argsort and argtopk have no CUDA
+ * kernel yet: they run on the CPU (eval_node's fallback).
  *
  * Index range: the CPU refuses an out-of-range index at evaluation. Here the
  * host checks the indices whenever their bytes are on the host too (data
@@ -163,38 +164,8 @@ static afo_status scatter_add_kernel(afo_array *out, afo_array *const *in, int n
     return st;
 }
 
-static afo_status sort_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
-    AFO_TRY(afo_array_alloc(out));
-    if (out->size == 0) return AFO_OK;
-    const afo_array *x = in[0];
-    int axis = AXIS(a);
-    const char *name = afo_op_get(out->op)->name;
-    afo_cuda_sort s = {.n = x->shape[axis], .k = out->shape[axis], .x_axis = x->strides[axis],
-                       .out_axis = out->strides[axis], .x = afo_array_ptr(x), .x_dtype = x->dtype,
-                       .out = afo_array_ptr(out), .descending = out->op == AFO_OP_ARGTOPK, .lines = 1};
-    for (int d = 0; d < x->ndim; d++) {
-        if (d == axis) continue;
-        s.shape[s.nd] = x->shape[d];
-        s.x_strides[s.nd] = x->strides[d];
-        s.out_strides[s.nd++] = out->strides[d];
-        s.lines *= x->shape[d];
-    }
-    if (s.lines * s.n > INT32_MAX)
-        return afo_error(AFO_ERR_UNSUPPORTED, "%s: %lld elements exceed the CUDA sort's int32 count", name,
-                         (long long)(s.lines * s.n));
-    size_t bytes = afo_cuda_sort_scratch(&s);
-    afo_buffer *scratch = afo_buffer_alloc(AFO_CUDA, bytes);
-    if (!scratch) return AFO_ERR_OUT_OF_MEMORY;
-    afo_status st = afo_cuda_status(afo_cuda_sort_launch(&s, scratch->data, bytes, afo_cuda_stream()), name);
-    if (st == AFO_OK) st = afo_cuda_launched(name);
-    afo_buffer_release(scratch);
-    return st;
-}
-
 void afo_cuda_register_indexing(void) {
     afo_op_set_kernel(AFO_OP_TAKE, AFO_CUDA, take_kernel);
     afo_op_set_kernel(AFO_OP_TAKE_ALONG_AXIS, AFO_CUDA, take_along_kernel);
     afo_op_set_kernel(AFO_OP_SCATTER_ADD, AFO_CUDA, scatter_add_kernel);
-    afo_op_set_kernel(AFO_OP_ARGSORT, AFO_CUDA, sort_kernel);
-    afo_op_set_kernel(AFO_OP_ARGTOPK, AFO_CUDA, sort_kernel);
 }

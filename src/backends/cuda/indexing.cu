@@ -1,10 +1,5 @@
-// Gathers (take, take_along_axis), scatter_add and the sorts behind argsort
-// and argtopk. Gathers move raw elements, so every dtype works unconverted.
-// Sorting maps values to unsigned keys whose order is the CPU's (NaN above
-// +inf, -0 == +0; descending complements them) and runs CUB's radix sort,
-// which is stable, over (key, position) pairs: ties keep the lower position
-// first, as on the CPU.
-#include <cub/cub.cuh>
+// Gathers (take, take_along_axis) and scatter_add. Gathers move raw
+// elements, so every dtype works unconverted.
 #include <stdint.h>
 
 #include "backends/cuda/convert.cuh"
@@ -99,103 +94,6 @@ template <typename T> __global__ void scatter_lines(afo_cuda_scatter s) {
     }
 }
 
-// ---------------------------------------------------------------- sorting
-
-__device__ uint32_t key32(const void *x, int64_t i, afo_dtype dt) {
-    switch (dt) {
-    case AFO_FLOAT16:
-    case AFO_BFLOAT16:
-    case AFO_FLOAT32: {
-        float v = load_as<float>(x, i, dt);
-        if (v != v) return UINT32_MAX;
-        if (v == 0) v = 0.0f;
-        uint32_t b = __float_as_uint(v);
-        return b >> 31 ? ~b : b | 0x80000000u;
-    }
-    case AFO_UINT32: return ((const uint32_t *)x)[i];
-    default: return (uint32_t)(int32_t)load_as<int64_t>(x, i, dt) ^ 0x80000000u;
-    }
-}
-
-__device__ uint64_t key64(const void *x, int64_t i, afo_dtype dt) {
-    if (dt == AFO_FLOAT64) {
-        double v = ((const double *)x)[i];
-        if (v != v) return UINT64_MAX;
-        if (v == 0) v = 0.0;
-        uint64_t b = (uint64_t)__double_as_longlong(v);
-        return b >> 63 ? ~b : b | (1ull << 63);
-    }
-    return (uint64_t)((const int64_t *)x)[i] ^ (1ull << 63);
-}
-
-__device__ void line_offsets(const afo_cuda_sort &s, int64_t line, int64_t *xo, int64_t *oo) {
-    *xo = *oo = 0;
-    for (int d = s.nd - 1; d >= 0; d--) {
-        int64_t c = line % s.shape[d];
-        line /= s.shape[d];
-        *xo += c * s.x_strides[d];
-        *oo += c * s.out_strides[d];
-    }
-}
-
-template <typename K> __global__ void make_keys(afo_cuda_sort s, K *keys, int32_t *pos, int32_t *seg) {
-    int64_t total = s.lines * s.n;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t line = e / s.n, i = e % s.n, xo, oo;
-        line_offsets(s, line, &xo, &oo);
-        int64_t at = xo + i * s.x_axis;
-        K key = sizeof(K) == 4 ? (K)key32(s.x, at, s.x_dtype) : (K)key64(s.x, at, s.x_dtype);
-        keys[e] = s.descending ? (K)~key : key;
-        pos[e] = (int32_t)i;
-        if (i == 0) seg[line] = (int32_t)e;
-        if (e == total - 1) seg[s.lines] = (int32_t)total;
-    }
-}
-
-__global__ void write_first(afo_cuda_sort s, const int32_t *pos) {
-    int64_t total = s.lines * s.k;
-    for (int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; e < total; e += (int64_t)gridDim.x * blockDim.x) {
-        int64_t line = e / s.k, i = e % s.k, xo, oo;
-        line_offsets(s, line, &xo, &oo);
-        s.out[oo + i * s.out_axis] = pos[line * s.n + i];
-    }
-}
-
-size_t align_up(size_t n) { return (n + 255) / 256 * 256; }
-
-// Scratch: keys in/out, positions in/out, segment offsets, then CUB's own.
-struct Layout {
-    size_t keys_out, pos, pos_out, seg, cub, cub_bytes;
-};
-
-template <typename K> cudaError_t cub_sort(const afo_cuda_sort *s, char *p, const Layout &l, size_t *cub_bytes,
-                                           cudaStream_t stream) {
-    int total = (int)(s->lines * s->n), segments = (int)s->lines;
-    void *tmp = p ? p + l.cub : nullptr;
-    K *keys = (K *)p, *keys_out = (K *)(p + l.keys_out);
-    int32_t *pos = (int32_t *)(p + l.pos), *pos_out = (int32_t *)(p + l.pos_out), *seg = (int32_t *)(p + l.seg);
-    if (segments == 1)
-        return cub::DeviceRadixSort::SortPairs(tmp, *cub_bytes, keys, keys_out, pos, pos_out, total, 0,
-                                               (int)sizeof(K) * 8, stream);
-    return cub::DeviceSegmentedRadixSort::SortPairs(tmp, *cub_bytes, keys, keys_out, pos, pos_out, total, segments,
-                                                    seg, seg + 1, 0, (int)sizeof(K) * 8, stream);
-}
-
-bool wide_keys(afo_dtype dt) { return dt == AFO_FLOAT64 || dt == AFO_INT64; }
-
-// The layout, with CUB's scratch size asked of it (no device work).
-cudaError_t layout_of(const afo_cuda_sort *s, Layout *l) {
-    size_t total = (size_t)(s->lines * s->n), kb = align_up((wide_keys(s->x_dtype) ? 8 : 4) * total);
-    l->keys_out = kb;
-    l->pos = 2 * kb;
-    l->pos_out = l->pos + align_up(4 * total);
-    l->seg = l->pos_out + align_up(4 * total);
-    l->cub = l->seg + align_up(4 * (size_t)(s->lines + 1));
-    l->cub_bytes = 0;
-    return wide_keys(s->x_dtype) ? cub_sort<uint64_t>(s, nullptr, *l, &l->cub_bytes, 0)
-                                 : cub_sort<uint32_t>(s, nullptr, *l, &l->cub_bytes, 0);
-}
-
 unsigned grid_for(int64_t n, int threads) {
     int64_t b = (n + threads - 1) / threads;
     return (unsigned)(b < 65535 * 16 ? (b ? b : 1) : 65535 * 16);
@@ -220,28 +118,4 @@ extern "C" void afo_cuda_scatter_add(const afo_cuda_scatter *s, cudaStream_t str
     case AFO_FLOAT64: scatter_lines<double><<<blocks, 128, 0, stream>>>(*s); break;
     default: scatter_lines<int64_t><<<blocks, 128, 0, stream>>>(*s); break;
     }
-}
-
-extern "C" size_t afo_cuda_sort_scratch(const afo_cuda_sort *s) {
-    Layout l;
-    return layout_of(s, &l) == cudaSuccess ? l.cub + l.cub_bytes : 0;
-}
-
-extern "C" cudaError_t afo_cuda_sort_launch(const afo_cuda_sort *s, void *scratch, size_t scratch_bytes,
-                                            cudaStream_t stream) {
-    Layout l;
-    cudaError_t e = layout_of(s, &l);
-    if (e != cudaSuccess) return e;
-    if (scratch_bytes < l.cub + l.cub_bytes) return cudaErrorInvalidValue;
-    char *p = (char *)scratch;
-    int32_t *pos = (int32_t *)(p + l.pos), *seg = (int32_t *)(p + l.seg);
-    unsigned blocks = grid_for(s->lines * s->n, 256);
-    bool wide = wide_keys(s->x_dtype);
-    if (wide) make_keys<uint64_t><<<blocks, 256, 0, stream>>>(*s, (uint64_t *)p, pos, seg);
-    else make_keys<uint32_t><<<blocks, 256, 0, stream>>>(*s, (uint32_t *)p, pos, seg);
-    if ((e = cudaGetLastError()) != cudaSuccess) return e;
-    e = wide ? cub_sort<uint64_t>(s, p, l, &l.cub_bytes, stream) : cub_sort<uint32_t>(s, p, l, &l.cub_bytes, stream);
-    if (e != cudaSuccess) return e;
-    write_first<<<grid_for(s->lines * s->k, 256), 256, 0, stream>>>(*s, (const int32_t *)(p + l.pos_out));
-    return cudaSuccess;
 }
