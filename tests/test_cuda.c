@@ -164,6 +164,8 @@ static void test_where_astype(void) {
 
 int main(void) {
     if (!devcheck_available(AFO_CUDA)) return 77;
+    /* every check here names its devices: AFO_TEST_DEVICE does not apply */
+    afo_set_default_device(AFO_CPU);
     RUN(test_info);
     RUN(test_data_movement);
     RUN(test_memory_limit);

@@ -43,6 +43,10 @@ typedef struct afo_buffer {
      * written in place, so the two cannot drift apart. */
     struct afo_buffer *copy;
     bool is_copy;
+    /* A copy's source, while it lives (not a reference: the source owns the
+     * copy and clears this when it goes). Lets a GPU kernel check indices
+     * that came from the host without reading device memory back. */
+    struct afo_buffer *origin;
 } afo_buffer;
 afo_buffer *afo_buffer_alloc(afo_device device, size_t nbytes); /* NULL + error on OOM/limit */
 afo_buffer *afo_buffer_from_mapping(afo_mapping *m, size_t offset, size_t nbytes);

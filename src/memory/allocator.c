@@ -150,10 +150,19 @@ afo_buffer *afo_buffer_from_mapping(afo_mapping *m, size_t offset, size_t nbytes
     return b;
 }
 
+/* One lock for making copies: two threads asking for the same weight on a
+ * GPU must not both upload it. */
+static pthread_mutex_t g_copy_lock = PTHREAD_MUTEX_INITIALIZER;
+
 void afo_buffer_retain(afo_buffer *b) { atomic_fetch_add(&b->refcount, 1); }
 
 void afo_buffer_release(afo_buffer *b) {
     if (!b || atomic_fetch_sub(&b->refcount, 1) != 1) return;
+    if (b->copy) {
+        pthread_mutex_lock(&g_copy_lock);
+        b->copy->origin = NULL; /* views may keep the copy alive */
+        pthread_mutex_unlock(&g_copy_lock);
+    }
     afo_buffer_release(b->copy);
     if (b->mapping) {
         afo_mapping_release(b->mapping);
@@ -190,9 +199,6 @@ static void count_copy(afo_device from, afo_device to, size_t nbytes) {
     pthread_mutex_unlock(&g_pools[to].lock);
 }
 
-/* One lock for making copies: two threads asking for the same weight on a
- * GPU must not both upload it. */
-static pthread_mutex_t g_copy_lock = PTHREAD_MUTEX_INITIALIZER;
 
 afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device) {
     if (b->device == device) return b;
@@ -209,6 +215,7 @@ afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device) {
                 c = NULL;
             } else {
                 c->is_copy = true;
+                c->origin = b;
                 b->copy = c;
                 count_copy(b->device, device, b->nbytes);
             }

@@ -110,8 +110,9 @@ static afo_status reduce_kernel(afo_array *out, afo_array *const *in, int nin, c
     AFO_TRY(afo_array_alloc(out));
     const afo_array *x = in[0];
     reduce_job j = {.op = out->op, .x = x, .out = out, .red_size = 1};
-    /* int64 accumulation for integer inputs, double otherwise */
-    j.ct = afo_dtype_is_float(x->dtype) ? AFO_CT_F64 : AFO_CT_I64;
+    /* int64 accumulation for integer inputs, double otherwise (logsumexp
+     * is float math whatever its input) */
+    j.ct = afo_dtype_is_float(x->dtype) || out->op == AFO_OP_LOGSUMEXP ? AFO_CT_F64 : AFO_CT_I64;
     for (int d = 0; d < x->ndim; d++) {
         if (a->i[0] & (1 << d)) {
             j.red_shape[j.nred] = x->shape[d];

@@ -22,6 +22,10 @@ afo_status afo_cuda_launched(const char *op);
 struct afo_cuda_strided;
 void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_array *const *in, int nin);
 
+/* Copies src (broadcast to dst's shape, converted to dst's dtype) into the
+ * strided device view dst, on the stream (shape.c). */
+afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src);
+
 /* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
 void afo_cuda_register_elementwise(void);
 void afo_cuda_register_linalg(void);
@@ -31,5 +35,9 @@ void afo_cuda_register_nn(void);
  * new *scratch, which the caller releases once its launches are queued. */
 afo_status afo_cuda_dense(const afo_array *a, afo_dtype dt, afo_array *view, afo_buffer **scratch);
 void afo_cuda_register_quant(void);
+void afo_cuda_register_shape(void);
+void afo_cuda_register_reduce(void);
+void afo_cuda_register_indexing(void);
+void afo_cuda_register_random(void);
 
 #endif

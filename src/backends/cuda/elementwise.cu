@@ -6,48 +6,11 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "backends/cuda/convert.cuh"
 #include "backends/cuda/kernels.h"
 
 namespace {
-
-template <typename T> __device__ T load_as(const void *base, int64_t i, afo_dtype dt) {
-    switch (dt) {
-    case AFO_BOOL: return (T)(((const uint8_t *)base)[i] != 0);
-    case AFO_INT8: return (T)((const int8_t *)base)[i];
-    case AFO_UINT8: return (T)((const uint8_t *)base)[i];
-    case AFO_INT32: return (T)((const int32_t *)base)[i];
-    case AFO_UINT32: return (T)((const uint32_t *)base)[i];
-    case AFO_INT64: return (T)((const int64_t *)base)[i];
-    case AFO_FLOAT16: return (T)__half2float(((const __half *)base)[i]);
-    case AFO_BFLOAT16: return (T)__bfloat162float(((const __nv_bfloat16 *)base)[i]);
-    case AFO_FLOAT32: return (T)((const float *)base)[i];
-    default: return (T)((const double *)base)[i];
-    }
-}
-
-template <typename T> __device__ int64_t to_int(T v, double lo, double hi) {
-    double d = (double)v;
-    if (d != d) return 0;
-    if (d <= lo) return (int64_t)lo;
-    if (d >= hi) return (int64_t)hi;
-    return (int64_t)d;
-}
-template <> __device__ int64_t to_int<int64_t>(int64_t v, double, double) { return v; }
-
-template <typename T> __device__ void store_from(void *base, int64_t i, afo_dtype dt, T v) {
-    switch (dt) {
-    case AFO_BOOL: ((uint8_t *)base)[i] = v != (T)0; break;
-    case AFO_INT8: ((int8_t *)base)[i] = (int8_t)to_int(v, -128.0, 127.0); break;
-    case AFO_UINT8: ((uint8_t *)base)[i] = (uint8_t)to_int(v, 0.0, 255.0); break;
-    case AFO_INT32: ((int32_t *)base)[i] = (int32_t)to_int(v, -2147483648.0, 2147483647.0); break;
-    case AFO_UINT32: ((uint32_t *)base)[i] = (uint32_t)to_int(v, 0.0, 4294967295.0); break;
-    case AFO_INT64: ((int64_t *)base)[i] = to_int(v, -9223372036854775808.0, 9223372036854774784.0); break;
-    case AFO_FLOAT16: ((__half *)base)[i] = __float2half_rn((float)v); break;
-    case AFO_BFLOAT16: ((__nv_bfloat16 *)base)[i] = __float2bfloat16_rn((float)v); break;
-    case AFO_FLOAT32: ((float *)base)[i] = (float)v; break;
-    default: ((double *)base)[i] = (double)v; break;
-    }
-}
+using namespace afo_cuda;
 
 __device__ int64_t ipow(int64_t base, int64_t e) {
     if (e < 0) return base == 1 ? 1 : base == -1 ? (e % 2 ? -1 : 1) : 0;

@@ -1,0 +1,94 @@
+/* CUDA shape ops. Views (transpose, broadcast, slice, stop_gradient, a
+ * reshape of contiguous data) only change strides, so the CPU kernels serve
+ * device buffers as they are; every path that moves elements copies on the
+ * GPU through the elementwise engine's astype, which converts nothing when
+ * the dtypes agree. */
+#include "backends/cuda/cuda.h"
+#include "backends/cuda/kernels.h"
+
+/* Compute type holding every value of both dtypes (elementwise.c's rule). */
+static afo_cuda_ctype copy_ctype(afo_dtype from, afo_dtype to) {
+    afo_cuda_ctype f = from == AFO_FLOAT64 ? AFO_CUDA_F64 : afo_dtype_is_float(from) ? AFO_CUDA_F32 : AFO_CUDA_I64;
+    afo_cuda_ctype t = to == AFO_FLOAT64 ? AFO_CUDA_F64 : afo_dtype_is_float(to) ? AFO_CUDA_F32 : AFO_CUDA_I64;
+    if (f == t) return f;
+    return f == AFO_CUDA_F32 && t == AFO_CUDA_I64 ? AFO_CUDA_F32 : AFO_CUDA_F64;
+}
+
+afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src) {
+    if (dst->size == 0) return AFO_OK;
+    afo_cuda_strided d;
+    afo_array *in = (afo_array *)src; /* only read */
+    afo_cuda_describe(&d, dst, &in, 1);
+    afo_cuda_elementwise(&d, AFO_OP_ASTYPE, copy_ctype(src->dtype, dst->dtype), afo_cuda_stream());
+    return afo_cuda_launched("copy");
+}
+
+/* out = x's elements in C order (out may be x reshaped). */
+static afo_status copy_kernel(afo_array *out, const afo_array *x) {
+    AFO_TRY(afo_array_alloc(out));
+    afo_array dense = *x;
+    dense.buf = out->buf;
+    dense.offset = 0;
+    afo_contiguous_strides(dense.ndim, dense.shape, dense.strides);
+    return afo_cuda_copy_into(&dense, x);
+}
+
+/* The CPU kernel of a view op, looked up when it runs: the op table is still
+ * being filled while the backends register. */
+static afo_status view_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    return afo_op_get(out->op)->kernel[AFO_CPU](out, in, nin, a);
+}
+
+static afo_status reshape_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    if (!in[0]->contiguous) return copy_kernel(out, in[0]);
+    return view_kernel(out, in, nin, a);
+}
+
+static afo_status contiguous_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    return copy_kernel(out, in[0]);
+}
+
+/* slice_update: attrs i[d] = start, i[8+d] = step, i[16+d] = length. The
+ * result takes over x's buffer under the CPU kernel's conditions (the KV
+ * cache relies on it to append without copying the whole cache). */
+static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    afo_array *x = in[0];
+    if (atomic_load(&x->refcount) == 1 && afo_buffer_writable(x->buf) && x->contiguous && x->offset == 0)
+        afo_array_set_view(out, x, x->strides, 0);
+    else
+        AFO_TRY(copy_kernel(out, x));
+    afo_array region = *out;
+    for (int d = 0; d < out->ndim; d++) {
+        region.offset += a->i[d] * out->strides[d];
+        region.strides[d] = out->strides[d] * a->i[AFO_MAX_DIMS + d];
+        region.shape[d] = a->i[2 * AFO_MAX_DIMS + d];
+    }
+    region.size = afo_shape_size(region.ndim, region.shape);
+    return afo_cuda_copy_into(&region, in[1]);
+}
+
+static afo_status concat_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    AFO_TRY(afo_array_alloc(out));
+    int axis = (int)a->i[0];
+    int64_t at = 0;
+    for (int k = 0; k < nin; k++) {
+        afo_array region = *out;
+        region.offset = at * out->strides[axis];
+        region.shape[axis] = in[k]->shape[axis];
+        region.size = afo_shape_size(region.ndim, region.shape);
+        AFO_TRY(afo_cuda_copy_into(&region, in[k]));
+        at += in[k]->shape[axis];
+    }
+    return AFO_OK;
+}
+
+void afo_cuda_register_shape(void) {
+    /* pure views: the CPU kernels never touch the data */
+    static const afo_op views[] = {AFO_OP_TRANSPOSE, AFO_OP_BROADCAST, AFO_OP_SLICE, AFO_OP_STOP_GRADIENT};
+    for (size_t i = 0; i < sizeof views / sizeof views[0]; i++)
+        afo_op_set_kernel(views[i], AFO_CUDA, view_kernel);
+    afo_op_set_kernel(AFO_OP_RESHAPE, AFO_CUDA, reshape_kernel);
+    afo_op_set_kernel(AFO_OP_CONTIGUOUS, AFO_CUDA, contiguous_kernel);
+    afo_op_set_kernel(AFO_OP_SLICE_UPDATE, AFO_CUDA, slice_update_kernel);
+    afo_op_set_kernel(AFO_OP_CONCATENATE, AFO_CUDA, concat_kernel);
+}
