@@ -8,7 +8,7 @@
 
 static const char *USAGE =
     "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N] [--json]\n"
-    "                 [--device cpu|cuda] [--no-graphs]\n"
+    "                 [--device cpu|cuda] [--graphs]\n"
     "                 [--kv-bits B --kv-group-size G --quantized-kv-start N] [--max-kv-size N]\n"
     "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
     "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
@@ -35,7 +35,7 @@ static void summarize(double *v, int n, double out[3]) {
 }
 
 static int bench_one(const char *model, long prompt, long gen, long repeat, const afo_kv_cache_options *kvo,
-                     result *r, int no_graphs) {
+                     result *r, int graphs) {
     afo_model *m;
     if (cli_load_model(model, &m) != 0) return 1;
     afo_kv_cache *cache = NULL;
@@ -56,7 +56,7 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, cons
     afo_generate_options o = afo_generate_defaults();
     o.max_tokens = gen;
     o.ignore_eos = 1;
-    o.no_graphs = no_graphs;
+    o.graphs = graphs;
     size_t peak = 0;
     for (long k = 0; k < repeat; k++) {
         afo_generate_stats st;
@@ -85,13 +85,13 @@ done:
 
 int cmd_bench(int argc, char **argv) {
     const char *models[MAX_MODELS], *v;
-    int nmodels = 0, json = 0, no_graphs = 0, r;
+    int nmodels = 0, json = 0, graphs = 0, r;
     long prompt = 512, gen = 128, repeat = 5;
     afo_kv_cache_options kvo = cli_kv_defaults();
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", USAGE), 0;
         if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--no-graphs")) no_graphs = 1;
+        else if (!strcmp(argv[i], "--graphs")) graphs = 1;
         else if (!strcmp(argv[i], "--model")) {
             if (!(v = cli_value(argc, argv, &i))) return 2;
             if (nmodels == MAX_MODELS) return fprintf(stderr, "afo bench: at most %d models\n", MAX_MODELS), 2;
@@ -109,19 +109,19 @@ int cmd_bench(int argc, char **argv) {
     if (nmodels == 0) models[nmodels++] = cli_demo_model();
     result res[MAX_MODELS];
     for (int k = 0; k < nmodels; k++)
-        if (bench_one(models[k], prompt, gen, repeat, &kvo, &res[k], no_graphs) != 0) return 1;
+        if (bench_one(models[k], prompt, gen, repeat, &kvo, &res[k], graphs) != 0) return 1;
     char device[256];
     cli_device_description(device, sizeof device);
     if (json) {
         printf("[");
         for (int k = 0; k < nmodels; k++)
-            printf("%s{\"model\":\"%s\",\"device\":\"%s\",\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
+            printf("%s{\"model\":\"%s\",\"device\":\"%s\",\"graphs\":%d,\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
                    "\"kv_bits\":%d,\"kv_group_size\":%d,\"quantized_kv_start\":%lld,\"max_kv_size\":%lld,"
                    "\"prefill_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"decode_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"ttft_s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f},\"peak_memory\":%zu,\"model_bytes\":%zu,"
                    "\"params\":%lld}",
-                   k ? "," : "", res[k].model, device, afo_get_threads(), prompt, gen, repeat, kvo.kv_bits, kvo.kv_group_size,
+                   k ? "," : "", res[k].model, device, graphs, afo_get_threads(), prompt, gen, repeat, kvo.kv_bits, kvo.kv_group_size,
                    (long long)kvo.quantized_start, (long long)kvo.max_kv_size, res[k].prefill[0],
                    res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
                    res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights,

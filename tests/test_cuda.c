@@ -18,6 +18,13 @@ static double stat_of(afo_device d, int which) {
     return which == 0 ? (double)s.active : which == 1 ? (double)s.copied_in : (double)s.copied_out;
 }
 
+static int collect_id(int32_t id, const char *text, void *userdata) {
+    struct { int32_t *ids; int n; } *sink = userdata;
+    (void)text;
+    sink->ids[sink->n++] = id;
+    return 0;
+}
+
 static void test_info(void) {
     afo_device_info info;
     CHECK(afo_device_get_info(AFO_CUDA, &info) == AFO_OK);
@@ -162,6 +169,77 @@ static void test_where_astype(void) {
     }
 }
 
+/* A recording replays the same kernels with new arguments: the second one
+ * updates the graph the first made, and both compute what plain runs do. */
+static void test_recording(void) {
+    afo_recording *r = afo_recording_new(AFO_CUDA);
+    CHECK(r != NULL);
+    int64_t shape[1] = {1000};
+    afo_set_default_device(AFO_CUDA);
+    for (int round = 0; round < 3; round++) {
+        afo_array *x = devcheck_random(AFO_FLOAT32, 1, shape, -1, 1);
+        CHECK(afo_array_prefetch(x, AFO_CUDA) == AFO_OK);
+        CHECK(afo_record_begin(r) == AFO_OK);
+        afo_array *y = afo_mul(x, x), *z = afo_add(y, x);
+        CHECK(afo_eval1(z) == AFO_OK);
+        CHECK(afo_record_end(r) == AFO_OK);
+        afo_set_default_device(AFO_CPU);
+        const float *zd = afo_array_data(z), *xd = afo_array_data(x);
+        afo_set_default_device(AFO_CUDA);
+        int bad = 0;
+        for (int i = 0; zd && xd && i < 1000; i++) bad += fabsf(zd[i] - (xd[i] * xd[i] + xd[i])) > 1e-6f;
+        CHECK_MSG(zd && bad == 0, "round %d: %d wrong", round, bad);
+        release_all((afo_array *[]){x, y, z}, 3);
+    }
+    afo_set_default_device(AFO_CPU);
+    int64_t launched, instantiated;
+    afo_recording_counts(r, &launched, &instantiated);
+    CHECK_MSG(launched == 3 && instantiated == 1, "launched %lld, instantiated %lld", (long long)launched,
+              (long long)instantiated);
+    /* reading device data while recording fails, and the recording can go on */
+    afo_array *x = devcheck_random(AFO_FLOAT32, 1, shape, -1, 1);
+    afo_set_default_device(AFO_CUDA);
+    afo_array *y = afo_exp(x);
+    afo_eval1(y);
+    CHECK(afo_record_begin(r) == AFO_OK);
+    afo_array *z = afo_sqrt(y);
+    CHECK(afo_eval1(z) == AFO_OK);
+    float v[1000];
+    CHECK(afo_array_read(z, AFO_FLOAT32, v, sizeof v) != AFO_OK);
+    afo_record_cancel(r);
+    afo_set_default_device(AFO_CPU);
+    release_all((afo_array *[]){x, y, z}, 3);
+    afo_recording_free(r);
+}
+
+/* Greedy decoding on the GPU gives the same ids with and without recorded
+ * decode steps, and the same as on the CPU (the demo model in float32). */
+static void test_generate_graphs(void) {
+    afo_model *m = NULL;
+    if (afo_model_load("models/tiny-classics", NULL, &m) != AFO_OK) {
+        CHECK_MSG(0, "demo model: %s", afo_last_error());
+        return;
+    }
+    int32_t prompt[3] = {1, 1785, 28}, ids[3][40];
+    for (int run = 0; run < 3; run++) {
+        afo_set_default_device(run == 0 ? AFO_CPU : AFO_CUDA);
+        afo_kv_cache *cache = NULL;
+        CHECK(afo_kv_cache_create(m, 1, &cache) == AFO_OK);
+        afo_generate_options o = afo_generate_defaults();
+        o.max_tokens = 40;
+        o.ignore_eos = 1;
+        o.graphs = run == 2;
+        struct { int32_t *ids; int n; } sink = {ids[run], 0};
+        CHECK(afo_generate(m, cache, NULL, prompt, 3, &o, collect_id, &sink, NULL) == AFO_OK);
+        CHECK(sink.n == 40);
+        afo_kv_cache_free(cache);
+    }
+    afo_set_default_device(AFO_CPU);
+    CHECK_MSG(memcmp(ids[0], ids[1], sizeof ids[0]) == 0, "GPU ids differ from the CPU's");
+    CHECK_MSG(memcmp(ids[1], ids[2], sizeof ids[0]) == 0, "recorded steps give other ids");
+    afo_model_free(m);
+}
+
 int main(void) {
     if (!devcheck_available(AFO_CUDA)) return 77;
     /* every check here names its devices: AFO_TEST_DEVICE does not apply */
@@ -171,5 +249,7 @@ int main(void) {
     RUN(test_memory_limit);
     RUN(test_elementwise);
     RUN(test_where_astype);
+    RUN(test_recording);
+    RUN(test_generate_graphs);
     return test_finish();
 }

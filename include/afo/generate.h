@@ -18,7 +18,7 @@ typedef struct afo_generate_options {
     int num_stop;
     int ignore_eos;                /* keep going past the model's eos ids */
     int64_t prefill_chunk;         /* prompt tokens per forward pass (default 512) */
-    int no_graphs;                 /* 1: GPU decode steps launch op by op, not as recorded graphs */
+    int graphs;                    /* 1: GPU decode steps launch as recorded CUDA graphs (afo_recording) */
 } afo_generate_options;
 afo_generate_options afo_generate_defaults(void);
 

@@ -352,9 +352,12 @@ static afo_status eval_node(afo_array *a) {
     if (!def->kernel[a->device]) return afo_error(AFO_ERR_UNSUPPORTED, "%s: no CPU kernel", def->name);
     moved_inputs moved = {.ptrs = moved.ptrs_stack};
     afo_array *const *in;
+    bool profile = afo_profile_enabled();
+    double t0 = profile ? afo_profile_now() : 0;
     afo_status st = inputs_on(a, a->device, &moved, &in);
     if (st == AFO_OK) st = def->kernel[a->device](a, in, a->nin, &a->attrs);
     moved_free(&moved);
+    if (profile) afo_profile_op(a->op, a->device, afo_profile_now() - t0);
     if (st != AFO_OK) return st;
     a->contiguous = afo_strides_contiguous(a->ndim, a->shape, a->strides);
     a->device = a->buf->device;
@@ -365,10 +368,12 @@ static afo_status eval_node(afo_array *a) {
 afo_status afo_eval(afo_array *const *arrays, int n) {
     afo_array **order = NULL;
     size_t count = 0;
+    double t0 = afo_profile_enabled() ? afo_profile_now() : 0;
     AFO_TRY(afo_graph_topo(arrays, n, false, &order, &count));
     afo_status st = AFO_OK;
     for (size_t i = 0; i < count && st == AFO_OK; i++) st = eval_node(order[i]);
     free(order);
+    if (t0 > 0) afo_profile_eval(count, afo_profile_now() - t0);
     return st;
 }
 

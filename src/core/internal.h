@@ -157,6 +157,13 @@ afo_array *afo_node_shaped(afo_op op, afo_array *const *in, int nin, const afo_a
  * byte offset 0. */
 afo_array *afo_array_from_buffer(afo_buffer *buf, afo_dtype dtype, int ndim, const int64_t *shape);
 
+/* ---------------------------------------------------------------- profile */
+/* AFO_PROFILE=1 (core/profile.c): host time per op and per evaluation. */
+bool afo_profile_enabled(void);
+double afo_profile_now(void);
+void afo_profile_op(afo_op op, afo_device d, double seconds);
+void afo_profile_eval(size_t nodes, double seconds);
+
 /* ---------------------------------------------------------------- helpers */
 int afo_normalize_axis(int axis, int ndim); /* -1 when out of range */
 int64_t afo_shape_size(int ndim, const int64_t *shape);

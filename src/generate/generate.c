@@ -189,7 +189,7 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     loop_state s = {.gate = {.stop = o.stop, .num_stop = o.num_stop}};
     afo_status rc = AFO_OK;
     s.sampler = afo_sampler_new(&o.sampler, (int32_t)vocab);
-    if (!o.no_graphs && afo_get_default_device() != AFO_CPU)
+    if (o.graphs && afo_get_default_device() != AFO_CPU)
         s.recording = afo_recording_new(afo_get_default_device());
     s.cap = n + (size_t)o.max_tokens + 1;
     s.history = malloc(sizeof(int32_t) * s.cap);

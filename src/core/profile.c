@@ -1,0 +1,64 @@
+/* AFO_PROFILE=1: host time spent per op (input moves, kernel or launch) and
+ * in whole evaluations, printed to stderr when the process exits. For
+ * finding where a step's host time goes; on a GPU the kernels themselves
+ * run asynchronously and are not in these figures. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "core/internal.h"
+
+static struct {
+    bool on;
+    pthread_mutex_t lock;
+    double op_seconds[AFO_OP_COUNT][AFO_DEVICE_COUNT];
+    int64_t op_calls[AFO_OP_COUNT][AFO_DEVICE_COUNT];
+    double eval_seconds;
+    int64_t evals, nodes;
+} g_prof = {.lock = PTHREAD_MUTEX_INITIALIZER};
+static pthread_once_t g_once = PTHREAD_ONCE_INIT;
+
+double afo_profile_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static void report(void) {
+    fprintf(stderr, "afo profile: %lld evaluations, %lld nodes, %.3f s in evaluation\n", (long long)g_prof.evals,
+            (long long)g_prof.nodes, g_prof.eval_seconds);
+    fprintf(stderr, "%-22s %-6s %10s %12s %10s\n", "op", "device", "calls", "total ms", "us/call");
+    for (int op = 0; op < AFO_OP_COUNT; op++)
+        for (int d = 0; d < AFO_DEVICE_COUNT; d++)
+            if (g_prof.op_calls[op][d])
+                fprintf(stderr, "%-22s %-6s %10lld %12.2f %10.2f\n", afo_op_get((afo_op)op)->name,
+                        afo_device_name((afo_device)d), (long long)g_prof.op_calls[op][d],
+                        1e3 * g_prof.op_seconds[op][d], 1e6 * g_prof.op_seconds[op][d] / (double)g_prof.op_calls[op][d]);
+}
+
+static void init(void) {
+    const char *env = getenv("AFO_PROFILE");
+    g_prof.on = env && *env && *env != '0';
+    if (g_prof.on) atexit(report);
+}
+
+bool afo_profile_enabled(void) {
+    pthread_once(&g_once, init);
+    return g_prof.on;
+}
+
+void afo_profile_op(afo_op op, afo_device d, double seconds) {
+    pthread_mutex_lock(&g_prof.lock);
+    g_prof.op_seconds[op][d] += seconds;
+    g_prof.op_calls[op][d]++;
+    pthread_mutex_unlock(&g_prof.lock);
+}
+
+void afo_profile_eval(size_t nodes, double seconds) {
+    pthread_mutex_lock(&g_prof.lock);
+    g_prof.evals++;
+    g_prof.nodes += (int64_t)nodes;
+    g_prof.eval_seconds += seconds;
+    pthread_mutex_unlock(&g_prof.lock);
+}
