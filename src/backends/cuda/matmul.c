@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "backends/cuda/cuda.h"
+#include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/kernels.h"
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -156,9 +157,37 @@ static afo_status run(gemm *g) {
     return AFO_OK;
 }
 
+static bool is_half_or_float(afo_dtype t) { return t == AFO_FLOAT16 || t == AFO_BFLOAT16 || t == AFO_FLOAT32; }
+
+/* A decode-sized linear layer, x [..., R, K] @ W^T with W a row-major
+ * [N, K] matrix and few rows in all: the GEMV kernel (gemv.cu). */
+static bool gemv_case(afo_array *out, afo_array *const *in) {
+    const afo_array *x = in[0], *w = in[1];
+    int nx = x->ndim;
+    if (w->ndim != 2 || nx < 1 || !is_half_or_float(x->dtype) || !is_half_or_float(w->dtype) ||
+        !is_half_or_float(out->dtype))
+        return false;
+    int64_t K = x->shape[nx - 1], N = w->shape[1], rows = x->size / (K ? K : 1);
+    if (K == 0 || rows > afo_cuda_gemv_max_rows() || w->strides[0] != 1 || (N > 1 && w->strides[1] != K))
+        return false;
+    /* x's rows evenly spaced (`step` apart), elements contiguous */
+    if (x->strides[nx - 1] != 1 && K > 1) return false;
+    int64_t step = 0, span = 1;
+    for (int d = nx - 2; d >= 0; d--) {
+        if (x->shape[d] == 1) continue;
+        if (step == 0) step = x->strides[d];
+        if (x->strides[d] != step * span) return false;
+        span *= x->shape[d];
+    }
+    afo_cuda_gemv(afo_array_ptr(w), w->dtype, afo_array_ptr(x), x->dtype, step ? step : K, afo_array_ptr(out),
+                  out->dtype, rows, N, K, afo_cuda_stream());
+    return true;
+}
+
 static afo_status matmul_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
     if (out->size == 0) return AFO_OK;
+    if (gemv_case(out, in)) return afo_cuda_launched("matmul");
     int nd = out->ndim;
     gemm g = {.out = out, .M = out->shape[nd - 2], .N = out->shape[nd - 1], .K = in[0]->shape[in[0]->ndim - 1]};
     if (g.K == 0)

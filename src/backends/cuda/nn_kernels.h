@@ -80,6 +80,13 @@ typedef struct afo_cuda_sdpa {
 size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported);
 cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t stream);
 
+/* out [R, N] = x [R, K] (rows x_row elements apart) · Wᵀ, W row-major
+ * [N, K]; float16/bfloat16/float32 operands in any mix, float32 sums.
+ * For R up to afo_cuda_gemv_max_rows(). */
+int afo_cuda_gemv_max_rows(void);
+void afo_cuda_gemv(const void *w, afo_dtype w_dtype, const void *x, afo_dtype x_dtype, int64_t x_row, void *out,
+                   afo_dtype out_dtype, int64_t R, int64_t N, int64_t K, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif
