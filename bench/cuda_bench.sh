@@ -33,7 +33,7 @@ for cfg in "$@"; do
         # process start to first token, caches warm: the wall time of a one-token run
         start=$(date +%s.%N)
         "$AFO" generate --device cuda --model "$dir" --prompt-ids 1,2,3,4 --max-tokens 1 --temp 0 >/dev/null 2>&1
-        first=$(echo "$(date +%s.%N) - $start" | bc)
+        first=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
         "$AFO" bench --device cuda --model "$dir" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat "$REPEAT" --json |
             sed "s/^\[{/[{\"format\":\"$fmt\",\"config\":\"$name\",\"process_to_first_token_s\":$first,/" >>"$OUT"
         if [ "$fmt" = bf16 ]; then
