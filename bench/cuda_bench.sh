@@ -8,18 +8,20 @@
 #
 # Default configs: TinyLlama-1.1B-Chat-v1.0 and Llama-3.1-8B from the shared
 # fixtures. Environment: PROMPT (512), LONG_PROMPT (4096), GEN (128),
-# REPEAT (5), FORMATS ("bf16 q8 q4"), PEER (1: run transformers), OUT (JSON
-# lines file, default bench-cuda.jsonl), MODELS (where models are written,
+# REPEAT (5), FORMATS ("bf16 q8 q4"), PEER (1: run transformers), PEER_MODES
+# ("eager,static-compile"), OUT (JSON
+# lines file, default bench-cuda.jsonl; APPEND=1 adds to it), MODELS (where models are written,
 # default /tmp/afo-models), AFO (the afo binary, default build-cuda/afo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROMPT=${PROMPT:-512} LONG_PROMPT=${LONG_PROMPT:-4096} GEN=${GEN:-128} REPEAT=${REPEAT:-5}
 FORMATS=${FORMATS:-"bf16 q8 q4"} PEER=${PEER:-1} OUT=${OUT:-bench-cuda.jsonl}
+PEER_MODES=${PEER_MODES:-eager,static-compile} APPEND=${APPEND:-0}
 MODELS=${MODELS:-/tmp/afo-models} AFO=${AFO:-build-cuda/afo}
 fixtures=${AFO_SHARED_DIR:-../shared}/fixtures/configs
 [ $# -gt 0 ] || set -- "$fixtures/TinyLlama-1.1B-Chat-v1.0" "$fixtures/Llama-3.1-8B"
 mkdir -p "$MODELS"
-: >"$OUT"
+[ "$APPEND" = 1 ] || : >"$OUT"
 for cfg in "$@"; do
     name=$(basename "$cfg")
     base=$MODELS/$name
@@ -43,7 +45,7 @@ for cfg in "$@"; do
     done
     if [ "$PEER" = 1 ]; then
         python3 bench/peer/transformers_bench.py --config "$cfg/config.json" --prompt-tokens "$PROMPT" \
-            --gen-tokens "$GEN" --repeat "$REPEAT" --prefill-only "$LONG_PROMPT" --json |
+            --gen-tokens "$GEN" --repeat "$REPEAT" --prefill-only "$LONG_PROMPT" --modes "$PEER_MODES" --json |
             sed "s/^{/{\"config\":\"$name\",/" >>"$OUT"
     fi
 done
