@@ -32,9 +32,11 @@ for cfg in "$@"; do
         q8) [ -f "$dir/config.json" ] || "$AFO" convert --model "$base-bf16" --out "$dir" -q --q-bits 8 --q-group-size 64 ;;
         q4) [ -f "$dir/config.json" ] || "$AFO" convert --model "$base-bf16" --out "$dir" -q --q-bits 4 --q-group-size 64 ;;
         esac
-        # process start to first token, caches warm: the wall time of a one-token run
+        # process start to first token, file caches warm: the wall time of a
+        # whole run that loads the model and decodes a 4-token prompt plus one
+        # token (random models have no tokenizer, so `afo bench`, not generate)
         start=$(date +%s.%N)
-        "$AFO" generate --device cuda --model "$dir" --prompt-ids 1,2,3,4 --max-tokens 1 --temp 0 >/dev/null 2>&1
+        "$AFO" bench --device cuda --model "$dir" --prompt-tokens 4 --gen-tokens 2 --repeat 1 >/dev/null 2>&1
         first=$(awk -v a="$start" -v b="$(date +%s.%N)" 'BEGIN { printf "%.3f", b - a }')
         "$AFO" bench --device cuda --model "$dir" --prompt-tokens "$PROMPT" --gen-tokens "$GEN" --repeat "$REPEAT" --json |
             sed "s/^\[{/[{\"format\":\"$fmt\",\"config\":\"$name\",\"process_to_first_token_s\":$first,/" >>"$OUT"

@@ -230,8 +230,8 @@ static void test_generate_graphs(void) {
         o.ignore_eos = 1;
         o.graphs = run == 2;
         struct { int32_t *ids; int n; } sink = {ids[run], 0};
-        CHECK(afo_generate(m, cache, NULL, prompt, 3, &o, collect_id, &sink, NULL) == AFO_OK);
-        CHECK(sink.n == 40);
+        afo_status st = afo_generate(m, cache, NULL, prompt, 3, &o, collect_id, &sink, NULL);
+        CHECK_MSG(st == AFO_OK && sink.n == 40, "run %d: %d ids: %s", run, sink.n, afo_last_error());
         afo_kv_cache_free(cache);
     }
     afo_set_default_device(AFO_CPU);
