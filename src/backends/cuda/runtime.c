@@ -21,6 +21,9 @@ static pthread_mutex_t g_stage_lock = PTHREAD_MUTEX_INITIALIZER;
 
 afo_status afo_cuda_status(cudaError_t e, const char *what) {
     if (e == cudaSuccess) return AFO_OK;
+    /* the runtime also keeps the error as its "last error", which the next
+     * launch check would report again: it is handled here */
+    cudaGetLastError();
     return afo_error(e == cudaErrorMemoryAllocation ? AFO_ERR_OUT_OF_MEMORY : AFO_ERR_INTERNAL, "CUDA %s: %s", what,
                      cudaGetErrorString(e));
 }
