@@ -19,8 +19,8 @@ def main(path):
         v = json.loads(line)
         if isinstance(v, list):
             afo.extend(v)
-        elif "results" in v:
-            peer[v["config"]] = v
+        elif "results" in v:  # "config" is the config.json path the peer read
+            peer[os.path.basename(os.path.dirname(v["config"]))] = v
     fixtures = os.path.join(os.environ.get("AFO_SHARED_DIR", "../shared"), "fixtures", "configs")
     print("| model | format | decode tok/s | bound tok/s | of bound | × transformers eager | × static+compile "
           "| prefill tok/s | TTFT s (from process start) | peak GPU GB |")
