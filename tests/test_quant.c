@@ -8,6 +8,7 @@
 #include "afo/afo.h"
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/quant_kernels.h"
 #include "support/test.h"
 
 static const int BITS[] = {2, 3, 4, 5, 6, 8};
@@ -422,6 +423,8 @@ static void test_quantized_matmul(void) {
                 qmat_free(&m);
             }
     /* two weight panels (2^20 floats each) in the blocked path */
+    int64_t panel = afo_quant_panel_floats;
+    afo_quant_panel_floats = 1 << 20;
     for (int tr = 0; tr <= 1; tr++) {
         qmat m = tr ? qmat_random(AFO_FLOAT32, 1031, 1152, 64, 4) : qmat_random(AFO_FLOAT32, 1031, 1280, 64, 4);
         EACH_LEVEL_AND_THREADS({
@@ -430,7 +433,79 @@ static void test_quantized_matmul(void) {
         });
         qmat_free(&m);
     }
+    afo_quant_panel_floats = panel;
     afo_cpu_gemm_set_blas(true);
+}
+
+/* The integer matvec's activations: at every level, each quantized value
+ * is within half a step of x (xq * sx, the step sx = max|x| / 127 or
+ * / 32767 over the block of 32; plus float rounding), read back through
+ * the documented x8 layout; xq, sx, sx8 equal the scalar reference's bit for bit (padding
+ * included), xsum within float rounding. */
+static void test_activation_quantization(void) {
+    const int64_t Ks[] = {96, 192, 2048 + 32};
+    afo_cpu_level saved = afo_cpu_kernel_level();
+    for (int ki = 0; ki < LEN(Ks); ki++)
+        for (int bits = 4; bits <= 8; bits += 4) {
+            int M = 3, gs = 32;
+            int64_t K = Ks[ki];
+            size_t bytes = afo_qx_bytes(M, K, gs, bits);
+            char *ref_buf = aligned_alloc(64, bytes), *buf = aligned_alloc(64, bytes);
+            float *x = malloc((size_t)(M * K) * sizeof(float));
+            for (int64_t i = 0; i < M * K; i++) x[i] = (float)(test_normal() * (i % 97 == 0 ? 30 : 1));
+            memset(ref_buf, 0x5a, bytes);
+            afo_qx ref, q;
+            afo_qx_init(&ref, ref_buf, M, K, gs, bits);
+            afo_qx_prep_scalar(&ref, x);
+            int far = 0;
+            for (int m = 0; m < M; m++)
+                for (int64_t k = 0; k < K; k++) {
+                    int64_t blk = k / 32;
+                    int i = (int)(k % 32);
+                    double v = bits == 4 ? ((int8_t *)ref.xq)[m * ref.ldx + blk / 2 * 64 + (i & 1) * 32 + blk % 2 * 16 + i / 2]
+                                         : ((int16_t *)ref.xq)[m * ref.ldx + k];
+                    double sx = ref.sx[m * (ref.ldx / 32) + blk];
+                    /* half a step, plus float rounding of x / sx and of sx: 3 roundings of 2^-24 of L steps */
+                    double L = bits == 4 ? 127 : 32767;
+                    far += !(fabs(v * sx - x[m * K + k]) <= sx * (0.5 + 3 * L * 0x1p-24));
+                    if (bits == 4) far += ref.sx8[m * (ref.ldx / 64) * 8 + blk / 2 * 8 + blk % 2 * 4 + i % 4] != (float)sx;
+                }
+            CHECK_MSG(far == 0, "bits %d K %lld: %d quantized activations off by more than half a step", bits, (long long)K, far);
+            for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++) {
+                if (afo_cpu_set_kernel_level((afo_cpu_level)l) != AFO_OK) continue;
+                memset(buf, 0x5a, bytes);
+                afo_qx_init(&q, buf, M, K, gs, bits);
+                afo_qx_prep_best()(&q, x);
+                size_t ints = (size_t)((char *)q.xsum - buf); /* xq, sx, sx8 */
+                CHECK_MSG(memcmp(buf, ref_buf, ints) == 0, "[%s] bits %d K %lld: xq/sx differ from the reference",
+                          afo_cpu_level_name((afo_cpu_level)l), bits, (long long)K);
+                int bad = 0;
+                for (int64_t g = 0; g < M * (K / gs); g++) bad += !(fabsf(q.xsum[g] - ref.xsum[g]) <= 1e-5f * (1 + fabsf(ref.xsum[g])));
+                CHECK_MSG(bad == 0, "[%s] bits %d K %lld: %d group sums differ", afo_cpu_level_name((afo_cpu_level)l), bits,
+                          (long long)K, bad);
+            }
+            afo_cpu_set_kernel_level(saved);
+            free(ref_buf), free(buf), free(x);
+        }
+}
+
+/* The byte unpacker (one window of `bits` words per 32 levels) against the
+ * bit-by-bit reference, for every width. */
+static void test_levels_u8(void) {
+    for (int bi = 0; bi < LEN(BITS); bi++) {
+        int bits = BITS[bi];
+        int64_t n = 256, words = n * bits / 32;
+        uint32_t *row = malloc((size_t)words * sizeof(uint32_t));
+        for (int64_t i = 0; i < words; i++) row[i] = (uint32_t)test_rand_u64();
+        float ref[256];
+        uint8_t got[256];
+        afo_quant_unpack_scalar(bits, row, 0, n, ref);
+        afo_quant_levels_u8(bits, row, 64, n - 64, got);
+        int bad = 0;
+        for (int64_t i = 64; i < n; i++) bad += got[i - 64] != (uint8_t)ref[i];
+        CHECK_MSG(bad == 0, "bits %d: %d levels differ", bits, bad);
+        free(row);
+    }
 }
 
 /* d(sum(g * y))/dx = g @ deq for y = x @ deq^T; nothing flows to w. */
@@ -548,6 +623,8 @@ int main(void) {
     RUN(test_pack_roundtrip);
     RUN(test_edge_groups);
     RUN(test_interop_vectors);
+    RUN(test_activation_quantization);
+    RUN(test_levels_u8);
     RUN(test_quantized_matmul);
     RUN(test_quantized_matmul_grad);
     RUN(test_strided_inputs);

@@ -85,6 +85,10 @@ afo_qmv_fn afo_quant_qmv_best(int bits);
  * elements of any width fill exactly `bits` words, read as one window. */
 void afo_quant_levels_u8(int bits, const uint32_t *row, int64_t c0, int64_t n, uint8_t *q);
 
+/* Floats of the dequantized weight panel a prefill (M > AFO_MATVEC_MAX_M)
+ * multiplies at a time; tests lower it to cover several panels. */
+extern int64_t afo_quant_panel_floats;
+
 /* The group's parameters by MLX's rules, in float32 (before rounding to
  * the weight dtype; packing uses these unrounded values, as MLX does). */
 void afo_quant_group_params(const float *w, int gs, int bits, float *scale, float *bias);

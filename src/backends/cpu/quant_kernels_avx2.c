@@ -92,42 +92,63 @@ void afo_qx_prep_avx2(afo_qx *qx, const float *x) {
  * the odd elements, which is the x8 layout; vpmaddubsw pairs stay below
  * 2 * 15 * 127 and their sum below 2^15. Lanes 0-3 of the int32 dot belong
  * to block 0, 4-7 to block 1, hence the sx8 vector. For group size 32 a
- * chunk spans two groups, so the scale vector is split the same way. */
-static inline __attribute__((always_inline)) __m256 chunk_scale(const afo_qmv_args *a, int64_t n, int64_t c) {
-    int64_t base = n * a->G;
-    if (a->gs != 32) return _mm256_set1_ps(param(a->sdt, a->s, base + c * 64 / a->gs));
-    float s1 = 2 * c + 1 < a->G ? param(a->sdt, a->s, base + 2 * c + 1) : 0.0f;
-    return _mm256_setr_m128(_mm_set1_ps(param(a->sdt, a->s, base + 2 * c)), _mm_set1_ps(s1));
+ * chunk spans two groups, so its scale vector is split the same way. */
+static inline __attribute__((always_inline)) __m256 chunk_scale(int gs, const float *s, int64_t lc) {
+    if (gs != 32) return _mm256_broadcast_ss(s + (gs == 64 ? lc : lc / 2)); /* no division per chunk */
+    return _mm256_setr_m128(_mm_broadcast_ss(s + 2 * lc), _mm_broadcast_ss(s + 2 * lc + 1));
 }
 
-static inline __attribute__((always_inline)) void qmv4_block(int mc, const afo_qmv_args *a, int m0, int64_t n0,
+/* nr weight rows (2 when M = 1: two independent accumulator chains, one
+ * load of x for both) by mc rows of x. */
+static inline __attribute__((always_inline)) void qmv4_block(int nr, int mc, const afo_qmv_args *a, int m0, int64_t n0,
                                                               int64_t n1) {
     const afo_qx *qx = a->qx;
     const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    int64_t full = a->K / 64, nch = (a->K + 63) / 64, ld8 = qx->ldx / 64 * 8;
-    for (int64_t n = n0; n < n1; n++) {
-        const uint8_t *row = (const uint8_t *)(a->w + n * a->words);
-        __m256 acc[4];
+    int64_t full = a->K / 64, ld8 = qx->ldx / 64 * 8, span = AFO_QMV_PIECE * a->gs;
+    float sf[2][AFO_QMV_PIECE + 4];
+    for (int64_t n = n0; n + nr <= n1; n += nr) {
+        const uint8_t *row[2];
+        __m256 acc[2][4];
+        float bsum[2][4] = {{0}};
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) {
+            row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
 #pragma GCC unroll 4
-        for (int i = 0; i < mc; i++) acc[i] = _mm256_setzero_ps();
-        for (int64_t c = 0; c < nch; c++) {
-            /* a row of K % 64 == 32 ends in half a chunk, whose x8 half is zero */
-            __m256i v = c < full ? _mm256_loadu_si256((const __m256i *)(row + 32 * c))
-                                 : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(row + 32 * c)));
-            __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-            __m256 sv = chunk_scale(a, n, c);
+            for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
+        }
+        for (int64_t k0 = 0; k0 < a->K; k0 += span) {
+            int64_t g0 = k0 / a->gs, c0 = k0 / 64, c1 = (k0 + span < a->K ? k0 + span : a->K + 63) / 64;
+            for (int r = 0; r < nr; r++) row_params(a, n + r, g0, sf[r], bsum[r], m0, mc);
+            for (int64_t c = c0; c < c1; c++) {
+                __m256i lo[2], hi[2];
+                __m256 sv[2];
+#pragma GCC unroll 2
+                for (int r = 0; r < nr; r++) {
+                    /* a row of K % 64 == 32 ends in half a chunk, whose x8 half is zero */
+                    __m256i v = c < full ? _mm256_loadu_si256((const __m256i *)(row[r] + 32 * c))
+                                         : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(row[r] + 32 * c)));
+                    lo[r] = _mm256_and_si256(v, lo4);
+                    hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                    sv[r] = chunk_scale(a->gs, sf[r], c - c0);
+                }
 #pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) {
-                const int8_t *xq = (const int8_t *)qx->xq + (m0 + i) * qx->ldx + 64 * c;
-                __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, _mm256_loadu_si256((const __m256i *)xq)),
-                                             _mm256_maddubs_epi16(hi, _mm256_loadu_si256((const __m256i *)(xq + 32))));
-                __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)),
-                                         _mm256_loadu_ps(qx->sx8 + (m0 + i) * ld8 + 8 * c));
-                acc[i] = _mm256_fmadd_ps(d, sv, acc[i]);
+                for (int i = 0; i < mc; i++) {
+                    const int8_t *xq = (const int8_t *)qx->xq + (m0 + i) * qx->ldx + 64 * c;
+                    __m256i xa = _mm256_loadu_si256((const __m256i *)xq), xb = _mm256_loadu_si256((const __m256i *)(xq + 32));
+                    __m256 sx = _mm256_loadu_ps(qx->sx8 + (m0 + i) * ld8 + 8 * c);
+#pragma GCC unroll 2
+                    for (int r = 0; r < nr; r++) {
+                        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xa), _mm256_maddubs_epi16(hi[r], xb));
+                        __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), sx);
+                        acc[r][i] = _mm256_fmadd_ps(d, sv[r], acc[r][i]);
+                    }
+                }
             }
         }
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
-        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n] = hsum(acc[i]) + bias_dot(a, n, m0 + i);
+            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
     }
 }
 
@@ -174,51 +195,75 @@ static inline __attribute__((always_inline)) __m256i levels16(const lv16 *lv, in
 /* Other widths, int16 activations: per block of 32, two vpmaddwd of levels
  * and xq (each product below 2^23), the block's sx applied in float, and
  * the group's scale once per group. */
-static inline __attribute__((always_inline)) void qmv16_block(int bits, int mc, const afo_qmv_args *a, int m0,
+static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, int mc, const afo_qmv_args *a, int m0,
                                                                int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
     bits = bits ? bits : a->bits; /* 0: the instance for every width that straddles bytes */
     lv16 lv = lv16_make(bits == 8 ? 2 : bits);
     int64_t nbytes = a->words * 4, nb = qx->ldx / 32;
-    for (int64_t n = n0; n < n1; n++) {
-        const uint8_t *row = (const uint8_t *)(a->w + n * a->words);
-        __m256 acc[4];
+    float sf[2][AFO_QMV_PIECE + 4];
+    for (int64_t n = n0; n + nr <= n1; n += nr) {
+        const uint8_t *row[2];
+        __m256 acc[2][4];
+        float bsum[2][4] = {{0}};
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++) {
+            row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
 #pragma GCC unroll 4
-        for (int i = 0; i < mc; i++) acc[i] = _mm256_setzero_ps();
+            for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
+        }
         for (int64_t g = 0; g < a->G; g++) {
-            __m256 d[4];
+            int64_t lg = g % AFO_QMV_PIECE;
+            if (lg == 0)
+                for (int r = 0; r < nr; r++) row_params(a, n + r, g, sf[r], bsum[r], m0, mc);
+            __m256 d[2][4];
+#pragma GCC unroll 2
+            for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) d[i] = _mm256_setzero_ps();
+                for (int i = 0; i < mc; i++) d[r][i] = _mm256_setzero_ps();
             for (int64_t c = g * a->gs; c < (g + 1) * a->gs; c += 32) {
-                __m256i q0 = levels16(&lv, bits, row, c, nbytes), q1 = levels16(&lv, bits, row, c + 16, nbytes);
+                __m256i q0[2], q1[2];
+#pragma GCC unroll 2
+                for (int r = 0; r < nr; r++) {
+                    q0[r] = levels16(&lv, bits, row[r], c, nbytes);
+                    q1[r] = levels16(&lv, bits, row[r], c + 16, nbytes);
+                }
 #pragma GCC unroll 4
                 for (int i = 0; i < mc; i++) {
                     const int16_t *xq = (const int16_t *)qx->xq + (m0 + i) * qx->ldx + c;
-                    __m256i p = _mm256_add_epi32(_mm256_madd_epi16(q0, _mm256_loadu_si256((const __m256i *)xq)),
-                                                 _mm256_madd_epi16(q1, _mm256_loadu_si256((const __m256i *)(xq + 16))));
-                    d[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_broadcast_ss(qx->sx + (m0 + i) * nb + c / 32),
-                                           d[i]);
+                    __m256i xa = _mm256_loadu_si256((const __m256i *)xq), xb = _mm256_loadu_si256((const __m256i *)(xq + 16));
+                    __m256 sx = _mm256_broadcast_ss(qx->sx + (m0 + i) * nb + c / 32);
+#pragma GCC unroll 2
+                    for (int r = 0; r < nr; r++) {
+                        __m256i p = _mm256_add_epi32(_mm256_madd_epi16(q0[r], xa), _mm256_madd_epi16(q1[r], xb));
+                        d[r][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), sx, d[r][i]);
+                    }
                 }
             }
-            __m256 s = _mm256_set1_ps(param(a->sdt, a->s, n * a->G + g));
+#pragma GCC unroll 2
+            for (int r = 0; r < nr; r++) {
+                __m256 sv = _mm256_broadcast_ss(sf[r] + lg);
 #pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) acc[i] = _mm256_fmadd_ps(d[i], s, acc[i]);
+                for (int i = 0; i < mc; i++) acc[r][i] = _mm256_fmadd_ps(d[r][i], sv, acc[r][i]);
+            }
         }
+#pragma GCC unroll 2
+        for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
-        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n] = hsum(acc[i]) + bias_dot(a, n, m0 + i);
+            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
     }
 }
 
 static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
-#define CALL4(mc) qmv4_block(mc, a, m0, n0, n1)
-    AFO_QMV_ROWS(CALL4)
-#undef CALL4
+#define CALL(mc) qmv4_block(1, mc, a, m0, n0, n1)
+    AFO_QMV_DISPATCH(qmv4_block, );
+#undef CALL
 }
 
 static inline __attribute__((always_inline)) void qmv16(int bits, const afo_qmv_args *a, int64_t n0, int64_t n1) {
-#define CALL16(mc) qmv16_block(bits, mc, a, m0, n0, n1)
-    AFO_QMV_ROWS(CALL16)
-#undef CALL16
+#define CALL(mc) qmv16_block(bits, 1, mc, a, m0, n0, n1)
+    AFO_QMV_DISPATCH(qmv16_block, bits, );
+#undef CALL
 }
 
 void afo_quant_qmv_avx2(const afo_qmv_args *a, int64_t n0, int64_t n1) {

@@ -5,6 +5,7 @@
 
 #include <immintrin.h>
 
+#include "backends/cpu/gemm.h"
 #include "backends/cpu/quant_kernels.h"
 
 /* Element i of a scale or bias row of dtype dt, in float. */
@@ -25,12 +26,29 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* sum_g b[n, g] * xsum[m, g]: the biases' share of output (m, n). */
-static inline float bias_dot(const afo_qmv_args *a, int64_t n, int m) {
-    const float *xs = a->qx->xsum + m * a->G;
-    float t = 0.0f;
-    for (int64_t g = 0; g < a->G; g++) t += param(a->sdt, a->b, n * a->G + g) * xs[g];
-    return t;
+/* Groups whose parameters a matvec converts to float at a time. */
+#define AFO_QMV_PIECE 128
+
+/* Row n's scales of groups g0.. (up to AFO_QMV_PIECE, then zeros for the
+ * groups past the row that a last chunk's lanes meet) into s in float, and the biases' share
+ * sum_g b[n, g] * xsum[m, g] over those groups added to bsum[i] for x rows
+ * m0 + i, i < mc. */
+static inline void row_params(const afo_qmv_args *a, int64_t n, int64_t g0, float *s, float *bsum, int m0, int mc) {
+    int64_t ng = a->G - g0 < AFO_QMV_PIECE ? a->G - g0 : AFO_QMV_PIECE;
+    size_t es = afo_dtype_size(a->sdt);
+    float b[AFO_QMV_PIECE];
+    afo_cpu_convert_row(a->sdt, (const char *)a->s + (n * a->G + g0) * (int64_t)es, AFO_FLOAT32, s, ng);
+    afo_cpu_convert_row(a->sdt, (const char *)a->b + (n * a->G + g0) * (int64_t)es, AFO_FLOAT32, b, ng);
+    for (int j = 0; j < 4; j++) s[ng + j] = 0.0f;
+    for (int i = 0; i < mc; i++) {
+        const float *xs = a->qx->xsum + (m0 + i) * a->G + g0;
+        __m256 t = _mm256_setzero_ps();
+        int64_t g = 0;
+        for (; g + 8 <= ng; g += 8) t = _mm256_fmadd_ps(_mm256_loadu_ps(b + g), _mm256_loadu_ps(xs + g), t);
+        float r = hsum(t);
+        for (; g < ng; g++) r += b[g] * xs[g];
+        bsum[i] += r;
+    }
 }
 
 /* mc (1..4, a constant in each instance of call) rows of x per pass over
@@ -44,5 +62,19 @@ static inline float bias_dot(const afo_qmv_args *a, int64_t n, int m) {
         default: call(4); break;                                                                                       \
         }                                                                                                              \
     }
+
+/* Calls of block(args..., nr, mc, a, m0, n0, n1): M = 1 takes weight rows
+ * in pairs (two accumulator chains, one load of x for both); otherwise
+ * CALL(mc) runs mc rows of x per pass. */
+#define AFO_QMV_DISPATCH(block, ...)                                                                                   \
+    do {                                                                                                               \
+        if (a->M == 1) {                                                                                               \
+            int64_t n2 = n0 + (n1 - n0) / 2 * 2;                                                                       \
+            block(__VA_ARGS__ 2, 1, a, 0, n0, n2);                                                                     \
+            block(__VA_ARGS__ 1, 1, a, 0, n2, n1);                                                                     \
+            return;                                                                                                    \
+        }                                                                                                              \
+        AFO_QMV_ROWS(CALL)                                                                                             \
+    } while (0)
 
 #endif
