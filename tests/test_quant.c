@@ -422,6 +422,18 @@ static void test_quantized_matmul(void) {
                 });
                 qmat_free(&m);
             }
+    /* matvec rows longer than one piece of parameters (AFO_QMV_PIECE = 128 groups), scales and biases in
+     * bfloat16 and float16 */
+    const int piece_bits[] = {4, 8, 5};
+    for (int d = 1; d < LEN(DTYPES); d++)
+        for (int bi = 0; bi < LEN(piece_bits); bi++) {
+            qmat m = qmat_random(DTYPES[d], 5, 130 * 32, 32, piece_bits[bi]);
+            EACH_LEVEL_AND_THREADS({
+                check_qmm(&m, 1, 1, AFO_FLOAT32);
+                check_qmm(&m, 3, 1, AFO_BFLOAT16);
+            });
+            qmat_free(&m);
+        }
     /* two weight panels (2^20 floats each) in the blocked path */
     int64_t panel = afo_quant_panel_floats;
     afo_quant_panel_floats = 1 << 20;

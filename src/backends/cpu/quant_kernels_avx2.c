@@ -87,6 +87,25 @@ void afo_qx_prep_avx2(afo_qx *qx, const float *x) {
 
 /* ------------------------------------------------------------ matvec */
 
+/* Rows n.. n+nr of the packed matrix, and their accumulators zeroed. */
+static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n, int nr, int mc,
+                                                              const uint8_t **row, __m256 acc[2][4]) {
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++) {
+        row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
+#pragma GCC unroll 4
+        for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
+    }
+}
+
+static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n, int nr, int mc, int m0,
+                                                            __m256 acc[2][4], float bsum[2][4]) {
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
+}
+
 /* 4 bits, int8 activations: a 32-byte load holds 64 levels, the low nibbles
  * the even elements of each 32-block (one per 128-bit lane), the high ones
  * the odd elements, which is the x8 layout; vpmaddubsw pairs stay below
@@ -110,12 +129,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int nr, int mc, con
         const uint8_t *row[2];
         __m256 acc[2][4];
         float bsum[2][4] = {{0}};
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++) {
-            row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
-        }
+        rows_begin(a, n, nr, mc, row, acc);
         for (int64_t k0 = 0; k0 < a->K; k0 += span) {
             int64_t g0 = k0 / a->gs, c0 = k0 / 64, c1 = (k0 + span < a->K ? k0 + span : a->K + 63) / 64;
             for (int r = 0; r < nr; r++) row_params(a, n + r, g0, sf[r], bsum[r], m0, mc);
@@ -145,10 +159,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int nr, int mc, con
                 }
             }
         }
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++)
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
+        rows_end(a, n, nr, mc, m0, acc, bsum);
     }
 }
 
@@ -206,12 +217,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
         const uint8_t *row[2];
         __m256 acc[2][4];
         float bsum[2][4] = {{0}};
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++) {
-            row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
-        }
+        rows_begin(a, n, nr, mc, row, acc);
         for (int64_t g = 0; g < a->G; g++) {
             int64_t lg = g % AFO_QMV_PIECE;
             if (lg == 0)
@@ -247,10 +253,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 for (int i = 0; i < mc; i++) acc[r][i] = _mm256_fmadd_ps(d[r][i], sv, acc[r][i]);
             }
         }
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++)
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
+        rows_end(a, n, nr, mc, m0, acc, bsum);
     }
 }
 

@@ -9,6 +9,25 @@
 #include "backends/cpu/quant_kernels.h"
 #include "backends/cpu/quant_x86.h"
 
+/* Rows n.. n+nr of the packed matrix, and their accumulators zeroed. */
+static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n, int nr, int mc,
+                                                              const uint8_t **row, __m512 acc[2][4]) {
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++) {
+        row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
+#pragma GCC unroll 4
+        for (int i = 0; i < mc; i++) acc[r][i] = _mm512_setzero_ps();
+    }
+}
+
+static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n, int nr, int mc, int m0,
+                                                            __m512 acc[2][4], float bsum[2][4]) {
+#pragma GCC unroll 2
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = _mm512_reduce_add_ps(acc[r][i]) + bsum[r][i];
+}
+
 /* Scale vector of the chunk lc (64 elements) of a piece whose scales are
  * s: its int32 dot lanes are [block 2lc x4, block 2lc+1 x4] twice (see
  * qmv4_block), and group size 32 puts the two blocks in different groups. */
@@ -42,12 +61,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, i
         const uint8_t *row[2];
         __m512 acc[2][4];
         float bsum[2][4] = {{0}};
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++) {
-            row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) acc[r][i] = _mm512_setzero_ps();
-        }
+        rows_begin(a, n, nr, mc, row, acc);
         for (int64_t k0 = 0; k0 < a->K; k0 += span) {
             int64_t c0 = k0 / 64, p1 = (k0 + span < a->K ? k0 + span : a->K) / 2;
             for (int r = 0; r < nr; r++) row_params(a, n + r, k0 / a->gs, sf[r], bsum[r], m0, mc);
@@ -82,10 +96,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, i
                 }
             }
         }
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++)
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = _mm512_reduce_add_ps(acc[r][i]) + bsum[r][i];
+        rows_end(a, n, nr, mc, m0, acc, bsum);
     }
 }
 
@@ -101,12 +112,7 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
         const uint8_t *row[2];
         __m512 acc[2][4];
         float bsum[2][4] = {{0}};
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++) {
-            row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) acc[r][i] = _mm512_setzero_ps();
-        }
+        rows_begin(a, n, nr, mc, row, acc);
         for (int64_t g = 0; g < a->G; g++) {
             int64_t lg = g % AFO_QMV_PIECE;
             if (lg == 0)
@@ -136,10 +142,7 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
                 for (int i = 0; i < mc; i++) acc[r][i] = _mm512_fmadd_ps(d[r][i], sv, acc[r][i]);
             }
         }
-#pragma GCC unroll 2
-        for (int r = 0; r < nr; r++)
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = _mm512_reduce_add_ps(acc[r][i]) + bsum[r][i];
+        rows_end(a, n, nr, mc, m0, acc, bsum);
     }
 }
 

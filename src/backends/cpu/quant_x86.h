@@ -8,18 +8,6 @@
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/quant_kernels.h"
 
-/* Element i of a scale or bias row of dtype dt, in float. */
-static inline float param(afo_dtype dt, const void *p, int64_t i) {
-    if (dt == AFO_BFLOAT16) {
-        uint32_t u = (uint32_t)((const uint16_t *)p)[i] << 16;
-        float f;
-        memcpy(&f, &u, sizeof f);
-        return f;
-    }
-    if (dt == AFO_FLOAT16) return _cvtsh_ss(((const uint16_t *)p)[i]);
-    return ((const float *)p)[i];
-}
-
 static inline float hsum(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
