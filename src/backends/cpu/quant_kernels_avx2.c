@@ -138,6 +138,8 @@ static inline __attribute__((always_inline)) void qmv4_block(int nr, int mc, con
                 __m256 sv[2];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
+                    /* the same place in the next nr rows (see quant_x86.h) */
+                    _mm_prefetch((const char *)(row[r] + 32 * c + nr * a->words * 4), _MM_HINT_T0);
                     /* a row of K % 64 == 32 ends in half a chunk, whose x8 half is zero */
                     __m256i v = c < full ? _mm256_loadu_si256((const __m256i *)(row[r] + 32 * c))
                                          : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(row[r] + 32 * c)));
@@ -231,6 +233,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 __m256i q0[2], q1[2];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
+                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nr * nbytes), _MM_HINT_T0);
                     q0[r] = levels16(&lv, bits, row[r], c, nbytes);
                     q1[r] = levels16(&lv, bits, row[r], c + 16, nbytes);
                 }

@@ -72,6 +72,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, i
                 __m512 sv[2][2];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
+                    _mm_prefetch((const char *)(row[r] + p + nr * a->words * 4), _MM_HINT_T0); /* see quant_x86.h */
                     __m512i v = _mm512_maskz_loadu_epi8(k, row[r] + p);
                     __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
                     q[r][0] = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
@@ -125,7 +126,10 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
             for (int64_t c = g * a->gs; c < (g + 1) * a->gs; c += 32) {
                 __m512i q[2];
 #pragma GCC unroll 2
-                for (int r = 0; r < nr; r++) q[r] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[r] + c)));
+                for (int r = 0; r < nr; r++) {
+                    _mm_prefetch((const char *)(row[r] + c + nr * a->words * 4), _MM_HINT_T0);
+                    q[r] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[r] + c)));
+                }
 #pragma GCC unroll 4
                 for (int i = 0; i < mc; i++) {
                     __m512i x = _mm512_loadu_si512((const int16_t *)qx->xq + (m0 + i) * qx->ldx + c);

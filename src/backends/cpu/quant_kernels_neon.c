@@ -84,6 +84,7 @@ static inline __attribute__((always_inline)) void qmv_block(int bits, int mc, co
         for (int i = 0; i < mc; i++) acc[i] = vdupq_n_f32(0);
         for (int64_t blk = 0; blk < kb; blk++) {
             float s = param(a->sdt, a->s, n * a->G + blk / per);
+            __builtin_prefetch((const uint8_t *)row + blk * 4 * bits + a->words * 4); /* the next row, as on x86 */
             if (bits == 4) {
                 uint8x16_t v = vld1q_u8((const uint8_t *)row + 16 * blk);
                 int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0x0f)));
