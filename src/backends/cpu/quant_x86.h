@@ -5,7 +5,6 @@
 
 #include <immintrin.h>
 
-#include "backends/cpu/gemm.h"
 #include "backends/cpu/quant_kernels.h"
 
 static inline float hsum(__m256 v) {
@@ -22,16 +21,38 @@ static inline float hsum(__m256 v) {
 /* Groups whose parameters a matvec converts to float at a time. */
 #define AFO_QMV_PIECE 128
 
+/* Elements i0.. i0+n of a scale or bias array of dtype dt into f, inline:
+ * a tall matrix (an lm_head of 32000 rows) calls this twice per row, and
+ * the dispatched converter's call cost showed in 8-bit decode. */
+static inline void to_f32(afo_dtype dt, const void *p, int64_t i0, int64_t n, float *f) {
+    const uint16_t *h = (const uint16_t *)p + i0;
+    int64_t i = 0;
+    if (dt == AFO_FLOAT32) {
+        memcpy(f, (const float *)p + i0, (size_t)n * sizeof(float));
+        return;
+    }
+    for (; i + 8 <= n; i += 8) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(h + i));
+        __m256 r = dt == AFO_BFLOAT16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
+                                      : _mm256_cvtph_ps(v);
+        _mm256_storeu_ps(f + i, r);
+    }
+    for (; i < n; i++) {
+        uint32_t u = (uint32_t)h[i] << 16;
+        if (dt == AFO_FLOAT16) f[i] = _cvtsh_ss(h[i]);
+        else memcpy(f + i, &u, sizeof u);
+    }
+}
+
 /* Row n's scales of groups g0.. (up to AFO_QMV_PIECE, then zeros for the
  * groups past the row that a last chunk's lanes meet) into s in float, and the biases' share
  * sum_g b[n, g] * xsum[m, g] over those groups added to bsum[i] for x rows
  * m0 + i, i < mc. */
 static inline void row_params(const afo_qmv_args *a, int64_t n, int64_t g0, float *s, float *bsum, int m0, int mc) {
     int64_t ng = a->G - g0 < AFO_QMV_PIECE ? a->G - g0 : AFO_QMV_PIECE;
-    size_t es = afo_dtype_size(a->sdt);
     float b[AFO_QMV_PIECE];
-    afo_cpu_convert_row(a->sdt, (const char *)a->s + (n * a->G + g0) * (int64_t)es, AFO_FLOAT32, s, ng);
-    afo_cpu_convert_row(a->sdt, (const char *)a->b + (n * a->G + g0) * (int64_t)es, AFO_FLOAT32, b, ng);
+    to_f32(a->sdt, a->s, n * a->G + g0, ng, s);
+    to_f32(a->sdt, a->b, n * a->G + g0, ng, b);
     for (int j = 0; j < 4; j++) s[ng + j] = 0.0f;
     for (int i = 0; i < mc; i++) {
         const float *xs = a->qx->xsum + (m0 + i) * a->G + g0;
