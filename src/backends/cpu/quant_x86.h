@@ -14,9 +14,10 @@ static inline float hsum(__m256 v) {
 }
 
 /* The kernels prefetch each weight row at the same offset in the rows nr
- * further on: with a few slow streams per thread (4 KiB pages, which the
- * hardware prefetchers do not cross) a 4-bit matvec read DRAM at about a
- * third of the streaming rate; the next rows are always next in memory. */
+ * further on (next in memory): with a few slow streams per thread and 4 KiB
+ * pages, which hardware prefetchers do not cross, a one-thread 4-bit matvec
+ * read DRAM at about a third of the streaming rate without it; with it,
+ * between a third and two thirds over runs on the shared 2-core machine. */
 
 /* Groups whose parameters a matvec converts to float at a time. */
 #define AFO_QMV_PIECE 128
