@@ -8,6 +8,7 @@
 #include "afo/afo.h"
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
+#include "backends/cpu/quant_kernels.h"
 #include "support/test.h"
 
 static const int BITS[] = {2, 3, 4, 5, 6, 8};
@@ -309,11 +310,24 @@ static void qmat_free(qmat *m) {
     free(m->deq);
 }
 
-/* y = x @ deq^T (transpose) or x @ deq in a poisoned buffer, against float64
- * with |err| <= tol * sum |x||w| per element. */
+/* Half the rounding step of x's int8 (4-bit weights) or int16 (other
+ * widths) block of 32 at element k: the integer matvec's quantized
+ * activation differs from x[k] by at most this (quant_kernels.h). */
+static double xq_half_step(const float *xrow, int64_t k, int bits) {
+    double amax = 0;
+    for (int64_t j = k / 32 * 32; j < k / 32 * 32 + 32; j++) amax = fmax(amax, fabs((double)xrow[j]));
+    return amax / (bits == 4 ? 127.0 : 32767.0) / 2;
+}
+
+/* y = x @ deq^T (transpose) or x @ deq in a poisoned buffer, against
+ * float64. Float paths: |err| <= tol * sum_k |x w|. The integer matvec
+ * (a SIMD level, transpose, M <= AFO_MATVEC_MAX_M) replaces x[k] by its
+ * quantized value in the s * q part of w = s * q + b only (the bias meets
+ * the exact sum of x), so it adds sum_k |s q_k| * half_step(k); s q = w - b. */
 static void check_qmm(const qmat *m, int64_t M, int transpose, afo_dtype xdt) {
     int64_t K = transpose ? m->C : m->R, N = transpose ? m->R : m->C;
-    float *x = malloc((size_t)(M * K) * sizeof(float));
+    bool intx = afo_cpu_kernel_level() != AFO_CPU_SCALAR && transpose && M <= AFO_MATVEC_MAX_M;
+    float *x = malloc((size_t)(M * K) * sizeof(float)), *bias = read_f32(m->b);
     for (int64_t i = 0; i < M * K; i++) x[i] = round_to(xdt, (float)test_normal());
     int64_t xs[2] = {M, K}, ys[2] = {M, N};
     afo_array *xa = make(xdt, x, 2, xs);
@@ -324,20 +338,22 @@ static void check_qmm(const qmat *m, int64_t M, int transpose, afo_dtype xdt) {
     double tol = xdt == AFO_FLOAT32 ? 2e-6 : xdt == AFO_FLOAT16 ? 1e-3 : 8e-3, worst = 0;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
-            double acc = 0, mag = 0;
+            double acc = 0, mag = 0, xq_err = 0;
             for (int64_t k = 0; k < K; k++) {
                 double wv = transpose ? m->deq[j * m->C + k] : m->deq[k * m->C + j];
                 acc += (double)x[i * K + k] * wv;
                 mag += fabs((double)x[i * K + k] * wv);
+                if (intx) xq_err += fabs(wv - bias[j * (m->C / m->gs) + k / m->gs]) * xq_half_step(x + i * K, k, m->bits);
             }
-            double e = fabs(got[i * N + j] - acc) / (mag + 1e-30);
+            double e = fabs(got[i * N + j] - acc) / (tol * mag + xq_err + 1e-30);
             if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
         }
-    CHECK_MSG(worst <= tol, "[%s, %d threads] bits %d gs %d M %lld %s (%s x): error %.3g > %.3g",
-              afo_cpu_level_name(afo_cpu_kernel_level()), afo_get_threads(), m->bits, m->gs, (long long)M,
-              transpose ? "x@w^T" : "x@w", afo_dtype_name(xdt), worst, tol);
+    CHECK_MSG(worst <= 1.0, "[%s, %d threads] bits %d gs %d K %lld M %lld %s (%s x): error %.3g of the bound",
+              afo_cpu_level_name(afo_cpu_kernel_level()), afo_get_threads(), m->bits, m->gs, (long long)K, (long long)M,
+              transpose ? "x@w^T" : "x@w", afo_dtype_name(xdt), worst);
     free(x);
     free(got);
+    free(bias);
     afo_release(xa);
     afo_release(y);
 }
@@ -392,8 +408,9 @@ static void test_quantized_matmul(void) {
         for (int gi = 0; gi < LEN(GROUPS); gi++)
             for (int tr = 0; tr <= 1; tr++) {
                 int gs = GROUPS[gi];
-                /* odd N (transpose) or odd K (x @ w); weights bf16 for x @ w */
-                qmat m = tr ? qmat_random(AFO_FLOAT32, 37, 2 * gs, gs, BITS[bi])
+                /* odd N and 3 groups (transpose: K % 64 = 32 at gs 32, K % 128 = 64 at gs 64), or odd K
+                 * (x @ w); weights bf16 for x @ w */
+                qmat m = tr ? qmat_random(AFO_FLOAT32, 37, 3 * gs, gs, BITS[bi])
                             : qmat_random(AFO_BFLOAT16, 37, 2 * gs, gs, BITS[bi]);
                 EACH_LEVEL_AND_THREADS({
                     for (int mi = 0; mi < nm; mi++) {
@@ -405,7 +422,21 @@ static void test_quantized_matmul(void) {
                 });
                 qmat_free(&m);
             }
+    /* matvec rows longer than one piece of parameters (AFO_QMV_PIECE = 128 groups), scales and biases in
+     * bfloat16 and float16 */
+    const int piece_bits[] = {4, 8, 5};
+    for (int d = 1; d < LEN(DTYPES); d++)
+        for (int bi = 0; bi < LEN(piece_bits); bi++) {
+            qmat m = qmat_random(DTYPES[d], 5, 130 * 32, 32, piece_bits[bi]);
+            EACH_LEVEL_AND_THREADS({
+                check_qmm(&m, 1, 1, AFO_FLOAT32);
+                check_qmm(&m, 3, 1, AFO_BFLOAT16);
+            });
+            qmat_free(&m);
+        }
     /* two weight panels (2^20 floats each) in the blocked path */
+    int64_t panel = afo_quant_panel_floats;
+    afo_quant_panel_floats = 1 << 20;
     for (int tr = 0; tr <= 1; tr++) {
         qmat m = tr ? qmat_random(AFO_FLOAT32, 1031, 1152, 64, 4) : qmat_random(AFO_FLOAT32, 1031, 1280, 64, 4);
         EACH_LEVEL_AND_THREADS({
@@ -414,7 +445,79 @@ static void test_quantized_matmul(void) {
         });
         qmat_free(&m);
     }
+    afo_quant_panel_floats = panel;
     afo_cpu_gemm_set_blas(true);
+}
+
+/* The integer matvec's activations: at every level, each quantized value
+ * is within half a step of x (xq * sx, the step sx = max|x| / 127 or
+ * / 32767 over the block of 32; plus float rounding), read back through
+ * the documented x8 layout; xq, sx, sx8 equal the scalar reference's bit for bit (padding
+ * included), xsum within float rounding. */
+static void test_activation_quantization(void) {
+    const int64_t Ks[] = {96, 192, 2048 + 32};
+    afo_cpu_level saved = afo_cpu_kernel_level();
+    for (int ki = 0; ki < LEN(Ks); ki++)
+        for (int bits = 4; bits <= 8; bits += 4) {
+            int M = 3, gs = 32;
+            int64_t K = Ks[ki];
+            size_t bytes = afo_qx_bytes(M, K, gs, bits);
+            char *ref_buf = aligned_alloc(64, bytes), *buf = aligned_alloc(64, bytes);
+            float *x = malloc((size_t)(M * K) * sizeof(float));
+            for (int64_t i = 0; i < M * K; i++) x[i] = (float)(test_normal() * (i % 97 == 0 ? 30 : 1));
+            memset(ref_buf, 0x5a, bytes);
+            afo_qx ref, q;
+            afo_qx_init(&ref, ref_buf, M, K, gs, bits);
+            afo_qx_prep_scalar(&ref, x);
+            int far = 0;
+            for (int m = 0; m < M; m++)
+                for (int64_t k = 0; k < K; k++) {
+                    int64_t blk = k / 32;
+                    int i = (int)(k % 32);
+                    double v = bits == 4 ? ((int8_t *)ref.xq)[m * ref.ldx + blk / 2 * 64 + (i & 1) * 32 + blk % 2 * 16 + i / 2]
+                                         : ((int16_t *)ref.xq)[m * ref.ldx + k];
+                    double sx = ref.sx[m * (ref.ldx / 32) + blk];
+                    /* half a step, plus float rounding of x / sx and of sx: 3 roundings of 2^-24 of L steps */
+                    double L = bits == 4 ? 127 : 32767;
+                    far += !(fabs(v * sx - x[m * K + k]) <= sx * (0.5 + 3 * L * 0x1p-24));
+                    if (bits == 4) far += ref.sx8[m * (ref.ldx / 64) * 8 + blk / 2 * 8 + blk % 2 * 4 + i % 4] != (float)sx;
+                }
+            CHECK_MSG(far == 0, "bits %d K %lld: %d quantized activations off by more than half a step", bits, (long long)K, far);
+            for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++) {
+                if (afo_cpu_set_kernel_level((afo_cpu_level)l) != AFO_OK) continue;
+                memset(buf, 0x5a, bytes);
+                afo_qx_init(&q, buf, M, K, gs, bits);
+                afo_qx_prep_best()(&q, x);
+                size_t ints = (size_t)((char *)q.xsum - buf); /* xq, sx, sx8 */
+                CHECK_MSG(memcmp(buf, ref_buf, ints) == 0, "[%s] bits %d K %lld: xq/sx differ from the reference",
+                          afo_cpu_level_name((afo_cpu_level)l), bits, (long long)K);
+                int bad = 0;
+                for (int64_t g = 0; g < M * (K / gs); g++) bad += !(fabsf(q.xsum[g] - ref.xsum[g]) <= 1e-5f * (1 + fabsf(ref.xsum[g])));
+                CHECK_MSG(bad == 0, "[%s] bits %d K %lld: %d group sums differ", afo_cpu_level_name((afo_cpu_level)l), bits,
+                          (long long)K, bad);
+            }
+            afo_cpu_set_kernel_level(saved);
+            free(ref_buf), free(buf), free(x);
+        }
+}
+
+/* The byte unpacker (one window of `bits` words per 32 levels) against the
+ * bit-by-bit reference, for every width. */
+static void test_levels_u8(void) {
+    for (int bi = 0; bi < LEN(BITS); bi++) {
+        int bits = BITS[bi];
+        int64_t n = 256, words = n * bits / 32;
+        uint32_t *row = malloc((size_t)words * sizeof(uint32_t));
+        for (int64_t i = 0; i < words; i++) row[i] = (uint32_t)test_rand_u64();
+        float ref[256];
+        uint8_t got[256];
+        afo_quant_unpack_scalar(bits, row, 0, n, ref);
+        afo_quant_levels_u8(bits, row, 64, n - 64, got);
+        int bad = 0;
+        for (int64_t i = 64; i < n; i++) bad += got[i - 64] != (uint8_t)ref[i];
+        CHECK_MSG(bad == 0, "bits %d: %d levels differ", bits, bad);
+        free(row);
+    }
 }
 
 /* d(sum(g * y))/dx = g @ deq for y = x @ deq^T; nothing flows to w. */
@@ -532,6 +635,8 @@ int main(void) {
     RUN(test_pack_roundtrip);
     RUN(test_edge_groups);
     RUN(test_interop_vectors);
+    RUN(test_activation_quantization);
+    RUN(test_levels_u8);
     RUN(test_quantized_matmul);
     RUN(test_quantized_matmul_grad);
     RUN(test_strided_inputs);

@@ -45,6 +45,7 @@ static void detect(afo_cpu_features *f) {
     if (__get_cpuid_max(0, NULL) < 7) return;
     __cpuid_count(7, 0, a, b, c, d);
     bool avx2 = b & (1u << 5);
+    bool vnni = c & (1u << 11);
     bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17), avx512bw = b & (1u << 30),
          avx512vl = b & (1u << 31);
     bool amx_bf16 = d & (1u << 22), amx_tile = d & (1u << 24);
@@ -52,6 +53,7 @@ static void detect(afo_cpu_features *f) {
     f->avx2 = ymm_os && avx2 && fma && f16c;
     f->avx512 = f->avx2 && zmm_os && avx512f && avx512dq && avx512bw && avx512vl;
     if (f->avx512) {
+        f->avx512_vnni = vnni;
         __cpuid_count(7, 1, a, b, c, d);
         f->avx512_bf16 = a & (1u << 5);
         f->amx_bf16 = amx_bf16 && amx_tile && tiles_os && request_amx();

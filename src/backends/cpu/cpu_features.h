@@ -20,6 +20,7 @@ typedef struct afo_cpu_features {
     bool avx2;        /* AVX2, FMA and F16C, with OS support for YMM state */
     bool avx512;      /* AVX-512 F, BW, VL, DQ, with OS support for ZMM/opmask state */
     bool avx512_bf16; /* AVX512_BF16 (vdpbf16ps) */
+    bool avx512_vnni; /* AVX512_VNNI (vpdpbusd: int8 dot products) */
     bool amx_bf16;    /* AMX-TILE and AMX-BF16 with OS support, and Linux's permission granted to this process */
     bool neon;
 } afo_cpu_features;

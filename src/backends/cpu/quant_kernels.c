@@ -36,14 +36,100 @@ afo_quant_unpack_fn afo_quant_unpack_best(void) {
 }
 
 afo_qmv_fn afo_quant_qmv_best(int bits) {
-    if (bits != 4 && bits != 8) return NULL;
+    (void)bits;
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__)
-    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_qmv_avx2;
+    case AFO_CPU_AVX2: return afo_quant_qmv_avx2;
+    case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_qmv_avx512;
 #elif defined(__aarch64__)
     case AFO_CPU_NEON: return afo_quant_qmv_neon;
 #endif
     default: return NULL;
+    }
+}
+
+afo_qx_prep_fn afo_qx_prep_best(void) {
+    switch (afo_cpu_kernel_level()) {
+#if defined(__x86_64__)
+    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_qx_prep_avx2;
+#endif
+    default: return afo_qx_prep_scalar;
+    }
+}
+
+void afo_quant_levels_u8(int bits, const uint32_t *row, int64_t c0, int64_t n, uint8_t *q) {
+    uint32_t mask = (1u << bits) - 1;
+    for (int64_t c = c0; c < c0 + n; c += 32) {
+        const uint32_t *w = row + c / 32 * bits;
+        uint64_t win = 0;
+        int have = 0;
+        for (int i = 0; i < 32; i++) {
+            if (have < bits) {
+                win |= (uint64_t)*w++ << have;
+                have += 32;
+            }
+            *q++ = (uint8_t)(win & mask);
+            win >>= bits;
+            have -= bits;
+        }
+    }
+}
+
+/* ------------------------------------------------------------ quantized activations */
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+size_t afo_qx_bytes(int M, int64_t K, int gs, int bits) {
+    size_t ldx = (size_t)(K + 127) / 128 * 128, m = (size_t)M;
+    return align64(m * ldx * (bits == 4 ? 1 : 2)) + align64(m * ldx / 32 * sizeof(float)) +
+           (bits == 4 ? align64(m * ldx / 64 * 8 * sizeof(float)) : 0) + align64(m * (size_t)(K / gs) * sizeof(float));
+}
+
+void afo_qx_init(afo_qx *qx, void *buf, int M, int64_t K, int gs, int bits) {
+    *qx = (afo_qx){.M = M, .x8 = bits == 4, .gs = gs, .K = K, .ldx = (K + 127) / 128 * 128, .G = K / gs};
+    size_t m = (size_t)M, ldx = (size_t)qx->ldx;
+    char *p = buf;
+    qx->xq = p;
+    p += align64(m * ldx * (qx->x8 ? 1 : 2));
+    qx->sx = (float *)p;
+    p += align64(m * ldx / 32 * sizeof(float));
+    if (qx->x8) {
+        qx->sx8 = (float *)p;
+        p += align64(m * ldx / 64 * 8 * sizeof(float));
+    }
+    qx->xsum = (float *)p;
+}
+
+/* Index in an x8 row of element i of block blk (the layout in quant_kernels.h). */
+static inline int64_t x8_pos(int64_t blk, int i) { return blk / 2 * 64 + (i & 1) * 32 + blk % 2 * 16 + i / 2; }
+
+void afo_qx_prep_scalar(afo_qx *qx, const float *x) {
+    int64_t nb = qx->ldx / 32, K = qx->K;
+    float lim = qx->x8 ? 127.0f : 32767.0f;
+    for (int m = 0; m < qx->M; m++) {
+        const float *xr = x + m * K;
+        int8_t *x8 = (int8_t *)qx->xq + m * qx->ldx;
+        int16_t *x16 = (int16_t *)qx->xq + m * qx->ldx;
+        for (int64_t blk = 0; blk < nb; blk++) {
+            const float *v = xr + blk * 32;
+            bool in = blk * 32 < K;
+            float amax = 0.0f;
+            for (int i = 0; in && i < 32; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float inv = amax > 0.0f ? lim / amax : 0.0f;
+            for (int i = 0; i < 32; i++) {
+                float q = in ? fmaxf(fminf(rintf(v[i] * inv), lim), -lim) : 0.0f;
+                if (qx->x8) x8[x8_pos(blk, i)] = (int8_t)q;
+                else x16[blk * 32 + i] = (int16_t)q;
+            }
+            qx->sx[m * nb + blk] = amax / lim;
+            if (qx->x8)
+                for (int j = 0; j < 4; j++) qx->sx8[m * nb * 4 + blk / 2 * 8 + blk % 2 * 4 + j] = amax / lim;
+        }
+        for (int64_t g = 0; g < qx->G; g++) {
+            float sum = 0.0f;
+            for (int j = 0; j < qx->gs; j++) sum += xr[g * qx->gs + j];
+            qx->xsum[m * qx->G + g] = sum;
+        }
     }
 }
 
@@ -185,7 +271,8 @@ static void dequant_span(const qmat *m, afo_quant_unpack_fn up, int64_t r, int64
     for (int64_t g = 0; g < ng; g++) {
         float s = sb[g], b = sb[ng + g];
         float *d = dst + g * m->gs;
-        for (int j = 0; j < m->gs; j++) d[j] = s * d[j] + b;
+        for (int j = 0; j < m->gs; j += 32)
+            for (int t = 0; t < 32; t++) d[j + t] = s * d[j + t] + b; /* a fixed count the compiler vectorizes at -O2 */
     }
 }
 
@@ -350,10 +437,15 @@ static void panel_rows(void *p, int64_t i0, int64_t i1) {
     free(sb);
 }
 
+/* 16 MiB: the GEMM packs all of x again for every panel, and at 4 MiB (186
+ * rows of a K = 5632 matrix) that repacking cost a 512-token prefill about
+ * a quarter of its time. */
+int64_t afo_quant_panel_floats = (int64_t)1 << 22;
+
 /* Prefill: dequantize a block of W into an f32 panel of bounded size and
  * multiply it with the GEMM kernels; the block is reused by all M rows. */
 static afo_status qmm_blocked(qmm_ctx *c) {
-    const int64_t budget = 1 << 20; /* floats per panel (4 MiB): fewer passes over x, which the GEMM repacks for every panel */
+    const int64_t budget = afo_quant_panel_floats;
     int64_t step = c->transpose ? budget / c->K : budget / c->K / c->m.gs * c->m.gs;
     int64_t unit = c->transpose ? 8 : c->m.gs;
     if (step < unit) step = unit;
@@ -379,20 +471,30 @@ static afo_status qmm_blocked(qmm_ctx *c) {
     return st;
 }
 
-static afo_status qmv(qmm_ctx *c) {
+/* Scratch of the calling thread for the matvec (x and y in float32, the
+ * quantized activations), kept between calls: decode runs this once per
+ * projection per token. */
+static _Thread_local void *t_qmv_scratch;
+static _Thread_local size_t t_qmv_scratch_size;
+
+static void *qmv_scratch(size_t n) {
+    if (n > t_qmv_scratch_size) {
+        free(t_qmv_scratch);
+        t_qmv_scratch = aligned_alloc(64, align64(n));
+        t_qmv_scratch_size = t_qmv_scratch ? n : 0;
+    }
+    return t_qmv_scratch;
+}
+
+/* The float path of the scalar level: the reference the integer path is
+ * tested against. */
+static afo_status qmv_float(qmm_ctx *c) {
     int64_t G = c->m.G;
     float *xsum = malloc((size_t)(c->M * G) * sizeof(float));
     if (!xsum) return afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
     for (int64_t i = 0; i < c->M * G; i++) xsum[i] = c->prims->sum(c->x + i * c->m.gs, c->m.gs);
     c->xsum = xsum;
-    afo_qmv_fn fused = afo_quant_qmv_best(c->m.bits);
-    if (fused) {
-        c->qmv = (afo_qmv_args){.bits = c->m.bits, .gs = c->m.gs, .M = (int)c->M, .K = c->K, .G = G, .words = c->m.words,
-                                .x = c->x, .xsum = xsum, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
-                                .y = c->y, .ldy = c->N};
-        c->fused = fused;
-    }
-    c->rows = fused ? qmv_fused_rows : qmv_rows;
+    c->rows = qmv_rows;
     atomic_init(&c->next_row, 0);
     afo_parallel_run(qmv_claim, c);
     free(xsum);
@@ -400,7 +502,22 @@ static afo_status qmv(qmm_ctx *c) {
                                    : AFO_OK;
 }
 
-/* in: x [..., K], w, scales, biases (2-D, contiguous); out [..., N] of x's dtype. */
+static afo_status qmv(qmm_ctx *c, void *qx_buf) {
+    afo_qx qx;
+    afo_qx_init(&qx, qx_buf, (int)c->M, c->K, c->m.gs, c->m.bits);
+    afo_qx_prep_best()(&qx, c->x);
+    c->qmv = (afo_qmv_args){.bits = c->m.bits, .gs = c->m.gs, .M = (int)c->M, .K = c->K, .G = c->m.G,
+                            .words = c->m.words, .qx = &qx, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
+                            .y = c->y, .ldy = c->N};
+    c->rows = qmv_fused_rows;
+    atomic_init(&c->next_row, 0);
+    afo_parallel_run(qmv_claim, c);
+    return AFO_OK;
+}
+
+/* in: x [..., K], w, scales, biases (2-D, contiguous); out [..., N] of x's
+ * dtype. The matvec (decode) takes its buffers from thread scratch, the
+ * prefill from the heap. */
 afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
     const afo_array *x = in[0];
@@ -414,20 +531,23 @@ afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int ni
     c.K = x->shape[x->ndim - 1];
     c.N = out->shape[out->ndim - 1];
     c.M = x->size / c.K;
-    float *xf = x->dtype != AFO_FLOAT32 ? malloc((size_t)x->size * sizeof(float)) : NULL;
-    float *yf = out->dtype != AFO_FLOAT32 ? malloc((size_t)out->size * sizeof(float)) : NULL;
+    c.fused = c.transpose && c.M <= AFO_MATVEC_MAX_M ? afo_quant_qmv_best(c.m.bits) : NULL;
+    size_t xb = x->dtype != AFO_FLOAT32 ? align64((size_t)x->size * sizeof(float)) : 0;
+    size_t yb = out->dtype != AFO_FLOAT32 ? align64((size_t)out->size * sizeof(float)) : 0;
+    size_t qb = c.fused ? afo_qx_bytes((int)c.M, c.K, c.m.gs, c.m.bits) : 0;
+    char *buf = c.fused ? qmv_scratch(xb + yb + qb) : malloc(xb + yb + 1);
     afo_status st = AFO_OK;
-    if ((x->dtype != AFO_FLOAT32 && !xf) || (out->dtype != AFO_FLOAT32 && !yf)) {
+    if (!buf) {
         st = afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
     } else {
+        float *xf = xb ? (float *)buf : NULL, *yf = yb ? (float *)(buf + xb) : NULL;
         if (xf) afo_cpu_convert_row(x->dtype, ptr[0], AFO_FLOAT32, xf, x->size);
         c.x = xf ? xf : ptr[0];
         c.y = yf ? yf : afo_array_ptr(out);
-        st = c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv(&c) : qmm_blocked(&c);
+        st = c.fused ? qmv(&c, buf + xb + yb) : c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv_float(&c) : qmm_blocked(&c);
         if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
     }
-    free(xf);
-    free(yf);
+    if (!c.fused) free(buf);
     free_n(owned, 4);
     return st;
 }
