@@ -7,27 +7,27 @@
 #   bench/cpu_quant_bench.sh [config-dir]    (default: TinyLlama-1.1B's)
 #
 # Environment: THREADS (2), PROMPT (512), GEN (64), REPEAT (3), MODELS
-# (/tmp/afo-cpu-models), OUT (bench-cpu-quant.jsonl). Check that the
+# (/tmp/afo-cpu-models), OUT (bench-cpu-quant.jsonl), BUILD (build). Check that the
 # machine is idle first: both afo and the peer are bandwidth-bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 THREADS=${THREADS:-2} PROMPT=${PROMPT:-512} GEN=${GEN:-64} REPEAT=${REPEAT:-3}
-MODELS=${MODELS:-/tmp/afo-cpu-models} OUT=${OUT:-bench-cpu-quant.jsonl}
+MODELS=${MODELS:-/tmp/afo-cpu-models} OUT=${OUT:-bench-cpu-quant.jsonl} BUILD=${BUILD:-build}
 cfg=${1:-${AFO_SHARED_DIR:-../shared}/fixtures/configs/TinyLlama-1.1B-Chat-v1.0}
 base=$MODELS/$(basename "$cfg")
 mkdir -p "$MODELS"
 : >"$OUT"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-[ -f "$base-bf16/config.json" ] || build/afo random-model --config "$cfg/config.json" --out "$base-bf16" --dtype bfloat16
+[ -f "$base-bf16/config.json" ] || "$BUILD/afo" random-model --config "$cfg/config.json" --out "$base-bf16" --dtype bfloat16
 for b in 8 4; do
     [ -f "$base-q$b/config.json" ] ||
-        build/afo convert --model "$base-bf16" --out "$base-q$b" -q --q-bits $b --q-group-size 64 >/dev/null
+        "$BUILD/afo" convert --model "$base-bf16" --out "$base-q$b" -q --q-bits $b --q-group-size 64 >/dev/null
 done
 for t in q8_0 q4_0; do
-    [ -f "$base-$t.gguf" ] || build/afo convert --model "$base-bf16" --gguf "$base-$t.gguf" --gguf-type $t >/dev/null
+    [ -f "$base-$t.gguf" ] || "$BUILD/afo" convert --model "$base-bf16" --gguf "$base-$t.gguf" --gguf-type $t >/dev/null
 done
 for fmt in bf16 q8 q4; do
-    build/bench_decode --model "$base-$fmt" --prompt "$PROMPT" --tokens "$GEN" --reps "$REPEAT" --threads "$THREADS" |
+    "$BUILD/bench_decode" --model "$base-$fmt" --prompt "$PROMPT" --tokens "$GEN" --reps "$REPEAT" --threads "$THREADS" |
         tail -1 | sed "s/^{/{\"format\":\"$fmt\",/" >>"$OUT"
 done
 sh bench/peer/install.sh >&2
