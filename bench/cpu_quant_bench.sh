@@ -7,7 +7,9 @@
 #   bench/cpu_quant_bench.sh [config-dir]    (default: TinyLlama-1.1B's)
 #
 # Environment: THREADS (2), PROMPT (512), GEN (64), REPEAT (3), MODELS
-# (/tmp/afo-cpu-models), OUT (bench-cpu-quant.jsonl), BUILD (build). Check that the
+# (/tmp/afo-cpu-models), OUT (bench-cpu-quant.jsonl), BUILD (build),
+# TOKENIZER (a directory with tokenizer.json for the GGUF files, which
+# llama.cpp needs; default: the shared fixtures' llama2 = TinyLlama one). Check that the
 # machine is idle first: both afo and the peer are bandwidth-bound.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,8 @@ mkdir -p "$MODELS"
 : >"$OUT"
 echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 [ -f "$base-bf16/config.json" ] || "$BUILD/afo" random-model --config "$cfg/config.json" --out "$base-bf16" --dtype bfloat16
+TOKENIZER=${TOKENIZER:-${AFO_SHARED_DIR:-../shared}/fixtures/tokenizers/llama2}
+[ -f "$base-bf16/tokenizer.json" ] || cp "$TOKENIZER"/tokenizer*.json "$TOKENIZER"/special_tokens_map.json "$base-bf16/"
 for b in 8 4; do
     [ -f "$base-q$b/config.json" ] ||
         "$BUILD/afo" convert --model "$base-bf16" --out "$base-q$b" -q --q-bits $b --q-group-size 64 >/dev/null
