@@ -187,6 +187,11 @@ afo_array *afo_unbroadcast(afo_array *g, int ndim, const int64_t *shape);
  * are included only when asked. *out is malloc'd. */
 afo_status afo_graph_topo(afo_array *const *roots, int n, bool include_evaluated, afo_array ***out,
                           size_t *count);
+/* Allocates out and copies the inputs one after another along `axis` with
+ * `assign` (the backend's copy into a strided region): concatenate's kernel
+ * on every device. */
+typedef afo_status (*afo_assign_fn)(const afo_array *dst, const afo_array *src);
+afo_status afo_concat_into(afo_array *out, afo_array *const *in, int nin, int axis, afo_assign_fn assign);
 /* Releases several handles (NULLs skipped). */
 void afo_release_n(afo_array **a, int n);
 

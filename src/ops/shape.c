@@ -354,19 +354,27 @@ afo_array *afo_contiguous(afo_array *x) { return afo_node(AFO_OP_CONTIGUOUS, &x,
 
 /* ------------------------------------------------------------ concatenate */
 
-static afo_status concat_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+afo_status afo_concat_into(afo_array *out, afo_array *const *in, int nin, int axis, afo_assign_fn assign) {
     AFO_TRY(afo_array_alloc(out));
-    int axis = (int)a->i[0];
     int64_t at = 0;
     for (int k = 0; k < nin; k++) {
         afo_array region = *out;
         region.offset = at * out->strides[axis];
         region.shape[axis] = in[k]->shape[axis];
         region.size = afo_shape_size(region.ndim, region.shape);
-        afo_cpu_assign(&region, in[k]);
+        AFO_TRY(assign(&region, in[k]));
         at += in[k]->shape[axis];
     }
     return AFO_OK;
+}
+
+static afo_status cpu_assign(const afo_array *dst, const afo_array *src) {
+    afo_cpu_assign((afo_array *)dst, src);
+    return AFO_OK;
+}
+
+static afo_status concat_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    return afo_concat_into(out, in, nin, (int)a->i[0], cpu_assign);
 }
 
 static afo_status concat_vjp(afo_array *out, afo_array *g, int arg, afo_array **grad) {

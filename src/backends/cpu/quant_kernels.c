@@ -40,6 +40,7 @@ afo_quant_unpack_fn afo_quant_unpack_best(void) {
  * one it borrows): AVX-512 CPUs take the verified AVX2 kernel unless
  * AFO_QUANT_AVX512=1 asks for it, which is how tests/test_quant.c is to be
  * run there before it becomes the default. */
+#if defined(__x86_64__)
 static bool avx512_qmv_requested(void) {
     static int requested = -1; /* read once; a race only repeats the same read */
     if (requested < 0) {
@@ -48,6 +49,7 @@ static bool avx512_qmv_requested(void) {
     }
     return requested;
 }
+#endif
 
 afo_qmv_fn afo_quant_qmv_best(int bits) {
     (void)bits;

@@ -68,18 +68,7 @@ static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int 
 }
 
 static afo_status concat_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
-    AFO_TRY(afo_array_alloc(out));
-    int axis = (int)a->i[0];
-    int64_t at = 0;
-    for (int k = 0; k < nin; k++) {
-        afo_array region = *out;
-        region.offset = at * out->strides[axis];
-        region.shape[axis] = in[k]->shape[axis];
-        region.size = afo_shape_size(region.ndim, region.shape);
-        AFO_TRY(afo_cuda_copy_into(&region, in[k]));
-        at += in[k]->shape[axis];
-    }
-    return AFO_OK;
+    return afo_concat_into(out, in, nin, (int)a->i[0], afo_cuda_copy_into);
 }
 
 void afo_cuda_register_shape(void) {
