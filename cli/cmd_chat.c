@@ -70,6 +70,8 @@ int cmd_chat(int argc, char **argv) {
     }
     cli_session s;
     if (cli_open(model, &s) != 0) return 1;
+    char device[256];
+    fprintf(stderr, "afo chat on %s\n", cli_device_description(device, sizeof device));
     afo_kv_cache *cache = NULL;
     cJSON *messages = cJSON_CreateArray();
     int32_t *seen = NULL; /* the ids the cache holds */

@@ -51,12 +51,15 @@ int cmd_perplexity(int argc, char **argv) {
                           : afo_perplexity(s.model, ids, n, ctx, batch, &mean, &preds);
     if (st != AFO_OK) { cli_fail("perplexity"); goto done; }
     double secs = cli_now() - t0, tps = (double)(preds / (ctx - 1) * ctx) / secs;
+    char device[256];
+    cli_device_description(device, sizeof device);
     if (json)
         printf("{\"perplexity\": %.6f, \"mean_nll\": %.8f, \"predictions\": %lld, \"ctx\": %ld, \"tokens\": %zu, "
-               "\"tokens_per_second\": %.1f}\n", exp(mean), mean, (long long)preds, ctx, n, tps);
+               "\"tokens_per_second\": %.1f, \"device\": \"%s\"}\n",
+               exp(mean), mean, (long long)preds, ctx, n, tps, device);
     else
-        printf("perplexity %.4f (mean NLL %.6f over %lld predictions, windows of %ld; %.1f tokens/s)\n", exp(mean),
-               mean, (long long)preds, ctx, tps);
+        printf("perplexity %.4f (mean NLL %.6f over %lld predictions, windows of %ld; %.1f tokens/s on %s)\n",
+               exp(mean), mean, (long long)preds, ctx, tps, device);
     rc = 0;
 done:
     free(text);
