@@ -196,7 +196,39 @@ static void test_threads(void) {
     CHECK(afo_get_threads() >= 1);
 }
 
+/* Device names, refusals, and that work recorded on the CPU just runs. */
+static void test_devices(void) {
+    afo_device before = afo_get_default_device();
+    CHECK(afo_device_from_name("cpu") == AFO_CPU && afo_device_from_name("cuda") == AFO_CUDA);
+    CHECK(afo_device_from_name("tpu") == -1 && afo_device_from_name(NULL) == -1);
+    CHECK(afo_set_default_device((afo_device)7) == AFO_ERR_INVALID_ARGUMENT);
+    if (!afo_device_available(AFO_CUDA)) {
+        CHECK(afo_set_default_device(AFO_CUDA) == AFO_ERR_UNSUPPORTED);
+        CHECK_MSG(strlen(afo_last_error()) > 10, "no reason given: '%s'", afo_last_error());
+        CHECK(afo_recording_new(AFO_CUDA) == NULL);
+    }
+    CHECK(afo_get_default_device() == before);
+    afo_device_info info;
+    CHECK(afo_device_get_info(AFO_CPU, &info) == AFO_OK && info.total_memory > 0 && info.name[0]);
+    CHECK(afo_device_get_info(AFO_CPU, NULL) == AFO_ERR_INVALID_ARGUMENT);
+    afo_recording *r = afo_recording_new(AFO_CPU);
+    afo_set_default_device(AFO_CPU);
+    afo_array *x = afo_scalar(3, AFO_FLOAT32), *y = NULL;
+    double v = 0;
+    CHECK(r && afo_record_begin(r) == AFO_OK);
+    y = afo_mul(x, x);
+    CHECK(afo_eval1(y) == AFO_OK);
+    CHECK(afo_record_end(r) == AFO_OK);
+    CHECK(afo_array_item(y, &v) == AFO_OK && v == 9);
+    CHECK(afo_record_end(NULL) == AFO_ERR_INVALID_ARGUMENT);
+    afo_set_default_device(before);
+    afo_release(x);
+    afo_release(y);
+    afo_recording_free(r);
+}
+
 int main(void) {
+    RUN(test_devices);
     RUN(test_lazy_and_shared_subgraphs);
     RUN(test_intermediates_released);
     RUN(test_deep_graph);
