@@ -100,6 +100,21 @@ static afo_array *random_array(int ndim, const int64_t *shape) {
     return a;
 }
 
+/* max |a - b| over n elements (0 when a is NULL). Not vectorised: GCC 12's
+ * aarch64 vectoriser crashes (internal compiler error in
+ * vect_transform_reduction) on this float/double fmax reduction. */
+__attribute__((optimize("no-tree-vectorize"))) static double max_diff(const float *a, const double *b, int n) {
+    double m = 0;
+    for (int i = 0; a && i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
+__attribute__((optimize("no-tree-vectorize"))) static double max_diff_f(const float *a, const float *b, int n) {
+    double m = 0;
+    for (int i = 0; i < n; i++) m = fmax(m, fabs(a[i] - b[i]));
+    return m;
+}
+
 /* The quantized attention against float attention over the dequantized
  * keys and values: only rounding separates them. */
 static void test_quantized_attention_reference(void) {
@@ -132,16 +147,13 @@ static void test_quantized_attention_reference(void) {
         double *want = malloc(sizeof(double) * B * H * n * D);
         naive_attention(afo_array_data(q), afo_array_data(kd), afo_array_data(vd), mask, B, H, K, n, L, D, 0.125, want);
         const float *g = got ? afo_array_data(got) : NULL;
-        double err = 0, err_float = 0;
         const float *kf = afo_array_data(k), *kdd = afo_array_data(kd);
-        for (int i = 0; g && i < B * H * n * D; i++) err = fmax(err, fabs(g[i] - want[i]));
-        for (int i = 0; i < B * K * L * D; i++) err_float = fmax(err_float, fabs(kf[i] - kdd[i]));
+        double err = max_diff(g, want, B * H * n * D), err_float = max_diff_f(kf, kdd, B * K * L * D);
         CHECK_MSG(g && err < 1e-5, "%d-bit, groups of %d: max error %.2e vs float over dequantized K, V", bits, gs, err);
         /* int8 rounding of q and p (steps of max/127 per 32) against 4-bit
          * levels moves outputs by a few 1e-2 at most here; int16 by 1e-4 */
         const float *f = fast && afo_eval1(fast) == AFO_OK ? afo_array_data(fast) : NULL;
-        double err_fast = 0;
-        for (int i = 0; f && i < B * H * n * D; i++) err_fast = fmax(err_fast, fabs(f[i] - want[i]));
+        double err_fast = max_diff(f, want, B * H * n * D);
         CHECK_MSG(f && err_fast < (bits == 4 ? 6e-2 : 1e-3), "%d-bit, groups of %d, %s level: max error %.2e", bits, gs,
                   afo_cpu_level_name(level), err_fast);
         afo_release(fast);
