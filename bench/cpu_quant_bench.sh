@@ -42,8 +42,12 @@ if [ -d .peer/node_modules/node-llama-cpp ]; then
     done
 fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$cfg/config.json" <<'PY'
 import json, sys
+# bench_decode's bound counts every weight byte; decoding reads one row of
+# an untied embedding table, so its bytes come off here (as in cuda_report.py)
+BYTES_PER_WEIGHT = {"bf16": 2.0, "q8": 1 + 4 / 64, "q4": 0.5 + 4 / 64}
+cfg = json.load(open(sys.argv[2]))
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 afo = {r["format"]: r for r in rows if "peer" not in r}
 peer = {r["format"]: r for r in rows if "peer" in r}
@@ -53,9 +57,11 @@ for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     a = afo.get(fmt)
     if not a:
         continue
+    embed = 0 if cfg.get("tie_word_embeddings") else cfg["vocab_size"] * cfg["hidden_size"] * BYTES_PER_WEIGHT[fmt]
+    bound = a["read_bw_gbs"] * 1e9 / (a["weight_bytes"] - embed)
     p = peer.get(twin) if twin else None
     pd = f"{p['decode_tok_s']:.1f} / {p['prefill_tok_s']:.1f} ({twin})" if p else "—"
     rd = f"{a['decode_tok_s'] / p['decode_tok_s']:.2f}" if p else "—"
     rp = f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}" if p else "—"
-    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_ratio']:.2f} | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
+    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_tok_s'] / bound:.2f} | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
 PY
