@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "afo/afo.h"
+#include "core/internal.h"
 #include "support/test.h"
 
 #define DEMO "models/tiny-classics"
@@ -80,14 +81,7 @@ static void skip_value(gguf_file *g, uint32_t type) {
 
 static bool gguf_parse(const char *path, gguf_file *g) {
     memset(g, 0, sizeof *g);
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    fseek(f, 0, SEEK_END);
-    g->size = (size_t)ftell(f);
-    fseek(f, 0, SEEK_SET);
-    g->data = malloc(g->size);
-    if (fread(g->data, 1, g->size, f) != g->size) g->bad = true;
-    fclose(f);
+    if (afo_read_file(path, 0, false, (char **)&g->data, &g->size) != AFO_OK) return false;
     const uint8_t *magic = take(g, 4);
     if (!magic || memcmp(magic, "GGUF", 4) != 0) return false;
     g->version = (uint32_t)take_u(g, 4);

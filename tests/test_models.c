@@ -173,7 +173,7 @@ static void emulate_reference_rope(afo_model *m) {
 static int comparable_greedy(const char *dir, int32_t *want, int max, int *total) {
     char path[600];
     snprintf(path, sizeof path, "%s/reference.json", dir);
-    cJSON *rj = json_read_file(path, true);
+    cJSON *rj = json_read_file(path);
     const cJSON *toks = cJSON_GetObjectItem(rj, "greedy_new_tokens"), *margins = cJSON_GetObjectItem(rj, "greedy_margins");
     int n = 0;
     *total = cJSON_GetArraySize(toks);
@@ -233,7 +233,7 @@ static void test_stories260k(void) {
     char dir[512], path[600];
     if (!test_shared_path("fixtures/models/stories260K", dir, sizeof dir)) return;
     snprintf(path, sizeof path, "%s/reference.json", dir);
-    cJSON *rj = json_read_file(path, true);
+    cJSON *rj = json_read_file(path);
     const cJSON *ids = cJSON_GetObjectItem(rj, "llama2c_greedy_ids");
     int n = cJSON_GetArraySize(ids), steps = (int)((n - 1) * fmin(1.0, g_scale));
     int32_t *want = malloc(sizeof(int32_t) * (size_t)n);

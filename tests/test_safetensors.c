@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "afo/afo.h"
+#include "core/internal.h"
 #include "support/test.h"
 
 static char g_dir[64];
@@ -31,19 +32,6 @@ static void write_bytes(const char *path, const void *data, size_t n) {
     }
     if (n) fwrite(data, 1, n, f);
     fclose(f);
-}
-
-/* Whole file into a malloc'd buffer (*n bytes), or NULL. */
-static unsigned char *read_bytes(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    unsigned char *buf = malloc((size_t)size + 1);
-    *n = fread(buf, 1, (size_t)size, f);
-    fclose(f);
-    return buf;
 }
 
 static uint64_t le64(const unsigned char *p) {
@@ -111,7 +99,8 @@ static void check_fixture(const fixture *fx) {
     /* The bytes must be the file's own data section, read here without the
      * parser (every fixture's single tensor starts at data offset 0). */
     size_t size;
-    unsigned char *raw = read_bytes(path, &size);
+    unsigned char *raw = NULL;
+    afo_read_file(path, 0, false, (char **)&raw, &size);
     size_t start = 8 + (size_t)le64(raw), nbytes = afo_array_nbytes(a);
     CHECK(start + nbytes <= size && memcmp(afo_array_data(a), raw + start, nbytes) == 0);
     free(raw);
@@ -261,7 +250,8 @@ static void test_roundtrip(void) {
     /* Header as the reference writer lays it out: padded to 8 bytes with
      * spaces, metadata first, names sorted. */
     size_t size;
-    unsigned char *raw = read_bytes(path, &size);
+    unsigned char *raw = NULL;
+    afo_read_file(path, 0, false, (char **)&raw, &size);
     uint64_t hl = le64(raw);
     CHECK(hl % 8 == 0 && hl + 8 <= size);
     CHECK(memcmp(raw + 8, "{\"__metadata__\":{", 17) == 0);

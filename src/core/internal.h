@@ -164,6 +164,13 @@ double afo_profile_now(void);
 void afo_profile_op(afo_op op, afo_device d, double seconds);
 void afo_profile_eval(size_t nodes, double seconds);
 
+/* ---------------------------------------------------------------- files */
+/* The whole of `path` in a malloc'd buffer with a NUL after its *len bytes
+ * (len may be NULL). max_bytes 0: no limit, else longer files are refused
+ * (AFO_ERR_FORMAT). A file that cannot be opened is AFO_ERR_IO naming it;
+ * with missing_ok, one that does not exist is AFO_OK with *text NULL. */
+afo_status afo_read_file(const char *path, size_t max_bytes, bool missing_ok, char **text, size_t *len);
+
 /* ---------------------------------------------------------------- helpers */
 int afo_normalize_axis(int axis, int ndim); /* -1 when out of range */
 int64_t afo_shape_size(int ndim, const int64_t *shape);

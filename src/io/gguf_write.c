@@ -80,22 +80,11 @@ void gguf_kv_array(gguf_kv *kv, const char *key, uint32_t type, uint64_t count) 
 }
 
 cJSON *gguf_read_json(const char *path, bool optional) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (optional && errno == ENOENT) return NULL;
-        return afo_error_null(AFO_ERR_IO, "gguf: cannot open '%s': %s", path, strerror(errno));
-    }
     char *text = NULL;
-    long n = -1;
-    if (fseek(f, 0, SEEK_END) == 0 && (n = ftell(f)) >= 0 && fseek(f, 0, SEEK_SET) == 0 &&
-        (text = malloc((size_t)n + 1)) && fread(text, 1, (size_t)n, f) == (size_t)n)
-        text[n] = '\0';
-    else
-        n = -1;
-    fclose(f);
-    cJSON *j = n >= 0 ? cJSON_Parse(text) : NULL;
+    if (afo_read_file(path, 0, optional, &text, NULL) != AFO_OK || !text) return NULL;
+    cJSON *j = cJSON_Parse(text);
     free(text);
-    if (!j) return afo_error_null(n < 0 ? AFO_ERR_IO : AFO_ERR_FORMAT, "gguf: cannot parse '%s'", path);
+    if (!j) return afo_error_null(AFO_ERR_FORMAT, "gguf: cannot parse '%s'", path);
     return j;
 }
 

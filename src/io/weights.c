@@ -95,32 +95,9 @@ static int cmp_entry_shard(const void *a, const void *b) {
     return strcmp((*x)->shard, (*y)->shard);
 }
 
-static afo_status read_text_file(const char *path, char **out) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return afo_error(AFO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    afo_status st = AFO_OK;
-    long size = -1;
-    if (fseek(f, 0, SEEK_END) == 0) size = ftell(f);
-    if (size < 0 || fseek(f, 0, SEEK_SET) != 0) st = afo_error(AFO_ERR_IO, "%s: cannot read: %s", path, strerror(errno));
-    else if ((unsigned long)size > ST_MAX_HEADER_BYTES)
-        st = afo_error(AFO_ERR_FORMAT, "%s: %ld bytes is too large for an index", path, size);
-    char *text = st == AFO_OK ? malloc((size_t)size + 1) : NULL;
-    if (st == AFO_OK && !text) st = afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
-    if (st == AFO_OK && fread(text, 1, (size_t)size, f) != (size_t)size)
-        st = afo_error(AFO_ERR_IO, "%s: short read", path);
-    fclose(f);
-    if (st != AFO_OK) {
-        free(text);
-        return st;
-    }
-    text[size] = '\0';
-    *out = text;
-    return AFO_OK;
-}
-
 static afo_status parse_index(const char *path, cJSON **root, cJSON **map) {
     char *text = NULL;
-    AFO_TRY(read_text_file(path, &text));
+    AFO_TRY(afo_read_file(path, ST_MAX_HEADER_BYTES, false, &text, NULL));
     *root = cJSON_Parse(text);
     free(text);
     if (!*root) return afo_error(AFO_ERR_FORMAT, "%s: not valid JSON", path);

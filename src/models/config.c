@@ -9,23 +9,10 @@
 
 #include "models/models.h"
 
-cJSON *json_read_file(const char *path, bool required) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (required) afo_error(AFO_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-        return NULL;
-    }
+cJSON *json_read_file(const char *path) {
     char *text = NULL;
-    long len = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
-    if (len >= 0 && fseek(f, 0, SEEK_SET) == 0 && (text = malloc((size_t)len + 1)) &&
-        fread(text, 1, (size_t)len, f) == (size_t)len) {
-        text[len] = 0;
-    } else {
-        free(text);
-        text = NULL;
-    }
-    fclose(f);
-    if (!text) return afo_error_null(AFO_ERR_IO, "cannot read %s", path);
+    size_t len = 0;
+    if (afo_read_file(path, 0, false, &text, &len) != AFO_OK) return NULL;
     cJSON *j = cJSON_Parse(text);
     if (!j) {
         const char *at = cJSON_GetErrorPtr();
@@ -256,7 +243,7 @@ static afo_status parse_generation_file(model_config *c, const char *dir) {
     FILE *f = fopen(path, "rb");
     if (!f) return AFO_OK; /* optional */
     fclose(f);
-    cJSON *g = json_read_file(path, true);
+    cJSON *g = json_read_file(path);
     if (!g) return afo_last_status();
     parse_generation(g, &c->gen);
     cJSON_Delete(g);
@@ -265,7 +252,7 @@ static afo_status parse_generation_file(model_config *c, const char *dir) {
 
 afo_status config_load(const char *config_path, const char *gen_dir, model_config *c, const arch_desc **arch) {
     memset(c, 0, sizeof *c);
-    cJSON *root = json_read_file(config_path, true), *j = NULL;
+    cJSON *root = json_read_file(config_path), *j = NULL;
     if (!root) return afo_last_status();
     afo_status st;
     const cJSON *mt = field(root, "model_type");

@@ -166,7 +166,7 @@ static afo_status write_config(const char *in_dir, const char *dir, afo_dtype dt
                                const out_tensors *t) {
     char path[4200];
     snprintf(path, sizeof path, "%s/config.json", in_dir);
-    cJSON *root = json_read_file(path, true);
+    cJSON *root = json_read_file(path);
     if (!root) return afo_last_status();
     cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization");
     cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization_config");

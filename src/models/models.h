@@ -88,7 +88,7 @@ extern const arch_desc arch_llama, arch_mistral, arch_qwen2, arch_qwen3, arch_qw
 const arch_desc *arch_find(const char *model_type); /* NULL with the error naming the supported ones */
 
 /* config.c: JSON helpers (absent or null keys give the default) and parsing. */
-cJSON *json_read_file(const char *path, bool required);
+cJSON *json_read_file(const char *path);
 int64_t json_int(const cJSON *o, const char *key, int64_t dflt);
 double json_num(const cJSON *o, const char *key, double dflt);
 bool json_bool(const cJSON *o, const char *key, bool dflt);

@@ -42,41 +42,10 @@ afo_status tk_json_str(const tk_loader *L, const cJSON *obj, const char *field, 
     return AFO_OK;
 }
 
-static char *read_file(const char *path, size_t *n) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return afo_error_null(AFO_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    char *buf = NULL;
-    size_t cap = 0;
-    *n = 0;
-    for (;;) {
-        if (*n == cap) {
-            cap = cap ? 2 * cap : 1 << 16;
-            char *g = realloc(buf, cap + 1);
-            if (!g) {
-                free(buf);
-                fclose(f);
-                return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory reading", path);
-            }
-            buf = g;
-        }
-        size_t r = fread(buf + *n, 1, cap - *n, f);
-        *n += r;
-        if (r == 0) break;
-    }
-    bool err = ferror(f);
-    fclose(f);
-    if (err) {
-        free(buf);
-        return afo_error_null(AFO_ERR_IO, "%s: read error", path);
-    }
-    buf[*n] = '\0';
-    return buf;
-}
-
 static cJSON *parse_file(const char *path) {
     size_t n = 0;
-    char *text = read_file(path, &n);
-    if (!text) return NULL;
+    char *text = NULL;
+    if (afo_read_file(path, 0, false, &text, &n) != AFO_OK) return NULL;
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, n, &end, 0);
     if (!j) {
