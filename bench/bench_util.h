@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "afo/device.h"
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/threadpool.h"
@@ -188,20 +189,8 @@ static inline stats matvec_rate(afo_dtype t, int64_t N, int64_t K, int reps) {
 
 
 static inline void cpu_model(char *out, size_t n) {
-    snprintf(out, n, "unknown");
-    FILE *f = fopen("/proc/cpuinfo", "r");
-    if (!f) return;
-    char line[512];
-    while (fgets(line, sizeof line, f)) {
-        char *colon = strchr(line, ':');
-        if (colon && strncmp(line, "model name", 10) == 0) {
-            colon += 2;
-            colon[strcspn(colon, "\n")] = '\0';
-            snprintf(out, n, "%s", colon);
-            break;
-        }
-    }
-    fclose(f);
+    afo_device_info info;
+    snprintf(out, n, "%s", afo_device_get_info(AFO_CPU, &info) == AFO_OK ? info.name : "unknown");
 }
 
 static inline void row(const char *name, stats s, const char *unit, double ratio, const char *ratio_of) {

@@ -43,7 +43,7 @@ int afo_device_available(afo_device d) {
 static void cpu_info(afo_device_info *out) {
     FILE *f = fopen("/proc/cpuinfo", "r");
     char line[512];
-    snprintf(out->name, sizeof out->name, "CPU");
+    snprintf(out->name, sizeof out->name, "unknown");
     while (f && fgets(line, sizeof line, f)) {
         char *colon = strchr(line, ':');
         if (colon && strncmp(line, "model name", 10) == 0) {
