@@ -178,6 +178,14 @@ void afo_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
 /* Broadcast shape of two shapes; error names `opname`. */
 afo_status afo_broadcast_shapes(const char *opname, int na, const int64_t *a, int nb,
                                 const int64_t *b, int *nout, int64_t *out);
+/* Strides of `a` as seen from an output of shape (ndim, shape): aligned
+ * right, zero along broadcast axes. */
+void afo_broadcast_strides(const afo_array *a, int ndim, const int64_t *shape, int64_t *out);
+/* Drops size-1 axes of (ndim, shape) and merges neighbours contiguous for
+ * every operand (strides[k]: operand k's strides, rewritten alongside), so
+ * strided loops run over as few, as long axes as possible. Returns the new
+ * ndim, at least 1. */
+int afo_merge_axes(int ndim, int64_t *shape, int nops, int64_t *const *strides);
 /* Formats "[2, 3, 4]" into buf. */
 const char *afo_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 /* Gives out a fresh contiguous buffer on out's device (or an error). */

@@ -89,3 +89,34 @@ afo_array *afo_unbroadcast(afo_array *g, int ndim, const int64_t *shape) {
     afo_release(s);
     return r;
 }
+
+void afo_broadcast_strides(const afo_array *a, int ndim, const int64_t *shape, int64_t *out) {
+    int lead = ndim - a->ndim;
+    for (int i = 0; i < ndim; i++) {
+        if (i < lead) out[i] = 0;
+        else out[i] = (a->shape[i - lead] == 1 && shape[i] != 1) ? 0 : a->strides[i - lead];
+    }
+}
+
+int afo_merge_axes(int ndim, int64_t *shape, int nops, int64_t *const *strides) {
+    int n = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 1) continue;
+        bool merge = n > 0;
+        for (int k = 0; merge && k < nops; k++) merge = strides[k][n - 1] == strides[k][d] * shape[d];
+        if (merge) {
+            shape[n - 1] *= shape[d];
+            for (int k = 0; k < nops; k++) strides[k][n - 1] = strides[k][d];
+            continue;
+        }
+        shape[n] = shape[d];
+        for (int k = 0; k < nops; k++) strides[k][n] = strides[k][d];
+        n++;
+    }
+    if (n == 0) { /* a single element, described as one dense axis */
+        shape[0] = 1;
+        for (int k = 0; k < nops; k++) strides[k][0] = 1;
+        n = 1;
+    }
+    return n;
+}

@@ -149,22 +149,8 @@ static void gather_rows(void *ctx, int64_t begin, int64_t end) {
 /* Drops size-1 axes and merges neighbours contiguous in both x and idx, so
  * an embedding lookup becomes rows of one memcpy each. */
 static void gather_collapse(gather_job *j) {
-    int n = 0;
-    for (int d = 0; d < j->ndim; d++) {
-        if (j->shape[d] == 1) continue;
-        if (n > 0 && j->xs[n - 1] == j->xs[d] * j->shape[d] && j->is[n - 1] == j->is[d] * j->shape[d]) {
-            j->shape[n - 1] *= j->shape[d];
-            j->xs[n - 1] = j->xs[d];
-            j->is[n - 1] = j->is[d];
-            continue;
-        }
-        j->shape[n] = j->shape[d];
-        j->xs[n] = j->xs[d];
-        j->is[n] = j->is[d];
-        n++;
-    }
-    if (n == 0) j->shape[n] = 1, j->xs[n] = j->is[n] = 0, n = 1;
-    j->ndim = n;
+    int64_t *strides[2] = {j->xs, j->is};
+    j->ndim = afo_merge_axes(j->ndim, j->shape, 2, strides);
 }
 
 static afo_status gather_run(afo_array *out, gather_job *j, afo_array *idx_arr, int axis, int64_t axis_size) {

@@ -23,41 +23,10 @@ static bool native_dtype(afo_dtype dt, afo_ctype ct) {
            (ct == AFO_CT_I64 && dt == AFO_INT64);
 }
 
-/* Strides of `a` as seen from an output of shape (ndim, shape): aligned
- * right, zero along broadcast axes. */
-static void broadcast_strides(const afo_array *a, int ndim, const int64_t *shape, int64_t *out) {
-    int lead = ndim - a->ndim;
-    for (int i = 0; i < ndim; i++) {
-        if (i < lead) out[i] = 0;
-        else out[i] = (a->shape[i - lead] == 1 && shape[i] != 1) ? 0 : a->strides[i - lead];
-    }
-}
-
-/* Drops size-1 axes and merges neighbours that are contiguous for all. */
 static void collapse(ew_plan *p, int nops) {
-    int n = 0;
-    for (int d = 0; d < p->ndim; d++) {
-        if (p->shape[d] == 1) continue;
-        if (n > 0) {
-            bool mergeable = true;
-            for (int k = 0; k < nops; k++)
-                if (p->strides[k][n - 1] != p->strides[k][d] * p->shape[d]) mergeable = false;
-            if (mergeable) {
-                p->shape[n - 1] *= p->shape[d];
-                for (int k = 0; k < nops; k++) p->strides[k][n - 1] = p->strides[k][d];
-                continue;
-            }
-        }
-        p->shape[n] = p->shape[d];
-        for (int k = 0; k < nops; k++) p->strides[k][n] = p->strides[k][d];
-        n++;
-    }
-    if (n == 0) { /* a single element */
-        p->shape[0] = 1;
-        for (int k = 0; k < nops; k++) p->strides[k][0] = 1;
-        n = 1;
-    }
-    p->ndim = n;
+    int64_t *strides[AFO_EW_MAX_INPUTS + 1];
+    for (int k = 0; k < nops; k++) strides[k] = p->strides[k];
+    p->ndim = afo_merge_axes(p->ndim, p->shape, nops, strides);
 }
 
 static void run_chunks(void *ctx, int64_t begin, int64_t end) {
@@ -120,7 +89,7 @@ afo_status afo_cpu_elementwise(afo_array *out, afo_array *const *in, int nin, af
     p.base[0] = afo_array_ptr(out);
     p.dt[0] = out->dtype;
     for (int k = 0; k < nin; k++) {
-        broadcast_strides(in[k], out->ndim, out->shape, p.strides[k + 1]);
+        afo_broadcast_strides(in[k], out->ndim, out->shape, p.strides[k + 1]);
         p.base[k + 1] = afo_array_ptr(in[k]);
         p.dt[k + 1] = in[k]->dtype;
     }
@@ -154,7 +123,7 @@ void afo_cpu_assign(afo_array *dst, const afo_array *src) {
         p.shape[d] = dst->shape[d];
         p.strides[0][d] = dst->strides[d];
     }
-    broadcast_strides(src, dst->ndim, dst->shape, p.strides[1]);
+    afo_broadcast_strides(src, dst->ndim, dst->shape, p.strides[1]);
     p.base[0] = afo_array_ptr(dst);
     p.dt[0] = dst->dtype;
     p.base[1] = afo_array_ptr(src);

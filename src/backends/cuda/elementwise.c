@@ -9,26 +9,6 @@ static afo_cuda_ctype ctype_of(afo_dtype t) {
     return afo_dtype_is_float(t) ? AFO_CUDA_F32 : AFO_CUDA_I64;
 }
 
-/* Drops size-1 axes and merges neighbours contiguous for every operand. */
-static void merge_axes(afo_cuda_strided *d) {
-    int n = 0;
-    for (int ax = 0; ax < d->ndim; ax++) {
-        if (d->shape[ax] == 1) continue;
-        bool merge = n > 0;
-        for (int k = 0; merge && k < d->nops; k++)
-            merge = d->strides[k][n - 1] == d->strides[k][ax] * d->shape[ax];
-        if (merge) {
-            d->shape[n - 1] *= d->shape[ax];
-            for (int k = 0; k < d->nops; k++) d->strides[k][n - 1] = d->strides[k][ax];
-            continue;
-        }
-        d->shape[n] = d->shape[ax];
-        for (int k = 0; k < d->nops; k++) d->strides[k][n] = d->strides[k][ax];
-        n++;
-    }
-    d->ndim = n;
-}
-
 void afo_cuda_describe(afo_cuda_strided *d, const afo_array *out, afo_array *const *in, int nin) {
     memset(d, 0, sizeof *d);
     d->ndim = out->ndim;
@@ -37,15 +17,14 @@ void afo_cuda_describe(afo_cuda_strided *d, const afo_array *out, afo_array *con
     for (int ax = 0; ax < out->ndim; ax++) d->shape[ax] = out->shape[ax];
     const afo_array *ops[AFO_CUDA_MAX_OPERANDS] = {out};
     for (int k = 0; k < nin; k++) ops[k + 1] = in[k];
+    int64_t *strides[AFO_CUDA_MAX_OPERANDS];
     for (int k = 0; k < d->nops; k++) {
-        const afo_array *a = ops[k];
-        int lead = out->ndim - a->ndim;
-        for (int ax = lead; ax < out->ndim; ax++)
-            d->strides[k][ax] = a->shape[ax - lead] == 1 ? 0 : a->strides[ax - lead];
-        d->data[k] = afo_array_ptr(a);
-        d->dtype[k] = a->dtype;
+        afo_broadcast_strides(ops[k], out->ndim, out->shape, d->strides[k]);
+        d->data[k] = afo_array_ptr(ops[k]);
+        d->dtype[k] = ops[k]->dtype;
+        strides[k] = d->strides[k];
     }
-    merge_axes(d);
+    d->ndim = afo_merge_axes(d->ndim, d->shape, d->nops, strides);
 }
 
 static afo_status launch(afo_array *out, afo_array *const *in, int nin, afo_cuda_ctype ct) {

@@ -43,22 +43,8 @@ static afo_status check_indices(const char *name, const afo_array *idx, int axis
 
 /* Merges neighbouring axes contiguous in x, idx and the (dense) output. */
 static void gather_collapse(afo_cuda_gather *g) {
-    int n = 0;
-    for (int d = 0; d < g->ndim; d++) {
-        if (g->shape[d] == 1) continue;
-        if (n > 0 && g->xs[n - 1] == g->xs[d] * g->shape[d] && g->is[n - 1] == g->is[d] * g->shape[d]) {
-            g->shape[n - 1] *= g->shape[d];
-            g->xs[n - 1] = g->xs[d];
-            g->is[n - 1] = g->is[d];
-            continue;
-        }
-        g->shape[n] = g->shape[d];
-        g->xs[n] = g->xs[d];
-        g->is[n] = g->is[d];
-        n++;
-    }
-    if (n == 0) g->shape[0] = 1, g->xs[0] = g->is[0] = 0, n = 1;
-    g->ndim = n;
+    int64_t *strides[2] = {g->xs, g->is};
+    g->ndim = afo_merge_axes(g->ndim, g->shape, 2, strides);
 }
 
 static afo_status gather_run(afo_array *out, afo_cuda_gather *g, const afo_array *x, const afo_array *idx, int axis) {
@@ -104,11 +90,6 @@ static afo_status take_along_kernel(afo_array *out, afo_array *const *in, int ni
     return gather_run(out, &g, x, idx, axis);
 }
 
-/* Strides of `a` seen over `shape`: 0 where a has size 1 (broadcast). */
-static void broadcast_strides(const afo_array *a, const int64_t *shape, int64_t *strides) {
-    for (int d = 0; d < a->ndim; d++) strides[d] = a->shape[d] == 1 && shape[d] != 1 ? 0 : a->strides[d];
-}
-
 /* A dense array header over buf (no reference taken). */
 static afo_array dense_view(afo_buffer *buf, afo_dtype dt, const afo_array *like) {
     afo_array v = *like;
@@ -141,8 +122,8 @@ static afo_status scatter_add_kernel(afo_array *out, afo_array *const *in, int n
     int64_t ushape[AFO_MAX_DIMS], istr[AFO_MAX_DIMS], ustr[AFO_MAX_DIMS];
     memcpy(ushape, x->shape, sizeof(int64_t) * (size_t)nd);
     ushape[axis] = idx->shape[axis] == 1 ? u->shape[axis] : idx->shape[axis];
-    broadcast_strides(idx, ushape, istr);
-    broadcast_strides(u, ushape, ustr);
+    afo_broadcast_strides(idx, idx->ndim, ushape, istr);
+    afo_broadcast_strides(u, u->ndim, ushape, ustr);
     s.k = ushape[axis];
     s.acc_axis = acc.strides[axis];
     s.idx_axis = istr[axis];
