@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "backends/cuda/nn_kernels.h"
+#include "backends/cuda/warp.cuh"
 
 namespace {
 
@@ -40,14 +41,8 @@ __device__ __forceinline__ void put(double *p, double v) { *p = v; }
 __device__ __forceinline__ float ex(float v) { return expf(v); }
 __device__ __forceinline__ double ex(double v) { return exp(v); }
 
-template <typename C> __device__ __forceinline__ C warp_max(C v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
-    return v;
-}
-template <typename C> __device__ __forceinline__ C warp_sum(C v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
+using afo_cuda::warp_max;
+using afo_cuda::warp_sum;
 
 __device__ double mask_at(const void *m, afo_dtype dt, int64_t i) {
     switch (dt) {

@@ -9,6 +9,7 @@
 
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/nn_kernels.h"
+#include "backends/cuda/warp.cuh"
 
 namespace {
 
@@ -60,8 +61,7 @@ __global__ void gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int
 #pragma unroll
     for (int r = 0; r < kMaxRows; r++) {
         if (r >= R) break;
-        float v = acc[r];
-        for (int off = 16; off > 0; off /= 2) v += __shfl_xor_sync(0xffffffffu, v, off);
+        float v = afo_cuda::warp_sum(acc[r]);
         if (lane == 0) afo_cuda::store_from(out, r * N + n, out_dtype, v);
     }
 }

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "backends/cuda/nn_kernels.h"
+#include "backends/cuda/warp.cuh"
 
 namespace {
 
@@ -47,7 +48,7 @@ __device__ int64_t row_offset(const afo_cuda_rows &x, int64_t r) {
 }
 
 template <typename C> __device__ C block_sum(C v, C *red) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    v = afo_cuda::warp_sum(v);
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
     __syncthreads(); // red may still be read from the previous reduction
     if (lane == 0) red[warp] = v;

@@ -3,6 +3,7 @@
 // operation in float32 (IEEE division, rint = round-half-even, no fused
 // multiply-add), so their results are bit-exact with it.
 #include "backends/cuda/quant_common.cuh"
+#include "backends/cuda/warp.cuh"
 
 using namespace afo_q;
 
@@ -236,9 +237,7 @@ __global__ void __launch_bounds__(QMV_THREADS, MM == 1 ? 4 : 1) qmv_kernel(qmv_a
     for (int m = 0; m < MM; m++)
 #pragma unroll
         for (int r = 0; r < R; r++) {
-            float v = acc[m][r];
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL, v, o);
+            float v = afo_cuda::warp_sum(acc[m][r]);
             if (lane == 0) red[threadIdx.x / 32][m][r] = v;
         }
     __syncthreads();
