@@ -29,8 +29,13 @@ __device__ int64_t fpow(int64_t a, int64_t b) { return ipow(a, b); }
 
 template <typename T> __device__ bool is_nan(T v) { return v != v; }
 
-// Float-only math runs in T; the int64 instantiation never reaches it (the
-// shape rules give float outputs to those ops).
+// The precision float math runs in: float for float32 (and the halves,
+// which compute in float32), double otherwise. CUDA's float overloads of
+// exp, log, erfc... are expf, logf, erfcf...; the int64 instantiation
+// never reaches these ops (the shape rules give them float outputs).
+template <typename T> struct math_type { using type = double; };
+template <> struct math_type<float> { using type = float; };
+
 template <typename T> __device__ T unary(afo_op op, T x) {
     switch (op) {
     case AFO_OP_NEG: return (T)(0 - x);
@@ -40,40 +45,22 @@ template <typename T> __device__ T unary(afo_op op, T x) {
     case AFO_OP_LOGICAL_NOT: return (T)(x == (T)0);
     default: break;
     }
-    double d = (double)x;
-    if (sizeof(T) == 4) {
-        float f = (float)x;
-        switch (op) {
-        case AFO_OP_EXP: return (T)expf(f);
-        case AFO_OP_LOG: return (T)logf(f);
-        case AFO_OP_LOG1P: return (T)log1pf(f);
-        case AFO_OP_SQRT: return (T)sqrtf(f);
-        case AFO_OP_RSQRT: return (T)(1.0f / sqrtf(f));
-        case AFO_OP_TANH: return (T)tanhf(f);
-        case AFO_OP_ERF: return (T)erff(f);
-        case AFO_OP_SIGMOID: return (T)(1.0f / (1.0f + expf(-f)));
-        case AFO_OP_SILU: return (T)(f / (1.0f + expf(-f)));
-        case AFO_OP_GELU: return (T)(0.5f * f * erfcf(-f * 0.70710678118654752f));
-        case AFO_OP_GELU_TANH: return (T)(f / (1.0f + expf(-1.5957691216057308f * (f + 0.044715f * f * f * f))));
-        case AFO_OP_SIN: return (T)sinf(f);
-        case AFO_OP_COS: return (T)cosf(f);
-        default: return x;
-        }
-    }
+    using M = typename math_type<T>::type;
+    const M f = (M)x, one = 1;
     switch (op) {
-    case AFO_OP_EXP: return (T)exp(d);
-    case AFO_OP_LOG: return (T)log(d);
-    case AFO_OP_LOG1P: return (T)log1p(d);
-    case AFO_OP_SQRT: return (T)sqrt(d);
-    case AFO_OP_RSQRT: return (T)(1.0 / sqrt(d));
-    case AFO_OP_TANH: return (T)tanh(d);
-    case AFO_OP_ERF: return (T)erf(d);
-    case AFO_OP_SIGMOID: return (T)(1.0 / (1.0 + exp(-d)));
-    case AFO_OP_SILU: return (T)(d / (1.0 + exp(-d)));
-    case AFO_OP_GELU: return (T)(0.5 * d * erfc(-d * 0.70710678118654752));
-    case AFO_OP_GELU_TANH: return (T)(d / (1.0 + exp(-1.5957691216057308 * (d + 0.044715 * d * d * d))));
-    case AFO_OP_SIN: return (T)sin(d);
-    case AFO_OP_COS: return (T)cos(d);
+    case AFO_OP_EXP: return (T)exp(f);
+    case AFO_OP_LOG: return (T)log(f);
+    case AFO_OP_LOG1P: return (T)log1p(f);
+    case AFO_OP_SQRT: return (T)sqrt(f);
+    case AFO_OP_RSQRT: return (T)(one / sqrt(f));
+    case AFO_OP_TANH: return (T)tanh(f);
+    case AFO_OP_ERF: return (T)erf(f);
+    case AFO_OP_SIGMOID: return (T)(one / (one + exp(-f)));
+    case AFO_OP_SILU: return (T)(f / (one + exp(-f)));
+    case AFO_OP_GELU: return (T)((M)0.5 * f * erfc(-f * (M)0.70710678118654752));
+    case AFO_OP_GELU_TANH: return (T)(f / (one + exp((M)-1.5957691216057308 * (f + (M)0.044715 * f * f * f))));
+    case AFO_OP_SIN: return (T)sin(f);
+    case AFO_OP_COS: return (T)cos(f);
     default: return x;
     }
 }
