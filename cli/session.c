@@ -15,16 +15,20 @@ const char *cli_demo_model(void) {
     return env && *env ? env : AFO_DEMO_MODEL_DIR;
 }
 
+/* Makes `name` the default device; `source` (an option or variable) is
+ * named in the message when it cannot be. */
+static int use_device(const char *source, const char *name) {
+    int d = afo_device_from_name(name);
+    if (d < 0 || afo_set_default_device((afo_device)d) != AFO_OK) {
+        fprintf(stderr, "afo: %s %s: %s\n", source, name, d < 0 ? "unknown device (cpu or cuda)" : afo_last_error());
+        return -1;
+    }
+    return 0;
+}
+
 int cli_choose_device(void) {
     const char *env = getenv("AFO_DEVICE");
-    if (env && *env) {
-        int d = afo_device_from_name(env);
-        if (d < 0 || afo_set_default_device((afo_device)d) != AFO_OK) {
-            fprintf(stderr, "afo: AFO_DEVICE=%s: %s\n", env, d < 0 ? "unknown device (cpu or cuda)" : afo_last_error());
-            return -1;
-        }
-        return 0;
-    }
+    if (env && *env) return use_device("AFO_DEVICE", env);
     if (afo_device_available(AFO_CUDA)) afo_set_default_device(AFO_CUDA);
     afo_clear_error(); /* no GPU is not an error */
     return 0;
@@ -33,14 +37,7 @@ int cli_choose_device(void) {
 int cli_common_option(int argc, char **argv, int *i) {
     if (!strcmp(argv[*i], "--device")) {
         const char *v = cli_value(argc, argv, i);
-        if (!v) return -1;
-        int d = afo_device_from_name(v);
-        if (d < 0) {
-            fprintf(stderr, "afo: --device needs cpu or cuda, not '%s'\n", v);
-            return -1;
-        }
-        if (afo_set_default_device((afo_device)d) != AFO_OK) return cli_fail("--device"), -1;
-        return 0;
+        return v ? use_device("--device", v) : -1;
     }
     if (!strcmp(argv[*i], "--threads")) {
         long n;

@@ -70,10 +70,14 @@ static double next_uniform(afo_sampler *s) {
     return (double)(z >> 11) * 0x1.0p-53;
 }
 
+static bool penalises(const afo_sampler_options *o) {
+    return o->repetition_penalty != 1 || o->presence_penalty != 0 || o->frequency_penalty != 0;
+}
+
 static void apply_penalties(afo_sampler *s, const int32_t *hist, size_t n) {
     const afo_sampler_options *o = &s->o;
-    bool rep = o->repetition_penalty != 1, add = o->presence_penalty != 0 || o->frequency_penalty != 0;
-    if (!rep && !add) return;
+    if (!penalises(o)) return;
+    bool rep = o->repetition_penalty != 1;
     size_t from = o->penalty_window && n > (size_t)o->penalty_window ? n - (size_t)o->penalty_window : 0;
     for (size_t i = from; i < n; i++) s->counts[hist[i]]++;
     for (size_t i = from; i < n; i++) {
@@ -161,8 +165,7 @@ int32_t afo_sampler_sample(afo_sampler *s, const float *logits, const int32_t *h
 }
 
 static bool picks_on_device(const afo_sampler *s, const afo_array *logits) {
-    bool penalised = s->o.repetition_penalty != 1 || s->o.presence_penalty != 0 || s->o.frequency_penalty != 0;
-    return s->o.temperature == 0 && !penalised && afo_array_device(logits) != AFO_CPU;
+    return s->o.temperature == 0 && !penalises(&s->o) && afo_array_device(logits) != AFO_CPU;
 }
 
 /* Greedy picks on an accelerator take the argmax there, so one id crosses to
