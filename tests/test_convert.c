@@ -458,16 +458,13 @@ static void test_errors(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/afo_test_convert_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (!test_temp_dir("convert", g_dir, sizeof g_dir)) return 1;
     RUN(test_errors);
     RUN(test_demo);
     RUN(test_mixed_demo);
     RUN(test_mixed_rule);
     RUN(test_moe);
     RUN(test_every_fixture);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    test_remove_tree(g_dir);
     return test_finish();
 }

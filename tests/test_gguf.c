@@ -391,14 +391,11 @@ static void test_errors(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/afo_test_gguf_XXXXXX");
-    if (!mkdtemp(g_dir)) return 1;
+    if (!test_temp_dir("gguf", g_dir, sizeof g_dir)) return 1;
     RUN(test_block_quantizers);
     RUN(test_demo_model);
     RUN(test_fixtures);
     RUN(test_errors);
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", g_dir);
+    test_remove_tree(g_dir);
     return test_finish();
 }

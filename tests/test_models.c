@@ -4,12 +4,11 @@
  * hub lookup, and malformed inputs. Fixtures: ../shared/fixtures (skipped
  * with a message when absent). AFO_TEST_SCALE < 1 shortens the heaviest
  * cases (qemu). */
-#define _GNU_SOURCE /* nftw */
+#define _GNU_SOURCE
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -418,13 +417,10 @@ static void test_multimodal_gemma3(void) {
     afo_model_free(m);
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) { return remove(path); }
-
 int main(void) {
     const char *s = getenv("AFO_TEST_SCALE");
     if (s) g_scale = atof(s);
-    snprintf(g_tmp, sizeof g_tmp, "/tmp/afo_test_models_%d", (int)getpid());
-    mkdir(g_tmp, 0700);
+    if (!test_temp_dir("models", g_tmp, sizeof g_tmp)) return 1;
     RUN(test_reference_models);
     RUN(test_stories260k);
     RUN(test_tiny_classics);
@@ -432,6 +428,6 @@ int main(void) {
     RUN(test_random_and_malformed);
     RUN(test_hub_cache);
     RUN(test_multimodal_gemma3);
-    nftw(g_tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_remove_tree(g_tmp);
     return test_finish();
 }

@@ -2,7 +2,6 @@
  * sharded models, and malformed files that must fail cleanly. */
 #define _GNU_SOURCE
 #include <dirent.h>
-#include <ftw.h>
 #include <stdbool.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -19,10 +18,6 @@ static const char *tmp_path(const char *name, char *buf, size_t n) {
     return buf;
 }
 
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
 
 static void write_bytes(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -546,11 +541,7 @@ static void test_save_replace(void) {
 }
 
 int main(void) {
-    snprintf(g_dir, sizeof g_dir, "/tmp/afo-safetensors-XXXXXX");
-    if (!mkdtemp(g_dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (!test_temp_dir("safetensors", g_dir, sizeof g_dir)) return 1;
     RUN(test_fixtures);
     RUN(test_tiny_model);
     RUN(test_roundtrip);
@@ -561,6 +552,6 @@ int main(void) {
     RUN(test_bad_index);
     RUN(test_save_errors);
     RUN(test_save_replace);
-    nftw(g_dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_remove_tree(g_dir);
     return test_finish();
 }

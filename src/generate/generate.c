@@ -205,8 +205,8 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     double t0 = now();
     afo_array *logits = NULL;
     rc = prefill(m, cache, prompt, n, o.prefill_chunk, &logits);
-    /* a GPU runs the prompt asynchronously: wait for it to count its time */
-    if (rc == AFO_OK) rc = afo_eval1(logits);
+    /* the forward pass evaluated the logits, but a GPU runs that work
+     * asynchronously: wait for it to count its time */
     if (rc == AFO_OK) rc = afo_synchronize(afo_array_device(logits));
     st->prompt_seconds = now() - t0;
     double t_first = 0;

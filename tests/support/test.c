@@ -1,8 +1,10 @@
+#define _GNU_SOURCE /* nftw */
 #include "support/test.h"
 #include "afo/afo.h"
 
 #include <string.h>
 #include <unistd.h>
+#include <ftw.h>
 
 int test_failures, test_checks;
 static uint64_t g_state = 0x9e3779b97f4a7c15ull;
@@ -53,4 +55,20 @@ __attribute__((constructor)) static void test_device_from_env(void) {
         fprintf(stderr, "AFO_TEST_DEVICE=%s: %s\n", name, d < 0 ? "unknown device" : afo_last_error());
         exit(1);
     }
+}
+
+const char *test_temp_dir(const char *name, char *buf, size_t n) {
+    snprintf(buf, n, "/tmp/afo-%s-XXXXXX", name);
+    if (mkdtemp(buf)) return buf;
+    perror("mkdtemp");
+    return NULL;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void test_remove_tree(const char *dir) {
+    if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) fprintf(stderr, "could not remove %s\n", dir);
 }

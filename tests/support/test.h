@@ -47,6 +47,12 @@ void test_seed(uint64_t seed);
 double test_uniform(double lo, double hi);
 double test_normal(void);
 
+/* A new empty directory /tmp/afo-NAME-XXXXXX, its path in buf (at least
+ * 64 bytes); NULL, after printing why, when it cannot be made. */
+const char *test_temp_dir(const char *name, char *buf, size_t n);
+/* Removes a directory and everything below it (a test's scratch space). */
+void test_remove_tree(const char *dir);
+
 /* Path under the shared fixtures directory (AFO_SHARED_DIR or ../shared);
  * returns NULL, after printing a skip message, when it does not exist. */
 const char *test_shared_path(const char *rel, char *buf, size_t n);
