@@ -47,6 +47,13 @@ afo_status afo_eval1(afo_array *a);
 const void *afo_array_data(afo_array *a);
 /* Evaluates and copies the elements, converted to `dtype`, into dst. */
 afo_status afo_array_read(afo_array *a, afo_dtype dtype, void *dst, size_t dst_bytes);
+/* Evaluates, then overwrites the elements of a contiguous array in place,
+ * where its data lives (on a GPU: queued there, in order with its work):
+ * the inputs of a recording between replays (afo/device.h). nbytes must be
+ * the array's size in bytes, in its dtype. Every view of the same data sees
+ * the change; an array whose bytes are a file's or also held on another
+ * device is refused. */
+afo_status afo_array_write(afo_array *a, const void *src, size_t nbytes);
 /* Evaluates a one-element array and returns its value as a double. */
 afo_status afo_array_item(afo_array *a, double *value);
 

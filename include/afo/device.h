@@ -51,13 +51,23 @@ afo_status afo_synchronize(afo_device d);
  * order, the graph made last time is updated with the new arguments rather
  * than built again. Between begin and end the host must not read device
  * data (that fails and abandons the recording). Devices without graphs
- * (the CPU) just run the work: begin and end do nothing. */
+ * (the CPU) just run the work: begin and end do nothing.
+ *
+ * afo_record_replay launches the last recording again, as it was made: the
+ * same kernels on the same buffers, without building anything on the host.
+ * What it computes can change only through the data of the arrays it reads
+ * (afo_array_write between replays; positions given to the *_at ops), and
+ * the arrays it wrote hold the new results. Device buffers freed while
+ * recording stay reserved for the recording until it records again or is
+ * freed; arrays made before it and read or written by it must be kept alive
+ * by the caller for as long as it is replayed. */
 typedef struct afo_recording afo_recording;
 afo_recording *afo_recording_new(afo_device d);
 afo_status afo_record_begin(afo_recording *r);
 afo_status afo_record_end(afo_recording *r);
 /* Ends a recording without running it (after an error inside it). */
 void afo_record_cancel(afo_recording *r);
+afo_status afo_record_replay(afo_recording *r);
 /* How many recordings were launched and how many needed a new graph. */
 void afo_recording_counts(const afo_recording *r, int64_t *launched, int64_t *instantiated);
 void afo_recording_free(afo_recording *r);

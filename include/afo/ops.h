@@ -70,6 +70,11 @@ afo_array *afo_slice_axis(afo_array *x, int axis, int64_t start, int64_t stop);
  * When x is held only by this op its buffer is reused (KV caches). */
 afo_array *afo_slice_update(afo_array *x, afo_array *update, const int64_t *start,
                             const int64_t *stop, const int64_t *step);
+/* afo_slice_update of the whole of x except along `axis`, where the slice
+ * starts at the value of `start` (int32, one element) when the graph runs,
+ * clamped to [0, dim - n] (n: update's extent along axis). A recorded
+ * decode step writes its cache slot this way at any position. */
+afo_array *afo_slice_update_at(afo_array *x, afo_array *update, int axis, afo_array *start);
 afo_array *afo_contiguous(afo_array *x);
 afo_array *afo_concatenate(afo_array *const *xs, int n, int axis);
 
@@ -117,6 +122,10 @@ afo_array *afo_layer_norm(afo_array *x, afo_array *weight, afo_array *bias, floa
  * multiplied by `scale`. */
 afo_array *afo_rope(afo_array *x, int dims, int traditional, float base, float scale,
                     int64_t offset, afo_array *freqs);
+/* afo_rope with the offset read from `offset` (int32, one element) when the
+ * graph runs. */
+afo_array *afo_rope_at(afo_array *x, int dims, int traditional, float base, float scale,
+                       afo_array *offset, afo_array *freqs);
 /* softmax(q k^T * scale + mask) v with q [B, Hq, Lq, D], k [B, Hkv, Lk, D],
  * v [B, Hkv, Lk, Dv], Hq a multiple of Hkv (grouped-query attention).
  * causal: query i (at position Lk - Lq + i) sees keys j <= its position;
@@ -125,6 +134,12 @@ afo_array *afo_rope(afo_array *x, int dims, int traditional, float base, float s
  * mask, false hides. Fully masked rows give zeros. */
 afo_array *afo_scaled_dot_product_attention(afo_array *q, afo_array *k, afo_array *v, float scale,
                                             afo_array *mask, int causal, int window);
+/* Causal attention with query i at position offset + i (offset int32, one
+ * element, read when the graph runs) instead of Lk - Lq + i: k and v may be
+ * a whole preallocated cache, whose slots past the last query's position
+ * are never read. */
+afo_array *afo_scaled_dot_product_attention_at(afo_array *q, afo_array *k, afo_array *v, float scale,
+                                               afo_array *mask, int window, afo_array *offset);
 
 /* ---- random (counter-based: results do not depend on thread count) ---- */
 afo_array *afo_random_key(uint64_t seed);              /* uint32 [2] */

@@ -415,10 +415,32 @@ afo_status afo_array_read(afo_array *a, afo_dtype dtype, void *dst, size_t dst_b
                          dst_bytes, need);
     AFO_TRY(afo_eval1(a));
     afo_array view = *a;
-    view.buf = afo_buffer_on(a->buf, AFO_CPU);
+    afo_buffer *fetched = NULL;
+    if (a->buf->device == AFO_CPU) view.buf = a->buf;
+    else if (a->buf->copy) view.buf = a->buf->copy;
+    else view.buf = fetched = afo_buffer_fetch(a->buf);
     if (!view.buf) return afo_last_status();
     afo_cpu_copy(&view, dst, dtype);
+    afo_buffer_release(fetched);
     return AFO_OK;
+}
+
+afo_status afo_array_write(afo_array *a, const void *src, size_t nbytes) {
+    if (!a || !src) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_write: NULL argument");
+    AFO_TRY(afo_eval1(a));
+    size_t need = afo_array_nbytes(a);
+    if (nbytes != need)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_write: %zu bytes given for an array of %zu", nbytes, need);
+    const afo_buffer *b = a->buf;
+    if (!a->contiguous || b->mapping || b->copy || b->is_copy)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT,
+                         "afo_array_write: the array is a strided view or shares its bytes with a file or a copy");
+    char *dst = (char *)afo_array_ptr(a);
+    if (b->device == AFO_CPU) {
+        memcpy(dst, src, nbytes);
+        return AFO_OK;
+    }
+    return afo_backend_of(b->device)->upload(dst, src, nbytes);
 }
 
 afo_status afo_array_item(afo_array *a, double *value) {

@@ -99,8 +99,10 @@ afo_status afo_synchronize(afo_device d) {
 
 struct afo_recording {
     const afo_backend *be; /* NULL: nothing to record on this device */
-    void *exec;
-    bool open;
+    afo_device device;
+    void *state;           /* the backend's */
+    bool open, ready;      /* ready: something was recorded and can be replayed */
+    afo_held_buffers held; /* what the last recording's graph names besides live arrays */
     int64_t launched, instantiated;
 };
 
@@ -112,6 +114,7 @@ afo_recording *afo_recording_new(afo_device d) {
     afo_recording *r = calloc(1, sizeof *r);
     if (!r) return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "afo_recording_new: out of memory");
     r->be = be && be->record_begin ? be : NULL;
+    r->device = d;
     return r;
 }
 
@@ -119,8 +122,23 @@ afo_status afo_record_begin(afo_recording *r) {
     if (!r) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_begin: recording is NULL");
     if (r->open) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_begin: already recording");
     if (!r->be) return AFO_OK;
-    AFO_TRY(r->be->record_begin());
+    r->ready = false;
+    AFO_TRY(r->be->record_begin(&r->state));
+    /* the previous graph is replaced: what only it named may be reused */
+    afo_held_release(r->device, &r->held);
+    afo_pool_hold(r->device, &r->held);
     r->open = true;
+    return AFO_OK;
+}
+
+static afo_status record_finish(afo_recording *r, bool discard) {
+    r->open = false;
+    afo_pool_hold(r->device, NULL);
+    int fresh = 0;
+    AFO_TRY(r->be->record_end(&r->state, &fresh, discard));
+    r->ready = !discard;
+    r->launched += !discard;
+    r->instantiated += fresh;
     return AFO_OK;
 }
 
@@ -128,19 +146,20 @@ afo_status afo_record_end(afo_recording *r) {
     if (!r) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_end: recording is NULL");
     if (!r->be) return AFO_OK;
     if (!r->open) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_end: not recording");
-    r->open = false;
-    int fresh = 0;
-    AFO_TRY(r->be->record_end(&r->exec, &fresh, false));
-    r->launched++;
-    r->instantiated += fresh;
-    return AFO_OK;
+    return record_finish(r, false);
 }
 
 void afo_record_cancel(afo_recording *r) {
-    if (!r || !r->be || !r->open) return;
-    r->open = false;
-    int fresh = 0;
-    r->be->record_end(&r->exec, &fresh, true);
+    if (r && r->be && r->open) record_finish(r, true);
+}
+
+afo_status afo_record_replay(afo_recording *r) {
+    if (!r) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_replay: recording is NULL");
+    if (!r->be) return afo_error(AFO_ERR_UNSUPPORTED, "afo_record_replay: the CPU records nothing to replay");
+    if (!r->ready) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_record_replay: nothing recorded yet");
+    AFO_TRY(r->be->replay(r->state));
+    r->launched++;
+    return AFO_OK;
 }
 
 void afo_recording_counts(const afo_recording *r, int64_t *launched, int64_t *instantiated) {
@@ -150,6 +169,10 @@ void afo_recording_counts(const afo_recording *r, int64_t *launched, int64_t *in
 
 void afo_recording_free(afo_recording *r) {
     if (!r) return;
-    if (r->be) r->be->record_free(r->exec);
+    afo_record_cancel(r);
+    if (r->be) {
+        r->be->record_free(r->state); /* after the last launch is done */
+        afo_held_release(r->device, &r->held);
+    }
     free(r);
 }

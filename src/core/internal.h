@@ -55,8 +55,20 @@ void afo_buffer_release(afo_buffer *b);
 /* b's bytes on `device`: b itself, or its copy there (made and counted on
  * first request). Borrowed: valid while b lives. NULL + error on failure. */
 afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device);
+/* A new host buffer with the device buffer b's bytes as they are now
+ * (counted, not kept as b's copy: b may be written again, by a replayed
+ * recording). */
+afo_buffer *afo_buffer_fetch(const afo_buffer *b);
 /* True when b may be overwritten by the op consuming its only reference. */
 bool afo_buffer_writable(const afo_buffer *b);
+/* Device buffers freed while a recording captures go to it instead of the
+ * pool: its graph names them and writes them again at every replay, so they
+ * return to the pool only with the recording. They count as active. */
+typedef struct afo_held_buffers {
+    struct afo_held_entry *list;
+} afo_held_buffers;
+void afo_pool_hold(afo_device device, afo_held_buffers *into); /* NULL: free to the pool again */
+void afo_held_release(afo_device device, afo_held_buffers *held);
 
 /* ---------------------------------------------------------------- backends */
 /* What the core needs from an accelerator: memory, copies, a barrier. Its
@@ -69,10 +81,13 @@ typedef struct afo_backend {
     afo_status (*download)(void *dst, const void *src, size_t nbytes); /* device → host, complete on return */
     afo_status (*synchronize)(void);
     afo_status (*info)(afo_device_info *out);
-    /* Graph recording (afo_recording_*): NULL when the device has none. */
-    afo_status (*record_begin)(void);
-    afo_status (*record_end)(void **exec, int *instantiated, bool discard); /* and launch */
-    void (*record_free)(void *exec);
+    /* Graph recording (afo_recording_*): NULL when the device has none.
+     * *rec is the backend's state of one recording, made by the first
+     * record_begin; record_end launches what was recorded. */
+    afo_status (*record_begin)(void **rec);
+    afo_status (*record_end)(void **rec, int *instantiated, bool discard);
+    afo_status (*replay)(void *rec);
+    void (*record_free)(void *rec);
 } afo_backend;
 /* NULL for the CPU and for a device this build or machine lacks (the error
  * text then says why). */
@@ -188,6 +203,17 @@ void afo_broadcast_strides(const afo_array *a, int ndim, const int64_t *shape, i
 int afo_merge_axes(int ndim, int64_t *shape, int nops, int64_t *const *strides);
 /* Formats "[2, 3, 4]" into buf. */
 const char *afo_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+/* Positions read when a graph runs (afo_rope_at, afo_slice_update_at,
+ * afo_scaled_dot_product_attention_at): one int32 element. The check names
+ * the op; the value is read from an evaluated array on the host. */
+afo_status afo_check_position(const char *op, const afo_array *position);
+int64_t afo_position_value(const afo_array *position);
+/* slice_update's attrs: per axis start, step and length (i[d], i[8 + d],
+ * i[16 + d]); with a third input (afo_slice_update_at) the slice along the
+ * axis i[AFO_SLICE_AT_AXIS] moves by that input's value, clamped so that it
+ * stays inside. */
+#define AFO_SLICE_AT_AXIS (3 * AFO_MAX_DIMS)
+int64_t afo_slice_at_start(const afo_array *out, const afo_attrs *a, int64_t position);
 /* Gives out a fresh contiguous buffer on out's device (or an error). */
 afo_status afo_array_alloc(afo_array *out);
 /* Makes out a view of src's buffer with the given strides/offset. */

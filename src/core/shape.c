@@ -120,3 +120,20 @@ int afo_merge_axes(int ndim, int64_t *shape, int nops, int64_t *const *strides) 
     }
     return n;
 }
+
+afo_status afo_check_position(const char *op, const afo_array *position) {
+    if (position->dtype != AFO_INT32 || position->size != 1)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: the position must be one int32 element, not %s of %lld", op,
+                         afo_dtype_name(position->dtype), (long long)position->size);
+    return AFO_OK;
+}
+
+int64_t afo_position_value(const afo_array *position) {
+    return *(const int32_t *)afo_array_ptr(position);
+}
+
+int64_t afo_slice_at_start(const afo_array *out, const afo_attrs *a, int64_t position) {
+    int axis = (int)a->i[AFO_SLICE_AT_AXIS];
+    int64_t last = out->shape[axis] - a->i[2 * AFO_MAX_DIMS + axis];
+    return position < 0 ? 0 : position > last ? last : position;
+}

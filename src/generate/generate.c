@@ -7,6 +7,7 @@
 
 #include "afo/generate.h"
 #include "core/internal.h"
+#include "models/models.h"
 
 afo_generate_options afo_generate_defaults(void) {
     return (afo_generate_options){.max_tokens = 256, .sampler = afo_sampler_defaults(), .prefill_chunk = 512};
@@ -110,25 +111,78 @@ static afo_status prefill(afo_model *m, afo_kv_cache *cache, const int32_t *ids,
 }
 
 /* One decode step: the forward pass for `id` and the device side of the
- * next pick; with a recording, all of it launched as one graph. */
-static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo_recording *rec, afo_sampler *sampler,
+ * next pick. */
+static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo_sampler *sampler,
                               afo_array **logits) {
     afo_forward_options fo = {.last_only = 1};
-    if (rec) AFO_TRY(afo_record_begin(rec));
-    afo_status st = afo_model_forward_ex(m, cache, &id, 1, 1, &fo, logits);
-    if (st == AFO_OK) st = afo_sampler_prepare(sampler, *logits);
-    if (!rec) return st;
+    AFO_TRY(afo_model_forward_ex(m, cache, &id, 1, 1, &fo, logits));
+    return afo_sampler_prepare(sampler, *logits);
+}
+
+/* Decode steps on a GPU as one recorded graph, replayed for every token:
+ * the step reads its token id and position from device arrays, so nothing
+ * is built on the host per token; the cache has room reserved for the run
+ * (recorded again when it has to grow), and each replay rewrites the
+ * logits and the sampler's pick in place. */
+typedef struct replay {
+    afo_recording *rec;
+    afo_array *id, *position; /* int32 [1, 1] and [1], on the device */
+    afo_array *logits;        /* what the recorded step computes */
+} replay;
+
+static void replay_clear(replay *r) {
+    afo_release(r->id), afo_release(r->position), afo_release(r->logits);
+    r->id = r->position = r->logits = NULL;
+}
+
+/* Positions reserved ahead when recording: a run's remaining tokens, up to
+ * this many (a longer run records again when it gets there). */
+#define REPLAY_RESERVE 4096
+
+static afo_status replay_inputs(replay *r, afo_kv_cache *cache, int32_t id) {
+    int32_t pos = (int32_t)afo_kv_cache_length(cache);
+    AFO_TRY(afo_array_write(r->id, &id, sizeof id));
+    return afo_array_write(r->position, &pos, sizeof pos);
+}
+
+static afo_status replay_record(replay *r, afo_model *m, afo_kv_cache *cache, int32_t id, int64_t remaining,
+                                afo_sampler *sampler) {
+    replay_clear(r);
+    int64_t ahead = remaining < REPLAY_RESERVE ? remaining : REPLAY_RESERVE;
+    AFO_TRY(kv_reserve(cache, afo_kv_cache_length(cache) + (ahead > 1 ? ahead : 1)));
+    r->id = afo_zeros(AFO_INT32, 2, (int64_t[]){1, 1});
+    r->position = afo_zeros(AFO_INT32, 1, (int64_t[]){1});
+    if (!r->id || !r->position) return afo_last_status();
+    AFO_TRY(replay_inputs(r, cache, id));
+    AFO_TRY(afo_record_begin(r->rec));
+    afo_status st = model_forward_at(m, cache, r->id, r->position, &r->logits);
+    if (st == AFO_OK) st = afo_sampler_prepare(sampler, r->logits);
     if (st != AFO_OK) {
-        afo_record_cancel(rec);
+        afo_record_cancel(r->rec);
         return st;
     }
-    return afo_record_end(rec);
+    return afo_record_end(r->rec);
+}
+
+/* The step for `id`: replayed when the recording has room for it, recorded
+ * when not; *logits gets a reference to the recorded step's logits. */
+static afo_status replay_step(replay *r, afo_model *m, afo_kv_cache *cache, int32_t id, int64_t remaining,
+                              afo_sampler *sampler, afo_array **logits) {
+    if (r->logits && afo_kv_cache_length(cache) < kv_capacity(cache)) {
+        AFO_TRY(replay_inputs(r, cache, id));
+        AFO_TRY(afo_record_replay(r->rec));
+        kv_advance(cache, 1);
+    } else {
+        AFO_TRY(replay_record(r, m, cache, id, remaining, sampler));
+    }
+    *logits = afo_retain(r->logits);
+    return AFO_OK;
 }
 
 typedef struct loop_state {
     afo_sampler *sampler;
-    afo_recording *recording; /* GPU decode steps as CUDA graphs; NULL on the CPU */
-    int64_t step_fallbacks;   /* ops of the first decode step that ran on the CPU instead */
+    replay replay;          /* with a recording when GPU decode steps replay one graph */
+    int64_t step_fallbacks; /* ops of the first decode step that ran on the CPU instead */
     afo_detokenizer *detok;
     text_gate gate;
     int32_t *history;
@@ -138,7 +192,8 @@ typedef struct loop_state {
 
 static void loop_free(loop_state *s) {
     afo_sampler_free(s->sampler);
-    afo_recording_free(s->recording);
+    replay_clear(&s->replay);
+    afo_recording_free(s->replay.rec);
     afo_detokenizer_free(s->detok);
     free(s->gate.held);
     free(s->history);
@@ -190,7 +245,7 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     afo_status rc = AFO_OK;
     s.sampler = afo_sampler_new(&o.sampler, (int32_t)vocab);
     if (o.graphs && afo_get_default_device() != AFO_CPU)
-        s.recording = afo_recording_new(afo_get_default_device());
+        s.replay.rec = afo_recording_new(afo_get_default_device());
     s.cap = n + (size_t)o.max_tokens + 1;
     s.history = malloc(sizeof(int32_t) * s.cap);
     if (!s.sampler || !s.history || (tok && !(s.detok = afo_detokenizer_new(tok, 1)))) {
@@ -236,12 +291,23 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
         afo_release(logits);
         logits = NULL;
         /* The first step runs plainly: it makes what is created lazily (GEMM
-         * workspaces, pool buffers) and shows whether every op of a step has
-         * a kernel on the device; one falling back to the CPU would read
-         * device data, which a recording cannot. */
+         * workspaces, weights' device copies) and shows whether every op of
+         * a step has a kernel on the device; one falling back to the CPU
+         * would read device data, which a recording cannot. A step that
+         * cannot be recorded (MoE routing, a quantized or rotating cache)
+         * runs plainly from then on. */
         int64_t fallbacks = afo_cpu_fallback_count();
-        bool record = s.recording && step > 0 && s.step_fallbacks == 0;
-        rc = decode_step(m, cache, id, record ? s.recording : NULL, s.sampler, &logits);
+        if (s.replay.rec && step > 0 && s.step_fallbacks == 0) {
+            rc = replay_step(&s.replay, m, cache, id, o.max_tokens - step, s.sampler, &logits);
+            if (rc == AFO_ERR_UNSUPPORTED) {
+                replay_clear(&s.replay);
+                afo_recording_free(s.replay.rec);
+                s.replay.rec = NULL;
+                rc = decode_step(m, cache, id, s.sampler, &logits);
+            }
+        } else {
+            rc = decode_step(m, cache, id, s.sampler, &logits);
+        }
         if (step == 0) s.step_fallbacks = afo_cpu_fallback_count() - fallbacks;
     }
     if (st->generated_tokens > 0) st->generate_seconds = now() - t_first;

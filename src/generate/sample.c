@@ -11,7 +11,8 @@ struct afo_sampler {
     int32_t vocab;
     float *work;      /* adjusted logits */
     float *row;       /* logits read back from an array */
-    afo_array *pick, *pick_for; /* a pick started on a device, and the logits it is for */
+    afo_array *pick;   /* a pick made on a device (kept: a replayed step writes it again) */
+    uint64_t pick_for; /* the id of the logits array it is for; 0: none */
     struct candidate { float logit; int32_t id; } *cand; /* sorted when filtering */
     int32_t *counts;  /* occurrences of each id in the penalty window */
     uint64_t state;   /* splitmix64: the draw sequence depends only on the seed */
@@ -178,7 +179,7 @@ afo_status afo_sampler_prepare(afo_sampler *s, afo_array *logits) {
     AFO_TRY(afo_eval1(logits));
     afo_release(s->pick);
     s->pick = NULL;
-    s->pick_for = NULL;
+    s->pick_for = 0;
     if (!picks_on_device(s, logits)) return AFO_OK;
     afo_device before = afo_get_default_device();
     afo_set_default_device(afo_array_device(logits));
@@ -187,19 +188,15 @@ afo_status afo_sampler_prepare(afo_sampler *s, afo_array *logits) {
     afo_set_default_device(before);
     afo_release(flat);
     afo_status st = s->pick ? afo_eval1(s->pick) : afo_last_status();
-    if (st == AFO_OK) s->pick_for = logits;
+    if (st == AFO_OK) s->pick_for = logits->id;
     return st;
 }
 
 int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory) {
-    if ((!s || !logits || s->pick_for != logits) && afo_sampler_prepare(s, logits) != AFO_OK) return -1;
+    if ((!s || !logits || s->pick_for != logits->id) && afo_sampler_prepare(s, logits) != AFO_OK) return -1;
     if (s->pick) {
         int32_t id = -1;
-        afo_status st = afo_array_read(s->pick, AFO_INT32, &id, sizeof id);
-        afo_release(s->pick);
-        s->pick = NULL;
-        s->pick_for = NULL;
-        return st == AFO_OK ? id : -1;
+        return afo_array_read(s->pick, AFO_INT32, &id, sizeof id) == AFO_OK ? id : -1;
     }
     if (afo_array_read(logits, AFO_FLOAT32, s->row, sizeof(float) * (size_t)s->vocab) != AFO_OK) return -1;
     return afo_sampler_sample(s, s->row, history, nhistory);

@@ -26,7 +26,14 @@ typedef struct device_pool {
     size_t active, peak, cache, mapped, limit, cache_limit;
     uint64_t alloc_count, cache_hits, copied_in, copied_out;
     cache_entry *head, *tail;
+    afo_held_buffers *holding;
 } device_pool;
+
+struct afo_held_entry {
+    struct afo_held_entry *next;
+    void *data;
+    size_t capacity;
+};
 
 static device_pool g_pools[AFO_DEVICE_COUNT] = {
     [AFO_CPU] = {.lock = PTHREAD_MUTEX_INITIALIZER, .device = AFO_CPU},
@@ -86,6 +93,22 @@ static cache_entry *cache_take(device_pool *p, size_t capacity) {
     }
     if (best) lru_unlink(p, best);
     return best;
+}
+
+/* An active buffer's memory back into the cache (or freed, past the cache
+ * limit); the pool's lock is held. */
+static void pool_return(device_pool *p, void *data, size_t capacity) {
+    p->active -= capacity;
+    size_t cache_limit = p->cache_limit ? p->cache_limit : (p->limit ? p->limit : SIZE_MAX);
+    cache_entry *e = capacity <= cache_limit ? malloc(sizeof *e) : NULL;
+    if (e) {
+        e->data = data;
+        e->capacity = capacity;
+        evict_to(p, cache_limit - capacity);
+        lru_push_front(p, e);
+    } else {
+        raw_free(p, data);
+    }
 }
 
 static void count_active(device_pool *p, size_t capacity) {
@@ -171,19 +194,40 @@ void afo_buffer_release(afo_buffer *b) {
     }
     device_pool *p = &g_pools[b->device];
     pthread_mutex_lock(&p->lock);
-    p->active -= b->capacity;
-    size_t cache_limit = p->cache_limit ? p->cache_limit : (p->limit ? p->limit : SIZE_MAX);
-    cache_entry *e = b->capacity <= cache_limit ? malloc(sizeof *e) : NULL;
-    if (e) {
-        e->data = b->data;
-        e->capacity = b->capacity;
-        evict_to(p, cache_limit - b->capacity);
-        lru_push_front(p, e);
-    } else {
-        raw_free(p, b->data);
+    if (p->holding) {
+        /* without room to note it, the buffer is lost rather than reused
+         * under a graph that writes it */
+        struct afo_held_entry *h = malloc(sizeof *h);
+        if (h) {
+            *h = (struct afo_held_entry){p->holding->list, b->data, b->capacity};
+            p->holding->list = h;
+        }
+        pthread_mutex_unlock(&p->lock);
+        free(b);
+        return;
     }
+    pool_return(p, b->data, b->capacity);
     pthread_mutex_unlock(&p->lock);
     free(b);
+}
+
+void afo_pool_hold(afo_device device, afo_held_buffers *into) {
+    device_pool *p = &g_pools[device];
+    pthread_mutex_lock(&p->lock);
+    p->holding = into;
+    pthread_mutex_unlock(&p->lock);
+}
+
+void afo_held_release(afo_device device, afo_held_buffers *held) {
+    device_pool *p = &g_pools[device];
+    pthread_mutex_lock(&p->lock);
+    while (held->list) {
+        struct afo_held_entry *h = held->list;
+        held->list = h->next;
+        pool_return(p, h->data, h->capacity);
+        free(h);
+    }
+    pthread_mutex_unlock(&p->lock);
 }
 
 bool afo_buffer_writable(const afo_buffer *b) {
@@ -199,6 +243,17 @@ static void count_copy(afo_device from, afo_device to, size_t nbytes) {
     pthread_mutex_unlock(&g_pools[to].lock);
 }
 
+afo_buffer *afo_buffer_fetch(const afo_buffer *b) {
+    if (b->device == AFO_CPU) return afo_error_null(AFO_ERR_INTERNAL, "afo_buffer_fetch: the buffer is on the CPU");
+    afo_buffer *c = afo_buffer_alloc(AFO_CPU, b->nbytes);
+    if (!c) return NULL;
+    if (afo_backend_of(b->device)->download(c->data, b->data, b->nbytes) != AFO_OK) {
+        afo_buffer_release(c);
+        return NULL;
+    }
+    count_copy(b->device, AFO_CPU, b->nbytes);
+    return c;
+}
 
 afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device) {
     if (b->device == device) return b;

@@ -41,6 +41,7 @@ struct afo_kv_cache {
     /* this forward pass: */
     int64_t n;
     kv_layout layout;
+    afo_array *position;   /* borrowed; set by kv_begin_at */
     afo_array *mask[2];    /* additive [n, keys] for full / sliding layers; NULL: none needed */
     float *scratch;
     size_t scratch_len;
@@ -207,19 +208,26 @@ static afo_status reserve(afo_kv_cache *c, int64_t needed) {
     return AFO_OK;
 }
 
-/* Writes x [B, K, n, *] (taken) at slots start.. of *s; the slot keeps the
- * update node only, so slice_update can reuse the buffer in place. */
-static afo_status put(afo_array **s, afo_array *x, int64_t start) {
+afo_status kv_reserve(afo_kv_cache *c, int64_t capacity) { return reserve(c, capacity); }
+int64_t kv_capacity(const afo_kv_cache *c) { return c->capacity; }
+void kv_advance(afo_kv_cache *c, int64_t n) { c->length += n; }
+
+/* Writes x [B, K, n, *] (taken) at slots start.. of *s (at the value of
+ * c->position when set); the slot keeps the update node only, so
+ * slice_update can reuse the buffer in place. */
+static afo_status put_in(const afo_kv_cache *c, afo_array **s, afo_array *x, int64_t start) {
     if (!x) return afo_last_status();
     const int64_t *sh = afo_array_shape(*s);
     int64_t b[4] = {0, 0, start, 0}, e[4] = {sh[0], sh[1], start + afo_array_dim(x, 2), sh[3]};
-    afo_array *u = afo_slice_update(*s, x, b, e, NULL);
+    afo_array *u = c && c->position ? afo_slice_update_at(*s, x, 2, c->position) : afo_slice_update(*s, x, b, e, NULL);
     afo_release(x);
     if (!u) return afo_last_status();
     afo_release(*s);
     *s = u;
     return AFO_OK;
 }
+
+static afo_status put(afo_array **s, afo_array *x, int64_t start) { return put_in(NULL, s, x, start); }
 
 /* The slot of position p in a rotating cache. */
 static int64_t ring_slot(const afo_kv_cache *c, int64_t p) {
@@ -385,9 +393,15 @@ static afo_array *attend_plain(afo_kv_cache *c, int layer, afo_array *q, afo_arr
     afo_array *K = NULL, *V = NULL, *out = NULL;
     switch (c->layout) {
     case KEYS_PREFIX:
-        if (put(ks, k, o) != AFO_OK) afo_release(v);
-        else if (put(vs, v, o) == AFO_OK) K = afo_slice_axis(*ks, 2, 0, total), V = afo_slice_axis(*vs, 2, 0, total);
-        out = K && V ? afo_scaled_dot_product_attention(q, K, V, scale, NULL, 1, window) : NULL;
+        if (put_in(c, ks, k, o) != AFO_OK) {
+            afo_release(v);
+        } else if (put_in(c, vs, v, o) == AFO_OK) {
+            K = c->position ? afo_retain(*ks) : afo_slice_axis(*ks, 2, 0, total);
+            V = c->position ? afo_retain(*vs) : afo_slice_axis(*vs, 2, 0, total);
+        }
+        if (K && V)
+            out = c->position ? afo_scaled_dot_product_attention_at(q, K, V, scale, NULL, window, c->position)
+                              : afo_scaled_dot_product_attention(q, K, V, scale, NULL, 1, window);
         break;
     case KEYS_RING:
         if (put(ks, k, ring_slot(c, o)) != AFO_OK) afo_release(v);
@@ -455,7 +469,21 @@ static afo_status quantize_buffers(afo_kv_cache *c) {
     return AFO_OK;
 }
 
+afo_status kv_begin_at(afo_kv_cache *c, afo_array *position) {
+    if (c->quantized || c->opt.kv_bits || c->opt.max_kv_size)
+        return afo_error(AFO_ERR_UNSUPPORTED, "kv cache: a step at a device position needs a plain cache "
+                                              "(not quantized or rotating)");
+    if (c->length + 1 > c->capacity)
+        return afo_error(AFO_ERR_UNSUPPORTED, "kv cache: no room reserved for position %lld (capacity %lld)",
+                         (long long)c->length, (long long)c->capacity);
+    c->n = 1;
+    c->layout = KEYS_PREFIX;
+    c->position = position;
+    return AFO_OK;
+}
+
 afo_status kv_end(afo_kv_cache *c, afo_status st) {
+    c->position = NULL;
     for (size_t i = 0; st == AFO_OK && i < (size_t)c->model->cfg.layers * 6; i++)
         if (c->buf[i]) st = afo_eval1(c->buf[i]);
     afo_release(c->mask[0]), afo_release(c->mask[1]);

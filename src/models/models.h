@@ -204,6 +204,15 @@ afo_array *gated_mlp(const model_config *c, afo_array *x, const linear_weight *g
 /* x W^T (+ bias), W plain or quantized: the one place matrices are applied. */
 afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias);
 
+/* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and
+ * position (int32 [1], at the cache's length when recorded) are device data
+ * read when the step runs, so that a recording of it replays at any later
+ * position within the cache's capacity (kv_begin_at's conditions; MoE
+ * models, which route on the host, and dynamic RoPE past the trained
+ * length are AFO_ERR_UNSUPPORTED). */
+afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, afo_array *position,
+                            afo_array **logits);
+
 /* kv_cache.c: the forward pass's side of a KV cache. kv_begin prepares
  * room and masks for n new positions at the cache's length; kv_attend
  * stores a layer's k, v [B, kv_heads, n, head_dim] (taken over) and returns
@@ -215,6 +224,17 @@ afo_array *kv_attend(afo_kv_cache *c, int layer, afo_array *q, afo_array *k, afo
                      bool sliding);
 afo_status kv_end(afo_kv_cache *c, afo_status st);
 const afo_model *kv_cache_model(const afo_kv_cache *c);
+/* A decode step at a position known only when it runs (int32 [1], device
+ * memory): kv_begin_at stands for kv_begin(c, 1) and kv_attend then writes
+ * the slot and attends through the *_at ops over the whole buffers. Only
+ * plain caches (not quantized, not rotating) with room for one more
+ * position; AFO_ERR_UNSUPPORTED otherwise. kv_reserve makes room for
+ * `capacity` positions up front; kv_advance counts n positions that
+ * replayed steps stored. */
+afo_status kv_begin_at(afo_kv_cache *c, afo_array *position);
+afo_status kv_reserve(afo_kv_cache *c, int64_t capacity);
+int64_t kv_capacity(const afo_kv_cache *c);
+void kv_advance(afo_kv_cache *c, int64_t n);
 /* mlx-lm's quantized_scaled_dot_product_attention: softmax(q K^T * scale +
  * mask) V for q [B, H, n, D], K and V as packed, scales, biases [B, K, L, *]
  * (H a multiple of K), mask additive [n, L] or NULL; one pair of quantized

@@ -76,11 +76,22 @@ static afo_array *ow_split_heads(afo_array *x, int64_t B, int64_t n, int64_t hea
 
 typedef struct step {
     int64_t B, n, offset;
+    afo_array *position; /* the offset as device data (model_forward_at), or NULL */
     afo_kv_cache *cache;
     afo_array *mask;     /* the caller's, without a cache */
     afo_array *freqs[2]; /* full, sliding */
     double score[2];
 } step;
+
+static afo_array *rotate(afo_array *x, const model_config *c, const rope_params *rp, afo_array *freqs, const step *s) {
+    int dims = (int)c->rotary_dims;
+    float theta = (float)rp->theta;
+    afo_array *r = !x           ? NULL
+                   : s->position ? afo_rope_at(x, dims, 0, theta, 1.0f, s->position, freqs)
+                                 : afo_rope(x, dims, 0, theta, 1.0f, s->offset, freqs);
+    afo_release(x);
+    return r;
+}
 
 static afo_array *attention(const afo_model *m, const layer_weights *w, int layer, afo_array *h, const step *s) {
     const model_config *c = &m->cfg;
@@ -103,10 +114,7 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     v = ow_split_heads(v, s->B, s->n, K, D, NULL, 0);
     const rope_params *rp = sliding ? &c->rope_sliding : &c->rope_full;
     afo_array *freqs = s->freqs[sliding];
-    afo_array *qr = q ? afo_rope(q, (int)c->rotary_dims, 0, (float)rp->theta, 1.0f, s->offset, freqs) : NULL;
-    afo_array *kr = k ? afo_rope(k, (int)c->rotary_dims, 0, (float)rp->theta, 1.0f, s->offset, freqs) : NULL;
-    afo_release(q);
-    afo_release(k);
+    afo_array *qr = rotate(q, c, rp, freqs, s), *kr = rotate(k, c, rp, freqs, s);
     float scale = (float)(c->attn_scale * s->score[sliding]);
     afo_array *o = NULL;
     if (s->cache) {
@@ -142,9 +150,8 @@ static afo_array *ow_block(const afo_model *m, int layer, afo_array *x, const st
     return ow_add(x, f);
 }
 
-static afo_array *embed(const afo_model *m, const int32_t *ids, int64_t B, int64_t n) {
-    int64_t shape[2] = {B, n};
-    afo_array *idx = afo_array_from_data(ids, AFO_INT32, 2, shape);
+/* The embeddings of idx [B, n] (int32, taken over). */
+static afo_array *embed(const afo_model *m, afo_array *idx) {
     const linear_weight *e = &m->embed;
     afo_array *rows = !idx        ? NULL
                       : e->scales ? afo_quantized_take(e->w, e->scales, e->biases, idx, e->group_size, e->bits)
@@ -174,25 +181,21 @@ static afo_status check_ids(const afo_model *m, const int32_t *ids, int64_t coun
     return AFO_OK;
 }
 
-afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
-                                const afo_forward_options *opts, afo_array **logits) {
-    if (!m || !ids || !logits || batch < 1 || n < 1)
-        return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: needs a model, ids, batch >= 1 and n >= 1");
-    *logits = NULL;
-    if (cache && (kv_cache_model(cache) != m || afo_kv_cache_batch(cache) != batch))
-        return afo_error(AFO_ERR_INVALID_ARGUMENT,
-                         "model forward: the cache was made for another model or batch size (%lld, not %lld)",
-                         (long long)afo_kv_cache_batch(cache), (long long)batch);
-    AFO_TRY(check_ids(m, ids, batch * n));
+/* The forward pass of ids [batch, n] (int32, taken over) from the cache's
+ * length on, or, with a position (n = 1), at the position's value. */
+static afo_status forward(afo_model *m, afo_kv_cache *cache, afo_array *ids, afo_array *position,
+                          const afo_forward_options *opts, afo_array **logits) {
     const model_config *c = &m->cfg;
-    afo_array *mask = opts ? opts->attention_mask : NULL;
-    if (mask && cache)
-        return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: attention_mask is only supported without a cache");
-    step s = {.B = batch, .n = n, .offset = afo_kv_cache_length(cache), .cache = cache, .mask = mask};
+    int64_t batch = afo_array_dim(ids, 0), n = afo_array_dim(ids, 1);
+    step s = {.B = batch, .n = n, .offset = afo_kv_cache_length(cache), .position = position, .cache = cache,
+              .mask = opts ? opts->attention_mask : NULL};
     int64_t total = s.offset + n;
     if (cache) {
-        afo_status st = kv_begin(cache, n);
-        if (st != AFO_OK) return kv_end(cache, st);
+        afo_status st = position ? kv_begin_at(cache, position) : kv_begin(cache, n);
+        if (st != AFO_OK) {
+            afo_release(ids);
+            return kv_end(cache, st);
+        }
     }
     const rope_params *rp[2] = {&c->rope_full, &c->rope_sliding};
     afo_array *cached[2] = {m->freqs_full, m->freqs_sliding};
@@ -206,7 +209,7 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
         }
     }
     afo_array **hs = opts ? opts->hidden_states : NULL;
-    afo_array *x = s.freqs[0] && s.freqs[1] ? embed(m, ids, batch, n) : NULL;
+    afo_array *x = s.freqs[0] && s.freqs[1] ? embed(m, ids) : (afo_release(ids), NULL);
     if (hs) hs[0] = afo_retain(x);
     for (int l = 0; l < c->layers && x; l++) {
         x = ow_block(m, l, x, &s);
@@ -228,6 +231,40 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
     }
     *logits = y;
     return AFO_OK;
+}
+
+afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,
+                                const afo_forward_options *opts, afo_array **logits) {
+    if (!m || !ids || !logits || batch < 1 || n < 1)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: needs a model, ids, batch >= 1 and n >= 1");
+    *logits = NULL;
+    if (cache && (kv_cache_model(cache) != m || afo_kv_cache_batch(cache) != batch))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT,
+                         "model forward: the cache was made for another model or batch size (%lld, not %lld)",
+                         (long long)afo_kv_cache_batch(cache), (long long)batch);
+    AFO_TRY(check_ids(m, ids, batch * n));
+    if (opts && opts->attention_mask && cache)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: attention_mask is only supported without a cache");
+    int64_t shape[2] = {batch, n};
+    afo_array *idx = afo_array_from_data(ids, AFO_INT32, 2, shape);
+    return idx ? forward(m, cache, idx, NULL, opts, logits) : afo_last_status();
+}
+
+afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, afo_array *position,
+                            afo_array **logits) {
+    *logits = NULL;
+    const model_config *c = &m->cfg;
+    for (int l = 0; l < c->layers; l++)
+        if (m->layers[l].router.w)
+            return afo_error(AFO_ERR_UNSUPPORTED, "model forward at a device position: MoE layers route on the host");
+    const rope_params *rp[2] = {&c->rope_full, &c->rope_sliding};
+    for (int i = 0; i < 2; i++)
+        if (rp[i]->kind == ROPE_DYNAMIC && kv_capacity(cache) > c->max_positions)
+            return afo_error(AFO_ERR_UNSUPPORTED,
+                             "model forward at a device position: dynamic RoPE past %lld positions changes with the "
+                             "length", (long long)c->max_positions);
+    afo_forward_options fo = {.last_only = 1};
+    return forward(m, cache, afo_retain(id), position, &fo, logits);
 }
 
 afo_status afo_model_forward(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,

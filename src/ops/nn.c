@@ -125,7 +125,9 @@ static afo_status rope_shape(afo_array *out, afo_array *const *in, int nin, cons
     if (dims <= 0 || dims % 2 || dims > x->shape[x->ndim - 1])
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "rope: dims %lld must be even, positive and at most D = %lld",
                          (long long)dims, (long long)x->shape[x->ndim - 1]);
-    if (nin > 1) {
+    bool positioned = a->i[AFO_ROPE_I_HAS_POSITION];
+    if (positioned) AFO_TRY(afo_check_position("rope", in[nin - 1]));
+    if (a->i[AFO_ROPE_I_HAS_FREQS]) {
         const afo_array *f = in[1];
         char buf[64];
         if (!afo_dtype_is_float(f->dtype) || f->ndim != 1 || f->shape[0] != dims / 2)
@@ -145,24 +147,39 @@ static afo_status rope_vjp(afo_array *out, afo_array *g, int arg, afo_array **gr
     }
     afo_attrs at = out->attrs;
     at.i[AFO_ROPE_I_INVERSE] = !at.i[AFO_ROPE_I_INVERSE];
-    afo_array *in[2] = {g, out->nin > 1 ? out->in[1] : NULL};
+    afo_array *in[3] = {g, out->nin > 1 ? out->in[1] : NULL, out->nin > 2 ? out->in[2] : NULL};
     return grad_as(grad, afo_node(AFO_OP_ROPE, in, out->nin, &at), out->in[0]);
 }
 
 static const afo_op_def def_rope = {"rope", rope_shape, {afo_cpu_rope}, rope_vjp};
 
-afo_array *afo_rope(afo_array *x, int dims, int traditional, float base, float scale, int64_t offset,
-                    afo_array *freqs) {
+static afo_array *rope(afo_array *x, int dims, int traditional, float base, float scale, int64_t offset,
+                       afo_array *position, afo_array *freqs) {
     if (!x) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "rope: x is NULL");
     afo_attrs at = {.ni = AFO_ROPE_NI, .nf = AFO_ROPE_NF};
     at.i[AFO_ROPE_I_DIMS] = dims;
     at.i[AFO_ROPE_I_TRADITIONAL] = traditional != 0;
     at.i[AFO_ROPE_I_OFFSET] = offset;
     at.i[AFO_ROPE_I_HAS_FREQS] = freqs != NULL;
+    at.i[AFO_ROPE_I_HAS_POSITION] = position != NULL;
     at.f[AFO_ROPE_F_BASE] = base;
     at.f[AFO_ROPE_F_SCALE] = scale;
-    afo_array *in[2] = {x, freqs};
-    return afo_node(AFO_OP_ROPE, in, freqs ? 2 : 1, &at);
+    afo_array *in[3] = {x};
+    int n = 1;
+    if (freqs) in[n++] = freqs;
+    if (position) in[n++] = position;
+    return afo_node(AFO_OP_ROPE, in, n, &at);
+}
+
+afo_array *afo_rope(afo_array *x, int dims, int traditional, float base, float scale, int64_t offset,
+                    afo_array *freqs) {
+    return rope(x, dims, traditional, base, scale, offset, NULL, freqs);
+}
+
+afo_array *afo_rope_at(afo_array *x, int dims, int traditional, float base, float scale, afo_array *offset,
+                       afo_array *freqs) {
+    if (!offset) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "rope_at: offset is NULL");
+    return rope(x, dims, traditional, base, scale, 0, offset, freqs);
 }
 
 /* ------------------------------------------------------------ attention */
@@ -192,7 +209,13 @@ static afo_status sdpa_shape(afo_array *out, afo_array *const *in, int nin, cons
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: window %lld is negative", op,
                          (long long)a->i[AFO_SDPA_I_WINDOW]);
     int64_t full[4] = {q[0], q[1], q[2], k[2]};
-    if (nin > 3) {
+    bool positioned = a->i[AFO_SDPA_I_HAS_POSITION];
+    if (positioned) {
+        AFO_TRY(afo_check_position(op, in[nin - 1]));
+        if (!a->i[AFO_SDPA_I_CAUSAL])
+            return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: a query position needs causal attention", op);
+    }
+    if (nin > 3 + positioned) {
         const afo_array *m = in[3];
         if (m->dtype != AFO_BOOL && !afo_dtype_is_float(m->dtype))
             return afo_error(AFO_ERR_INVALID_ARGUMENT, "%s: mask must be bool or floating point, not %s", op,
@@ -276,6 +299,9 @@ static afo_array *sdpa_probs(const afo_array *out, afo_array *q, afo_array *ke) 
  * k and v gradients are summed over the query heads sharing them. */
 static afo_status sdpa_vjp(afo_array *out, afo_array *g, int arg, afo_array **grad) {
     afo_array *input = out->in[arg];
+    if (out->attrs.i[AFO_SDPA_I_HAS_POSITION])
+        return afo_error(AFO_ERR_UNSUPPORTED,
+                         "scaled_dot_product_attention_at: no gradient (its positions are known only when it runs)");
     if (arg == 3 && input->dtype == AFO_BOOL) {
         *grad = NULL;
         return AFO_OK;
@@ -303,14 +329,29 @@ static afo_status sdpa_vjp(afo_array *out, afo_array *g, int arg, afo_array **gr
 
 static const afo_op_def def_sdpa = {"scaled_dot_product_attention", sdpa_shape, {afo_cpu_sdpa}, sdpa_vjp};
 
-afo_array *afo_scaled_dot_product_attention(afo_array *q, afo_array *k, afo_array *v, float scale, afo_array *mask,
-                                            int causal, int window) {
+static afo_array *sdpa(afo_array *q, afo_array *k, afo_array *v, float scale, afo_array *mask, int causal,
+                       int window, afo_array *position) {
     afo_attrs at = {.ni = AFO_SDPA_NI, .nf = AFO_SDPA_NF};
     at.i[AFO_SDPA_I_CAUSAL] = causal != 0;
     at.i[AFO_SDPA_I_WINDOW] = window;
+    at.i[AFO_SDPA_I_HAS_POSITION] = position != NULL;
     at.f[AFO_SDPA_F_SCALE] = scale;
-    afo_array *in[4] = {q, k, v, mask};
-    return afo_node(AFO_OP_SDPA, in, mask ? 4 : 3, &at);
+    afo_array *in[5] = {q, k, v};
+    int n = 3;
+    if (mask) in[n++] = mask;
+    if (position) in[n++] = position;
+    return afo_node(AFO_OP_SDPA, in, n, &at);
+}
+
+afo_array *afo_scaled_dot_product_attention(afo_array *q, afo_array *k, afo_array *v, float scale, afo_array *mask,
+                                            int causal, int window) {
+    return sdpa(q, k, v, scale, mask, causal, window, NULL);
+}
+
+afo_array *afo_scaled_dot_product_attention_at(afo_array *q, afo_array *k, afo_array *v, float scale,
+                                               afo_array *mask, int window, afo_array *offset) {
+    if (!offset) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "scaled_dot_product_attention_at: offset is NULL");
+    return sdpa(q, k, v, scale, mask, 1, window, offset);
 }
 
 void afo_register_nn_ops(void) {

@@ -280,6 +280,10 @@ static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int 
     }
     afo_array region = *out; /* a stack view of out's sliced region */
     slice_view_strides(out, a, region.strides, &region.offset);
+    if (nin > 2) {
+        int axis = (int)a->i[AFO_SLICE_AT_AXIS];
+        region.offset += afo_slice_at_start(out, a, afo_position_value(in[2])) * out->strides[axis];
+    }
     for (int d = 0; d < out->ndim; d++) region.shape[d] = SLICE_LEN(a, d);
     region.size = afo_shape_size(region.ndim, region.shape);
     afo_cpu_assign(&region, in[1]);
@@ -287,6 +291,8 @@ static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int 
 }
 
 static afo_status slice_update_vjp(afo_array *out, afo_array *g, int arg, afo_array **grad) {
+    if (out->nin > 2)
+        return afo_error(AFO_ERR_UNSUPPORTED, "slice_update_at: no gradient (its slot is known only when it runs)");
     if (arg == 0) {
         afo_array *z = afo_scalar(0, g->dtype);
         *grad = z ? slice_update_attrs(g, z, &out->attrs) : NULL;
@@ -300,6 +306,7 @@ static afo_status slice_update_vjp(afo_array *out, afo_array *g, int arg, afo_ar
 
 static afo_status slice_update_shape(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
     const afo_array *x = in[0], *u = in[1];
+    if (nin > 2) AFO_TRY(afo_check_position("slice_update_at", in[2]));
     int64_t region[AFO_MAX_DIMS];
     for (int d = 0; d < x->ndim; d++) region[d] = SLICE_LEN(a, d);
     if (u->ndim > x->ndim) goto bad;
@@ -330,6 +337,25 @@ afo_array *afo_slice_update(afo_array *x, afo_array *update, const int64_t *star
     afo_attrs a;
     if (normalize_slice("slice_update", x, start, stop, step, &a) != AFO_OK) return NULL;
     return slice_update_attrs(x, update, &a);
+}
+
+afo_array *afo_slice_update_at(afo_array *x, afo_array *update, int axis, afo_array *start) {
+    if (!x || !update || !start) return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "slice_update_at: NULL argument");
+    int ax = afo_normalize_axis(axis, x->ndim), ux = ax - (x->ndim - update->ndim);
+    if (ax < 0)
+        return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "slice_update_at: axis %d out of range for %d dims", axis,
+                              x->ndim);
+    int64_t n = ux >= 0 ? update->shape[ux] : 1, stop[AFO_MAX_DIMS];
+    for (int d = 0; d < x->ndim; d++) stop[d] = d == ax ? n : x->shape[d];
+    if (n > x->shape[ax])
+        return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "slice_update_at: %lld positions do not fit axis %d of %lld",
+                              (long long)n, axis, (long long)x->shape[ax]);
+    afo_attrs a;
+    if (normalize_slice("slice_update_at", x, NULL, stop, NULL, &a) != AFO_OK) return NULL;
+    a.i[AFO_SLICE_AT_AXIS] = ax;
+    a.ni = AFO_SLICE_AT_AXIS + 1;
+    afo_array *in[3] = {x, update, start};
+    return afo_node(AFO_OP_SLICE_UPDATE, in, 3, &a);
 }
 
 /* ------------------------------------------------------------ contiguous */

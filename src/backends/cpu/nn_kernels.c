@@ -265,8 +265,9 @@ afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo
     /* angles in double: positions reach 1e5+, where a float product loses
      * the low bits that decide the high-frequency rotations */
     double sign = a->i[AFO_ROPE_I_INVERSE] ? -1.0 : 1.0;
+    int64_t offset = a->i[AFO_ROPE_I_OFFSET] + (a->i[AFO_ROPE_I_HAS_POSITION] ? afo_position_value(in[nin - 1]) : 0);
     for (int64_t l = 0; l < j.L; l++) {
-        double pos = (double)(a->i[AFO_ROPE_I_OFFSET] + l) * a->f[AFO_ROPE_F_SCALE];
+        double pos = (double)(offset + l) * a->f[AFO_ROPE_F_SCALE];
         for (int64_t i = 0; i < j.half; i++) {
             double th = pos * inv_freq[i], c = cos(th), s = sign * sin(th);
             size_t e = (size_t)(l * j.half + i);
@@ -299,6 +300,7 @@ typedef struct sdpa_job {
     const afo_array *q, *k, *v, *mask;
     afo_array *out;
     int64_t B, Hq, Hkv, Lq, Lk, D, Dv, G;
+    int64_t first;        /* position of query 0: Lk - Lq (aligned to the end of the keys) unless given */
     int64_t hpi, chunks;  /* query heads per item, items per kv head */
     int64_t mstride[4];   /* mask strides over [B, Hq, Lq, Lk], 0 where broadcast */
     bool mask_bool, causal;
@@ -363,7 +365,7 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
             int64_t i = it % j->Lq, r = it / j->Lq;                                                    \
             int64_t hq0 = (r / j->chunks % j->Hkv) * j->G + (r % j->chunks) * hpi;                     \
             int64_t hk = r / j->chunks % j->Hkv, b = r / j->chunks / j->Hkv;                           \
-            int64_t pos = Lk - j->Lq + i; /* queries are aligned to the end of the keys */             \
+            int64_t pos = j->first + i;                                                                \
             int64_t lo = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;           \
             int64_t hi = j->causal && pos + 1 < Lk ? pos + 1 : Lk;                                     \
             int64_t n = hi > lo ? hi - lo : 0;                                                         \
@@ -434,7 +436,8 @@ static int in_place_st(const afo_array *a, afo_ctype ct) {
 afo_status afo_cpu_sdpa(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
     AFO_TRY(afo_array_alloc(out));
     if (out->size == 0) return AFO_OK;
-    const afo_array *q = in[0], *k = in[1], *v = in[2], *m = nin > 3 ? in[3] : NULL;
+    bool positioned = a->i[AFO_SDPA_I_HAS_POSITION];
+    const afo_array *q = in[0], *k = in[1], *v = in[2], *m = nin > 3 + positioned ? in[3] : NULL;
     sdpa_job j = {.q = q, .k = k, .v = v, .mask = m, .out = out, .B = q->shape[0], .Hq = q->shape[1],
                   .Hkv = k->shape[1], .Lq = q->shape[2], .Lk = k->shape[2], .D = q->shape[3], .Dv = v->shape[3],
                   .mask_bool = m && m->dtype == AFO_BOOL, .causal = a->i[AFO_SDPA_I_CAUSAL] != 0,
@@ -443,6 +446,7 @@ afo_status afo_cpu_sdpa(afo_array *out, afo_array *const *in, int nin, const afo
                   .p = afo_nn_prims_best()};
     atomic_init(&j.failed, false);
     j.G = j.Hq / j.Hkv;
+    j.first = positioned ? afo_position_value(in[nin - 1]) : j.Lk - j.Lq;
     /* whole groups per item unless that leaves threads idle */
     j.hpi = j.B * j.Hkv * j.Lq >= 2 * (int64_t)afo_get_threads() ? j.G : 1;
     j.chunks = j.G / j.hpi;

@@ -46,12 +46,15 @@ const afo_nn_prims *afo_nn_prims_best(void);
  * rms_norm/layer_norm: inputs x[, weight][, bias]. */
 enum { AFO_NORM_I_HAS_WEIGHT = 0, AFO_NORM_I_HAS_BIAS, AFO_NORM_NI };
 enum { AFO_NORM_F_EPS = 0, AFO_NORM_NF };
-/* rope: inputs x[, freqs]. INVERSE rotates by the negated angle (the vjp). */
+/* rope: inputs x[, freqs][, position]. INVERSE rotates by the negated angle
+ * (the vjp); with HAS_POSITION the offset is OFFSET plus the value of the
+ * last input (int32, read when the kernel runs). */
 enum { AFO_ROPE_I_DIMS = 0, AFO_ROPE_I_TRADITIONAL, AFO_ROPE_I_OFFSET, AFO_ROPE_I_INVERSE,
-       AFO_ROPE_I_HAS_FREQS, AFO_ROPE_NI };
+       AFO_ROPE_I_HAS_FREQS, AFO_ROPE_I_HAS_POSITION, AFO_ROPE_NI };
 enum { AFO_ROPE_F_BASE = 0, AFO_ROPE_F_SCALE, AFO_ROPE_NF };
-/* sdpa: inputs q, k, v[, mask]. */
-enum { AFO_SDPA_I_CAUSAL = 0, AFO_SDPA_I_WINDOW, AFO_SDPA_NI };
+/* sdpa: inputs q, k, v[, mask][, position]; with HAS_POSITION query i sits
+ * at the position's value + i (causal only). */
+enum { AFO_SDPA_I_CAUSAL = 0, AFO_SDPA_I_WINDOW, AFO_SDPA_I_HAS_POSITION, AFO_SDPA_NI };
 enum { AFO_SDPA_F_SCALE = 0, AFO_SDPA_NF };
 
 /* Kernels (afo_kernel_fn). */

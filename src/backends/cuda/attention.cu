@@ -114,8 +114,8 @@ template <typename T, typename C, int DM> __global__ void __launch_bounds__(NT) 
     }
     for (int idx = tid; idx < BK * (DM + 1) + BK * DM; idx += NT) Ks[idx] = 0; // Vs follows Ks
 
-    // Query i sits at key position Lk - Lq + i; it sees keys [lo, hi).
-    const int64_t first = p.Lk - p.Lq;
+    // Query i sits at key position first + i; it sees keys [lo, hi).
+    const int64_t first = p.position ? (int64_t)*p.position : p.Lk - p.Lq;
     auto lo_of = [&](int64_t pos) -> int64_t { return p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0; };
     auto hi_of = [&](int64_t pos) -> int64_t { return p.causal && pos + 1 < p.Lk ? pos + 1 : p.Lk; };
     int64_t rlast = (row0 + BQ < R ? row0 + BQ : R) - 1;

@@ -26,6 +26,10 @@ void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_arr
  * strided device view dst, on the stream (shape.c). */
 afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src);
 
+/* out (allocated, contiguous) = a @ b with matmul's rules: cuBLAS, or the
+ * GEMV kernel for decode-sized products. */
+afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *b);
+
 /* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
 void afo_cuda_register_elementwise(void);
 void afo_cuda_register_linalg(void);

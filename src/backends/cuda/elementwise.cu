@@ -96,8 +96,10 @@ template <typename T> __device__ T binary(afo_op op, T a, T b) {
 template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t step = (int64_t)gridDim.x * blockDim.x;
+    int64_t shifted = 0;
+    if (d.shift) shifted = (*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
     for (; idx < d.size; idx += step) {
-        int64_t off[AFO_CUDA_MAX_OPERANDS] = {0, 0, 0, 0};
+        int64_t off[AFO_CUDA_MAX_OPERANDS] = {shifted, 0, 0, 0};
         int64_t r = idx;
         for (int ax = d.ndim - 1; ax >= 0; ax--) {
             int64_t c = r % d.shape[ax];

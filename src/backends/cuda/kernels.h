@@ -28,6 +28,10 @@ typedef struct afo_cuda_strided {
     int64_t strides[AFO_CUDA_MAX_OPERANDS][AFO_MAX_DIMS];
     void *data[AFO_CUDA_MAX_OPERANDS]; /* already offset to the first element */
     afo_dtype dtype[AFO_CUDA_MAX_OPERANDS];
+    /* when set, the output starts *shift (device memory, clamped to
+     * [0, shift_max]) times shift_stride elements further */
+    const int32_t *shift;
+    int64_t shift_stride, shift_max;
 } afo_cuda_strided;
 
 /* out = op(in...) computed in `ct`; op AFO_OP_ASTYPE (or any copy) converts

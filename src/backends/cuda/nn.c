@@ -56,7 +56,8 @@ static afo_status rope_kernel(afo_array *out, afo_array *const *in, int nin, con
     afo_cuda_rope p = {.L = x->shape[x->ndim - 2], .dims = a->i[AFO_ROPE_I_DIMS], .offset = a->i[AFO_ROPE_I_OFFSET],
                        .traditional = a->i[AFO_ROPE_I_TRADITIONAL] != 0, .inverse = a->i[AFO_ROPE_I_INVERSE] != 0,
                        .base = a->f[AFO_ROPE_F_BASE], .scale = a->f[AFO_ROPE_F_SCALE],
-                       .freqs = vec_of(a->i[AFO_ROPE_I_HAS_FREQS] ? in[1] : NULL)};
+                       .freqs = vec_of(a->i[AFO_ROPE_I_HAS_FREQS] ? in[1] : NULL),
+                       .position = a->i[AFO_ROPE_I_HAS_POSITION] ? afo_array_ptr(in[nin - 1]) : NULL};
     for (int64_t i = 0; !p.freqs.data && i < p.dims / 2 && i < AFO_CUDA_ROPE_TABLE; i++)
         p.inv_freq[i] = pow(p.base, -2.0 * (double)i / (double)p.dims);
     afo_cuda_rows r;
@@ -87,10 +88,12 @@ static afo_status sdpa_kernel(afo_array *out, afo_array *const *in, int nin, con
                        .dtype = out->dtype, .q = afo_array_ptr(&view[0]), .k = afo_array_ptr(&view[1]),
                        .v = afo_array_ptr(&view[2]), .causal = a->i[AFO_SDPA_I_CAUSAL] != 0,
                        .window = a->i[AFO_SDPA_I_WINDOW], .scale = a->f[AFO_SDPA_F_SCALE], .out = afo_array_ptr(out)};
+    bool positioned = a->i[AFO_SDPA_I_HAS_POSITION];
+    if (positioned) p.position = afo_array_ptr(in[nin - 1]);
     bhl_strides(&view[0], p.qs);
     bhl_strides(&view[1], p.ks);
     bhl_strides(&view[2], p.vs);
-    if (nin > 3) {
+    if (nin > 3 + positioned) {
         const afo_array *m = in[3];
         p.mask = afo_array_ptr(m);
         p.mask_dtype = m->dtype;

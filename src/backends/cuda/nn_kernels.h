@@ -35,7 +35,8 @@ typedef struct afo_cuda_vec {
 void afo_cuda_norm(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, void *out, afo_cuda_vec w,
                    afo_cuda_vec b, int center, double eps, cudaStream_t stream);
 
-/* rope over rows of x [..., L, D]; the row's position is offset + r % L.
+/* rope over rows of x [..., L, D]; the row's position is offset + r % L,
+ * plus *position (device memory, read when the kernel runs) when given.
  * The inverse frequencies are 1/freqs[i] when freqs is given, else
  * inv_freq[i] (the host's base^(-2i/dims), bit for bit the CPU's: at
  * positions near 1e5 one ulp of a frequency shows in float64 results), or
@@ -43,6 +44,7 @@ void afo_cuda_norm(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, v
 #define AFO_CUDA_ROPE_TABLE 256
 typedef struct afo_cuda_rope {
     int64_t L, dims, offset;
+    const int32_t *position;
     int traditional, inverse;
     double base, scale;
     afo_cuda_vec freqs;
@@ -65,6 +67,7 @@ typedef struct afo_cuda_sdpa {
     int64_t ms[4];               /* 0 along broadcast axes */
     int causal;
     int64_t window;
+    const int32_t *position; /* NULL: query i at Lk - Lq + i; else at *position + i (device memory) */
     double scale;
     void *out;
     /* set by afo_cuda_sdpa_plan: how the keys are split over blocks, and the

@@ -101,7 +101,8 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope 
     double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, i, 1.0)
                       : i < AFO_CUDA_ROPE_TABLE ? p.inv_freq[i]
                                                 : pow(p.base, -2.0 * (double)i / (double)p.dims);
-    double th = (double)(p.offset + r % p.L) * p.scale * inv_freq, s, c;
+    int64_t pos = p.offset + (p.position ? *p.position : 0) + r % p.L;
+    double th = (double)pos * p.scale * inv_freq, s, c;
     sincos(th, &s, &c);
     if (p.inverse) s = -s;
     C cs = (C)c, sn = (C)s;

@@ -122,6 +122,30 @@ static afo_status qtake_kernel(afo_array *out, afo_array *const *in, int nin, co
     FINISH(&d, "quantized_take");
 }
 
+/* From this many rows of x on, W dequantized once into a pool buffer and
+ * multiplied by cuBLAS beats the tiled kernel, whose tensor-core tiles
+ * reach a tenth of cuBLAS's rate (bench_cuda_quant). */
+#define DEQUANT_GEMM_ROWS 32
+
+/* y = x @ dequantize(W)^T (or x @ dequantize(W)) through a dequantized copy
+ * of W in x's dtype. */
+static afo_status qmm_dequantized(afo_array *out, const afo_array *x, const afo_cuda_qmat *m, int transpose) {
+    afo_buffer *wd = afo_buffer_alloc(AFO_CUDA, (size_t)(m->rows * m->cols) * afo_dtype_size(x->dtype));
+    if (!wd) return afo_last_status();
+    afo_cuda_dequantize(m, NULL, AFO_INT64, m->rows, wd->data, x->dtype, afo_cuda_stream());
+    afo_array w = {.dtype = x->dtype, .ndim = 2, .size = m->rows * m->cols, .buf = wd, .device = AFO_CUDA};
+    /* as the right operand: [K, N], a transposed view of the [N, K] rows */
+    w.shape[0] = transpose ? m->cols : m->rows;
+    w.shape[1] = transpose ? m->rows : m->cols;
+    w.strides[0] = transpose ? 1 : m->cols;
+    w.strides[1] = transpose ? m->cols : 1;
+    w.contiguous = !transpose;
+    afo_status st = afo_cuda_launched("dequantize");
+    if (st == AFO_OK) st = afo_cuda_matmul(out, x, &w);
+    afo_buffer_release(wd); /* the stream orders the GEMM before any reuse */
+    return st;
+}
+
 static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
     if (out->size == 0) return AFO_OK;
@@ -129,6 +153,12 @@ static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, cons
     AFO_TRY(dense_inputs(in, 4, &d));
     const afo_array *x = in[0];
     afo_cuda_qmat m = qmat_of(in, &d, 1, attrs);
+    int64_t rows = x->size / x->shape[x->ndim - 1];
+    if (rows >= DEQUANT_GEMM_ROWS && (x->dtype == AFO_BFLOAT16 || x->dtype == AFO_FLOAT16) && in[1]->ndim == 2) {
+        afo_status st = qmm_dequantized(out, x, &m, (int)attrs->i[AFO_QUANT_I_EXTRA]);
+        dense_release(&d);
+        return st;
+    }
     afo_cuda_quantized_matmul(&m, d.ptr[0], x->dtype, x->size / x->shape[x->ndim - 1],
                               (int)attrs->i[AFO_QUANT_I_EXTRA], afo_array_ptr(out), afo_cuda_stream());
     FINISH(&d, "quantized_matmul");

@@ -90,7 +90,30 @@ static afo_status upload_ring(void *dst, const void *src, size_t nbytes) {
     return st;
 }
 
+/* A recording: its graph, and the pinned bytes that the uploads recorded
+ * into it copy from. A replayed graph copies them again, so they stay as
+ * they were captured, apart from the ring, until the recording goes. */
+#define RECORDED_UPLOAD_BYTES ((size_t)1 << 20)
+typedef struct cuda_recording {
+    cudaGraphExec_t exec;
+    char *pinned;
+    size_t used;
+} cuda_recording;
+static cuda_recording *g_capturing; /* the recording open on the stream, if any */
+
+static afo_status upload_recorded(void *dst, const void *src, size_t nbytes) {
+    cuda_recording *r = g_capturing;
+    size_t at = (r->used + 255) & ~(size_t)255;
+    if (at + nbytes > RECORDED_UPLOAD_BYTES)
+        return afo_error(AFO_ERR_UNSUPPORTED, "CUDA recording: a recorded step uploads more than %zu bytes",
+                         RECORDED_UPLOAD_BYTES);
+    memcpy(r->pinned + at, src, nbytes);
+    r->used = at + nbytes;
+    return afo_cuda_status(cudaMemcpyAsync(dst, r->pinned + at, nbytes, cudaMemcpyHostToDevice, g_stream), "upload");
+}
+
 static afo_status cuda_upload(void *dst, const void *src, size_t nbytes) {
+    if (g_capturing) return upload_recorded(dst, src, nbytes);
     if (nbytes <= RING_MAX_COPY && g_ring) return upload_ring(dst, src, nbytes);
     if (nbytes > STAGE_BYTES && g_stage[1]) return upload_staged(dst, src, nbytes);
     /* from pageable memory the driver stages the bytes before returning, so
@@ -99,43 +122,72 @@ static afo_status cuda_upload(void *dst, const void *src, size_t nbytes) {
 }
 
 /* Recording: the stream's work between begin and end becomes a CUDA graph.
- * Relaxed mode lets the pool cudaMalloc a buffer it has not cached yet. */
-static afo_status cuda_record_begin(void) {
-    return afo_cuda_status(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeRelaxed), "begin recording");
+ * Relaxed mode lets the pool cudaMalloc a buffer it has not cached yet. The
+ * stream is drained first: the last launch may still read the pinned
+ * uploads that this capture overwrites. */
+static afo_status cuda_record_begin(void **rec) {
+    cuda_recording *r = *rec;
+    if (!r) {
+        r = calloc(1, sizeof *r);
+        if (!r) return afo_error(AFO_ERR_OUT_OF_MEMORY, "CUDA recording: out of memory");
+        if (cudaMallocHost((void **)&r->pinned, RECORDED_UPLOAD_BYTES) != cudaSuccess) {
+            free(r);
+            return afo_cuda_status(cudaGetLastError(), "pinned memory for a recording");
+        }
+        *rec = r;
+    }
+    AFO_TRY(afo_cuda_status(cudaStreamSynchronize(g_stream), "begin recording"));
+    r->used = 0;
+    AFO_TRY(afo_cuda_status(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeRelaxed), "begin recording"));
+    g_capturing = r;
+    return AFO_OK;
 }
 
-/* Ends the recording and launches it: through *exec updated in place when
- * the kernels and their order are unchanged (only arguments and grid sizes
- * differ, as between decode steps), else through a new instantiation. */
-static afo_status cuda_record_end(void **exec, int *instantiated, bool discard) {
+/* Ends the capture and launches it: through the graph made last time,
+ * updated in place when the kernels and their order are unchanged (only
+ * arguments and grid sizes differ), else through a new instantiation. */
+static afo_status cuda_record_end(void **rec, int *instantiated, bool discard) {
+    cuda_recording *r = *rec;
+    g_capturing = NULL;
     cudaGraph_t graph = NULL;
     afo_status st = afo_cuda_status(cudaStreamEndCapture(g_stream, &graph), "end recording");
     if (st != AFO_OK || discard) {
         if (graph) cudaGraphDestroy(graph);
         return st;
     }
-    cudaGraphExec_t e = *exec;
     *instantiated = 0;
-    if (e) {
+    if (r->exec) {
         cudaGraphExecUpdateResultInfo info;
-        if (cudaGraphExecUpdate(e, graph, &info) != cudaSuccess) {
+        if (cudaGraphExecUpdate(r->exec, graph, &info) != cudaSuccess) {
             cudaGetLastError();
-            cudaGraphExecDestroy(e);
-            e = NULL;
+            cudaGraphExecDestroy(r->exec);
+            r->exec = NULL;
         }
     }
-    if (!e) {
-        st = afo_cuda_status(cudaGraphInstantiate(&e, graph, 0), "instantiate recording");
+    if (!r->exec) {
+        st = afo_cuda_status(cudaGraphInstantiate(&r->exec, graph, 0), "instantiate recording");
         *instantiated = st == AFO_OK;
     }
     cudaGraphDestroy(graph);
-    *exec = st == AFO_OK ? e : NULL;
-    if (st != AFO_OK) return st;
-    return afo_cuda_status(cudaGraphLaunch(e, g_stream), "launch recording");
+    if (st != AFO_OK) {
+        r->exec = NULL;
+        return st;
+    }
+    return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), "launch recording");
 }
 
-static void cuda_record_free(void *exec) {
-    if (exec) cudaGraphExecDestroy(exec);
+static afo_status cuda_replay(void *rec) {
+    cuda_recording *r = rec;
+    return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), "replay recording");
+}
+
+static void cuda_record_free(void *rec) {
+    cuda_recording *r = rec;
+    if (!r) return;
+    cudaStreamSynchronize(g_stream); /* a launch may still read the pinned bytes */
+    if (r->exec) cudaGraphExecDestroy(r->exec);
+    cudaFreeHost(r->pinned);
+    free(r);
 }
 
 static afo_status cuda_download(void *dst, const void *src, size_t nbytes) {
@@ -160,9 +212,9 @@ static afo_status cuda_info(afo_device_info *out) {
     return AFO_OK;
 }
 
-static const afo_backend g_backend = {"cuda",           cuda_alloc,        cuda_free,        cuda_upload,
-                                      cuda_download,    cuda_synchronize,  cuda_info,        cuda_record_begin,
-                                      cuda_record_end,  cuda_record_free};
+static const afo_backend g_backend = {"cuda",          cuda_alloc,        cuda_free,   cuda_upload,
+                                      cuda_download,   cuda_synchronize,  cuda_info,   cuda_record_begin,
+                                      cuda_record_end, cuda_replay,       cuda_record_free};
 
 static void init(void) {
     int count = 0;

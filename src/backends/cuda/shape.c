@@ -48,8 +48,7 @@ static afo_status contiguous_kernel(afo_array *out, afo_array *const *in, int ni
     return copy_kernel(out, in[0]);
 }
 
-/* slice_update: attrs i[d] = start, i[8+d] = step, i[16+d] = length. The
- * result takes over x's buffer under the CPU kernel's conditions (the KV
+/* slice_update (attrs: internal.h's AFO_SLICE_AT_AXIS note). The result takes over x's buffer under the CPU kernel's conditions (the KV
  * cache relies on it to append without copying the whole cache). */
 static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
     afo_array *x = in[0];
@@ -64,7 +63,17 @@ static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int 
         region.shape[d] = a->i[2 * AFO_MAX_DIMS + d];
     }
     region.size = afo_shape_size(region.ndim, region.shape);
-    return afo_cuda_copy_into(&region, in[1]);
+    if (nin < 3) return afo_cuda_copy_into(&region, in[1]);
+    if (region.size == 0) return AFO_OK;
+    /* afo_slice_update_at: the slot is read on the device when the copy runs */
+    int axis = (int)a->i[AFO_SLICE_AT_AXIS];
+    afo_cuda_strided d;
+    afo_cuda_describe(&d, &region, &in[1], 1);
+    d.shift = afo_array_ptr(in[2]);
+    d.shift_stride = out->strides[axis];
+    d.shift_max = out->shape[axis] - region.shape[axis];
+    afo_cuda_elementwise(&d, AFO_OP_ASTYPE, copy_ctype(in[1]->dtype, out->dtype), afo_cuda_stream());
+    return afo_cuda_launched("slice_update_at");
 }
 
 static afo_status concat_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
