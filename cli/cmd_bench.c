@@ -8,7 +8,7 @@
 
 static const char *USAGE =
     "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N] [--json]\n"
-    "                 [--device cpu|cuda] [--graphs]\n"
+    "                 [--device cpu|cuda] [--no-graphs]\n"
     "                 [--kv-bits B --kv-group-size G --quantized-kv-start N] [--max-kv-size N]\n"
     "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
     "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
@@ -85,13 +85,13 @@ done:
 
 int cmd_bench(int argc, char **argv) {
     const char *models[MAX_MODELS], *v;
-    int nmodels = 0, json = 0, graphs = 0, r;
+    int nmodels = 0, json = 0, graphs = 1, r;
     long prompt = 512, gen = 128, repeat = 5;
     afo_kv_cache_options kvo = cli_kv_defaults();
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) return printf("%s", USAGE), 0;
         if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!strcmp(argv[i], "--graphs")) graphs = 1;
+        else if (!strcmp(argv[i], "--no-graphs")) graphs = 0;
         else if (!strcmp(argv[i], "--model")) {
             if (!(v = cli_value(argc, argv, &i))) return 2;
             if (nmodels == MAX_MODELS) return fprintf(stderr, "afo bench: at most %d models\n", MAX_MODELS), 2;

@@ -138,7 +138,9 @@ static void test_forward_at(void) {
     CHECK(afo_model_forward(m, plain, prompt, 1, 4, &lp) == AFO_OK);
     CHECK(afo_model_forward(m, at, prompt, 1, 4, &la) == AFO_OK);
     afo_release(la);
-    afo_array *id = afo_zeros(AFO_INT32, 2, (int64_t[]){1, 1}), *pos = afo_zeros(AFO_INT32, 1, (int64_t[]){1});
+    /* buffers of their own (afo_zeros alone is a view of a shared scalar) */
+    afo_array *z = afo_zeros(AFO_INT32, 2, (int64_t[]){1, 1}), *id = afo_contiguous(z), *pos = afo_contiguous(z);
+    afo_release(z);
     CHECK(kv_reserve(at, 12) == AFO_OK);
     int32_t next = 0;
     double worst = 0;

@@ -18,7 +18,8 @@ typedef struct afo_generate_options {
     int num_stop;
     int ignore_eos;                /* keep going past the model's eos ids */
     int64_t prefill_chunk;         /* prompt tokens per forward pass (default 512) */
-    int graphs;                    /* 1: GPU decode steps launch as recorded CUDA graphs (afo_recording) */
+    int graphs;                    /* 1 (default): on a GPU, decode steps replay one recorded CUDA graph
+                                      (afo_recording); 0: each step is built and launched op by op */
 } afo_generate_options;
 afo_generate_options afo_generate_defaults(void);
 

@@ -10,7 +10,8 @@
 #include "models/models.h"
 
 afo_generate_options afo_generate_defaults(void) {
-    return (afo_generate_options){.max_tokens = 256, .sampler = afo_sampler_defaults(), .prefill_chunk = 512};
+    return (afo_generate_options){
+        .max_tokens = 256, .sampler = afo_sampler_defaults(), .prefill_chunk = 512, .graphs = 1};
 }
 
 const char *afo_stop_reason_name(afo_stop_reason r) {
@@ -136,8 +137,17 @@ static void replay_clear(replay *r) {
 }
 
 /* Positions reserved ahead when recording: a run's remaining tokens, up to
- * this many (a longer run records again when it gets there). */
-#define REPLAY_RESERVE 4096
+ * this many (a longer run records again when it gets there; a longer
+ * reserve makes every step's attention plan for more keys). */
+#define REPLAY_RESERVE 512
+
+/* Zeros in a buffer of their own on the default device (afo_zeros alone
+ * is a broadcast view of a shared scalar): what afo_array_write may fill. */
+static afo_array *owned_int32(int ndim, const int64_t *shape) {
+    afo_array *z = afo_zeros(AFO_INT32, ndim, shape), *a = z ? afo_contiguous(z) : NULL;
+    afo_release(z);
+    return a;
+}
 
 static afo_status replay_inputs(replay *r, afo_kv_cache *cache, int32_t id) {
     int32_t pos = (int32_t)afo_kv_cache_length(cache);
@@ -150,8 +160,8 @@ static afo_status replay_record(replay *r, afo_model *m, afo_kv_cache *cache, in
     replay_clear(r);
     int64_t ahead = remaining < REPLAY_RESERVE ? remaining : REPLAY_RESERVE;
     AFO_TRY(kv_reserve(cache, afo_kv_cache_length(cache) + (ahead > 1 ? ahead : 1)));
-    r->id = afo_zeros(AFO_INT32, 2, (int64_t[]){1, 1});
-    r->position = afo_zeros(AFO_INT32, 1, (int64_t[]){1});
+    r->id = owned_int32(2, (int64_t[]){1, 1});
+    r->position = owned_int32(1, (int64_t[]){1});
     if (!r->id || !r->position) return afo_last_status();
     AFO_TRY(replay_inputs(r, cache, id));
     AFO_TRY(afo_record_begin(r->rec));

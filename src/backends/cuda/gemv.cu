@@ -2,7 +2,8 @@
 // per output column n streams W's row n once with 16-byte loads and keeps R
 // sums; x is small and read through the cache by every warp. cuBLAS spends
 // more host time choosing and launching its kernel than this one takes on
-// the GPU at decode sizes.
+// the GPU at decode sizes. Each lane issues kUnroll loads of W before using
+// any: with one in flight per warp, HBM saw a quarter of its bandwidth.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -15,21 +16,23 @@ namespace {
 
 constexpr int kMaxRows = 8;
 constexpr int kWarps = 8;
+constexpr int kUnroll = 4;
 
 __device__ inline float to_f(float v) { return v; }
 __device__ inline float to_f(__half v) { return __half2float(v); }
 __device__ inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-// 16 bytes of T as floats: 8 halves or 4 floats.
-template <typename T> struct Vec {
-    static constexpr int n = 16 / sizeof(T);
-    __device__ static void load(const T *p, float *out) {
-        uint4 raw = *(const uint4 *)p;
+// n consecutive elements of T from 16-byte aligned memory, as floats.
+template <typename T, int n> __device__ inline void load_vec(const T *p, float *out) {
+    constexpr int per = 16 / sizeof(T);
+#pragma unroll
+    for (int c = 0; c < (n + per - 1) / per; c++) {
+        uint4 raw = __ldg((const uint4 *)p + c);
         const T *v = (const T *)&raw;
 #pragma unroll
-        for (int i = 0; i < n; i++) out[i] = to_f(v[i]);
+        for (int i = 0; i < per && c * per + i < n; i++) out[c * per + i] = to_f(v[i]);
     }
-};
+}
 
 template <typename W, typename X>
 __global__ void gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row,
@@ -39,17 +42,25 @@ __global__ void gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int
     if (n >= N) return;
     const W *row = w + n * K;
     float acc[kMaxRows] = {};
-    if (vector) { // K a multiple of the vector width, rows 16-byte aligned
-        constexpr int V = Vec<W>::n;
-        for (int64_t k = (int64_t)lane * V; k < K; k += 32 * V) {
-            float wv[V];
-            Vec<W>::load(row + k, wv);
+    if (vector) { // K a multiple of the vector width, rows and x 16-byte aligned
+        constexpr int V = 16 / sizeof(W);
+        for (int64_t k0 = (int64_t)lane * V; k0 < K; k0 += 32 * V * kUnroll) {
+            float wv[kUnroll][V];
 #pragma unroll
-            for (int r = 0; r < kMaxRows; r++) {
-                if (r >= R) break;
-                const X *xr = x + r * x_row + k;
+            for (int u = 0; u < kUnroll; u++)
+                if (k0 + u * 32 * V < K) load_vec<W, V>(row + k0 + u * 32 * V, wv[u]);
 #pragma unroll
-                for (int i = 0; i < V; i++) acc[r] += wv[i] * to_f(xr[i]);
+            for (int u = 0; u < kUnroll; u++) {
+                int64_t k = k0 + u * 32 * V;
+                if (k >= K) break;
+#pragma unroll
+                for (int r = 0; r < kMaxRows; r++) {
+                    if (r >= R) break;
+                    float xv[V];
+                    load_vec<X, V>(x + r * x_row + k, xv);
+#pragma unroll
+                    for (int i = 0; i < V; i++) acc[r] = fmaf(wv[u][i], xv[i], acc[r]);
+                }
             }
         }
     } else {
