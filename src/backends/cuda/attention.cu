@@ -295,9 +295,12 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     Args a = args_of(p);
     // Two blocks per SM, with splits of at least 4 tiles: on an H200, 8 per
     // SM of 2 tiles or more measured 20% slower (more partials to merge).
+    // A decode step's block holds one group's few rows, which one warp
+    // serves tile after tile: there a split of one tile is worth its merge.
     int64_t blocks = a.nrb * p->B * p->Hkv, target = 2 * (int64_t)g_sms;
-    if (blocks >= target || p->Lk <= 4 * BK) return 0;
-    int64_t n = (target + blocks - 1) / blocks, most = p->Lk / (4 * BK);
+    int64_t min_tiles = a.R <= RW ? 1 : 4;
+    if (blocks >= target || p->Lk <= min_tiles * BK) return 0;
+    int64_t n = (target + blocks - 1) / blocks, most = p->Lk / (min_tiles * BK);
     if (n > most) n = most;
     if (n > MAX_SPLIT) n = MAX_SPLIT;
     if (n < 2) return 0;
