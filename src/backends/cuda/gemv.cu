@@ -3,7 +3,8 @@
 // sums; x is small and read through the cache by every warp. cuBLAS spends
 // more host time choosing and launching its kernel than this one takes on
 // the GPU at decode sizes. Each lane issues kUnroll loads of W before using
-// any: with one in flight per warp, HBM saw a quarter of its bandwidth.
+// any: with one in flight per warp, HBM saw a quarter of its bandwidth
+// (bench_cuda_gemv).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -16,7 +17,7 @@ namespace {
 
 constexpr int kMaxRows = 8;
 constexpr int kWarps = 8;
-constexpr int kUnroll = 4;
+constexpr int kUnroll = 8;
 
 __device__ inline float to_f(float v) { return v; }
 __device__ inline float to_f(__half v) { return __half2float(v); }
@@ -34,6 +35,13 @@ template <typename T, int n> __device__ inline void load_vec(const T *p, float *
     }
 }
 
+// The 16 / sizeof(T) elements of a loaded vector, as floats.
+template <typename T> __device__ inline void unpack(const uint4 &raw, float *out) {
+    const T *v = (const T *)&raw;
+#pragma unroll
+    for (int i = 0; i < (int)(16 / sizeof(T)); i++) out[i] = to_f(v[i]);
+}
+
 template <typename W, typename X>
 __global__ void gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row,
                      int R, bool vector) {
@@ -45,21 +53,23 @@ __global__ void gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int
     if (vector) { // K a multiple of the vector width, rows and x 16-byte aligned
         constexpr int V = 16 / sizeof(W);
         for (int64_t k0 = (int64_t)lane * V; k0 < K; k0 += 32 * V * kUnroll) {
-            float wv[kUnroll][V];
+            uint4 raw[kUnroll]; // kept packed until used: registers for more loads in flight
 #pragma unroll
             for (int u = 0; u < kUnroll; u++)
-                if (k0 + u * 32 * V < K) load_vec<W, V>(row + k0 + u * 32 * V, wv[u]);
+                if (k0 + u * 32 * V < K) raw[u] = __ldg((const uint4 *)(row + k0 + u * 32 * V));
 #pragma unroll
             for (int u = 0; u < kUnroll; u++) {
                 int64_t k = k0 + u * 32 * V;
                 if (k >= K) break;
+                float wv[V];
+                unpack<W>(raw[u], wv);
 #pragma unroll
                 for (int r = 0; r < kMaxRows; r++) {
                     if (r >= R) break;
                     float xv[V];
                     load_vec<X, V>(x + r * x_row + k, xv);
 #pragma unroll
-                    for (int i = 0; i < V; i++) acc[r] = fmaf(wv[u][i], xv[i], acc[r]);
+                    for (int i = 0; i < V; i++) acc[r] = fmaf(wv[i], xv[i], acc[r]);
                 }
             }
         }
