@@ -127,7 +127,9 @@ static void mm(afo_dtype ta, afo_dtype tb, int na, const int64_t *sa, int nb, co
 static void test_matmul(void) {
     afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64};
     static const int64_t mkn[][3] = {{1, 1, 1}, {1, 64, 33}, {7, 13, 5}, {33, 65, 17}, {128, 256, 96},
-                                     {1, 4096, 3}, {257, 129, 255}, {5, 1, 9}};
+                                     {1, 4096, 3}, {257, 129, 255}, {5, 1, 9},
+                                     /* GEMV: K past one round of in-flight loads, not a multiple of it */
+                                     {3, 1000, 37}, {1, 2056, 129}};
     for (int t = 0; t < 4; t++) {
         afo_dtype d = dts[t];
         for (size_t s = 0; s < sizeof mkn / sizeof mkn[0]; s++) {
