@@ -1,6 +1,6 @@
-// Decode-sized products x [R, K] · Wᵀ (W row-major [N, K], R ≤ 8): one to
-// four warps per output column n stream W's row n once with 16-byte loads
-// and keep R sums; x is small and read through the cache by every warp. cuBLAS spends
+// Decode-sized products x [R, K] · Wᵀ (W row-major [N, K], R ≤ 8): one warp
+// per output column n streams W's row n once with 16-byte loads and keeps R
+// sums; x is small and read through the cache by every warp. cuBLAS spends
 // more host time choosing and launching its kernel than this one takes on
 // the GPU at decode sizes. Each lane issues kUnroll loads of W before using
 // any: with one in flight per warp, HBM saw a quarter of its bandwidth
@@ -43,25 +43,23 @@ template <typename T> __device__ inline void unpack(const uint4 &raw, float *out
 }
 
 template <typename W, typename X>
-__global__ void __launch_bounds__(kWarps * 32) gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N,
-                                                    int64_t K, int64_t x_row, int R, int wpr, bool vector) {
-    __shared__ float part_sum[kWarps][kMaxRows];
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, part = warp % wpr;
-    const int64_t n = (int64_t)blockIdx.x * (kWarps / wpr) + warp / wpr;
-    const bool live = n < N; // a dead warp still meets the block at the barrier
-    const W *row = w + (live ? n : 0) * K;
-    const int64_t lanes = (int64_t)wpr * 32; // lanes of the row's warps, in order
+__global__ void gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row,
+                     int R, bool vector) {
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int64_t n = (int64_t)blockIdx.x * kWarps + warp;
+    if (n >= N) return;
+    const W *row = w + n * K;
     float acc[kMaxRows] = {};
-    if (live && vector) { // K a multiple of the vector width, rows and x 16-byte aligned
+    if (vector) { // K a multiple of the vector width, rows and x 16-byte aligned
         constexpr int V = 16 / sizeof(W);
-        for (int64_t k0 = ((int64_t)part * 32 + lane) * V; k0 < K; k0 += lanes * V * kUnroll) {
+        for (int64_t k0 = (int64_t)lane * V; k0 < K; k0 += 32 * V * kUnroll) {
             uint4 raw[kUnroll]; // kept packed until used: registers for more loads in flight
 #pragma unroll
             for (int u = 0; u < kUnroll; u++)
-                if (k0 + u * lanes * V < K) raw[u] = __ldg((const uint4 *)(row + k0 + u * lanes * V));
+                if (k0 + u * 32 * V < K) raw[u] = __ldg((const uint4 *)(row + k0 + u * 32 * V));
 #pragma unroll
             for (int u = 0; u < kUnroll; u++) {
-                int64_t k = k0 + u * lanes * V;
+                int64_t k = k0 + u * 32 * V;
                 if (k >= K) break;
                 float wv[V];
                 unpack<W>(raw[u], wv);
@@ -75,8 +73,8 @@ __global__ void __launch_bounds__(kWarps * 32) gemv(const W *w, const X *x, void
                 }
             }
         }
-    } else if (live) {
-        for (int64_t k = (int64_t)part * 32 + lane; k < K; k += lanes) {
+    } else {
+        for (int64_t k = lane; k < K; k += 32) {
             float wv = to_f(row[k]);
             for (int r = 0; r < R; r++) acc[r] += wv * to_f(x[r * x_row + k]);
         }
@@ -85,13 +83,7 @@ __global__ void __launch_bounds__(kWarps * 32) gemv(const W *w, const X *x, void
     for (int r = 0; r < kMaxRows; r++) {
         if (r >= R) break;
         float v = afo_cuda::warp_sum(acc[r]);
-        if (lane == 0) part_sum[warp][r] = v;
-    }
-    __syncthreads();
-    if (live && part == 0 && lane < R) {
-        float v = 0;
-        for (int i = 0; i < wpr; i++) v += part_sum[warp + i][lane];
-        afo_cuda::store_from(out, lane * N + n, out_dtype, v);
+        if (lane == 0) afo_cuda::store_from(out, r * N + n, out_dtype, v);
     }
 }
 
@@ -100,11 +92,8 @@ void launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_
             int R, cudaStream_t s) {
     constexpr int V = 16 / sizeof(W);
     bool vector = K % V == 0 && (uintptr_t)w % 16 == 0 && (x_row % V == 0) && (uintptr_t)x % (sizeof(X) * V) == 0;
-    // Warps per row: enough warps in all to fill the GPU several times over
-    // (a row per warp left 4096-row products in one and a third waves).
-    int wpr = N >= 16384 ? 1 : N >= 8192 ? 2 : 4;
-    unsigned blocks = (unsigned)((N + kWarps / wpr - 1) / (kWarps / wpr));
-    gemv<W, X><<<blocks, kWarps * 32, 0, s>>>((const W *)w, (const X *)x, out, out_dtype, N, K, x_row, R, wpr, vector);
+    unsigned blocks = (unsigned)((N + kWarps - 1) / kWarps);
+    gemv<W, X><<<blocks, kWarps * 32, 0, s>>>((const W *)w, (const X *)x, out, out_dtype, N, K, x_row, R, vector);
 }
 
 template <typename W>
