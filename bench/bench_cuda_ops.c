@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
            "\"attention_prefill_4096_d64\":{\"tflops\":%.2f,\"ms\":%.3f},"
            "\"attention_decode\":{\"kv4096\":{\"gbs\":%.1f,\"us\":%.1f},\"kv32768\":{\"gbs\":%.1f,\"us\":%.1f},"
            "\"hbm_gbs\":%.0f}}\n",
-           info.name, reps, mm.median, mm.best, spec.bf16_tflops, pf.median, pf_ms, pf64.median, pf64_ms, dec[0].median, dec_us[0],
-           dec[1].median, dec_us[1], spec.hbm_gbs);
+           info.name, reps, mm.median, mm.best, spec.bf16_tflops, pf.median, pf_ms, pf64.median, pf64_ms,
+           dec[0].median, dec_us[0], dec[1].median, dec_us[1], spec.hbm_gbs);
     return 0;
 }

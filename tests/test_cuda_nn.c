@@ -334,7 +334,7 @@ static void test_sdpa_prefill(void) {
 }
 
 /* float16/bfloat16 prefill with head size 64 or 128 (the tensor-core
- * kernel from 16 queries on): lengths around its 64-row / 64-key tiles, GQA
+ * kernel from 16 queries on): lengths around its 128-row / 32-key tiles, GQA
  * ratios 1 to 8, queries continuing a cache, windows, masks, batches,
  * strided q and cache views. */
 static void test_sdpa_prefill_half(void) {
@@ -349,7 +349,8 @@ static void test_sdpa_prefill_half(void) {
     sdpa(AFO_BFLOAT16, (sdpa_case){.B = 2, .Hq = 8, .Hkv = 2, .Lq = 100, .Lk = 300, .D = 128, .causal = 1, .cache = 1});
     sdpa(AFO_FLOAT16, (sdpa_case){.B = 1, .Hq = 32, .Hkv = 4, .Lq = 17, .Lk = 1000, .D = 64, .causal = 1, .cache = 1});
     sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 8, .Lq = 200, .Lk = 200, .D = 64, .cache = 1});
-    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 2, .Lq = 500, .Lk = 500, .D = 64, .causal = 1, .window = 100});
+    sdpa(AFO_BFLOAT16,
+         (sdpa_case){.B = 1, .Hq = 8, .Hkv = 2, .Lq = 500, .Lk = 500, .D = 64, .causal = 1, .window = 100});
     sdpa(AFO_FLOAT16, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 1, .Lq = 300, .Lk = 400, .D = 128, .causal = 1, .window = 70,
                                   .cache = 1});
     sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 4, .Lq = 130, .Lk = 130, .D = 128, .window = 9});

@@ -77,6 +77,7 @@ double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_a
     free(got);
     afo_release(ref);
     afo_release(out);
+    afo_clear_cache(); /* poisoned buffers left over must not reach later, unchecked work */
     return worst;
 }
 

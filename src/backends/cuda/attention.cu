@@ -13,9 +13,10 @@
 // Scores and accumulators are float32 (float64 for float64 data), like the
 // CPU kernel; q is scaled before the dot products as there.
 //
-// Prefill in float16/bfloat16 with head size 64 or 128 goes to the
-// tensor-core kernel of attention_mma.cu instead, never split: from
-// MMA_MIN_LQ queries on, its 64-row blocks find enough work per kv head.
+// Prefill in float16/bfloat16 with head size 64 or 128 (MMA_MIN_LQ queries
+// or more, an untuned bound) goes to the tensor-core kernel of
+// attention_mma.cu instead, never split; decode steps and a few draft
+// tokens stay here, split over the keys.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>

@@ -28,17 +28,17 @@ namespace {
 // The kernel waits on latencies (mma, shared memory, the softmax's
 // shuffles and exp2) more than on any unit's throughput, so it is tuned for
 // warps per SM: 2 blocks of 8 warps of one m-tile each, 128 registers a
-// thread, measured 35% faster on an H200 than 2 blocks of 4 warps of two
-// m-tiles (full registers) at head size 128, 65% at 64.
+// thread. On an H200 that measured 1.4 times as fast at head size 128 and
+// 1.7 at 64 as 2 blocks of 4 warps of two m-tiles (255 registers); 1 block
+// of 16 warps, 4 blocks of 4 warps and, at head size 64, 64-key tiles were
+// all slower.
 constexpr int WARPS = 8;
 constexpr int MIN_BLOCKS = 2;  // per SM
 constexpr int NT = 32 * WARPS;
-constexpr int MT = 1;          // 16-row m-tiles per warp (more share each k and v fragment)
+constexpr int MT = 1;          // 16-row m-tiles per warp (more would share each k and v fragment)
 constexpr int WR = 16 * MT;    // query rows per warp
 constexpr int BQ = WR * WARPS; // query rows per block
-// Keys per tile: 32 for head size 128 keep the scores and outputs of a
-// thread within its registers.
-__host__ __device__ constexpr int tile_keys(int D) { return D == 128 ? 32 : 64; }
+constexpr int BK = 32;         // keys per tile
 constexpr int STAGES = 3;      // k/v tiles in shared memory: the one in use and those in flight
 constexpr double LOG2E = 1.4426950408889634;
 
@@ -152,7 +152,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[NS][4], float (&m)[2],
 template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
     // Rows of D + 8 elements: the 8 rows one ldmatrix reads then start 16
     // bytes apart modulo 128 and hit all 32 banks once.
-    constexpr int BK = tile_keys(D), LD = D + 8, TILE = BK * LD, KD = D / 16, NS = BK / 8, ND = D / 8, CH = D / 8;
+    constexpr int LD = D + 8, TILE = BK * LD, KD = D / 16, NS = BK / 8, ND = D / 8, CH = D / 8;
     extern __shared__ __align__(16) unsigned char smem[];
     T *qs = (T *)smem, *ks = qs + BQ * LD, *vs = ks + STAGES * TILE; // q [BQ][LD]; k, v [STAGES][BK][LD]
     const afo_cuda_sdpa &p = a.p;
@@ -279,7 +279,10 @@ template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) m
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
 #pragma unroll
-                for (int i = 0; i < 4; i++) pa[mt][i] = pack<T>(s[mt][2 * k + i / 2][i % 2 * 2], s[mt][2 * k + i / 2][i % 2 * 2 + 1]);
+                for (int i = 0; i < 4; i++) {
+                    const float *c = s[mt][2 * k + i / 2] + i % 2 * 2;
+                    pa[mt][i] = pack<T>(c[0], c[1]);
+                }
 #pragma unroll
             for (int d = 0; d < ND; d += 2) {
                 uint32_t f[4];
@@ -309,7 +312,7 @@ template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) m
 }
 
 template <typename T, int D> cudaError_t launch(const Args &a, cudaStream_t st) {
-    const size_t smem = (BQ + 2 * STAGES * (size_t)tile_keys(D)) * (D + 8) * sizeof(T);
+    const size_t smem = (BQ + 2 * STAGES * (size_t)BK) * (D + 8) * sizeof(T);
     static bool raised; // the opt-in above 48 KiB is per kernel, once per process
     if (!raised) {
         cudaError_t e = cudaFuncSetAttribute(mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
