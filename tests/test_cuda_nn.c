@@ -293,9 +293,12 @@ static void sdpa(afo_dtype t, sdpa_case c) {
              c.causal ? " causal" : "", c.window, c.mask == 1 ? " bool mask" : c.mask == 2 ? " float mask" : "",
              c.cache ? " cache view" : "", c.split_q ? " strided q" : "");
     /* outputs are averages of v in [-1, 1]: absolute bounds, plus one
-     * rounding of a half type */
+     * rounding of a half type. The tensor-core kernel rounds the
+     * probabilities to the half type (relative error u = 2^-8 for bfloat16,
+     * 2^-11 for float16), which moves an average of v by at most u: the
+     * absolute bound of a half type is 2u. */
     double rtol = t == AFO_FLOAT32 ? 1e-5 : t == AFO_FLOAT64 ? 1e-12 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
-    double atol = t == AFO_FLOAT64 ? 1e-13 : 2e-5;
+    double atol = t == AFO_FLOAT64 ? 1e-13 : t == AFO_FLOAT32 ? 2e-5 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
     devcheck(what, AFO_CUDA, build_sdpa, &c, in, c.mask ? 4 : 3, rtol, atol);
     release_all(in, 4);
 }
@@ -332,6 +335,33 @@ static void test_sdpa_prefill(void) {
     sdpa(AFO_FLOAT64, (sdpa_case){.B = 1, .Hq = 2, .Hkv = 2, .Lq = 1, .Lk = 500, .D = 128, .cache = 1});
 }
 
+/* float16/bfloat16 prefill with head size 64 or 128 (the tensor-core
+ * kernel from 16 queries on): lengths around its 128-row / 32-key tiles, GQA
+ * ratios 1 to 8, queries continuing a cache, windows, masks, batches,
+ * strided q and cache views. */
+static void test_sdpa_prefill_half(void) {
+    static const int64_t lens[] = {1, 17, 63, 65, 257, 1000};
+    static const int64_t heads[][2] = {{4, 4}, {8, 4}, {8, 2}, {8, 1}};
+    for (int l = 0; l < 6; l++)
+        for (int h = 0; h < 4; h++)
+            for (int causal = 0; causal < 2; causal++)
+                sdpa(l % 2 ? AFO_FLOAT16 : AFO_BFLOAT16,
+                     (sdpa_case){.B = 1 + (h == 2), .Hq = heads[h][0], .Hkv = heads[h][1], .Lq = lens[l], .Lk = lens[l],
+                                 .D = (l + h) % 2 ? 64 : 128, .causal = causal, .split_q = h == 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 2, .Hq = 8, .Hkv = 2, .Lq = 100, .Lk = 300, .D = 128, .causal = 1, .cache = 1});
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 1, .Hq = 32, .Hkv = 4, .Lq = 17, .Lk = 1000, .D = 64, .causal = 1, .cache = 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 8, .Hkv = 8, .Lq = 200, .Lk = 200, .D = 64, .cache = 1});
+    sdpa(AFO_BFLOAT16,
+         (sdpa_case){.B = 1, .Hq = 8, .Hkv = 2, .Lq = 500, .Lk = 500, .D = 64, .causal = 1, .window = 100});
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 1, .Lq = 300, .Lk = 400, .D = 128, .causal = 1, .window = 70,
+                                  .cache = 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 4, .Lq = 130, .Lk = 130, .D = 128, .window = 9});
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 2, .Lq = 50, .Lk = 77, .D = 64, .mask = 1});
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 2, .Hq = 8, .Hkv = 2, .Lq = 70, .Lk = 70, .D = 128, .mask = 2, .causal = 1});
+    /* more queries than keys: the first ones see none and output zeros */
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 40, .Lk = 20, .D = 64, .causal = 1});
+}
+
 /* One query against a long cache: the keys are split over blocks
  * (chunks of whole 32-key tiles) and merged; lengths fall on and off the
  * chunk edges. */
@@ -357,6 +387,7 @@ int main(void) {
     RUN(test_norms);
     RUN(test_rope);
     RUN(test_sdpa_prefill);
+    RUN(test_sdpa_prefill_half);
     RUN(test_sdpa_decode);
     return test_finish();
 }

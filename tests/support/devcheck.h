@@ -13,7 +13,8 @@ typedef afo_array *(*devcheck_fn)(afo_array *const *in, void *ctx);
 int devcheck_available(afo_device d);
 /* Evaluates fn on the CPU and on `d` and CHECKs |got - want| <= atol +
  * rtol*|want| for every element (NaNs must match), that shapes and dtypes
- * agree, and that the result lives on `d`. Returns the largest relative
+ * agree, and that the result lives on `d`. Float results on `d` go to
+ * buffers filled with NaN, so that unwritten elements fail. Returns the largest relative
  * error seen (for reports). */
 double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int nin,
                 double rtol, double atol);

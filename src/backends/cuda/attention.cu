@@ -12,12 +12,18 @@
 //
 // Scores and accumulators are float32 (float64 for float64 data), like the
 // CPU kernel; q is scaled before the dot products as there.
+//
+// Prefill in float16/bfloat16 with head size 64 or 128 (MMA_MIN_LQ queries
+// or more, an untuned bound) goes to the tensor-core kernel of
+// attention_mma.cu instead, never split; decode steps and a few draft
+// tokens stay here, split over the keys, as do positions read on the device
+// (afo_scaled_dot_product_attention_at).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
 #include <stdint.h>
 
-#include "backends/cuda/nn_kernels.h"
+#include "backends/cuda/attention.cuh"
 #include "backends/cuda/warp.cuh"
 
 namespace {
@@ -27,6 +33,7 @@ constexpr int BK = 32;  // keys per tile: one per lane
 constexpr int NT = 128; // threads per block
 constexpr int RW = BQ / (NT / 32); // rows per warp
 constexpr int MAX_SPLIT = 256;
+constexpr int64_t MMA_MIN_LQ = 16;
 
 __device__ __forceinline__ float to_c(float v) { return v; }
 __device__ __forceinline__ float to_c(__half v) { return __half2float(v); }
@@ -44,20 +51,11 @@ __device__ __forceinline__ double ex(double v) { return exp(v); }
 using afo_cuda::warp_max;
 using afo_cuda::warp_sum;
 
-__device__ double mask_at(const void *m, afo_dtype dt, int64_t i) {
-    switch (dt) {
-    case AFO_BOOL: return ((const uint8_t *)m)[i] ? 0.0 : -INFINITY;
-    case AFO_FLOAT16: return __half2float(((const __half *)m)[i]);
-    case AFO_BFLOAT16: return __bfloat162float(((const __nv_bfloat16 *)m)[i]);
-    case AFO_FLOAT32: return ((const float *)m)[i];
-    default: return ((const double *)m)[i];
-    }
-}
-
 struct Args {
     afo_cuda_sdpa p;
     int64_t G, R, nrb; // query heads per kv head, rows per kv head, row blocks per kv head
     int vec;           // rows of k and v may be read 16 bytes at a time
+    int mma;           // for afo_cuda::sdpa_mma
 };
 
 // Keys [t0, t0 + BK) of one kv head into dst (row pitch ld); rows at or past
@@ -114,12 +112,12 @@ template <typename T, typename C, int DM> __global__ void __launch_bounds__(NT) 
     }
     for (int idx = tid; idx < BK * (DM + 1) + BK * DM; idx += NT) Ks[idx] = 0; // Vs follows Ks
 
-    // Query i sits at key position first + i; it sees keys [lo, hi).
+    // Query i sits at key position first + i (attention.cuh).
     const int64_t first = p.position ? (int64_t)*p.position : p.Lk - p.Lq;
-    auto lo_of = [&](int64_t pos) -> int64_t { return p.window > 0 && pos - p.window + 1 > 0 ? pos - p.window + 1 : 0; };
-    auto hi_of = [&](int64_t pos) -> int64_t { return p.causal && pos + 1 < p.Lk ? pos + 1 : p.Lk; };
+    using afo_cuda::key_hi;
+    using afo_cuda::key_lo;
     int64_t rlast = (row0 + BQ < R ? row0 + BQ : R) - 1;
-    int64_t klo = lo_of(first + row0 / G), khi = hi_of(first + rlast / G);
+    int64_t klo = key_lo(p, first + row0 / G), khi = key_hi(p, first + rlast / G);
     if (klo < split * p.chunk) klo = split * p.chunk;
     if (khi > (split + 1) * p.chunk) khi = (split + 1) * p.chunk;
 
@@ -131,8 +129,8 @@ template <typename T, typename C, int DM> __global__ void __launch_bounds__(NT) 
         m[t] = (C)-INFINITY, l[t] = 0;
 #pragma unroll
         for (int c = 0; c < DM / 32; c++) acc[t][c] = 0;
-        lo[t] = row < R ? lo_of(pos) : 0;
-        hi[t] = row < R ? hi_of(pos) : 0;
+        lo[t] = row < R ? key_lo(p, pos) : 0;
+        hi[t] = row < R ? key_hi(p, pos) : 0;
         moff[t] = b * p.ms[0] + (hk * G + row % G) * p.ms[1] + row / G * p.ms[2];
     }
     const bool active = row0 + warp * RW < R;
@@ -160,7 +158,7 @@ template <typename T, typename C, int DM> __global__ void __launch_bounds__(NT) 
         for (int t = 0; t < RW; t++) {
             bool vis = key < khi && key >= lo[t] && key < hi[t];
             C sv = vis ? s[t] : (C)-INFINITY;
-            if (vis && p.mask) sv += (C)mask_at(p.mask, p.mask_dtype, moff[t] + key * p.ms[3]);
+            if (vis && p.mask) sv += (C)afo_cuda::mask_at(p.mask, p.mask_dtype, moff[t] + key * p.ms[3]);
             C mnew = fmax(m[t], warp_max(sv));
             C pv = mnew == (C)-INFINITY ? (C)0 : ex(sv - mnew);
             C corr = mnew == (C)-INFINITY ? (C)1 : ex(m[t] - mnew);
@@ -262,7 +260,7 @@ bool aligned16(const void *p, int64_t stride, size_t es) {
 }
 
 Args args_of(const afo_cuda_sdpa *p) {
-    Args a = {*p, p->Hq / p->Hkv, 0, 0, 0};
+    Args a = {*p, p->Hq / p->Hkv, 0, 0, 0, 0};
     a.R = a.G * p->Lq;
     a.nrb = (a.R + BQ - 1) / BQ;
     size_t es = p->dtype == AFO_FLOAT64 ? 8 : p->dtype == AFO_FLOAT32 ? 4 : 2;
@@ -270,6 +268,10 @@ Args args_of(const afo_cuda_sdpa *p) {
     bool vec = p->D % V == 0 && p->Dv % V == 0;
     for (int i = 0; vec && i < 3; i++) vec = aligned16(p->k, p->ks[i], es) && aligned16(p->v, p->vs[i], es);
     a.vec = vec;
+    bool mma = vec && (p->dtype == AFO_FLOAT16 || p->dtype == AFO_BFLOAT16) && p->D == p->Dv &&
+               (p->D == 64 || p->D == 128) && p->Lq >= MMA_MIN_LQ && !p->position;
+    for (int i = 0; mma && i < 3; i++) mma = aligned16(p->q, p->qs[i], es);
+    a.mma = mma;
     return a;
 }
 
@@ -293,6 +295,7 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
         g_sms = n;
     }
     Args a = args_of(p);
+    if (a.mma) return 0;
     // Two blocks per SM, with splits of at least 4 tiles: on an H200, 8 per
     // SM of 2 tiles or more measured 20% slower (more partials to merge).
     // A decode step's block holds one group's few rows, which one warp
@@ -314,6 +317,7 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
 
 extern "C" cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t st) {
     Args a = args_of(p);
+    if (a.mma) return afo_cuda::sdpa_mma(*p, a.G, st);
     switch (p->dtype) {
     case AFO_FLOAT16: return launch<__half, float>(a, st);
     case AFO_BFLOAT16: return launch<__nv_bfloat16, float>(a, st);
