@@ -17,7 +17,7 @@ typedef struct afo_generate_options {
     const char *const *stop;       /* stop strings: generation ends before the first one */
     int num_stop;
     int ignore_eos;                /* keep going past the model's eos ids */
-    int64_t prefill_chunk;         /* prompt tokens per forward pass (default 512) */
+    int64_t prefill_chunk;         /* prompt tokens per forward pass (default 2048, as mlx-lm) */
     int graphs;                    /* 1 (default): on a GPU, decode steps replay one recorded CUDA graph
                                       (afo_recording); 0: each step is built and launched op by op */
 } afo_generate_options;

@@ -11,7 +11,7 @@
 
 afo_generate_options afo_generate_defaults(void) {
     return (afo_generate_options){
-        .max_tokens = 256, .sampler = afo_sampler_defaults(), .prefill_chunk = 512, .graphs = 1};
+        .max_tokens = 256, .sampler = afo_sampler_defaults(), .prefill_chunk = 2048, .graphs = 1};
 }
 
 const char *afo_stop_reason_name(afo_stop_reason r) {
