@@ -82,25 +82,50 @@ __device__ __forceinline__ int64_t index_at(const void *idx, afo_dtype dt, int64
     }
 }
 
-// One thread per output element; s*q and + b rounded separately, as the
-// CPU (built without FMA contraction there) computes them.
-__global__ void dequantize_kernel(afo_cuda_qmat m, const void *idx, afo_dtype idt, int64_t total, void *out,
-                                  afo_dtype odt) {
+// Eight consecutive outputs per thread (a row's length is a multiple of 32,
+// so the eight share a row and a group), stored 16 bytes at a time when the
+// output is 16-byte aligned: one thread per element with 2-byte stores made
+// dequantizing most of the GPU's 4-bit prefill. s*q and + b are rounded
+// separately, as the CPU (built without FMA contraction there) computes them.
+__global__ void dequantize_kernel(afo_cuda_qmat m, const void *idx, afo_dtype idt, int64_t octets, void *out,
+                                  afo_dtype odt, bool vector) {
     const int64_t G = m.cols / m.gs;
-    for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += (int64_t)gridDim.x * blockDim.x) {
-        const int64_t r = i / m.cols, c = i % m.cols;
+    for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < octets; o += (int64_t)gridDim.x * blockDim.x) {
+        const int64_t i = o * 8, r = i / m.cols, c = i % m.cols;
         int64_t row = r;
+        bool valid = true;
         if (idx) {
             row = index_at(idx, idt, r);
             if (row < 0) row += m.rows;
-            if (row < 0 || row >= m.rows) {
-                store_f(out, i, odt, __int_as_float(0x7fc00000));
-                continue;
-            }
+            valid = row >= 0 && row < m.rows;
         }
-        const float q = (float)level_at(m.w + row * m.words, c, m.bits);
-        const float s = load_f(m.s, row * G + c / m.gs, m.sdt), b = load_f(m.b, row * G + c / m.gs, m.sdt);
-        store_f(out, i, odt, __fadd_rn(__fmul_rn(s, q), b));
+        float v[8];
+        if (valid) {
+            const uint32_t *w = m.w + row * m.words;
+            const float s = load_f(m.s, row * G + c / m.gs, m.sdt), b = load_f(m.b, row * G + c / m.gs, m.sdt);
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = __fadd_rn(__fmul_rn(s, (float)level_at(w, c + e, m.bits)), b);
+        } else {
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = __int_as_float(0x7fc00000);
+        }
+        if (!vector) {
+#pragma unroll
+            for (int e = 0; e < 8; e++) store_f(out, i + e, odt, v[e]);
+        } else if (odt == AFO_FLOAT32) {
+            float4 *p = (float4 *)((float *)out + i);
+            p[0] = make_float4(v[0], v[1], v[2], v[3]);
+            p[1] = make_float4(v[4], v[5], v[6], v[7]);
+        } else {
+            uint32_t h[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                uint16_t lo = odt == AFO_BFLOAT16 ? bf16_bits(v[2 * e]) : f16_bits(v[2 * e]);
+                uint16_t hi = odt == AFO_BFLOAT16 ? bf16_bits(v[2 * e + 1]) : f16_bits(v[2 * e + 1]);
+                h[e] = (uint32_t)lo | (uint32_t)hi << 16;
+            }
+            *(uint4 *)((uint16_t *)out + i) = make_uint4(h[0], h[1], h[2], h[3]);
+        }
     }
 }
 
@@ -283,11 +308,11 @@ extern "C" void afo_cuda_quantize(const void *w, afo_dtype wdt, int64_t rows, in
 
 extern "C" void afo_cuda_dequantize(const afo_cuda_qmat *m, const void *idx, afo_dtype idt, int64_t n, void *out,
                                     afo_dtype odt, cudaStream_t stream) {
-    const int64_t total = n * m->cols;
-    if (total == 0) return;
-    int64_t blocks = (total + 255) / 256;
+    const int64_t octets = n * m->cols / 8;
+    if (octets == 0) return;
+    int64_t blocks = (octets + 255) / 256;
     if (blocks > 65535 * 8) blocks = 65535 * 8;
-    dequantize_kernel<<<(unsigned)blocks, 256, 0, stream>>>(*m, idx, idt, total, out, odt);
+    dequantize_kernel<<<(unsigned)blocks, 256, 0, stream>>>(*m, idx, idt, octets, out, odt, (uintptr_t)out % 16 == 0);
 }
 
 extern "C" void afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose,
