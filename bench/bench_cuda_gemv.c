@@ -85,12 +85,8 @@ int main(int argc, char **argv) {
     int threads, reps, json_only;
     if (bench_parse_args(argc, argv, &threads, &reps, &json_only) != 0) return 2;
     if (reps < 5) reps = 5;
-    if (!afo_device_available(AFO_CUDA)) {
-        printf("SKIP: %s\n", afo_last_error());
-        return 77;
-    }
     afo_device_info info;
-    if (afo_device_get_info(AFO_CUDA, &info) != AFO_OK) return 1;
+    if (!bench_cuda_device(&info)) return 77;
     double hbm = strstr(info.name, "H200") ? 4800 : strstr(info.name, "H100") ? 3350 : 0;
     if (!json_only) printf("gpu: %s | HBM %.0f GB/s | %d products a run, medians of %d runs\n", info.name, hbm, COPIES, reps);
     printf("%s", json_only ? "{\"gemv_gbs\":{" : "");

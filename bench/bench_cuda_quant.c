@@ -172,12 +172,8 @@ int main(int argc, char **argv) {
     int threads, reps, json_only;
     if (bench_parse_args(argc, argv, &threads, &reps, &json_only) != 0) return 2;
     if (reps < 10) reps = 10;
-    if (!afo_device_available(AFO_CUDA)) {
-        printf("SKIP: %s\n", afo_last_error());
-        return 0;
-    }
     afo_device_info info;
-    afo_device_get_info(AFO_CUDA, &info);
+    if (!bench_cuda_device(&info)) return 77;
     stats bw = copy_bandwidth(reps);
 
     static const struct { int64_t n, k; } shapes[] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {32000, 2048}};

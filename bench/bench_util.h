@@ -43,6 +43,16 @@ static inline double bench_check_load(void) {
 
 /* The options the kernel benchmarks share: --threads N (default 2), --reps
  * N (default 20, at least 3), --json. Returns 0, or 2 after the usage. */
+/* A GPU benchmark's start: the CUDA device's description, or false after
+ * printing why there is none (the benchmark then exits 77, "skipped"). */
+static inline bool bench_cuda_device(afo_device_info *info) {
+    if (!afo_device_available(AFO_CUDA) || afo_device_get_info(AFO_CUDA, info) != AFO_OK) {
+        printf("SKIP: %s\n", afo_last_error());
+        return false;
+    }
+    return true;
+}
+
 static inline int bench_parse_args(int argc, char **argv, int *threads, int *reps, int *json_only) {
     *threads = 2, *reps = 20, *json_only = 0;
     for (int i = 1; i < argc; i++) {
