@@ -93,19 +93,32 @@ template <typename T> __device__ T binary(afo_op op, T a, T b) {
     }
 }
 
+// Adds each operand's offset of element idx (C order over d's shape) to
+// off. Dividing by the extents dominated large elementwise ops (a 64-bit
+// division is a long instruction sequence): operands whose axes merged into
+// one need none, and extents that fit 32 bits take the short division.
+template <typename I> __device__ void add_offsets(const afo_cuda_strided &d, I idx, int64_t *off) {
+    for (int ax = d.ndim - 1; ax >= 0; ax--) {
+        I n = (I)d.shape[ax], c = idx % n;
+        idx /= n;
+        for (int k = 0; k < d.nops; k++) off[k] += (int64_t)c * d.strides[k][ax];
+    }
+}
+
 template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
     int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
     int64_t step = (int64_t)gridDim.x * blockDim.x;
     int64_t shifted = 0;
     if (d.shift) shifted = (*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
+    const bool narrow = d.size <= (int64_t)UINT32_MAX;
     for (; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS] = {shifted, 0, 0, 0};
-        int64_t r = idx;
-        for (int ax = d.ndim - 1; ax >= 0; ax--) {
-            int64_t c = r % d.shape[ax];
-            r /= d.shape[ax];
-            for (int k = 0; k < d.nops; k++) off[k] += c * d.strides[k][ax];
-        }
+        if (d.ndim == 1)
+            for (int k = 0; k < d.nops; k++) off[k] += idx * d.strides[k][0];
+        else if (narrow)
+            add_offsets<uint32_t>(d, (uint32_t)idx, off);
+        else
+            add_offsets<int64_t>(d, idx, off);
         T a = load_as<T>(d.data[1], off[1], d.dtype[1]), v;
         if (op == AFO_OP_WHERE) {
             T x = load_as<T>(d.data[2], off[2], d.dtype[2]), y = load_as<T>(d.data[3], off[3], d.dtype[3]);
