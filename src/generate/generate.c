@@ -269,7 +269,11 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     afo_reset_device_peak_memory(device);
     double t0 = now();
     afo_array *logits = NULL;
-    rc = prefill(m, cache, prompt, n, o.prefill_chunk, &logits);
+    /* room for the prompt and the first tokens at once: a cache grown chunk
+     * by chunk copies itself each time */
+    int64_t ahead = o.max_tokens < REPLAY_RESERVE ? o.max_tokens : REPLAY_RESERVE;
+    rc = kv_reserve(cache, afo_kv_cache_length(cache) + (int64_t)n + ahead);
+    if (rc == AFO_OK) rc = prefill(m, cache, prompt, n, o.prefill_chunk, &logits);
     /* the forward pass evaluated the logits, but a GPU runs that work
      * asynchronously: wait for it to count its time */
     if (rc == AFO_OK) rc = afo_synchronize(afo_array_device(logits));
