@@ -276,6 +276,43 @@ done:
     afo_model_free(m4);
 }
 
+/* Logits of the demo model, plain and quantized (4-bit g64), before and
+ * after its projections are stacked as afo_model_to_device does on a GPU:
+ * each row of a product is computed the same way, so they agree. */
+static void test_stacked_projections(void) {
+    char tmp[128], q4[160];
+    if (!test_temp_dir("stacked", tmp, sizeof tmp)) return;
+    snprintf(q4, sizeof q4, "%s/q4", tmp);
+    afo_convert_options co = {.dtype = -1, .bits = 4, .group_size = 64};
+    CHECK(afo_model_convert("models/tiny-classics", q4, &co, NULL) == AFO_OK);
+    const char *dirs[2] = {"models/tiny-classics", q4};
+    int32_t ids[5] = {1, 1785, 28, 300, 7};
+    for (int k = 0; k < 2; k++) {
+        afo_model *m = load(dirs[k], NULL);
+        if (!m) continue;
+        afo_array *before[2] = {NULL, NULL}, *after[2] = {NULL, NULL};
+        for (int pass = 0; pass < 2; pass++) {
+            afo_array **out = pass ? after : before;
+            if (pass) CHECK(model_stack_projections(m) == AFO_OK && m->layers[0].stacked_qkv && m->layers[0].stacked_gate_up);
+            afo_kv_cache *c = NULL;
+            CHECK(afo_kv_cache_create(m, 1, &c) == AFO_OK);
+            CHECK(afo_model_forward(m, c, ids, 1, 4, &out[0]) == AFO_OK); /* a prompt, then one step */
+            CHECK(afo_model_forward(m, c, ids + 4, 1, 1, &out[1]) == AFO_OK);
+            afo_kv_cache_free(c);
+        }
+        for (int i = 0; i < 2; i++) {
+            int64_t rows = i ? 1 : 4;
+            double e = before[i] && after[i]
+                           ? row_rel_err(afo_array_data(after[i]), afo_array_data(before[i]), rows, 4096)
+                           : INFINITY;
+            CHECK_MSG(e <= 1e-5, "%s: stacked projections change the %s logits by %.3g", dirs[k], i ? "step" : "prompt", e);
+            afo_release(before[i]), afo_release(after[i]);
+        }
+        afo_model_free(m);
+    }
+    test_remove_tree(tmp);
+}
+
 /* Every real config parses and lists tensors adding up to the published
  * parameter count (SOURCES.md; text model only for gemma-3-4b). */
 static void test_real_configs(void) {
@@ -424,6 +461,7 @@ int main(void) {
     RUN(test_reference_models);
     RUN(test_stories260k);
     RUN(test_tiny_classics);
+    RUN(test_stacked_projections);
     RUN(test_real_configs);
     RUN(test_random_and_malformed);
     RUN(test_hub_cache);

@@ -62,8 +62,68 @@ int afo_model_is_eos(const afo_model *m, int32_t id) {
     return 0;
 }
 
+/* Whether projections can be applied as one product: the same format
+ * (plain dtype, or bits and group size), input size and no bias. */
+static bool fusable(const linear_weight *p, int n) {
+    for (int i = 0; i < n; i++) {
+        if (!p[i].w || afo_array_ndim(p[i].w) != 2 || !p[0].scales != !p[i].scales) return false;
+        if (afo_array_dtype(p[i].w) != afo_array_dtype(p[0].w) || afo_array_dim(p[i].w, 1) != afo_array_dim(p[0].w, 1))
+            return false;
+        if (p[i].scales && (p[i].bits != p[0].bits || p[i].group_size != p[0].group_size ||
+                            afo_array_dtype(p[i].scales) != afo_array_dtype(p[0].scales)))
+            return false;
+    }
+    return true;
+}
+
+/* into = the rows of parts stacked (evaluated where the default device
+ * says); each part then becomes a view of its rows, so no weight is held
+ * twice and everything that reads a part by name still can. */
+static afo_status stack_rows(linear_weight **parts, int n, linear_weight *into) {
+    *into = (linear_weight){.bits = parts[0]->bits, .group_size = parts[0]->group_size};
+    afo_array **fields[3] = {&into->w, &into->scales, &into->biases};
+    for (int f = 0; f < (parts[0]->scales ? 3 : 1); f++) {
+        afo_array *src[3];
+        for (int i = 0; i < n; i++) src[i] = f == 0 ? parts[i]->w : f == 1 ? parts[i]->scales : parts[i]->biases;
+        afo_array *all = afo_concatenate(src, n, 0);
+        if (!all || afo_eval1(all) != AFO_OK) {
+            afo_release(all);
+            return afo_last_status();
+        }
+        *fields[f] = all;
+        int64_t row = 0;
+        for (int i = 0; i < n; i++) {
+            int64_t rows = afo_array_dim(src[i], 0);
+            afo_array *view = afo_slice_axis(all, 0, row, row + rows);
+            if (!view) return afo_last_status();
+            afo_array **slot = f == 0 ? &parts[i]->w : f == 1 ? &parts[i]->scales : &parts[i]->biases;
+            afo_release(*slot);
+            *slot = view;
+            row += rows;
+        }
+    }
+    return AFO_OK;
+}
+
+afo_status model_stack_projections(afo_model *m) {
+    for (int l = 0; l < m->cfg.layers; l++) {
+        layer_weights *w = &m->layers[l];
+        linear_weight qkv[3] = {w->q, w->k, w->v}, gu[2] = {w->gate, w->up};
+        if (!w->qkv.w && !w->q_bias && !w->k_bias && !w->v_bias && fusable(qkv, 3)) {
+            w->stacked_qkv = true;
+            AFO_TRY(stack_rows((linear_weight *[]){&w->q, &w->k, &w->v}, 3, &w->qkv));
+        }
+        if (!w->gate_up.w && !w->gate_bias && !w->up_bias && fusable(gu, 2)) {
+            w->stacked_gate_up = true;
+            AFO_TRY(stack_rows((linear_weight *[]){&w->gate, &w->up}, 2, &w->gate_up));
+        }
+    }
+    return AFO_OK;
+}
+
 /* Copies every weight to the device now, in one pass through the pinned
- * staging buffers, instead of on first use inside the first forward pass. */
+ * staging buffers, instead of on first use inside the first forward pass;
+ * on a GPU, stacks projections as well (model_stack_projections). */
 afo_status afo_model_to_device(afo_model *m, afo_device d) {
     if (!m) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_model_to_device: model is NULL");
     for (int i = 0; i < m->nspecs; i++) {
@@ -73,5 +133,11 @@ afo_status afo_model_to_device(afo_model *m, afo_device d) {
             if (parts[k]) AFO_TRY(afo_array_prefetch(parts[k], d));
     }
     AFO_TRY(afo_array_prefetch(m->freqs_full, d));
-    return afo_array_prefetch(m->freqs_sliding, d);
+    AFO_TRY(afo_array_prefetch(m->freqs_sliding, d));
+    if (d == AFO_CPU) return AFO_OK;
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(d);
+    afo_status st = model_stack_projections(m);
+    afo_set_default_device(before);
+    return st;
 }

@@ -122,6 +122,7 @@ typedef struct layer_weights {
     afo_array *gate_bias, *up_bias, *down_bias;
     linear_weight router;
     linear_weight *experts; /* [num_experts][3]: gate, up, down */
+    bool stacked_qkv, stacked_gate_up; /* qkv / gate_up made by afo_model_to_device, not from the file */
 } layer_weights;
 
 struct afo_model {
@@ -203,6 +204,14 @@ afo_array *gated_mlp(const model_config *c, afo_array *x, const linear_weight *g
                      const linear_weight *down, afo_array *gate_bias, afo_array *up_bias, afo_array *down_bias);
 /* x W^T (+ bias), W plain or quantized: the one place matrices are applied. */
 afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias);
+
+/* model.c: on a GPU a decode step is many small launches, and a
+ * matrix-vector product streams its rows better the more there are: q, k, v
+ * become one product and gate, up another (the fused forms phi3 stores),
+ * where their formats agree and no bias is added; the parts become views of
+ * the stacked rows. afo_model_to_device does it for devices other than the
+ * CPU, where it is evaluated. */
+afo_status model_stack_projections(afo_model *m);
 
 /* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and
  * position (int32 [1], at the cache's length when recorded) are device data

@@ -155,7 +155,13 @@ void model_release_weights(afo_model *m) {
             m->specs[i].linear->scales = m->specs[i].linear->biases = NULL;
         }
     }
-    for (int i = 0; m->layers && i < m->cfg.layers; i++) free(m->layers[i].experts);
+    for (int i = 0; m->layers && i < m->cfg.layers; i++) {
+        layer_weights *w = &m->layers[i];
+        linear_weight *stacked[2] = {w->stacked_qkv ? &w->qkv : NULL, w->stacked_gate_up ? &w->gate_up : NULL};
+        for (int k = 0; k < 2; k++)
+            if (stacked[k]) afo_release(stacked[k]->w), afo_release(stacked[k]->scales), afo_release(stacked[k]->biases);
+        free(w->experts);
+    }
     free(m->layers);
     free(m->specs);
     m->layers = NULL;
