@@ -277,8 +277,9 @@ done:
 }
 
 /* Logits of the demo model, plain and quantized (4-bit g64), before and
- * after its projections are stacked as afo_model_to_device does on a GPU:
- * each row of a product is computed the same way, so they agree. */
+ * after its projections are stacked as afo_model_to_device does on a GPU
+ * (a decode step then uses the stacked products, a prompt the parts): each
+ * row of a product is computed the same way, so they agree. */
 static void test_stacked_projections(void) {
     char tmp[128], q4[160];
     if (!test_temp_dir("stacked", tmp, sizeof tmp)) return;

@@ -209,8 +209,9 @@ afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias);
  * matrix-vector product streams its rows better the more there are: q, k, v
  * become one product and gate, up another (the fused forms phi3 stores),
  * where their formats agree and no bias is added; the parts become views of
- * the stacked rows. afo_model_to_device does it for devices other than the
- * CPU, where it is evaluated. */
+ * the stacked rows, which prompts (more than a few rows) still use.
+ * afo_model_to_device does it for devices other than the CPU, where it is
+ * evaluated. */
 afo_status model_stack_projections(afo_model *m);
 
 /* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and

@@ -47,6 +47,16 @@ afo_array *gated_mlp(const model_config *c, afo_array *x, const linear_weight *g
     return ow_mlp_tail(c, linear(x, gate, gate_bias), linear(x, up, up_bias), down, down_bias);
 }
 
+/* Whether to apply stacked projections (model_stack_projections) to x: at
+ * decode sizes, where one product beats three launches; a prompt's
+ * products are compute-bound, and slicing their stacked outputs costs
+ * copies. Projections stored fused (phi3) have no parts to fall back on. */
+#define STACKED_MAX_ROWS 8
+static bool use_stacked(const linear_weight *fused, bool stacked, afo_array *x) {
+    int64_t rows = afo_array_size(x) / afo_array_dim(x, -1);
+    return fused->w && (!stacked || rows <= STACKED_MAX_ROWS);
+}
+
 static afo_array *mlp(const afo_model *m, const layer_weights *w, afo_array *x) {
     const model_config *c = &m->cfg;
     if (w->router.w) {
@@ -55,7 +65,7 @@ static afo_array *mlp(const afo_model *m, const layer_weights *w, afo_array *x) 
         afo_release(x2);
         return y ? ow_reshape(y, afo_array_ndim(x), afo_array_shape(x)) : NULL;
     }
-    if (w->gate_up.w) {
+    if (use_stacked(&w->gate_up, w->stacked_gate_up, x)) {
         afo_array *gu = linear(x, &w->gate_up, NULL);
         afo_array *g = gu ? afo_slice_axis(gu, -1, 0, c->intermediate) : NULL;
         afo_array *u = gu ? afo_slice_axis(gu, -1, c->intermediate, 2 * c->intermediate) : NULL;
@@ -98,7 +108,7 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     int64_t D = c->head_dim, H = c->heads, K = c->kv_heads;
     bool sliding = c->layer_sliding[layer];
     afo_array *q, *k, *v;
-    if (w->qkv.w) {
+    if (use_stacked(&w->qkv, w->stacked_qkv, h)) {
         afo_array *qkv = linear(h, &w->qkv, NULL);
         q = qkv ? afo_slice_axis(qkv, -1, 0, H * D) : NULL;
         k = qkv ? afo_slice_axis(qkv, -1, H * D, (H + K) * D) : NULL;
