@@ -84,8 +84,9 @@ static void test_slice_update_at(void) {
     afo_array *uw = afo_broadcast_to(u, 4, (int64_t[]){2, 3, 1, 8});
     CHECK_MSG(rel_diff(slot, uw) < 4e-3, "slice_update_at into bfloat16: %g", rel_diff(slot, uw));
     double zeros = 0;
-    CHECK(afo_array_item(afo_sum(rest, NULL, 0, 0), &zeros) == AFO_OK && zeros == 0);
-    afo_release_n((afo_array *[]){cache, u, p, w, slot, rest, uw}, 7);
+    afo_array *sum = afo_sum(rest, NULL, 0, 0);
+    CHECK(afo_array_item(sum, &zeros) == AFO_OK && zeros == 0);
+    afo_release_n((afo_array *[]){cache, u, p, w, slot, rest, uw, sum}, 8);
 }
 
 /* Attention at a position over a whole buffer equals attention over the
@@ -146,11 +147,11 @@ static void test_forward_at(void) {
     double worst = 0;
     for (int step = 0; step < 8 && lp; step++) {
         afo_array *last = afo_slice_axis(lp, 1, afo_array_dim(lp, 1) - 1, afo_array_dim(lp, 1));
-        afo_array *best = afo_argmax(afo_reshape(last, 1, (int64_t[]){-1}), 0, 0);
+        afo_array *flat = afo_reshape(last, 1, (int64_t[]){-1}), *best = afo_argmax(flat, 0, 0);
         double v = 0;
         CHECK(afo_array_item(best, &v) == AFO_OK);
         next = (int32_t)v;
-        afo_release_n((afo_array *[]){last, best}, 2);
+        afo_release_n((afo_array *[]){last, flat, best}, 3);
         int32_t p = (int32_t)afo_kv_cache_length(at);
         CHECK(afo_array_write(id, &next, sizeof next) == AFO_OK && afo_array_write(pos, &p, sizeof p) == AFO_OK);
         afo_release(lp);
