@@ -117,7 +117,8 @@ static void pack_panel(const afo_qmv_args *a, int64_t N, int64_t tile0, int ntil
 
 /* Panel levels per task: about half of a 512 KiB L2, which the panel is
  * read from once per 4 rows of x while those rows stay in L1. */
-enum { PANEL_BYTES = 256 << 10, TASK_TILES = 8 };
+int64_t afo_qmm_panel_bytes = 256 << 10;
+enum { TASK_TILES = 8 };
 
 typedef struct qmm_job {
     const afo_qmv_args *a;
@@ -174,7 +175,7 @@ afo_status afo_quant_qmm(const afo_qmv_args *a, int64_t N, afo_qmm_fn fn) {
     j.mstep = (a->M + j.msplit - 1) / j.msplit;
     j.tasks = ntn * j.msplit;
     /* whole groups of every size (up to 128 = 4 blocks) */
-    int64_t kb = PANEL_BYTES / (j.tpt * block_bytes(a->bits)) / 4 * 4;
+    int64_t kb = afo_qmm_panel_bytes / (j.tpt * block_bytes(a->bits)) / 4 * 4;
     j.kblocks = kb < 4 ? 4 : kb;
     atomic_init(&j.next, 0);
     atomic_init(&j.failed, false);

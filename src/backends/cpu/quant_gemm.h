@@ -24,6 +24,21 @@
 /* Steps per block of 32 elements. */
 static inline int afo_qmm_steps(int bits) { return bits == 4 ? 8 : 16; }
 
+/* Byte offset in a row of qx->xq of the elements step j of block blk
+ * takes: 4 bits, the x8 layout's (steps 0-3 the block's even elements,
+ * 4-7 its odd ones, 32 bytes on); 8 bits, int16 in element order. */
+static inline size_t afo_qmm_x_offset(int bits, int64_t blk, int j) {
+    return bits == 4 ? (size_t)(64 * (blk >> 1) + 16 * (blk & 1) + 4 * (j & 3) + 32 * (j >> 2)) : (size_t)(64 * blk + 4 * j);
+}
+
+/* A tile row's AFO_QMM_NR results into y, of which the first cols exist. */
+static inline void afo_qmm_store(float *y, const float *r, int64_t cols, bool accumulate) {
+    if (cols == AFO_QMM_NR && accumulate)
+        for (int k = 0; k < AFO_QMM_NR; k++) y[k] += r[k]; /* a fixed count the compiler vectorizes */
+    else
+        for (int64_t k = 0; k < cols; k++) y[k] = accumulate ? y[k] + r[k] : r[k];
+}
+
 /* x rows m0 <= m < m1 against the columns n0 .. n0 + ncols of one panel
  * (ntiles tiles) over the blocks blk0 .. blk0 + nblk (whole groups):
  * y[m * ldy + n] = sum over the panel's groups g of b[n, g] * xsum[m, g]
@@ -51,7 +66,10 @@ void afo_quant_qmm_neon(const afo_qmm_panel *p);
 afo_qmm_fn afo_quant_qmm_best(int bits);
 
 /* y [a->M, N] (ldy a->ldy) = x @ W^T with x given as a->qx, threaded over
- * N (and M where N has too few tiles for the threads), through fn. */
+ * N (and M where N has too few tiles for the threads), through fn, a panel
+ * of about afo_qmm_panel_bytes of levels at a time (tests lower it to
+ * cover several panels along K). */
+extern int64_t afo_qmm_panel_bytes;
 afo_status afo_quant_qmm(const afo_qmv_args *a, int64_t N, afo_qmm_fn fn);
 
 /* The same arithmetic in plain C, straight from the packed rows and qx

@@ -62,12 +62,10 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
             __m256i acc[MR][2];
 #pragma GCC unroll 4
             for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
-            /* x8: steps 0-3 the block's even elements, 4-7 its odd ones, 32 bytes on */
-            size_t xo = bits == 4 ? (size_t)(64 * (blk >> 1) + 16 * (blk & 1)) : (size_t)(64 * blk);
 #pragma GCC unroll 16
             for (int j = 0; j < steps; j++, w += 64) {
                 __m256i w0 = _mm256_loadu_si256((const __m256i *)w), w1 = _mm256_loadu_si256((const __m256i *)(w + 32));
-                size_t o = xo + (bits == 4 ? (size_t)(4 * (j & 3) + 32 * (j >> 2)) : (size_t)(4 * j));
+                size_t o = afo_qmm_x_offset(bits, blk, j);
 #pragma GCC unroll 4
                 for (int i = 0; i < mr; i++) {
                     __m256i x = _mm256_set1_epi32(load32(xr[i] + o));
@@ -89,17 +87,10 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
     int64_t n = p->n0 + 16 * t, cols = p->ncols - 16 * t < 16 ? p->ncols - 16 * t : 16;
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
-        float *y = a->y + (m + i) * a->ldy + n;
-        if (cols == 16) {
-#pragma GCC unroll 2
-            for (int v = 0; v < 2; v++)
-                _mm256_storeu_ps(y + 8 * v, p->accumulate ? _mm256_add_ps(_mm256_loadu_ps(y + 8 * v), c[i][v]) : c[i][v]);
-            continue;
-        }
-        float out[16];
-        _mm256_storeu_ps(out, c[i][0]);
-        _mm256_storeu_ps(out + 8, c[i][1]);
-        for (int64_t k = 0; k < cols; k++) y[k] = p->accumulate ? y[k] + out[k] : out[k];
+        float r[16];
+        _mm256_storeu_ps(r, c[i][0]);
+        _mm256_storeu_ps(r + 8, c[i][1]);
+        afo_qmm_store(a->y + (m + i) * a->ldy + n, r, cols, p->accumulate);
     }
 }
 
