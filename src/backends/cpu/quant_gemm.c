@@ -137,7 +137,7 @@ static void qmm_worker(void *p, int thread, int nthreads) {
     int64_t nblk_all = a->K / 32, ng = j->kblocks / (a->gs / 32);
     size_t lvb = (size_t)(j->tpt * j->kblocks * block_bytes(a->bits));
     size_t pf = (size_t)(j->tpt * ng * AFO_QMM_NR);
-    char *buf = aligned_alloc(64, lvb + (2 * pf + (size_t)ng) * sizeof(float));
+    char *buf = aligned_alloc(64, (lvb + (2 * pf + (size_t)ng) * sizeof(float) + 63) / 64 * 64);
     if (!buf) {
         atomic_store(&j->failed, true);
         return;
