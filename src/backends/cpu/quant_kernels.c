@@ -419,12 +419,17 @@ static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
     c->fused(&c->qmv, n0, n1);
 }
 
-/* Threads claim small blocks of rows until none are left: decode is short
+/* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
- * matrix as a static split would make it. */
+ * matrix as a static split would make it. A block is about 128 KiB of
+ * weights (at least 32 rows, at most a quarter of a thread's share): the
+ * kernels read it as a few sequential streams, and the hardware
+ * prefetchers need them long. */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    const int64_t block = 32;
+    int64_t block = ((int64_t)128 << 10) / (c->m.words * 4), most = c->N / (4 * nt);
+    block = (block < most ? block : most) / 4 * 4;
+    if (block < 32) block = 32;
     for (;;) {
         int64_t n0 = atomic_fetch_add(&c->next_row, block);
         if (n0 >= c->N) break;

@@ -142,16 +142,22 @@ static inline __attribute__((always_inline)) __m256 qmv4_dot(bool half, const ui
             qmv4_dot(half, row[r] + 32 * (c), xa, xb, sx, chunk_scale(gs, sf[r], (c) - c0), acc[r][i]);              \
     }
 
-/* nr weight rows by mc rows of x, group size gs a constant (its scale
- * lookup branch-free); every other chunk starts a 64-byte line of each
- * row, whose prefetch reaches the same place nr rows on (quant_x86.h).
- * Pointers and accumulators stay in local arrays of this function, the
- * chunk a local macro: passed to helpers, GCC kept them in memory and
- * reloaded them per chunk. */
+/* Rows n0 .. n1 (nr dividing their count) by mc rows of x, group size gs a
+ * constant (its scale lookup branch-free). A pass takes nr rows a stride L
+ * = (n1 - n0) / nr apart, so that each of its rows continues a sequential
+ * stream through memory: read as nr long streams, a thread's share of the
+ * matrix comes from DRAM about 1.6x as fast as when a pass takes nr
+ * adjacent short rows (4 streams of 1 KiB per 4 KiB page, K = 2048),
+ * which the hardware prefetchers do not follow. Every other chunk starts a
+ * 64-byte line of each row, whose prefetch reaches the same place in the
+ * stream's next row, with the row's parameters. Pointers and accumulators
+ * stay in local arrays of this function, the chunk a local macro: passed to
+ * helpers, GCC kept them in memory and reloaded them per chunk. */
 static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int mc, const afo_qmv_args *a, int m0,
                                                               int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
-    int64_t span = (int64_t)AFO_QMV_PIECE * gs, ahead = nr * a->words * 4;
+    int64_t span = (int64_t)AFO_QMV_PIECE * gs, L = (n1 - n0) / nr, rowb = a->words * 4;
+    size_t pb = (size_t)a->G * afo_dtype_size(a->sdt); /* a row's scales (or biases) */
     const int8_t *xr[4];
     const float *sxr[4];
 #pragma GCC unroll 4
@@ -160,26 +166,37 @@ static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int
         sxr[i] = qx->sx8 + (m0 + i) * (qx->ldx / 64 * 8);
     }
     float sf[NR_MAX][AFO_QMV_PIECE + 4];
-    for (int64_t n = n0; n + nr <= n1; n += nr) {
+    for (int64_t j = 0; j < L; j++) {
         const uint8_t *row[NR_MAX];
         __m256 acc[NR_MAX][4];
         float bsum[NR_MAX][4] = {{0}};
-        rows_begin(a, n, nr, mc, row, acc);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            int64_t n = n0 + j + r * L;
+            row[r] = (const uint8_t *)(a->w + n * a->words);
+            _mm_prefetch((const char *)a->s + pb * (size_t)(n + 1), _MM_HINT_T0);
+            _mm_prefetch((const char *)a->b + pb * (size_t)(n + 1), _MM_HINT_T0);
+#pragma GCC unroll 4
+            for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
+        }
         for (int64_t k0 = 0; k0 < a->K; k0 += span) {
             int64_t c0 = k0 / 64, c1 = (k0 + span) / 64 < a->K / 64 ? (k0 + span) / 64 : a->K / 64; /* full chunks */
 #pragma GCC unroll 4
-            for (int r = 0; r < nr; r++) row_params(a, n + r, k0 / gs, sf[r], bsum[r], m0, mc);
+            for (int r = 0; r < nr; r++) row_params(a, n0 + j + r * L, k0 / gs, sf[r], bsum[r], m0, mc);
             for (int64_t c = c0; c < c1; c++) {
                 if (c % 2 == 0)
 #pragma GCC unroll 4
-                    for (int r = 0; r < nr; r++) _mm_prefetch((const char *)(row[r] + 32 * c + ahead), _MM_HINT_T0);
+                    for (int r = 0; r < nr; r++) _mm_prefetch((const char *)(row[r] + 32 * c + rowb), _MM_HINT_T0);
                 QMV4_CHUNK(c, false)
             }
             if (k0 + span >= a->K && a->K % 64) {
                 QMV4_CHUNK(a->K / 64, true)
             }
         }
-        rows_end(a, n, nr, mc, m0, acc, bsum);
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n0 + j + r * L] = hsum(acc[r][i]) + bsum[r][i];
     }
 }
 #undef QMV4_CHUNK
