@@ -91,23 +91,39 @@ void afo_qx_prep_avx2(afo_qx *qx, const float *x) {
  * accumulator chains, one load of x for all). */
 enum { NR_MAX = 4 };
 
-/* Rows n.. n+nr of the packed matrix, and their accumulators zeroed. */
-static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n, int nr, int mc,
-                                                              const uint8_t **row, __m256 acc[NR_MAX][4]) {
+/* A matvec kernel takes rows n0 .. n1 (nr dividing their count) in passes
+ * of nr rows a stride L = (n1 - n0) / nr apart: pass j's rows n0 + j + r L
+ * each continue a sequential stream through memory. Read as nr long
+ * streams, a thread's share of the matrix comes from DRAM about 1.5x as
+ * fast as when a pass takes nr adjacent short rows (at K = 2048, 4
+ * streams of 1 KiB per 4 KiB page), which the hardware prefetchers do not
+ * follow. The kernels prefetch each line they read in the stream's next
+ * row (the next pass), and rows_begin the next rows' scales and biases. */
+static inline int64_t pass_row(int64_t n0, int64_t n1, int nr, int64_t j, int r) { return n0 + j + r * ((n1 - n0) / nr); }
+
+/* Pass j's rows, and their accumulators zeroed. */
+static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
+                                                              int nr, int mc, const uint8_t **row,
+                                                              __m256 acc[NR_MAX][4]) {
+    size_t pb = (size_t)a->G * afo_dtype_size(a->sdt);
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
-        row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
+        int64_t n = pass_row(n0, n1, nr, j, r);
+        row[r] = (const uint8_t *)(a->w + n * a->words);
+        _mm_prefetch((const char *)a->s + pb * (size_t)(n + 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)a->b + pb * (size_t)(n + 1), _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
     }
 }
 
-static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n, int nr, int mc, int m0,
-                                                            __m256 acc[NR_MAX][4], float bsum[NR_MAX][4]) {
+static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
+                                                            int nr, int mc, int m0, __m256 acc[NR_MAX][4],
+                                                            float bsum[NR_MAX][4]) {
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
-        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
+        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + pass_row(n0, n1, nr, j, r)] = hsum(acc[r][i]) + bsum[r][i];
 }
 
 /* 4 bits, int8 activations: a 32-byte load holds 64 levels, the low nibbles
@@ -142,22 +158,15 @@ static inline __attribute__((always_inline)) __m256 qmv4_dot(bool half, const ui
             qmv4_dot(half, row[r] + 32 * (c), xa, xb, sx, chunk_scale(gs, sf[r], (c) - c0), acc[r][i]);              \
     }
 
-/* Rows n0 .. n1 (nr dividing their count) by mc rows of x, group size gs a
- * constant (its scale lookup branch-free). A pass takes nr rows a stride L
- * = (n1 - n0) / nr apart, so that each of its rows continues a sequential
- * stream through memory: read as nr long streams, a thread's share of the
- * matrix comes from DRAM about 1.6x as fast as when a pass takes nr
- * adjacent short rows (4 streams of 1 KiB per 4 KiB page, K = 2048),
- * which the hardware prefetchers do not follow. Every other chunk starts a
- * 64-byte line of each row, whose prefetch reaches the same place in the
- * stream's next row, with the row's parameters. Pointers and accumulators
- * stay in local arrays of this function, the chunk a local macro: passed to
- * helpers, GCC kept them in memory and reloaded them per chunk. */
+/* Rows n0 .. n1 in passes of nr (see rows_begin) by mc rows of x, group
+ * size gs a constant (its scale lookup branch-free); every other chunk
+ * starts a 64-byte line. Pointers and accumulators stay in local arrays of
+ * this function, the chunk a local macro: passed to helpers, GCC kept them
+ * in memory and reloaded them per chunk. */
 static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int mc, const afo_qmv_args *a, int m0,
                                                               int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
-    int64_t span = (int64_t)AFO_QMV_PIECE * gs, L = (n1 - n0) / nr, rowb = a->words * 4;
-    size_t pb = (size_t)a->G * afo_dtype_size(a->sdt); /* a row's scales (or biases) */
+    int64_t span = (int64_t)AFO_QMV_PIECE * gs, rowb = a->words * 4;
     const int8_t *xr[4];
     const float *sxr[4];
 #pragma GCC unroll 4
@@ -166,23 +175,15 @@ static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int
         sxr[i] = qx->sx8 + (m0 + i) * (qx->ldx / 64 * 8);
     }
     float sf[NR_MAX][AFO_QMV_PIECE + 4];
-    for (int64_t j = 0; j < L; j++) {
+    for (int64_t j = 0; j < (n1 - n0) / nr; j++) {
         const uint8_t *row[NR_MAX];
         __m256 acc[NR_MAX][4];
         float bsum[NR_MAX][4] = {{0}};
-#pragma GCC unroll 4
-        for (int r = 0; r < nr; r++) {
-            int64_t n = n0 + j + r * L;
-            row[r] = (const uint8_t *)(a->w + n * a->words);
-            _mm_prefetch((const char *)a->s + pb * (size_t)(n + 1), _MM_HINT_T0);
-            _mm_prefetch((const char *)a->b + pb * (size_t)(n + 1), _MM_HINT_T0);
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
-        }
+        rows_begin(a, n0, n1, j, nr, mc, row, acc);
         for (int64_t k0 = 0; k0 < a->K; k0 += span) {
             int64_t c0 = k0 / 64, c1 = (k0 + span) / 64 < a->K / 64 ? (k0 + span) / 64 : a->K / 64; /* full chunks */
 #pragma GCC unroll 4
-            for (int r = 0; r < nr; r++) row_params(a, n0 + j + r * L, k0 / gs, sf[r], bsum[r], m0, mc);
+            for (int r = 0; r < nr; r++) row_params(a, pass_row(n0, n1, nr, j, r), k0 / gs, sf[r], bsum[r], m0, mc);
             for (int64_t c = c0; c < c1; c++) {
                 if (c % 2 == 0)
 #pragma GCC unroll 4
@@ -193,10 +194,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int
                 QMV4_CHUNK(a->K / 64, true)
             }
         }
-#pragma GCC unroll 4
-        for (int r = 0; r < nr; r++)
-#pragma GCC unroll 4
-            for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n0 + j + r * L] = hsum(acc[r][i]) + bsum[r][i];
+        rows_end(a, n0, n1, j, nr, mc, m0, acc, bsum);
     }
 }
 #undef QMV4_CHUNK
@@ -251,15 +249,15 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
     lv16 lv = lv16_make(bits == 8 ? 2 : bits);
     int64_t nbytes = a->words * 4, nb = qx->ldx / 32;
     float sf[NR_MAX][AFO_QMV_PIECE + 4];
-    for (int64_t n = n0; n + nr <= n1; n += nr) {
+    for (int64_t j = 0; j < (n1 - n0) / nr; j++) {
         const uint8_t *row[NR_MAX];
         __m256 acc[NR_MAX][4];
         float bsum[NR_MAX][4] = {{0}};
-        rows_begin(a, n, nr, mc, row, acc);
+        rows_begin(a, n0, n1, j, nr, mc, row, acc);
         for (int64_t g = 0; g < a->G; g++) {
             int64_t lg = g % AFO_QMV_PIECE;
             if (lg == 0)
-                for (int r = 0; r < nr; r++) row_params(a, n + r, g, sf[r], bsum[r], m0, mc);
+                for (int r = 0; r < nr; r++) row_params(a, pass_row(n0, n1, nr, j, r), g, sf[r], bsum[r], m0, mc);
             __m256 d[2][4];
 #pragma GCC unroll 2
             for (int r = 0; r < nr; r++)
@@ -269,7 +267,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 __m256i q0[2], q1[2];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
-                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nr * nbytes), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nbytes), _MM_HINT_T0);
                     q0[r] = levels16(&lv, bits, row[r], c, nbytes);
                     q1[r] = levels16(&lv, bits, row[r], c + 16, nbytes);
                 }
@@ -292,7 +290,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 for (int i = 0; i < mc; i++) acc[r][i] = _mm256_fmadd_ps(d[r][i], sv, acc[r][i]);
             }
         }
-        rows_end(a, n, nr, mc, m0, acc, bsum);
+        rows_end(a, n0, n1, j, nr, mc, m0, acc, bsum);
     }
 }
 

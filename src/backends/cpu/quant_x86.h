@@ -13,11 +13,13 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* The kernels prefetch each weight row at the same offset in the rows nr
- * further on (next in memory): with a few slow streams per thread and 4 KiB
- * pages, which hardware prefetchers do not cross, a one-thread 4-bit matvec
- * read DRAM at about a third of the streaming rate without it; with it,
- * between a third and two thirds over runs on the shared 2-core machine. */
+/* The kernels prefetch each weight row at the same offset in the row they
+ * take next (AVX-512: the rows nr further on, next in memory; AVX2: the
+ * next row of each stream, quant_kernels_avx2.c): with a few slow streams
+ * per thread and 4 KiB pages, which hardware prefetchers do not cross, a
+ * one-thread 4-bit matvec read DRAM at about a third of the streaming rate
+ * without it; with it, between a third and two thirds over runs on the
+ * shared 2-core machine. */
 
 /* Groups whose parameters a matvec converts to float at a time. */
 #define AFO_QMV_PIECE 128
