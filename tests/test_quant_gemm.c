@@ -3,7 +3,8 @@
  * weights and activations: 4 and 8 bits, group sizes 32/64/128, scales in
  * float32/bfloat16/float16, row counts off the 4-row tile, column counts
  * off the 16-column tile, several panels along K, and thread counts that
- * split N, then M. Outputs start as NaN. (The end-to-end error against
+ * split N, then M. Outputs start as NaN. Panel packing against the scalar
+ * packing, byte for byte. (The end-to-end error against
  * float64, activation rounding included, is test_quant's.) */
 #include <string.h>
 
@@ -101,12 +102,12 @@ static double compare(const problem *p) {
     return worst;
 }
 
-static void check(problem *p, afo_qmm_fn fn, const char *what) {
+static void check(problem *p, const afo_qmm_level *lv, const char *what) {
     for (int64_t i = 0; i < p->M * p->N; i++) p->y[i] = p->ref[i] = NAN;
     afo_qmv_args a = args_of(p, p->ref);
     afo_quant_qmm_ref(&a, 0, p->N);
     a.y = p->y;
-    CHECK_MSG(afo_quant_qmm(&a, p->N, fn) == AFO_OK, "%s", afo_last_error());
+    CHECK_MSG(afo_quant_qmm(&a, p->N, lv) == AFO_OK, "%s", afo_last_error());
     double worst = compare(p);
     CHECK_MSG(worst <= 1.0, "[%s, %d threads, %s] bits %d gs %d %s M %d N %lld K %lld: error %.3g of the bound",
               afo_cpu_level_name(afo_cpu_kernel_level()), afo_get_threads(), what, p->bits, p->gs,
@@ -118,10 +119,10 @@ static void each_level(problem *p, const char *what) {
     afo_cpu_level saved = afo_cpu_kernel_level();
     for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++) {
         if (afo_cpu_set_kernel_level((afo_cpu_level)l) != AFO_OK) continue;
-        afo_qmm_fn fn = afo_quant_qmm_best(p->bits);
-        for (int t = 1; fn && t <= 3; t++) {
+        const afo_qmm_level *lv = afo_quant_qmm_best(p->bits);
+        for (int t = 1; lv && t <= 3; t++) {
             afo_set_threads(t);
-            check(p, fn, what);
+            check(p, lv, what);
         }
     }
     afo_set_threads(0);
@@ -159,10 +160,35 @@ static void test_panels_and_threads(void) {
     afo_qmm_panel_bytes = saved;
 }
 
+/* Every level's panel packing equals the scalar one byte for byte: random
+ * packed bytes, 3 blocks, the last columns repeating one (past N). */
+static void test_pack(void) {
+    afo_cpu_level saved = afo_cpu_kernel_level();
+    for (int bits = 4; bits <= 8; bits += 4) {
+        int64_t nblk = 3, srcb = 4 * bits, out = nblk * afo_qmm_steps(bits) * AFO_QMM_NR * 4;
+        uint8_t *src = malloc((size_t)(AFO_QMM_NR * nblk * srcb)), *ref = malloc((size_t)out), *got = malloc((size_t)out);
+        for (int64_t i = 0; i < AFO_QMM_NR * nblk * srcb; i++) src[i] = (uint8_t)test_rand_u64();
+        const uint8_t *col[AFO_QMM_NR];
+        for (int r = 0; r < AFO_QMM_NR; r++) col[r] = src + (r < 13 ? r : 12) * nblk * srcb;
+        afo_qmm_pack_scalar(bits, col, nblk, ref);
+        for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++) {
+            const afo_qmm_level *lv;
+            if (afo_cpu_set_kernel_level((afo_cpu_level)l) != AFO_OK || !(lv = afo_quant_qmm_best(bits))) continue;
+            memset(got, 0x5a, (size_t)out);
+            lv->pack(bits, col, nblk, got);
+            CHECK_MSG(memcmp(got, ref, (size_t)out) == 0, "[%s] bits %d: packed levels differ from the scalar packing",
+                      afo_cpu_level_name((afo_cpu_level)l), bits);
+        }
+        free(src), free(ref), free(got);
+    }
+    afo_cpu_set_kernel_level(saved);
+}
+
 int main(void) {
     const char *sc = getenv("AFO_TEST_SCALE");
     if (sc) g_scale = atof(sc);
     test_seed(7);
+    RUN(test_pack);
     RUN(test_shapes);
     RUN(test_panels_and_threads);
     return test_finish();

@@ -9,14 +9,19 @@
 #include "backends/cpu/quant_gemm.h"
 #include "backends/cpu/threadpool.h"
 
-afo_qmm_fn afo_quant_qmm_best(int bits) {
+const afo_qmm_level *afo_quant_qmm_best(int bits) {
+#if defined(__x86_64__)
+    static const afo_qmm_level avx2 = {afo_qmm_pack_avx2, afo_quant_qmm_avx2};
+#elif defined(__aarch64__)
+    static const afo_qmm_level neon = {afo_qmm_pack_scalar, afo_quant_qmm_neon};
+#endif
     if (bits != 4 && bits != 8) return NULL;
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__)
-    /* AVX-512 CPUs run the AVX2 kernel (no wider one yet) */
-    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_quant_qmm_avx2;
+    /* AVX-512 CPUs run the AVX2 kernels (no wider ones yet) */
+    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return &avx2;
 #elif defined(__aarch64__)
-    case AFO_CPU_NEON: return afo_quant_qmm_neon;
+    case AFO_CPU_NEON: return &neon;
 #endif
     default: return NULL;
     }
@@ -58,28 +63,31 @@ void afo_quant_qmm_ref(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 /* Bytes of one block of one tile. */
 static int64_t block_bytes(int bits) { return (int64_t)afo_qmm_steps(bits) * AFO_QMM_NR * 4; }
 
-/* One column's levels of one block into its place in the panel (d: the
- * column's 4 bytes of step 0). */
-static void pack_block(int bits, const uint8_t *src, uint8_t *d) {
-    const size_t step = AFO_QMM_NR * 4;
-    if (bits == 4) {
-        /* byte i holds element 2i (low nibble) and 2i + 1: steps 0-3 take the
-         * low nibbles of bytes 4j .. 4j + 3, steps 4-7 the high ones */
-        for (int h = 0; h < 2; h++) {
-            uint64_t v;
-            memcpy(&v, src + 8 * h, 8);
-            uint64_t lo = v & 0x0f0f0f0f0f0f0f0full, hi = v >> 4 & 0x0f0f0f0f0f0f0f0full;
-            memcpy(d + (2 * h) * step, &lo, 4);
-            memcpy(d + (2 * h + 1) * step, (const char *)&lo + 4, 4);
-            memcpy(d + (2 * h + 4) * step, &hi, 4);
-            memcpy(d + (2 * h + 5) * step, (const char *)&hi + 4, 4);
+void afo_qmm_pack_scalar(int bits, const uint8_t *const col[AFO_QMM_NR], int64_t nblk, uint8_t *dst) {
+    const size_t step = AFO_QMM_NR * 4, srcb = (size_t)(4 * bits);
+    for (int r = 0; r < AFO_QMM_NR; r++)
+        for (int64_t i = 0; i < nblk; i++) {
+            const uint8_t *src = col[r] + (size_t)i * srcb;
+            uint8_t *d = dst + (size_t)(i * block_bytes(bits)) + (size_t)r * 4;
+            if (bits == 8) {
+                for (int j = 0; j < 16; j++) {
+                    uint16_t pair[2] = {src[2 * j], src[2 * j + 1]};
+                    memcpy(d + j * step, pair, 4);
+                }
+                continue;
+            }
+            /* byte i holds element 2i (low nibble) and 2i + 1: steps 0-3 take
+             * the low nibbles of bytes 4j .. 4j + 3, steps 4-7 the high ones */
+            for (int h = 0; h < 2; h++) {
+                uint64_t v;
+                memcpy(&v, src + 8 * h, 8);
+                uint64_t lo = v & 0x0f0f0f0f0f0f0f0full, hi = v >> 4 & 0x0f0f0f0f0f0f0f0full;
+                memcpy(d + (2 * h) * step, &lo, 4);
+                memcpy(d + (2 * h + 1) * step, (const char *)&lo + 4, 4);
+                memcpy(d + (2 * h + 4) * step, &hi, 4);
+                memcpy(d + (2 * h + 5) * step, (const char *)&hi + 4, 4);
+            }
         }
-        return;
-    }
-    for (int j = 0; j < 16; j++) {
-        uint16_t pair[2] = {src[2 * j], src[2 * j + 1]};
-        memcpy(d + j * step, pair, 4);
-    }
 }
 
 typedef struct panel_buf {
@@ -87,30 +95,32 @@ typedef struct panel_buf {
     float *s, *b, *row; /* row: one column's parameters of the panel's groups */
 } panel_buf;
 
-/* Levels and parameters of tiles tile0 .. tile0 + ntiles over blocks blk0 ..
- * blk0 + nblk, in the layout of quant_gemm.h. */
-static void pack_panel(const afo_qmv_args *a, int64_t N, int64_t tile0, int ntiles, int64_t blk0, int64_t nblk,
-                       const panel_buf *pb) {
+/* Levels (through the level's pack) and parameters of tiles tile0 ..
+ * tile0 + ntiles over blocks blk0 .. blk0 + nblk, in the layout of
+ * quant_gemm.h. */
+static void pack_panel(const afo_qmv_args *a, int64_t N, afo_qmm_pack_fn pack, int64_t tile0, int ntiles,
+                       int64_t blk0, int64_t nblk, const panel_buf *pb) {
     int per = a->gs / 32;
-    int64_t ng = nblk / per, g0 = blk0 / per, bb = block_bytes(a->bits), srcb = 4 * a->bits;
+    int64_t ng = nblk / per, g0 = blk0 / per;
     size_t ps = afo_dtype_size(a->sdt);
-    for (int t = 0; t < ntiles; t++)
+    for (int t = 0; t < ntiles; t++) {
+        const uint8_t *col[AFO_QMM_NR];
         for (int r = 0; r < AFO_QMM_NR; r++) {
             int64_t n = (tile0 + t) * AFO_QMM_NR + r;
-            uint8_t *d = pb->lv + t * nblk * bb + r * 4;
             float *s = pb->s + t * ng * AFO_QMM_NR + r, *b = pb->b + t * ng * AFO_QMM_NR + r;
             if (n >= N) {
-                for (int64_t i = 0; i < nblk * bb; i += AFO_QMM_NR * 4) memset(d + i, 0, 4);
+                col[r] = col[r - 1]; /* n > 0: a tile starts below N */
                 for (int64_t g = 0; g < ng; g++) s[g * AFO_QMM_NR] = b[g * AFO_QMM_NR] = 0.0f;
                 continue;
             }
-            const uint8_t *src = (const uint8_t *)(a->w + n * a->words) + blk0 * srcb;
-            for (int64_t i = 0; i < nblk; i++) pack_block(a->bits, src + i * srcb, d + i * bb);
+            col[r] = (const uint8_t *)(a->w + n * a->words) + blk0 * 4 * a->bits;
             afo_cpu_convert_row(a->sdt, (const char *)a->s + (n * a->G + g0) * (int64_t)ps, AFO_FLOAT32, pb->row, ng);
             for (int64_t g = 0; g < ng; g++) s[g * AFO_QMM_NR] = pb->row[g];
             afo_cpu_convert_row(a->sdt, (const char *)a->b + (n * a->G + g0) * (int64_t)ps, AFO_FLOAT32, pb->row, ng);
             for (int64_t g = 0; g < ng; g++) b[g * AFO_QMM_NR] = pb->row[g];
         }
+        pack(a->bits, col, nblk, pb->lv + t * nblk * block_bytes(a->bits));
+    }
 }
 
 /* ------------------------------------------------------------ driver */
@@ -122,7 +132,7 @@ enum { TASK_TILES = 8 };
 
 typedef struct qmm_job {
     const afo_qmv_args *a;
-    afo_qmm_fn fn;
+    const afo_qmm_level *lv;
     int64_t N, tiles, kblocks; /* tiles of N, blocks of K per panel */
     int tpt, msplit, mstep;    /* tiles per task; M split into msplit ranges of mstep rows */
     int64_t tasks;
@@ -154,18 +164,18 @@ static void qmm_worker(void *p, int thread, int nthreads) {
         int64_t n0 = tile0 * AFO_QMM_NR, ncols = j->N - n0 < ntiles * AFO_QMM_NR ? j->N - n0 : ntiles * AFO_QMM_NR;
         for (int64_t blk0 = 0; blk0 < nblk_all; blk0 += j->kblocks) {
             int64_t nblk = nblk_all - blk0 < j->kblocks ? nblk_all - blk0 : j->kblocks;
-            pack_panel(a, j->N, tile0, ntiles, blk0, nblk, &pb);
+            pack_panel(a, j->N, j->lv->pack, tile0, ntiles, blk0, nblk, &pb);
             afo_qmm_panel pn = {.a = a, .m0 = m0, .m1 = m1, .n0 = n0, .ncols = ncols, .ntiles = ntiles,
                                 .blk0 = blk0, .nblk = nblk, .lv = pb.lv, .s = pb.s, .b = pb.b, .accumulate = blk0 > 0};
-            j->fn(&pn);
+            j->lv->kernel(&pn);
         }
     }
     free(buf);
 }
 
-afo_status afo_quant_qmm(const afo_qmv_args *a, int64_t N, afo_qmm_fn fn) {
+afo_status afo_quant_qmm(const afo_qmv_args *a, int64_t N, const afo_qmm_level *lv) {
     int nt = afo_get_threads();
-    qmm_job j = {.a = a, .fn = fn, .N = N, .tiles = (N + AFO_QMM_NR - 1) / AFO_QMM_NR};
+    qmm_job j = {.a = a, .lv = lv, .N = N, .tiles = (N + AFO_QMM_NR - 1) / AFO_QMM_NR};
     /* fewer tiles per task until every thread has one, then ranges of M */
     int64_t tpt = (j.tiles + nt - 1) / nt;
     j.tpt = (int)(tpt < TASK_TILES ? tpt : TASK_TILES);

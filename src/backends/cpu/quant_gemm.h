@@ -56,21 +56,34 @@ typedef struct afo_qmm_panel {
 } afo_qmm_panel;
 
 typedef void (*afo_qmm_fn)(const afo_qmm_panel *p);
+
+/* One tile's levels over nblk blocks into dst, in the panel layout: col[r]
+ * points at column r's packed bytes of the first block (4 * bits bytes a
+ * block). Columns past N repeat the last one: their results are not
+ * stored, and their parameters are zero. */
+typedef void (*afo_qmm_pack_fn)(int bits, const uint8_t *const col[AFO_QMM_NR], int64_t nblk, uint8_t *dst);
+void afo_qmm_pack_scalar(int bits, const uint8_t *const col[AFO_QMM_NR], int64_t nblk, uint8_t *dst);
+
+typedef struct afo_qmm_level {
+    afo_qmm_pack_fn pack;
+    afo_qmm_fn kernel;
+} afo_qmm_level;
 #if defined(__x86_64__)
+void afo_qmm_pack_avx2(int bits, const uint8_t *const col[AFO_QMM_NR], int64_t nblk, uint8_t *dst);
 void afo_quant_qmm_avx2(const afo_qmm_panel *p);
 #elif defined(__aarch64__)
 void afo_quant_qmm_neon(const afo_qmm_panel *p);
 #endif
-/* The panel kernel of the current level for this width, or NULL (scalar
- * level, other widths): the float path then runs. */
-afo_qmm_fn afo_quant_qmm_best(int bits);
+/* The pack and panel kernels of the current level for this width, or NULL
+ * (scalar level, other widths): the float path then runs. */
+const afo_qmm_level *afo_quant_qmm_best(int bits);
 
 /* y [a->M, N] (ldy a->ldy) = x @ W^T with x given as a->qx, threaded over
- * N (and M where N has too few tiles for the threads), through fn, a panel
+ * N (and M where N has too few tiles for the threads), through lv, a panel
  * of about afo_qmm_panel_bytes of levels at a time (tests lower it to
  * cover several panels along K). */
 extern int64_t afo_qmm_panel_bytes;
-afo_status afo_quant_qmm(const afo_qmv_args *a, int64_t N, afo_qmm_fn fn);
+afo_status afo_quant_qmm(const afo_qmv_args *a, int64_t N, const afo_qmm_level *lv);
 
 /* The same arithmetic in plain C, straight from the packed rows and qx
  * (columns n0 <= n < n1), per row of y summed in K order: the reference

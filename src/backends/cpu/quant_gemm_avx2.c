@@ -6,6 +6,53 @@
 
 enum { MR = 4 };
 
+/* 8x8 transpose of 32-bit elements: row i of r becomes column i. */
+static inline __attribute__((always_inline)) void transpose8(__m256i r[8]) {
+    __m256i t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_epi32(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        u[i] = _mm256_unpacklo_epi64(t[i], t[i + 2]);
+        u[i + 1] = _mm256_unpackhi_epi64(t[i], t[i + 2]);
+        u[i + 2] = _mm256_unpacklo_epi64(t[i + 1], t[i + 3]);
+        u[i + 3] = _mm256_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2x128_si256(u[i], u[i + 4], 0x31);
+    }
+}
+
+/* Per block, each group of 8 columns' levels as 8 vectors of their steps
+ * (a column's 4-bit block unpacks to its 8 steps in order: low nibbles,
+ * then high ones; an 8-bit block widens to 16 steps of int16 pairs), then
+ * transposed into 8 vectors of one step for the 8 columns. */
+void afo_qmm_pack_avx2(int bits, const uint8_t *const col[AFO_QMM_NR], int64_t nblk, uint8_t *dst) {
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    const int steps = afo_qmm_steps(bits);
+    for (int64_t i = 0; i < nblk; i++, dst += (size_t)steps * 64)
+        for (int cg = 0; cg < 2; cg++) {
+            __m256i r[2][8];
+            for (int c = 0; c < 8; c++) {
+                const uint8_t *p = col[8 * cg + c] + (size_t)i * (size_t)(4 * bits);
+                if (bits == 4) {
+                    __m128i v = _mm_loadu_si128((const __m128i *)p);
+                    r[0][c] = _mm256_setr_m128i(_mm_and_si128(v, lo4), _mm_and_si128(_mm_srli_epi16(v, 4), lo4));
+                } else {
+                    __m256i v = _mm256_loadu_si256((const __m256i *)p);
+                    r[0][c] = _mm256_cvtepu8_epi16(_mm256_castsi256_si128(v));
+                    r[1][c] = _mm256_cvtepu8_epi16(_mm256_extracti128_si256(v, 1));
+                }
+            }
+            for (int h = 0; h < steps / 8; h++) {
+                transpose8(r[h]);
+                for (int j = 0; j < 8; j++) _mm256_storeu_si256((__m256i *)(dst + (8 * h + j) * 64 + 32 * cg), r[h][j]);
+            }
+        }
+}
+
 /* One step into a column vector's accumulator. 4 bits: vpmaddubsw of
  * levels (< 16) and int8 x sums pairs below 2 * 15 * 127, and the 8 steps
  * of a block add 16 products per int16 lane, below 2^15, so the block

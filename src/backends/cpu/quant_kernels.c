@@ -408,7 +408,7 @@ typedef struct qmm_ctx {
     int64_t p0, pn; /* block start (rows of W for transpose, else columns) and width */
     afo_qmv_args qmv; /* matvec at a level with a fused kernel, and the integer prefill */
     afo_qmv_fn fused;
-    afo_qmm_fn gemm;
+    const afo_qmm_level *gemm;
     afo_range_fn rows;       /* matvec: the row kernel threads share */
     atomic_llong next_row;   /* matvec: first row not yet claimed */
     atomic_bool failed;
