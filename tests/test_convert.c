@@ -170,8 +170,8 @@ static int64_t params_of(const char *dir) {
 static void test_demo(void) {
     static const struct {
         int bits;
-        double bound, bpw_lo, bpw_hi;
-    } cases[] = {{8, 1e-2, 8.4, 8.6}, {4, 0.2, 4.4, 4.6}};
+        double bound, bpw_lo, bpw_hi, deq_bound;
+    } cases[] = {{8, 1e-2, 8.4, 8.6, 5e-3}, {4, 0.2, 4.4, 4.6, 2.5e-2}};
     for (size_t c = 0; c < 2; c++) {
         char out[128], cfg[160], back[128];
         snprintf(out, sizeof out, "%s/q%d", g_dir, cases[c].bits);
@@ -194,7 +194,11 @@ static void test_demo(void) {
                   cases[c].bound);
         /* -d: the dequantized model computes what the quantized one did, up
          * to the bf16 rounding of scale*q + bias (the quantized kernels keep
-         * it in float32): measured ~1.3e-3 */
+         * it in float32): measured ~1.3e-3 at the scalar level; and, at SIMD
+         * levels, the rounding of x to integers per block of 32 in the
+         * quantized matmuls: int16 against 8-bit weights (no change), int8
+         * against 4-bit ones (1.26e-2, as the q4 model's perplexity moves by
+         * +0.05%: docs/PERFORMANCE.md) */
         snprintf(back, sizeof back, "%s/d%d", g_dir, cases[c].bits);
         afo_convert_options d = {.dtype = -1};
         CHECK(afo_model_convert(out, back, &d, &bpw) == AFO_OK);
@@ -202,7 +206,7 @@ static void test_demo(void) {
         snprintf(cfg, sizeof cfg, "%s/config.json", back);
         CHECK(!file_has(cfg, "quantization"));
         double rt = logits_error(out, back);
-        CHECK_MSG(rt <= 5e-3, "%d bits: dequantized model differs by %g", cases[c].bits, rt);
+        CHECK_MSG(rt <= cases[c].deq_bound, "%d bits: dequantized model differs by %g", cases[c].bits, rt);
     }
 }
 

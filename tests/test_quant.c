@@ -320,13 +320,15 @@ static double xq_half_step(const float *xrow, int64_t k, int bits) {
 }
 
 /* y = x @ deq^T (transpose) or x @ deq in a poisoned buffer, against
- * float64. Float paths: |err| <= tol * sum_k |x w|. The integer matvec
- * (a SIMD level, transpose, M <= AFO_MATVEC_MAX_M) replaces x[k] by its
- * quantized value in the s * q part of w = s * q + b only (the bias meets
- * the exact sum of x), so it adds sum_k |s q_k| * half_step(k); s q = w - b. */
+ * float64. Float paths: |err| <= tol * sum_k |x w|. The integer paths (a
+ * SIMD level, transpose: the matvec for M <= AFO_MATVEC_MAX_M, the prefill
+ * GEMM of 4 and 8 bits above) replace x[k] by its quantized value in the
+ * s * q part of w = s * q + b only (the bias meets the exact sum of x), so
+ * they add sum_k |s q_k| * half_step(k); s q = w - b. */
 static void check_qmm(const qmat *m, int64_t M, int transpose, afo_dtype xdt) {
     int64_t K = transpose ? m->C : m->R, N = transpose ? m->R : m->C;
-    bool intx = afo_cpu_kernel_level() != AFO_CPU_SCALAR && transpose && M <= AFO_MATVEC_MAX_M;
+    bool intx = afo_cpu_kernel_level() != AFO_CPU_SCALAR && transpose &&
+                (M <= AFO_MATVEC_MAX_M || m->bits == 4 || m->bits == 8);
     float *x = malloc((size_t)(M * K) * sizeof(float)), *bias = read_f32(m->b);
     for (int64_t i = 0; i < M * K; i++) x[i] = round_to(xdt, (float)test_normal());
     int64_t xs[2] = {M, K}, ys[2] = {M, N};

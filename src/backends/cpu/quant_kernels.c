@@ -7,6 +7,7 @@
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
 #include "backends/cpu/nn_kernels.h"
+#include "backends/cpu/quant_gemm.h"
 #include "backends/cpu/quant_kernels.h"
 #include "backends/cpu/threadpool.h"
 
@@ -118,9 +119,6 @@ void afo_qx_init(afo_qx *qx, void *buf, int M, int64_t K, int gs, int bits) {
     qx->xsum = (float *)p;
 }
 
-/* Index in an x8 row of element i of block blk (the layout in quant_kernels.h). */
-static inline int64_t x8_pos(int64_t blk, int i) { return blk / 2 * 64 + (i & 1) * 32 + blk % 2 * 16 + i / 2; }
-
 void afo_qx_prep_scalar(afo_qx *qx, const float *x) {
     int64_t nb = qx->ldx / 32, K = qx->K;
     float lim = qx->x8 ? 127.0f : 32767.0f;
@@ -136,7 +134,7 @@ void afo_qx_prep_scalar(afo_qx *qx, const float *x) {
             float inv = amax > 0.0f ? lim / amax : 0.0f;
             for (int i = 0; i < 32; i++) {
                 float q = in ? fmaxf(fminf(rintf(v[i] * inv), lim), -lim) : 0.0f;
-                if (qx->x8) x8[x8_pos(blk, i)] = (int8_t)q;
+                if (qx->x8) x8[afo_qx_x8_pos(blk, i)] = (int8_t)q;
                 else x16[blk * 32 + i] = (int16_t)q;
             }
             qx->sx[m * nb + blk] = amax / lim;
@@ -149,6 +147,29 @@ void afo_qx_prep_scalar(afo_qx *qx, const float *x) {
             qx->xsum[m * qx->G + g] = sum;
         }
     }
+}
+
+typedef struct qx_job {
+    const afo_qx *qx;
+    const float *x;
+    afo_qx_prep_fn prep;
+} qx_job;
+
+static void qx_rows(void *p, int64_t m0, int64_t m1) {
+    const qx_job *j = p;
+    afo_qx v = *j->qx;
+    size_t ldx = (size_t)v.ldx;
+    v.M = (int)(m1 - m0);
+    v.xq = (char *)v.xq + (size_t)m0 * ldx * (v.x8 ? 1 : 2);
+    v.sx += m0 * (int64_t)(ldx / 32);
+    if (v.x8) v.sx8 += m0 * (int64_t)(ldx / 64 * 8);
+    v.xsum += m0 * v.G;
+    j->prep(&v, j->x + m0 * v.K);
+}
+
+void afo_qx_prep_parallel(afo_qx *qx, const float *x) {
+    qx_job j = {qx, x, afo_qx_prep_best()};
+    afo_parallel_for(qx->M, 16, qx_rows, &j);
 }
 
 void afo_quant_group_params(const float *w, int gs, int bits, float *scale, float *bias) {
@@ -387,8 +408,9 @@ typedef struct qmm_ctx {
     int transpose;
     float *panel; /* prefill: the dequantized block */
     int64_t p0, pn; /* block start (rows of W for transpose, else columns) and width */
-    afo_qmv_args qmv; /* matvec at a level with a fused kernel */
+    afo_qmv_args qmv; /* matvec at a level with a fused kernel, and the integer prefill */
     afo_qmv_fn fused;
+    const afo_qmm_level *gemm;
     afo_range_fn rows;       /* matvec: the row kernel threads share */
     atomic_llong next_row;   /* matvec: first row not yet claimed */
     atomic_bool failed;
@@ -399,12 +421,18 @@ static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
     c->fused(&c->qmv, n0, n1);
 }
 
-/* Threads claim small blocks of rows until none are left: decode is short
+/* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
- * matrix as a static split would make it. */
+ * matrix as a static split would make it. A block is about 256 KiB of
+ * weights (at least 32 rows, at most a quarter of a thread's share): the
+ * kernels read it as a few sequential streams, and the hardware
+ * prefetchers need them long (at 4 bits, 2 threads: 128 KiB blocks read
+ * 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20). */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    const int64_t block = 32;
+    int64_t block = ((int64_t)256 << 10) / (c->m.words * 4), most = c->N / (4 * nt);
+    block = (block < most ? block : most) / 4 * 4;
+    if (block < 32) block = 32;
     for (;;) {
         int64_t n0 = atomic_fetch_add(&c->next_row, block);
         if (n0 >= c->N) break;
@@ -520,13 +548,16 @@ static afo_status qmv_float(qmm_ctx *c) {
                                    : AFO_OK;
 }
 
-static afo_status qmv(qmm_ctx *c, void *qx_buf) {
+/* The integer paths: x quantized (afo_qx in qx_buf), then the matvec or
+ * the prefill GEMM. */
+static afo_status qmm_int(qmm_ctx *c, void *qx_buf) {
     afo_qx qx;
     afo_qx_init(&qx, qx_buf, (int)c->M, c->K, c->m.gs, c->m.bits);
-    afo_qx_prep_best()(&qx, c->x);
+    afo_qx_prep_parallel(&qx, c->x);
     c->qmv = (afo_qmv_args){.bits = c->m.bits, .gs = c->m.gs, .M = (int)c->M, .K = c->K, .G = c->m.G,
                             .words = c->m.words, .qx = &qx, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
                             .y = c->y, .ldy = c->N};
+    if (c->gemm) return afo_quant_qmm(&c->qmv, c->N, c->gemm);
     c->rows = qmv_fused_rows;
     atomic_init(&c->next_row, 0);
     afo_parallel_run(qmv_claim, c);
@@ -535,7 +566,8 @@ static afo_status qmv(qmm_ctx *c, void *qx_buf) {
 
 /* in: x [..., K], w, scales, biases (2-D, contiguous); out [..., N] of x's
  * dtype. The matvec (decode) takes its buffers from thread scratch, the
- * prefill from the heap. */
+ * prefill from the heap. The scalar level keeps the float paths: they are
+ * the reference of the integer ones. */
 afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
     const afo_array *x = in[0];
@@ -550,10 +582,11 @@ afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int ni
     c.N = out->shape[out->ndim - 1];
     c.M = x->size / c.K;
     c.fused = c.transpose && c.M <= AFO_MATVEC_MAX_M ? afo_quant_qmv_best(c.m.bits) : NULL;
+    c.gemm = c.transpose && c.M > AFO_MATVEC_MAX_M && c.M <= INT32_MAX ? afo_quant_qmm_best(c.m.bits) : NULL;
     size_t xb = x->dtype != AFO_FLOAT32 ? align64((size_t)x->size * sizeof(float)) : 0;
     size_t yb = out->dtype != AFO_FLOAT32 ? align64((size_t)out->size * sizeof(float)) : 0;
-    size_t qb = c.fused ? afo_qx_bytes((int)c.M, c.K, c.m.gs, c.m.bits) : 0;
-    char *buf = c.fused ? qmv_scratch(xb + yb + qb) : malloc(xb + yb + 1);
+    size_t qb = c.fused || c.gemm ? afo_qx_bytes((int)c.M, c.K, c.m.gs, c.m.bits) : 0;
+    char *buf = c.fused ? qmv_scratch(xb + yb + qb) : aligned_alloc(64, align64(xb + yb + qb + 1));
     afo_status st = AFO_OK;
     if (!buf) {
         st = afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
@@ -562,7 +595,9 @@ afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int ni
         if (xf) afo_cpu_convert_row(x->dtype, ptr[0], AFO_FLOAT32, xf, x->size);
         c.x = xf ? xf : ptr[0];
         c.y = yf ? yf : afo_array_ptr(out);
-        st = c.fused ? qmv(&c, buf + xb + yb) : c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv_float(&c) : qmm_blocked(&c);
+        st = c.fused || c.gemm ? qmm_int(&c, buf + xb + yb)
+             : c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv_float(&c)
+                                                       : qmm_blocked(&c);
         if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
     }
     if (!c.fused) free(buf);

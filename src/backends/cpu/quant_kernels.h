@@ -43,6 +43,8 @@ typedef struct afo_qx {
     float *sx8;          /* x8: [M, ldx / 64 * 8], per chunk sx of block 0 four times, then of block 1 */
     float *xsum;         /* [M, G] */
 } afo_qx;
+/* Index in an x8 row of element i (< 32) of block blk. */
+static inline int64_t afo_qx_x8_pos(int64_t blk, int i) { return blk / 2 * 64 + (i & 1) * 32 + blk % 2 * 16 + i / 2; }
 /* Bytes of scratch an afo_qx of M rows needs (64-aligned pieces). */
 size_t afo_qx_bytes(int M, int64_t K, int gs, int bits);
 /* Lays out qx in buf (afo_qx_bytes long, 64-aligned). */
@@ -55,6 +57,8 @@ void afo_qx_prep_scalar(afo_qx *qx, const float *x);
 void afo_qx_prep_avx2(afo_qx *qx, const float *x);
 #endif
 afo_qx_prep_fn afo_qx_prep_best(void);
+/* afo_qx_prep_best over ranges of rows on the thread pool (a prefill's x). */
+void afo_qx_prep_parallel(afo_qx *qx, const float *x);
 
 /* Decode matvec: y[m*ldy + n] = sum_k x[m*K + k] * deq(w row n)[k] for
  * m < M (<= AFO_MATVEC_MAX_M) and rows n0 <= n < n1 of the packed matrix,

@@ -87,23 +87,43 @@ void afo_qx_prep_avx2(afo_qx *qx, const float *x) {
 
 /* ------------------------------------------------------------ matvec */
 
-/* Rows n.. n+nr of the packed matrix, and their accumulators zeroed. */
-static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n, int nr, int mc,
-                                                              const uint8_t **row, __m256 acc[2][4]) {
-#pragma GCC unroll 2
+/* Weight rows a pass of the matvec takes at most (M = 1: 4 independent
+ * accumulator chains, one load of x for all). */
+enum { NR_MAX = 4 };
+
+/* A matvec kernel takes rows n0 .. n1 (nr dividing their count) in passes
+ * of nr rows a stride L = (n1 - n0) / nr apart: pass j's rows n0 + j + r L
+ * each continue a sequential stream through memory. Read as nr long
+ * streams, a thread's share of the matrix comes from DRAM about 1.5x as
+ * fast as when a pass takes nr adjacent short rows (at K = 2048, 4
+ * streams of 1 KiB per 4 KiB page), which the hardware prefetchers do not
+ * follow. The kernels prefetch each line they read in the stream's next
+ * row (the next pass), and rows_begin the next rows' scales and biases. */
+static inline int64_t pass_row(int64_t n0, int64_t n1, int nr, int64_t j, int r) { return n0 + j + r * ((n1 - n0) / nr); }
+
+/* Pass j's rows, and their accumulators zeroed. */
+static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
+                                                              int nr, int mc, const uint8_t **row,
+                                                              __m256 acc[NR_MAX][4]) {
+    size_t pb = (size_t)a->G * afo_dtype_size(a->sdt);
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
-        row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
+        int64_t n = pass_row(n0, n1, nr, j, r);
+        row[r] = (const uint8_t *)(a->w + n * a->words);
+        _mm_prefetch((const char *)a->s + pb * (size_t)(n + 1), _MM_HINT_T0);
+        _mm_prefetch((const char *)a->b + pb * (size_t)(n + 1), _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
     }
 }
 
-static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n, int nr, int mc, int m0,
-                                                            __m256 acc[2][4], float bsum[2][4]) {
-#pragma GCC unroll 2
+static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
+                                                            int nr, int mc, int m0, __m256 acc[NR_MAX][4],
+                                                            float bsum[NR_MAX][4]) {
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
-        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = hsum(acc[r][i]) + bsum[r][i];
+        for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + pass_row(n0, n1, nr, j, r)] = hsum(acc[r][i]) + bsum[r][i];
 }
 
 /* 4 bits, int8 activations: a 32-byte load holds 64 levels, the low nibbles
@@ -113,57 +133,71 @@ static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a
  * to block 0, 4-7 to block 1, hence the sx8 vector. For group size 32 a
  * chunk spans two groups, so its scale vector is split the same way. */
 static inline __attribute__((always_inline)) __m256 chunk_scale(int gs, const float *s, int64_t lc) {
-    if (gs != 32) return _mm256_broadcast_ss(s + (gs == 64 ? lc : lc / 2)); /* no division per chunk */
+    if (gs != 32) return _mm256_broadcast_ss(s + (gs == 64 ? lc : lc / 2));
     return _mm256_setr_m128(_mm_broadcast_ss(s + 2 * lc), _mm_broadcast_ss(s + 2 * lc + 1));
 }
 
-/* nr weight rows (2 when M = 1: two independent accumulator chains, one
- * load of x for both) by mc rows of x. */
-static inline __attribute__((always_inline)) void qmv4_block(int nr, int mc, const afo_qmv_args *a, int m0, int64_t n0,
-                                                              int64_t n1) {
-    const afo_qx *qx = a->qx;
+/* acc + sv * sx * (levels . xq) for the 64 levels at p (the first 32 when
+ * half: the row's last chunk of K % 64 == 32, whose x8 half is zero). */
+static inline __attribute__((always_inline)) __m256 qmv4_dot(bool half, const uint8_t *p, __m256i xa, __m256i xb,
+                                                            __m256 sx, __m256 sv, __m256 acc) {
     const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
-    int64_t full = a->K / 64, ld8 = qx->ldx / 64 * 8, span = AFO_QMV_PIECE * a->gs;
-    float sf[2][AFO_QMV_PIECE + 4];
-    for (int64_t n = n0; n + nr <= n1; n += nr) {
-        const uint8_t *row[2];
-        __m256 acc[2][4];
-        float bsum[2][4] = {{0}};
-        rows_begin(a, n, nr, mc, row, acc);
-        for (int64_t k0 = 0; k0 < a->K; k0 += span) {
-            int64_t g0 = k0 / a->gs, c0 = k0 / 64, c1 = (k0 + span < a->K ? k0 + span : a->K + 63) / 64;
-            for (int r = 0; r < nr; r++) row_params(a, n + r, g0, sf[r], bsum[r], m0, mc);
-            for (int64_t c = c0; c < c1; c++) {
-                __m256i lo[2], hi[2];
-                __m256 sv[2];
-#pragma GCC unroll 2
-                for (int r = 0; r < nr; r++) {
-                    /* the same place in the next nr rows (see quant_x86.h) */
-                    _mm_prefetch((const char *)(row[r] + 32 * c + nr * a->words * 4), _MM_HINT_T0);
-                    /* a row of K % 64 == 32 ends in half a chunk, whose x8 half is zero */
-                    __m256i v = c < full ? _mm256_loadu_si256((const __m256i *)(row[r] + 32 * c))
-                                         : _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)(row[r] + 32 * c)));
-                    lo[r] = _mm256_and_si256(v, lo4);
-                    hi[r] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                    sv[r] = chunk_scale(a->gs, sf[r], c - c0);
-                }
+    __m256i v = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_si256((const __m256i *)p);
+    __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+    __m256i q = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
+    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(q, ones)), sx), sv, acc);
+}
+
+/* Chunk c of the nr weight rows against the mc rows of x, in qmv4_block. */
+#define QMV4_CHUNK(c, half)                                                                                            \
+    _Pragma("GCC unroll 4") for (int i = 0; i < mc; i++) {                                                             \
+        __m256i xa = _mm256_loadu_si256((const __m256i *)(xr[i] + 64 * (c)));                                         \
+        __m256i xb = _mm256_loadu_si256((const __m256i *)(xr[i] + 64 * (c) + 32));                                    \
+        __m256 sx = _mm256_loadu_ps(sxr[i] + 8 * (c));                                                                 \
+        _Pragma("GCC unroll 4") for (int r = 0; r < nr; r++) acc[r][i] =                                              \
+            qmv4_dot(half, row[r] + 32 * (c), xa, xb, sx, chunk_scale(gs, sf[r], (c) - c0), acc[r][i]);              \
+    }
+
+/* Rows n0 .. n1 in passes of nr (see rows_begin) by mc rows of x, group
+ * size gs a constant (its scale lookup branch-free); every other chunk
+ * starts a 64-byte line. Pointers and accumulators stay in local arrays of
+ * this function, the chunk a local macro: passed to helpers, GCC kept them
+ * in memory and reloaded them per chunk. */
+static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int mc, const afo_qmv_args *a, int m0,
+                                                              int64_t n0, int64_t n1) {
+    const afo_qx *qx = a->qx;
+    int64_t span = (int64_t)AFO_QMV_PIECE * gs, rowb = a->words * 4;
+    const int8_t *xr[4];
+    const float *sxr[4];
 #pragma GCC unroll 4
-                for (int i = 0; i < mc; i++) {
-                    const int8_t *xq = (const int8_t *)qx->xq + (m0 + i) * qx->ldx + 64 * c;
-                    __m256i xa = _mm256_loadu_si256((const __m256i *)xq), xb = _mm256_loadu_si256((const __m256i *)(xq + 32));
-                    __m256 sx = _mm256_loadu_ps(qx->sx8 + (m0 + i) * ld8 + 8 * c);
-#pragma GCC unroll 2
-                    for (int r = 0; r < nr; r++) {
-                        __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[r], xa), _mm256_maddubs_epi16(hi[r], xb));
-                        __m256 d = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), sx);
-                        acc[r][i] = _mm256_fmadd_ps(d, sv[r], acc[r][i]);
-                    }
-                }
+    for (int i = 0; i < mc; i++) {
+        xr[i] = (const int8_t *)qx->xq + (m0 + i) * qx->ldx;
+        sxr[i] = qx->sx8 + (m0 + i) * (qx->ldx / 64 * 8);
+    }
+    float sf[NR_MAX][AFO_QMV_PIECE + 4];
+    for (int64_t j = 0; j < (n1 - n0) / nr; j++) {
+        const uint8_t *row[NR_MAX];
+        __m256 acc[NR_MAX][4];
+        float bsum[NR_MAX][4] = {{0}};
+        rows_begin(a, n0, n1, j, nr, mc, row, acc);
+        for (int64_t k0 = 0; k0 < a->K; k0 += span) {
+            int64_t c0 = k0 / 64, c1 = (k0 + span) / 64 < a->K / 64 ? (k0 + span) / 64 : a->K / 64; /* full chunks */
+#pragma GCC unroll 4
+            for (int r = 0; r < nr; r++) row_params(a, pass_row(n0, n1, nr, j, r), k0 / gs, sf[r], bsum[r], m0, mc);
+            for (int64_t c = c0; c < c1; c++) {
+                if (c % 2 == 0)
+#pragma GCC unroll 4
+                    for (int r = 0; r < nr; r++) _mm_prefetch((const char *)(row[r] + 32 * c + rowb), _MM_HINT_T0);
+                QMV4_CHUNK(c, false)
+            }
+            if (k0 + span >= a->K && a->K % 64) {
+                QMV4_CHUNK(a->K / 64, true)
             }
         }
-        rows_end(a, n, nr, mc, m0, acc, bsum);
+        rows_end(a, n0, n1, j, nr, mc, m0, acc, bsum);
     }
 }
+#undef QMV4_CHUNK
 
 /* Shuffle and multiplier that put element j of 8 consecutive `bits`-wide
  * levels (bits 2, 3, 5, 6) in 16-bit lane j, its top bit at bit 15: the
@@ -214,16 +248,16 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
     bits = bits ? bits : a->bits; /* 0: the instance for every width that straddles bytes */
     lv16 lv = lv16_make(bits == 8 ? 2 : bits);
     int64_t nbytes = a->words * 4, nb = qx->ldx / 32;
-    float sf[2][AFO_QMV_PIECE + 4];
-    for (int64_t n = n0; n + nr <= n1; n += nr) {
-        const uint8_t *row[2];
-        __m256 acc[2][4];
-        float bsum[2][4] = {{0}};
-        rows_begin(a, n, nr, mc, row, acc);
+    float sf[NR_MAX][AFO_QMV_PIECE + 4];
+    for (int64_t j = 0; j < (n1 - n0) / nr; j++) {
+        const uint8_t *row[NR_MAX];
+        __m256 acc[NR_MAX][4];
+        float bsum[NR_MAX][4] = {{0}};
+        rows_begin(a, n0, n1, j, nr, mc, row, acc);
         for (int64_t g = 0; g < a->G; g++) {
             int64_t lg = g % AFO_QMV_PIECE;
             if (lg == 0)
-                for (int r = 0; r < nr; r++) row_params(a, n + r, g, sf[r], bsum[r], m0, mc);
+                for (int r = 0; r < nr; r++) row_params(a, pass_row(n0, n1, nr, j, r), g, sf[r], bsum[r], m0, mc);
             __m256 d[2][4];
 #pragma GCC unroll 2
             for (int r = 0; r < nr; r++)
@@ -233,7 +267,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 __m256i q0[2], q1[2];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
-                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nr * nbytes), _MM_HINT_T0);
+                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nbytes), _MM_HINT_T0);
                     q0[r] = levels16(&lv, bits, row[r], c, nbytes);
                     q1[r] = levels16(&lv, bits, row[r], c + 16, nbytes);
                 }
@@ -256,14 +290,30 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 for (int i = 0; i < mc; i++) acc[r][i] = _mm256_fmadd_ps(d[r][i], sv, acc[r][i]);
             }
         }
-        rows_end(a, n, nr, mc, m0, acc, bsum);
+        rows_end(a, n0, n1, j, nr, mc, m0, acc, bsum);
     }
 }
 
-static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
-#define CALL(mc) qmv4_block(1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, );
+/* M = 1 takes weight rows 4 at a time (the remainder 1 at a time);
+ * otherwise CALL(mc) runs mc rows of x per pass. */
+static inline __attribute__((always_inline)) void qmv4_gs(int gs, const afo_qmv_args *a, int64_t n0, int64_t n1) {
+    if (a->M == 1) {
+        int64_t n4 = n0 + (n1 - n0) / NR_MAX * NR_MAX;
+        qmv4_block(gs, NR_MAX, 1, a, 0, n0, n4);
+        qmv4_block(gs, 1, 1, a, 0, n4, n1);
+        return;
+    }
+#define CALL(mc) qmv4_block(gs, 1, mc, a, m0, n0, n1)
+    AFO_QMV_ROWS(CALL)
 #undef CALL
+}
+
+static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
+    switch (a->gs) {
+    case 32: qmv4_gs(32, a, n0, n1); break;
+    case 64: qmv4_gs(64, a, n0, n1); break;
+    default: qmv4_gs(128, a, n0, n1); break;
+    }
 }
 
 static inline __attribute__((always_inline)) void qmv16(int bits, const afo_qmv_args *a, int64_t n0, int64_t n1) {

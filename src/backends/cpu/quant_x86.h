@@ -13,56 +13,73 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* The kernels prefetch each weight row at the same offset in the rows nr
- * further on (next in memory): with a few slow streams per thread and 4 KiB
- * pages, which hardware prefetchers do not cross, a one-thread 4-bit matvec
- * read DRAM at about a third of the streaming rate without it; with it,
- * between a third and two thirds over runs on the shared 2-core machine. */
+/* The kernels prefetch each weight row at the same offset in the row they
+ * take next (AVX-512: the rows nr further on, next in memory; AVX2: the
+ * next row of each stream, quant_kernels_avx2.c): with a few slow streams
+ * per thread and 4 KiB pages, which hardware prefetchers do not cross, a
+ * one-thread 4-bit matvec read DRAM at about a third of the streaming rate
+ * without it; with it, between a third and two thirds over runs on the
+ * shared 2-core machine. */
 
 /* Groups whose parameters a matvec converts to float at a time. */
 #define AFO_QMV_PIECE 128
 
-/* Elements i0.. i0+n of a scale or bias array of dtype dt into f, inline:
- * a tall matrix (an lm_head of 32000 rows) calls this twice per row, and
- * the dispatched converter's call cost showed in 8-bit decode. */
-static inline void to_f32(afo_dtype dt, const void *p, int64_t i0, int64_t n, float *f) {
-    const uint16_t *h = (const uint16_t *)p + i0;
-    int64_t i = 0;
-    if (dt == AFO_FLOAT32) {
-        memcpy(f, (const float *)p + i0, (size_t)n * sizeof(float));
-        return;
-    }
-    for (; i + 8 <= n; i += 8) {
-        __m128i v = _mm_loadu_si128((const __m128i *)(h + i));
-        __m256 r = dt == AFO_BFLOAT16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16))
-                                      : _mm256_cvtph_ps(v);
-        _mm256_storeu_ps(f + i, r);
-    }
-    for (; i < n; i++) {
-        uint32_t u = (uint32_t)h[i] << 16;
-        if (dt == AFO_FLOAT16) f[i] = _cvtsh_ss(h[i]);
-        else memcpy(f + i, &u, sizeof u);
-    }
+/* 8 elements from i of a scale or bias array of dtype dt (a constant in
+ * each instance) in float. */
+static inline __attribute__((always_inline)) __m256 load8_f32(afo_dtype dt, const void *p, int64_t i) {
+    if (dt == AFO_FLOAT32) return _mm256_loadu_ps((const float *)p + i);
+    __m128i v = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    return dt == AFO_BFLOAT16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(v), 16)) : _mm256_cvtph_ps(v);
+}
+
+static inline float load1_f32(afo_dtype dt, const void *p, int64_t i) {
+    if (dt == AFO_FLOAT32) return ((const float *)p)[i];
+    uint16_t h = ((const uint16_t *)p)[i];
+    if (dt == AFO_FLOAT16) return _cvtsh_ss(h);
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
 /* Row n's scales of groups g0.. (up to AFO_QMV_PIECE, then zeros for the
- * groups past the row that a last chunk's lanes meet) into s in float, and the biases' share
- * sum_g b[n, g] * xsum[m, g] over those groups added to bsum[i] for x rows
- * m0 + i, i < mc. */
-static inline void row_params(const afo_qmv_args *a, int64_t n, int64_t g0, float *s, float *bsum, int m0, int mc) {
-    int64_t ng = a->G - g0 < AFO_QMV_PIECE ? a->G - g0 : AFO_QMV_PIECE;
-    float b[AFO_QMV_PIECE];
-    to_f32(a->sdt, a->s, n * a->G + g0, ng, s);
-    to_f32(a->sdt, a->b, n * a->G + g0, ng, b);
-    for (int j = 0; j < 4; j++) s[ng + j] = 0.0f;
+ * groups past the row that a last chunk's lanes meet) into s in float, and
+ * the biases' share sum_g b[n, g] * xsum[m, g] over those groups added to
+ * bsum[i] for x rows m0 + i, i < mc. Inline, and one loop per dtype: a
+ * short row (K = 2048: 32 groups) has few chunks to spread this over, and
+ * the generic version (a call per conversion, the dtype tested per vector)
+ * cost the 4-bit matvec a fifth of its time there. */
+static inline __attribute__((always_inline)) void row_params_dt(afo_dtype dt, const afo_qmv_args *a, int64_t n,
+                                                                int64_t g0, float *s, float *bsum, int m0, int mc) {
+    int64_t ng = a->G - g0 < AFO_QMV_PIECE ? a->G - g0 : AFO_QMV_PIECE, i0 = n * a->G + g0, g = 0;
+    const float *xs[4];
+    __m256 t[4];
     for (int i = 0; i < mc; i++) {
-        const float *xs = a->qx->xsum + (m0 + i) * a->G + g0;
-        __m256 t = _mm256_setzero_ps();
-        int64_t g = 0;
-        for (; g + 8 <= ng; g += 8) t = _mm256_fmadd_ps(_mm256_loadu_ps(b + g), _mm256_loadu_ps(xs + g), t);
-        float r = hsum(t);
-        for (; g < ng; g++) r += b[g] * xs[g];
-        bsum[i] += r;
+        xs[i] = a->qx->xsum + (m0 + i) * a->G + g0;
+        t[i] = _mm256_setzero_ps();
+    }
+    for (; g + 8 <= ng; g += 8) {
+        _mm256_storeu_ps(s + g, load8_f32(dt, a->s, i0 + g));
+        __m256 b = load8_f32(dt, a->b, i0 + g);
+        for (int i = 0; i < mc; i++) t[i] = _mm256_fmadd_ps(b, _mm256_loadu_ps(xs[i] + g), t[i]);
+    }
+    float r[4];
+    for (int i = 0; i < mc; i++) r[i] = hsum(t[i]);
+    for (; g < ng; g++) {
+        s[g] = load1_f32(dt, a->s, i0 + g);
+        float b = load1_f32(dt, a->b, i0 + g);
+        for (int i = 0; i < mc; i++) r[i] += b * xs[i][g];
+    }
+    for (int j = 0; j < 4; j++) s[ng + j] = 0.0f;
+    for (int i = 0; i < mc; i++) bsum[i] += r[i];
+}
+
+static inline __attribute__((always_inline)) void row_params(const afo_qmv_args *a, int64_t n, int64_t g0, float *s,
+                                                             float *bsum, int m0, int mc) {
+    switch (a->sdt) {
+    case AFO_BFLOAT16: row_params_dt(AFO_BFLOAT16, a, n, g0, s, bsum, m0, mc); break;
+    case AFO_FLOAT16: row_params_dt(AFO_FLOAT16, a, n, g0, s, bsum, m0, mc); break;
+    default: row_params_dt(AFO_FLOAT32, a, n, g0, s, bsum, m0, mc); break;
     }
 }
 
