@@ -33,9 +33,10 @@ void afo_quant_qmm_ref(const afo_qmv_args *a, int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
     int64_t nbx = qx->ldx / 32, per = a->gs / 32;
     uint8_t *q = malloc((size_t)a->K);
-    float *s = malloc((size_t)(2 * a->G) * sizeof(float)), *b = s + a->G;
+    float *s = malloc((size_t)(2 * a->G) * sizeof(float));
     size_t ps = afo_dtype_size(a->sdt);
-    for (int64_t n = n0; n < n1; n++) {
+    for (int64_t n = n0; q && s && n < n1; n++) { /* out of memory: y is left as it was, which tests see */
+        float *b = s + a->G;
         afo_quant_levels_u8(a->bits, a->w + n * a->words, 0, a->K, q);
         afo_cpu_convert_row(a->sdt, (const char *)a->s + n * a->G * (int64_t)ps, AFO_FLOAT32, s, a->G);
         afo_cpu_convert_row(a->sdt, (const char *)a->b + n * a->G * (int64_t)ps, AFO_FLOAT32, b, a->G);
