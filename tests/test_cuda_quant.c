@@ -4,6 +4,9 @@
  * tiled kernel), for every width, group size and float dtype. GPU outputs
  * are poisoned with NaN first, so an element a kernel leaves unwritten
  * fails the comparison. Skips (exit 77) on machines without a GPU. */
+#include <math.h>
+#include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "afo/afo.h"
@@ -235,6 +238,15 @@ static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K
  * too: twice that, with a margin. */
 static double qmm_bound(afo_dtype xdt) { return xdt == AFO_FLOAT32 ? 1e-5 : xdt == AFO_FLOAT16 ? 2e-3 : 1e-2; }
 
+/* One row of 16-bit x against 4- or 8-bit levels goes through the int8
+ * matvec (test_int8_matvec holds it to its own bound): rounding x to 1/254
+ * of its chunk's largest |x| is up to 2/254 of sum |x||w| for x uniform in
+ * [-2, 2]; 1e-2 covers it and the result's rounding. */
+static double path_bound(afo_dtype xdt, int64_t M, int bits, int tr) {
+    bool int8_x = xdt != AFO_FLOAT32 && M == 1 && tr && (bits == 4 || bits == 8);
+    return int8_x ? 1e-2 : qmm_bound(xdt);
+}
+
 static double g_worst[3];
 
 static void check_qmm(afo_dtype dt, int64_t M, int64_t K, int64_t N, int gs, int bits, int tr) {
@@ -254,9 +266,10 @@ static void check_qmm(afo_dtype dt, int64_t M, int64_t K, int64_t N, int gs, int
         double e = qmm_error(in, y, M, K, N, gs, bits, tr);
         int d = dt == AFO_FLOAT32 ? 0 : dt == AFO_BFLOAT16 ? 1 : 2;
         if (e > g_worst[d]) g_worst[d] = e;
-        CHECK_MSG(e <= qmm_bound(dt), "quantized_matmul %s M %lld K %lld N %lld g%d %d-bit %s: error %.3g > %.3g",
+        double bound = path_bound(dt, M, bits, tr);
+        CHECK_MSG(e <= bound, "quantized_matmul %s M %lld K %lld N %lld g%d %d-bit %s: error %.3g > %.3g",
                   afo_dtype_name(dt), (long long)M, (long long)K, (long long)N, gs, bits, tr ? "x@w^T" : "x@w", e,
-                  qmm_bound(dt));
+                  bound);
     }
     afo_release(y), afo_release(f), afo_release(w);
     release_n(in, 4);
@@ -284,6 +297,64 @@ static void test_quantized_matmul(void) {
            g_worst[1], g_worst[2]);
 }
 
+/* One row of 16-bit x against 4- or 8-bit W goes through the int8 matvec
+ * (quant_mv.cu): x rounded per chunk of 32 to sx * xq, sx = max|x| / 127.
+ * Each output within sum_k |w_k| sx(k) / 2 (the rounding of x) + its own
+ * rounding to x's type (|y| 2^-8 or 2^-11) + 1e-5 sum |x||w| (float sums),
+ * against a float64 reference on the dequantized weights. */
+static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bits) {
+    afo_array *wsrc = weights(dt, N, K, gs, 6), *in[4];
+    CHECK(afo_quantize(wsrc, gs, bits, &in[1], &in[2], &in[3]) == AFO_OK);
+    int64_t xs[2] = {1, K};
+    afo_array *f = devcheck_random(AFO_FLOAT32, 2, xs, -3, 3);
+    in[0] = afo_astype(f, dt);
+    CHECK(afo_eval(in, 4) == AFO_OK);
+    int p[3] = {gs, bits, 1};
+    afo_array *y = on(AFO_CUDA, build_qmm, in, 4, p);
+    poison_gpu((size_t)N * afo_dtype_size(dt));
+    afo_array *s32 = afo_astype(in[2], AFO_FLOAT32), *b32 = afo_astype(in[3], AFO_FLOAT32);
+    afo_array *dq = afo_dequantize(in[1], s32, b32, gs, bits);
+    float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * (size_t)K);
+    float *got = malloc(sizeof(float) * (size_t)N), *sx = malloc(sizeof(float) * (size_t)(K / 32));
+    CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
+    CHECK(afo_array_read(dq, AFO_FLOAT32, w, sizeof(float) * (size_t)(K * N)) == AFO_OK);
+    CHECK(afo_array_read(in[0], AFO_FLOAT32, x, sizeof(float) * (size_t)K) == AFO_OK);
+    CHECK(afo_array_read(y, AFO_FLOAT32, got, sizeof(float) * (size_t)N) == AFO_OK);
+    for (int64_t c = 0; c < K / 32; c++) {
+        float m = 0;
+        for (int e = 0; e < 32; e++) m = fmaxf(m, fabsf(x[32 * c + e]));
+        sx[c] = m / 127;
+    }
+    double own = dt == AFO_BFLOAT16 ? 0x1p-8 : 0x1p-11, worst = 0;
+    int64_t bad = 0;
+    for (int64_t n = 0; n < N; n++) {
+        double ref = 0, mag = 0, xround = 0;
+        for (int64_t k = 0; k < K; k++) {
+            ref += (double)x[k] * w[n * K + k];
+            mag += fabs((double)x[k] * w[n * K + k]);
+            xround += fabs((double)w[n * K + k]) * sx[k / 32] / 2;
+        }
+        double bound = xround + own * fabs(ref) + 1e-5 * mag, e = fabs(got[n] - ref);
+        if (!(e <= bound)) bad++;
+        if (e / bound > worst) worst = e / bound;
+    }
+    CHECK_MSG(bad == 0, "int8 matvec %s K %lld N %lld g%d %d-bit: %lld outputs outside the bound (worst %.3g of it)",
+              afo_dtype_name(dt), (long long)K, (long long)N, gs, bits, (long long)bad, worst);
+    free(w), free(x), free(got), free(sx);
+    afo_release(y), afo_release(f), afo_release(wsrc), afo_release(dq), afo_release(s32), afo_release(b32);
+    release_n(in, 4);
+}
+
+static void test_int8_matvec(void) {
+    static const int64_t Ks[] = {128, 2560, 4096, 14336};
+    static const int64_t Ns[] = {1, 37, 259};
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int gi = 0; gi < LEN(GROUPS); gi++)
+            for (int ki = 0; ki < LEN(Ks); ki++)
+                for (int ni = 0; ni < LEN(Ns); ni++)
+                    check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], bits);
+}
+
 /* A strided x (a transposed view) reaches the kernels through a copy. */
 static void test_strided_x(void) {
     afo_array *w = weights(AFO_FLOAT32, 40, 128, 64, 6), *in[4];
@@ -307,6 +378,7 @@ int main(void) {
     RUN(test_quantize_dequantize_exact);
     RUN(test_take_out_of_range);
     RUN(test_quantized_matmul);
+    RUN(test_int8_matvec);
     RUN(test_strided_x);
     return test_finish();
 }

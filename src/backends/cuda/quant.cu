@@ -325,6 +325,10 @@ extern "C" void afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x,
         afo_cuda_qmm_tiled(m, x, xdt, M, N, K, transpose, y, stream);
         return;
     }
+    if (transpose && afo_cuda_qmv_int8_applies(m, x, xdt, M)) {
+        afo_cuda_qmv_int8(m, x, xdt, y, stream);
+        return;
+    }
     qmv_args a = {m->w, m->s, m->b, x, y, m->sdt, m->gs, (int)M, 0, N, K, m->words};
     switch (xdt) {
     case AFO_BFLOAT16: qmv_bits<__nv_bfloat16>(a, m->bits, stream); break;

@@ -8,6 +8,7 @@
 #define AFO_CUDA_QUANT_KERNELS_H
 
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "afo/base.h"
@@ -41,6 +42,11 @@ void afo_cuda_dequantize(const afo_cuda_qmat *m, const void *idx, afo_dtype idt,
  * x @ dequantize(m) (m is [K, N]); x and y of dtype xdt. */
 void afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose, void *y,
                                cudaStream_t stream);
+
+/* The decode matvec on int8 activations (quant_mv.cu): whether it takes
+ * this product (one row of 16-bit x, x @ m^T, 4 or 8 bits), and the product. */
+bool afo_cuda_qmv_int8_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
+void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, cudaStream_t stream);
 
 /* The prefill path on its own (quant_mm.cu): tiles of W dequantized into
  * shared memory, bf16/f16 tensor cores for 16-bit x, f32 SIMT for f32 x. */
