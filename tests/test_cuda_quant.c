@@ -366,9 +366,10 @@ static void test_strided_x(void) {
     afo_array *c = on(AFO_CPU, build_qmm, in, 4, p), *g = on(AFO_CUDA, build_qmm, in, 4, p);
     CHECK(afo_eval1(c) == AFO_OK && afo_eval1(g) == AFO_OK);
     double e = qmm_error(in, g, 3, 128, 40, 64, 4, 1), ec = qmm_error(in, c, 3, 128, 40, 64, 4, 1);
-    /* the CPU's matvec rounds x to int8 against 4-bit weights: 1/254 of a
-     * row's largest |x| per element */
-    CHECK_MSG(e <= qmm_bound(AFO_FLOAT32) && ec <= 4e-3, "strided x: error %.3g (cpu %.3g)", e, ec);
+    /* the CPU's matvec rounds x to int8 against 4-bit weights: up to 1/254
+     * of a chunk's largest |x| (<= 1) per element, against sum |x||w| with
+     * E|x| = 1/2: at most 2/254 (the AVX-512 kernel reached 6.0e-3 here) */
+    CHECK_MSG(e <= qmm_bound(AFO_FLOAT32) && ec <= 8e-3, "strided x: error %.3g (cpu %.3g)", e, ec);
     afo_release(c), afo_release(g), afo_release(xt), afo_release(w);
     release_n(in, 4);
 }
