@@ -56,7 +56,7 @@ static void test_unary_grads(void) {
 
 static void test_binary_grads(void) {
     struct { const char *name; binary_op op; int positive; } ops[] = {
-        {"add", afo_add, 0}, {"sub", afo_sub, 0}, {"mul", afo_mul, 0}, {"div", afo_div, 1},
+        {"add", afo_add, 0}, {"sub", afo_sub, 0}, {"mul", afo_mul, 0}, {"div", afo_div, 1}, {"swiglu", afo_swiglu, 0},
         {"maximum", afo_maximum, 0}, {"minimum", afo_minimum, 0}, {"pow", afo_pow, 1},
     };
     int64_t sa[3] = {2, 3, 4}, sb[2] = {1, 4}; /* b broadcasts */

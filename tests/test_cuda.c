@@ -109,7 +109,7 @@ static void test_elementwise(void) {
         {"logical_not", afo_logical_not, -2, 2, 1},
     };
     struct { const char *name; afo_array *(*fn)(afo_array *, afo_array *); int ints; } binary[] = {
-        {"add", afo_add, 1}, {"sub", afo_sub, 1}, {"mul", afo_mul, 1}, {"div", afo_div, 0},
+        {"add", afo_add, 1}, {"sub", afo_sub, 1}, {"mul", afo_mul, 1}, {"div", afo_div, 0}, {"swiglu", afo_swiglu, 0},
         {"maximum", afo_maximum, 1}, {"minimum", afo_minimum, 1}, {"pow", afo_pow, 0},
         {"equal", afo_equal, 1}, {"not_equal", afo_not_equal, 1}, {"less", afo_less, 1},
         {"less_equal", afo_less_equal, 1}, {"greater", afo_greater, 1}, {"greater_equal", afo_greater_equal, 1},

@@ -164,6 +164,7 @@ static double r_gt(double a, double b) { return a > b; }
 static double r_ge(double a, double b) { return a >= b; }
 static double r_and(double a, double b) { return a != 0 && b != 0; }
 static double r_or(double a, double b) { return a != 0 || b != 0; }
+static double r_swiglu(double a, double b) { return a / (1 + exp(-a)) * b; }
 
 static const struct {
     const char *name;
@@ -178,6 +179,7 @@ static const struct {
     {"less", afo_less, r_lt, 0, 1, 1}, {"less_equal", afo_less_equal, r_le, 0, 1, 1},
     {"greater", afo_greater, r_gt, 0, 1, 1}, {"greater_equal", afo_greater_equal, r_ge, 0, 1, 1},
     {"logical_and", afo_logical_and, r_and, 0, 1, 1}, {"logical_or", afo_logical_or, r_or, 0, 1, 1},
+    {"swiglu", afo_swiglu, r_swiglu, 0, 0, 0},
 };
 
 /* Shape pairs exercising broadcasting (incl. 0-d and size-1 axes). */

@@ -47,6 +47,8 @@ afo_array *afo_greater(afo_array *a, afo_array *b);
 afo_array *afo_greater_equal(afo_array *a, afo_array *b);
 afo_array *afo_logical_and(afo_array *a, afo_array *b);
 afo_array *afo_logical_or(afo_array *a, afo_array *b);
+/* silu(gate) * up in one op (the gated MLP's product; float result). */
+afo_array *afo_swiglu(afo_array *gate, afo_array *up);
 /* cond ? a : b, all three broadcast together; cond is converted to bool. */
 afo_array *afo_where(afo_array *cond, afo_array *a, afo_array *b);
 

@@ -36,7 +36,7 @@ static afo_array *ow_activation(activation act, afo_array *x) {
 /* act(gate) * up, projected down. */
 static afo_array *ow_mlp_tail(const model_config *c, afo_array *gate, afo_array *up, const linear_weight *down,
                               afo_array *down_bias) {
-    afo_array *a = ow_mul(ow_activation(c->act, gate), up);
+    afo_array *a = c->act == ACT_SILU ? ow_binary(afo_swiglu, gate, up) : ow_mul(ow_activation(c->act, gate), up);
     afo_array *y = a ? linear(a, down, down_bias) : NULL;
     afo_release(a);
     return y;

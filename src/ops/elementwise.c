@@ -96,6 +96,16 @@ BIN_FI(greater_equal, x >= b[i], x >= b[i], x >= b[i])
 BIN_FI(logical_and, x != 0 && b[i] != 0, x != 0 && b[i] != 0, x != 0 && b[i] != 0)
 BIN_FI(logical_or, x != 0 || b[i] != 0, x != 0 || b[i] != 0, x != 0 || b[i] != 0)
 
+/* silu(gate) * up: the gated MLP's product in one pass over memory (a
+ * launch and a round trip of the intermediate less per layer on a GPU). */
+static void swiglu_f32(int64_t n, void *o, const void *const *in) {
+    float *y = o;
+    const float *up = in[1];
+    afo_vmath_current()->silu(n, y, in[0]);
+    for (int64_t i = 0; i < n; i++) y[i] *= up[i];
+}
+EW_LOOP(swiglu_f64, double, 2, x / (1.0 + exp(-x)) * b[i])
+
 #define WHERE_FN(NAME, T)                                                   \
     static void NAME(int64_t n, void *o, const void *const *in) {           \
         T *y = o;                                                           \
@@ -121,7 +131,7 @@ static const afo_ew_fn g_fns[AFO_OP_COUNT][3] = {
     [AFO_OP_LESS] = FNS_FI(less), [AFO_OP_LESS_EQUAL] = FNS_FI(less_equal),
     [AFO_OP_GREATER] = FNS_FI(greater), [AFO_OP_GREATER_EQUAL] = FNS_FI(greater_equal),
     [AFO_OP_LOGICAL_AND] = FNS_FI(logical_and), [AFO_OP_LOGICAL_OR] = FNS_FI(logical_or),
-    [AFO_OP_WHERE] = FNS_FI(where),
+    [AFO_OP_SWIGLU] = FNS_F(swiglu), [AFO_OP_WHERE] = FNS_FI(where),
 };
 
 /* Ops whose result is bool compute in their inputs' type. */
@@ -294,6 +304,17 @@ VJP(vjp_pow) {
         *grad = ow_unbroadcast(ow_mul(afo_mul(g, out), ow_log(R(X))), Y);
     DONE;
 }
+VJP(vjp_swiglu) { /* up: silu(gate); gate: up s (1 + x (1 - s)), s = sigmoid(gate) */
+    if (arg == 1) {
+        *grad = ow_unbroadcast(ow_mul(R(g), afo_silu(X)), Y);
+        DONE;
+    }
+    afo_array *s = afo_sigmoid(X);
+    afo_array *d = ow_mul(R(s), ow_add(ow_const(X, 1), ow_mul(R(X), ow_sub(ow_const(X, 1), R(s)))));
+    *grad = ow_unbroadcast(ow_mul(ow_mul(R(g), R(Y)), d), X);
+    afo_release(s);
+    DONE;
+}
 VJP(vjp_where) {
     if (arg == 0) { *grad = NULL; return AFO_OK; }
     afo_array *z = afo_scalar(0, g->dtype);
@@ -345,7 +366,8 @@ VJP(vjp_astype) {
     X_(AFO_OP_GREATER, greater, shape_compare, NULL)                      \
     X_(AFO_OP_GREATER_EQUAL, greater_equal, shape_compare, NULL)          \
     X_(AFO_OP_LOGICAL_AND, logical_and, shape_compare, NULL)              \
-    X_(AFO_OP_LOGICAL_OR, logical_or, shape_compare, NULL)
+    X_(AFO_OP_LOGICAL_OR, logical_or, shape_compare, NULL)                \
+    X_(AFO_OP_SWIGLU, swiglu, shape_div, vjp_swiglu)
 
 #define DEF_EW(ID, NAME, SHAPE, VJPFN) DEF(ID, NAME, SHAPE, ew_kernel, VJPFN)
 UNARY_OPS(DEF_EW)

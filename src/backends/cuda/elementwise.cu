@@ -89,6 +89,11 @@ template <typename T> __device__ T binary(afo_op op, T a, T b) {
     case AFO_OP_GREATER_EQUAL: return (T)(a >= b);
     case AFO_OP_LOGICAL_AND: return (T)(a != (T)0 && b != (T)0);
     case AFO_OP_LOGICAL_OR: return (T)(a != (T)0 || b != (T)0);
+    case AFO_OP_SWIGLU: { // float types only (the shape rule)
+        using M = typename math_type<T>::type;
+        const M f = (M)a;
+        return (T)(f / ((M)1 + exp(-f)) * (M)b);
+    }
     default: return a;
     }
 }
