@@ -238,12 +238,12 @@ static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K
  * too: twice that, with a margin. */
 static double qmm_bound(afo_dtype xdt) { return xdt == AFO_FLOAT32 ? 1e-5 : xdt == AFO_FLOAT16 ? 2e-3 : 1e-2; }
 
-/* One row of 16-bit x against 4- or 8-bit levels goes through the int8
- * matvec (test_int8_matvec holds it to its own bound): rounding x to 1/254
- * of its chunk's largest |x| is up to 2/254 of sum |x||w| for x uniform in
+/* One row of 16-bit x against 8-bit levels goes through the int8 matvec
+ * (test_int8_matvec holds it to its own bound): rounding x to 1/254 of its
+ * chunk's largest |x| is up to 2/254 of sum |x||w| for x uniform in
  * [-2, 2]; 1e-2 covers it and the result's rounding. */
 static double path_bound(afo_dtype xdt, int64_t M, int bits, int tr) {
-    bool int8_x = xdt != AFO_FLOAT32 && M == 1 && tr && (bits == 4 || bits == 8);
+    bool int8_x = xdt != AFO_FLOAT32 && M == 1 && tr && bits == 8;
     return int8_x ? 1e-2 : qmm_bound(xdt);
 }
 
@@ -297,7 +297,7 @@ static void test_quantized_matmul(void) {
            g_worst[1], g_worst[2]);
 }
 
-/* One row of 16-bit x against 4- or 8-bit W goes through the int8 matvec
+/* One row of 16-bit x against 8-bit W goes through the int8 matvec
  * (quant_mv.cu): x rounded per chunk of 32 to sx * xq, sx = max|x| / 127.
  * Each output within sum_k |w_k| sx(k) / 2 (the rounding of x) + its own
  * rounding to x's type (|y| 2^-8 or 2^-11) + 1e-5 sum |x||w| (float sums),
@@ -348,11 +348,10 @@ static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bi
 static void test_int8_matvec(void) {
     static const int64_t Ks[] = {128, 2560, 4096, 14336};
     static const int64_t Ns[] = {1, 37, 259};
-    for (int bits = 4; bits <= 8; bits += 4)
-        for (int gi = 0; gi < LEN(GROUPS); gi++)
-            for (int ki = 0; ki < LEN(Ks); ki++)
-                for (int ni = 0; ni < LEN(Ns); ni++)
-                    check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], bits);
+    for (int gi = 0; gi < LEN(GROUPS); gi++)
+        for (int ki = 0; ki < LEN(Ks); ki++)
+            for (int ni = 0; ni < LEN(Ns); ni++)
+                check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], 8);
 }
 
 /* A strided x (a transposed view) reaches the kernels through a copy. */

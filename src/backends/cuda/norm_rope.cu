@@ -58,12 +58,44 @@ template <typename C> __device__ C block_sum(C v, C *red) {
     return s;
 }
 
+// A row of up to kHeld elements a thread is loaded once, into registers,
+// with every load issued before the first sum: the loop that read it three
+// times made each of a decode step's 65 norms wait for memory eight times
+// in a row (7.7 us for 4096 elements on an H200).
+constexpr int kHeld = 16;
+
 template <typename T, typename C>
 __global__ void norm_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_vec w, afo_cuda_vec b, int center,
                             double eps) {
     __shared__ C red[32];
     int64_t r = blockIdx.x, n = x.n;
     const T *row = xd + row_offset(x, r);
+    if (n <= (int64_t)kHeld * blockDim.x) {
+        C v[kHeld];
+#pragma unroll
+        for (int k = 0; k < kHeld; k++) {
+            int64_t i = threadIdx.x + (int64_t)k * blockDim.x;
+            v[k] = i < n ? load<T, C>(row, i * x.step) : (C)0;
+        }
+        C c = 0;
+        if (center) {
+            C s = 0;
+#pragma unroll
+            for (int k = 0; k < kHeld; k++) s += v[k];
+            c = block_sum(s, red) / (C)n;
+        }
+        C ss = 0;
+#pragma unroll
+        for (int k = 0; k < kHeld; k++)
+            if (threadIdx.x + (int64_t)k * blockDim.x < n) ss += (v[k] - c) * (v[k] - c);
+        C inv = (C)1 / sqrt(block_sum(ss, red) / (C)n + (C)eps);
+#pragma unroll
+        for (int k = 0; k < kHeld; k++) {
+            int64_t i = threadIdx.x + (int64_t)k * blockDim.x;
+            if (i < n) store(out, r * n + i, (v[k] - c) * inv * (C)vec_at(w, i, 1.0) + (C)vec_at(b, i, 0.0));
+        }
+        return;
+    }
     C c = 0;
     if (center) {
         C s = 0;

@@ -44,7 +44,7 @@ void afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype 
                                cudaStream_t stream);
 
 /* The decode matvec on int8 activations (quant_mv.cu): whether it takes
- * this product (one row of 16-bit x, x @ m^T, 4 or 8 bits), and the product. */
+ * this product (one row of 16-bit x, x @ m^T, 8 bits), and the product. */
 bool afo_cuda_qmv_int8_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
 void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, cudaStream_t stream);
 
