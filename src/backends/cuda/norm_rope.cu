@@ -1,6 +1,7 @@
-// rms_norm / layer_norm (one block per row) and rope (one thread per
-// element). float16/bfloat16/float32 compute in float32, float64 in double,
-// following the CPU kernels: two-pass statistics, rope angles in double.
+// rms_norm / layer_norm (one block per row) and rope (a thread per rotated
+// pair and position). float16/bfloat16/float32 compute in float32, float64
+// in double, following the CPU kernels: two-pass statistics, rope angles in
+// double.
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <stdint.h>
@@ -38,8 +39,20 @@ __device__ double vec_at(const afo_cuda_vec &v, int64_t i, double fill) {
     }
 }
 
+// Offset of row r (C order over the axes before the last). Row counts fit
+// 32 bits in practice, and a 32-bit division is a fraction of a 64-bit
+// one, which every thread of a norm or rope pays for each of its rows.
 __device__ int64_t row_offset(const afo_cuda_rows &x, int64_t r) {
     int64_t off = 0;
+    if (x.rows <= (int64_t)UINT32_MAX) {
+        uint32_t q = (uint32_t)r;
+        for (int a = x.ndim - 1; a >= 0; a--) {
+            const uint32_t n = (uint32_t)x.shape[a];
+            off += (int64_t)(q % n) * x.strides[a];
+            q /= n;
+        }
+        return off;
+    }
     for (int a = x.ndim - 1; a >= 0; a--) {
         off += (r % x.shape[a]) * x.strides[a];
         r /= x.shape[a];
@@ -114,31 +127,49 @@ __global__ void norm_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_vec w
     }
 }
 
+// Rows at one position (r = l + k L) share their angles: a thread takes a
+// rotated pair, or a column past dims, at one position for `per_thread` of
+// those rows, so that one float64 sincos serves them all. With a thread
+// per element, a 4096-token prefill's rope took 50 us a call on an H200,
+// most of it in 8.4M double-precision sincos. A decode step (L = 1) keeps
+// a row a thread: its rows' loads would wait for each other in the loop.
+constexpr int kRopeRows = 8, kRopeSharedFrom = 64;
+
 template <typename T, typename C>
-__global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p) {
-    int64_t e = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= x.rows * x.n) return;
-    int64_t r = e / x.n, d = e % x.n, half = p.dims / 2;
-    const T *row = xd + row_offset(x, r);
-    C a = load<T, C>(row, d * x.step);
-    if (d >= p.dims) {
-        store(out, e, a);
-        return;
-    }
+__global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p, int64_t cols, int64_t chunks,
+                            int per_thread) {
+    const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, j = t % cols, l = t / cols % p.L,
+                  chunk = t / cols / p.L;
+    if (chunk >= chunks) return;
+    const int64_t n = x.n, half = p.dims / 2, per_position = x.rows / p.L;
+    const bool rotated = j < half;
     // Pairs are (2i, 2i+1) when traditional, else (i, i + half).
-    int64_t i = p.traditional ? d / 2 : d % half;
-    bool first = p.traditional ? d % 2 == 0 : d < half;
-    int64_t partner = p.traditional ? d ^ 1 : first ? d + half : d - half;
-    C other = load<T, C>(row, partner * x.step);
-    double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, i, 1.0)
-                      : i < AFO_CUDA_ROPE_TABLE ? p.inv_freq[i]
-                                                : pow(p.base, -2.0 * (double)i / (double)p.dims);
-    int64_t pos = p.offset + (p.position ? *p.position : 0) + r % p.L;
-    double th = (double)pos * p.scale * inv_freq, s, c;
-    sincos(th, &s, &c);
-    if (p.inverse) s = -s;
-    C cs = (C)c, sn = (C)s;
-    store(out, e, first ? a * cs - other * sn : other * sn + a * cs);
+    const int64_t d = !rotated ? p.dims + (j - half) : p.traditional ? 2 * j : j;
+    const int64_t partner = p.traditional ? d + 1 : d + half;
+    C cs = 1, sn = 0;
+    if (rotated) {
+        double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, j, 1.0)
+                          : j < AFO_CUDA_ROPE_TABLE ? p.inv_freq[j]
+                                                    : pow(p.base, -2.0 * (double)j / (double)p.dims);
+        int64_t pos = p.offset + (p.position ? *p.position : 0) + l;
+        double th = (double)pos * p.scale * inv_freq, s, c;
+        sincos(th, &s, &c);
+        if (p.inverse) s = -s;
+        cs = (C)c, sn = (C)s;
+    }
+    for (int k = 0; k < per_thread; k++) {
+        const int64_t q = chunk * per_thread + k, r = l + q * p.L;
+        if (q >= per_position) break;
+        const T *row = xd + row_offset(x, r);
+        C a = load<T, C>(row, d * x.step);
+        if (!rotated) {
+            store(out, r * n + d, a);
+            continue;
+        }
+        C other = load<T, C>(row, partner * x.step);
+        store(out, r * n + d, a * cs - other * sn);
+        store(out, r * n + partner, a * sn + other * cs);
+    }
 }
 
 int norm_threads(int64_t n) { return n >= 2048 ? 512 : n >= 512 ? 256 : n >= 128 ? 128 : 32; }
@@ -152,8 +183,12 @@ void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec
 
 template <typename T, typename C>
 void rope_launch(const afo_cuda_rows *x, const void *xd, void *out, const afo_cuda_rope *p, cudaStream_t st) {
-    int64_t n = x->rows * x->n;
-    rope_kernel<T, C><<<(unsigned)((n + 255) / 256), 256, 0, st>>>(*x, (const T *)xd, (T *)out, *p);
+    if (x->rows == 0 || x->n == 0) return;
+    const int per_thread = p->L >= kRopeSharedFrom ? kRopeRows : 1;
+    const int64_t cols = p->dims / 2 + (x->n - p->dims), chunks = (x->rows / p->L + per_thread - 1) / per_thread;
+    const int64_t threads = chunks * p->L * cols;
+    rope_kernel<T, C><<<(unsigned)((threads + 255) / 256), 256, 0, st>>>(*x, (const T *)xd, (T *)out, *p, cols,
+                                                                         chunks, per_thread);
 }
 
 } // namespace
