@@ -110,20 +110,29 @@ template <typename I> __device__ void add_offsets(const afo_cuda_strided &d, I i
     }
 }
 
+// The output's extra offset when its position is read on the device.
+__device__ int64_t output_shift(const afo_cuda_strided &d) {
+    if (!d.shift) return 0;
+    return (*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
+}
+
+// Every operand's offset of element idx.
+__device__ void operand_offsets(const afo_cuda_strided &d, int64_t idx, int64_t shifted, int64_t *off) {
+    off[0] = shifted;
+    for (int k = 1; k < AFO_CUDA_MAX_OPERANDS; k++) off[k] = 0;
+    if (d.ndim == 1)
+        for (int k = 0; k < d.nops; k++) off[k] += idx * d.strides[k][0];
+    else if (d.size <= (int64_t)UINT32_MAX)
+        add_offsets<uint32_t>(d, (uint32_t)idx, off);
+    else
+        add_offsets<int64_t>(d, idx, off);
+}
+
 template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
-    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t step = (int64_t)gridDim.x * blockDim.x;
-    int64_t shifted = 0;
-    if (d.shift) shifted = (*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
-    const bool narrow = d.size <= (int64_t)UINT32_MAX;
-    for (; idx < d.size; idx += step) {
-        int64_t off[AFO_CUDA_MAX_OPERANDS] = {shifted, 0, 0, 0};
-        if (d.ndim == 1)
-            for (int k = 0; k < d.nops; k++) off[k] += idx * d.strides[k][0];
-        else if (narrow)
-            add_offsets<uint32_t>(d, (uint32_t)idx, off);
-        else
-            add_offsets<int64_t>(d, idx, off);
+    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
+        int64_t off[AFO_CUDA_MAX_OPERANDS];
+        operand_offsets(d, idx, shifted, off);
         T a = load_as<T>(d.data[1], off[1], d.dtype[1]), v;
         if (op == AFO_OP_WHERE) {
             T x = load_as<T>(d.data[2], off[2], d.dtype[2]), y = load_as<T>(d.data[3], off[3], d.dtype[3]);
@@ -147,19 +156,10 @@ template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
 // 176 MB on an H200). Descriptor shapes and strides count vectors here.
 template <typename S> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
     constexpr int V = 16 / sizeof(S);
-    int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
-    int64_t step = (int64_t)gridDim.x * blockDim.x;
-    int64_t shifted = 0;
-    if (d.shift) shifted = (*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
-    const bool narrow = d.size <= (int64_t)UINT32_MAX;
-    for (; idx < d.size; idx += step) {
-        int64_t off[AFO_CUDA_MAX_OPERANDS] = {shifted, 0, 0, 0};
-        if (d.ndim == 1)
-            for (int k = 0; k < d.nops; k++) off[k] += idx * d.strides[k][0];
-        else if (narrow)
-            add_offsets<uint32_t>(d, (uint32_t)idx, off);
-        else
-            add_offsets<int64_t>(d, idx, off);
+    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
+    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
+        int64_t off[AFO_CUDA_MAX_OPERANDS];
+        operand_offsets(d, idx, shifted, off);
         const uint4 a = ((const uint4 *)d.data[1])[off[1]];
         uint4 b = a, o;
         if (d.nops == 3) b = ((const uint4 *)d.data[2])[off[2]];
