@@ -453,7 +453,8 @@ static void qmv_rows(void *p, int64_t n0, int64_t n1) {
     }
     float *s = q + m->cols, *b = s + m->G;
     size_t ss = afo_dtype_size(m->sdt);
-    float (*dot)(const float *, const void *, int64_t) = c->prims->dot[AFO_NN_F32];
+    void (*dots)(const float *, int64_t, int64_t, const void *, int64_t, int64_t, float *, int64_t) =
+        c->prims->dots[AFO_NN_F32];
     for (int64_t n = n0; n < n1; n++) {
         afo_cpu_convert_row(m->sdt, (const char *)m->s + n * m->G * (int64_t)ss, AFO_FLOAT32, s, m->G);
         afo_cpu_convert_row(m->sdt, (const char *)m->b + n * m->G * (int64_t)ss, AFO_FLOAT32, b, m->G);
@@ -461,8 +462,11 @@ static void qmv_rows(void *p, int64_t n0, int64_t n1) {
         for (int64_t i = 0; i < c->M; i++) {
             const float *xi = c->x + i * c->K, *xs = c->xsum + i * m->G;
             float acc = 0.0f;
-            for (int64_t g = 0; g < m->G; g++)
-                acc += s[g] * dot(xi + g * m->gs, q + g * m->gs, m->gs) + b[g] * xs[g];
+            for (int64_t g = 0; g < m->G; g++) {
+                float d;
+                dots(xi + g * m->gs, 1, m->gs, q + g * m->gs, 0, 1, &d, 1);
+                acc += s[g] * d + b[g] * xs[g];
+            }
             c->y[i * c->N + n] = acc;
         }
     }
