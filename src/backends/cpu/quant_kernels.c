@@ -423,20 +423,24 @@ static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
 
 /* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
- * matrix as a static split would make it. A block is about 256 KiB of
- * weights (at least 32 rows, at most a quarter of a thread's share): the
- * kernels read it as a few sequential streams, and the hardware
- * prefetchers need them long (at 4 bits, 2 threads: 128 KiB blocks read
- * 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20). */
+ * matrix as a static split would make it. The kernels read a block as a
+ * few sequential streams, and the hardware prefetchers need them long, so
+ * a claim takes a share of what is left (guided scheduling): up to about
+ * 256 KiB of weights while much is left (at 4 bits, 2 threads: 128 KiB
+ * blocks read 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20), then less,
+ * down to 32 rows, so that the threads finish together. */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    int64_t block = ((int64_t)256 << 10) / (c->m.words * 4), most = c->N / (4 * nt);
-    block = (block < most ? block : most) / 4 * 4;
-    if (block < 32) block = 32;
+    int64_t most = ((int64_t)256 << 10) / (c->m.words * 4);
     for (;;) {
-        int64_t n0 = atomic_fetch_add(&c->next_row, block);
-        if (n0 >= c->N) break;
-        c->rows(c, n0, n0 + block < c->N ? n0 + block : c->N);
+        int64_t n0 = atomic_load(&c->next_row), take;
+        do {
+            if (n0 >= c->N) return;
+            take = (c->N - n0) / (2 * nt);
+            take = (take < most ? take : most) / 4 * 4;
+            if (take < 32) take = 32;
+        } while (!atomic_compare_exchange_weak(&c->next_row, &n0, n0 + take));
+        c->rows(c, n0, n0 + take < c->N ? n0 + take : c->N);
     }
 }
 
