@@ -426,26 +426,25 @@ static void qmv_fused_rows(qmm_ctx *c, int part, int64_t n0, int64_t n1) { c->fu
 
 /* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
- * matrix as a static split would make it. The kernels read a block as a
- * few sequential streams, and the hardware prefetchers need them long, so
- * a claim takes a share of what is left (guided scheduling): up to about
- * 256 KiB of weights while much is left (at 4 bits, 2 threads: 128 KiB
- * blocks read 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20), then less,
- * down to 32 rows, so that the threads finish together. A block ends at
- * its part's end; the parts share K, so rows weigh the same in all. */
+ * matrix as a static split would make it. A block is about 256 KiB of
+ * weights (at least 32 rows, at most a quarter of a thread's share): the
+ * kernels read it as a few sequential streams, and the hardware
+ * prefetchers need them long (at 4 bits, 2 threads: 128 KiB blocks read
+ * 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20). Guided claims (a share
+ * of what is left, shrinking to 32 rows) measured no better here. A block
+ * ends at its part's end; the parts share K, so rows weigh the same in all. */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    int64_t most = ((int64_t)256 << 10) / (c->pm[0].words * 4), total = c->end[c->parts - 1];
+    int64_t total = c->end[c->parts - 1], block = ((int64_t)256 << 10) / (c->pm[0].words * 4);
+    block = (block < total / (4 * nt) ? block : total / (4 * nt)) / 4 * 4;
+    if (block < 32) block = 32;
     for (;;) {
         int64_t n0 = atomic_load(&c->next_row), n1;
         int part;
         do {
             if (n0 >= total) return;
-            int64_t take = (total - n0) / (2 * nt);
-            take = (take < most ? take : most) / 4 * 4;
-            if (take < 32) take = 32;
             for (part = 0; c->end[part] <= n0; part++) continue;
-            n1 = n0 + take < c->end[part] ? n0 + take : c->end[part];
+            n1 = n0 + block < c->end[part] ? n0 + block : c->end[part];
         } while (!atomic_compare_exchange_weak(&c->next_row, &n0, n1));
         int64_t first = part ? c->end[part - 1] : 0;
         c->rows(c, part, n0 - first, n1 - first);
