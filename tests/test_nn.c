@@ -429,26 +429,13 @@ static void test_prims(void) {
     const afo_nn_prims *simd = afo_nn_prims_best(), *ref = &afo_nn_prims_scalar;
     fprintf(stderr, "  primitives: %s\n", simd->name);
     enum { N = 300 };
-    float q[N], kf[N], w[N], b[N], a1[N], a2[N], s1[N], s2[N];
-    uint16_t kb[N], kh[N];
+    float kf[N], w[N], b[N], a1[N], a2[N], s1[N], s2[N];
     const int64_t lens[] = {0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 64, 100, 128, 257};
     for (size_t li = 0; li < sizeof lens / sizeof *lens; li++) {
         int64_t n = lens[li];
         for (int i = 0; i < N; i++) {
-            q[i] = (float)test_normal(), kf[i] = (float)test_normal();
+            kf[i] = (float)test_normal();
             w[i] = (float)test_normal(), b[i] = (float)test_normal();
-            kb[i] = afo_f32_to_bf16(kf[i]), kh[i] = afo_f32_to_f16(kf[i]);
-        }
-        const void *ks[AFO_NN_ST_COUNT] = {kf, kb, kh};
-        for (int st = 0; st < AFO_NN_ST_COUNT; st++) {
-            double mag = 1e-30;
-            for (int64_t i = 0; i < n; i++) mag += fabs(q[i] * kf[i]);
-            double d1 = simd->dot[st](q, ks[st], n), d2 = ref->dot[st](q, ks[st], n);
-            CHECK_MSG(fabs(d1 - d2) <= 1e-5 * mag, "dot st %d n %lld: %.9g vs %.9g", st, (long long)n, d1, d2);
-            memcpy(a1, w, sizeof a1), memcpy(a2, w, sizeof a2);
-            simd->axpy[st](a1, 0.75f, ks[st], n), ref->axpy[st](a2, 0.75f, ks[st], n);
-            double worst = max_rel_diff(a1, a2, N, 1);
-            CHECK_MSG(worst <= 1e-6, "axpy st %d n %lld: error %.3g", st, (long long)n, worst);
         }
         /* exp_sum over scores <= max, with hidden (-inf) entries */
         for (int i = 0; i < N; i++) s1[i] = s2[i] = i % 5 == 3 ? -INFINITY : (float)test_uniform(-95, 3);
@@ -478,6 +465,62 @@ static void test_prims(void) {
             CHECK_MSG(worst <= 1e-6, "rotate_halves n %lld: error %.3g", (long long)n, worst);
         }
     }
+}
+
+/* Attention's products (dots, axpys) of the SIMD table against the scalar
+ * one: head counts, row lengths and row counts that exercise every tile and
+ * tail, rows a stride apart. Bounds: dots |got - ref| <= 1e-5 sum |q k|
+ * (float sums in another order, about n 2^-24 of the magnitudes); axpys
+ * |got - ref| <= 1e-5 (|acc| + sum |p v|) per element (the same order, fused
+ * or separate multiply-adds). */
+static void test_attention_prims(void) {
+    const afo_nn_prims *simd = afo_nn_prims_best(), *ref = &afo_nn_prims_scalar;
+    enum { MAXQ = 8, MAXD = 136, MAXN = 131, STRIDE = MAXD + 5, LS = MAXN + 3 };
+    static float q[MAXQ * MAXD], kf[MAXN * STRIDE], p[MAXQ * LS], s1[MAXQ * LS], s2[MAXQ * LS];
+    static float a0[MAXQ * MAXD], a1[MAXQ * MAXD], a2[MAXQ * MAXD];
+    static uint16_t kb[MAXN * STRIDE], kh[MAXN * STRIDE];
+    for (int i = 0; i < MAXQ * MAXD; i++) q[i] = (float)test_normal(), a0[i] = (float)test_normal();
+    for (int i = 0; i < MAXQ * LS; i++) p[i] = (float)test_uniform(0, 1);
+    for (int i = 0; i < MAXN * STRIDE; i++) {
+        kf[i] = (float)test_normal();
+        kb[i] = afo_f32_to_bf16(kf[i]), kh[i] = afo_f32_to_f16(kf[i]);
+    }
+    const void *ks[AFO_NN_ST_COUNT] = {kf, kb, kh};
+    const int64_t nqs[] = {1, 2, 3, 8}, Ds[] = {1, 7, 8, 24, 64, 72, 136}, ns[] = {0, 1, 3, 4, 5, 63, 64, 65, 131};
+    int cases = 0;
+    for (size_t a = 0; a < sizeof nqs / sizeof *nqs; a++)
+        for (size_t b = 0; b < sizeof Ds / sizeof *Ds; b++)
+            for (size_t c = 0; c < sizeof ns / sizeof *ns; c++)
+                for (int st = 0; st < AFO_NN_ST_COUNT; st++, cases++) {
+                    int64_t nq = nqs[a], D = Ds[b], n = ns[c];
+                    for (int i = 0; i < MAXQ * LS; i++) s1[i] = s2[i] = -1.0f;
+                    simd->dots[st](q, nq, D, ks[st], STRIDE, n, s1, LS);
+                    ref->dots[st](q, nq, D, ks[st], STRIDE, n, s2, LS);
+                    memcpy(a1, a0, sizeof a1), memcpy(a2, a0, sizeof a2);
+                    simd->axpys[st](a1, nq, D, p, LS, ks[st], STRIDE, n);
+                    ref->axpys[st](a2, nq, D, p, LS, ks[st], STRIDE, n);
+                    double worst_s = 0, worst_a = 0;
+                    for (int64_t t = 0; t < MAXQ; t++)
+                        for (int64_t x = 0; x < LS; x++) {
+                            bool out = t < nq && x < n;
+                            double mag = 1e-30;
+                            for (int64_t i = 0; out && i < D; i++) mag += fabs(q[t * D + i] * kf[x * STRIDE + i]);
+                            double e = fabs((double)s1[t * LS + x] - s2[t * LS + x]) / (out ? 1e-5 * mag : 1e-30);
+                            worst_s = e > worst_s || isnan(e) ? e : worst_s;
+                        }
+                    for (int64_t t = 0; t < MAXQ; t++)
+                        for (int64_t i = 0; i < D; i++) {
+                            double mag = fabs(a0[t * D + i]) + 1e-30;
+                            for (int64_t x = 0; t < nq && x < n; x++) mag += fabs(p[t * LS + x] * kf[x * STRIDE + i]);
+                            double e = fabs((double)a1[t * D + i] - a2[t * D + i]) / (1e-5 * mag);
+                            worst_a = e > worst_a || isnan(e) ? e : worst_a;
+                        }
+                    CHECK_MSG(worst_s <= 1, "dots st %d nq %lld D %lld n %lld: %.3g of the bound", st, (long long)nq,
+                              (long long)D, (long long)n, worst_s);
+                    CHECK_MSG(worst_a <= 1, "axpys st %d nq %lld D %lld n %lld: %.3g of the bound", st,
+                              (long long)nq, (long long)D, (long long)n, worst_a);
+                }
+    fprintf(stderr, "  %d attention primitive cases\n", cases);
 }
 
 /* ------------------------------------------------------------ gradients */
@@ -571,6 +614,7 @@ int main(void) {
     if (s && atof(s) > 0) g_scale = atof(s);
     test_seed(7);
     RUN(test_prims);
+    RUN(test_attention_prims);
     RUN(test_norms);
     RUN(test_rope);
     RUN(test_sdpa);

@@ -556,6 +556,79 @@ static void test_quantized_matmul_grad(void) {
     qmat_free(&m);
 }
 
+/* y of 2 and 3 parts against the parts' own products, bit for bit. */
+static void check_parts(afo_array *xa, int64_t M, afo_array **w, afo_array **sc, afo_array **bs, const int64_t *Ns,
+                        int bits) {
+    for (int parts = 2; parts <= 3; parts++) {
+        afo_array *y = afo_quantized_matmul_parts(xa, parts, w, sc, bs, 64, bits);
+        CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
+        float *got = read_f32(y);
+        int64_t col = 0, ld = afo_array_dim(y, 1), bad = 0;
+        for (int p = 0; p < parts; p++) {
+            afo_array *yp = afo_quantized_matmul(xa, w[p], sc[p], bs[p], 1, 64, bits);
+            float *want = read_f32(yp);
+            for (int64_t i = 0; i < M; i++)
+                bad += memcmp(got + i * ld + col, want + i * Ns[p], (size_t)Ns[p] * sizeof(float)) != 0;
+            col += Ns[p];
+            free(want);
+            afo_release(yp);
+        }
+        CHECK_MSG(bad == 0 && col == ld, "bits %d M %lld parts %d: %lld rows differ", bits, (long long)M, parts,
+                  (long long)bad);
+        free(got);
+        afo_release(y);
+    }
+}
+
+/* afo_quantized_matmul_parts equals the concatenation of the parts'
+ * afo_quantized_matmul bit for bit (every row's arithmetic is the same; the
+ * matvec only claims rows across the parts), at every level and thread
+ * count, for the matvec and the prefill; its gradient of x is the sum of
+ * the parts' (within float rounding). */
+static void test_quantized_matmul_parts(void) {
+    const int bits[] = {4, 8, 5};
+    const int64_t Ns[] = {37, 8, 70}, Ms[] = {1, 3, 20};
+    for (int bi = 0; bi < LEN(bits); bi++) {
+        qmat m[3];
+        for (int p = 0; p < 3; p++) m[p] = qmat_random(AFO_BFLOAT16, Ns[p], 3 * 64, 64, bits[bi]);
+        afo_array *w[3] = {m[0].wq, m[1].wq, m[2].wq}, *sc[3] = {m[0].s, m[1].s, m[2].s}, *bs[3] = {m[0].b, m[1].b, m[2].b};
+        for (int mi = 0; mi < LEN(Ms); mi++) {
+            int64_t M = Ms[mi], xs[2] = {M, 3 * 64};
+            float *x = malloc((size_t)(M * 3 * 64) * sizeof(float));
+            for (int64_t i = 0; i < M * 3 * 64; i++) x[i] = (float)test_normal();
+            afo_array *xa = afo_array_from_data(x, AFO_FLOAT32, 2, xs);
+            EACH_LEVEL_AND_THREADS(check_parts(xa, M, w, sc, bs, Ns, bits[bi]));
+            /* d/dx of sum(g * y) */
+            int64_t gs[2] = {M, Ns[0] + Ns[1] + Ns[2]};
+            float *g = malloc((size_t)(gs[0] * gs[1]) * sizeof(float)), *want = malloc((size_t)(M * 3 * 64) * sizeof(float));
+            for (int64_t i = 0; i < gs[0] * gs[1]; i++) g[i] = (float)test_normal();
+            for (int64_t i = 0; i < M; i++)
+                for (int64_t k = 0; k < 3 * 64; k++) {
+                    double acc = 0;
+                    int64_t col = 0;
+                    for (int p = 0; p < 3; p++) {
+                        for (int64_t n = 0; n < Ns[p]; n++) acc += (double)g[i * gs[1] + col + n] * m[p].deq[n * 3 * 64 + k];
+                        col += Ns[p];
+                    }
+                    want[i * 3 * 64 + k] = (float)acc;
+                }
+            afo_array *ga = afo_array_from_data(g, AFO_FLOAT32, 2, gs), *grad = NULL;
+            afo_array *y = afo_quantized_matmul_parts(xa, 3, w, sc, bs, 64, bits[bi]);
+            CHECK_MSG(afo_vjp(y, ga, &xa, 1, &grad) == AFO_OK, "%s", afo_last_error());
+            float *dx = read_f32(grad);
+            double worst = 0;
+            for (int64_t i = 0; i < M * 3 * 64; i++) {
+                double e = fabs(dx[i] - want[i]) / (1 + fabs(want[i]));
+                if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+            }
+            CHECK_MSG(worst <= 1e-5, "parts grad error %.3g", worst);
+            free(dx), free(g), free(want), free(x);
+            afo_release(grad), afo_release(ga), afo_release(y), afo_release(xa);
+        }
+        for (int p = 0; p < 3; p++) qmat_free(&m[p]);
+    }
+}
+
 /* Strided operands (transposed x and w, every other row of the packed
  * matrix) give the results of their dense copies: quantize bit for bit,
  * matmul within rounding. */
@@ -641,6 +714,7 @@ int main(void) {
     RUN(test_levels_u8);
     RUN(test_quantized_matmul);
     RUN(test_quantized_matmul_grad);
+    RUN(test_quantized_matmul_parts);
     RUN(test_strided_inputs);
     RUN(test_errors);
     return test_finish();

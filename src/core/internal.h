@@ -224,6 +224,15 @@ static inline void *afo_array_ptr(const afo_array *a) {
 bool afo_strides_contiguous(int ndim, const int64_t *shape, const int64_t *strides);
 /* Sum-reduces g (a broadcast result) back to `shape` (for gradients). */
 afo_array *afo_unbroadcast(afo_array *g, int ndim, const int64_t *shape);
+/* x [..., K] times the transposes of `parts` (<= AFO_QMM_MAX_PARTS) packed
+ * weights of one format and input size K: [..., N_0 + N_1 + ...], each
+ * part's outputs in turn, as afo_quantized_matmul of the stacked weights
+ * would give them but without stacking (copying) them. A decode step's q, k
+ * and v (gate and up) projections run as one: the CPU kernel quantizes x
+ * once and threads share one pass over all the rows. CPU only. */
+enum { AFO_QMM_MAX_PARTS = 3 };
+afo_array *afo_quantized_matmul_parts(afo_array *x, int parts, afo_array *const *wq, afo_array *const *scales,
+                                      afo_array *const *biases, int group_size, int bits);
 /* Post-order of the nodes reaching roots (inputs first); evaluated nodes
  * are included only when asked. *out is malloc'd. */
 afo_status afo_graph_topo(afo_array *const *roots, int n, bool include_evaluated, afo_array ***out,

@@ -62,9 +62,7 @@ int afo_model_is_eos(const afo_model *m, int32_t id) {
     return 0;
 }
 
-/* Whether projections can be applied as one product: the same format
- * (plain dtype, or bits and group size), input size and no bias. */
-static bool fusable(const linear_weight *p, int n) {
+bool linear_fusable(const linear_weight *p, int n) {
     for (int i = 0; i < n; i++) {
         if (!p[i].w || afo_array_ndim(p[i].w) != 2 || !p[0].scales != !p[i].scales) return false;
         if (afo_array_dtype(p[i].w) != afo_array_dtype(p[0].w) || afo_array_dim(p[i].w, 1) != afo_array_dim(p[0].w, 1))
@@ -109,11 +107,11 @@ afo_status model_stack_projections(afo_model *m) {
     for (int l = 0; l < m->cfg.layers; l++) {
         layer_weights *w = &m->layers[l];
         linear_weight qkv[3] = {w->q, w->k, w->v}, gu[2] = {w->gate, w->up};
-        if (!w->qkv.w && !w->q_bias && !w->k_bias && !w->v_bias && fusable(qkv, 3)) {
+        if (!w->qkv.w && !w->q_bias && !w->k_bias && !w->v_bias && linear_fusable(qkv, 3)) {
             w->stacked_qkv = true;
             AFO_TRY(stack_rows((linear_weight *[]){&w->q, &w->k, &w->v}, 3, &w->qkv));
         }
-        if (!w->gate_up.w && !w->gate_bias && !w->up_bias && fusable(gu, 2)) {
+        if (!w->gate_up.w && !w->gate_bias && !w->up_bias && linear_fusable(gu, 2)) {
             w->stacked_gate_up = true;
             AFO_TRY(stack_rows((linear_weight *[]){&w->gate, &w->up}, 2, &w->gate_up));
         }

@@ -213,6 +213,9 @@ afo_array *linear(afo_array *x, const linear_weight *w, afo_array *bias);
  * afo_model_to_device does it for devices other than the CPU, where it is
  * evaluated. */
 afo_status model_stack_projections(afo_model *m);
+/* Whether projections can be applied as one product: the same format
+ * (plain dtype, or bits and group size), input size and no bias. */
+bool linear_fusable(const linear_weight *p, int n);
 
 /* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and
  * position (int32 [1], at the cache's length when recorded) are device data

@@ -57,6 +57,21 @@ static bool use_stacked(const linear_weight *fused, bool stacked, afo_array *x) 
     return fused->w && (!stacked || rows <= STACKED_MAX_ROWS);
 }
 
+/* The parts' products at once, as their stacked form would give them
+ * (afo_quantized_matmul_parts): on the CPU, at decode sizes, for quantized
+ * parts of one format without biases, whose activations the kernel then
+ * quantizes once for all (NULL where that does not apply). A GPU stacks
+ * the parts instead (model_stack_projections). */
+static afo_array *quantized_parts(afo_array *x, const linear_weight *p, int n, bool biased) {
+    int64_t rows = afo_array_size(x) / afo_array_dim(x, -1);
+    if (biased || !p[0].scales || rows > STACKED_MAX_ROWS || afo_get_default_device() != AFO_CPU ||
+        !linear_fusable(p, n))
+        return NULL;
+    afo_array *w[AFO_QMM_MAX_PARTS], *s[AFO_QMM_MAX_PARTS], *b[AFO_QMM_MAX_PARTS];
+    for (int i = 0; i < n; i++) w[i] = p[i].w, s[i] = p[i].scales, b[i] = p[i].biases;
+    return afo_quantized_matmul_parts(x, n, w, s, b, p[0].group_size, p[0].bits);
+}
+
 static afo_array *mlp(const afo_model *m, const layer_weights *w, afo_array *x) {
     const model_config *c = &m->cfg;
     if (w->router.w) {
@@ -65,10 +80,11 @@ static afo_array *mlp(const afo_model *m, const layer_weights *w, afo_array *x) 
         afo_release(x2);
         return y ? ow_reshape(y, afo_array_ndim(x), afo_array_shape(x)) : NULL;
     }
-    if (use_stacked(&w->gate_up, w->stacked_gate_up, x)) {
-        afo_array *gu = linear(x, &w->gate_up, NULL);
-        afo_array *g = gu ? afo_slice_axis(gu, -1, 0, c->intermediate) : NULL;
-        afo_array *u = gu ? afo_slice_axis(gu, -1, c->intermediate, 2 * c->intermediate) : NULL;
+    afo_array *gu = use_stacked(&w->gate_up, w->stacked_gate_up, x) ? linear(x, &w->gate_up, NULL)
+                    : quantized_parts(x, (linear_weight[]){w->gate, w->up}, 2, w->gate_bias || w->up_bias);
+    if (gu) {
+        afo_array *g = afo_slice_axis(gu, -1, 0, c->intermediate);
+        afo_array *u = afo_slice_axis(gu, -1, c->intermediate, 2 * c->intermediate);
         afo_release(gu);
         return ow_mlp_tail(c, g, u, &w->down, NULL);
     }
@@ -108,11 +124,12 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     int64_t D = c->head_dim, H = c->heads, K = c->kv_heads;
     bool sliding = c->layer_sliding[layer];
     afo_array *q, *k, *v;
-    if (use_stacked(&w->qkv, w->stacked_qkv, h)) {
-        afo_array *qkv = linear(h, &w->qkv, NULL);
-        q = qkv ? afo_slice_axis(qkv, -1, 0, H * D) : NULL;
-        k = qkv ? afo_slice_axis(qkv, -1, H * D, (H + K) * D) : NULL;
-        v = qkv ? afo_slice_axis(qkv, -1, (H + K) * D, (H + 2 * K) * D) : NULL;
+    afo_array *qkv = use_stacked(&w->qkv, w->stacked_qkv, h) ? linear(h, &w->qkv, NULL)
+                     : quantized_parts(h, (linear_weight[]){w->q, w->k, w->v}, 3, w->q_bias || w->k_bias || w->v_bias);
+    if (qkv) {
+        q = afo_slice_axis(qkv, -1, 0, H * D);
+        k = afo_slice_axis(qkv, -1, H * D, (H + K) * D);
+        v = afo_slice_axis(qkv, -1, (H + K) * D, (H + 2 * K) * D);
         afo_release(qkv);
     } else {
         q = linear(h, &w->q, w->q_bias);

@@ -156,6 +156,56 @@ afo_array *afo_quantized_matmul(afo_array *x, afo_array *wq, afo_array *scales, 
     return node_checked(AFO_OP_QUANTIZED_MATMUL, args, 4, &at);
 }
 
+/* ------------------------------------------------------------ quantized matmul of parts */
+
+/* in: x, then wq, scales, biases per part. */
+static afo_status qmm_parts_shape(afo_array *out, afo_array *const *in, int nin, const afo_attrs *at) {
+    int parts = (nin - 1) / 3;
+    if (nin < 4 || (nin - 1) % 3 || parts > AFO_QMM_MAX_PARTS || !at->i[AFO_QUANT_I_EXTRA])
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "quantized_matmul_parts: 1 to %d transposed parts, not %d inputs",
+                         AFO_QMM_MAX_PARTS, nin);
+    int64_t n = 0;
+    for (int p = 0; p < parts; p++) {
+        afo_array *one[4] = {in[0], in[1 + 3 * p], in[2 + 3 * p], in[3 + 3 * p]};
+        AFO_TRY(qmm_shape(out, one, 4, at));
+        n += out->shape[out->ndim - 1];
+    }
+    out->shape[out->ndim - 1] = n;
+    return AFO_OK;
+}
+
+/* The sum over parts of each part's gradient (its columns of g). */
+static afo_status qmm_parts_vjp(afo_array *out, afo_array *g, int arg, afo_array **grad) {
+    *grad = NULL;
+    if (arg != 0) return AFO_OK;
+    const afo_attrs *at = &out->attrs;
+    afo_array *sum = NULL;
+    int64_t col = 0;
+    for (int p = 0; p < (out->nin - 1) / 3; p++) {
+        afo_array *const *t = out->in + 1 + 3 * p;
+        int64_t n = afo_array_dim(t[0], 0);
+        afo_array *gp = afo_slice_axis(g, -1, col, col + n);
+        afo_array *d = gp ? afo_quantized_matmul(gp, t[0], t[1], t[2], 0, (int)at->i[AFO_QUANT_I_GS],
+                                                 (int)at->i[AFO_QUANT_I_BITS]) : NULL;
+        afo_release(gp);
+        sum = sum ? ow_add(sum, d) : d;
+        if (!sum) return afo_last_status();
+        col += n;
+    }
+    *grad = sum;
+    return AFO_OK;
+}
+
+afo_array *afo_quantized_matmul_parts(afo_array *x, int parts, afo_array *const *wq, afo_array *const *scales,
+                                      afo_array *const *biases, int group_size, int bits) {
+    if (parts < 1 || parts > AFO_QMM_MAX_PARTS)
+        return afo_error_null(AFO_ERR_INVALID_ARGUMENT, "quantized_matmul_parts: %d parts", parts);
+    afo_array *args[1 + 3 * AFO_QMM_MAX_PARTS] = {x};
+    for (int p = 0; p < parts; p++) args[1 + 3 * p] = wq[p], args[2 + 3 * p] = scales[p], args[3 + 3 * p] = biases[p];
+    afo_attrs at = qattrs(group_size, bits, 1);
+    return node_checked(AFO_OP_QUANTIZED_MATMUL_PARTS, args, 1 + 3 * parts, &at);
+}
+
 /* ------------------------------------------------------------ quantized take */
 
 static afo_status qtake_shape(afo_array *out, afo_array *const *in, int nin, const afo_attrs *at) {
@@ -187,10 +237,13 @@ static const afo_op_def def_quantize = {"quantize", quantize_shape, {afo_cpu_qua
 static const afo_op_def def_dequantize = {"dequantize", dequantize_shape, {afo_cpu_dequantize}, NULL};
 static const afo_op_def def_qmm = {"quantized_matmul", qmm_shape, {afo_cpu_quantized_matmul}, qmm_vjp};
 static const afo_op_def def_qtake = {"quantized_take", qtake_shape, {afo_cpu_quantized_take}, NULL};
+static const afo_op_def def_qmm_parts = {"quantized_matmul_parts", qmm_parts_shape, {afo_cpu_quantized_matmul},
+                                         qmm_parts_vjp};
 
 void afo_register_quant_ops(void) {
     afo_op_register(AFO_OP_QUANTIZE, &def_quantize);
     afo_op_register(AFO_OP_DEQUANTIZE, &def_dequantize);
     afo_op_register(AFO_OP_QUANTIZED_MATMUL, &def_qmm);
     afo_op_register(AFO_OP_QUANTIZED_TAKE, &def_qtake);
+    afo_op_register(AFO_OP_QUANTIZED_MATMUL_PARTS, &def_qmm_parts);
 }

@@ -37,8 +37,11 @@ static inline float ld_f16(const void *p, int64_t i) { return afo_f16_to_f32(((c
         for (int64_t i = 0; i < n; i++) acc[i] += a * ld_##SUF(v, i);                \
     }
 SCALAR_DOT_AXPY(f32)
+AFO_NN_ROWWISE_DOTS_AXPYS(f32)
 SCALAR_DOT_AXPY(bf16)
+AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
 SCALAR_DOT_AXPY(f16)
+AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 
 static float exp_sum_scalar(float *s, int64_t n, float max) {
     float sum = 0;
@@ -71,7 +74,8 @@ static void rotate_halves_scalar(float *x, int64_t half, const float *c, const f
 }
 
 const afo_nn_prims afo_nn_prims_scalar = {
-    "scalar", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
+    "scalar", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
+    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
     exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar, rotate_halves_scalar,
 };
 
@@ -312,35 +316,53 @@ typedef struct sdpa_job {
     atomic_bool failed;
 } sdpa_job;
 
-/* The row at element offset `off` of k or v: read in place by the
- * primitives when they can, else converted into tmp. */
-static const void *kv_row(const sdpa_job *j, const afo_array *a, int st, int64_t off, int64_t n, void *tmp,
-                          int *st_out) {
-    const void *p = elem(a, off);
-    *st_out = st >= 0 ? st : AFO_NN_F32;
-    if (st >= 0) return p;
-    afo_cpu_load_row(a->dtype, p, a->strides[3], n, j->ct, tmp);
-    return tmp;
+/* s[t * Lk + x] = q_t . k_x for the item's heads t and the n rows from kbase
+ * (element offset of row lo), read in place (rows a stride apart) or each
+ * converted into tmp. */
+static void scores_float(const sdpa_job *j, const float *qs, int64_t kbase, int64_t n, float *s, float *tmp) {
+    const afo_array *k = j->k;
+    if (j->kst >= 0) {
+        j->p->dots[j->kst](qs, j->hpi, j->D, elem(k, kbase), k->strides[2], n, s, j->Lk);
+        return;
+    }
+    for (int64_t x = 0; x < n; x++) {
+        afo_cpu_load_row(k->dtype, elem(k, kbase + x * k->strides[2]), k->strides[3], j->D, AFO_CT_F32, tmp);
+        j->p->dots[AFO_NN_F32](qs, j->hpi, j->D, tmp, 0, 1, s + x, j->Lk);
+    }
 }
-
-static inline float dot_float(const sdpa_job *j, const float *q, const void *k, int st) {
-    return j->p->dot[st](q, k, j->D);
-}
-static inline void axpy_float(const sdpa_job *j, float *acc, float a, const void *v, int st) {
-    j->p->axpy[st](acc, a, v, j->Dv);
+/* acc[t] += sum_x s[t * Lk + x] v_x, v's rows as k's in scores_float. */
+static void values_float(const sdpa_job *j, float *acc, const float *s, int64_t vbase, int64_t n, float *tmp) {
+    const afo_array *v = j->v;
+    if (j->vst >= 0) {
+        j->p->axpys[j->vst](acc, j->hpi, j->Dv, s, j->Lk, elem(v, vbase), v->strides[2], n);
+        return;
+    }
+    for (int64_t x = 0; x < n; x++) {
+        afo_cpu_load_row(v->dtype, elem(v, vbase + x * v->strides[2]), v->strides[3], j->Dv, AFO_CT_F32, tmp);
+        j->p->axpys[AFO_NN_F32](acc, j->hpi, j->Dv, s + x, j->Lk, tmp, 0, 1);
+    }
 }
 static inline float exp_sum_float(const sdpa_job *j, float *s, int64_t n, float max) {
     return j->p->exp_sum(s, n, max);
 }
-static inline double dot_double(const sdpa_job *j, const double *q, const void *k, int st) {
-    const double *x = k;
-    double s = 0;
-    for (int64_t i = 0; i < j->D; i++) s += q[i] * x[i];
-    return s;
+static void scores_double(const sdpa_job *j, const double *qs, int64_t kbase, int64_t n, double *s, double *tmp) {
+    const afo_array *k = j->k;
+    for (int64_t x = 0; x < n; x++) {
+        afo_cpu_load_row(k->dtype, elem(k, kbase + x * k->strides[2]), k->strides[3], j->D, AFO_CT_F64, tmp);
+        for (int64_t t = 0; t < j->hpi; t++) {
+            double d = 0;
+            for (int64_t i = 0; i < j->D; i++) d += qs[t * j->D + i] * tmp[i];
+            s[t * j->Lk + x] = d;
+        }
+    }
 }
-static inline void axpy_double(const sdpa_job *j, double *acc, double a, const void *v, int st) {
-    const double *x = v;
-    for (int64_t i = 0; i < j->Dv; i++) acc[i] += a * x[i];
+static void values_double(const sdpa_job *j, double *acc, const double *s, int64_t vbase, int64_t n, double *tmp) {
+    const afo_array *v = j->v;
+    for (int64_t x = 0; x < n; x++) {
+        afo_cpu_load_row(v->dtype, elem(v, vbase + x * v->strides[2]), v->strides[3], j->Dv, AFO_CT_F64, tmp);
+        for (int64_t t = 0; t < j->hpi; t++)
+            for (int64_t i = 0; i < j->Dv; i++) acc[t * j->Dv + i] += s[t * j->Lk + x] * tmp[i];
+    }
 }
 static inline double exp_sum_double(const sdpa_job *j, double *s, int64_t n, double max) {
     double sum = 0;
@@ -374,12 +396,7 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
                 afo_cpu_load_row(q->dtype, elem(q, off), q->strides[3], D, j->ct, qs + t * D);         \
                 for (int64_t c = 0; c < D; c++) qs[t * D + c] *= (T)j->scale;                          \
             }                                                                                          \
-            int64_t kbase = b * k->strides[0] + hk * k->strides[1];                                    \
-            for (int64_t x = 0; x < n; x++) {                                                          \
-                int st;                                                                                \
-                const void *kr = kv_row(j, k, j->kst, kbase + (lo + x) * k->strides[2], D, tmp, &st);  \
-                for (int64_t t = 0; t < hpi; t++) s[t * Lk + x] = dot_##T(j, qs + t * D, kr, st);      \
-            }                                                                                          \
+            scores_##T(j, qs, b * k->strides[0] + hk * k->strides[1] + lo * k->strides[2], n, s, tmp);  \
             for (int64_t t = 0; m && t < hpi; t++) {                                                   \
                 int64_t off = b * j->mstride[0] + (hq0 + t) * j->mstride[1] + i * j->mstride[2] +      \
                               lo * j->mstride[3];                                                      \
@@ -399,13 +416,7 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
                 }                                                                                      \
             }                                                                                          \
             memset(acc, 0, sizeof(T) * (size_t)(hpi * Dv));                                            \
-            int64_t vbase = b * v->strides[0] + hk * v->strides[1];                                    \
-            for (int64_t x = 0; x < n; x++) {                                                          \
-                int st;                                                                                \
-                const void *vr = kv_row(j, v, j->vst, vbase + (lo + x) * v->strides[2], Dv, tmp, &st); \
-                for (int64_t t = 0; t < hpi; t++)                                                      \
-                    if (s[t * Lk + x] != 0) axpy_##T(j, acc + t * Dv, s[t * Lk + x], vr, st);          \
-            }                                                                                          \
+            values_##T(j, acc, s, b * v->strides[0] + hk * v->strides[1] + lo * v->strides[2], n, tmp); \
             for (int64_t t = 0; t < hpi; t++) {                                                        \
                 T inv = sum[t] > 0 ? (T)1 / sum[t] : 0;                                                \
                 for (int64_t c = 0; c < Dv; c++) acc[t * Dv + c] *= inv;                               \

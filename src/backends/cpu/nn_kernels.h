@@ -15,10 +15,15 @@ int afo_nn_st_of(afo_dtype dt);
 
 typedef struct afo_nn_prims {
     const char *name;
-    /* sum_i q[i] * k[i]; k holds n elements of the table's storage type */
-    float (*dot[AFO_NN_ST_COUNT])(const float *q, const void *k, int64_t n);
-    /* acc[i] += a * v[i] */
-    void (*axpy[AFO_NN_ST_COUNT])(float *acc, float a, const void *v, int64_t n);
+    /* Attention's two products, over n rows of keys or values (the table's
+     * storage type, row x at element x * stride) and nq query heads at once,
+     * so that a decode step's query heads of one kv head share each row's
+     * loads: s[t * ls + x] = sum_i q[t * D + i] * k[x * ks + i], and
+     * acc[t * Dv + i] += sum_x p[t * ls + x] * v[x * vs + i] (x in order). */
+    void (*dots[AFO_NN_ST_COUNT])(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n,
+                                  float *s, int64_t ls);
+    void (*axpys[AFO_NN_ST_COUNT])(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls, const void *v,
+                                   int64_t vs, int64_t n);
     /* s[i] = exp(s[i] - max); returns the sum of the new s[i] */
     float (*exp_sum)(float *s, int64_t n, float max);
     /* sum_i x[i] */
@@ -30,6 +35,25 @@ typedef struct afo_nn_prims {
     /* rotated halves: (x[i], x[i+half]) -> (x[i] c[i] - x[i+half] s[i], x[i] s[i] + x[i+half] c[i]) */
     void (*rotate_halves)(float *x, int64_t half, const float *c, const float *s);
 } afo_nn_prims;
+
+/* rowwise_dots_SUF and rowwise_axpys_SUF, one row and one head at a time,
+ * from a level's row primitives float dot_SUF(q, k, n) (sum q[i] k[i]) and
+ * void axpy_SUF(acc, a, v, n) (acc[i] += a v[i]): the scalar reference,
+ * the levels without a blocked version, and AVX2's for odd row lengths. */
+#define AFO_NN_ROWWISE_DOTS_AXPYS(SUF)                                                                         \
+    static void rowwise_dots_##SUF(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n, \
+                                   float *s, int64_t ls) {                                                    \
+        for (int64_t x = 0; x < n; x++)                                                                       \
+            for (int64_t t = 0; t < nq; t++)                                                                  \
+                s[t * ls + x] = dot_##SUF(q + t * D, (const char *)k + x * ks * AFO_NN_ESIZE_##SUF, D);       \
+    }                                                                                                         \
+    static void rowwise_axpys_##SUF(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls,           \
+                                    const void *v, int64_t vs, int64_t n) {                                   \
+        for (int64_t x = 0; x < n; x++)                                                                       \
+            for (int64_t t = 0; t < nq; t++)                                                                  \
+                axpy_##SUF(acc + t * Dv, p[t * ls + x], (const char *)v + x * vs * AFO_NN_ESIZE_##SUF, Dv);   \
+    }
+enum { AFO_NN_ESIZE_f32 = 4, AFO_NN_ESIZE_bf16 = 2, AFO_NN_ESIZE_f16 = 2 };
 
 extern const afo_nn_prims afo_nn_prims_scalar;
 #if defined(__x86_64__) || defined(__i386__)

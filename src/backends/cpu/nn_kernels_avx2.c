@@ -52,6 +52,110 @@ static inline float hsum(__m256 v) {
 AVX2_DOT_AXPY(f32)
 AVX2_DOT_AXPY(bf16)
 AVX2_DOT_AXPY(f16)
+AFO_NN_ROWWISE_DOTS_AXPYS(f32)
+AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
+AFO_NN_ROWWISE_DOTS_AXPYS(f16)
+
+/* Attention's products in register tiles (row lengths a multiple of 8,
+ * else row-wise). dots: nh heads by nk key rows, each key chunk loaded
+ * (and converted) once for the nh heads, each query chunk once for the nk
+ * keys; 4 keys' sums leave together through two hadd levels. axpys: nh
+ * heads by nv vectors of a value row, the p of a head broadcast once per
+ * row; blocks of 64 rows stay in L1 while every head and chunk passes. A
+ * decode step called the row primitives once per (head, key), and the
+ * calls, horizontal sums and accumulator loads and stores took more time
+ * than the arithmetic. */
+#define AVX2_DOTS_AXPYS(SUF)                                                                                    \
+    static inline __attribute__((always_inline)) void dots_tile_##SUF(int nh, int nk, const float *q, int64_t D, \
+                                                                       const char *k, size_t kb, float *s,      \
+                                                                       int64_t ls) {                            \
+        __m256 a[2][4];                                                                                         \
+        _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
+            _Pragma("GCC unroll 4") for (int x = 0; x < nk; x++) a[h][x] = _mm256_setzero_ps();                                         \
+        for (int64_t i = 0; i < D; i += 8) {                                                                    \
+            __m256 kv[4];                                                                                       \
+            _Pragma("GCC unroll 4") for (int x = 0; x < nk; x++) kv[x] = ld8_##SUF(k + x * kb, i);                                      \
+            _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++) {                                                                      \
+                __m256 qv = _mm256_loadu_ps(q + h * D + i);                                                     \
+                _Pragma("GCC unroll 4") for (int x = 0; x < nk; x++) a[h][x] = _mm256_fmadd_ps(qv, kv[x], a[h][x]);                     \
+            }                                                                                                   \
+        }                                                                                                       \
+        _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++) {                                                                          \
+            if (nk == 4) {                                                                                      \
+                __m256 r = _mm256_hadd_ps(_mm256_hadd_ps(a[h][0], a[h][1]), _mm256_hadd_ps(a[h][2], a[h][3]));  \
+                _mm_storeu_ps(s + h * ls, _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1)));  \
+            } else {                                                                                            \
+                _Pragma("GCC unroll 4") for (int x = 0; x < nk; x++) s[h * ls + x] = hsum(a[h][x]);                                     \
+            }                                                                                                   \
+        }                                                                                                       \
+    }                                                                                                           \
+    static void dots_##SUF(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n, float *s, \
+                           int64_t ls) {                                                                        \
+        if (D % 8) {                                                                                            \
+            rowwise_dots_##SUF(q, nq, D, k, ks, n, s, ls);                                                      \
+            return;                                                                                             \
+        }                                                                                                       \
+        size_t kb = (size_t)ks * AFO_NN_ESIZE_##SUF;                                                            \
+        for (int64_t x = 0; x < n;) {                                                                           \
+            const char *kx = (const char *)k + x * kb;                                                          \
+            int nk = n - x >= 4 ? 4 : 1;                                                                        \
+            int64_t t = 0;                                                                                      \
+            for (; t + 2 <= nq; t += 2) {                                                                       \
+                if (nk == 4) dots_tile_##SUF(2, 4, q + t * D, D, kx, kb, s + t * ls + x, ls);                   \
+                else dots_tile_##SUF(2, 1, q + t * D, D, kx, kb, s + t * ls + x, ls);                           \
+            }                                                                                                   \
+            if (t < nq) {                                                                                       \
+                if (nk == 4) dots_tile_##SUF(1, 4, q + t * D, D, kx, kb, s + t * ls + x, ls);                   \
+                else dots_tile_##SUF(1, 1, q + t * D, D, kx, kb, s + t * ls + x, ls);                           \
+            }                                                                                                   \
+            x += nk;                                                                                            \
+        }                                                                                                       \
+    }                                                                                                           \
+    static inline __attribute__((always_inline)) void axpys_tile_##SUF(int nh, int nv, float *acc, int64_t Dv,  \
+                                                                        const float *p, int64_t ls,             \
+                                                                        const char *v, size_t vb, int64_t c,    \
+                                                                        int64_t n) {                            \
+        __m256 a[2][4];                                                                                         \
+        _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) a[h][j] = _mm256_loadu_ps(acc + h * Dv + c + 8 * j);                   \
+        for (int64_t x = 0; x < n; x++) {                                                                       \
+            __m256 vv[4];                                                                                       \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) vv[j] = ld8_##SUF(v + x * vb, c + 8 * j);                              \
+            _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++) {                                                                      \
+                __m256 pb = _mm256_broadcast_ss(p + h * ls + x);                                                \
+                _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) a[h][j] = _mm256_fmadd_ps(pb, vv[j], a[h][j]);                     \
+            }                                                                                                   \
+        }                                                                                                       \
+        _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) _mm256_storeu_ps(acc + h * Dv + c + 8 * j, a[h][j]);                   \
+    }                                                                                                           \
+    static void axpys_##SUF(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls, const void *v,      \
+                            int64_t vs, int64_t n) {                                                            \
+        if (Dv % 8) {                                                                                           \
+            rowwise_axpys_##SUF(acc, nq, Dv, p, ls, v, vs, n);                                                  \
+            return;                                                                                             \
+        }                                                                                                       \
+        size_t vb = (size_t)vs * AFO_NN_ESIZE_##SUF;                                                            \
+        for (int64_t x0 = 0; x0 < n; x0 += 64) {                                                                \
+            int64_t nx = n - x0 < 64 ? n - x0 : 64;                                                             \
+            const char *vx = (const char *)v + x0 * vb;                                                         \
+            for (int64_t t = 0; t < nq; t += 2) {                                                               \
+                float *at = acc + t * Dv;                                                                       \
+                const float *pt = p + t * ls + x0;                                                              \
+                int64_t c = 0;                                                                                  \
+                if (t + 2 <= nq) {                                                                              \
+                    for (; c + 32 <= Dv; c += 32) axpys_tile_##SUF(2, 4, at, Dv, pt, ls, vx, vb, c, nx);        \
+                    for (; c < Dv; c += 8) axpys_tile_##SUF(2, 1, at, Dv, pt, ls, vx, vb, c, nx);               \
+                } else {                                                                                        \
+                    for (; c + 32 <= Dv; c += 32) axpys_tile_##SUF(1, 4, at, Dv, pt, ls, vx, vb, c, nx);        \
+                    for (; c < Dv; c += 8) axpys_tile_##SUF(1, 1, at, Dv, pt, ls, vx, vb, c, nx);               \
+                }                                                                                               \
+            }                                                                                                   \
+        }                                                                                                       \
+    }
+AVX2_DOTS_AXPYS(f32)
+AVX2_DOTS_AXPYS(bf16)
+AVX2_DOTS_AXPYS(f16)
 
 static float exp_sum_avx2(float *s, int64_t n, float max) {
     __m256 vm = _mm256_set1_ps(max), acc = _mm256_setzero_ps();
@@ -113,6 +217,6 @@ static void rotate_halves_avx2(float *x, int64_t half, const float *c, const flo
 }
 
 const afo_nn_prims afo_nn_prims_avx2 = {
-    "avx2", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
+    "avx2", {dots_f32, dots_bf16, dots_f16}, {axpys_f32, axpys_bf16, axpys_f16},
     exp_sum_avx2, sum_avx2, sq_dev_sum_avx2, norm_apply_avx2, rotate_halves_avx2,
 };

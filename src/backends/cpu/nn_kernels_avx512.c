@@ -32,8 +32,11 @@ static inline __m512 ld16_f16(const void *p, int64_t i, __mmask16 m) {
         }                                                                                         \
     }
 AVX512_DOT_AXPY(f32)
+AFO_NN_ROWWISE_DOTS_AXPYS(f32)
 AVX512_DOT_AXPY(bf16)
+AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
 AVX512_DOT_AXPY(f16)
+AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 
 static float exp_sum_avx512(float *s, int64_t n, float max) {
     __m512 vm = _mm512_set1_ps(max), acc = _mm512_setzero_ps();
@@ -83,6 +86,7 @@ static void rotate_halves_avx512(float *x, int64_t half, const float *c, const f
 }
 
 const afo_nn_prims afo_nn_prims_avx512 = {
-    "avx512", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
+    "avx512", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
+    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
     exp_sum_avx512, sum_avx512, sq_dev_sum_avx512, norm_apply_avx512, rotate_halves_avx512,
 };

@@ -40,8 +40,11 @@ static inline float ld1_f16(const void *p, int64_t i) { return afo_f16_to_f32(((
         for (; i < n; i++) acc[i] += a * ld1_##SUF(v, i);                                    \
     }
 NEON_DOT_AXPY(f32)
+AFO_NN_ROWWISE_DOTS_AXPYS(f32)
 NEON_DOT_AXPY(bf16)
+AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
 NEON_DOT_AXPY(f16)
+AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 
 static float exp_sum_neon(float *s, int64_t n, float max) {
     float32x4_t vm = vdupq_n_f32(max), acc = vdupq_n_f32(0);
@@ -103,6 +106,7 @@ static void rotate_halves_neon(float *x, int64_t half, const float *c, const flo
 }
 
 const afo_nn_prims afo_nn_prims_neon = {
-    "neon", {dot_f32, dot_bf16, dot_f16}, {axpy_f32, axpy_bf16, axpy_f16},
+    "neon", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
+    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
     exp_sum_neon, sum_neon, sq_dev_sum_neon, norm_apply_neon, rotate_halves_neon,
 };

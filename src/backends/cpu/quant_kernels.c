@@ -399,27 +399,30 @@ afo_status afo_cpu_quantized_take(afo_array *out, afo_array *const *in, int nin,
 /* ------------------------------------------------------------ quantized matmul */
 
 typedef struct qmm_ctx {
-    qmat m;
+    qmat m;                /* the part the prefill paths run */
     afo_quant_unpack_fn up;
     const afo_nn_prims *prims;
     const float *x, *xsum; /* x [M, K]; matvec: per-group sums of x [M, G] */
-    float *y;              /* [M, N] */
-    int64_t M, N, K;
+    float *y;              /* the part's first column of y [M, ldy] */
+    int64_t M, N, K, ldy;  /* N: the part's outputs */
     int transpose;
     float *panel; /* prefill: the dequantized block */
     int64_t p0, pn; /* block start (rows of W for transpose, else columns) and width */
-    afo_qmv_args qmv; /* matvec at a level with a fused kernel, and the integer prefill */
     afo_qmv_fn fused;
     const afo_qmm_level *gemm;
-    afo_range_fn rows;       /* matvec: the row kernel threads share */
-    atomic_llong next_row;   /* matvec: first row not yet claimed */
+    /* matvec: every part's matrix, kernel arguments and end (its last
+     * output column + 1, counted over the parts), the row kernel threads
+     * share, and the first row (over the parts) not yet claimed */
+    int parts;
+    qmat pm[AFO_QMM_MAX_PARTS];
+    afo_qmv_args pq[AFO_QMM_MAX_PARTS];
+    int64_t end[AFO_QMM_MAX_PARTS];
+    void (*rows)(struct qmm_ctx *c, int part, int64_t n0, int64_t n1);
+    atomic_llong next_row;
     atomic_bool failed;
 } qmm_ctx;
 
-static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
-    qmm_ctx *c = p;
-    c->fused(&c->qmv, n0, n1);
-}
+static void qmv_fused_rows(qmm_ctx *c, int part, int64_t n0, int64_t n1) { c->fused(&c->pq[part], n0, n1); }
 
 /* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
@@ -427,25 +430,38 @@ static void qmv_fused_rows(void *p, int64_t n0, int64_t n1) {
  * weights (at least 32 rows, at most a quarter of a thread's share): the
  * kernels read it as a few sequential streams, and the hardware
  * prefetchers need them long (at 4 bits, 2 threads: 128 KiB blocks read
- * 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20). */
+ * 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20). Guided claims (a share
+ * of what is left, shrinking to 32 rows) measured no better here. A block
+ * ends at its part's end; the parts share K, so rows weigh the same in all. */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    int64_t block = ((int64_t)256 << 10) / (c->m.words * 4), most = c->N / (4 * nt);
-    block = (block < most ? block : most) / 4 * 4;
+    int64_t total = c->end[c->parts - 1], block = ((int64_t)256 << 10) / (c->pm[0].words * 4);
+    block = (block < total / (4 * nt) ? block : total / (4 * nt)) / 4 * 4;
     if (block < 32) block = 32;
     for (;;) {
-        int64_t n0 = atomic_fetch_add(&c->next_row, block);
-        if (n0 >= c->N) break;
-        c->rows(c, n0, n0 + block < c->N ? n0 + block : c->N);
+        int64_t n0 = atomic_load(&c->next_row), n1;
+        int part;
+        do {
+            if (n0 >= total) return;
+            for (part = 0; c->end[part] <= n0; part++) continue;
+            n1 = n0 + block < c->end[part] ? n0 + block : c->end[part];
+        } while (!atomic_compare_exchange_weak(&c->next_row, &n0, n1));
+        int64_t first = part ? c->end[part - 1] : 0;
+        c->rows(c, part, n0 - first, n1 - first);
     }
+}
+
+static void qmv_run(qmm_ctx *c) {
+    atomic_init(&c->next_row, 0);
+    afo_parallel_run(qmv_claim, c);
 }
 
 /* Decode: each weight row is unpacked once into L1 and used by all M rows
  * of x; a group contributes s * (q . x) + b * sum(x), so the bias costs one
  * multiply per group. */
-static void qmv_rows(void *p, int64_t n0, int64_t n1) {
-    qmm_ctx *c = p;
-    const qmat *m = &c->m;
+static void qmv_rows(qmm_ctx *c, int part, int64_t n0, int64_t n1) {
+    const qmat *m = &c->pm[part];
+    float *y = c->y + (part ? c->end[part - 1] : 0);
     float *q = malloc((size_t)(m->cols + 2 * m->G) * sizeof(float));
     if (!q) {
         atomic_store(&c->failed, true);
@@ -453,7 +469,8 @@ static void qmv_rows(void *p, int64_t n0, int64_t n1) {
     }
     float *s = q + m->cols, *b = s + m->G;
     size_t ss = afo_dtype_size(m->sdt);
-    float (*dot)(const float *, const void *, int64_t) = c->prims->dot[AFO_NN_F32];
+    void (*dots)(const float *, int64_t, int64_t, const void *, int64_t, int64_t, float *, int64_t) =
+        c->prims->dots[AFO_NN_F32];
     for (int64_t n = n0; n < n1; n++) {
         afo_cpu_convert_row(m->sdt, (const char *)m->s + n * m->G * (int64_t)ss, AFO_FLOAT32, s, m->G);
         afo_cpu_convert_row(m->sdt, (const char *)m->b + n * m->G * (int64_t)ss, AFO_FLOAT32, b, m->G);
@@ -461,9 +478,12 @@ static void qmv_rows(void *p, int64_t n0, int64_t n1) {
         for (int64_t i = 0; i < c->M; i++) {
             const float *xi = c->x + i * c->K, *xs = c->xsum + i * m->G;
             float acc = 0.0f;
-            for (int64_t g = 0; g < m->G; g++)
-                acc += s[g] * dot(xi + g * m->gs, q + g * m->gs, m->gs) + b[g] * xs[g];
-            c->y[i * c->N + n] = acc;
+            for (int64_t g = 0; g < m->G; g++) {
+                float d;
+                dots(xi + g * m->gs, 1, m->gs, q + g * m->gs, 0, 1, &d, 1);
+                acc += s[g] * d + b[g] * xs[g];
+            }
+            y[i * c->ldy + n] = acc;
         }
     }
     free(q);
@@ -490,7 +510,7 @@ int64_t afo_quant_panel_floats = (int64_t)1 << 22;
 
 /* Prefill: dequantize a block of W into an f32 panel of bounded size and
  * multiply it with the GEMM kernels; the block is reused by all M rows. */
-static afo_status qmm_blocked(qmm_ctx *c) {
+static afo_status qmm_blocked_part(qmm_ctx *c) {
     const int64_t budget = afo_quant_panel_floats;
     int64_t step = c->transpose ? budget / c->K : budget / c->K / c->m.gs * c->m.gs;
     int64_t unit = c->transpose ? 8 : c->m.gs;
@@ -509,11 +529,26 @@ static afo_status qmm_blocked(qmm_ctx *c) {
             .dtype = AFO_FLOAT32, .a_dtype = AFO_FLOAT32, .M = c->M, .N = c->pn, .K = c->K,
             .A = c->x, .a_rs = c->K, .a_cs = 1,
             .B = c->panel, .b_rs = c->transpose ? 1 : c->pn, .b_cs = c->transpose ? c->K : 1,
-            .C = c->y + c->p0, .c_dtype = AFO_FLOAT32, .ldc = c->N,
+            .C = c->y + c->p0, .c_dtype = AFO_FLOAT32, .ldc = c->ldy,
         };
         st = afo_cpu_gemm(&g);
     }
     free(c->panel);
+    return st;
+}
+
+/* The float prefill, part by part, each into its columns of y. */
+static afo_status qmm_blocked(qmm_ctx *c) {
+    float *y = c->y;
+    afo_status st = AFO_OK;
+    for (int p = 0; p < c->parts && st == AFO_OK; p++) {
+        int64_t first = p ? c->end[p - 1] : 0;
+        c->m = c->pm[p];
+        c->N = c->end[p] - first;
+        c->y = y + first;
+        st = qmm_blocked_part(c);
+    }
+    c->y = y;
     return st;
 }
 
@@ -533,7 +568,7 @@ static void *qmv_scratch(size_t n) {
 }
 
 /* The float path of the scalar level: the reference the integer path is
- * tested against. */
+ * tested against. The parts share the group size, hence x's group sums. */
 static afo_status qmv_float(qmm_ctx *c) {
     int64_t G = c->m.G;
     float *xsum = malloc((size_t)(c->M * G) * sizeof(float));
@@ -541,46 +576,59 @@ static afo_status qmv_float(qmm_ctx *c) {
     for (int64_t i = 0; i < c->M * G; i++) xsum[i] = c->prims->sum(c->x + i * c->m.gs, c->m.gs);
     c->xsum = xsum;
     c->rows = qmv_rows;
-    atomic_init(&c->next_row, 0);
-    afo_parallel_run(qmv_claim, c);
+    qmv_run(c);
     free(xsum);
     return atomic_load(&c->failed) ? afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory for scratch")
                                    : AFO_OK;
 }
 
-/* The integer paths: x quantized (afo_qx in qx_buf), then the matvec or
- * the prefill GEMM. */
+/* The integer paths: x quantized once (afo_qx in qx_buf) for every part,
+ * then the matvec over all parts' rows in one pass, or the prefill GEMM
+ * part by part. */
 static afo_status qmm_int(qmm_ctx *c, void *qx_buf) {
     afo_qx qx;
     afo_qx_init(&qx, qx_buf, (int)c->M, c->K, c->m.gs, c->m.bits);
     afo_qx_prep_parallel(&qx, c->x);
-    c->qmv = (afo_qmv_args){.bits = c->m.bits, .gs = c->m.gs, .M = (int)c->M, .K = c->K, .G = c->m.G,
-                            .words = c->m.words, .qx = &qx, .w = c->m.w, .s = c->m.s, .b = c->m.b, .sdt = c->m.sdt,
-                            .y = c->y, .ldy = c->N};
-    if (c->gemm) return afo_quant_qmm(&c->qmv, c->N, c->gemm);
-    c->rows = qmv_fused_rows;
-    atomic_init(&c->next_row, 0);
-    afo_parallel_run(qmv_claim, c);
-    return AFO_OK;
+    for (int p = 0; p < c->parts; p++) {
+        const qmat *m = &c->pm[p];
+        c->pq[p] = (afo_qmv_args){.bits = m->bits, .gs = m->gs, .M = (int)c->M, .K = c->K, .G = m->G,
+                                  .words = m->words, .qx = &qx, .w = m->w, .s = m->s, .b = m->b, .sdt = m->sdt,
+                                  .y = c->y + (p ? c->end[p - 1] : 0), .ldy = c->ldy};
+    }
+    afo_status st = AFO_OK;
+    for (int p = 0; c->gemm && p < c->parts && st == AFO_OK; p++)
+        st = afo_quant_qmm(&c->pq[p], c->end[p] - (p ? c->end[p - 1] : 0), c->gemm);
+    if (!c->gemm) {
+        c->rows = qmv_fused_rows;
+        qmv_run(c);
+    }
+    return st;
 }
 
-/* in: x [..., K], w, scales, biases (2-D, contiguous); out [..., N] of x's
- * dtype. The matvec (decode) takes its buffers from thread scratch, the
- * prefill from the heap. The scalar level keeps the float paths: they are
- * the reference of the integer ones. */
+/* in: x [..., K], then w, scales, biases (2-D, contiguous) per part (one,
+ * or up to AFO_QMM_MAX_PARTS transposed ones of one format and K); out
+ * [..., N] of x's dtype, N the parts' outputs in turn. The matvec (decode)
+ * takes its buffers from thread scratch, the prefill from the heap. The
+ * scalar level keeps the float paths: they are the reference of the
+ * integer ones. */
 afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
     const afo_array *x = in[0];
     if (out->size == 0) return AFO_OK;
-    const void *ptr[4];
-    void *owned[4];
-    AFO_TRY(dense_inputs(in, 4, ptr, owned));
-    qmm_ctx c = {.m = qmat_of(in + 1, ptr + 1, attrs), .up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(),
-                 .transpose = (int)attrs->i[AFO_QUANT_I_EXTRA]};
+    const void *ptr[1 + 3 * AFO_QMM_MAX_PARTS];
+    void *owned[1 + 3 * AFO_QMM_MAX_PARTS];
+    AFO_TRY(dense_inputs(in, nin, ptr, owned));
+    qmm_ctx c = {.up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(),
+                 .transpose = (int)attrs->i[AFO_QUANT_I_EXTRA], .parts = (nin - 1) / 3};
     atomic_init(&c.failed, false);
     c.K = x->shape[x->ndim - 1];
-    c.N = out->shape[out->ndim - 1];
+    c.ldy = out->shape[out->ndim - 1];
     c.M = x->size / c.K;
+    for (int p = 0; p < c.parts; p++) {
+        c.pm[p] = qmat_of(in + 1 + 3 * p, ptr + 1 + 3 * p, attrs);
+        c.end[p] = (p ? c.end[p - 1] : 0) + (c.transpose ? in[1 + 3 * p]->shape[0] : c.ldy);
+    }
+    c.m = c.pm[0];
     c.fused = c.transpose && c.M <= AFO_MATVEC_MAX_M ? afo_quant_qmv_best(c.m.bits) : NULL;
     c.gemm = c.transpose && c.M > AFO_MATVEC_MAX_M && c.M <= INT32_MAX ? afo_quant_qmm_best(c.m.bits) : NULL;
     size_t xb = x->dtype != AFO_FLOAT32 ? align64((size_t)x->size * sizeof(float)) : 0;
@@ -601,6 +649,6 @@ afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int ni
         if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
     }
     if (!c.fused) free(buf);
-    free_n(owned, 4);
+    free_n(owned, nin);
     return st;
 }
