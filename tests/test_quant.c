@@ -556,14 +556,19 @@ static void test_quantized_matmul_grad(void) {
     qmat_free(&m);
 }
 
-/* y of 2 and 3 parts against the parts' own products, bit for bit. */
+/* y of 2 and 3 parts against the parts' own products, bit for bit, on
+ * the device y was computed on (the op has CPU kernels only: with a GPU as
+ * the default device, as AFO_TEST_DEVICE=cuda runs this, it falls back to
+ * the CPU while single products would run on the GPU). */
 static void check_parts(afo_array *xa, int64_t M, afo_array **w, afo_array **sc, afo_array **bs, const int64_t *Ns,
                         int bits) {
+    afo_device dflt = afo_get_default_device();
     for (int parts = 2; parts <= 3; parts++) {
         afo_array *y = afo_quantized_matmul_parts(xa, parts, w, sc, bs, 64, bits);
         CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
         float *got = read_f32(y);
         int64_t col = 0, ld = afo_array_dim(y, 1), bad = 0;
+        afo_set_default_device(afo_array_device(y));
         for (int p = 0; p < parts; p++) {
             afo_array *yp = afo_quantized_matmul(xa, w[p], sc[p], bs[p], 1, 64, bits);
             float *want = read_f32(yp);
@@ -573,6 +578,7 @@ static void check_parts(afo_array *xa, int64_t M, afo_array **w, afo_array **sc,
             free(want);
             afo_release(yp);
         }
+        afo_set_default_device(dflt);
         CHECK_MSG(bad == 0 && col == ld, "bits %d M %lld parts %d: %lld rows differ", bits, (long long)M, parts,
                   (long long)bad);
         free(got);
