@@ -92,12 +92,11 @@ static stats time_products(const weights *w, afo_array *x, int bits, int reps, i
 }
 
 int main(int argc, char **argv) {
-    int threads, reps, json_only;
-    if (bench_parse_args(argc, argv, &threads, &reps, &json_only) != 0) return 2;
-    if (reps < 5) reps = 5;
+    int reps, json_only;
     afo_device_info info;
-    if (!bench_cuda_device(&info)) return 77;
-    double hbm = strstr(info.name, "H200") ? 4800 : strstr(info.name, "H100") ? 3350 : 0;
+    int start = bench_cuda_start(argc, argv, 5, &reps, &json_only, &info);
+    if (start != 0) return start;
+    double hbm = bench_gpu_spec_of(info.name).hbm_gbs;
     if (!json_only) printf("gpu: %s | HBM %.0f GB/s | %d products a run, medians of %d runs\n", info.name, hbm, COPIES, reps);
     printf("%s", json_only ? "{\"gemv_gbs\":{" : "");
     static const int BITS[3] = {0, 8, 4};

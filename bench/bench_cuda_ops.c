@@ -13,17 +13,6 @@
 
 #include "afo/afo.h"
 
-typedef struct gpu_spec {
-    double bf16_tflops, hbm_gbs; /* dense peaks from the datasheets; 0 when unknown */
-} gpu_spec;
-
-static gpu_spec spec_of(const char *name) {
-    if (strstr(name, "H200")) return (gpu_spec){989, 4800};
-    if (strstr(name, "H100") && strstr(name, "PCIe")) return (gpu_spec){756, 2000};
-    if (strstr(name, "H100")) return (gpu_spec){989, 3350};
-    return (gpu_spec){0, 0};
-}
-
 static afo_array *on_gpu(afo_dtype t, int nd, const int64_t *shape) {
     afo_array *key = afo_random_key(7);
     afo_array *x = afo_random_normal(key, 0, 1, nd, shape, t);
@@ -76,12 +65,11 @@ static stats prefill(int64_t hq, int64_t hkv, int64_t d, int reps, double *ms, i
 }
 
 int main(int argc, char **argv) {
-    int threads, reps, json_only;
-    if (bench_parse_args(argc, argv, &threads, &reps, &json_only) != 0) return 2;
-    if (reps < 5) reps = 5;
+    int reps, json_only;
     afo_device_info info;
-    if (!bench_cuda_device(&info)) return 77;
-    gpu_spec spec = spec_of(info.name);
+    int start = bench_cuda_start(argc, argv, 5, &reps, &json_only, &info);
+    if (start != 0) return start;
+    bench_gpu_spec spec = bench_gpu_spec_of(info.name);
     int ok = 1, ok1;
 
     int64_t sq[2] = {4096, 4096};

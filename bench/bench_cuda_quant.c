@@ -6,7 +6,7 @@
  * set is cycled through enough copies (>= 256 MiB) that every call reads
  * from HBM, not from the L2. "kernel" rows call the launcher back to back;
  * "op" rows go through afo_quantized_matmul and afo_eval, host work
- * included. Prints a table and one JSON line; exits 0 with a SKIP line
+ * included. Prints a table and one JSON line; exits 77 with a SKIP line
  * without a GPU.
  * Usage: bench_cuda_quant [--reps N] [--json] */
 #include "afo/afo.h"
@@ -169,11 +169,10 @@ static stats bf16_matvec(int64_t N, int64_t K, int reps, int *have) {
 }
 
 int main(int argc, char **argv) {
-    int threads, reps, json_only;
-    if (bench_parse_args(argc, argv, &threads, &reps, &json_only) != 0) return 2;
-    if (reps < 10) reps = 10;
+    int reps, json_only;
     afo_device_info info;
-    if (!bench_cuda_device(&info)) return 77;
+    int start = bench_cuda_start(argc, argv, 10, &reps, &json_only, &info);
+    if (start != 0) return start;
     stats bw = copy_bandwidth(reps);
 
     static const struct { int64_t n, k; } shapes[] = {{4096, 4096}, {14336, 4096}, {4096, 14336}, {32000, 2048}};

@@ -41,10 +41,8 @@ static inline double bench_check_load(void) {
     return load;
 }
 
-/* The options the kernel benchmarks share: --threads N (default 2), --reps
- * N (default 20, at least 3), --json. Returns 0, or 2 after the usage. */
-/* A GPU benchmark's start: the CUDA device's description, or false after
- * printing why there is none (the benchmark then exits 77, "skipped"). */
+/* The CUDA device's description, or false after printing why there is
+ * none (a GPU benchmark then exits 77, "skipped"). */
 static inline bool bench_cuda_device(afo_device_info *info) {
     if (!afo_device_available(AFO_CUDA) || afo_device_get_info(AFO_CUDA, info) != AFO_OK) {
         printf("SKIP: %s\n", afo_last_error());
@@ -53,6 +51,20 @@ static inline bool bench_cuda_device(afo_device_info *info) {
     return true;
 }
 
+/* A GPU's dense bf16 and HBM peaks from the datasheets; 0 when unknown. */
+typedef struct bench_gpu_spec {
+    double bf16_tflops, hbm_gbs;
+} bench_gpu_spec;
+
+static inline bench_gpu_spec bench_gpu_spec_of(const char *name) {
+    if (strstr(name, "H200")) return (bench_gpu_spec){989, 4800};
+    if (strstr(name, "H100") && strstr(name, "PCIe")) return (bench_gpu_spec){756, 2000};
+    if (strstr(name, "H100")) return (bench_gpu_spec){989, 3350};
+    return (bench_gpu_spec){0, 0};
+}
+
+/* The options the kernel benchmarks share: --threads N (default 2), --reps
+ * N (default 20, at least 3), --json. Returns 0, or 2 after the usage. */
 static inline int bench_parse_args(int argc, char **argv, int *threads, int *reps, int *json_only) {
     *threads = 2, *reps = 20, *json_only = 0;
     for (int i = 1; i < argc; i++) {
@@ -67,6 +79,16 @@ static inline int bench_parse_args(int argc, char **argv, int *threads, int *rep
     if (*threads < 1) *threads = 1;
     if (*reps < 3) *reps = 3;
     return 0;
+}
+
+/* A GPU benchmark's start: its options (--reps at least min_reps) and the
+ * device. Returns 0, 2 after the usage, or 77 without a GPU. */
+static inline int bench_cuda_start(int argc, char **argv, int min_reps, int *reps, int *json_only,
+                                   afo_device_info *info) {
+    int threads;
+    if (bench_parse_args(argc, argv, &threads, reps, json_only) != 0) return 2;
+    if (*reps < min_reps) *reps = min_reps;
+    return bench_cuda_device(info) ? 0 : 77;
 }
 
 typedef struct stats {
