@@ -42,22 +42,18 @@ __device__ double vec_at(const afo_cuda_vec &v, int64_t i, double fill) {
 // Offset of row r (C order over the axes before the last). Row counts fit
 // 32 bits in practice, and a 32-bit division is a fraction of a 64-bit
 // one, which every thread of a norm or rope pays for each of its rows.
-__device__ int64_t row_offset(const afo_cuda_rows &x, int64_t r) {
+template <typename I> __device__ int64_t row_offset_in(const afo_cuda_rows &x, I r) {
     int64_t off = 0;
-    if (x.rows <= (int64_t)UINT32_MAX) {
-        uint32_t q = (uint32_t)r;
-        for (int a = x.ndim - 1; a >= 0; a--) {
-            const uint32_t n = (uint32_t)x.shape[a];
-            off += (int64_t)(q % n) * x.strides[a];
-            q /= n;
-        }
-        return off;
-    }
     for (int a = x.ndim - 1; a >= 0; a--) {
-        off += (r % x.shape[a]) * x.strides[a];
-        r /= x.shape[a];
+        const I n = (I)x.shape[a];
+        off += (int64_t)(r % n) * x.strides[a];
+        r /= n;
     }
     return off;
+}
+
+__device__ int64_t row_offset(const afo_cuda_rows &x, int64_t r) {
+    return x.rows <= (int64_t)UINT32_MAX ? row_offset_in<uint32_t>(x, (uint32_t)r) : row_offset_in<int64_t>(x, r);
 }
 
 template <typename C> __device__ C block_sum(C v, C *red) {
