@@ -204,17 +204,32 @@ static afo_array *build_qmm(afo_array *const *in, const int *p) {
     return afo_quantized_matmul(in[0], in[1], in[2], in[3], p[2], p[0], p[1]);
 }
 
-/* Largest |y - ref| / sum_k |x||w| over y, with ref in float64 from the
- * CPU's dequantized weights (float32 scales and biases: the kernels' s*q + b
- * before rounding). */
-static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K, int64_t N, int gs, int bits, int tr) {
+/* A product's operands and result as float32 on the host: x, y, and the
+ * CPU's dequantized weights with float32 scales and biases (the kernels'
+ * s*q + b before rounding). Free the three. */
+typedef struct qmm_host {
+    float *w, *x, *got;
+} qmm_host;
+
+static qmm_host qmm_read(afo_array *const *in, afo_array *y, int64_t M, int64_t K, int64_t N, int gs, int bits) {
     afo_array *s32 = afo_astype(in[2], AFO_FLOAT32), *b32 = afo_astype(in[3], AFO_FLOAT32);
     afo_array *dq = afo_dequantize(in[1], s32, b32, gs, bits);
-    float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * (size_t)(M * K));
-    float *got = malloc(sizeof(float) * (size_t)(M * N));
-    CHECK(afo_array_read(dq, AFO_FLOAT32, w, sizeof(float) * (size_t)(K * N)) == AFO_OK);
-    CHECK(afo_array_read(in[0], AFO_FLOAT32, x, sizeof(float) * (size_t)(M * K)) == AFO_OK);
-    CHECK(afo_array_read(y, AFO_FLOAT32, got, sizeof(float) * (size_t)(M * N)) == AFO_OK);
+    qmm_host h = {malloc(sizeof(float) * (size_t)(K * N)), malloc(sizeof(float) * (size_t)(M * K)),
+                  malloc(sizeof(float) * (size_t)(M * N))};
+    CHECK(afo_array_read(dq, AFO_FLOAT32, h.w, sizeof(float) * (size_t)(K * N)) == AFO_OK);
+    CHECK(afo_array_read(in[0], AFO_FLOAT32, h.x, sizeof(float) * (size_t)(M * K)) == AFO_OK);
+    CHECK(afo_array_read(y, AFO_FLOAT32, h.got, sizeof(float) * (size_t)(M * N)) == AFO_OK);
+    afo_release(s32), afo_release(b32), afo_release(dq);
+    return h;
+}
+
+static void qmm_host_free(qmm_host *h) { free(h->w), free(h->x), free(h->got); }
+
+/* Largest |y - ref| / sum_k |x||w| over y, with ref in float64 from the
+ * CPU's dequantized weights. */
+static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K, int64_t N, int gs, int bits, int tr) {
+    qmm_host h = qmm_read(in, y, M, K, N, gs, bits);
+    const float *w = h.w, *x = h.x, *got = h.got;
     double worst = 0;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
@@ -227,8 +242,7 @@ static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K
             double e = fabs(got[i * N + j] - acc) / (mag + 1e-30);
             if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
         }
-    free(w), free(x), free(got);
-    afo_release(s32), afo_release(b32), afo_release(dq);
+    qmm_host_free(&h);
     return worst;
 }
 
@@ -312,14 +326,10 @@ static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bi
     int p[3] = {gs, bits, 1};
     afo_array *y = on(AFO_CUDA, build_qmm, in, 4, p);
     poison_gpu((size_t)N * afo_dtype_size(dt));
-    afo_array *s32 = afo_astype(in[2], AFO_FLOAT32), *b32 = afo_astype(in[3], AFO_FLOAT32);
-    afo_array *dq = afo_dequantize(in[1], s32, b32, gs, bits);
-    float *w = malloc(sizeof(float) * (size_t)(K * N)), *x = malloc(sizeof(float) * (size_t)K);
-    float *got = malloc(sizeof(float) * (size_t)N), *sx = malloc(sizeof(float) * (size_t)(K / 32));
     CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
-    CHECK(afo_array_read(dq, AFO_FLOAT32, w, sizeof(float) * (size_t)(K * N)) == AFO_OK);
-    CHECK(afo_array_read(in[0], AFO_FLOAT32, x, sizeof(float) * (size_t)K) == AFO_OK);
-    CHECK(afo_array_read(y, AFO_FLOAT32, got, sizeof(float) * (size_t)N) == AFO_OK);
+    qmm_host h = qmm_read(in, y, 1, K, N, gs, bits);
+    const float *w = h.w, *x = h.x, *got = h.got;
+    float *sx = malloc(sizeof(float) * (size_t)(K / 32));
     for (int64_t c = 0; c < K / 32; c++) {
         float m = 0;
         for (int e = 0; e < 32; e++) m = fmaxf(m, fabsf(x[32 * c + e]));
@@ -340,8 +350,9 @@ static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bi
     }
     CHECK_MSG(bad == 0, "int8 matvec %s K %lld N %lld g%d %d-bit: %lld outputs outside the bound (worst %.3g of it)",
               afo_dtype_name(dt), (long long)K, (long long)N, gs, bits, (long long)bad, worst);
-    free(w), free(x), free(got), free(sx);
-    afo_release(y), afo_release(f), afo_release(wsrc), afo_release(dq), afo_release(s32), afo_release(b32);
+    qmm_host_free(&h);
+    free(sx);
+    afo_release(y), afo_release(f), afo_release(wsrc);
     release_n(in, 4);
 }
 
