@@ -145,6 +145,43 @@ static void test_elementwise(void) {
     }
 }
 
+/* Operands from 64K elements on take the 16-byte vector kernels: one
+ * merged axis (the flat kernel, also with a one-value operand, i.e. a
+ * fill), or rows contiguous along the last axis (a transpose of the
+ * leading axes); sizes leave partial blocks and partial unrolls. */
+static afo_array *build_ew_vectors(afo_array *const *in, void *ctx) {
+    int which = *(const int *)ctx, perm[3] = {1, 0, 2};
+    int64_t shape[3] = {65, 129, 16};
+    afo_array *a = NULL, *b = NULL, *out;
+    switch (which) {
+    case 0: return afo_swiglu(in[0], in[1]);
+    case 1: return afo_add(in[0], in[2]); /* one-value b */
+    case 2: a = afo_broadcast_to(in[2], 3, shape), out = afo_contiguous(a); break; /* a fill */
+    case 3: return afo_silu(in[0]);
+    default: a = afo_transpose(in[0], perm), b = afo_transpose(in[1], perm), out = afo_mul(a, b); break;
+    }
+    afo_release(a);
+    afo_release(b);
+    return out;
+}
+
+static void test_elementwise_vectors(void) {
+    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16};
+    double rtol[] = {4e-6, 1e-3, 8e-3};
+    const char *names[] = {"swiglu", "add one value", "fill", "silu", "mul transposed rows"};
+    int64_t shape[3] = {65, 129, 16}, one[1] = {1};
+    char what[96];
+    for (int t = 0; t < 3; t++) {
+        afo_array *in[3] = {devcheck_random(dts[t], 3, shape, -4, 4), devcheck_random(dts[t], 3, shape, -4, 4),
+                            devcheck_random(dts[t], 1, one, -4, 4)};
+        for (int w = 0; w < 5; w++) {
+            snprintf(what, sizeof what, "vectors: %s %s", names[w], afo_dtype_name(dts[t]));
+            devcheck(what, AFO_CUDA, build_ew_vectors, &w, in, 3, rtol[t], 1e-6);
+        }
+        release_all(in, 3);
+    }
+}
+
 static afo_array *build_where(afo_array *const *in, void *ctx) { return afo_where(in[0], in[1], in[2]); }
 
 static afo_array *build_astype(afo_array *const *in, void *ctx) { return afo_astype(in[0], *(afo_dtype *)ctx); }
@@ -277,6 +314,7 @@ int main(void) {
     RUN(test_data_movement);
     RUN(test_memory_limit);
     RUN(test_elementwise);
+    RUN(test_elementwise_vectors);
     RUN(test_where_astype);
     RUN(test_recording);
     RUN(test_generate_graphs);

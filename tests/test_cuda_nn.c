@@ -181,10 +181,10 @@ static double out_tol(afo_dtype t) {
 
 static void test_norms(void) {
     afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64};
-    static const int64_t shapes[][3] = {{3, 7, 64}, {2, 5, 4096}, {4, 1, 33}, {1, 3, 1}};
+    static const int64_t shapes[][3] = {{3, 7, 64}, {2, 5, 4096}, {4, 1, 33}, {1, 3, 1}, {3, 2, 1024}, {2, 3, 8192}};
     char what[128];
     for (int t = 0; t < 4; t++) {
-        for (int s = 0; s < 4; s++) {
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
             int64_t D = shapes[s][2], wshape[1] = {D};
             for (int v = 0; v < 8; v++) {
                 norm_case c = {.layer = v & 1, .has_w = (v >> 1) & 1, .has_b = (v & 1) && (v >> 2), .eps = 1e-5f,
@@ -208,6 +208,7 @@ static void test_norms(void) {
 
 typedef struct rope_case {
     int dims, traditional, with_freqs, strided, inverse;
+    int64_t positions; /* 37 when 0; from 64 on, whole-row rotations take 16-byte vectors */
     float base, scale;
     int64_t offset;
 } rope_case;
@@ -238,18 +239,23 @@ static void test_rope(void) {
         {.dims = 48, .with_freqs = 1, .traditional = 1, .scale = 1, .offset = 1},
         {.dims = 64, .base = 10000, .scale = 1, .offset = 12, .inverse = 1},
         {.dims = 16, .traditional = 1, .base = 10000, .scale = 1, .offset = 5, .inverse = 1, .strided = 1},
+        {.dims = 64, .base = 10000, .scale = 1, .offset = 3, .positions = 70},
+        {.dims = 64, .base = 500000, .scale = 1, .offset = 100000, .strided = 1, .positions = 70},
+        {.dims = 64, .with_freqs = 1, .scale = 1, .offset = 4095, .inverse = 1, .positions = 70},
+        {.dims = 32, .base = 10000, .scale = 1, .offset = 1, .positions = 70},
     };
     char what[160];
     for (int t = 0; t < 4; t++) {
         for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
             rope_case *c = &cases[k];
-            int64_t shape[4] = {2, c->strided ? 37 : 4, c->strided ? 4 : 37, 64}, fs[1] = {c->dims / 2};
-            int64_t gshape[4] = {2, 4, 37, 64};
+            int64_t L = c->positions ? c->positions : 37;
+            int64_t shape[4] = {2, c->strided ? L : 4, c->strided ? 4 : L, 64}, fs[1] = {c->dims / 2};
+            int64_t gshape[4] = {2, 4, L, 64};
             /* frequencies as llama3-style scaled tables give them: positive, spread */
             afo_array *in[3] = {devcheck_random(dts[t], 4, shape, -2, 2), devcheck_random(AFO_FLOAT32, 1, fs, 1, 5000),
                                 devcheck_random(dts[t], 4, gshape, -1, 1)};
-            snprintf(what, sizeof what, "rope %s dims=%d%s%s%s%s offset=%lld scale=%g", afo_dtype_name(dts[t]),
-                     c->dims, c->traditional ? " traditional" : "", c->with_freqs ? " freqs" : "",
+            snprintf(what, sizeof what, "rope %s L=%lld dims=%d%s%s%s%s offset=%lld scale=%g", afo_dtype_name(dts[t]),
+                     (long long)L, c->dims, c->traditional ? " traditional" : "", c->with_freqs ? " freqs" : "",
                      c->strided ? " strided" : "", c->inverse ? " inverse" : "", (long long)c->offset, c->scale);
             devcheck(what, AFO_CUDA, build_rope, c, in, 3, out_tol(dts[t]), out_tol(dts[t]));
             release_all(in, 3);

@@ -102,11 +102,15 @@ template <typename T> __device__ T binary(afo_op op, T a, T b) {
 // off. Dividing by the extents dominated large elementwise ops (a 64-bit
 // division is a long instruction sequence): operands whose axes merged into
 // one need none, and extents that fit 32 bits take the short division.
+// The operand loops run to the compile-time bound, so that off stays in
+// registers (indexed by the runtime count it went to local memory).
 template <typename I> __device__ void add_offsets(const afo_cuda_strided &d, I idx, int64_t *off) {
     for (int ax = d.ndim - 1; ax >= 0; ax--) {
         I n = (I)d.shape[ax], c = idx % n;
         idx /= n;
-        for (int k = 0; k < d.nops; k++) off[k] += (int64_t)c * d.strides[k][ax];
+#pragma unroll
+        for (int k = 0; k < AFO_CUDA_MAX_OPERANDS; k++)
+            if (k < d.nops) off[k] += (int64_t)c * d.strides[k][ax];
     }
 }
 
@@ -119,10 +123,13 @@ __device__ int64_t output_shift(const afo_cuda_strided &d) {
 // Every operand's offset of element idx.
 __device__ void operand_offsets(const afo_cuda_strided &d, int64_t idx, int64_t shifted, int64_t *off) {
     off[0] = shifted;
+#pragma unroll
     for (int k = 1; k < AFO_CUDA_MAX_OPERANDS; k++) off[k] = 0;
-    if (d.ndim == 1)
-        for (int k = 0; k < d.nops; k++) off[k] += idx * d.strides[k][0];
-    else if (d.size <= (int64_t)UINT32_MAX)
+    if (d.ndim == 1) {
+#pragma unroll
+        for (int k = 0; k < AFO_CUDA_MAX_OPERANDS; k++)
+            if (k < d.nops) off[k] += idx * d.strides[k][0];
+    } else if (d.size <= (int64_t)UINT32_MAX)
         add_offsets<uint32_t>(d, (uint32_t)idx, off);
     else
         add_offsets<int64_t>(d, idx, off);
@@ -148,14 +155,41 @@ template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
     }
 }
 
-// Operands of one float dtype, contiguous along the last axis (the whole
-// array once axes merged, a transpose's rows, a cache's slots), handled
-// as vectors of V elements with 16-byte loads and stores: one element a
+// The ops a prefill streams over whole activations (residual adds, the
+// gated MLP, copies) get vector kernels of their own. The switch over every
+// op, inlined for each element of 4 vectors, made a kernel body of 35K PTX
+// lines, and the flat kernel ran slower than one vector a thread did.
+enum Hot { kGeneric, kAdd, kMul, kSwiglu, kCopy };
+
+int hot_of(afo_op op, int nops) {
+    if (nops == 2) return op == AFO_OP_ASTYPE ? kCopy : kGeneric;
+    return op == AFO_OP_ADD ? kAdd : op == AFO_OP_MUL ? kMul : op == AFO_OP_SWIGLU ? kSwiglu : kGeneric;
+}
+
+template <int H> __device__ __forceinline__ float apply1(afo_op op, int nops, float x, float y) {
+    if constexpr (H == kAdd) return binary(AFO_OP_ADD, x, y);
+    else if constexpr (H == kMul) return binary(AFO_OP_MUL, x, y);
+    else if constexpr (H == kSwiglu) return binary(AFO_OP_SWIGLU, x, y);
+    else if constexpr (H == kCopy) return x;
+    else return nops == 3 ? binary(op, x, y) : op == AFO_OP_ASTYPE ? x : unary(op, x);
+}
+
+// o = op(a[, b]) over the 16 / sizeof(S) elements of the vectors.
+template <typename S, int H>
+__device__ __forceinline__ void apply_vec(afo_op op, int nops, const uint4 &a, const uint4 &b, uint4 &o) {
+    const S *av = (const S *)&a, *bv = (const S *)&b;
+    S *ov = (S *)&o;
+#pragma unroll
+    for (int e = 0; e < 16 / (int)sizeof(S); e++) ov[e] = (S)apply1<H>(op, nops, (float)av[e], (float)bv[e]);
+}
+
+// Operands of one float dtype, contiguous along the last axis (a
+// transpose's rows, a cache's slots), handled as vectors of 16 bytes
+// (16 / sizeof(S) elements) with one load and store each: one element a
 // thread, the kernel above ran a 4096-token prefill's elementwise steps at
 // a ninth of HBM bandwidth (swiglu over [2048, 14336] bf16: 397 us for
 // 176 MB on an H200). Descriptor shapes and strides count vectors here.
-template <typename S> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
-    constexpr int V = 16 / sizeof(S);
+template <typename S, int H> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
     const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
@@ -163,25 +197,82 @@ template <typename S> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op o
         const uint4 a = ((const uint4 *)d.data[1])[off[1]];
         uint4 b = a, o;
         if (d.nops == 3) b = ((const uint4 *)d.data[2])[off[2]];
-        const S *av = (const S *)&a, *bv = (const S *)&b;
-        S *ov = (S *)&o;
-#pragma unroll
-        for (int e = 0; e < V; e++) {
-            const float x = (float)av[e];
-            const float v = d.nops == 3 ? binary(op, x, (float)bv[e]) : op == AFO_OP_ASTYPE ? x : unary(op, x);
-            ov[e] = (S)v;
-        }
+        apply_vec<S, H>(op, d.nops, a, b, o);
         ((uint4 *)d.data[0])[off[0]] = o;
     }
 }
 
-// Whether ew_vec_kernel takes d, and its descriptor in vectors. Not below
+// Operands merged into one axis, each contiguous or one value broadcast
+// (a fill): no offsets to compute, and for the hot ops kFlatUnroll vectors
+// a thread, every load issued before the first store. (The kernel above
+// ran a 4096-token prefill's swiglu at 1.8 TB/s; the fill of a fresh KV
+// cache, one element a thread in ew_kernel, at 90 GB/s.)
+constexpr int kFlatUnroll = 4;
+
+template <int H> struct flat_unroll { static constexpr int value = H == kGeneric ? 1 : kFlatUnroll; };
+
+template <typename S> __device__ uint4 flat_load(const void *p, int64_t stride, int64_t i) {
+    if (stride) return ((const uint4 *)p)[i];
+    uint4 v;
+    S *e = (S *)&v;
+    const S x = *(const S *)p;
+#pragma unroll
+    for (int k = 0; k < 16 / (int)sizeof(S); k++) e[k] = x;
+    return v;
+}
+
+template <typename S, int H> __global__ void ew_flat_kernel(afo_cuda_strided d, afo_op op) {
+    constexpr int U = flat_unroll<H>::value;
+    uint4 *out = (uint4 *)d.data[0] + output_shift(d);
+    const int64_t first = (int64_t)blockIdx.x * blockDim.x * U + threadIdx.x;
+    uint4 a[U], b[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int64_t i = first + (int64_t)u * blockDim.x;
+        if (i >= d.size) break;
+        a[u] = flat_load<S>(d.data[1], d.strides[1][0], i);
+        b[u] = d.nops == 3 ? flat_load<S>(d.data[2], d.strides[2][0], i) : a[u];
+    }
+#pragma unroll
+    for (int u = 0; u < U; u++) {
+        const int64_t i = first + (int64_t)u * blockDim.x;
+        if (i >= d.size) break;
+        uint4 o;
+        apply_vec<S, H>(op, d.nops, a[u], b[u], o);
+        out[i] = o;
+    }
+}
+
+template <typename S, int H> void launch_vec(const afo_cuda_strided &v, bool flat, afo_op op, cudaStream_t st) {
+    const int threads = 256;
+    if (flat) {
+        const int64_t per_block = (int64_t)threads * flat_unroll<H>::value;
+        ew_flat_kernel<S, H><<<(unsigned)((v.size + per_block - 1) / per_block), threads, 0, st>>>(v, op);
+        return;
+    }
+    int64_t blocks = (v.size + threads - 1) / threads;
+    if (blocks > 65535 * 8) blocks = 65535 * 8;
+    ew_vec_kernel<S, H><<<(unsigned)blocks, threads, 0, st>>>(v, op);
+}
+
+template <typename S> void launch_vec_as(const afo_cuda_strided &v, bool flat, afo_op op, cudaStream_t st) {
+    switch (hot_of(op, v.nops)) {
+    case kAdd: launch_vec<S, kAdd>(v, flat, op, st); break;
+    case kMul: launch_vec<S, kMul>(v, flat, op, st); break;
+    case kSwiglu: launch_vec<S, kSwiglu>(v, flat, op, st); break;
+    case kCopy: launch_vec<S, kCopy>(v, flat, op, st); break;
+    default: launch_vec<S, kGeneric>(v, flat, op, st); break;
+    }
+}
+
+// Whether the vector kernels take d (*flat: ew_flat_kernel), and its
+// descriptor in vectors. Not below
 // kVectorMin elements: a decode step's small operands ran slower as
 // vectors (Llama-3.1-8B bf16 decode on an H200: 151 tok/s with every
 // operand vectorized, 160 with none or with this bound; prefill the same).
 constexpr int64_t kVectorMin = 65536;
 
-bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cuda_strided *v) {
+bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cuda_strided *v, bool *flat) {
     const afo_dtype t = d->dtype[0];
     if (d->size < kVectorMin || op == AFO_OP_WHERE || ct != AFO_CUDA_F32 || d->ndim < 1 || d->nops > 3 ||
         (t != AFO_FLOAT32 && t != AFO_FLOAT16 && t != AFO_BFLOAT16))
@@ -189,11 +280,14 @@ bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cud
     const int V = t == AFO_FLOAT32 ? 4 : 8, last = d->ndim - 1;
     if (d->shape[last] % V != 0 || (d->shift && d->shift_stride % V != 0)) return false;
     for (int k = 0; k < d->nops; k++) {
-        if (d->dtype[k] != t || (uintptr_t)d->data[k] % 16 != 0 || d->strides[k][last] != 1) return false;
+        if (d->dtype[k] != t) return false;
+        if (k > 0 && d->ndim == 1 && d->strides[k][0] == 0) continue; // a fill, which the flat kernel takes
+        if ((uintptr_t)d->data[k] % 16 != 0 || d->strides[k][last] != 1) return false;
         for (int ax = 0; ax < last; ax++)
             if (d->strides[k][ax] % V != 0) return false;
     }
     *v = *d;
+    *flat = d->ndim == 1;
     v->shape[last] /= V;
     v->size /= V;
     v->shift_stride /= V;
@@ -208,13 +302,12 @@ extern "C" void afo_cuda_elementwise(const afo_cuda_strided *d, afo_op op, afo_c
     if (d->size == 0) return;
     int threads = 256;
     afo_cuda_strided v;
-    if (vectorized(d, op, ct, &v)) {
-        int64_t blocks = (v.size + threads - 1) / threads;
-        if (blocks > 65535 * 8) blocks = 65535 * 8;
+    bool flat;
+    if (vectorized(d, op, ct, &v, &flat)) {
         switch (d->dtype[0]) {
-        case AFO_FLOAT16: ew_vec_kernel<__half><<<(unsigned)blocks, threads, 0, stream>>>(v, op); break;
-        case AFO_BFLOAT16: ew_vec_kernel<__nv_bfloat16><<<(unsigned)blocks, threads, 0, stream>>>(v, op); break;
-        default: ew_vec_kernel<float><<<(unsigned)blocks, threads, 0, stream>>>(v, op); break;
+        case AFO_FLOAT16: launch_vec_as<__half>(v, flat, op, stream); break;
+        case AFO_BFLOAT16: launch_vec_as<__nv_bfloat16>(v, flat, op, stream); break;
+        default: launch_vec_as<float>(v, flat, op, stream); break;
         }
         return;
     }

@@ -6,6 +6,8 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/warp.cuh"
 
@@ -15,6 +17,11 @@ template <typename T> __device__ __forceinline__ float to_f(T v);
 template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
 template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> constexpr afo_dtype dtype_of() {
+    return std::is_same<T, __half>::value ? AFO_FLOAT16 : std::is_same<T, __nv_bfloat16>::value ? AFO_BFLOAT16
+           : std::is_same<T, float>::value ? AFO_FLOAT32 : AFO_FLOAT64;
+}
 
 template <typename T, typename C> __device__ __forceinline__ C load(const T *p, int64_t i) { return (C)to_f(p[i]); }
 template <> __device__ __forceinline__ double load<double, double>(const double *p, int64_t i) { return p[i]; }
@@ -67,41 +74,69 @@ template <typename C> __device__ C block_sum(C v, C *red) {
     return s;
 }
 
-// A row of up to kHeld elements a thread is loaded once, into registers,
-// with every load issued before the first sum: the loop that read it three
-// times made each of a decode step's 65 norms wait for memory eight times
-// in a row (7.7 us for 4096 elements on an H200).
-constexpr int kHeld = 16;
+// Elements first + k * step (k < N, below n) of a weight, bias or
+// frequency vector, or fill: one switch on the dtype, then N loads in
+// flight together. A switch per element converts each value in its own
+// branch, so each load waited for the one before.
+template <typename C, int N>
+__device__ void load_vec(const afo_cuda_vec &v, int64_t first, int64_t step, int64_t n, C fill, C (&out)[N]) {
+#define AFO_LOAD_VEC(ty, conv)                                                                                       \
+    for (int k = 0; k < N; k++) {                                                                                    \
+        const int64_t i = first + k * step;                                                                          \
+        out[k] = i < n ? (C)conv(((const ty *)v.data)[i * v.stride]) : fill;                                         \
+    }
+    switch (v.data ? v.dtype : AFO_BOOL) {
+    case AFO_FLOAT16: AFO_LOAD_VEC(__half, __half2float) break;
+    case AFO_BFLOAT16: AFO_LOAD_VEC(__nv_bfloat16, __bfloat162float) break;
+    case AFO_FLOAT32: AFO_LOAD_VEC(float, ) break;
+    case AFO_FLOAT64: AFO_LOAD_VEC(double, ) break;
+    default:
+        for (int k = 0; k < N; k++) out[k] = fill;
+    }
+#undef AFO_LOAD_VEC
+}
 
-template <typename T, typename C>
-__global__ void norm_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_vec w, afo_cuda_vec b, int center,
-                            double eps) {
+// A row of up to HELD elements a thread (HELD > 0) is loaded once, into
+// registers, with its weights and biases, every load issued before the
+// first sum: the loop that read it three times made each of a decode
+// step's 65 norms wait for memory eight times in a row (7.7 us for 4096
+// elements on an H200), and weights read between the stores (which may
+// alias them) waited for each other (a 2048 x 4096 prefill norm took
+// 63 us, against about 8 for its bytes). HELD is the least of 4, 8, 16
+// that holds the row, so that short rows keep the registers of few.
+constexpr int kNormThreads = 512;
+
+template <typename T, typename C, int HELD>
+__global__ void __launch_bounds__(kNormThreads) norm_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_vec w,
+                                                            afo_cuda_vec b, int center, double eps) {
     __shared__ C red[32];
     int64_t r = blockIdx.x, n = x.n;
     const T *row = xd + row_offset(x, r);
-    if (n <= (int64_t)kHeld * blockDim.x) {
-        C v[kHeld];
+    if constexpr (HELD > 0) {
+        C v[HELD], wv[HELD], bv[HELD];
 #pragma unroll
-        for (int k = 0; k < kHeld; k++) {
+        for (int k = 0; k < HELD; k++) {
             int64_t i = threadIdx.x + (int64_t)k * blockDim.x;
             v[k] = i < n ? load<T, C>(row, i * x.step) : (C)0;
         }
+        load_vec(w, threadIdx.x, blockDim.x, n, (C)1, wv);
+        load_vec(b, threadIdx.x, blockDim.x, n, (C)0, bv);
         C c = 0;
         if (center) {
             C s = 0;
 #pragma unroll
-            for (int k = 0; k < kHeld; k++) s += v[k];
+            for (int k = 0; k < HELD; k++) s += v[k];
             c = block_sum(s, red) / (C)n;
         }
         C ss = 0;
 #pragma unroll
-        for (int k = 0; k < kHeld; k++)
+        for (int k = 0; k < HELD; k++)
             if (threadIdx.x + (int64_t)k * blockDim.x < n) ss += (v[k] - c) * (v[k] - c);
         C inv = (C)1 / sqrt(block_sum(ss, red) / (C)n + (C)eps);
 #pragma unroll
-        for (int k = 0; k < kHeld; k++) {
+        for (int k = 0; k < HELD; k++) {
             int64_t i = threadIdx.x + (int64_t)k * blockDim.x;
-            if (i < n) store(out, r * n + i, (v[k] - c) * inv * (C)vec_at(w, i, 1.0) + (C)vec_at(b, i, 0.0));
+            if (i < n) store(out, r * n + i, (v[k] - c) * inv * wv[k] + bv[k]);
         }
         return;
     }
@@ -168,18 +203,180 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope 
     }
 }
 
-int norm_threads(int64_t n) { return n >= 2048 ? 512 : n >= 512 ? 256 : n >= 128 ? 128 : 32; }
+// Rows of 16-bit or float32 values, contiguous and 16-byte aligned, as
+// are their weight and bias (of the same dtype): 16-byte loads, 4 warps a
+// row and NV vectors a thread, so that 6 rows of 4096 are in flight on an
+// SM where 2 were with a scalar load a thread (a 2048 x 4096 prefill norm
+// took 30 us against about 8 for its bytes, 2048 x 2048 ones 20 us).
+constexpr int kNormVecThreads = 128;
+
+template <typename T> __device__ __forceinline__ void unpack(const uint4 &v, float *f) {
+    const T *e = (const T *)&v;
+#pragma unroll
+    for (int k = 0; k < 16 / (int)sizeof(T); k++) f[k] = to_f(e[k]);
+}
+
+template <typename T> __device__ __forceinline__ uint4 pack(const float *f) {
+    uint4 v;
+    T *e = (T *)&v;
+#pragma unroll
+    for (int k = 0; k < 16 / (int)sizeof(T); k++) store(e, k, f[k]);
+    return v;
+}
+
+template <typename T, int NV>
+__global__ void __launch_bounds__(kNormVecThreads) norm_vec_kernel(afo_cuda_rows x, const T *xd, T *out, const T *w,
+                                                                    const T *b, int center, float eps) {
+    constexpr int V = 16 / sizeof(T);
+    __shared__ float red[32];
+    const int64_t r = blockIdx.x, nv = x.n / V;
+    const uint4 *row = (const uint4 *)(xd + row_offset(x, r));
+    uint4 xv[NV], wv[NV], bv[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int64_t i = threadIdx.x + (int64_t)k * kNormVecThreads;
+        if (i < nv) {
+            xv[k] = row[i];
+            if (w) wv[k] = ((const uint4 *)w)[i];
+            if (b) bv[k] = ((const uint4 *)b)[i];
+        }
+    }
+    float c = 0;
+    if (center) {
+        float sum = 0, f[V];
+#pragma unroll
+        for (int k = 0; k < NV; k++)
+            if (threadIdx.x + (int64_t)k * kNormVecThreads < nv) {
+                unpack<T>(xv[k], f);
+#pragma unroll
+                for (int e = 0; e < V; e++) sum += f[e];
+            }
+        c = block_sum(sum, red) / (float)x.n;
+    }
+    float ss = 0, f[V];
+#pragma unroll
+    for (int k = 0; k < NV; k++)
+        if (threadIdx.x + (int64_t)k * kNormVecThreads < nv) {
+            unpack<T>(xv[k], f);
+#pragma unroll
+            for (int e = 0; e < V; e++) ss += (f[e] - c) * (f[e] - c);
+        }
+    const float inv = 1.f / sqrtf(block_sum(ss, red) / (float)x.n + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int64_t i = threadIdx.x + (int64_t)k * kNormVecThreads;
+        if (i >= nv) continue;
+        float wf[V], bf[V];
+        unpack<T>(xv[k], f);
+        if (w) unpack<T>(wv[k], wf);
+        if (b) unpack<T>(bv[k], bf);
+#pragma unroll
+        for (int e = 0; e < V; e++) f[e] = (f[e] - c) * inv * (w ? wf[e] : 1.f) + (b ? bf[e] : 0.f);
+        ((uint4 *)(out + r * x.n))[i] = pack<T>(f);
+    }
+}
+
+// The vector kernels' condition on a row array: contiguous rows starting
+// 16 bytes apart from a 16-byte aligned base.
+bool rows_vectorizable(const afo_cuda_rows *x, const void *data, int V) {
+    if (x->step != 1 || x->n % V != 0 || (uintptr_t)data % 16 != 0) return false;
+    for (int a = 0; a < x->ndim; a++)
+        if (x->strides[a] % V != 0) return false;
+    return true;
+}
+
+bool vec_vectorizable(const afo_cuda_vec &v, afo_dtype dt) {
+    return !v.data || (v.dtype == dt && v.stride == 1 && (uintptr_t)v.data % 16 == 0);
+}
+
+// rope over rows of 16-bit or float32 values, contiguous and aligned, with
+// the rotated halves of a row (not traditional) a multiple of a vector: a
+// thread rotates one vector of each half of a row, the angles of the
+// block's positions computed once in shared memory (one float64 sincos
+// per pair and position, as before). The kernel above reads 2 bytes a
+// load (a prefill's rope of q, 2048 positions of 32 heads: 40 us).
+constexpr int kRopeVecThreads = 256;
+
+template <typename T>
+__global__ void __launch_bounds__(kRopeVecThreads) rope_vec_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p,
+                                                                   int64_t items) {
+    constexpr int V = 16 / sizeof(T);
+    extern __shared__ float angles[]; // [positions of the block][half][cos, sin]
+    const int64_t half = p.dims / 2, per_position = x.rows / p.L, chunks = half / V;
+    const int64_t per_l = per_position * chunks, first = (int64_t)blockIdx.x * kRopeVecThreads;
+    const int64_t l0 = first / per_l, l1 = (first + kRopeVecThreads - 1 < items ? first + kRopeVecThreads - 1 : items - 1) / per_l;
+    const int64_t shift = p.offset + (p.position ? *p.position : 0);
+    for (int64_t t = threadIdx.x; t < (l1 - l0 + 1) * half; t += kRopeVecThreads) {
+        const int64_t l = l0 + t / half, j = t % half;
+        const double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, j, 1.0)
+                                : j < AFO_CUDA_ROPE_TABLE ? p.inv_freq[j]
+                                                          : pow(p.base, -2.0 * (double)j / (double)p.dims);
+        double sn, cs;
+        sincos((double)(shift + l) * p.scale * inv_freq, &sn, &cs);
+        angles[2 * t] = (float)cs, angles[2 * t + 1] = (float)(p.inverse ? -sn : sn);
+    }
+    __syncthreads();
+    const int64_t item = first + threadIdx.x;
+    if (item >= items) return;
+    const int64_t l = item / per_l, q = item % per_l / chunks, j = item % chunks * V, r = l + q * p.L;
+    const T *row = xd + row_offset(x, r);
+    float a[V], o[V], ra[V], ro[V];
+    unpack<T>(*(const uint4 *)(row + j), a);
+    unpack<T>(*(const uint4 *)(row + j + half), o);
+    const float *ang = angles + 2 * ((l - l0) * half + j);
+#pragma unroll
+    for (int e = 0; e < V; e++) {
+        const float cs = ang[2 * e], sn = ang[2 * e + 1];
+        ra[e] = a[e] * cs - o[e] * sn;
+        ro[e] = a[e] * sn + o[e] * cs;
+    }
+    T *dst = out + r * x.n;
+    *(uint4 *)(dst + j) = pack<T>(ra);
+    *(uint4 *)(dst + j + half) = pack<T>(ro);
+}
+
+int norm_threads(int64_t n) { return n >= 2048 ? kNormThreads : n >= 512 ? 256 : n >= 128 ? 128 : 32; }
 
 template <typename T, typename C>
 void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec w, afo_cuda_vec b, int center,
                  double eps, cudaStream_t st) {
-    norm_kernel<T, C><<<(unsigned)x->rows, norm_threads(x->n), 0, st>>>(*x, (const T *)xd, (T *)out, w, b, center,
-                                                                        eps);
+    constexpr int V = 16 / sizeof(T);
+    if constexpr (sizeof(T) <= 4) {
+        const int64_t nv = x->n / V, per_thread = (nv + kNormVecThreads - 1) / kNormVecThreads;
+        if (per_thread <= 8 && rows_vectorizable(x, xd, V) && vec_vectorizable(w, dtype_of<T>()) &&
+            vec_vectorizable(b, dtype_of<T>())) {
+            auto kernel = per_thread <= 1   ? norm_vec_kernel<T, 1>
+                          : per_thread <= 2 ? norm_vec_kernel<T, 2>
+                          : per_thread <= 4 ? norm_vec_kernel<T, 4>
+                                            : norm_vec_kernel<T, 8>;
+            kernel<<<(unsigned)x->rows, kNormVecThreads, 0, st>>>(*x, (const T *)xd, (T *)out, (const T *)w.data,
+                                                                  (const T *)b.data, center, (float)eps);
+            return;
+        }
+    }
+    const int threads = norm_threads(x->n);
+    const int64_t held = (x->n + threads - 1) / threads;
+    const unsigned rows = (unsigned)x->rows;
+    auto kernel = held <= 4 ? norm_kernel<T, C, 4> : held <= 8 ? norm_kernel<T, C, 8> : held <= 16 ? norm_kernel<T, C, 16> : norm_kernel<T, C, 0>;
+    kernel<<<rows, threads, 0, st>>>(*x, (const T *)xd, (T *)out, w, b, center, eps);
 }
 
 template <typename T, typename C>
 void rope_launch(const afo_cuda_rows *x, const void *xd, void *out, const afo_cuda_rope *p, cudaStream_t st) {
     if (x->rows == 0 || x->n == 0) return;
+    constexpr int V = 16 / sizeof(T);
+    if constexpr (sizeof(T) <= 4) {
+        const int64_t half = p->dims / 2;
+        if (!p->traditional && p->dims == x->n && half % V == 0 && p->L >= kRopeSharedFrom &&
+            rows_vectorizable(x, xd, V)) {
+            const int64_t per_l = x->rows / p->L * (half / V), items = p->L * per_l;
+            const int64_t positions = kRopeVecThreads / per_l + 2; // the most a block of items spans
+            const size_t smem = (size_t)(positions < p->L ? positions : p->L) * half * 2 * sizeof(float);
+            rope_vec_kernel<T><<<(unsigned)((items + kRopeVecThreads - 1) / kRopeVecThreads), kRopeVecThreads, smem,
+                                 st>>>(*x, (const T *)xd, (T *)out, *p, items);
+            return;
+        }
+    }
     const int per_thread = p->L >= kRopeSharedFrom ? kRopeRows : 1;
     const int64_t cols = p->dims / 2 + (x->n - p->dims), chunks = (x->rows / p->L + per_thread - 1) / per_thread;
     const int64_t threads = chunks * p->L * cols;
