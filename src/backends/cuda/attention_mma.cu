@@ -31,13 +31,17 @@ namespace {
 // thread. On an H200 that measured 1.4 times as fast at head size 128 and
 // 1.7 at 64 as 2 blocks of 4 warps of two m-tiles (255 registers); 1 block
 // of 16 warps, 4 blocks of 4 warps and, at head size 64, 64-key tiles were
-// all slower.
+// all slower. So were (4096 tokens, 32 query and 8 kv heads, bench_cuda_ops,
+// an H200, session 5) 64-key tiles at head size 128 (116 against 184
+// TFLOP/s) and q's fragments held in registers from the first tile on
+// (114): at 128 registers both spill.
 constexpr int WARPS = 8;
 constexpr int MIN_BLOCKS = 2;  // per SM
 constexpr int NT = 32 * WARPS;
 constexpr int MT = 1;          // 16-row m-tiles per warp (more would share each k and v fragment)
 constexpr int WR = 16 * MT;    // query rows per warp
 constexpr int BQ = WR * WARPS; // query rows per block
+constexpr int BK = 32;         // keys per tile
 constexpr int STAGES = 3;      // k/v tiles in shared memory: the one in use and those in flight
 constexpr double LOG2E = 1.4426950408889634;
 
@@ -148,8 +152,7 @@ __device__ __forceinline__ void online_softmax(float (&s)[NS][4], float (&m)[2],
 // 2 * ql + e % 2; an A fragment a[i] holds row quad + 8 * (i % 2), columns
 // 2 * ql + 8 * (i / 2) and the next; a B fragment b[i], rows 2 * ql + 8 * i
 // and the next of column quad.
-template <typename T, int D, int BK, bool QREG>
-__global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
+template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
     // Rows of D + 8 elements: the 8 rows one ldmatrix reads then start 16
     // bytes apart modulo 128 and hit all 32 banks once.
     constexpr int LD = D + 8, TILE = BK * LD, KD = D / 16, NS = BK / 8, ND = D / 8, CH = D / 8;
@@ -213,7 +216,6 @@ __global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
         for (int d = 0; d < ND; d++) o[mt][d][0] = o[mt][d][1] = o[mt][d][2] = o[mt][d][3] = 0;
     }
 
-    uint32_t qheld[QREG ? MT : 1][QREG ? KD : 1][4]; // q's A fragments, from the first tile on (QREG)
     for (int64_t it = 0; it < ntiles; it++) {
         const int64_t t0 = klo + it * BK;
         cp_async_wait<STAGES - 2>();
@@ -233,16 +235,8 @@ __global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
         for (int kd = 0; kd < KD; kd++) {
             uint32_t qa[MT][4];
 #pragma unroll
-            for (int mt = 0; mt < MT; mt++) {
-                if (QREG && it > 0)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) qa[mt][i] = qheld[mt][kd][i];
-                else
-                    ldmatrix4<false>(qa[mt], qs + (warp * WR + 16 * mt + (lane & 15)) * LD + kd * 16 + (lane >> 4) * 8);
-                if (QREG && it == 0)
-#pragma unroll
-                    for (int i = 0; i < 4; i++) qheld[mt][kd][i] = qa[mt][i];
-            }
+            for (int mt = 0; mt < MT; mt++)
+                ldmatrix4<false>(qa[mt], qs + (warp * WR + 16 * mt + (lane & 15)) * LD + kd * 16 + (lane >> 4) * 8);
 #pragma unroll
             for (int n = 0; n < NS; n += 2) {
                 uint32_t f[4];
@@ -320,21 +314,20 @@ __global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
         }
 }
 
-template <typename T, int D, int BK, bool QREG> cudaError_t launch(const Args &a, cudaStream_t st) {
+template <typename T, int D> cudaError_t launch(const Args &a, cudaStream_t st) {
     const size_t smem = (BQ + 2 * STAGES * (size_t)BK) * (D + 8) * sizeof(T);
     static bool raised; // the opt-in above 48 KiB is per kernel, once per process
     if (!raised) {
-        cudaError_t e =
-            cudaFuncSetAttribute(mma_kernel<T, D, BK, QREG>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(mma_kernel<T, D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
         if (e != cudaSuccess) return e;
         raised = true;
     }
-    mma_kernel<T, D, BK, QREG><<<(unsigned)(a.nrb * a.p.B * a.p.Hkv), NT, smem, st>>>(a);
+    mma_kernel<T, D><<<(unsigned)(a.nrb * a.p.B * a.p.Hkv), NT, smem, st>>>(a);
     return cudaGetLastError();
 }
 
 template <typename T> cudaError_t launch_t(const Args &a, cudaStream_t st) {
-    return a.p.D == 64 ? launch<T, 64, 32, false>(a, st) : launch<T, 128, 32, false>(a, st);
+    return a.p.D == 64 ? launch<T, 64>(a, st) : launch<T, 128>(a, st);
 }
 
 } // namespace
