@@ -699,7 +699,9 @@ static void test_errors(void) {
     CHECK(afo_quantize(w3, 32, 4, &wq3, &s3, &b3) == AFO_OK);
     afo_array *x64 = afo_zeros(AFO_FLOAT32, 2, (int64_t[]){1, 64});
     expect_error(afo_quantized_matmul(x64, wq3, s3, b3, 1, 32, 4), "2-D");
-    afo_array *fi = afo_zeros(AFO_FLOAT32, 1, (int64_t[]){2}), *oob = afo_full(2, AFO_INT32, 1, (int64_t[]){1});
+    /* ids from the host, as token ids come: the GPU checks those too (not ids it computed itself) */
+    const int32_t two = 2;
+    afo_array *fi = afo_zeros(AFO_FLOAT32, 1, (int64_t[]){2}), *oob = afo_array_from_data(&two, AFO_INT32, 1, (int64_t[]){1});
     expect_error(afo_quantized_take(wq, s, b, fi, 32, 4), "indices");
     afo_array *t = afo_quantized_take(wq, s, b, oob, 32, 4);
     CHECK(t && afo_eval1(t) == AFO_ERR_INVALID_ARGUMENT && strstr(afo_last_error(), "out of range"));

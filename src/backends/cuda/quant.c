@@ -97,18 +97,12 @@ static afo_status dequantize_kernel(afo_array *out, afo_array *const *in, int ni
  * cannot be checked without waiting for it; the kernel writes NaN rows for
  * those. */
 static afo_status check_host_indices(const afo_array *ix, int64_t rows) {
-    if (ix->buf->device != AFO_CPU) return AFO_OK;
-    const char *p = afo_array_ptr(ix);
+    if (ix->buf->device != AFO_CPU || !ix->contiguous) return AFO_OK;
+    const void *p = afo_array_ptr(ix);
     for (int64_t i = 0; i < ix->size; i++) {
-        int64_t off = 0, rest = i; /* strided: a broadcast or a slice of the ids */
-        for (int a = ix->ndim - 1; a >= 0; a--) {
-            off += rest % ix->shape[a] * ix->strides[a];
-            rest /= ix->shape[a];
-        }
-        const char *e = p + off * (int64_t)afo_dtype_size(ix->dtype);
-        int64_t v = ix->dtype == AFO_INT32    ? *(const int32_t *)e
-                    : ix->dtype == AFO_UINT32 ? (int64_t)*(const uint32_t *)e
-                                              : *(const int64_t *)e;
+        int64_t v = ix->dtype == AFO_INT32 ? ((const int32_t *)p)[i]
+                    : ix->dtype == AFO_UINT32 ? (int64_t)((const uint32_t *)p)[i]
+                                              : ((const int64_t *)p)[i];
         if (v < -rows || v >= rows)
             return afo_error(AFO_ERR_INVALID_ARGUMENT, "quantized_take: index %lld out of range for %lld rows",
                              (long long)v, (long long)rows);
