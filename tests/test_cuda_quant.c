@@ -305,6 +305,8 @@ static void test_quantized_matmul(void) {
             check_qmm(AFO_BFLOAT16, 1, 2560, tr ? 131 : 192, 64, BITS[bi], tr);
             check_qmm(AFO_FLOAT32, 5, 2560, tr ? 131 : 192, 64, BITS[bi], tr);
             check_qmm(AFO_BFLOAT16, 1, 64, 133, 32, BITS[bi], 1); /* 2 chunks a row: 4 row groups a block */
+            /* thousands of row groups, as a decode step's products have */
+            if (tr) check_qmm(BITS[bi] == 8 ? AFO_FLOAT32 : AFO_BFLOAT16, 1, 2048, 6001, 64, BITS[bi], 1);
             check_qmm(AFO_FLOAT16, 200, tr ? 2560 : 301, tr ? 259 : 384, 128, BITS[bi], tr);
         }
     printf("quantized_matmul worst error / sum|x||w|: float32 %.3g, bfloat16 %.3g, float16 %.3g\n", g_worst[0],

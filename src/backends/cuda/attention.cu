@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "backends/cuda/attention.cuh"
+#include "backends/cuda/kernels.h"
 #include "backends/cuda/warp.cuh"
 
 namespace {
@@ -275,8 +276,6 @@ Args args_of(const afo_cuda_sdpa *p) {
     return a;
 }
 
-int g_sms;
-
 } // namespace
 
 extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
@@ -285,22 +284,13 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     p->nsplit = 1;
     p->chunk = p->Lk > 0 ? p->Lk : 1;
     if (!*supported) return 0;
-    if (!g_sms) {
-        int dev = 0, n = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            cudaGetLastError();
-            n = 1;
-        }
-        g_sms = n;
-    }
     Args a = args_of(p);
     if (a.mma) return 0;
     // Two blocks per SM, with splits of at least 4 tiles: on an H200, 8 per
     // SM of 2 tiles or more measured 20% slower (more partials to merge).
     // A decode step's block holds one group's few rows, which one warp
     // serves tile after tile: there a split of one tile is worth its merge.
-    int64_t blocks = a.nrb * p->B * p->Hkv, target = 2 * (int64_t)g_sms;
+    int64_t blocks = a.nrb * p->B * p->Hkv, target = 2 * (int64_t)afo_cuda_multiprocessors();
     int64_t min_tiles = a.R <= RW ? 1 : 4;
     if (blocks >= target || p->Lk <= min_tiles * BK) return 0;
     int64_t n = (target + blocks - 1) / blocks, most = p->Lk / (min_tiles * BK);

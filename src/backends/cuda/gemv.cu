@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "backends/cuda/convert.cuh"
+#include "backends/cuda/kernels.h"
 #include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/warp.cuh"
 
@@ -155,20 +156,6 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
     }
 }
 
-int multiprocessors() {
-    static int sms;
-    if (!sms) {
-        int dev = 0, n = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
-            cudaGetLastError();
-            n = 1;
-        }
-        sms = n;
-    }
-    return sms;
-}
-
 template <typename W, typename X>
 void launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row,
             int R, cudaStream_t s) {
@@ -181,7 +168,7 @@ void launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_
     if (R == 1 && vector) {
         const int64_t groups = (N + rows_per_block - 1) / rows_per_block;
         constexpr int kDepth = 2, kBlocksPerSM = 4;
-        const int64_t most = (int64_t)multiprocessors() * kBlocksPerSM;
+        const int64_t most = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM;
         gemv_stream<W, X, kDepth, kBlocksPerSM>
             <<<(unsigned)(groups < most ? groups : most), kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K);
     } else if (R == 1) gemv<W, X, 1><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector);

@@ -38,6 +38,10 @@ typedef struct afo_cuda_strided {
  * input 0. */
 void afo_cuda_elementwise(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, cudaStream_t stream);
 
+/* The GPU's multiprocessor count (1 when it cannot be read), read once:
+ * kernels whose blocks loop over the work size their grids by it. */
+int afo_cuda_multiprocessors(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -32,6 +32,20 @@ afo_status afo_cuda_launched(const char *op) { return afo_cuda_status(cudaGetLas
 
 cudaStream_t afo_cuda_stream(void) { return g_stream; }
 
+int afo_cuda_multiprocessors(void) {
+    static int count;
+    if (!count) {
+        int dev = 0, n = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            cudaGetLastError();
+            n = 1;
+        }
+        count = n;
+    }
+    return count;
+}
+
 static void *cuda_alloc(size_t nbytes) {
     void *p = NULL;
     if (cudaMalloc(&p, nbytes) != cudaSuccess) {
