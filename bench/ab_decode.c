@@ -8,8 +8,9 @@
  * pairs: drift slower than a pair cancels in the pair's time ratio.
  * Prints the median B/A time ratio with p10 and p90, and each build's
  * tok/s over all its turns. On the 2-core development machine a library
- * against a copy of itself read 1.015 (4-bit TinyLlama, 40 pairs of 8
- * tokens), where whole runs one after the other differ by 10-20%.
+ * against a copy of itself read 1.015 and 0.999 (4-bit TinyLlama, 40 and
+ * 50 pairs of 8 tokens), where whole runs one after the other differ by
+ * 10-20%.
  * Usage: ab_decode LIB_A.so LIB_B.so MODEL [--prompt 512] [--tokens 8] [--pairs 50] [--threads 2]
  * (copy the libraries first: dlopen of one path twice gives one library) */
 #include "bench_util.h"

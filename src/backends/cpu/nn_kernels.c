@@ -349,7 +349,7 @@ static void values_float(const sdpa_job *j, float *acc, const float *s, int64_t 
     }
 }
 /* A decode step's scores are a few thousand per kv head: the scalar loop
- * (one dependent maxss per score) took an eighth of attention's time. */
+ * (one dependent maxss per score) took about a tenth of attention's time. */
 static inline float max_float(const sdpa_job *j, const float *s, int64_t n) { return j->p->max(s, n); }
 static inline float exp_sum_float(const sdpa_job *j, float *s, int64_t n, float max) {
     return j->p->exp_sum(s, n, max);
