@@ -437,6 +437,10 @@ static void test_prims(void) {
             kf[i] = (float)test_normal();
             w[i] = (float)test_normal(), b[i] = (float)test_normal();
         }
+        /* max exactly, NaN and -inf entries skipped */
+        for (int i = 0; i < N; i++) s1[i] = i % 7 == 2 ? NAN : i % 5 == 3 ? -INFINITY : kf[i];
+        float x1 = simd->max(s1, n), x2 = ref->max(s1, n);
+        CHECK_MSG(x1 == x2, "max n %lld: %g, reference %g", (long long)n, x1, x2);
         /* exp_sum over scores <= max, with hidden (-inf) entries */
         for (int i = 0; i < N; i++) s1[i] = s2[i] = i % 5 == 3 ? -INFINITY : (float)test_uniform(-95, 3);
         float e1 = simd->exp_sum(s1, n, 3.0f), e2 = ref->exp_sum(s2, n, 3.0f);

@@ -43,6 +43,12 @@ AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
 SCALAR_DOT_AXPY(f16)
 AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 
+static float max_scalar(const float *x, int64_t n) {
+    float m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 static float exp_sum_scalar(float *s, int64_t n, float max) {
     float sum = 0;
     for (int64_t i = 0; i < n; i++) sum += (s[i] = expf(s[i] - max));
@@ -76,7 +82,7 @@ static void rotate_halves_scalar(float *x, int64_t half, const float *c, const f
 const afo_nn_prims afo_nn_prims_scalar = {
     "scalar", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
     {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
-    exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar, rotate_halves_scalar,
+    max_scalar, exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar, rotate_halves_scalar,
 };
 
 /* Follows the CPU kernel level (AFO_CPU_KERNEL can force scalar). */
@@ -342,6 +348,9 @@ static void values_float(const sdpa_job *j, float *acc, const float *s, int64_t 
         j->p->axpys[AFO_NN_F32](acc, j->hpi, j->Dv, s + x, j->Lk, tmp, 0, 1);
     }
 }
+/* A decode step's scores are a few thousand per kv head: the scalar loop
+ * (one dependent maxss per score) took about a tenth of attention's time. */
+static inline float max_float(const sdpa_job *j, const float *s, int64_t n) { return j->p->max(s, n); }
 static inline float exp_sum_float(const sdpa_job *j, float *s, int64_t n, float max) {
     return j->p->exp_sum(s, n, max);
 }
@@ -363,6 +372,12 @@ static void values_double(const sdpa_job *j, double *acc, const double *s, int64
         for (int64_t t = 0; t < j->hpi; t++)
             for (int64_t i = 0; i < j->Dv; i++) acc[t * j->Dv + i] += s[t * j->Lk + x] * tmp[i];
     }
+}
+static inline double max_double(const sdpa_job *j, const double *s, int64_t n) {
+    (void)j;
+    double m = -INFINITY;
+    for (int64_t i = 0; i < n; i++) m = s[i] > m ? s[i] : m;
+    return m;
 }
 static inline double exp_sum_double(const sdpa_job *j, double *s, int64_t n, double max) {
     double sum = 0;
@@ -406,8 +421,7 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
                                                  : s[t * Lk + x] + tmp[x];                             \
             }                                                                                          \
             for (int64_t t = 0; t < hpi; t++) {                                                        \
-                T *row = s + t * Lk, mx = (T)-INFINITY;                                                \
-                for (int64_t x = 0; x < n; x++) mx = row[x] > mx ? row[x] : mx;                        \
+                T *row = s + t * Lk, mx = max_##T(j, row, n);                                          \
                 if (mx == (T)-INFINITY) { /* every key hidden: the row's output is zero */             \
                     for (int64_t x = 0; x < n; x++) row[x] = 0;                                        \
                     sum[t] = 0;                                                                        \

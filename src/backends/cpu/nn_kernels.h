@@ -24,6 +24,8 @@ typedef struct afo_nn_prims {
                                   float *s, int64_t ls);
     void (*axpys[AFO_NN_ST_COUNT])(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls, const void *v,
                                    int64_t vs, int64_t n);
+    /* the largest x[i], NaN skipped; -inf when there is none (n = 0) */
+    float (*max)(const float *x, int64_t n);
     /* s[i] = exp(s[i] - max); returns the sum of the new s[i] */
     float (*exp_sum)(float *s, int64_t n, float max);
     /* sum_i x[i] */

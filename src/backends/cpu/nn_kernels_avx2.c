@@ -157,6 +157,19 @@ AVX2_DOTS_AXPYS(f32)
 AVX2_DOTS_AXPYS(bf16)
 AVX2_DOTS_AXPYS(f16)
 
+/* max_ps returns its second operand when the first is NaN, so NaN is
+ * skipped as in the scalar comparison */
+static float max_avx2(const float *x, int64_t n) {
+    __m256 acc = _mm256_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) acc = _mm256_max_ps(_mm256_loadu_ps(x + i), acc);
+    __m128 m = _mm_max_ps(_mm256_extractf128_ps(acc, 1), _mm256_castps256_ps128(acc));
+    m = _mm_max_ps(_mm_movehl_ps(m, m), m);
+    float r = _mm_cvtss_f32(_mm_max_ss(_mm_movehdup_ps(m), m));
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
 static float exp_sum_avx2(float *s, int64_t n, float max) {
     __m256 vm = _mm256_set1_ps(max), acc = _mm256_setzero_ps();
     int64_t i = 0;
@@ -218,5 +231,5 @@ static void rotate_halves_avx2(float *x, int64_t half, const float *c, const flo
 
 const afo_nn_prims afo_nn_prims_avx2 = {
     "avx2", {dots_f32, dots_bf16, dots_f16}, {axpys_f32, axpys_bf16, axpys_f16},
-    exp_sum_avx2, sum_avx2, sq_dev_sum_avx2, norm_apply_avx2, rotate_halves_avx2,
+    max_avx2, exp_sum_avx2, sum_avx2, sq_dev_sum_avx2, norm_apply_avx2, rotate_halves_avx2,
 };

@@ -38,6 +38,16 @@ AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
 AVX512_DOT_AXPY(f16)
 AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 
+/* lanes past the tail keep acc; max_ps skips a NaN first operand */
+static float max_avx512(const float *x, int64_t n) {
+    __m512 acc = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) {
+        __mmask16 m = afo_tail_mask16(n - i);
+        acc = _mm512_mask_max_ps(acc, m, _mm512_maskz_loadu_ps(m, x + i), acc);
+    }
+    return _mm512_reduce_max_ps(acc);
+}
+
 static float exp_sum_avx512(float *s, int64_t n, float max) {
     __m512 vm = _mm512_set1_ps(max), acc = _mm512_setzero_ps();
     for (int64_t i = 0; i < n; i += 16) {
@@ -88,5 +98,5 @@ static void rotate_halves_avx512(float *x, int64_t half, const float *c, const f
 const afo_nn_prims afo_nn_prims_avx512 = {
     "avx512", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
     {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
-    exp_sum_avx512, sum_avx512, sq_dev_sum_avx512, norm_apply_avx512, rotate_halves_avx512,
+    max_avx512, exp_sum_avx512, sum_avx512, sq_dev_sum_avx512, norm_apply_avx512, rotate_halves_avx512,
 };

@@ -46,6 +46,16 @@ AFO_NN_ROWWISE_DOTS_AXPYS(bf16)
 NEON_DOT_AXPY(f16)
 AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 
+/* maxnm returns the number when one operand is NaN */
+static float max_neon(const float *x, int64_t n) {
+    float32x4_t acc = vdupq_n_f32(-INFINITY);
+    int64_t i = 0;
+    for (; i + 4 <= n; i += 4) acc = vmaxnmq_f32(acc, vld1q_f32(x + i));
+    float r = vmaxnmvq_f32(acc);
+    for (; i < n; i++) r = x[i] > r ? x[i] : r;
+    return r;
+}
+
 static float exp_sum_neon(float *s, int64_t n, float max) {
     float32x4_t vm = vdupq_n_f32(max), acc = vdupq_n_f32(0);
     int64_t i = 0;
@@ -108,5 +118,5 @@ static void rotate_halves_neon(float *x, int64_t half, const float *c, const flo
 const afo_nn_prims afo_nn_prims_neon = {
     "neon", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
     {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
-    exp_sum_neon, sum_neon, sq_dev_sum_neon, norm_apply_neon, rotate_halves_neon,
+    max_neon, exp_sum_neon, sum_neon, sq_dev_sum_neon, norm_apply_neon, rotate_halves_neon,
 };
