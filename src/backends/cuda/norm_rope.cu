@@ -241,26 +241,21 @@ __global__ void __launch_bounds__(kNormVecThreads) norm_vec_kernel(afo_cuda_rows
             if (b) bv[k] = ((const uint4 *)b)[i];
         }
     }
-    float c = 0;
-    if (center) {
+    // the sum over this thread's elements of (x - c), or of its squares
+    auto thread_sum = [&](float c, bool squares) {
         float sum = 0, f[V];
 #pragma unroll
         for (int k = 0; k < NV; k++)
             if (threadIdx.x + (int64_t)k * kNormVecThreads < nv) {
                 unpack<T>(xv[k], f);
 #pragma unroll
-                for (int e = 0; e < V; e++) sum += f[e];
+                for (int e = 0; e < V; e++) sum += squares ? (f[e] - c) * (f[e] - c) : f[e] - c;
             }
-        c = block_sum(sum, red) / (float)x.n;
-    }
-    float ss = 0, f[V];
-#pragma unroll
-    for (int k = 0; k < NV; k++)
-        if (threadIdx.x + (int64_t)k * kNormVecThreads < nv) {
-            unpack<T>(xv[k], f);
-#pragma unroll
-            for (int e = 0; e < V; e++) ss += (f[e] - c) * (f[e] - c);
-        }
+        return sum;
+    };
+    const float c = center ? block_sum(thread_sum(0.f, false), red) / (float)x.n : 0.f;
+    const float ss = thread_sum(c, true);
+    float f[V];
     const float inv = 1.f / sqrtf(block_sum(ss, red) / (float)x.n + eps);
 #pragma unroll
     for (int k = 0; k < NV; k++) {
