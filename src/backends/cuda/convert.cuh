@@ -27,6 +27,18 @@ template <typename T> __device__ T load_as(const void *base, int64_t i, afo_dtyp
     }
 }
 
+// A float value of each activation type, for kernels templated on it.
+__device__ __forceinline__ float to_f(float v) { return v; }
+__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+// The 16 / sizeof(T) elements of a 16-byte vector, as floats.
+template <typename T> __device__ __forceinline__ void unpack(const uint4 &raw, float *out) {
+    const T *v = (const T *)&raw;
+#pragma unroll
+    for (int i = 0; i < (int)(16 / sizeof(T)); i++) out[i] = to_f(v[i]);
+}
+
 template <typename T> __device__ int64_t to_int(T v, double lo, double hi) {
     double d = (double)v;
     if (d != d) return 0;

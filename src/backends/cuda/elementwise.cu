@@ -243,9 +243,9 @@ template <typename S, int H> __global__ void ew_flat_kernel(afo_cuda_strided d, 
     }
 }
 
-template <typename S, int H> void launch_vec(const afo_cuda_strided &v, bool flat, afo_op op, cudaStream_t st) {
+template <typename S, int H> void launch_vec(const afo_cuda_strided &v, afo_op op, cudaStream_t st) {
     const int threads = 256;
-    if (flat) {
+    if (v.ndim == 1) {
         const int64_t per_block = (int64_t)threads * flat_unroll<H>::value;
         ew_flat_kernel<S, H><<<(unsigned)((v.size + per_block - 1) / per_block), threads, 0, st>>>(v, op);
         return;
@@ -255,24 +255,24 @@ template <typename S, int H> void launch_vec(const afo_cuda_strided &v, bool fla
     ew_vec_kernel<S, H><<<(unsigned)blocks, threads, 0, st>>>(v, op);
 }
 
-template <typename S> void launch_vec_as(const afo_cuda_strided &v, bool flat, afo_op op, cudaStream_t st) {
+template <typename S> void launch_vec_as(const afo_cuda_strided &v, afo_op op, cudaStream_t st) {
     switch (hot_of(op, v.nops)) {
-    case kAdd: launch_vec<S, kAdd>(v, flat, op, st); break;
-    case kMul: launch_vec<S, kMul>(v, flat, op, st); break;
-    case kSwiglu: launch_vec<S, kSwiglu>(v, flat, op, st); break;
-    case kCopy: launch_vec<S, kCopy>(v, flat, op, st); break;
-    default: launch_vec<S, kGeneric>(v, flat, op, st); break;
+    case kAdd: launch_vec<S, kAdd>(v, op, st); break;
+    case kMul: launch_vec<S, kMul>(v, op, st); break;
+    case kSwiglu: launch_vec<S, kSwiglu>(v, op, st); break;
+    case kCopy: launch_vec<S, kCopy>(v, op, st); break;
+    default: launch_vec<S, kGeneric>(v, op, st); break;
     }
 }
 
-// Whether the vector kernels take d (*flat: ew_flat_kernel), and its
-// descriptor in vectors. Not below
-// kVectorMin elements: a decode step's small operands ran slower as
-// vectors (Llama-3.1-8B bf16 decode on an H200: 151 tok/s with every
-// operand vectorized, 160 with none or with this bound; prefill the same).
+// Whether the vector kernels take d (ew_flat_kernel when its axes merged
+// into one), and its descriptor in vectors. Not below kVectorMin elements:
+// a decode step's small operands ran slower as vectors (Llama-3.1-8B bf16
+// decode on an H200: 151 tok/s with every operand vectorized, 160 with
+// none or with this bound; prefill the same).
 constexpr int64_t kVectorMin = 65536;
 
-bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cuda_strided *v, bool *flat) {
+bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cuda_strided *v) {
     const afo_dtype t = d->dtype[0];
     if (d->size < kVectorMin || op == AFO_OP_WHERE || ct != AFO_CUDA_F32 || d->ndim < 1 || d->nops > 3 ||
         (t != AFO_FLOAT32 && t != AFO_FLOAT16 && t != AFO_BFLOAT16))
@@ -287,7 +287,6 @@ bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cud
             if (d->strides[k][ax] % V != 0) return false;
     }
     *v = *d;
-    *flat = d->ndim == 1;
     v->shape[last] /= V;
     v->size /= V;
     v->shift_stride /= V;
@@ -302,12 +301,11 @@ extern "C" void afo_cuda_elementwise(const afo_cuda_strided *d, afo_op op, afo_c
     if (d->size == 0) return;
     int threads = 256;
     afo_cuda_strided v;
-    bool flat;
-    if (vectorized(d, op, ct, &v, &flat)) {
+    if (vectorized(d, op, ct, &v)) {
         switch (d->dtype[0]) {
-        case AFO_FLOAT16: launch_vec_as<__half>(v, flat, op, stream); break;
-        case AFO_BFLOAT16: launch_vec_as<__nv_bfloat16>(v, flat, op, stream); break;
-        default: launch_vec_as<float>(v, flat, op, stream); break;
+        case AFO_FLOAT16: launch_vec_as<__half>(v, op, stream); break;
+        case AFO_BFLOAT16: launch_vec_as<__nv_bfloat16>(v, op, stream); break;
+        default: launch_vec_as<float>(v, op, stream); break;
         }
         return;
     }

@@ -25,9 +25,8 @@ constexpr int kWarps = 8;
 constexpr int kSplit = 4;
 constexpr int kUnroll = 2;
 
-__device__ inline float to_f(float v) { return v; }
-__device__ inline float to_f(__half v) { return __half2float(v); }
-__device__ inline float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
+using afo_cuda::to_f;
+using afo_cuda::unpack;
 
 // n consecutive elements of T from 16-byte aligned memory, as floats.
 template <typename T, int n> __device__ inline void load_vec(const T *p, float *out) {
@@ -39,13 +38,6 @@ template <typename T, int n> __device__ inline void load_vec(const T *p, float *
 #pragma unroll
         for (int i = 0; i < per && c * per + i < n; i++) out[c * per + i] = to_f(v[i]);
     }
-}
-
-// The 16 / sizeof(T) elements of a loaded vector, as floats.
-template <typename T> __device__ inline void unpack(const uint4 &raw, float *out) {
-    const T *v = (const T *)&raw;
-#pragma unroll
-    for (int i = 0; i < (int)(16 / sizeof(T)); i++) out[i] = to_f(v[i]);
 }
 
 // MAXR: the rows of x the kernel is compiled for (1 for decode, so that
@@ -108,7 +100,9 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 // next row go out before this one's sums meet. A block per pair of rows
 // (the kernel above) drains its loads and reduces before the next block
 // starts, and the 4096-row products of a decode step read 2.5-2.7 TB/s.
-template <typename W, typename X, int kDepth, int kBlocksPerSM>
+constexpr int kDepth = 2, kBlocksPerSM = 4;
+
+template <typename W, typename X>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
     gemv_stream(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K) {
     constexpr int V = 16 / sizeof(W), kRows = kWarps / kSplit;
@@ -166,11 +160,8 @@ void launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_
     const W *wt = (const W *)w;
     const X *xt = (const X *)x;
     if (R == 1 && vector) {
-        const int64_t groups = (N + rows_per_block - 1) / rows_per_block;
-        constexpr int kDepth = 2, kBlocksPerSM = 4;
-        const int64_t most = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM;
-        gemv_stream<W, X, kDepth, kBlocksPerSM>
-            <<<(unsigned)(groups < most ? groups : most), kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K);
+        const unsigned most = (unsigned)afo_cuda_multiprocessors() * kBlocksPerSM;
+        gemv_stream<W, X><<<blocks < most ? blocks : most, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K);
     } else if (R == 1) gemv<W, X, 1><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector);
     else gemv<W, X, kMaxRows><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector);
 }

@@ -8,15 +8,14 @@
 
 #include <type_traits>
 
+#include "backends/cuda/convert.cuh"
 #include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/warp.cuh"
 
 namespace {
 
-template <typename T> __device__ __forceinline__ float to_f(T v);
-template <> __device__ __forceinline__ float to_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ float to_f<__half>(__half v) { return __half2float(v); }
-template <> __device__ __forceinline__ float to_f<__nv_bfloat16>(__nv_bfloat16 v) { return __bfloat162float(v); }
+using afo_cuda::to_f;
+using afo_cuda::unpack;
 
 template <typename T> constexpr afo_dtype dtype_of() {
     return std::is_same<T, __half>::value ? AFO_FLOAT16 : std::is_same<T, __nv_bfloat16>::value ? AFO_BFLOAT16
@@ -158,6 +157,16 @@ __global__ void __launch_bounds__(kNormThreads) norm_kernel(afo_cuda_rows x, con
     }
 }
 
+// cos and sin of pair j's angle at position pos (sin negated for the
+// inverse rope), in double as on the CPU.
+__device__ void rope_angle(const afo_cuda_rope &p, int64_t pos, int64_t j, double *cs, double *sn) {
+    const double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, j, 1.0)
+                            : j < AFO_CUDA_ROPE_TABLE ? p.inv_freq[j]
+                                                      : pow(p.base, -2.0 * (double)j / (double)p.dims);
+    sincos((double)pos * p.scale * inv_freq, sn, cs);
+    if (p.inverse) *sn = -*sn;
+}
+
 // Rows at one position (r = l + k L) share their angles: a thread takes a
 // rotated pair, or a column past dims, at one position for `per_thread` of
 // those rows, so that one float64 sincos serves them all. With a thread
@@ -179,13 +188,8 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope 
     const int64_t partner = p.traditional ? d + 1 : d + half;
     C cs = 1, sn = 0;
     if (rotated) {
-        double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, j, 1.0)
-                          : j < AFO_CUDA_ROPE_TABLE ? p.inv_freq[j]
-                                                    : pow(p.base, -2.0 * (double)j / (double)p.dims);
-        int64_t pos = p.offset + (p.position ? *p.position : 0) + l;
-        double th = (double)pos * p.scale * inv_freq, s, c;
-        sincos(th, &s, &c);
-        if (p.inverse) s = -s;
+        double c, s;
+        rope_angle(p, p.offset + (p.position ? *p.position : 0) + l, j, &c, &s);
         cs = (C)c, sn = (C)s;
     }
     for (int k = 0; k < per_thread; k++) {
@@ -209,12 +213,6 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope 
 // SM where 2 were with a scalar load a thread (a 2048 x 4096 prefill norm
 // took 30 us against about 8 for its bytes, 2048 x 2048 ones 20 us).
 constexpr int kNormVecThreads = 128;
-
-template <typename T> __device__ __forceinline__ void unpack(const uint4 &v, float *f) {
-    const T *e = (const T *)&v;
-#pragma unroll
-    for (int k = 0; k < 16 / (int)sizeof(T); k++) f[k] = to_f(e[k]);
-}
 
 template <typename T> __device__ __forceinline__ uint4 pack(const float *f) {
     uint4 v;
@@ -299,16 +297,13 @@ __global__ void __launch_bounds__(kRopeVecThreads) rope_vec_kernel(afo_cuda_rows
     extern __shared__ float angles[]; // [positions of the block][half][cos, sin]
     const int64_t half = p.dims / 2, per_position = x.rows / p.L, chunks = half / V;
     const int64_t per_l = per_position * chunks, first = (int64_t)blockIdx.x * kRopeVecThreads;
-    const int64_t l0 = first / per_l, l1 = (first + kRopeVecThreads - 1 < items ? first + kRopeVecThreads - 1 : items - 1) / per_l;
+    const int64_t last = first + kRopeVecThreads - 1 < items ? first + kRopeVecThreads - 1 : items - 1;
+    const int64_t l0 = first / per_l, l1 = last / per_l;
     const int64_t shift = p.offset + (p.position ? *p.position : 0);
     for (int64_t t = threadIdx.x; t < (l1 - l0 + 1) * half; t += kRopeVecThreads) {
-        const int64_t l = l0 + t / half, j = t % half;
-        const double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, j, 1.0)
-                                : j < AFO_CUDA_ROPE_TABLE ? p.inv_freq[j]
-                                                          : pow(p.base, -2.0 * (double)j / (double)p.dims);
-        double sn, cs;
-        sincos((double)(shift + l) * p.scale * inv_freq, &sn, &cs);
-        angles[2 * t] = (float)cs, angles[2 * t + 1] = (float)(p.inverse ? -sn : sn);
+        double cs, sn;
+        rope_angle(p, shift + l0 + t / half, t % half, &cs, &sn);
+        angles[2 * t] = (float)cs, angles[2 * t + 1] = (float)sn;
     }
     __syncthreads();
     const int64_t item = first + threadIdx.x;
@@ -352,7 +347,10 @@ void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec
     const int threads = norm_threads(x->n);
     const int64_t held = (x->n + threads - 1) / threads;
     const unsigned rows = (unsigned)x->rows;
-    auto kernel = held <= 4 ? norm_kernel<T, C, 4> : held <= 8 ? norm_kernel<T, C, 8> : held <= 16 ? norm_kernel<T, C, 16> : norm_kernel<T, C, 0>;
+    auto kernel = held <= 4    ? norm_kernel<T, C, 4>
+                  : held <= 8  ? norm_kernel<T, C, 8>
+                  : held <= 16 ? norm_kernel<T, C, 16>
+                               : norm_kernel<T, C, 0>;
     kernel<<<rows, threads, 0, st>>>(*x, (const T *)xd, (T *)out, w, b, center, eps);
 }
 

@@ -7,6 +7,7 @@
 #include <cuda_fp16.h>
 #include <stdint.h>
 
+#include "backends/cuda/convert.cuh"
 #include "backends/cuda/quant_kernels.h"
 
 namespace afo_q {
@@ -42,9 +43,7 @@ __device__ __forceinline__ void store_f(void *p, int64_t i, afo_dtype dt, float 
 }
 
 // Activation types as template parameters.
-__device__ __forceinline__ float to_f(float v) { return v; }
-__device__ __forceinline__ float to_f(__nv_bfloat16 v) { return __bfloat162float(v); }
-__device__ __forceinline__ float to_f(__half v) { return __half2float(v); }
+using afo_cuda::to_f;
 template <typename T> __device__ __forceinline__ T from_f(float v);
 template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
 template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
