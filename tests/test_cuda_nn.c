@@ -204,6 +204,73 @@ static void test_norms(void) {
     }
 }
 
+/* ------------------------------------------------------------ fused pairs */
+
+/* A decode step's pairs that the evaluator hands to one kernel: r + x W^T
+ * (the residual) and rms_norm(x) W^T; `shared` makes the product's or the
+ * norm's value needed elsewhere too, which must keep the pair apart. */
+typedef struct fused_case {
+    int norm, shared;
+} fused_case;
+
+static afo_array *build_fused(afo_array *const *in, void *ctx) {
+    const fused_case *c = ctx;
+    afo_array *wt = afo_transpose(in[1], NULL);
+    afo_array *x = c->norm ? afo_rms_norm(in[0], in[2], 1e-5f) : afo_retain(in[0]);
+    afo_array *y = afo_matmul(x, wt), *r;
+    if (c->norm && c->shared) {
+        afo_array *m = afo_mean(x, (int[]){-1}, 1, 1);
+        r = afo_add(y, m);
+        afo_release(m);
+    } else if (c->norm) {
+        r = afo_retain(y);
+    } else {
+        afo_array *sum = afo_add(in[2], y);
+        r = c->shared ? afo_add(sum, y) : afo_retain(sum);
+        afo_release(sum);
+    }
+    release_all((afo_array *[]){wt, x, y}, 3);
+    return r;
+}
+
+static void fused(afo_dtype t, int64_t rows, int64_t K, int64_t N, fused_case c, int64_t addend_size, bool expect) {
+    int64_t xs[3] = {1, rows, K}, ws[2] = {N, K}, rs[3] = {1, rows, N};
+    /* a residual away from 0, so that one left out or added twice shows
+     * above the half types' rounding of sums of up to 64 terms of O(1) */
+    afo_array *in[3] = {devcheck_random(t, 3, xs, -1, 1), devcheck_random(t, 2, ws, -1, 1),
+                        c.norm ? devcheck_random(t, 1, &K, -2, 2)
+                               : devcheck_random(t, addend_size == N ? 1 : 3, addend_size == N ? &N : rs, 2, 3)};
+    char what[160];
+    snprintf(what, sizeof what, "%s%s %s [%lld, %lld] x [%lld, %lld]^T%s", c.norm ? "rms_norm @ W^T" : "r + x @ W^T",
+             c.shared ? " (value shared)" : "", afo_dtype_name(t), (long long)rows, (long long)K, (long long)N,
+             (long long)K, addend_size == N ? " (r a vector)" : "");
+    int64_t before = afo_fused_count();
+    double tol = out_tol(t);
+    devcheck(what, AFO_CUDA, build_fused, &c, in, 3, tol, tol * sqrt((double)K));
+    CHECK_MSG((afo_fused_count() > before) == expect, "%s: %s as one kernel", what, expect ? "not" : "wrongly");
+    release_all(in, 3);
+}
+
+static void test_fused(void) {
+    afo_dtype dts[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16};
+    for (int t = 0; t < 3; t++) {
+        afo_dtype d = dts[t];
+        for (int norm = 0; norm < 2; norm++) {
+            fused_case c = {.norm = norm};
+            /* the streaming kernel of one row, 4096-wide as in 8B models */
+            fused(d, 1, 4096, 4096, c, 0, true);
+            fused(d, 1, 2048, 37, c, 0, true);
+            /* rows the norm must not be folded into; K not a vector's multiple */
+            fused(d, 3, 256, 40, c, 0, !norm);
+            fused(d, 1, 1001, 19, c, 0, !norm);
+            c.shared = 1;
+            fused(d, 1, 512, 64, c, 0, false);
+        }
+        /* a residual laid out as the product, with fewer axes */
+        fused(d, 1, 512, 64, (fused_case){0}, 64, true);
+    }
+}
+
 /* ------------------------------------------------------------ rope */
 
 typedef struct rope_case {
@@ -391,6 +458,7 @@ int main(void) {
     if (!devcheck_available(AFO_CUDA)) return 77;
     RUN(test_matmul);
     RUN(test_norms);
+    RUN(test_fused);
     RUN(test_rope);
     RUN(test_sdpa_prefill);
     RUN(test_sdpa_prefill_half);

@@ -1,6 +1,7 @@
 /* Array handles, graph nodes and evaluation. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backends/cpu/cpu.h"
 #include "core/internal.h"
@@ -308,7 +309,7 @@ typedef struct moved_inputs {
 static afo_status inputs_on(afo_array *a, afo_device device, moved_inputs *m, afo_array *const **in) {
     *in = a->in;
     bool any = false;
-    for (int i = 0; i < a->nin; i++) any |= a->in[i]->buf->device != device;
+    for (int i = 0; i < a->nin; i++) any |= a->in[i]->buf && a->in[i]->buf->device != device;
     if (!any) return AFO_OK;
     afo_array *copies = m->stack;
     m->ptrs = m->ptrs_stack;
@@ -321,7 +322,7 @@ static afo_status inputs_on(afo_array *a, afo_device device, moved_inputs *m, af
     for (int i = 0; i < a->nin; i++) {
         afo_array *x = a->in[i];
         m->ptrs[i] = x;
-        if (x->buf->device == device) continue;
+        if (!x->buf || x->buf->device == device) continue; /* a deferred producer stays as it is */
         afo_buffer *there = afo_buffer_on(x->buf, device);
         if (!there) return afo_last_status();
         copies[i] = *x;
@@ -341,7 +342,82 @@ static atomic_llong g_fallbacks;
 
 int64_t afo_cpu_fallback_count(void) { return (int64_t)atomic_load(&g_fallbacks); }
 
+static atomic_llong g_fused;
+
+int64_t afo_fused_count(void) { return (int64_t)atomic_load(&g_fused); }
+
+static void evaluated(afo_array *a) {
+    a->contiguous = afo_strides_contiguous(a->ndim, a->shape, a->strides);
+    a->device = a->buf->device;
+    detach(a);
+}
+
+/* Marks the nodes of `order` that their one consumer's kernel computes
+ * along (afo_fused_fn). A producer that takes one in itself is left alone:
+ * a fused kernel knows one pair. A root has a reference of the caller's, so
+ * a producer whose only reference is its consumer's is no root. */
+static void mark_fusions(afo_array *const *order, size_t count) {
+    for (size_t i = 0; i < count; i++) order[i]->deferred = false;
+    static int enabled = -1; /* AFO_FUSE=0 turns fusion off, to tell its rounding from a bug's */
+    if (enabled < 0) {
+        const char *e = getenv("AFO_FUSE");
+        enabled = !(e && strcmp(e, "0") == 0);
+    }
+    if (!enabled) return;
+    for (size_t i = 0; i < count; i++) {
+        afo_array *a = order[i];
+        for (int k = 0; k < a->nin; k++) {
+            afo_array *p = a->in[k];
+            bool absorbs = false;
+            for (int j = 0; j < p->nin; j++) absorbs |= p->in[j]->deferred;
+            if (p->buf || absorbs || p->device != a->device || atomic_load(&p->refcount) != 1 ||
+                !afo_op_fused(a->device, a->op, p->op))
+                continue;
+            p->deferred = true;
+            break;
+        }
+    }
+}
+
+/* a's kernel with its deferred input k folded in; *done false when the
+ * kernel declined. */
+#define FUSED_MAX_INPUTS 8
+static afo_status eval_fused(afo_array *a, int k, bool *done) {
+    afo_array *p = a->in[k];
+    afo_fused_fn fn = afo_op_fused(a->device, a->op, p->op);
+    if (a->nin > FUSED_MAX_INPUTS) return AFO_OK;
+    moved_inputs moved = {.ptrs = moved.ptrs_stack}, moved_p = {.ptrs = moved_p.ptrs_stack};
+    afo_array *const *in, *const *p_in;
+    afo_status st = inputs_on(a, a->device, &moved, &in);
+    if (st == AFO_OK) st = inputs_on(p, a->device, &moved_p, &p_in);
+    if (st == AFO_OK) {
+        afo_array producer = *p, *args[FUSED_MAX_INPUTS];
+        producer.in = (afo_array **)p_in;
+        for (int i = 0; i < a->nin; i++) args[i] = in[i];
+        args[k] = &producer;
+        st = fn(a, args, a->nin, k, done);
+    }
+    moved_free(&moved);
+    moved_free(&moved_p);
+    return st;
+}
+
 static afo_status eval_node(afo_array *a) {
+    int k = 0;
+    while (k < a->nin && !a->in[k]->deferred) k++;
+    if (k < a->nin) {
+        bool done = false, profile = afo_profile_enabled();
+        double t0 = profile ? afo_profile_now() : 0;
+        AFO_TRY(eval_fused(a, k, &done));
+        if (profile && done) afo_profile_op(a->op, a->device, afo_profile_now() - t0);
+        if (done) {
+            atomic_fetch_add(&g_fused, 1);
+            evaluated(a);
+            return AFO_OK;
+        }
+        a->in[k]->deferred = false;
+        AFO_TRY(eval_node(a->in[k]));
+    }
     const afo_op_def *def = afo_op_get(a->op);
     if (!def) return afo_error(AFO_ERR_UNSUPPORTED, "op %d has no definition", (int)a->op);
     /* an op the device has no kernel for runs on the CPU */
@@ -359,9 +435,7 @@ static afo_status eval_node(afo_array *a) {
     moved_free(&moved);
     if (profile) afo_profile_op(a->op, a->device, afo_profile_now() - t0);
     if (st != AFO_OK) return st;
-    a->contiguous = afo_strides_contiguous(a->ndim, a->shape, a->strides);
-    a->device = a->buf->device;
-    detach(a);
+    evaluated(a);
     return AFO_OK;
 }
 
@@ -370,8 +444,10 @@ afo_status afo_eval(afo_array *const *arrays, int n) {
     size_t count = 0;
     double t0 = afo_profile_enabled() ? afo_profile_now() : 0;
     AFO_TRY(afo_graph_topo(arrays, n, false, &order, &count));
+    mark_fusions(order, count);
     afo_status st = AFO_OK;
-    for (size_t i = 0; i < count && st == AFO_OK; i++) st = eval_node(order[i]);
+    for (size_t i = 0; i < count && st == AFO_OK; i++)
+        if (!order[i]->deferred) st = eval_node(order[i]);
     free(order);
     if (t0 > 0) afo_profile_eval(count, afo_profile_now() - t0);
     return st;

@@ -124,6 +124,7 @@ struct afo_array {
     afo_array **in;
     afo_attrs attrs;
     uint32_t visit;        /* traversal epoch marks */
+    bool deferred;         /* this evaluation: computed inside its one consumer's kernel (afo_fused_fn) */
     afo_array *free_next;  /* release worklist link (no allocation while freeing) */
 };
 
@@ -140,6 +141,16 @@ typedef afo_status (*afo_shape_fn)(afo_array *out, afo_array *const *in, int nin
 typedef afo_status (*afo_vjp_fn)(afo_array *out, afo_array *cotangent, int argnum,
                                  afo_array **grad);
 
+/* A kernel computing `out` together with its input in[producer], an
+ * unevaluated node that only `out` consumes (a decode step's residual add
+ * with the product before it, a product with the norm before it): the
+ * producer's own inputs are evaluated and on out's device. Sets *done when
+ * it computed `out`; when the layouts at hand do not suit, leaves *done
+ * false and the evaluator runs the producer, then out's plain kernel. On a
+ * GPU a decode step's small kernels cost more in launches and round trips
+ * through memory than in work, and these pairs are most of them. */
+typedef afo_status (*afo_fused_fn)(afo_array *out, afo_array *const *in, int nin, int producer, bool *done);
+
 typedef struct afo_op_def {
     const char *name;
     afo_shape_fn shape;
@@ -152,6 +163,10 @@ void afo_op_register(afo_op op, const afo_op_def *def);
 /* Adds a backend's kernel to an op that is already registered. */
 void afo_op_set_kernel(afo_op op, afo_device device, afo_kernel_fn kernel);
 const afo_op_def *afo_op_get(afo_op op); /* NULL if the op has no definition */
+/* A backend's kernel for `consumer` with a `producer` input folded in. */
+void afo_op_set_fused(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn);
+/* NULL if none is registered. */
+afo_fused_fn afo_op_fused(afo_device device, afo_op consumer, afo_op producer);
 void afo_register_elementwise_ops(void);
 void afo_register_shape_ops(void);
 void afo_register_reduce_ops(void);

@@ -33,6 +33,34 @@ void afo_op_set_kernel(afo_op op, afo_device device, afo_kernel_fn kernel) {
     g_defs[op].kernel[device] = kernel;
 }
 
+/* A handful of pairs in all: a list, behind a per-consumer flag that spares
+ * the search for every other node of a graph. */
+#define MAX_FUSIONS 16
+typedef struct fusion {
+    afo_device device;
+    afo_op consumer, producer;
+    afo_fused_fn fn;
+} fusion;
+static fusion g_fusions[MAX_FUSIONS];
+static int g_nfusions;
+static bool g_consumes[AFO_OP_COUNT];
+
+void afo_op_set_fused(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn) {
+    assert(g_present[consumer] && g_present[producer] && g_nfusions < MAX_FUSIONS);
+    g_fusions[g_nfusions++] = (fusion){device, consumer, producer, fn};
+    g_consumes[consumer] = true;
+}
+
+afo_fused_fn afo_op_fused(afo_device device, afo_op consumer, afo_op producer) {
+    pthread_once(&g_once, register_all);
+    if ((unsigned)consumer >= AFO_OP_COUNT || !g_consumes[consumer]) return NULL;
+    for (int i = 0; i < g_nfusions; i++) {
+        const fusion *f = &g_fusions[i];
+        if (f->device == device && f->consumer == consumer && f->producer == producer) return f->fn;
+    }
+    return NULL;
+}
+
 const afo_op_def *afo_op_get(afo_op op) {
     pthread_once(&g_once, register_all);
     return (unsigned)op < AFO_OP_COUNT && g_present[op] ? &g_defs[op] : NULL;

@@ -28,12 +28,13 @@ constexpr int kUnroll = 2;
 using afo_cuda::to_f;
 using afo_cuda::unpack;
 
-// n consecutive elements of T from 16-byte aligned memory, as floats.
-template <typename T, int n> __device__ inline void load_vec(const T *p, float *out) {
+// n consecutive elements of T from 16-byte aligned memory, as floats;
+// GLOBAL: through the read-only cache (not for shared memory).
+template <typename T, int n, bool GLOBAL = true> __device__ inline void load_vec(const T *p, float *out) {
     constexpr int per = 16 / sizeof(T);
 #pragma unroll
     for (int c = 0; c < (n + per - 1) / per; c++) {
-        uint4 raw = __ldg((const uint4 *)p + c);
+        uint4 raw = GLOBAL ? __ldg((const uint4 *)p + c) : ((const uint4 *)p)[c];
         const T *v = (const T *)&raw;
 #pragma unroll
         for (int i = 0; i < per && c * per + i < n; i++) out[c * per + i] = to_f(v[i]);
@@ -44,7 +45,8 @@ template <typename T, int n> __device__ inline void load_vec(const T *p, float *
 // no registers go to the other seven sums).
 template <typename W, typename X, int MAXR>
 __global__ void __launch_bounds__(kWarps * 32, 4)
-    gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row, int R, bool vector) {
+    gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row, int R, bool vector,
+         afo_cuda_gemv_fusion fuse) {
     __shared__ float partial[kWarps][MAXR];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, part = warp % kSplit;
     const int64_t n = (int64_t)blockIdx.x * (kWarps / kSplit) + warp / kSplit;
@@ -90,9 +92,15 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     if (part == 0 && lane < R && n < N) {
         float v = 0.0f;
         for (int i = 0; i < kSplit; i++) v += partial[warp + i][lane];
+        if (fuse.addend) v += afo_cuda::load_as<float>(fuse.addend, lane * N + n, fuse.addend_dtype);
         afo_cuda::store_from(out, lane * N + n, out_dtype, v);
     }
 }
+
+// A float stored as X, rounded as the norm kernel stores it.
+__device__ __forceinline__ float from_float(float v, float) { return v; }
+__device__ __forceinline__ __half from_float(float v, __half) { return __float2half_rn(v); }
+__device__ __forceinline__ __nv_bfloat16 from_float(float v, __nv_bfloat16) { return __float2bfloat16_rn(v); }
 
 // One row of x (decode) with the vector layout: a grid of a few blocks per
 // SM, each looping over pairs of rows, and every lane keeping kDepth
@@ -100,13 +108,21 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
 // next row go out before this one's sums meet. A block per pair of rows
 // (the kernel above) drains its loads and reduces before the next block
 // starts, and the 4096-row products of a decode step read 2.5-2.7 TB/s.
+// NORM: x is the input of an rms norm whose output the product takes;
+// every block normalizes x itself into shared memory (x is a few KB, read
+// from L2 while the first weight loads are in flight), and the rows read
+// it from there. Normalizing in the loop instead, per row, made 8B bf16
+// decode 8% slower: the product is close to bound by instruction issue.
 constexpr int kDepth = 2, kBlocksPerSM = 4;
+constexpr size_t kMaxNormedBytes = 48 * 1024; // without opting in to more shared memory
 
-template <typename W, typename X>
+template <typename W, typename X, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
-    gemv_stream(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K) {
+    gemv_stream(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K,
+                afo_cuda_gemv_fusion fuse) {
     constexpr int V = 16 / sizeof(W), kRows = kWarps / kSplit;
     __shared__ float partial[2][kWarps]; // by parity of the pass: one barrier a pass
+    extern __shared__ uint4 normed[];    // NORM: x normalized, K elements of X
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, part = warp % kSplit, sub = warp / kSplit;
     const int64_t pieces = K / V, lo = pieces * part / kSplit, hi = pieces * (part + 1) / kSplit;
     const int64_t groups = (N + kRows - 1) / kRows;
@@ -119,6 +135,32 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
     };
     int64_t g = blockIdx.x;
     fetch(g * kRows + sub, lo + lane);
+    if constexpr (NORM) {
+        constexpr int XV = 16 / sizeof(X); // x's elements per 16 bytes
+        const uint4 *xq = (const uint4 *)x, *wq = (const uint4 *)fuse.norm_weight;
+        float ss = 0.0f, f[XV];
+        for (int64_t i = threadIdx.x; i < K / XV; i += kWarps * 32) {
+            unpack<X>(__ldg(xq + i), f);
+#pragma unroll
+            for (int e = 0; e < XV; e++) ss += f[e] * f[e];
+        }
+        ss = afo_cuda::warp_sum(ss);
+        if (lane == 0) partial[0][warp] = ss;
+        __syncthreads();
+        ss = 0.0f;
+        for (int i = 0; i < kWarps; i++) ss += partial[0][i];
+        const float inv = 1.f / sqrtf(ss / (float)K + fuse.eps); // as the norm kernel computes it
+        for (int64_t i = threadIdx.x; i < K / XV; i += kWarps * 32) {
+            float nw[XV];
+            unpack<X>(__ldg(xq + i), f);
+            unpack<X>(__ldg(wq + i), nw);
+            X *o = (X *)&normed[i];
+#pragma unroll
+            for (int e = 0; e < XV; e++) o[e] = from_float(f[e] * inv * nw[e], X());
+        }
+        __syncthreads(); // also keeps pass 0's partial sums from the squares'
+        x = (const X *)normed;
+    }
     for (int pass = 0; g < groups; g += gridDim.x, pass ^= 1) {
         const int64_t n = g * kRows + sub;
         float acc = 0.0f;
@@ -134,7 +176,8 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
                 if (p0 + d * 32 >= hi) break;
                 float wv[V], xv[V];
                 unpack<W>(cur[d], wv);
-                load_vec<X, V>(x + (p0 + d * 32) * V, xv);
+                if constexpr (NORM) load_vec<X, V, false>(x + (p0 + d * 32) * V, xv);
+                else load_vec<X, V>(x + (p0 + d * 32) * V, xv);
 #pragma unroll
                 for (int i = 0; i < V; i++) acc = fmaf(wv[i], xv[i], acc);
             }
@@ -145,34 +188,46 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
         if (part == 0 && lane == 0 && n < N) {
             float v = 0.0f;
             for (int i = 0; i < kSplit; i++) v += partial[pass][warp + i];
+            if (fuse.addend) v += afo_cuda::load_as<float>(fuse.addend, n, fuse.addend_dtype);
             afo_cuda::store_from(out, n, out_dtype, v);
         }
     }
 }
 
 template <typename W, typename X>
-void launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row,
-            int R, cudaStream_t s) {
+bool launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row, int R,
+            const afo_cuda_gemv_fusion &fuse, cudaStream_t s) {
     constexpr int V = 16 / sizeof(W);
     bool vector = K % V == 0 && (uintptr_t)w % 16 == 0 && (x_row % V == 0) && (uintptr_t)x % (sizeof(X) * V) == 0;
+    const bool norm = fuse.norm_weight != nullptr;
+    const size_t normed_bytes = norm ? (size_t)K * sizeof(X) : 0;
+    if (norm && (R != 1 || !vector || K % (16 / sizeof(X)) != 0 || (uintptr_t)x % 16 != 0 ||
+                 (uintptr_t)fuse.norm_weight % 16 != 0 || normed_bytes > kMaxNormedBytes))
+        return false;
     constexpr int rows_per_block = kWarps / kSplit;
     unsigned blocks = (unsigned)((N + rows_per_block - 1) / rows_per_block);
     const W *wt = (const W *)w;
     const X *xt = (const X *)x;
     if (R == 1 && vector) {
         const unsigned most = (unsigned)afo_cuda_multiprocessors() * kBlocksPerSM;
-        gemv_stream<W, X><<<blocks < most ? blocks : most, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K);
-    } else if (R == 1) gemv<W, X, 1><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector);
-    else gemv<W, X, kMaxRows><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector);
+        const unsigned grid = blocks < most ? blocks : most;
+        if (norm) gemv_stream<W, X, true><<<grid, kWarps * 32, normed_bytes, s>>>(wt, xt, out, out_dtype, N, K, fuse);
+        else gemv_stream<W, X, false><<<grid, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, fuse);
+    } else if (R == 1) {
+        gemv<W, X, 1><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector, fuse);
+    } else {
+        gemv<W, X, kMaxRows><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector, fuse);
+    }
+    return true;
 }
 
 template <typename W>
-void launch_x(const void *w, const void *x, afo_dtype x_dtype, void *out, afo_dtype out_dtype, int64_t N, int64_t K,
-              int64_t x_row, int R, cudaStream_t s) {
+bool launch_x(const void *w, const void *x, afo_dtype x_dtype, void *out, afo_dtype out_dtype, int64_t N, int64_t K,
+              int64_t x_row, int R, const afo_cuda_gemv_fusion &fuse, cudaStream_t s) {
     switch (x_dtype) {
-    case AFO_FLOAT16: launch<W, __half>(w, x, out, out_dtype, N, K, x_row, R, s); break;
-    case AFO_BFLOAT16: launch<W, __nv_bfloat16>(w, x, out, out_dtype, N, K, x_row, R, s); break;
-    default: launch<W, float>(w, x, out, out_dtype, N, K, x_row, R, s); break;
+    case AFO_FLOAT16: return launch<W, __half>(w, x, out, out_dtype, N, K, x_row, R, fuse, s);
+    case AFO_BFLOAT16: return launch<W, __nv_bfloat16>(w, x, out, out_dtype, N, K, x_row, R, fuse, s);
+    default: return launch<W, float>(w, x, out, out_dtype, N, K, x_row, R, fuse, s);
     }
 }
 
@@ -180,11 +235,13 @@ void launch_x(const void *w, const void *x, afo_dtype x_dtype, void *out, afo_dt
 
 extern "C" int afo_cuda_gemv_max_rows(void) { return kMaxRows; }
 
-extern "C" void afo_cuda_gemv(const void *w, afo_dtype w_dtype, const void *x, afo_dtype x_dtype, int64_t x_row,
-                              void *out, afo_dtype out_dtype, int64_t R, int64_t N, int64_t K, cudaStream_t stream) {
+extern "C" bool afo_cuda_gemv(const void *w, afo_dtype w_dtype, const void *x, afo_dtype x_dtype, int64_t x_row,
+                              void *out, afo_dtype out_dtype, int64_t R, int64_t N, int64_t K,
+                              const afo_cuda_gemv_fusion *fuse, cudaStream_t stream) {
+    const afo_cuda_gemv_fusion f = fuse ? *fuse : afo_cuda_gemv_fusion{};
     switch (w_dtype) {
-    case AFO_FLOAT16: launch_x<__half>(w, x, x_dtype, out, out_dtype, N, K, x_row, (int)R, stream); break;
-    case AFO_BFLOAT16: launch_x<__nv_bfloat16>(w, x, x_dtype, out, out_dtype, N, K, x_row, (int)R, stream); break;
-    default: launch_x<float>(w, x, x_dtype, out, out_dtype, N, K, x_row, (int)R, stream); break;
+    case AFO_FLOAT16: return launch_x<__half>(w, x, x_dtype, out, out_dtype, N, K, x_row, (int)R, f, stream);
+    case AFO_BFLOAT16: return launch_x<__nv_bfloat16>(w, x, x_dtype, out, out_dtype, N, K, x_row, (int)R, f, stream);
+    default: return launch_x<float>(w, x, x_dtype, out, out_dtype, N, K, x_row, (int)R, f, stream);
     }
 }

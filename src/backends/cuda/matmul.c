@@ -9,6 +9,7 @@
 #include <limits.h>
 #include <pthread.h>
 
+#include "backends/cpu/nn_kernels.h"
 #include "backends/cuda/cuda.h"
 #include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/kernels.h"
@@ -160,9 +161,9 @@ static afo_status run(gemm *g) {
 static bool is_half_or_float(afo_dtype t) { return t == AFO_FLOAT16 || t == AFO_BFLOAT16 || t == AFO_FLOAT32; }
 
 /* A decode-sized linear layer, x [..., R, K] @ W^T with W a row-major
- * [N, K] matrix and few rows in all: the GEMV kernel (gemv.cu). */
-static bool gemv_case(afo_array *out, afo_array *const *in) {
-    const afo_array *x = in[0], *w = in[1];
+ * [N, K] matrix and few rows in all: the GEMV kernel (gemv.cu), computing
+ * `fuse` along (NULL: nothing). False, launching nothing, otherwise. */
+static bool gemv_case(afo_array *out, const afo_array *x, const afo_array *w, const afo_cuda_gemv_fusion *fuse) {
     int nx = x->ndim;
     if (w->ndim != 2 || nx < 1 || !is_half_or_float(x->dtype) || !is_half_or_float(w->dtype) ||
         !is_half_or_float(out->dtype))
@@ -179,9 +180,50 @@ static bool gemv_case(afo_array *out, afo_array *const *in) {
         if (x->strides[d] != step * span) return false;
         span *= x->shape[d];
     }
-    afo_cuda_gemv(afo_array_ptr(w), w->dtype, afo_array_ptr(x), x->dtype, step ? step : K, afo_array_ptr(out),
-                  out->dtype, rows, N, K, afo_cuda_stream());
-    return true;
+    return afo_cuda_gemv(afo_array_ptr(w), w->dtype, afo_array_ptr(x), x->dtype, step ? step : K, afo_array_ptr(out),
+                         out->dtype, rows, N, K, fuse, afo_cuda_stream());
+}
+
+/* The fused pairs of a decode step (afo_fused_fn), where the product takes
+ * the GEMV kernel: out computed by gemv_case with `fuse`, or *done left
+ * false (out's buffer, from the pool, goes back for the plain kernels). */
+static afo_status fused_gemv(afo_array *out, const afo_array *x, const afo_array *w, const afo_cuda_gemv_fusion *fuse,
+                             const char *what, bool *done) {
+    AFO_TRY(afo_array_alloc(out));
+    if (!gemv_case(out, x, w, fuse)) {
+        afo_buffer_release(out->buf);
+        out->buf = NULL;
+        return AFO_OK;
+    }
+    *done = true;
+    return afo_cuda_launched(what);
+}
+
+/* out = r + x W^T: the residual joins the float sums; out keeps the
+ * product's dtype, so the one rounding saved is the product's own. */
+static afo_status residual_product(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin;
+    const afo_array *m = in[producer], *r = in[1 - producer];
+    if (out->dtype != m->dtype || r->size != out->size || m->size != out->size || !r->contiguous ||
+        !is_half_or_float(r->dtype))
+        return AFO_OK;
+    afo_cuda_gemv_fusion fuse = {.addend = afo_array_ptr(r), .addend_dtype = r->dtype};
+    return fused_gemv(out, m->in[0], m->in[1], &fuse, "matmul + add", done);
+}
+
+/* out = rms_norm(x, weight) W^T for one row x, normalized inside the GEMV. */
+static afo_status normed_product(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin;
+    const afo_array *norm = in[0];
+    if (producer != 0 || norm->nin != 2 || !norm->attrs.i[AFO_NORM_I_HAS_WEIGHT]) return AFO_OK;
+    const afo_array *x = norm->in[0], *weight = norm->in[1];
+    if (!x->contiguous || !weight->contiguous || weight->dtype != x->dtype || x->size != weight->size) return AFO_OK;
+    afo_array xv = *x; /* x seen as the norm's output: the same dtype, the norm's shape */
+    xv.ndim = norm->ndim;
+    for (int d = 0; d < norm->ndim; d++) xv.shape[d] = norm->shape[d];
+    afo_contiguous_strides(xv.ndim, xv.shape, xv.strides);
+    afo_cuda_gemv_fusion fuse = {.norm_weight = afo_array_ptr(weight), .eps = norm->attrs.f[AFO_NORM_F_EPS]};
+    return fused_gemv(out, &xv, in[1], &fuse, "rms_norm + matmul", done);
 }
 
 static afo_status matmul_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
@@ -192,7 +234,7 @@ static afo_status matmul_kernel(afo_array *out, afo_array *const *in, int nin, c
 afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *b) {
     afo_array *in[2] = {(afo_array *)a, (afo_array *)b}; /* only read */
     if (out->size == 0) return AFO_OK;
-    if (gemv_case(out, in)) return afo_cuda_launched("matmul");
+    if (gemv_case(out, a, b, NULL)) return afo_cuda_launched("matmul");
     int nd = out->ndim;
     gemm g = {.out = out, .M = out->shape[nd - 2], .N = out->shape[nd - 1], .K = in[0]->shape[in[0]->ndim - 1]};
     if (g.K == 0)
@@ -228,4 +270,8 @@ afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *
     return st == AFO_OK ? afo_cuda_launched("matmul") : st;
 }
 
-void afo_cuda_register_linalg(void) { afo_op_set_kernel(AFO_OP_MATMUL, AFO_CUDA, matmul_kernel); }
+void afo_cuda_register_linalg(void) {
+    afo_op_set_kernel(AFO_OP_MATMUL, AFO_CUDA, matmul_kernel);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_ADD, AFO_OP_MATMUL, residual_product);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_MATMUL, AFO_OP_RMS_NORM, normed_product);
+}

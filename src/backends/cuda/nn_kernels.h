@@ -5,6 +5,7 @@
 #define AFO_CUDA_NN_KERNELS_H
 
 #include <cuda_runtime_api.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "afo/base.h"
@@ -83,12 +84,25 @@ typedef struct afo_cuda_sdpa {
 size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported);
 cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t stream);
 
+/* What a product computes along (see afo_fused_fn), each where not NULL:
+ * an addend laid out as out (a residual), added to the float sums before
+ * the one rounding; x's rms norm times norm_weight (of x's dtype), rounded
+ * to x's dtype as the norm kernel stores it, for one row of x. */
+typedef struct afo_cuda_gemv_fusion {
+    const void *addend;
+    afo_dtype addend_dtype;
+    const void *norm_weight;
+    float eps;
+} afo_cuda_gemv_fusion;
+
 /* out [R, N] = x [R, K] (rows x_row elements apart) · Wᵀ, W row-major
  * [N, K]; float16/bfloat16/float32 operands in any mix, float32 sums.
- * For R up to afo_cuda_gemv_max_rows(). */
+ * For R up to afo_cuda_gemv_max_rows(). fuse may be NULL. Returns false,
+ * launching nothing, for a norm outside the one-row 16-byte case. */
 int afo_cuda_gemv_max_rows(void);
-void afo_cuda_gemv(const void *w, afo_dtype w_dtype, const void *x, afo_dtype x_dtype, int64_t x_row, void *out,
-                   afo_dtype out_dtype, int64_t R, int64_t N, int64_t K, cudaStream_t stream);
+bool afo_cuda_gemv(const void *w, afo_dtype w_dtype, const void *x, afo_dtype x_dtype, int64_t x_row, void *out,
+                   afo_dtype out_dtype, int64_t R, int64_t N, int64_t K, const afo_cuda_gemv_fusion *fuse,
+                   cudaStream_t stream);
 
 #ifdef __cplusplus
 }
