@@ -80,7 +80,8 @@ static stats time_kernel(const qset *q, double per_call, int reps) {
         for (int c = 0; c < q->copies; c++) {
             afo_cuda_qmat m = {.w = dev(q->wq[c]), .s = dev(q->s[c]), .b = dev(q->b[c]), .sdt = XDT, .bits = q->bits,
                                .gs = q->gs, .rows = q->N, .cols = q->K, .words = q->K * q->bits / 32};
-            afo_cuda_quantized_matmul(&m, dev(q->x), XDT, q->M, 1, y->data, afo_cuda_stream());
+            afo_cuda_quantized_matmul(&m, dev(q->x), XDT, q->M, 1, y->data, (afo_cuda_addend){NULL, AFO_FLOAT32},
+                                      afo_cuda_stream());
         }
         afo_synchronize(AFO_CUDA);
         if (r >= 0) rates[r] = per_call * q->copies / (bench_now() - t0) * 1e-9;

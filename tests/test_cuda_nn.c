@@ -451,6 +451,12 @@ static void test_sdpa_decode(void) {
                                   .window = 1000, .cache = 1});
     sdpa(AFO_FLOAT16, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 1, .Lq = 1, .Lk = 2049, .D = 256, .causal = 1, .cache = 1});
     sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 1, .Lk = 999, .D = 64, .mask = 2});
+    /* the decode kernel's group sizes (7 rounds up to 8), batches, windows */
+    sdpa(AFO_BFLOAT16, (sdpa_case){.B = 1, .Hq = 28, .Hkv = 4, .Lq = 1, .Lk = 700, .D = 128, .causal = 1, .cache = 1});
+    sdpa(AFO_FLOAT16, (sdpa_case){.B = 2, .Hq = 4, .Hkv = 2, .Lq = 1, .Lk = 65, .D = 64, .causal = 1, .cache = 1});
+    sdpa(AFO_FLOAT32, (sdpa_case){.B = 3, .Hq = 6, .Hkv = 2, .Lq = 1, .Lk = 300, .D = 64, .causal = 1, .cache = 1});
+    sdpa(AFO_BFLOAT16,
+         (sdpa_case){.B = 1, .Hq = 8, .Hkv = 8, .Lq = 1, .Lk = 333, .D = 128, .causal = 1, .window = 9, .cache = 1});
     sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 3, .Lk = 5000, .D = 64, .causal = 1, .cache = 1});
 }
 

@@ -367,6 +367,62 @@ static void test_int8_matvec(void) {
                 check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], 8);
 }
 
+/* r + x @ dequantize(W)^T: the residual add joins the decode matvec's sums
+ * (afo_fused_fn) for up to 8 rows of x, and stays apart past them (the
+ * tiled kernel). Checked against r + x w in float64, within the product's
+ * bound of sum |x||w| plus one rounding of |r + x w| to x's type. */
+static afo_array *build_residual_qmm(afo_array *const *in, const int *p) {
+    afo_array *y = build_qmm(in, p), *r = afo_add(in[4], y);
+    afo_release(y);
+    return r;
+}
+
+static void check_residual_qmm(afo_dtype dt, int64_t M, int64_t K, int64_t N, int bits, bool expect_fused) {
+    afo_array *w = weights(dt, N, K, 64, 6), *in[5];
+    CHECK(afo_quantize(w, 64, bits, &in[1], &in[2], &in[3]) == AFO_OK);
+    int64_t xs[2] = {M, K}, ys[2] = {M, N};
+    afo_array *f = devcheck_random(AFO_FLOAT32, 2, xs, -2, 2), *fr = devcheck_random(AFO_FLOAT32, 2, ys, 2, 3);
+    in[0] = afo_astype(f, dt);
+    in[4] = afo_astype(fr, dt);
+    CHECK(afo_eval(in, 5) == AFO_OK);
+    int p[3] = {64, bits, 1};
+    int64_t before = afo_fused_count();
+    afo_array *y = on(AFO_CUDA, build_residual_qmm, in, 5, p);
+    poison_gpu((size_t)(M * N) * afo_dtype_size(dt));
+    CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
+    CHECK_MSG((afo_fused_count() > before) == expect_fused, "residual quantized_matmul M %lld: %s as one kernel",
+              (long long)M, expect_fused ? "not" : "wrongly");
+    float *r = malloc(sizeof(float) * (size_t)(M * N));
+    CHECK(afo_array_read(in[4], AFO_FLOAT32, r, sizeof(float) * (size_t)(M * N)) == AFO_OK);
+    qmm_host h = qmm_read(in, y, M, K, N, 64, bits);
+    double own = dt == AFO_FLOAT32 ? 0 : dt == AFO_BFLOAT16 ? 0x1p-8 : 0x1p-11, worst = 0;
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++) {
+            double ref = r[i * N + j], mag = 0;
+            for (int64_t k = 0; k < K; k++) {
+                double t = (double)h.x[i * K + k] * h.w[j * K + k];
+                ref += t, mag += fabs(t);
+            }
+            double e = fabs(h.got[i * N + j] - ref) / (path_bound(dt, M, bits, 1) * mag + own * fabs(ref) + 1e-30);
+            if (!(e <= worst)) worst = isnan(e) ? INFINITY : e;
+        }
+    CHECK_MSG(worst <= 1, "residual quantized_matmul %s M %lld K %lld N %lld %d-bit: error %.3g of the bound",
+              afo_dtype_name(dt), (long long)M, (long long)K, (long long)N, bits, worst);
+    qmm_host_free(&h);
+    free(r);
+    afo_release(y), afo_release(f), afo_release(fr), afo_release(w);
+    release_n(in, 5);
+}
+
+static void test_residual_matmul(void) {
+    for (int d = 0; d < LEN(DTYPES); d++)
+        for (int bits = 4; bits <= 8; bits += 4) {
+            check_residual_qmm(DTYPES[d], 1, 4096, 259, bits, true);
+            check_residual_qmm(DTYPES[d], 3, 256, 37, bits, true);
+            check_residual_qmm(DTYPES[d], 33, 256, 37, bits, false);
+        }
+}
+
 /* A strided x (a transposed view) reaches the kernels through a copy. */
 static void test_strided_x(void) {
     afo_array *w = weights(AFO_FLOAT32, 40, 128, 64, 6), *in[4];
@@ -392,6 +448,7 @@ int main(void) {
     RUN(test_take_out_of_range);
     RUN(test_quantized_matmul);
     RUN(test_int8_matvec);
+    RUN(test_residual_matmul);
     RUN(test_strided_x);
     return test_finish();
 }

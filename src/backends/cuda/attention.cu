@@ -17,7 +17,8 @@
 // or more, an untuned bound) goes to the tensor-core kernel of
 // attention_mma.cu instead, never split; decode steps and a few draft
 // tokens stay here, split over the keys, as do positions read on the device
-// (afo_scaled_dot_product_attention_at).
+// (afo_scaled_dot_product_attention_at). A single query without a mask,
+// with head size 64 or 128, takes decode_kernel instead (below).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
@@ -228,6 +229,198 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
     }
 }
 
+// ---------------------------------------------------------------- decode
+
+// One query position (a decode step) without a mask, head size 64 or 128,
+// 16-bit or float32 data: the flash kernel's 32-row tiles would hold a
+// group's 1-8 rows with one warp busy, and a step's attention took 15 us
+// plus 4 for the merge at any length. Here lane l holds elements
+// [l E, l E + E) of every row, a warp takes 8 keys at a time (their loads
+// in flight together), the warps of a block merge in shared memory, and
+// the last block of a head to finish merges the splits (a counter per head
+// that the merge leaves at zero): no second kernel.
+constexpr int DEC_WARPS = 4, DEC_KB = 8, DEC_MAX_HEADS = 4096, DEC_MIN_KEYS = 64;
+__device__ unsigned int g_split_done[DEC_MAX_HEADS]; // zero at load
+
+template <typename T, int E> __device__ __forceinline__ void load_e(const T *p, float (&o)[E]) {
+    constexpr int bytes = E * (int)sizeof(T);
+    if constexpr (bytes == 16) {
+        const uint4 r = *(const uint4 *)p;
+        const T *t = (const T *)&r;
+#pragma unroll
+        for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
+    } else if constexpr (bytes == 8) {
+        const uint2 r = *(const uint2 *)p;
+        const T *t = (const T *)&r;
+#pragma unroll
+        for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
+    } else {
+        static_assert(bytes == 4, "2 or 4 elements of 16 bits, or 4 of float32");
+        const uint32_t r = *(const uint32_t *)p;
+        const T *t = (const T *)&r;
+#pragma unroll
+        for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
+    }
+}
+
+// GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
+template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
+    constexpr int D = 32 * E;
+    __shared__ float sm_m[DEC_WARPS][GM], sm_l[DEC_WARPS][GM], sm_acc[DEC_WARPS][GM][D];
+    __shared__ bool last;
+    const afo_cuda_sdpa &p = a.p;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
+    const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
+    const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
+    const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
+    const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
+    const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
+    const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + lane * E;
+    const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + lane * E;
+
+    float q[GM][E], acc[GM][E], m[GM], l[GM];
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        m[g] = -INFINITY, l[g] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < E; e++) q[g][e] = 0.0f, acc[g][e] = 0.0f;
+        if (g < G) {
+            load_e<T, E>((const T *)p.q + b * p.qs[0] + (hk * G + g) * p.qs[1] + lane * E, q[g]);
+#pragma unroll
+            for (int e = 0; e < E; e++) q[g][e] *= (float)p.scale;
+        }
+    }
+    for (int64_t t0 = k0 + warp * DEC_KB; t0 < k1; t0 += DEC_KB * DEC_WARPS) {
+        float kk[DEC_KB][E], vv[DEC_KB][E];
+#pragma unroll
+        for (int j = 0; j < DEC_KB; j++) {
+            if (t0 + j < k1) {
+                load_e<T, E>(kb + (t0 + j) * p.ks[2], kk[j]);
+                load_e<T, E>(vb + (t0 + j) * p.vs[2], vv[j]);
+            } else {
+#pragma unroll
+                for (int e = 0; e < E; e++) kk[j][e] = 0.0f, vv[j][e] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int g = 0; g < GM; g++) {
+            if (g >= G) break;
+            float s[DEC_KB], mb = -INFINITY;
+#pragma unroll
+            for (int j = 0; j < DEC_KB; j++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) d += q[g][e] * kk[j][e];
+                d = warp_sum(d);
+                s[j] = t0 + j < k1 ? d : -INFINITY;
+                mb = fmaxf(mb, s[j]);
+            }
+            const float mnew = fmaxf(m[g], mb), corr = expf(m[g] - mnew); // m = -inf: 0
+            l[g] *= corr;
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[g][e] *= corr;
+#pragma unroll
+            for (int j = 0; j < DEC_KB; j++) {
+                const float pj = expf(s[j] - mnew);
+                l[g] += pj;
+#pragma unroll
+                for (int e = 0; e < E; e++) acc[g][e] += pj * vv[j][e];
+            }
+            m[g] = mnew;
+        }
+    }
+#pragma unroll
+    for (int g = 0; g < GM; g++) {
+        if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
+#pragma unroll
+        for (int e = 0; e < E; e++) sm_acc[warp][g][lane * E + e] = acc[g][e];
+    }
+    __syncthreads();
+    const int64_t nrow = p.B * p.Hkv * G;
+    float *part_o = (float *)p.scratch, *part_ml = part_o + nsplit * nrow * D;
+    for (int idx = threadIdx.x; idx < G * D; idx += DEC_WARPS * 32) {
+        const int g = idx / D, d = idx % D;
+        float M = -INFINITY, L = 0.0f, A = 0.0f;
+        for (int w = 0; w < DEC_WARPS; w++) M = fmaxf(M, sm_m[w][g]);
+        for (int w = 0; M != -INFINITY && w < DEC_WARPS; w++) {
+            const float c = expf(sm_m[w][g] - M);
+            L += sm_l[w][g] * c, A += sm_acc[w][g][d] * c;
+        }
+        if (nsplit == 1) {
+            put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
+        } else {
+            const int64_t pi = split * nrow + bh * G + g;
+            part_o[pi * D + d] = A;
+            if (d == 0) part_ml[2 * pi] = M, part_ml[2 * pi + 1] = L;
+        }
+    }
+    if (nsplit == 1) return;
+    __threadfence(); // the partials are visible before the count says so
+    __syncthreads();
+    if (threadIdx.x == 0) last = atomicAdd(&g_split_done[bh], 1u) == (unsigned)nsplit - 1;
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    // The splits' weights first, a warp per row, then every output's sum
+    // with its loads in flight together: a loop of dependent L2 reads per
+    // output had made the merge most of the kernel's time.
+    float *weight = &sm_acc[0][0][0]; // [GM][MAX_SPLIT], no longer needed
+    static_assert(DEC_WARPS * D >= MAX_SPLIT, "the weights fit in the accumulators' place");
+    for (int g = warp; g < G; g += DEC_WARPS) {
+        const int64_t base = bh * G + g;
+        float M = -INFINITY;
+        for (int64_t sp = lane; sp < nsplit; sp += 32) M = fmaxf(M, __ldcg(part_ml + 2 * (sp * nrow + base)));
+        M = afo_cuda::warp_max(M);
+        float L = 0.0f;
+        for (int64_t sp = lane; sp < nsplit; sp += 32) {
+            const float *ml = part_ml + 2 * (sp * nrow + base);
+            const float c = M == -INFINITY ? 0.0f : expf(__ldcg(ml) - M);
+            weight[g * MAX_SPLIT + sp] = c;
+            L += __ldcg(ml + 1) * c;
+        }
+        L = warp_sum(L);
+        if (lane == 0) sm_l[0][g] = L;
+    }
+    __syncthreads();
+    for (int idx = threadIdx.x; idx < G * D; idx += DEC_WARPS * 32) {
+        const int g = idx / D, d = idx % D;
+        float A = 0.0f;
+#pragma unroll 8
+        for (int64_t sp = 0; sp < nsplit; sp++)
+            A += weight[g * MAX_SPLIT + sp] * __ldcg(part_o + (sp * nrow + bh * G + g) * D + d);
+        const float L = sm_l[0][g];
+        put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
+    }
+    if (threadIdx.x == 0) g_split_done[bh] = 0;
+}
+
+bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {
+    return p.Lq == 1 && !p.mask && a.vec && p.D == p.Dv && (p.D == 64 || p.D == 128) && a.G <= 8 &&
+           p.B * p.Hkv <= DEC_MAX_HEADS && p.dtype != AFO_FLOAT64;
+}
+
+// Splits: about two blocks per SM in all, each of DEC_MIN_KEYS keys or more.
+int64_t decode_splits(const afo_cuda_sdpa &p) {
+    const int64_t heads = p.B * p.Hkv, want = (2 * (int64_t)afo_cuda_multiprocessors() + heads - 1) / heads;
+    int64_t n = (p.Lk + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS;
+    if (n > want) n = want;
+    if (n > MAX_SPLIT) n = MAX_SPLIT;
+    return n < 1 ? 1 : n;
+}
+
+template <typename T, int E> cudaError_t launch_decode_e(const Args &a, cudaStream_t st) {
+    const dim3 grid((unsigned)(a.p.B * a.p.Hkv), (unsigned)a.p.nsplit);
+    if (a.G <= 1) decode_kernel<T, E, 1><<<grid, DEC_WARPS * 32, 0, st>>>(a);
+    else if (a.G <= 2) decode_kernel<T, E, 2><<<grid, DEC_WARPS * 32, 0, st>>>(a);
+    else if (a.G <= 4) decode_kernel<T, E, 4><<<grid, DEC_WARPS * 32, 0, st>>>(a);
+    else decode_kernel<T, E, 8><<<grid, DEC_WARPS * 32, 0, st>>>(a);
+    return cudaGetLastError();
+}
+
+template <typename T> cudaError_t launch_decode(const Args &a, cudaStream_t st) {
+    return a.p.D == 64 ? launch_decode_e<T, 2>(a, st) : launch_decode_e<T, 4>(a, st);
+}
+
 template <typename T, typename C, int DM> cudaError_t launch_dm(const Args &a, cudaStream_t st) {
     size_t smem = sizeof(C) * (size_t)(BQ * DM + BK * (DM + 1) + BK * DM + BQ * (BK + 1));
     static bool raised; // the opt-in above 48 KiB is per kernel, once per process
@@ -286,6 +479,10 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     if (!*supported) return 0;
     Args a = args_of(p);
     if (a.mma) return 0;
+    if (decode_applies(*p, a)) {
+        p->nsplit = (int)decode_splits(*p);
+        return p->nsplit > 1 ? (size_t)p->nsplit * (size_t)(p->B * p->Hkv * a.G) * (size_t)(p->Dv + 2) * 4 : 0;
+    }
     // Two blocks per SM, with splits of at least 4 tiles: on an H200, 8 per
     // SM of 2 tiles or more measured 20% slower (more partials to merge).
     // A decode step's block holds one group's few rows, which one warp
@@ -308,6 +505,13 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
 extern "C" cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t st) {
     Args a = args_of(p);
     if (a.mma) return afo_cuda::sdpa_mma(*p, a.G, st);
+    if (decode_applies(*p, a)) {
+        switch (p->dtype) {
+        case AFO_FLOAT16: return launch_decode<__half>(a, st);
+        case AFO_BFLOAT16: return launch_decode<__nv_bfloat16>(a, st);
+        default: return launch_decode<float>(a, st);
+        }
+    }
     switch (p->dtype) {
     case AFO_FLOAT16: return launch<__half, float>(a, st);
     case AFO_BFLOAT16: return launch<__nv_bfloat16, float>(a, st);

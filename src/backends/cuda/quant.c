@@ -159,9 +159,35 @@ static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, cons
         dense_release(&d);
         return st;
     }
-    afo_cuda_quantized_matmul(&m, d.ptr[0], x->dtype, x->size / x->shape[x->ndim - 1],
-                              (int)attrs->i[AFO_QUANT_I_EXTRA], afo_array_ptr(out), afo_cuda_stream());
+    afo_cuda_quantized_matmul(&m, d.ptr[0], x->dtype, rows, (int)attrs->i[AFO_QUANT_I_EXTRA], afo_array_ptr(out),
+                              (afo_cuda_addend){NULL, AFO_FLOAT32}, afo_cuda_stream());
     FINISH(&d, "quantized_matmul");
+}
+
+/* out = r + x @ dequantize(W)^T, a decode step's residual add joining the
+ * matvec's sums (afo_fused_fn; see residual_product in matmul.c). */
+static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin;
+    const afo_array *q = in[producer], *r = in[1 - producer];
+    if (out->dtype != q->dtype || r->size != out->size || q->size != out->size || !r->contiguous ||
+        !afo_dtype_is_float(r->dtype) || r->dtype == AFO_FLOAT64)
+        return AFO_OK;
+    const afo_array *x = q->in[0];
+    AFO_TRY(afo_array_alloc(out));
+    dense_set d;
+    afo_status st = dense_inputs(q->in, 4, &d);
+    if (st != AFO_OK) return st;
+    afo_cuda_qmat m = qmat_of(q->in, &d, 1, &q->attrs);
+    *done = afo_cuda_quantized_matmul(&m, d.ptr[0], x->dtype, x->size / x->shape[x->ndim - 1],
+                                      (int)q->attrs.i[AFO_QUANT_I_EXTRA], afo_array_ptr(out),
+                                      (afo_cuda_addend){afo_array_ptr(r), r->dtype}, afo_cuda_stream());
+    if (!*done) {
+        dense_release(&d);
+        afo_buffer_release(out->buf); /* the plain kernels allocate again */
+        out->buf = NULL;
+        return AFO_OK;
+    }
+    FINISH(&d, "quantized_matmul + add");
 }
 
 void afo_cuda_register_quant(void) {
@@ -169,4 +195,5 @@ void afo_cuda_register_quant(void) {
     afo_op_set_kernel(AFO_OP_DEQUANTIZE, AFO_CUDA, dequantize_kernel);
     afo_op_set_kernel(AFO_OP_QUANTIZED_MATMUL, AFO_CUDA, qmm_kernel);
     afo_op_set_kernel(AFO_OP_QUANTIZED_TAKE, AFO_CUDA, qtake_kernel);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_ADD, AFO_OP_QUANTIZED_MATMUL, residual_qmm);
 }

@@ -143,6 +143,7 @@ struct qmv_args {
     const uint32_t *w;
     const void *s, *b, *x;
     void *y;
+    afo_cuda_addend add;
     afo_dtype sdt;
     int gs, M, tpr; // tpr: threads per row group (32, 64 or 128)
     int64_t N, K, words;
@@ -271,6 +272,7 @@ __global__ void __launch_bounds__(QMV_THREADS, MM == 1 ? 4 : 1) qmv_kernel(qmv_a
     if (t < MM * R && m < a.M && n0 + r < a.N) {
         float v = 0.0f;
         for (int i = 0; i < wpg; i++) v += red[grp * wpg + i][m][r];
+        if (a.add.data) v += load_f(a.add.data, m * a.N + n0 + r, a.add.dtype);
         ((XT *)a.y)[m * a.N + n0 + r] = from_f<XT>(v);
     }
 }
@@ -315,24 +317,27 @@ extern "C" void afo_cuda_dequantize(const afo_cuda_qmat *m, const void *idx, afo
     dequantize_kernel<<<(unsigned)blocks, 256, 0, stream>>>(*m, idx, idt, octets, out, odt, (uintptr_t)out % 16 == 0);
 }
 
-extern "C" void afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose,
-                                          void *y, cudaStream_t stream) {
+extern "C" bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose,
+                                          void *y, afo_cuda_addend add, cudaStream_t stream) {
     const int64_t K = transpose ? m->cols : m->rows, N = transpose ? m->rows : m->cols;
-    if (M == 0 || N == 0) return;
     // decode reads the weights once for up to QMV_MAX_M rows of x; past
     // that, and for x @ w (groups along the output axis), tiles win
-    if (!transpose || M > QMV_MAX_M) {
+    const bool tiled = !transpose || M > QMV_MAX_M;
+    if (tiled && add.data) return false;
+    if (M == 0 || N == 0) return true;
+    if (tiled) {
         afo_cuda_qmm_tiled(m, x, xdt, M, N, K, transpose, y, stream);
-        return;
+        return true;
     }
     if (transpose && afo_cuda_qmv_int8_applies(m, x, xdt, M)) {
-        afo_cuda_qmv_int8(m, x, xdt, y, stream);
-        return;
+        afo_cuda_qmv_int8(m, x, xdt, y, add, stream);
+        return true;
     }
-    qmv_args a = {m->w, m->s, m->b, x, y, m->sdt, m->gs, (int)M, 0, N, K, m->words};
+    qmv_args a = {m->w, m->s, m->b, x, y, add, m->sdt, m->gs, (int)M, 0, N, K, m->words};
     switch (xdt) {
     case AFO_BFLOAT16: qmv_bits<__nv_bfloat16>(a, m->bits, stream); break;
     case AFO_FLOAT16: qmv_bits<__half>(a, m->bits, stream); break;
     default: qmv_bits<float>(a, m->bits, stream); break;
     }
+    return true;
 }

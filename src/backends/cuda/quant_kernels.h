@@ -38,15 +38,25 @@ void afo_cuda_quantize(const void *w, afo_dtype wdt, int64_t rows, int64_t cols,
 void afo_cuda_dequantize(const afo_cuda_qmat *m, const void *idx, afo_dtype idt, int64_t n, void *out, afo_dtype odt,
                          cudaStream_t stream);
 
+/* A decode product's addend (a residual, see afo_fused_fn), laid out as
+ * y and added to the float sums before y's rounding; data NULL for none. */
+typedef struct afo_cuda_addend {
+    const void *data;
+    afo_dtype dtype;
+} afo_cuda_addend;
+
 /* y [M, N] = x [M, K] @ dequantize(m)^T (transpose; m is [N, K]) or
- * x @ dequantize(m) (m is [K, N]); x and y of dtype xdt. */
-void afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose, void *y,
-                               cudaStream_t stream);
+ * x @ dequantize(m) (m is [K, N]); x and y of dtype xdt. Returns false,
+ * launching nothing, for an addend outside the decode matvec (x @ m^T,
+ * M up to 8). */
+bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose, void *y,
+                               afo_cuda_addend add, cudaStream_t stream);
 
 /* The decode matvec on int8 activations (quant_mv.cu): whether it takes
  * this product (one row of 16-bit x, x @ m^T, 8 bits), and the product. */
 bool afo_cuda_qmv_int8_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
-void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, cudaStream_t stream);
+void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
+                       cudaStream_t stream);
 
 /* The prefill path on its own (quant_mm.cu): tiles of W dequantized into
  * shared memory, bf16/f16 tensor cores for 16-bit x, f32 SIMT for f32 x. */

@@ -80,6 +80,7 @@ struct qmv8_args {
     const uint32_t *w;
     const void *s, *b, *x;
     void *y;
+    afo_cuda_addend add;
     afo_dtype sdt;
     int gs;
     int64_t N, K, words;
@@ -139,8 +140,11 @@ template <typename XT, int RPW> __global__ void __launch_bounds__(kWarps * 32, 4
     }
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
-        const float v = afo_cuda::warp_sum(acc[r]);
-        if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(v);
+        float v = afo_cuda::warp_sum(acc[r]);
+        if (lane == 0 && n0 + r < a.N) {
+            if (a.add.data) v += load_f(a.add.data, n0 + r, a.add.dtype);
+            ((XT *)a.y)[n0 + r] = from_f<XT>(v);
+        }
     }
 }
 
@@ -168,8 +172,9 @@ extern "C" bool afo_cuda_qmv_int8_applies(const afo_cuda_qmat *m, const void *x,
            (uintptr_t)x % 16 == 0;
 }
 
-extern "C" void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, cudaStream_t stream) {
-    const qmv8_args a = {m->w, m->s, m->b, x, y, m->sdt, m->gs, m->rows, m->cols, m->words};
+extern "C" void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
+                                  cudaStream_t stream) {
+    const qmv8_args a = {m->w, m->s, m->b, x, y, add, m->sdt, m->gs, m->rows, m->cols, m->words};
     if (xdt == AFO_BFLOAT16) launch_rows<__nv_bfloat16>(a, stream);
     else launch_rows<__half>(a, stream);
 }
