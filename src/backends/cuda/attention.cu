@@ -236,10 +236,11 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 // group's 1-8 rows with one warp busy, and a step's attention took 15 us
 // plus 4 for the merge at any length. Here lane l holds elements
 // [l E, l E + E) of every row, a warp takes 8 keys at a time (their loads
-// in flight together), the warps of a block merge in shared memory, and
+// in flight together) and sums the batch's dot products over its lanes
+// all at once (warp_sum_many), the warps of a block merge in shared memory, and
 // the last block of a head to finish merges the splits (a counter per head
 // that the merge leaves at zero): no second kernel.
-constexpr int DEC_WARPS = 4, DEC_KB = 8, DEC_MAX_HEADS = 4096, DEC_MIN_KEYS = 64;
+constexpr int DEC_WARPS = 4, DEC_KB = 8, DEC_MAX_HEADS = 4096, DEC_MIN_KEYS = 32;
 __device__ unsigned int g_split_done[DEC_MAX_HEADS]; // zero at load
 
 template <typename T, int E> __device__ __forceinline__ void load_e(const T *p, float (&o)[E]) {
@@ -260,6 +261,40 @@ template <typename T, int E> __device__ __forceinline__ void load_e(const T *p, 
         const T *t = (const T *)&r;
 #pragma unroll
         for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
+    }
+}
+
+// Sums each of a lane's N values over the warp in N - 1 shuffles (N <= 32)
+// instead of 5 N: each step keeps half of the values, adding the partner
+// lane's copies of them, and sends it the other half. Afterwards value i
+// sits in lanes i << (5 - log2 N) on (N <= 32), or in slot i % 2 of lane
+// i / 2 (N = 64).
+template <int C, int O, int N> __device__ __forceinline__ void sum_step(float (&v)[N], int lane) {
+    if constexpr (O > 0 && C > 1) {
+        const bool upper = lane & O;
+#pragma unroll
+        for (int i = 0; i < C / 2; i++) {
+            const float send = upper ? v[i] : v[i + C / 2], keep = upper ? v[i + C / 2] : v[i];
+            v[i] = keep + __shfl_xor_sync(0xffffffffu, send, O);
+        }
+        sum_step<C / 2, O / 2>(v, lane);
+    } else if constexpr (O > 0) {
+        v[0] += __shfl_xor_sync(0xffffffffu, v[0], O);
+        sum_step<1, O / 2>(v, lane);
+    }
+}
+
+template <int N> __device__ __forceinline__ void warp_sum_many(float (&v)[N], int lane) {
+    static_assert(N >= 1 && N <= 64 && (N & (N - 1)) == 0, "a power of two up to 64");
+    sum_step<N, 16>(v, lane);
+}
+
+// Value i of warp_sum_many's result, in every lane.
+template <int N> __device__ __forceinline__ float summed_at(const float (&v)[N], int i) {
+    if constexpr (N == 64) return __shfl_sync(0xffffffffu, v[i % 2], i / 2);
+    else {
+        constexpr int shift = N == 32 ? 0 : N == 16 ? 1 : N == 8 ? 2 : N == 4 ? 3 : N == 2 ? 4 : 5;
+        return __shfl_sync(0xffffffffu, v[0], i << shift);
     }
 }
 
@@ -302,16 +337,26 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
                 for (int e = 0; e < E; e++) kk[j][e] = 0.0f, vv[j][e] = 0.0f;
             }
         }
+        // the batch's GM x KB dot products, summed over the lanes at once
+        constexpr int N = GM * DEC_KB;
+        float part[N];
+#pragma unroll
+        for (int g = 0; g < GM; g++)
+#pragma unroll
+            for (int j = 0; j < DEC_KB; j++) {
+                float d = 0.0f;
+#pragma unroll
+                for (int e = 0; e < E; e++) d += q[g][e] * kk[j][e];
+                part[g * DEC_KB + j] = d;
+            }
+        warp_sum_many<N>(part, lane);
 #pragma unroll
         for (int g = 0; g < GM; g++) {
             if (g >= G) break;
             float s[DEC_KB], mb = -INFINITY;
 #pragma unroll
             for (int j = 0; j < DEC_KB; j++) {
-                float d = 0.0f;
-#pragma unroll
-                for (int e = 0; e < E; e++) d += q[g][e] * kk[j][e];
-                d = warp_sum(d);
+                const float d = summed_at<N>(part, g * DEC_KB + j);
                 s[j] = t0 + j < k1 ? d : -INFINITY;
                 mb = fmaxf(mb, s[j]);
             }
@@ -399,7 +444,8 @@ bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {
            p.B * p.Hkv <= DEC_MAX_HEADS && p.dtype != AFO_FLOAT64;
 }
 
-// Splits: about two blocks per SM in all, each of DEC_MIN_KEYS keys or more.
+// Splits: about two blocks per SM in all, each of DEC_MIN_KEYS keys or more
+// (a batch of 8 keys a warp: a warp's instructions, not the bytes, set the time).
 int64_t decode_splits(const afo_cuda_sdpa &p) {
     const int64_t heads = p.B * p.Hkv, want = (2 * (int64_t)afo_cuda_multiprocessors() + heads - 1) / heads;
     int64_t n = (p.Lk + DEC_MIN_KEYS - 1) / DEC_MIN_KEYS;
