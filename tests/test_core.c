@@ -197,6 +197,76 @@ static void test_threads(void) {
 }
 
 /* Device names, refusals, and that work recorded on the CPU just runs. */
+/* Fused pairs (afo_op_set_fused): a test pair on the CPU, sub(a, square(x))
+ * computed in one pass, taken only where square's value has no other
+ * reader, and run apart when the kernel declines. */
+static int g_fused_calls, g_decline;
+
+static afo_status sub_of_square(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin;
+    g_fused_calls++;
+    const afo_array *sq = in[producer], *a = in[1 - producer], *x = sq->in[0];
+    if (g_decline || producer != 1 || out->dtype != AFO_FLOAT32 || !a->contiguous || !x->contiguous ||
+        a->size != out->size || x->size != out->size)
+        return AFO_OK;
+    AFO_TRY(afo_array_alloc(out));
+    const float *ap = afo_array_ptr(a), *xp = afo_array_ptr(x);
+    float *o = afo_array_ptr(out);
+    for (int64_t i = 0; i < out->size; i++) o[i] = ap[i] - xp[i] * xp[i];
+    *done = true;
+    return AFO_OK;
+}
+
+static void check_values(afo_array *y, const float *want, int n, const char *what) {
+    float got[8];
+    CHECK_MSG(afo_array_read(y, AFO_FLOAT32, got, sizeof(float) * (size_t)n) == AFO_OK, "%s: %s", what,
+              afo_last_error());
+    for (int i = 0; i < n; i++) CHECK_MSG(got[i] == want[i], "%s: [%d] %g, want %g", what, i, got[i], want[i]);
+}
+
+static void test_fused_pairs(void) {
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_op_get(AFO_OP_SUB) != NULL); /* the table is registered */
+    afo_op_set_fused(AFO_CPU, AFO_OP_SUB, AFO_OP_SQUARE, sub_of_square);
+    int64_t s[1] = {4};
+    float av[4] = {10, 20, 30, 40}, xv[4] = {1, 2, 3, 4}, want[4] = {9, 16, 21, 24};
+    afo_array *a = afo_array_from_data(av, AFO_FLOAT32, 1, s), *x = afo_array_from_data(xv, AFO_FLOAT32, 1, s);
+
+    /* taken: square's only reader is the sub */
+    int64_t count = afo_fused_count();
+    g_fused_calls = 0;
+    afo_array *sq = afo_square(x), *y = afo_sub(a, sq);
+    afo_release(sq);
+    CHECK(afo_eval1(y) == AFO_OK);
+    CHECK(g_fused_calls == 1 && afo_fused_count() == count + 1);
+    check_values(y, want, 4, "fused");
+    afo_release(y);
+
+    /* apart: square's value also feeds an add, or the caller holds it */
+    g_fused_calls = 0;
+    sq = afo_square(x);
+    afo_array *y1 = afo_sub(a, sq), *y2 = afo_add(sq, a), *both[2] = {y1, y2};
+    CHECK(afo_eval(both, 2) == AFO_OK && g_fused_calls == 0 && afo_fused_count() == count + 1);
+    check_values(y1, want, 4, "shared");
+    CHECK(afo_array_is_evaluated(sq));
+    afo_release(y1), afo_release(y2);
+    y = afo_sub(a, sq);
+    CHECK(afo_eval1(y) == AFO_OK && g_fused_calls == 0);
+    afo_release(y), afo_release(sq);
+
+    /* declined: the pair runs as two ops, with the same values */
+    g_decline = 1;
+    sq = afo_square(x);
+    y = afo_sub(a, sq);
+    afo_release(sq);
+    CHECK(afo_eval1(y) == AFO_OK && g_fused_calls == 1 && afo_fused_count() == count + 1);
+    check_values(y, want, 4, "declined");
+    g_decline = 0;
+    afo_release(y), afo_release(a), afo_release(x);
+    afo_set_default_device(before);
+}
+
 static void test_devices(void) {
     afo_device before = afo_get_default_device();
     CHECK(afo_device_from_name("cpu") == AFO_CPU && afo_device_from_name("cuda") == AFO_CUDA);
@@ -236,6 +306,7 @@ int main(void) {
     RUN(test_views_share_buffers);
     RUN(test_slice_update_donates);
     RUN(test_graph_dump);
+    RUN(test_fused_pairs);
     RUN(test_threads);
     return test_finish();
 }
