@@ -156,26 +156,35 @@ static inline void bw_thread(void *arg, int t, int nt) {
     j->sums[t] = sum_plain(p, seg);
 }
 
-/* Every thread sums its slice of a 1 GiB buffer (far past any LLC). The
- * buffer holds non-zero data so no layer can share zero pages. */
-static inline stats read_bandwidth(int reps) {
+/* A 1 GiB buffer (far past any LLC) of non-zero data, so no layer can share
+ * zero pages, read once to warm the page tables; buf NULL when out of
+ * memory. */
+static inline bw_job bw_setup(void) {
     size_t bytes = (size_t)1 << 30;
     float *buf = aligned_alloc(64, bytes);
-    if (!buf) return (stats){0};
-    for (size_t i = 0; i < bytes / 4; i++) buf[i] = (float)(i & 1023);
-    bw_job j = {.buf = buf, .n = bytes / 4};
-    double *rates = malloc(sizeof(double) * (size_t)reps), check = 0;
-    afo_parallel_run(bw_thread, &j); /* warm the page tables */
-    for (int r = 0; r < reps; r++) {
-        double t0 = bench_now();
-        afo_parallel_run(bw_thread, &j);
-        rates[r] = (double)bytes / (bench_now() - t0) * 1e-9;
-        check += j.sums[0];
-    }
-    if (check == 0) fprintf(stderr, "bandwidth check sum is 0\n"); /* keeps the sums live */
+    bw_job j = {.buf = buf, .n = buf ? bytes / 4 : 0};
+    for (size_t i = 0; i < j.n; i++) buf[i] = (float)(i & 1023);
+    if (buf) afo_parallel_run(bw_thread, &j);
+    return j;
+}
+
+/* One timed pass: every thread sums its slice; GB/s. */
+static inline double bw_once(bw_job *j) {
+    double t0 = bench_now();
+    afo_parallel_run(bw_thread, j);
+    double rate = (double)j->n * 4 / (bench_now() - t0) * 1e-9;
+    if (j->sums[0] == 0) fprintf(stderr, "bandwidth check sum is 0\n"); /* keeps the sums live */
+    return rate;
+}
+
+static inline stats read_bandwidth(int reps) {
+    bw_job j = bw_setup();
+    if (!j.buf) return (stats){0};
+    double *rates = malloc(sizeof(double) * (size_t)reps);
+    for (int r = 0; r < reps; r++) rates[r] = bw_once(&j);
     stats s = summarize(rates, reps);
     free(rates);
-    free(buf);
+    free((void *)j.buf);
     return s;
 }
 

@@ -51,17 +51,22 @@ cfg = json.load(open(sys.argv[2]))
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 afo = {r["format"]: r for r in rows if "peer" not in r}
 peer = {r["format"]: r for r in rows if "peer" in r}
-print("| format | afo decode tok/s | of bound | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
+# of bound: bench_decode's ratio (each repetition against the bandwidth read
+# during it), here without the embedding table; in parentheses, the bound
+# from the bandwidth read after the decode, the measure before 2026-11-27's
+# sixth session (same-build runs minutes apart differed by up to 25% in it)
+print("| format | afo decode tok/s | of bound (bw after) | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
 print("|---|---|---|---|---|---|---|")
 for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     a = afo.get(fmt)
     if not a:
         continue
     embed = 0 if cfg.get("tie_word_embeddings") else cfg["vocab_size"] * cfg["hidden_size"] * BYTES_PER_WEIGHT[fmt]
-    bound = a["read_bw_gbs"] * 1e9 / (a["weight_bytes"] - embed)
+    read = a["weight_bytes"] - embed
+    ratio, after = a["decode_ratio"] * read / a["weight_bytes"], a["decode_tok_s"] * read / (a["read_bw_after_gbs"] * 1e9)
     p = peer.get(twin) if twin else None
     pd = f"{p['decode_tok_s']:.1f} / {p['prefill_tok_s']:.1f} ({twin})" if p else "—"
     rd = f"{a['decode_tok_s'] / p['decode_tok_s']:.2f}" if p else "—"
     rp = f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}" if p else "—"
-    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_tok_s'] / bound:.2f} | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
+    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {ratio:.2f} ({after:.2f}) | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
 PY

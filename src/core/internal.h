@@ -193,6 +193,10 @@ bool afo_profile_enabled(void);
 double afo_profile_now(void);
 void afo_profile_op(afo_op op, afo_device d, double seconds);
 void afo_profile_eval(size_t nodes, double seconds);
+/* One CPU decode matvec job (every part of one quantized product): bytes of
+ * packed weights, scales and biases, its wall time, and the time until the
+ * first thread found no rows left to claim. */
+void afo_profile_matvec(double bytes, double seconds, double first_done);
 
 /* ---------------------------------------------------------------- files */
 /* The whole of `path` in a malloc'd buffer with a NUL after its *len bytes

@@ -16,6 +16,8 @@ static struct {
     int64_t op_calls[AFO_OP_COUNT][AFO_DEVICE_COUNT];
     double eval_seconds;
     int64_t evals, nodes;
+    double mv_bytes, mv_seconds, mv_first;
+    int64_t mv_jobs;
 } g_prof = {.lock = PTHREAD_MUTEX_INITIALIZER};
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -35,6 +37,16 @@ static void report(void) {
                 fprintf(stderr, "%-22s %-6s %10lld %12.2f %10.2f\n", afo_op_get((afo_op)op)->name,
                         afo_device_name((afo_device)d), (long long)g_prof.op_calls[op][d],
                         1e3 * g_prof.op_seconds[op][d], 1e6 * g_prof.op_seconds[op][d] / (double)g_prof.op_calls[op][d]);
+    /* the rate to hold against the machine's read bandwidth: matvec jobs
+     * took 85-95% of a CPU decode step of a 1B model (docs/PERFORMANCE.md),
+     * so their rate, not the step's, says how near the kernels are to it */
+    if (g_prof.mv_jobs)
+        fprintf(stderr,
+                "matvec jobs: %lld, %.1f MB, %.3f s: %.2f GB/s; %.2f GB/s until the first thread ran out of "
+                "rows (the rest, %.1f%% of the jobs' time, the last blocks)\n",
+                (long long)g_prof.mv_jobs, 1e-6 * g_prof.mv_bytes, g_prof.mv_seconds,
+                1e-9 * g_prof.mv_bytes / g_prof.mv_seconds, 1e-9 * g_prof.mv_bytes / g_prof.mv_first,
+                100 * (1 - g_prof.mv_first / g_prof.mv_seconds));
 }
 
 static void init(void) {
@@ -52,6 +64,15 @@ void afo_profile_op(afo_op op, afo_device d, double seconds) {
     pthread_mutex_lock(&g_prof.lock);
     g_prof.op_seconds[op][d] += seconds;
     g_prof.op_calls[op][d]++;
+    pthread_mutex_unlock(&g_prof.lock);
+}
+
+void afo_profile_matvec(double bytes, double seconds, double first_done) {
+    pthread_mutex_lock(&g_prof.lock);
+    g_prof.mv_jobs++;
+    g_prof.mv_bytes += bytes;
+    g_prof.mv_seconds += seconds;
+    g_prof.mv_first += first_done;
     pthread_mutex_unlock(&g_prof.lock);
 }
 

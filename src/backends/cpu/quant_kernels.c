@@ -420,6 +420,10 @@ typedef struct qmm_ctx {
     void (*rows)(struct qmm_ctx *c, int part, int64_t n0, int64_t n1);
     atomic_llong next_row;
     atomic_bool failed;
+    /* AFO_PROFILE: when the first thread ran out of rows to claim */
+    bool profile;
+    atomic_bool one_done;
+    double first_done;
 } qmm_ctx;
 
 static void qmv_fused_rows(qmm_ctx *c, int part, int64_t n0, int64_t n1) { c->fused(&c->pq[part], n0, n1); }
@@ -442,7 +446,10 @@ static void qmv_claim(void *p, int t, int nt) {
         int64_t n0 = atomic_load(&c->next_row), n1;
         int part;
         do {
-            if (n0 >= total) return;
+            if (n0 >= total) {
+                if (c->profile && !atomic_exchange(&c->one_done, true)) c->first_done = afo_profile_now();
+                return;
+            }
             for (part = 0; c->end[part] <= n0; part++) continue;
             n1 = n0 + block < c->end[part] ? n0 + block : c->end[part];
         } while (!atomic_compare_exchange_weak(&c->next_row, &n0, n1));
@@ -453,7 +460,18 @@ static void qmv_claim(void *p, int t, int nt) {
 
 static void qmv_run(qmm_ctx *c) {
     atomic_init(&c->next_row, 0);
+    atomic_init(&c->one_done, false);
+    c->profile = afo_profile_enabled();
+    double t0 = c->profile ? afo_profile_now() : 0;
     afo_parallel_run(qmv_claim, c);
+    if (!c->profile) return;
+    double bytes = 0;
+    for (int p = 0; p < c->parts; p++) {
+        const qmat *m = &c->pm[p];
+        size_t row = (size_t)m->words * 4 + 2 * (size_t)m->G * afo_dtype_size(m->sdt);
+        bytes += (double)(c->end[p] - (p ? c->end[p - 1] : 0)) * (double)row;
+    }
+    afo_profile_matvec(bytes, afo_profile_now() - t0, c->first_done - t0);
 }
 
 /* Decode: each weight row is unpacked once into L1 and used by all M rows
