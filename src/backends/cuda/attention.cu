@@ -24,6 +24,8 @@
 #include <math.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "backends/cuda/attention.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/warp.cuh"
@@ -243,25 +245,15 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 constexpr int DEC_WARPS = 4, DEC_KB = 8, DEC_MAX_HEADS = 4096, DEC_MIN_KEYS = 32;
 __device__ unsigned int g_split_done[DEC_MAX_HEADS]; // zero at load
 
+// E consecutive elements (2 or 4 of 16 bits, or 4 of float32) in one load.
 template <typename T, int E> __device__ __forceinline__ void load_e(const T *p, float (&o)[E]) {
     constexpr int bytes = E * (int)sizeof(T);
-    if constexpr (bytes == 16) {
-        const uint4 r = *(const uint4 *)p;
-        const T *t = (const T *)&r;
+    static_assert(bytes == 4 || bytes == 8 || bytes == 16, "one 4-, 8- or 16-byte load");
+    using Raw = std::conditional_t<bytes == 16, uint4, std::conditional_t<bytes == 8, uint2, uint32_t>>;
+    const Raw r = *(const Raw *)p;
+    const T *t = (const T *)&r;
 #pragma unroll
-        for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
-    } else if constexpr (bytes == 8) {
-        const uint2 r = *(const uint2 *)p;
-        const T *t = (const T *)&r;
-#pragma unroll
-        for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
-    } else {
-        static_assert(bytes == 4, "2 or 4 elements of 16 bits, or 4 of float32");
-        const uint32_t r = *(const uint32_t *)p;
-        const T *t = (const T *)&r;
-#pragma unroll
-        for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
-    }
+    for (int e = 0; e < E; e++) o[e] = to_c(t[e]);
 }
 
 // Sums each of a lane's N values over the warp in N - 1 shuffles (N <= 32)
@@ -515,6 +507,13 @@ Args args_of(const afo_cuda_sdpa *p) {
     return a;
 }
 
+// Each split's partial outputs and their max and sum, per row, in the
+// compute type.
+size_t split_scratch(const afo_cuda_sdpa *p, const Args &a) {
+    const size_t cs = p->dtype == AFO_FLOAT64 ? 8 : 4;
+    return (size_t)p->nsplit * (size_t)(p->B * p->Hkv * a.R) * (size_t)(p->Dv + 2) * cs;
+}
+
 } // namespace
 
 extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
@@ -527,7 +526,7 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     if (a.mma) return 0;
     if (decode_applies(*p, a)) {
         p->nsplit = (int)decode_splits(*p);
-        return p->nsplit > 1 ? (size_t)p->nsplit * (size_t)(p->B * p->Hkv * a.G) * (size_t)(p->Dv + 2) * 4 : 0;
+        return p->nsplit > 1 ? split_scratch(p, a) : 0;
     }
     // Two blocks per SM, with splits of at least 4 tiles: on an H200, 8 per
     // SM of 2 tiles or more measured 20% slower (more partials to merge).
@@ -544,8 +543,7 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     chunk = (chunk + BK - 1) / BK * BK;
     p->chunk = chunk;
     p->nsplit = (int)((p->Lk + chunk - 1) / chunk);
-    size_t cs = p->dtype == AFO_FLOAT64 ? 8 : 4;
-    return (size_t)p->nsplit * (size_t)(p->B * p->Hkv * a.R) * (size_t)(p->Dv + 2) * cs;
+    return split_scratch(p, a);
 }
 
 extern "C" cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t st) {

@@ -29,6 +29,12 @@ afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src);
 /* out (allocated, contiguous) = a @ b with matmul's rules: cuBLAS, or the
  * GEMV kernel for decode-sized products. */
 afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *b);
+/* The residual of a fused `add` (afo_fused_fn) whose input in[producer] is
+ * a product, when the product's epilogue can add it: laid out as out
+ * (contiguous, as many elements), of a 16- or 32-bit float type, and out of
+ * the product's dtype (so the one rounding saved is the product's own).
+ * NULL otherwise. */
+const afo_array *afo_cuda_residual(const afo_array *out, afo_array *const *in, int producer);
 
 /* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
 void afo_cuda_register_elementwise(void);

@@ -97,11 +97,6 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     }
 }
 
-// A float stored as X, rounded as the norm kernel stores it.
-__device__ __forceinline__ float from_float(float v, float) { return v; }
-__device__ __forceinline__ __half from_float(float v, __half) { return __float2half_rn(v); }
-__device__ __forceinline__ __nv_bfloat16 from_float(float v, __nv_bfloat16) { return __float2bfloat16_rn(v); }
-
 // One row of x (decode) with the vector layout: a grid of a few blocks per
 // SM, each looping over pairs of rows, and every lane keeping kDepth
 // 16-byte loads in flight across the end of a row: the first loads of the
@@ -156,7 +151,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
             unpack<X>(__ldg(wq + i), nw);
             X *o = (X *)&normed[i];
 #pragma unroll
-            for (int e = 0; e < XV; e++) o[e] = from_float(f[e] * inv * nw[e], X());
+            for (int e = 0; e < XV; e++) o[e] = afo_cuda::from_f<X>(f[e] * inv * nw[e]); // as the norm kernel stores it
         }
         __syncthreads(); // also keeps pass 0's partial sums from the squares'
         x = (const X *)normed;

@@ -199,14 +199,18 @@ static afo_status fused_gemv(afo_array *out, const afo_array *x, const afo_array
     return afo_cuda_launched(what);
 }
 
-/* out = r + x W^T: the residual joins the float sums; out keeps the
- * product's dtype, so the one rounding saved is the product's own. */
+const afo_array *afo_cuda_residual(const afo_array *out, afo_array *const *in, int producer) {
+    const afo_array *m = in[producer], *r = in[1 - producer];
+    bool fits = out->dtype == m->dtype && r->size == out->size && m->size == out->size && r->contiguous &&
+                is_half_or_float(r->dtype);
+    return fits ? r : NULL;
+}
+
+/* out = r + x W^T: the residual joins the GEMV's float sums. */
 static afo_status residual_product(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
-    const afo_array *m = in[producer], *r = in[1 - producer];
-    if (out->dtype != m->dtype || r->size != out->size || m->size != out->size || !r->contiguous ||
-        !is_half_or_float(r->dtype))
-        return AFO_OK;
+    const afo_array *m = in[producer], *r = afo_cuda_residual(out, in, producer);
+    if (!r) return AFO_OK;
     afo_cuda_gemv_fusion fuse = {.addend = afo_array_ptr(r), .addend_dtype = r->dtype};
     return fused_gemv(out, m->in[0], m->in[1], &fuse, "matmul + add", done);
 }

@@ -168,10 +168,8 @@ static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, cons
  * matvec's sums (afo_fused_fn; see residual_product in matmul.c). */
 static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
-    const afo_array *q = in[producer], *r = in[1 - producer];
-    if (out->dtype != q->dtype || r->size != out->size || q->size != out->size || !r->contiguous ||
-        !afo_dtype_is_float(r->dtype) || r->dtype == AFO_FLOAT64)
-        return AFO_OK;
+    const afo_array *q = in[producer], *r = afo_cuda_residual(out, in, producer);
+    if (!r) return AFO_OK;
     const afo_array *x = q->in[0];
     AFO_TRY(afo_array_alloc(out));
     dense_set d;

@@ -43,11 +43,8 @@ __device__ __forceinline__ void store_f(void *p, int64_t i, afo_dtype dt, float 
 }
 
 // Activation types as template parameters.
+using afo_cuda::from_f;
 using afo_cuda::to_f;
-template <typename T> __device__ __forceinline__ T from_f(float v);
-template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
-template <> __device__ __forceinline__ __nv_bfloat16 from_f<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-template <> __device__ __forceinline__ __half from_f<__half>(float v) { return __float2half_rn(v); }
 
 } // namespace afo_q
 
