@@ -44,29 +44,28 @@ fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 - "$OUT" "$cfg/config.json" <<'PY'
 import json, sys
-# bench_decode's bound counts every weight byte; decoding reads one row of
-# an untied embedding table, so its bytes come off here (as in cuda_report.py)
-BYTES_PER_WEIGHT = {"bf16": 2.0, "q8": 1 + 4 / 64, "q4": 0.5 + 4 / 64}
+# of bound: bench_decode's ratio, each repetition's tok/s against the bytes
+# a decoded token reads (weights less the untied embedding table's unread
+# rows, plus the keys and values attention reads) over the bandwidth read
+# during it; in parentheses the measure of the tables before 2026-11-27's
+# seventh session: all the weights less the whole untied embedding table,
+# no keys and values
 cfg = json.load(open(sys.argv[2]))
+BYTES_PER_WEIGHT = {"bf16": 2.0, "q8": 1 + 4 / 64, "q4": 0.5 + 4 / 64}
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 afo = {r["format"]: r for r in rows if "peer" not in r}
 peer = {r["format"]: r for r in rows if "peer" in r}
-# of bound: bench_decode's ratio (each repetition against the bandwidth read
-# during it), here without the embedding table; in parentheses, the bound
-# from the bandwidth read after the decode, the measure before 2026-11-27's
-# sixth session (same-build runs minutes apart differed by up to 25% in it)
-print("| format | afo decode tok/s | of bound (bw after) | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
+print("| format | afo decode tok/s | of bound (before) | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
 print("|---|---|---|---|---|---|---|")
 for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     a = afo.get(fmt)
     if not a:
         continue
     embed = 0 if cfg.get("tie_word_embeddings") else cfg["vocab_size"] * cfg["hidden_size"] * BYTES_PER_WEIGHT[fmt]
-    read = a["weight_bytes"] - embed
-    ratio, after = a["decode_ratio"] * read / a["weight_bytes"], a["decode_tok_s"] * read / (a["read_bw_after_gbs"] * 1e9)
+    before = a["weight_ratio"] * (a["weight_bytes"] - embed) / a["weight_bytes"]
     p = peer.get(twin) if twin else None
     pd = f"{p['decode_tok_s']:.1f} / {p['prefill_tok_s']:.1f} ({twin})" if p else "—"
     rd = f"{a['decode_tok_s'] / p['decode_tok_s']:.2f}" if p else "—"
     rp = f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}" if p else "—"
-    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {ratio:.2f} ({after:.2f}) | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
+    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_ratio']:.2f} ({before:.2f}) | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
 PY

@@ -410,6 +410,84 @@ static void test_perplexity_cached(void) {
     afo_model_free(m);
 }
 
+/* Bytes a decode step reads, against a count from the configs: a tied
+ * model (tiny-classics: bf16, computing in f32) reads every weight and its
+ * cache's f32 keys and values; an untied one reads one embedding row per
+ * sequence; a quantized cache reads packed words, scales and biases; a
+ * rotating one at most max_kv_size positions. */
+static size_t decode_bytes(const afo_model *m, const afo_kv_cache *c) {
+    size_t bytes = 0;
+    CHECK_MSG(afo_model_decode_bytes(m, c, &bytes) == AFO_OK, "%s", afo_last_error());
+    return bytes;
+}
+
+static void fill(afo_model *m, afo_kv_cache *c, int64_t batch, int n) {
+    int32_t ids[2 * 12];
+    some_ids(m, ids, (int)batch * n);
+    afo_array *lg = NULL;
+    CHECK(afo_model_forward(m, c, ids, batch, n, &lg) == AFO_OK);
+    afo_release(lg);
+}
+
+static void test_decode_bytes(void) {
+    afo_model *m = load("models/tiny-classics", 0);
+    if (!m) return;
+    /* 6 layers, k and v, 4 kv heads of 32 */
+    const size_t params = (size_t)afo_model_num_params(m), f32_position = 6 * 2 * 4 * 32 * 4;
+    afo_kv_cache *c = NULL, *q8 = NULL, *ring = NULL;
+    afo_kv_cache_options oq = afo_kv_cache_defaults(), orot = afo_kv_cache_defaults();
+    oq.kv_bits = 8, oq.kv_group_size = 32;
+    orot.max_kv_size = 8, orot.keep = 2;
+    CHECK(afo_kv_cache_create(m, 1, &c) == AFO_OK && afo_kv_cache_create_ex(m, 1, &oq, &q8) == AFO_OK &&
+          afo_kv_cache_create_ex(m, 1, &orot, &ring) == AFO_OK);
+    CHECK(afo_model_weight_bytes(m) == 2 * params);
+    CHECK(decode_bytes(m, c) == 2 * params + f32_position);
+    fill(m, c, 1, 12);
+    CHECK(decode_bytes(m, c) == 2 * params + 13 * f32_position);
+    fill(m, q8, 1, 12); /* quantized after this forward: 8 words, one f32 scale and bias a head */
+    CHECK(afo_kv_cache_is_quantized(q8) && decode_bytes(m, q8) == 2 * params + 13 * (6 * 2 * 4 * (32 + 4 + 4)));
+    fill(m, ring, 1, 12);
+    CHECK(decode_bytes(m, ring) == 2 * params + 8 * f32_position);
+    size_t unused;
+    CHECK(afo_model_decode_bytes(m, NULL, &unused) == AFO_ERR_INVALID_ARGUMENT);
+    afo_kv_cache_free(c), afo_kv_cache_free(q8), afo_kv_cache_free(ring);
+
+    char tmp[128], cfg[200], dir[200];
+    if (!test_temp_dir("decode-bytes", tmp, sizeof tmp)) goto done;
+    snprintf(cfg, sizeof cfg, "%s/config.json", tmp);
+    snprintf(dir, sizeof dir, "%s/untied", tmp);
+    FILE *f = fopen(cfg, "w");
+    if (f) {
+        fputs("{\"model_type\": \"llama\", \"vocab_size\": 96, \"hidden_size\": 64, \"intermediate_size\": 96, "
+              "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+              "\"max_position_embeddings\": 64, \"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": false, "
+              "\"dtype\": \"float32\"}",
+              f);
+        fclose(f);
+    }
+    afo_model *u = NULL;
+    CHECK_MSG(afo_model_write_random(cfg, dir, -1, 5) == AFO_OK, "%s", afo_last_error());
+    u = load(dir, 0);
+    if (u) {
+        /* per layer q, o 64x64, k, v 32x64, gate, up, down 96x64, two norms; the final norm; the head */
+        const size_t layer = 2 * 64 * 64 + 2 * 32 * 64 + 3 * 96 * 64 + 2 * 64, head = 96 * 64;
+        const size_t rest = 2 * layer + 64 + head, position = 2 * 2 * 2 * 16 * 4; /* layers, k and v, heads, f32 */
+        CHECK(afo_model_weight_bytes(u) == 4 * (rest + 96 * 64));
+        afo_kv_cache *c1 = NULL, *c2 = NULL;
+        CHECK(afo_kv_cache_create(u, 1, &c1) == AFO_OK && afo_kv_cache_create(u, 2, &c2) == AFO_OK);
+        fill(u, c1, 1, 5);
+        fill(u, c2, 2, 5);
+        CHECK(decode_bytes(u, c1) == 4 * (rest + 64) + 6 * position);
+        CHECK(decode_bytes(u, c2) == 4 * (rest + 2 * 64) + 2 * 6 * position);
+        CHECK(afo_model_decode_bytes(m, c1, &unused) == AFO_ERR_INVALID_ARGUMENT);
+        afo_kv_cache_free(c1), afo_kv_cache_free(c2);
+        afo_model_free(u);
+    }
+    test_remove_tree(tmp);
+done:
+    afo_model_free(m);
+}
+
 int main(void) {
     RUN(test_invalid_options);
     RUN(test_quantized_attention_reference);
@@ -419,5 +497,6 @@ int main(void) {
     RUN(test_rotating_vs_masked_forward);
     RUN(test_rotating_generation);
     RUN(test_perplexity_cached);
+    RUN(test_decode_bytes);
     return test_finish();
 }

@@ -124,6 +124,17 @@ size_t afo_kv_cache_nbytes(const afo_kv_cache *c);
  * reached). */
 int afo_kv_cache_is_quantized(const afo_kv_cache *c);
 
+/* Bytes one decode step (one new position per sequence) reads at the
+ * cache's current length, the numerator of a bandwidth bound: every weight
+ * once, except that of an untied embedding table only the batch's rows
+ * (a tied one is read whole as the output head), plus the keys and values
+ * attention reads in the cache's current storage (compute dtype, or packed
+ * words, scales and biases once quantized): length + 1 positions per
+ * layer, at most max_kv_size in a rotating cache or the window in a
+ * sliding-window layer. MoE experts all count, an upper bound. A NULL
+ * argument or a cache of another model is AFO_ERR_INVALID_ARGUMENT. */
+afo_status afo_model_decode_bytes(const afo_model *m, const afo_kv_cache *c, size_t *bytes);
+
 /* ---- the forward pass ---- */
 
 typedef struct afo_forward_options {

@@ -151,6 +151,27 @@ int64_t afo_kv_cache_batch(const afo_kv_cache *c) { return c ? c->batch : 0; }
 int afo_kv_cache_is_quantized(const afo_kv_cache *c) { return c && c->quantized; }
 const afo_model *kv_cache_model(const afo_kv_cache *c) { return c->model; }
 
+/* Each layer reads every position it attends to (the new one included):
+ * all it keeps, at most max_kv_size for a rotating cache, at most the
+ * window in a sliding layer (attention reads only the window's keys). */
+size_t kv_step_bytes(const afo_kv_cache *c) {
+    const model_config *cfg = &c->model->cfg;
+    size_t position = 0; /* one position of one layer's keys (values alike), every head and sequence */
+    for (int p = 0; p < num_parts(c); p++) {
+        afo_dtype dt;
+        position += (size_t)part_width(c, p, &dt) * afo_dtype_size(dt);
+    }
+    position *= (size_t)(c->batch * cfg->kv_heads);
+    int64_t kept = c->opt.max_kv_size && c->length + 1 > c->opt.max_kv_size ? c->opt.max_kv_size : c->length + 1;
+    size_t bytes = 0;
+    for (int l = 0; l < cfg->layers; l++) {
+        int64_t window = cfg->layer_sliding[l] ? cfg->sliding_window : 0;
+        int64_t read = window && window < kept ? window : kept;
+        bytes += 2 * position * (size_t)read;
+    }
+    return bytes;
+}
+
 size_t afo_kv_cache_nbytes(const afo_kv_cache *c) {
     size_t n = 0;
     for (size_t i = 0; c && i < (size_t)c->model->cfg.layers * 6; i++)

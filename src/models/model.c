@@ -54,6 +54,20 @@ afo_dtype afo_model_dtype(const afo_model *m) { return model_storage_dtype(m); }
 afo_dtype afo_model_compute_dtype(const afo_model *m) { return m->compute; }
 int64_t afo_model_num_params(const afo_model *m) { return m->num_params; }
 size_t afo_model_weight_bytes(const afo_model *m) { return m->weight_bytes; }
+afo_status afo_model_decode_bytes(const afo_model *m, const afo_kv_cache *c, size_t *bytes) {
+    if (!m || !c || !bytes || kv_cache_model(c) != m)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "decode bytes: needs a model, a cache of that model and an out");
+    size_t read = m->weight_bytes;
+    if (m->lm_head.w) {
+        const linear_weight *e = &m->embed;
+        size_t table = afo_array_nbytes(e->w) + (e->scales ? afo_array_nbytes(e->scales) + afo_array_nbytes(e->biases) : 0);
+        int64_t rows = afo_kv_cache_batch(c) < m->cfg.vocab ? afo_kv_cache_batch(c) : m->cfg.vocab;
+        read -= table - table / (size_t)m->cfg.vocab * (size_t)rows;
+    }
+    *bytes = read + kv_step_bytes(c);
+    return AFO_OK;
+}
+
 const afo_generation_config *afo_model_generation_config(const afo_model *m) { return &m->cfg.gen; }
 
 int afo_model_is_eos(const afo_model *m, int32_t id) {

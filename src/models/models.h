@@ -237,6 +237,9 @@ afo_array *kv_attend(afo_kv_cache *c, int layer, afo_array *q, afo_array *k, afo
                      bool sliding);
 afo_status kv_end(afo_kv_cache *c, afo_status st);
 const afo_model *kv_cache_model(const afo_kv_cache *c);
+/* Bytes of keys and values that attention reads in a decode step (one new
+ * position) at the cache's length, in the buffers' current layout. */
+size_t kv_step_bytes(const afo_kv_cache *c);
 /* A decode step at a position known only when it runs (int32 [1], device
  * memory): kv_begin_at stands for kv_begin(c, 1) and kv_attend then writes
  * the slot and attends through the *_at ops over the whole buffers. Only
