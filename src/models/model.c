@@ -60,7 +60,8 @@ afo_status afo_model_decode_bytes(const afo_model *m, const afo_kv_cache *c, siz
     size_t read = m->weight_bytes;
     if (m->lm_head.w) {
         const linear_weight *e = &m->embed;
-        size_t table = afo_array_nbytes(e->w) + (e->scales ? afo_array_nbytes(e->scales) + afo_array_nbytes(e->biases) : 0);
+        size_t table = afo_array_nbytes(e->w);
+        if (e->scales) table += afo_array_nbytes(e->scales) + afo_array_nbytes(e->biases);
         int64_t rows = afo_kv_cache_batch(c) < m->cfg.vocab ? afo_kv_cache_batch(c) : m->cfg.vocab;
         read -= table - table / (size_t)m->cfg.vocab * (size_t)rows;
     }
