@@ -381,7 +381,7 @@ static void mark_fusions(afo_array *const *order, size_t count) {
 
 /* a's kernel with its deferred input k folded in; *done false when the
  * kernel declined. */
-#define FUSED_MAX_INPUTS (1 + 3 * AFO_QMM_MAX_PARTS) /* x and the parts of a quantized_matmul_parts */
+#define FUSED_MAX_INPUTS 8
 static afo_status eval_fused(afo_array *a, int k, bool *done) {
     afo_array *p = a->in[k];
     afo_fused_fn fn = afo_op_fused(a->device, a->op, p->op);

@@ -246,5 +246,4 @@ void afo_register_quant_ops(void) {
     afo_op_register(AFO_OP_QUANTIZED_MATMUL, &def_qmm);
     afo_op_register(AFO_OP_QUANTIZED_TAKE, &def_qtake);
     afo_op_register(AFO_OP_QUANTIZED_MATMUL_PARTS, &def_qmm_parts);
-    afo_cpu_register_qmv_fusions();
 }

@@ -418,7 +418,6 @@ typedef struct qmm_ctx {
     afo_qmv_args pq[AFO_QMM_MAX_PARTS];
     int64_t end[AFO_QMM_MAX_PARTS];
     void (*rows)(struct qmm_ctx *c, int part, int64_t n0, int64_t n1);
-    const float *addend; /* [M, ldy] added to y as blocks of rows finish; NULL: none */
     atomic_llong next_row;
     atomic_bool failed;
     /* AFO_PROFILE: when the first thread ran out of rows to claim */
@@ -456,11 +455,6 @@ static void qmv_claim(void *p, int t, int nt) {
         } while (!atomic_compare_exchange_weak(&c->next_row, &n0, n1));
         int64_t first = part ? c->end[part - 1] : 0;
         c->rows(c, part, n0 - first, n1 - first);
-        for (int64_t i = 0; c->addend && i < c->M; i++) { /* the block's y is still in this core's cache */
-            float *y = c->y + i * c->ldy;
-            const float *r = c->addend + i * c->ldy;
-            for (int64_t n = n0; n < n1; n++) y[n] += r[n];
-        }
     }
 }
 
@@ -634,65 +628,45 @@ static afo_status qmm_int(qmm_ctx *c, void *qx_buf) {
  * [..., N] of x's dtype, N the parts' outputs in turn. The matvec (decode)
  * takes its buffers from thread scratch, the prefill from the heap. The
  * scalar level keeps the float paths: they are the reference of the
- * integer ones. f (may be NULL) only where the product is a matvec; else
- * *done stays false. */
-static afo_status quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs,
-                                   const afo_qmv_fusion *f, bool *done) {
-    const afo_array *x = in[0];
-    int transpose = (int)attrs->i[AFO_QUANT_I_EXTRA];
-    int64_t K = x->shape[x->ndim - 1], M = x->size / (K ? K : 1);
-    bool matvec = transpose && M <= AFO_MATVEC_MAX_M;
-    if (f && !matvec) return AFO_OK;
+ * integer ones. */
+afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
     AFO_TRY(afo_array_alloc(out));
-    *done = true;
+    const afo_array *x = in[0];
     if (out->size == 0) return AFO_OK;
     const void *ptr[1 + 3 * AFO_QMM_MAX_PARTS];
     void *owned[1 + 3 * AFO_QMM_MAX_PARTS];
-    bool make_x = f && f->make_x; /* in[0] is then the producer, not evaluated */
-    AFO_TRY(dense_inputs(in + make_x, nin - make_x, ptr + make_x, owned + make_x));
-    if (make_x) owned[0] = NULL;
-    qmm_ctx c = {.up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(), .transpose = transpose,
-                 .parts = (nin - 1) / 3, .K = K, .M = M};
+    AFO_TRY(dense_inputs(in, nin, ptr, owned));
+    qmm_ctx c = {.up = afo_quant_unpack_best(), .prims = afo_nn_prims_best(),
+                 .transpose = (int)attrs->i[AFO_QUANT_I_EXTRA], .parts = (nin - 1) / 3};
     atomic_init(&c.failed, false);
+    c.K = x->shape[x->ndim - 1];
     c.ldy = out->shape[out->ndim - 1];
+    c.M = x->size / c.K;
     for (int p = 0; p < c.parts; p++) {
         c.pm[p] = qmat_of(in + 1 + 3 * p, ptr + 1 + 3 * p, attrs);
         c.end[p] = (p ? c.end[p - 1] : 0) + (c.transpose ? in[1 + 3 * p]->shape[0] : c.ldy);
     }
     c.m = c.pm[0];
-    c.fused = matvec ? afo_quant_qmv_best(c.m.bits) : NULL;
-    c.gemm = !matvec && c.transpose && c.M <= INT32_MAX ? afo_quant_qmm_best(c.m.bits) : NULL;
-    const afo_array *r = f ? f->addend : NULL;
-    size_t xb = x->dtype != AFO_FLOAT32 || make_x ? align64((size_t)x->size * sizeof(float)) : 0;
+    c.fused = c.transpose && c.M <= AFO_MATVEC_MAX_M ? afo_quant_qmv_best(c.m.bits) : NULL;
+    c.gemm = c.transpose && c.M > AFO_MATVEC_MAX_M && c.M <= INT32_MAX ? afo_quant_qmm_best(c.m.bits) : NULL;
+    size_t xb = x->dtype != AFO_FLOAT32 ? align64((size_t)x->size * sizeof(float)) : 0;
     size_t yb = out->dtype != AFO_FLOAT32 ? align64((size_t)out->size * sizeof(float)) : 0;
-    size_t rb = r && r->dtype != AFO_FLOAT32 ? align64((size_t)r->size * sizeof(float)) : 0;
     size_t qb = c.fused || c.gemm ? afo_qx_bytes((int)c.M, c.K, c.m.gs, c.m.bits) : 0;
-    char *buf = matvec ? qmv_scratch(xb + yb + rb + qb + 1) : aligned_alloc(64, align64(xb + yb + qb + 1));
+    char *buf = c.fused ? qmv_scratch(xb + yb + qb) : aligned_alloc(64, align64(xb + yb + qb + 1));
     afo_status st = AFO_OK;
     if (!buf) {
         st = afo_error(AFO_ERR_OUT_OF_MEMORY, "quantized_matmul: out of memory");
     } else {
         float *xf = xb ? (float *)buf : NULL, *yf = yb ? (float *)(buf + xb) : NULL;
-        if (make_x) f->make_x(f, xf, c.M, c.K);
-        else if (xf) afo_cpu_convert_row(x->dtype, ptr[0], AFO_FLOAT32, xf, x->size);
-        if (rb) afo_cpu_convert_row(r->dtype, afo_array_ptr(r), AFO_FLOAT32, buf + xb + yb, r->size);
-        c.addend = rb ? (const float *)(buf + xb + yb) : r ? afo_array_ptr(r) : NULL;
+        if (xf) afo_cpu_convert_row(x->dtype, ptr[0], AFO_FLOAT32, xf, x->size);
         c.x = xf ? xf : ptr[0];
         c.y = yf ? yf : afo_array_ptr(out);
-        st = c.fused || c.gemm ? qmm_int(&c, buf + xb + yb + rb) : matvec ? qmv_float(&c) : qmm_blocked(&c);
+        st = c.fused || c.gemm ? qmm_int(&c, buf + xb + yb)
+             : c.transpose && c.M <= AFO_MATVEC_MAX_M ? qmv_float(&c)
+                                                       : qmm_blocked(&c);
         if (st == AFO_OK && yf) afo_cpu_convert_row(AFO_FLOAT32, yf, out->dtype, afo_array_ptr(out), out->size);
     }
-    if (!matvec) free(buf);
+    if (!c.fused) free(buf);
     free_n(owned, nin);
     return st;
-}
-
-afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs) {
-    bool done;
-    return quantized_matmul(out, in, nin, attrs, NULL, &done);
-}
-
-afo_status afo_cpu_qmv_fused(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs,
-                             const afo_qmv_fusion *f, bool *done) {
-    return quantized_matmul(out, in, nin, attrs, f, done);
 }

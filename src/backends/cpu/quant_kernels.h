@@ -103,22 +103,4 @@ afo_status afo_cpu_dequantize(afo_array *out, afo_array *const *in, int nin, con
 afo_status afo_cpu_quantized_matmul(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs);
 afo_status afo_cpu_quantized_take(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs);
 
-/* A decode matvec's neighbours folded into it (the CPU's fused pairs,
- * quant_fused.c): x made in float32 from the op before the product, which
- * spares that op's dispatch and output, and an addend (a residual) that
- * the threads add to each block of rows of y as they finish it. */
-typedef struct afo_qmv_fusion {
-    /* fills x [M, K] (row-major float32) from the producer; NULL: x is in[0] */
-    void (*make_x)(const struct afo_qmv_fusion *f, float *x, int64_t M, int64_t K);
-    const afo_array *producer;
-    const afo_array *addend; /* contiguous, out's size; NULL: none */
-} afo_qmv_fusion;
-/* afo_cpu_quantized_matmul with f folded in where the product is a matvec
- * (transposed weights, at most AFO_MATVEC_MAX_M rows of x); elsewhere
- * *done stays false and out untouched. */
-afo_status afo_cpu_qmv_fused(afo_array *out, afo_array *const *in, int nin, const afo_attrs *attrs,
-                             const afo_qmv_fusion *f, bool *done);
-/* Registers the fused pairs above (src/ops/quant.c, at registration). */
-void afo_cpu_register_qmv_fusions(void);
-
 #endif
