@@ -5,7 +5,9 @@
  * of GPU ops brings nothing to the host until the result is read. Skips
  * (exit 77) on machines without a GPU. */
 #include <float.h>
+#include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "afo/afo.h"
@@ -204,6 +206,22 @@ static void test_argmax_rows(void) {
         devcheck(what, AFO_CUDA, build_reduce, &c, &x, 1, 0, 0);
         afo_release(x);
     }
+    /* the other reductions over long rows, which several blocks share (the
+     * last one merges their states), with a NaN in a late block of row 1 */
+    float *v_long = malloc(sizeof(float) * 3 * 151936);
+    for (int64_t i = 0; i < 3 * 151936; i++) v_long[i] = (float)((i * 7919) % 4001) / 200.0f - 10.0f;
+    v_long[151936 + 140000] = NAN;
+    afo_array *xl = afo_array_from_data(v_long, AFO_FLOAT32, 2, shape);
+    free(v_long);
+    struct { const char *name; afo_array *(*fn)(afo_array *, const int *, int, int); } long_ops[] = {
+        {"sum", afo_sum}, {"max", afo_max}, {"min", afo_min}, {"logsumexp", afo_logsumexp}, {"argmax", NULL}};
+    for (size_t o = 0; o < sizeof long_ops / sizeof long_ops[0]; o++) {
+        red_case c = {long_ops[o].fn, PLAIN, 2, 1, 0, {-1}, {3, 151936}};
+        char what[64];
+        snprintf(what, sizeof what, "%s of long rows, a NaN in one", long_ops[o].name);
+        devcheck(what, AFO_CUDA, build_reduce, &c, &xl, 1, 1e-6, 1e-5);
+    }
+    afo_release(xl);
     /* NaN: leading NaN wins argmax; later ones are skipped; max/min/sum propagate */
     double v[2][5] = {{NAN, 1, 5, 2, 5}, {1, 5, NAN, 5, 2}};
     int64_t s[2] = {2, 5};

@@ -1,12 +1,14 @@
 // Reductions and softmax. Floats accumulate in double and integers in int64
 // (wrapping), as on the CPU, so sums differ from it only by order. A large
 // reduction gets a block per output (threads stride over it, then warp
-// shuffles and shared memory combine); many small ones get a thread each.
+// shuffles and shared memory combine), or several when there are few
+// outputs; many small ones get a thread each.
 #include <math.h>
 #include <stdint.h>
 
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/core_kernels.h"
+#include "backends/cuda/kernels.h"
 
 namespace {
 using namespace afo_cuda;
@@ -157,23 +159,82 @@ template <bool INT> __global__ void reduce_per_thread(afo_cuda_reduce r) {
     }
 }
 
+// The state of elements [i0, i1) of one output, combined over the block;
+// valid in thread 0. part: the block's shared scratch.
+template <bool INT>
+__device__ State block_reduce(const afo_cuda_reduce &r, int64_t base, int64_t i0, int64_t i1, State *part) {
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
+    State st = init<INT>(r.op);
+    for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) push<INT>(r, st, base, i);
+    for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
+    if (lane == 0) part[warp] = st;
+    __syncthreads();
+    if (warp == 0) {
+        st = lane < nwarps ? part[lane] : init<INT>(r.op);
+        for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
+    }
+    __syncthreads(); // part is free for the next call
+    return st;
+}
+
 template <bool INT> __global__ void reduce_per_block(afo_cuda_reduce r) {
     __shared__ State part[32];
-    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (int64_t o = blockIdx.x; o < r.out_size; o += gridDim.x) {
         int64_t base = keep_offset(r, o);
-        State st = init<INT>(r.op);
-        for (int64_t i = threadIdx.x; i < r.red_size; i += blockDim.x) push<INT>(r, st, base, i);
-        for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
-        if (lane == 0) part[warp] = st;
-        __syncthreads();
-        if (warp == 0) {
-            st = lane < nwarps ? part[lane] : init<INT>(r.op);
-            for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
-            if (lane == 0) finish<INT>(r, st, base, o);
-        }
-        __syncthreads(); // part is reused by the next output
+        State st = block_reduce<INT>(r, base, 0, r.red_size, part);
+        if (threadIdx.x == 0) finish<INT>(r, st, base, o);
     }
+}
+
+// A few long reductions (a decode step's argmax over the vocabulary): one
+// block per output left all but one SM idle (64 us for 128256 logits on an
+// H200, ncu). Here gridDim.x blocks share an output; each leaves its state
+// in g_parts, and the last to finish (a counter per output, which it
+// leaves at zero) merges them. Chunks of 4096 elements took 20 us, of 1024
+// 11 (125 blocks): a thread's loads wait for each other through push.
+constexpr int SPLIT_PARTS = 4096, SPLIT_MIN_CHUNK = 1024, SPLIT_THREADS = 256;
+__device__ State g_parts[SPLIT_PARTS];
+__device__ unsigned int g_parts_done[SPLIT_PARTS]; // zero at load
+
+__device__ State load_cg(const State *p) {
+    State s;
+    s.v = __ldcg(&p->v), s.s = __ldcg(&p->s), s.i = __ldcg((const long long *)&p->i);
+    s.iv = __ldcg((const long long *)&p->iv), s.nan = __ldcg(&p->nan), s.inf = __ldcg(&p->inf);
+    return s;
+}
+
+template <bool INT> __global__ void reduce_split(afo_cuda_reduce r) {
+    __shared__ State part[32];
+    __shared__ bool last;
+    const int64_t o = blockIdx.y, nsplit = gridDim.x, chunk = (r.red_size + nsplit - 1) / nsplit;
+    const int64_t i0 = blockIdx.x * chunk, i1 = i0 + chunk < r.red_size ? i0 + chunk : r.red_size;
+    const int64_t base = keep_offset(r, o);
+    State st = block_reduce<INT>(r, base, i0, i1, part);
+    if (threadIdx.x == 0) {
+        g_parts[o * nsplit + blockIdx.x] = st;
+        __threadfence(); // the state is visible before the count says so
+        last = atomicAdd(&g_parts_done[o], 1u) == (unsigned)nsplit - 1;
+    }
+    __syncthreads();
+    if (!last || threadIdx.x >= 32) return;
+    __threadfence();
+    st = init<INT>(r.op);
+    for (int64_t s = threadIdx.x; s < nsplit; s += 32) st = merge<INT>(r.op, st, load_cg(&g_parts[o * nsplit + s]));
+    for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
+    if (threadIdx.x == 0) {
+        finish<INT>(r, st, base, o);
+        g_parts_done[o] = 0;
+    }
+}
+
+// Blocks per output for reduce_split: about two per SM in all, each with
+// SPLIT_MIN_CHUNK elements or more; 1 where a block per output is better.
+int64_t split_of(const afo_cuda_reduce *r) {
+    if (r->out_size > 65535 || r->out_size * 2 > SPLIT_PARTS) return 1;
+    int64_t n = 2 * (int64_t)afo_cuda_multiprocessors() / r->out_size, most = r->red_size / SPLIT_MIN_CHUNK;
+    if (n > most) n = most;
+    if (n * r->out_size > SPLIT_PARTS) n = SPLIT_PARTS / r->out_size;
+    return n < 2 ? 1 : n;
 }
 
 // ---------------------------------------------------------------- softmax
@@ -231,6 +292,13 @@ extern "C" void afo_cuda_reduce_launch(const afo_cuda_reduce *r, cudaStream_t st
         unsigned blocks = grid_of((r->out_size + 255) / 256);
         if (is_int) reduce_per_thread<true><<<blocks, 256, 0, stream>>>(*r);
         else reduce_per_thread<false><<<blocks, 256, 0, stream>>>(*r);
+        return;
+    }
+    const int64_t nsplit = split_of(r);
+    if (nsplit > 1) {
+        const dim3 grid((unsigned)nsplit, (unsigned)r->out_size);
+        if (is_int) reduce_split<true><<<grid, SPLIT_THREADS, 0, stream>>>(*r);
+        else reduce_split<false><<<grid, SPLIT_THREADS, 0, stream>>>(*r);
         return;
     }
     int threads = block_for(r->red_size);
