@@ -54,6 +54,7 @@ afo_dtype afo_model_dtype(const afo_model *m) { return model_storage_dtype(m); }
 afo_dtype afo_model_compute_dtype(const afo_model *m) { return m->compute; }
 int64_t afo_model_num_params(const afo_model *m) { return m->num_params; }
 size_t afo_model_weight_bytes(const afo_model *m) { return m->weight_bytes; }
+
 afo_status afo_model_decode_bytes(const afo_model *m, const afo_kv_cache *c, size_t *bytes) {
     if (!m || !c || !bytes || kv_cache_model(c) != m)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "decode bytes: needs a model, a cache of that model and an out");
