@@ -352,6 +352,9 @@ static void evaluated(afo_array *a) {
     detach(a);
 }
 
+/* The most inputs of a consumer whose kernel takes a producer along. */
+#define FUSED_MAX_INPUTS 8
+
 /* Marks the nodes of `order` that their one consumer's kernel computes
  * along (afo_fused_fn). A producer that takes one in itself is left alone:
  * a fused kernel knows one pair. A root has a reference of the caller's, so
@@ -366,6 +369,7 @@ static void mark_fusions(afo_array *const *order, size_t count) {
     if (!enabled) return;
     for (size_t i = 0; i < count; i++) {
         afo_array *a = order[i];
+        if (a->nin > FUSED_MAX_INPUTS) continue;
         for (int k = 0; k < a->nin; k++) {
             afo_array *p = a->in[k];
             bool absorbs = false;
@@ -381,11 +385,9 @@ static void mark_fusions(afo_array *const *order, size_t count) {
 
 /* a's kernel with its deferred input k folded in; *done false when the
  * kernel declined. */
-#define FUSED_MAX_INPUTS 8
 static afo_status eval_fused(afo_array *a, int k, bool *done) {
     afo_array *p = a->in[k];
     afo_fused_fn fn = afo_op_fused(a->device, a->op, p->op);
-    if (a->nin > FUSED_MAX_INPUTS) return AFO_OK;
     moved_inputs moved = {.ptrs = moved.ptrs_stack}, moved_p = {.ptrs = moved_p.ptrs_stack};
     afo_array *const *in, *const *p_in;
     afo_status st = inputs_on(a, a->device, &moved, &in);
