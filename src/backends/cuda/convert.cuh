@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "afo/base.h"
+#include "backends/cuda/kernels.h"
 
 namespace afo_cuda {
 
@@ -25,6 +26,11 @@ template <typename T> __device__ T load_as(const void *base, int64_t i, afo_dtyp
     case AFO_FLOAT32: return (T)((const float *)base)[i];
     default: return (T)((const double *)base)[i];
     }
+}
+
+// v plus element i of a product's addend, where it has one.
+__device__ __forceinline__ float plus_addend(float v, const afo_cuda_addend &a, int64_t i) {
+    return a.data ? v + load_as<float>(a.data, i, a.dtype) : v;
 }
 
 // A float value of each activation type, for kernels templated on it.

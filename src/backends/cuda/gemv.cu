@@ -92,8 +92,7 @@ __global__ void __launch_bounds__(kWarps * 32, 4)
     if (part == 0 && lane < R && n < N) {
         float v = 0.0f;
         for (int i = 0; i < kSplit; i++) v += partial[warp + i][lane];
-        if (fuse.addend) v += afo_cuda::load_as<float>(fuse.addend, lane * N + n, fuse.addend_dtype);
-        afo_cuda::store_from(out, lane * N + n, out_dtype, v);
+        afo_cuda::store_from(out, lane * N + n, out_dtype, afo_cuda::plus_addend(v, fuse.addend, lane * N + n));
     }
 }
 
@@ -183,8 +182,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
         if (part == 0 && lane == 0 && n < N) {
             float v = 0.0f;
             for (int i = 0; i < kSplit; i++) v += partial[pass][warp + i];
-            if (fuse.addend) v += afo_cuda::load_as<float>(fuse.addend, n, fuse.addend_dtype);
-            afo_cuda::store_from(out, n, out_dtype, v);
+            afo_cuda::store_from(out, n, out_dtype, afo_cuda::plus_addend(v, fuse.addend, n));
         }
     }
 }

@@ -14,6 +14,14 @@
 extern "C" {
 #endif
 
+/* A decode product's addend (a residual, see afo_fused_fn), laid out as
+ * its output and added to the float sums before their one rounding; data
+ * NULL for none. */
+typedef struct afo_cuda_addend {
+    const void *data;
+    afo_dtype dtype;
+} afo_cuda_addend;
+
 /* Compute types, as on the CPU: float32 for float32/float16/bfloat16,
  * float64 for float64, int64 for integers and bool. */
 typedef enum afo_cuda_ctype { AFO_CUDA_F32 = 0, AFO_CUDA_F64, AFO_CUDA_I64 } afo_cuda_ctype;

@@ -211,7 +211,7 @@ static afo_status residual_product(afo_array *out, afo_array *const *in, int nin
     (void)nin;
     const afo_array *m = in[producer], *r = afo_cuda_residual(out, in, producer);
     if (!r) return AFO_OK;
-    afo_cuda_gemv_fusion fuse = {.addend = afo_array_ptr(r), .addend_dtype = r->dtype};
+    afo_cuda_gemv_fusion fuse = {.addend = {afo_array_ptr(r), r->dtype}};
     return fused_gemv(out, m->in[0], m->in[1], &fuse, "matmul + add", done);
 }
 

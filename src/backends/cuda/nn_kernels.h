@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "afo/base.h"
+#include "backends/cuda/kernels.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -85,12 +86,10 @@ size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported);
 cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t stream);
 
 /* What a product computes along (see afo_fused_fn), each where not NULL:
- * an addend laid out as out (a residual), added to the float sums before
- * the one rounding; x's rms norm times norm_weight (of x's dtype), rounded
- * to x's dtype as the norm kernel stores it, for one row of x. */
+ * an addend (a residual); x's rms norm times norm_weight (of x's dtype),
+ * rounded to x's dtype as the norm kernel stores it, for one row of x. */
 typedef struct afo_cuda_gemv_fusion {
-    const void *addend;
-    afo_dtype addend_dtype;
+    afo_cuda_addend addend;
     const void *norm_weight;
     float eps;
 } afo_cuda_gemv_fusion;

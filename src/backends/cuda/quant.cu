@@ -272,8 +272,7 @@ __global__ void __launch_bounds__(QMV_THREADS, MM == 1 ? 4 : 1) qmv_kernel(qmv_a
     if (t < MM * R && m < a.M && n0 + r < a.N) {
         float v = 0.0f;
         for (int i = 0; i < wpg; i++) v += red[grp * wpg + i][m][r];
-        if (a.add.data) v += load_f(a.add.data, m * a.N + n0 + r, a.add.dtype);
-        ((XT *)a.y)[m * a.N + n0 + r] = from_f<XT>(v);
+        ((XT *)a.y)[m * a.N + n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, m * a.N + n0 + r));
     }
 }
 

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "afo/base.h"
+#include "backends/cuda/kernels.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -37,13 +38,6 @@ void afo_cuda_quantize(const void *w, afo_dtype wdt, int64_t rows, int64_t cols,
  * is out of range is written as NaN. */
 void afo_cuda_dequantize(const afo_cuda_qmat *m, const void *idx, afo_dtype idt, int64_t n, void *out, afo_dtype odt,
                          cudaStream_t stream);
-
-/* A decode product's addend (a residual, see afo_fused_fn), laid out as
- * y and added to the float sums before y's rounding; data NULL for none. */
-typedef struct afo_cuda_addend {
-    const void *data;
-    afo_dtype dtype;
-} afo_cuda_addend;
 
 /* y [M, N] = x [M, K] @ dequantize(m)^T (transpose; m is [N, K]) or
  * x @ dequantize(m) (m is [K, N]); x and y of dtype xdt. Returns false,

@@ -140,11 +140,8 @@ template <typename XT, int RPW> __global__ void __launch_bounds__(kWarps * 32, 4
     }
 #pragma unroll
     for (int r = 0; r < RPW; r++) {
-        float v = afo_cuda::warp_sum(acc[r]);
-        if (lane == 0 && n0 + r < a.N) {
-            if (a.add.data) v += load_f(a.add.data, n0 + r, a.add.dtype);
-            ((XT *)a.y)[n0 + r] = from_f<XT>(v);
-        }
+        const float v = afo_cuda::warp_sum(acc[r]);
+        if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, n0 + r));
     }
 }
 
