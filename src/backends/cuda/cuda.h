@@ -35,6 +35,9 @@ afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *
  * the product's dtype (so the one rounding saved is the product's own).
  * NULL otherwise. */
 const afo_array *afo_cuda_residual(const afo_array *out, afo_array *const *in, int producer);
+/* A fused kernel declining after it allocated out: the buffer goes back to
+ * the pool, and the plain kernels allocate out again. */
+void afo_cuda_declined(afo_array *out);
 
 /* Each family sets its ops' CUDA kernels (afo_op_set_kernel). */
 void afo_cuda_register_elementwise(void);

@@ -184,15 +184,19 @@ static bool gemv_case(afo_array *out, const afo_array *x, const afo_array *w, co
                          out->dtype, rows, N, K, fuse, afo_cuda_stream());
 }
 
+void afo_cuda_declined(afo_array *out) {
+    afo_buffer_release(out->buf);
+    out->buf = NULL;
+}
+
 /* The fused pairs of a decode step (afo_fused_fn), where the product takes
  * the GEMV kernel: out computed by gemv_case with `fuse`, or *done left
- * false (out's buffer, from the pool, goes back for the plain kernels). */
+ * false. */
 static afo_status fused_gemv(afo_array *out, const afo_array *x, const afo_array *w, const afo_cuda_gemv_fusion *fuse,
                              const char *what, bool *done) {
     AFO_TRY(afo_array_alloc(out));
     if (!gemv_case(out, x, w, fuse)) {
-        afo_buffer_release(out->buf);
-        out->buf = NULL;
+        afo_cuda_declined(out);
         return AFO_OK;
     }
     *done = true;

@@ -181,8 +181,7 @@ static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, in
                                       (afo_cuda_addend){afo_array_ptr(r), r->dtype}, afo_cuda_stream());
     if (!*done) {
         dense_release(&d);
-        afo_buffer_release(out->buf); /* the plain kernels allocate again */
-        out->buf = NULL;
+        afo_cuda_declined(out);
         return AFO_OK;
     }
     FINISH(&d, "quantized_matmul + add");
