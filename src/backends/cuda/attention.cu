@@ -240,8 +240,8 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 // [l E, l E + E) of every row, a warp takes 8 keys at a time (their loads
 // in flight together) and sums the batch's dot products over its lanes
 // all at once (warp_sum_many), the warps of a block merge in shared memory, and
-// the last block of a head to finish merges the splits (a counter per head
-// that the merge leaves at zero): no second kernel. Eight warps a block
+// the last block of a head to finish merges the splits (last_to_arrive, a
+// counter per head): no second kernel. Eight warps a block
 // against four (splits of 64 keys instead of 32, half the partials to
 // merge): 8B bf16 decode 206.0 -> 209.0 tok/s on an H200; sixteen gained
 // nothing more.
@@ -298,7 +298,6 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
     __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM];
-    __shared__ bool last;
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
     const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
@@ -405,13 +404,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
             if (d == 0) part_ml[2 * pi] = sm_M[g], part_ml[2 * pi + 1] = L;
         }
     }
-    if (nsplit == 1) return;
-    __threadfence(); // the partials are visible before the count says so
-    __syncthreads();
-    if (threadIdx.x == 0) last = atomicAdd(&g_split_done[bh], 1u) == (unsigned)nsplit - 1;
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (nsplit == 1 || !afo_cuda::last_to_arrive(&g_split_done[bh], (unsigned)nsplit)) return;
     // The splits' weights first, a warp per row, then every output's sum
     // with its loads in flight together: a loop of dependent L2 reads per
     // output had made the merge most of the kernel's time.
@@ -442,7 +435,6 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
         const float L = sm_L[g];
         put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
     }
-    if (threadIdx.x == 0) g_split_done[bh] = 0;
 }
 
 bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {

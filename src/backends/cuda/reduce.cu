@@ -9,6 +9,7 @@
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/core_kernels.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/warp.cuh"
 
 namespace {
 using namespace afo_cuda;
@@ -189,8 +190,8 @@ template <bool INT> __global__ void reduce_per_block(afo_cuda_reduce r) {
 // A few long reductions (a decode step's argmax over the vocabulary): one
 // block per output left all but one SM idle (64 us for 128256 logits on an
 // H200, ncu). Here gridDim.x blocks share an output; each leaves its state
-// in g_parts, and the last to finish (a counter per output, which it
-// leaves at zero) merges them. Chunks of 4096 elements took 20 us, of 1024
+// in g_parts, and the last to finish (last_to_arrive, a counter per
+// output) merges them. Chunks of 4096 elements took 20 us, of 1024
 // 11 (125 blocks): a thread's loads wait for each other through push.
 constexpr int SPLIT_PARTS = 4096, SPLIT_MIN_CHUNK = 1024, SPLIT_THREADS = 256;
 __device__ State g_parts[SPLIT_PARTS];
@@ -205,26 +206,16 @@ __device__ State load_cg(const State *p) {
 
 template <bool INT> __global__ void reduce_split(afo_cuda_reduce r) {
     __shared__ State part[32];
-    __shared__ bool last;
     const int64_t o = blockIdx.y, nsplit = gridDim.x, chunk = (r.red_size + nsplit - 1) / nsplit;
     const int64_t i0 = blockIdx.x * chunk, i1 = i0 + chunk < r.red_size ? i0 + chunk : r.red_size;
     const int64_t base = keep_offset(r, o);
     State st = block_reduce<INT>(r, base, i0, i1, part);
-    if (threadIdx.x == 0) {
-        g_parts[o * nsplit + blockIdx.x] = st;
-        __threadfence(); // the state is visible before the count says so
-        last = atomicAdd(&g_parts_done[o], 1u) == (unsigned)nsplit - 1;
-    }
-    __syncthreads();
-    if (!last || threadIdx.x >= 32) return;
-    __threadfence();
+    if (threadIdx.x == 0) g_parts[o * nsplit + blockIdx.x] = st;
+    if (!afo_cuda::last_to_arrive(&g_parts_done[o], (unsigned)nsplit) || threadIdx.x >= 32) return;
     st = init<INT>(r.op);
     for (int64_t s = threadIdx.x; s < nsplit; s += 32) st = merge<INT>(r.op, st, load_cg(&g_parts[o * nsplit + s]));
     for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
-    if (threadIdx.x == 0) {
-        finish<INT>(r, st, base, o);
-        g_parts_done[o] = 0;
-    }
+    if (threadIdx.x == 0) finish<INT>(r, st, base, o);
 }
 
 // Blocks per output for reduce_split: about two per SM in all, each with

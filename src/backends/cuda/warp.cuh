@@ -1,5 +1,6 @@
 // Reductions across the 32 lanes of a warp (butterfly: every lane ends
-// with the result), shared by the .cu files.
+// with the result), and blocks that meet through a counter, shared by the
+// .cu files.
 #ifndef AFO_CUDA_WARP_CUH
 #define AFO_CUDA_WARP_CUH
 
@@ -13,6 +14,24 @@ template <typename C> __device__ __forceinline__ C warp_sum(C v) {
 template <typename C> __device__ __forceinline__ C warp_max(C v) {
     for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
+}
+
+// Called by every thread of a block once the block's results are in global
+// memory: whether it is the last of n blocks to arrive at *count. The last
+// one sees the others' results (read them past L1: __ldcg) and finds
+// *count back at zero, ready for the next launch, as every block has
+// counted by then.
+__device__ __forceinline__ bool last_to_arrive(unsigned int *count, unsigned int n) {
+    __shared__ bool last;
+    __threadfence(); // the results are visible before the count says so
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(count, 1u) == n - 1;
+        if (last) *count = 0;
+    }
+    __syncthreads();
+    if (last) __threadfence();
+    return last;
 }
 
 } // namespace afo_cuda
