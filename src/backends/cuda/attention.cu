@@ -307,6 +307,10 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
     const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + lane * E;
     const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + lane * E;
+    // output element d of the group's row g, from its unnormalised sum
+    auto emit = [&](int g, int d, float A, float L) {
+        put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
+    };
 
     float q[GM][E], acc[GM][E], m[GM], l[GM];
 #pragma unroll
@@ -397,7 +401,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
         for (int w = 0; w < W; w++) A += sm_w[w][g] * sm_acc[w][g][d];
         const float L = sm_L[g];
         if (nsplit == 1) {
-            put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
+            emit(g, d, A, L);
         } else {
             const int64_t pi = split * nrow + bh * G + g;
             part_o[pi * D + d] = A;
@@ -432,8 +436,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
 #pragma unroll 8
         for (int64_t sp = 0; sp < nsplit; sp++)
             A += weight[g * MAX_SPLIT + sp] * __ldcg(part_o + (sp * nrow + bh * G + g) * D + d);
-        const float L = sm_L[g];
-        put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
+        emit(g, d, A, sm_L[g]);
     }
 }
 
