@@ -196,7 +196,6 @@ static void test_threads(void) {
     CHECK(afo_get_threads() >= 1);
 }
 
-/* Device names, refusals, and that work recorded on the CPU just runs. */
 /* Fused pairs (afo_op_set_fused): a test pair on the CPU, sub(a, square(x))
  * computed in one pass, taken only where square's value has no other
  * reader, and run apart when the kernel declines. */
@@ -267,6 +266,7 @@ static void test_fused_pairs(void) {
     afo_set_default_device(before);
 }
 
+/* Device names, refusals, and that work recorded on the CPU just runs. */
 static void test_devices(void) {
     afo_device before = afo_get_default_device();
     CHECK(afo_device_from_name("cpu") == AFO_CPU && afo_device_from_name("cuda") == AFO_CUDA);
