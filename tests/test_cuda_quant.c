@@ -252,12 +252,12 @@ static double qmm_error(afo_array *const *in, afo_array *y, int64_t M, int64_t K
  * too: twice that, with a margin. */
 static double qmm_bound(afo_dtype xdt) { return xdt == AFO_FLOAT32 ? 1e-5 : xdt == AFO_FLOAT16 ? 2e-3 : 1e-2; }
 
-/* One row of 16-bit x against 8-bit levels goes through the int8 matvec
+/* One row of 16-bit x against 4- or 8-bit levels goes through the int8 matvec
  * (test_int8_matvec holds it to its own bound): rounding x to 1/254 of its
  * chunk's largest |x| is up to 2/254 of sum |x||w| for x uniform in
  * [-2, 2]; 1e-2 covers it and the result's rounding. */
 static double path_bound(afo_dtype xdt, int64_t M, int bits, int tr) {
-    bool int8_x = xdt != AFO_FLOAT32 && M == 1 && tr && bits == 8;
+    bool int8_x = xdt != AFO_FLOAT32 && M == 1 && tr && (bits == 8 || bits == 4);
     return int8_x ? 1e-2 : qmm_bound(xdt);
 }
 
@@ -313,23 +313,38 @@ static void test_quantized_matmul(void) {
            g_worst[1], g_worst[2]);
 }
 
-/* One row of 16-bit x against 8-bit W goes through the int8 matvec
+/* One row of 16-bit x against 4- or 8-bit W goes through the int8 matvec
  * (quant_mv.cu): x rounded per chunk of 32 to sx * xq, sx = max|x| / 127.
  * Each output within sum_k |w_k| sx(k) / 2 (the rounding of x) + its own
  * rounding to x's type (|y| 2^-8 or 2^-11) + 1e-5 sum |x||w| (float sums),
- * against a float64 reference on the dequantized weights. */
-static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bits) {
-    afo_array *wsrc = weights(dt, N, K, gs, 6), *in[4];
+ * against a float64 reference on the dequantized weights. With `norm` the
+ * product takes rms_norm(x, nw) and normalizes x itself (one fused kernel;
+ * its sum of squares goes in another order than the norm kernel's, so x's
+ * elements may round one step of x's type apart: + 2^-8 or 2^-11 sum |x||w|),
+ * and the reference takes the CPU's rms_norm(x, nw). */
+static afo_array *build_normed_qmm(afo_array *const *in, const int *p) {
+    afo_array *xn = afo_rms_norm(in[0], in[4], 1e-5f), *y = build_qmm((afo_array *const[]){xn, in[1], in[2], in[3]}, p);
+    afo_release(xn);
+    return y;
+}
+
+static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bits, bool norm) {
+    afo_array *wsrc = weights(dt, N, K, gs, 6), *in[5];
     CHECK(afo_quantize(wsrc, gs, bits, &in[1], &in[2], &in[3]) == AFO_OK);
-    int64_t xs[2] = {1, K};
-    afo_array *f = devcheck_random(AFO_FLOAT32, 2, xs, -3, 3);
+    int64_t xs[2] = {1, K}, ws[1] = {K};
+    afo_array *f = devcheck_random(AFO_FLOAT32, 2, xs, -3, 3), *fw = devcheck_random(AFO_FLOAT32, 1, ws, 0.5, 1.5);
     in[0] = afo_astype(f, dt);
-    CHECK(afo_eval(in, 4) == AFO_OK);
+    in[4] = afo_astype(fw, dt);
+    CHECK(afo_eval(in, 5) == AFO_OK);
     int p[3] = {gs, bits, 1};
-    afo_array *y = on(AFO_CUDA, build_qmm, in, 4, p);
+    int64_t before = afo_fused_count();
+    afo_array *y = on(AFO_CUDA, norm ? build_normed_qmm : build_qmm, in, norm ? 5 : 4, p);
     poison_gpu((size_t)N * afo_dtype_size(dt));
     CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
-    qmm_host h = qmm_read(in, y, 1, K, N, gs, bits);
+    CHECK_MSG(!norm || afo_fused_count() > before, "rms_norm + quantized_matmul K %lld: not one kernel", (long long)K);
+    afo_array *xref = norm ? afo_rms_norm(in[0], in[4], 1e-5f) : afo_retain(in[0]);
+    CHECK(afo_eval1(xref) == AFO_OK);
+    qmm_host h = qmm_read((afo_array *const[]){xref, in[1], in[2], in[3]}, y, 1, K, N, gs, bits);
     const float *w = h.w, *x = h.x, *got = h.got;
     float *sx = malloc(sizeof(float) * (size_t)(K / 32));
     for (int64_t c = 0; c < K / 32; c++) {
@@ -346,25 +361,27 @@ static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bi
             mag += fabs((double)x[k] * w[n * K + k]);
             xround += fabs((double)w[n * K + k]) * sx[k / 32] / 2;
         }
-        double bound = xround + own * fabs(ref) + 1e-5 * mag, e = fabs(got[n] - ref);
+        double bound = xround + own * fabs(ref) + (norm ? own : 0) * mag + 1e-5 * mag, e = fabs(got[n] - ref);
         if (!(e <= bound)) bad++;
         if (e / bound > worst) worst = e / bound;
     }
-    CHECK_MSG(bad == 0, "int8 matvec %s K %lld N %lld g%d %d-bit: %lld outputs outside the bound (worst %.3g of it)",
-              afo_dtype_name(dt), (long long)K, (long long)N, gs, bits, (long long)bad, worst);
+    CHECK_MSG(bad == 0, "int8 matvec %s%s K %lld N %lld g%d %d-bit: %lld outputs outside the bound (worst %.3g of it)",
+              norm ? "rms_norm + " : "", afo_dtype_name(dt), (long long)K, (long long)N, gs, bits, (long long)bad,
+              worst);
     qmm_host_free(&h);
     free(sx);
-    afo_release(y), afo_release(f), afo_release(wsrc);
-    release_n(in, 4);
+    afo_release(y), afo_release(xref), afo_release(f), afo_release(fw), afo_release(wsrc);
+    release_n(in, 5);
 }
 
 static void test_int8_matvec(void) {
     static const int64_t Ks[] = {128, 2560, 4096, 14336};
     static const int64_t Ns[] = {1, 37, 259};
-    for (int gi = 0; gi < LEN(GROUPS); gi++)
-        for (int ki = 0; ki < LEN(Ks); ki++)
-            for (int ni = 0; ni < LEN(Ns); ni++)
-                check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], 8);
+    for (int bits = 4; bits <= 8; bits += 4)
+        for (int gi = 0; gi < LEN(GROUPS); gi++)
+            for (int ki = 0; ki < LEN(Ks); ki++)
+                for (int ni = 0; ni < LEN(Ns); ni++)
+                    check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], bits, ni == 1);
 }
 
 /* r + x @ dequantize(W)^T: the residual add joins the decode matvec's sums

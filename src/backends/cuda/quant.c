@@ -4,6 +4,7 @@
  * src/ops/quant.c have already validated them. */
 #include <stdint.h>
 
+#include "backends/cpu/nn_kernels.h"
 #include "backends/cpu/quant_kernels.h"
 #include "backends/cuda/cuda.h"
 #include "backends/cuda/kernels.h"
@@ -187,10 +188,42 @@ static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, in
     FINISH(&d, "quantized_matmul + add");
 }
 
+/* out = rms_norm(x, weight) @ dequantize(W)^T for one row x, normalized as
+ * the int8 matvec quantizes x (afo_fused_fn; see normed_product in
+ * matmul.c): the quantized qkv and gate/up products of a decode step. */
+static afo_status normed_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin;
+    const afo_array *norm = in[0];
+    if (producer != 0 || norm->nin != 2 || !norm->attrs.i[AFO_NORM_I_HAS_WEIGHT] || !out->attrs.i[AFO_QUANT_I_EXTRA])
+        return AFO_OK;
+    const afo_array *x = norm->in[0], *weight = norm->in[1];
+    const void *xp = afo_array_ptr(x), *wp = afo_array_ptr(weight);
+    if (!x->contiguous || !weight->contiguous || weight->dtype != x->dtype || x->size != weight->size ||
+        norm->dtype != x->dtype || (uintptr_t)wp % 16 != 0)
+        return AFO_OK;
+    dense_set d;
+    AFO_TRY(dense_inputs(in + 1, 3, &d));
+    afo_cuda_qmat m = qmat_of(in + 1, &d, 0, &out->attrs);
+    if (x->size != m.cols || !afo_cuda_qmv_int_applies(&m, xp, x->dtype, 1)) {
+        dense_release(&d);
+        return AFO_OK;
+    }
+    afo_status st = afo_array_alloc(out);
+    if (st != AFO_OK) {
+        dense_release(&d);
+        return st;
+    }
+    afo_cuda_qmv_int(&m, xp, x->dtype, afo_array_ptr(out), (afo_cuda_addend){NULL, AFO_FLOAT32}, wp,
+                     norm->attrs.f[AFO_NORM_F_EPS], afo_cuda_stream());
+    *done = true;
+    FINISH(&d, "rms_norm + quantized_matmul");
+}
+
 void afo_cuda_register_quant(void) {
     afo_op_set_kernel(AFO_OP_QUANTIZE, AFO_CUDA, quantize_kernel);
     afo_op_set_kernel(AFO_OP_DEQUANTIZE, AFO_CUDA, dequantize_kernel);
     afo_op_set_kernel(AFO_OP_QUANTIZED_MATMUL, AFO_CUDA, qmm_kernel);
     afo_op_set_kernel(AFO_OP_QUANTIZED_TAKE, AFO_CUDA, qtake_kernel);
     afo_op_set_fused(AFO_CUDA, AFO_OP_ADD, AFO_OP_QUANTIZED_MATMUL, residual_qmm);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_QUANTIZED_MATMUL, AFO_OP_RMS_NORM, normed_qmm);
 }

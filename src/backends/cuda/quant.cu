@@ -328,8 +328,8 @@ extern "C" bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x,
         afo_cuda_qmm_tiled(m, x, xdt, M, N, K, transpose, y, stream);
         return true;
     }
-    if (transpose && afo_cuda_qmv_int8_applies(m, x, xdt, M)) {
-        afo_cuda_qmv_int8(m, x, xdt, y, add, stream);
+    if (transpose && afo_cuda_qmv_int_applies(m, x, xdt, M)) {
+        afo_cuda_qmv_int(m, x, xdt, y, add, NULL, 0.0f, stream);
         return true;
     }
     qmv_args a = {m->w, m->s, m->b, x, y, add, m->sdt, m->gs, (int)M, 0, N, K, m->words};

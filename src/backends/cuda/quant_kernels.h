@@ -47,10 +47,12 @@ bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype 
                                afo_cuda_addend add, cudaStream_t stream);
 
 /* The decode matvec on int8 activations (quant_mv.cu): whether it takes
- * this product (one row of 16-bit x, x @ m^T, 8 bits), and the product. */
-bool afo_cuda_qmv_int8_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
-void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
-                       cudaStream_t stream);
+ * this product (one row of 16-bit x, x @ m^T, 4 or 8 bits, 16-bit scales),
+ * and the product; with norm_weight (of x's dtype, 16-byte aligned), of
+ * rms_norm(x, norm_weight, eps) instead of x. */
+bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
+void afo_cuda_qmv_int(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
+                      const void *norm_weight, float eps, cudaStream_t stream);
 
 /* The prefill path on its own (quant_mm.cu): tiles of W dequantized into
  * shared memory, bf16/f16 tensor cores for 16-bit x, f32 SIMT for f32 x. */

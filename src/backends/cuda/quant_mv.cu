@@ -1,16 +1,19 @@
 // The decode matvec y = x · dequantize(W)ᵀ for one row of 16-bit x and
-// 8-bit W, on integer dot products (dp4a): converting every level to a
-// float held the float kernel (quant.cu) to half of HBM bandwidth. Each
-// block first rounds x to int8 per block of 32 elements, sx = max|x| / 127,
-// into shared memory (the CPU's matvec does the same against 4-bit levels),
-// then y[n] = Σ_chunks s·sx·(q · xq) + b·Σx, with Σx the float sum of the
-// chunk's x. A warp owns RPW rows and keeps kBatch 16-byte loads of W in
-// flight per lane; the first batch is issued before x is quantized, so
-// the quantization hides under the loads' latency. Against the float
-// kernel, on an H200 (afo bench, prompt 512, same run): 8-bit decode 198.8
-// -> 214.0 tok/s (Llama-3.1-8B), 498.9 -> 521.5 (TinyLlama); at 4 bits the
-// same scheme lost (220.5 -> 212.9, 537.6 -> 458.5): the float kernel's
-// level conversion is cheap there and the quantization of x is not.
+// 4- or 8-bit W with 16-bit scales, on integer dot products (dp4a):
+// converting every level to a float held the float kernel (quant.cu) to
+// under half of HBM bandwidth, bound by instruction issue. Each block first
+// rounds x to int8 per block of 32 elements, sx = max|x| / 127, into shared
+// memory (the CPU's matvec does the same), then y[n] = Σ_chunks
+// s·sx·(q · xq) + b·Σx, with Σx the float sum of the chunk's x. At 4 bits
+// one mask takes a word's even nibbles and a shift and mask its odd ones,
+// four levels a byte apart each, so x is stored in that order: each octet
+// of x as its even elements, then its odd ones. With a norm weight, x is
+// the input of an rms norm whose output the product takes, and every block
+// normalizes x (a few KB, from L2) as it quantizes it. On an H200 (afo
+// bench, prompt 512, same run) Llama-3.1-8B decode went 286.9 -> 345.5
+// tok/s at 4 bits against the float kernel, and 8 bits 260 -> 298.5 against
+// this kernel's earlier form (a block per few rows, which quantized x per
+// block and loaded scales only when it used them).
 #include "backends/cuda/quant_common.cuh"
 #include "backends/cuda/warp.cuh"
 
@@ -18,7 +21,10 @@ using namespace afo_q;
 
 namespace {
 
-constexpr int kWarps = 8, kBatch = 8;
+// One block an SM: x is quantized once per SM. Twelve warps, as their
+// registers (two batches of levels, scales and biases in flight) allow;
+// sixteen spilled.
+constexpr int kWarps = 12, kBatch = 8, kBlocksPerSM = 1;
 
 __device__ __forceinline__ int dot4_u8_s8(uint32_t levels, int x, int acc) {
     int r;
@@ -30,16 +36,62 @@ __device__ __forceinline__ uint32_t pack4(int a, int b, int c, int d) {
     return (uint32_t)(a & 0xff) | (uint32_t)(b & 0xff) << 8 | (uint32_t)(c & 0xff) << 16 | (uint32_t)d << 24;
 }
 
+struct qmv_int_args {
+    const uint32_t *w;
+    const void *s, *b, *x;
+    void *y;
+    afo_cuda_addend add;
+    const void *norm_weight; // NORM: the rms norm's weight, of x's dtype
+    float eps;
+    afo_dtype sdt;
+    int gs;
+    int64_t N, K, words;
+};
+
+template <typename XT> __device__ __forceinline__ void load_octet(const XT *p, float (&v)[8]) {
+    const uint4 raw = __ldg((const uint4 *)p);
+    const XT *h = (const XT *)&raw;
+#pragma unroll
+    for (int e = 0; e < 8; e++) v[e] = to_f(h[e]);
+}
+
+// A 16-bit scale or bias from its bits.
+__device__ __forceinline__ float half_to_f(uint32_t bits, afo_dtype dt) {
+    return dt == AFO_BFLOAT16 ? __uint_as_float(bits << 16) : __half2float(__ushort_as_half((unsigned short)bits));
+}
+
+// The block's sum of squares of x, for the rms norm.
+template <typename XT> __device__ float block_sum_squares(const XT *x, int octets) {
+    __shared__ float partial[kWarps];
+    float ss = 0.0f, v[8];
+    for (int o = threadIdx.x; o < octets; o += blockDim.x) {
+        load_octet(x + o * 8, v);
+#pragma unroll
+        for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+    }
+    ss = afo_cuda::warp_sum(ss);
+    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
+    __syncthreads();
+    ss = 0.0f;
+    for (int i = 0; i < kWarps; i++) ss += partial[i];
+    return ss;
+}
+
 // Eight consecutive elements of x rounded with the shared scale of their
-// chunk (four threads, adjacent lanes, hold a chunk), stored as two words.
-template <typename XT>
-__device__ __forceinline__ void quantize_octet(const XT *x, int octet, bool valid, int2 *xq, float2 *chunk) {
+// chunk (four threads, adjacent lanes, hold a chunk), stored as two words;
+// with inv_rms, the rms norm's output as the norm kernel stores it instead.
+template <int BITS, typename XT>
+__device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet, bool valid, float inv_rms, int2 *xq,
+                                               float2 *chunk) {
     float v[8];
     if (valid) {
-        const uint4 raw = *(const uint4 *)(x + octet * 8);
-        const XT *h = (const XT *)&raw;
+        load_octet((const XT *)a.x + octet * 8, v);
+        if (a.norm_weight) {
+            float nw[8];
+            load_octet((const XT *)a.norm_weight + octet * 8, nw);
 #pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = to_f(h[e]);
+            for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(v[e] * inv_rms * nw[e]));
+        }
     } else {
 #pragma unroll
         for (int e = 0; e < 8; e++) v[e] = 0.0f;
@@ -53,125 +105,164 @@ __device__ __forceinline__ void quantize_octet(const XT *x, int octet, bool vali
         sum += __shfl_xor_sync(0xffffffffu, sum, o);
     }
     if (!valid) return;
-    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    const float inv = amax > 0.0f ? __fdividef(127.0f, amax) : 0.0f; // sx below is what the sums use
     int q[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) q[e] = __float2int_rn(v[e] * inv);
-    xq[octet] = make_int2((int)pack4(q[0], q[1], q[2], q[3]), (int)pack4(q[4], q[5], q[6], q[7]));
-    if ((octet & 3) == 0) chunk[octet / 4] = make_float2(amax / 127.0f, sum);
+    xq[octet] = BITS == 4 ? make_int2((int)pack4(q[0], q[2], q[4], q[6]), (int)pack4(q[1], q[3], q[5], q[7]))
+                          : make_int2((int)pack4(q[0], q[1], q[2], q[3]), (int)pack4(q[4], q[5], q[6], q[7]));
+    if ((octet & 3) == 0) chunk[octet / 4] = make_float2(amax * (1.0f / 127.0f), sum);
 }
 
-// q · xq over one chunk of 32 levels (two loaded 16-byte pieces) against
-// its 32 bytes of xq.
-__device__ __forceinline__ int chunk_dot(const uint4 (&w)[2], const int4 *xq) {
+// q · xq over one chunk of 32 levels (BITS / 4 loaded 16-byte pieces)
+// against its 32 bytes of xq.
+template <int BITS> __device__ __forceinline__ int chunk_dot(const uint4 (&w)[BITS / 4], const int4 *xq) {
     int d = 0;
 #pragma unroll
     for (int p = 0; p < 2; p++) {
         const int4 x = xq[p];
-        d = dot4_u8_s8(w[p].x, x.x, d);
-        d = dot4_u8_s8(w[p].y, x.y, d);
-        d = dot4_u8_s8(w[p].z, x.z, d);
-        d = dot4_u8_s8(w[p].w, x.w, d);
+        if constexpr (BITS == 8) {
+            d = dot4_u8_s8(w[p].x, x.x, d);
+            d = dot4_u8_s8(w[p].y, x.y, d);
+            d = dot4_u8_s8(w[p].z, x.z, d);
+            d = dot4_u8_s8(w[p].w, x.w, d);
+        } else {
+            constexpr uint32_t low = 0x0f0f0f0fu;
+            const uint32_t u = p ? w[0].z : w[0].x, v = p ? w[0].w : w[0].y;
+            d = dot4_u8_s8(u & low, x.x, d);
+            d = dot4_u8_s8(u >> 4 & low, x.y, d);
+            d = dot4_u8_s8(v & low, x.z, d);
+            d = dot4_u8_s8(v >> 4 & low, x.w, d);
+        }
     }
     return d;
 }
 
-struct qmv8_args {
-    const uint32_t *w;
-    const void *s, *b, *x;
-    void *y;
-    afo_cuda_addend add;
-    afo_dtype sdt;
-    int gs;
-    int64_t N, K, words;
-};
-
 // A batch holds, for each of the warp's RPW rows, the next B / RPW chunks
 // of the lane (chunk c = lane + 32 j), so rows and steps are compile-time
 // constants inside it: index arithmetic per chunk had cost as much as the
-// dot products.
-template <typename XT, int RPW> __global__ void __launch_bounds__(kWarps * 32, 4) qmv8_kernel(qmv8_args a) {
+// dot products. Each warp loops over sets of RPW rows with the next batch
+// in flight while it works on this one, across the end of a set too; the
+// first batch goes out before x is quantized, so that the quantization
+// hides under its latency.
+template <int BITS, typename XT, int RPW>
+__global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_int_args a) {
     extern __shared__ int4 smem[];
-    constexpr int P = 2;          // 16-byte pieces per chunk
+    constexpr int P = BITS / 4;   // 16-byte pieces per chunk
     constexpr int B = kBatch / P; // chunks per batch
     constexpr int S = B / RPW;    // steps per row per batch
     static_assert(B % RPW == 0, "a batch covers every row");
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int chunks = (int)(a.K / 32), per_lane = (chunks + 31) / 32, group_shift = __ffs(a.gs / 32) - 1;
-    const int64_t n0 = ((int64_t)blockIdx.x * kWarps + warp) * RPW, G = a.K / a.gs;
+    const int64_t G = a.K / a.gs, sets = (a.N + RPW - 1) / RPW, stride = (int64_t)gridDim.x * kWarps;
     int2 *xq = (int2 *)smem;
     float2 *chunk = (float2 *)((char *)smem + a.K);
 
-    uint4 w[RPW][S][P];
-    auto load = [&](int j0) {
+    // A chunk's scale and bias travel with its levels: loaded when the
+    // batch was used, they cost a round trip to memory per batch, most of
+    // the warps' waiting (ncu). Joined into one word as they arrived, they
+    // were waited for right away.
+    uint4 next[RPW][S][P];
+    uint32_t next_s[RPW][S], next_b[RPW][S];
+    auto fetch = [&](int64_t set, int j0) {
 #pragma unroll
         for (int r = 0; r < RPW; r++)
 #pragma unroll
             for (int j = 0; j < S; j++) {
+                const int64_t n = set * RPW + r;
                 const int c = lane + 32 * (j0 + j);
-                if (n0 + r < a.N && c < chunks) {
-                    const uint4 *p = (const uint4 *)(a.w + (n0 + r) * a.words) + (int64_t)c * P;
+                if (n < a.N && c < chunks) {
+                    const uint4 *p = (const uint4 *)(a.w + n * a.words) + (int64_t)c * P;
 #pragma unroll
-                    for (int k = 0; k < P; k++) w[r][j][k] = __ldg(p + k);
+                    for (int k = 0; k < P; k++) next[r][j][k] = __ldg(p + k);
+                    const int64_t g = n * G + (c >> group_shift);
+                    next_s[r][j] = __ldg((const uint16_t *)a.s + g);
+                    next_b[r][j] = __ldg((const uint16_t *)a.b + g);
                 }
             }
     };
-    load(0);
+    int64_t set = (int64_t)blockIdx.x * kWarps + warp;
+    fetch(set, 0);
+    // as the norm kernel computes it
+    const float inv_rms = a.norm_weight ? 1.f / sqrtf(block_sum_squares((const XT *)a.x, chunks * 4) / (float)a.K + a.eps)
+                                        : 1.0f;
     for (int base = 0; base < chunks * 4; base += blockDim.x) {
         const int o = base + threadIdx.x;
-        quantize_octet((const XT *)a.x, o, o < chunks * 4, xq, chunk);
+        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk);
     }
     __syncthreads();
 
-    float acc[RPW] = {};
-    for (int j0 = 0; j0 < per_lane; j0 += S) {
-        if (j0 > 0) load(j0);
+    for (; set < sets; set += stride) {
+        const int64_t n0 = set * RPW;
+        float acc[RPW] = {};
+        for (int j0 = 0; j0 < per_lane; j0 += S) {
+            uint4 cur[RPW][S][P];
+            uint32_t cur_s[RPW][S], cur_b[RPW][S];
 #pragma unroll
-        for (int r = 0; r < RPW; r++)
+            for (int r = 0; r < RPW; r++)
 #pragma unroll
-            for (int j = 0; j < S; j++) {
-                const int c = lane + 32 * (j0 + j);
-                if (n0 + r >= a.N || c >= chunks) continue;
-                const int d = chunk_dot(w[r][j], (const int4 *)(xq + 4 * c));
-                const int64_t g = (n0 + r) * G + (c >> group_shift);
-                const float2 cx = chunk[c];
-                acc[r] += load_f(a.s, g, a.sdt) * (cx.x * (float)d) + load_f(a.b, g, a.sdt) * cx.y;
-            }
-    }
+                for (int j = 0; j < S; j++) {
 #pragma unroll
-    for (int r = 0; r < RPW; r++) {
-        const float v = afo_cuda::warp_sum(acc[r]);
-        if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, n0 + r));
+                    for (int k = 0; k < P; k++) cur[r][j][k] = next[r][j][k];
+                    cur_s[r][j] = next_s[r][j], cur_b[r][j] = next_b[r][j];
+                }
+            if (j0 + S < per_lane) fetch(set, j0 + S);
+            else fetch(set + stride, 0);
+#pragma unroll
+            for (int r = 0; r < RPW; r++)
+#pragma unroll
+                for (int j = 0; j < S; j++) {
+                    const int c = lane + 32 * (j0 + j);
+                    if (n0 + r >= a.N || c >= chunks) continue;
+                    const int d = chunk_dot<BITS>(cur[r][j], (const int4 *)(xq + 4 * c));
+                    const float2 cx = chunk[c];
+                    const float sc = half_to_f(cur_s[r][j], a.sdt), bi = half_to_f(cur_b[r][j], a.sdt);
+                    acc[r] += sc * (cx.x * (float)d) + bi * cx.y;
+                }
+        }
+#pragma unroll
+        for (int r = 0; r < RPW; r++) {
+            const float v = afo_cuda::warp_sum(acc[r]);
+            if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, n0 + r));
+        }
     }
 }
 
-template <typename XT, int RPW> void launch(const qmv8_args &a, cudaStream_t stream) {
-    const int64_t rows_per_block = (int64_t)kWarps * RPW;
-    const unsigned blocks = (unsigned)((a.N + rows_per_block - 1) / rows_per_block);
+template <int BITS, typename XT, int RPW> void launch(const qmv_int_args &a, cudaStream_t stream) {
+    const int64_t sets = (a.N + RPW - 1) / RPW, most = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM;
+    const int64_t blocks = (sets + kWarps - 1) / kWarps;
     const size_t smem = (size_t)a.K + (size_t)(a.K / 32) * sizeof(float2);
-    qmv8_kernel<XT, RPW><<<blocks, kWarps * 32, smem, stream>>>(a);
+    qmv_int_kernel<BITS, XT, RPW><<<(unsigned)(blocks < most ? blocks : most), kWarps * 32, smem, stream>>>(a);
 }
 
-// Rows per warp: enough that a lane has a whole batch of loads to issue.
-template <typename XT> void launch_rows(const qmv8_args &a, cudaStream_t stream) {
-    const int64_t loads_per_row = (a.K / 32 + 31) / 32 * 2;
-    if (loads_per_row * 2 > kBatch) launch<XT, 1>(a, stream);
-    else if (loads_per_row * 4 > kBatch) launch<XT, 2>(a, stream);
-    else launch<XT, 4>(a, stream);
+// Rows per warp: as many as one batch of loads covers, while every warp of
+// the grid still gets a set of rows.
+template <int BITS, typename XT> void launch_rows(const qmv_int_args &a, cudaStream_t stream) {
+    const int64_t loads_per_row = (a.K / 32 + 31) / 32 * (BITS / 4);
+    const int64_t warps = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM * kWarps;
+    auto fits = [&](int rpw) { return loads_per_row * rpw <= kBatch && a.N >= warps * rpw; };
+    if (fits(4)) launch<BITS, XT, 4>(a, stream);
+    else if (fits(2)) launch<BITS, XT, 2>(a, stream);
+    else launch<BITS, XT, 1>(a, stream);
+}
+
+template <typename XT> void launch_bits(const qmv_int_args &a, int bits, cudaStream_t stream) {
+    if (bits == 4) launch_rows<4, XT>(a, stream);
+    else launch_rows<8, XT>(a, stream);
 }
 
 } // namespace
 
-extern "C" bool afo_cuda_qmv_int8_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M) {
+extern "C" bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M) {
     const int64_t K = m->cols;
-    return M == 1 && m->bits == 8 && (xdt == AFO_BFLOAT16 || xdt == AFO_FLOAT16) &&
-           K % 32 == 0 && K + K / 32 * (int64_t)sizeof(float2) <= 48 * 1024 && (uintptr_t)m->w % 16 == 0 &&
-           (uintptr_t)x % 16 == 0;
+    return M == 1 && (m->bits == 8 || m->bits == 4) && (xdt == AFO_BFLOAT16 || xdt == AFO_FLOAT16) &&
+           (m->sdt == AFO_BFLOAT16 || m->sdt == AFO_FLOAT16) && K % 32 == 0 &&
+           K + K / 32 * (int64_t)sizeof(float2) <= 48 * 1024 && (uintptr_t)m->w % 16 == 0 && (uintptr_t)x % 16 == 0;
 }
 
-extern "C" void afo_cuda_qmv_int8(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
-                                  cudaStream_t stream) {
-    const qmv8_args a = {m->w, m->s, m->b, x, y, add, m->sdt, m->gs, m->rows, m->cols, m->words};
-    if (xdt == AFO_BFLOAT16) launch_rows<__nv_bfloat16>(a, stream);
-    else launch_rows<__half>(a, stream);
+extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
+                                 const void *norm_weight, float eps, cudaStream_t stream) {
+    const qmv_int_args a = {m->w, m->s, m->b, x, y, add, norm_weight, eps, m->sdt, m->gs, m->rows, m->cols, m->words};
+    if (xdt == AFO_BFLOAT16) launch_bits<__nv_bfloat16>(a, m->bits, stream);
+    else launch_bits<__half>(a, m->bits, stream);
 }
