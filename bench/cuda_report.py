@@ -2,10 +2,13 @@
 """Table of bench/cuda_bench.sh's JSON lines: afo's rows per model and format
 against the bandwidth bound and against transformers from the same run.
 
-Bytes read per token = the model's weight bytes minus the embedding table
-when the output head is a separate matrix (decoding reads one embedding row,
-but all of the head); the KV cache read is small at these lengths and left
-out, which makes the bound slightly optimistic for afo."""
+Bytes read per token: `afo bench`'s decode_step_bytes, the mean over the
+decode steps of afo_model_decode_bytes (every weight once, of an untied
+embedding table only the token's row, plus the keys and values attention
+reads), the measure the CPU benchmarks use. Lines written before afo bench
+reported it (before 2026-11-27's eighth session) get the older estimate:
+the weight bytes less an untied embedding table, no KV cache, which makes
+the bound about 0.5% higher at 8B bf16 and a 576-token context."""
 import json, os, sys
 
 BYTES_PER_WEIGHT = {"bf16": 2.0, "q8": 1 + 4 / 64, "q4": 0.5 + 4 / 64}
@@ -35,9 +38,11 @@ def main(path):
                   f"| {r['prefill_tok_s']['median']:.0f} ({ratio(r['prefill_tok_s']['median'], tp)} × transformers sdpa) | | "
                   f"{r['peak_memory'] / 1e9:.2f} |")
             continue
-        cfg = json.load(open(os.path.join(fixtures, cfgname, "config.json")))
-        embed = cfg["vocab_size"] * cfg["hidden_size"] * BYTES_PER_WEIGHT[fmt]
-        per_token = r["model_bytes"] - (0 if cfg.get("tie_word_embeddings") else embed)
+        per_token = r.get("decode_step_bytes")
+        if not per_token:
+            cfg = json.load(open(os.path.join(fixtures, cfgname, "config.json")))
+            embed = cfg["vocab_size"] * cfg["hidden_size"] * BYTES_PER_WEIGHT[fmt]
+            per_token = r["model_bytes"] - (0 if cfg.get("tie_word_embeddings") else embed)
         bw = p.get("copy_bandwidth_gbs")
         bound = bw * 1e9 / per_token if bw else None
         dec = r["decode_tok_s"]["median"]

@@ -12,8 +12,9 @@ static const char *USAGE =
     "                 [--kv-bits B --kv-group-size G --quantized-kv-start N] [--max-kv-size N]\n"
     "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
     "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
-    "  decode tok/s and time to first token, peak memory and model bytes. Several --model\n"
-    "  options give one table.\n";
+    "  decode tok/s and time to first token, peak memory and model bytes (with --json also the\n"
+    "  mean bytes a decode step reads, weights and KV cache: a bandwidth bound's numerator).\n"
+    "  Several --model options give one table.\n";
 
 enum { MAX_MODELS = 16 };
 
@@ -21,8 +22,26 @@ typedef struct result {
     const char *model;
     double prefill[3], decode[3], ttft[3]; /* median, min, max */
     size_t peak, weights;
+    double step_bytes; /* mean over the decode steps, afo_model_decode_bytes */
     int64_t params;
 } result;
+
+/* The bytes each decode step reads: called with each sampled id before the
+ * step that feeds it (the last id is not fed). */
+typedef struct step_bytes {
+    const afo_model *m;
+    const afo_kv_cache *cache;
+    double sum, last;
+    long steps;
+} step_bytes;
+
+static int count_step_bytes(int32_t id, const char *text, void *userdata) {
+    (void)id, (void)text;
+    step_bytes *s = userdata;
+    size_t b = 0;
+    if (afo_model_decode_bytes(s->m, s->cache, &b) == AFO_OK) s->sum += (double)b, s->last = (double)b, s->steps++;
+    return 0;
+}
 
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
@@ -58,10 +77,12 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, cons
     o.ignore_eos = 1;
     o.graphs = graphs;
     size_t peak = 0;
+    step_bytes sb = {.m = m, .cache = cache};
     for (long k = 0; k < repeat; k++) {
         afo_generate_stats st;
         afo_kv_cache_reset(cache);
-        if (afo_generate(m, cache, NULL, ids, (size_t)prompt, &o, NULL, NULL, &st) != AFO_OK) {
+        sb.sum = 0, sb.steps = 0;
+        if (afo_generate(m, cache, NULL, ids, (size_t)prompt, &o, count_step_bytes, &sb, &st) != AFO_OK) {
             cli_fail("bench");
             goto done;
         }
@@ -71,7 +92,11 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, cons
         if (st.peak_memory > peak) peak = st.peak_memory;
         fprintf(stderr, "%s: run %ld/%ld: prefill %.1f tok/s, decode %.1f tok/s\n", model, k + 1, repeat, pf[k], dc[k]);
     }
-    *r = (result){.model = model, .peak = peak, .weights = afo_model_weight_bytes(m), .params = afo_model_num_params(m)};
+    *r = (result){.model = model,
+                  .peak = peak,
+                  .weights = afo_model_weight_bytes(m),
+                  .step_bytes = sb.steps > 1 ? (sb.sum - sb.last) / (double)(sb.steps - 1) : 0,
+                  .params = afo_model_num_params(m)};
     summarize(pf, (int)repeat, r->prefill);
     summarize(dc, (int)repeat, r->decode);
     summarize(tf, (int)repeat, r->ttft);
@@ -120,11 +145,11 @@ int cmd_bench(int argc, char **argv) {
                    "\"prefill_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"decode_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"ttft_s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f},\"peak_memory\":%zu,\"model_bytes\":%zu,"
-                   "\"params\":%lld}",
+                   "\"decode_step_bytes\":%.0f,\"params\":%lld}",
                    k ? "," : "", res[k].model, device, graphs, afo_get_threads(), prompt, gen, repeat, kvo.kv_bits, kvo.kv_group_size,
                    (long long)kvo.quantized_start, (long long)kvo.max_kv_size, res[k].prefill[0],
                    res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
-                   res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights,
+                   res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights, res[k].step_bytes,
                    (long long)res[k].params);
         printf("]\n");
         return 0;
