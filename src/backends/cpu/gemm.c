@@ -195,8 +195,6 @@ typedef struct mv_job {
     const afo_gemm_kernels *kr;
     const float *a;
     int64_t lda;
-    int64_t block;
-    atomic_llong next;
 } mv_job;
 
 static void mv_range(void *arg, int64_t n0, int64_t n1) {
@@ -218,22 +216,9 @@ static void mv_range(void *arg, int64_t n0, int64_t n1) {
     }
 }
 
-/* Threads claim blocks of about 256 KiB of weight rows, as the quantized
- * matvec does: with a static split the thread that finished first waited
- * for the other at the end of every product. */
-static void mv_claim(void *arg, int t, int nt) {
-    mv_job *j = arg;
-    int64_t N = j->g->N;
-    for (;;) {
-        int64_t n0 = atomic_fetch_add(&j->next, j->block);
-        if (n0 >= N) return;
-        mv_range(j, n0, n0 + j->block < N ? n0 + j->block : N);
-    }
-}
-
 /* Rows of A as contiguous f32 (the matvec kernels read A many times). */
 static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
-    mv_job j = {.g = g, .kr = kr, .a = g->A, .lda = g->a_rs};
+    mv_job j = {g, kr, g->A, g->a_rs};
     float *abuf = NULL;
     if (g->a_dtype != AFO_FLOAT32 || (g->a_cs != 1 && g->K > 1)) {
         abuf = malloc(sizeof(float) * (size_t)(g->M * g->K));
@@ -251,14 +236,7 @@ static afo_status matvec(const afo_gemm_args *g, const afo_gemm_kernels *kr) {
     /* ~64K multiply-adds per piece keeps small products on one thread */
     int64_t grain = (int64_t)1 << 16;
     grain = grain / (g->K * g->M) + 1;
-    if (g->N <= grain || afo_get_threads() <= 1) {
-        mv_range(&j, 0, g->N);
-    } else {
-        int64_t block = ((int64_t)256 << 10) / (g->K * (int64_t)afo_dtype_size(g->dtype)) / 4 * 4;
-        j.block = block < 4 ? 4 : block;
-        atomic_init(&j.next, 0);
-        afo_parallel_run(mv_claim, &j);
-    }
+    afo_parallel_for(g->N, grain, mv_range, &j);
     free(abuf);
     return AFO_OK;
 }

@@ -100,15 +100,8 @@ AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float 
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) acc[m][r] = _mm256_setzero_ps();
     int64_t k = 0;
-    /* each line of the next tile's rows, one tile ahead: at K = 2048 a
-     * bf16 row is a 4 KiB page, which the hardware prefetchers do not
-     * enter before its first misses */
-    const int64_t pfd = NR * ldw_bytes;
     for (; k + 8 <= K; k += 8) {
         __m256 wv[4];
-        if ((k * (int64_t)es) % 64 == 0)
-#pragma GCC unroll 4
-            for (int r = 0; r < NR; r++) _mm_prefetch(w + r * ldw_bytes + k * es + pfd, _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) wv[r] = load8(t, w + r * ldw_bytes + k * es);
 #pragma GCC unroll 4
