@@ -418,10 +418,8 @@ typedef struct qmm_ctx {
     afo_qmv_args pq[AFO_QMM_MAX_PARTS];
     int64_t end[AFO_QMM_MAX_PARTS];
     void (*rows)(struct qmm_ctx *c, int part, int64_t n0, int64_t n1);
-    /* a line of its own: every claim writes it, and the fields above are
-     * read by both threads at every claim */
-    _Alignas(64) atomic_llong next_row;
-    _Alignas(64) atomic_bool failed;
+    atomic_llong next_row;
+    atomic_bool failed;
     /* AFO_PROFILE: when the first thread ran out of rows to claim */
     bool profile;
     atomic_bool one_done;
