@@ -306,8 +306,6 @@ afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo
  * query heads of a chunk share one pass over the keys and values, so a GQA
  * decode step streams the KV cache once per kv head, not once per query
  * head. Scores live only in a per-thread [heads per item][Lk] buffer. */
-enum { SDPA_BLOCK = 64 };
-
 typedef struct sdpa_job {
     const afo_array *q, *k, *v, *mask;
     afo_array *out;
@@ -327,21 +325,10 @@ typedef struct sdpa_job {
 /* s[t * Lk + x] = q_t . k_x for the item's heads t and the n rows from kbase
  * (element offset of row lo), read in place (rows a stride apart) or each
  * converted into tmp. */
-static void prefetch_rows(const afo_array *a, int64_t base, int64_t n) {
-    const char *p = elem(a, base);
-    size_t rb = (size_t)a->shape[3] * afo_dtype_size(a->dtype), stride = (size_t)a->strides[2] * afo_dtype_size(a->dtype);
-    for (int64_t x = 0; x < n; x++, p += stride)
-        for (size_t o = 0; o < rb; o += 64) __builtin_prefetch(p + o, 0, 2);
-}
-
-static void scores_float(const sdpa_job *j, const float *qs, int64_t kbase, int64_t vbase, int64_t n, float *s, float *tmp) {
+static void scores_float(const sdpa_job *j, const float *qs, int64_t kbase, int64_t n, float *s, float *tmp) {
     const afo_array *k = j->k;
     if (j->kst >= 0) {
-        for (int64_t x = 0; x < n; x += SDPA_BLOCK) {
-            int64_t nb = n - x < SDPA_BLOCK ? n - x : SDPA_BLOCK;
-            j->p->dots[j->kst](qs, j->hpi, j->D, elem(k, kbase + x * k->strides[2]), k->strides[2], nb, s + x, j->Lk);
-            if (j->vst >= 0) prefetch_rows(j->v, vbase + x * j->v->strides[2], nb);
-        }
+        j->p->dots[j->kst](qs, j->hpi, j->D, elem(k, kbase), k->strides[2], n, s, j->Lk);
         return;
     }
     for (int64_t x = 0; x < n; x++) {
@@ -367,9 +354,7 @@ static inline float max_float(const sdpa_job *j, const float *s, int64_t n) { re
 static inline float exp_sum_float(const sdpa_job *j, float *s, int64_t n, float max) {
     return j->p->exp_sum(s, n, max);
 }
-static void scores_double(const sdpa_job *j, const double *qs, int64_t kbase, int64_t vbase, int64_t n, double *s,
-                          double *tmp) {
-    (void)vbase;
+static void scores_double(const sdpa_job *j, const double *qs, int64_t kbase, int64_t n, double *s, double *tmp) {
     const afo_array *k = j->k;
     for (int64_t x = 0; x < n; x++) {
         afo_cpu_load_row(k->dtype, elem(k, kbase + x * k->strides[2]), k->strides[3], j->D, AFO_CT_F64, tmp);
@@ -426,8 +411,7 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
                 afo_cpu_load_row(q->dtype, elem(q, off), q->strides[3], D, j->ct, qs + t * D);         \
                 for (int64_t c = 0; c < D; c++) qs[t * D + c] *= (T)j->scale;                          \
             }                                                                                          \
-            scores_##T(j, qs, b * k->strides[0] + hk * k->strides[1] + lo * k->strides[2],               \
-                       b * v->strides[0] + hk * v->strides[1] + lo * v->strides[2], n, s, tmp);           \
+            scores_##T(j, qs, b * k->strides[0] + hk * k->strides[1] + lo * k->strides[2], n, s, tmp);  \
             for (int64_t t = 0; m && t < hpi; t++) {                                                   \
                 int64_t off = b * j->mstride[0] + (hq0 + t) * j->mstride[1] + i * j->mstride[2] +      \
                               lo * j->mstride[3];                                                      \
