@@ -187,7 +187,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int gs, int nr, int
             for (int64_t c = c0; c < c1; c++) {
                 if (c % 2 == 0)
 #pragma GCC unroll 4
-                    for (int r = 0; r < nr; r++) _mm_prefetch((const char *)(row[r] + 32 * c + rowb), _MM_HINT_NTA);
+                    for (int r = 0; r < nr; r++) _mm_prefetch((const char *)(row[r] + 32 * c + rowb), _MM_HINT_T0);
                 QMV4_CHUNK(c, false)
             }
             if (k0 + span >= a->K && a->K % 64) {
@@ -267,7 +267,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
                 __m256i q0[2], q1[2];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
-                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nbytes), _MM_HINT_NTA);
+                    _mm_prefetch((const char *)(row[r] + c * bits / 8 + nbytes), _MM_HINT_T0);
                     q0[r] = levels16(&lv, bits, row[r], c, nbytes);
                     q1[r] = levels16(&lv, bits, row[r], c + 16, nbytes);
                 }
