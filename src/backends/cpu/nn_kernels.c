@@ -102,12 +102,23 @@ const afo_nn_prims *afo_nn_prims_best(void) {
 
 /* ------------------------------------------------------------ shared helpers */
 
-/* Per-thread scratch; a failed allocation is reported by the kernel after
- * the parallel loop (workers cannot return errors). */
+/* Per-thread scratch, kept between calls and grown as needed: a decode
+ * step calls these kernels about a hundred times a token, and the project
+ * keeps allocation out of the per-token path. A range function uses it
+ * until it returns and never calls another kernel meanwhile, so one
+ * buffer a thread is enough. A failed allocation is reported by the
+ * kernel after the parallel loop (workers cannot return errors). */
+static _Thread_local void *t_scratch;
+static _Thread_local size_t t_scratch_size;
+
 static void *scratch(atomic_bool *failed, size_t bytes) {
-    void *p = malloc(bytes ? bytes : 1);
-    if (!p) atomic_store(failed, true);
-    return p;
+    if (bytes > t_scratch_size || !t_scratch) {
+        free(t_scratch);
+        t_scratch = malloc(bytes ? bytes : 1);
+        t_scratch_size = t_scratch ? bytes : 0;
+    }
+    if (!t_scratch) atomic_store(failed, true);
+    return t_scratch;
 }
 
 static const char *elem(const afo_array *a, int64_t off) {
@@ -157,7 +168,6 @@ static void norm_rows(void *ctx, int64_t begin, int64_t end) {
         else norm_row_f32(j->p, buf, j->n, j->center, (float)j->eps, j->w, j->b);
         afo_cpu_store_row(j->ct, buf, j->n, j->out->dtype, (char *)afo_array_ptr(j->out) + r * j->n * (int64_t)os, 1);
     }
-    free(buf);
 }
 
 /* weight or bias (or ones/zeros when absent) as n compute-type values. */
@@ -248,7 +258,6 @@ static void rope_rows(void *ctx, int64_t begin, int64_t end) {
             rotate_f32(j->prims, buf, j->half, j->traditional, (const float *)j->cos + t, (const float *)j->sin + t);
         afo_cpu_store_row(j->ct, buf, j->D, j->out->dtype, (char *)afo_array_ptr(j->out) + r * j->D * (int64_t)os, 1);
     }
-    free(buf);
 }
 
 afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
@@ -449,7 +458,6 @@ static void sdpa_range(void *ctx, int64_t begin, int64_t end) {
     if (!ws) return;
     if (j->ct == AFO_CT_F64) sdpa_items_double(j, begin, end, ws);
     else sdpa_items_float(j, begin, end, ws);
-    free(ws);
 }
 
 /* In-place reads need the storage type's primitives, float32 compute and
