@@ -108,18 +108,30 @@ const afo_nn_prims *afo_nn_prims_best(void) {
  * until it returns and never calls another kernel meanwhile, so one
  * buffer a thread is enough. A failed allocation is reported by the
  * kernel after the parallel loop (workers cannot return errors). */
-static _Thread_local void *t_scratch;
-static _Thread_local size_t t_scratch_size;
+static _Thread_local void *t_scratch, *t_tables;
+static _Thread_local size_t t_scratch_size, t_tables_size;
+
+/* *buf of at least `bytes`, grown as needed; NULL when that fails. */
+static void *grown(void **buf, size_t *size, size_t bytes) {
+    if (bytes > *size || !*buf) {
+        free(*buf);
+        *buf = malloc(bytes ? bytes : 1);
+        *size = *buf ? bytes : 0;
+    }
+    return *buf;
+}
 
 static void *scratch(atomic_bool *failed, size_t bytes) {
-    if (bytes > t_scratch_size || !t_scratch) {
-        free(t_scratch);
-        t_scratch = malloc(bytes ? bytes : 1);
-        t_scratch_size = t_scratch ? bytes : 0;
-    }
-    if (!t_scratch) atomic_store(failed, true);
-    return t_scratch;
+    void *p = grown(&t_scratch, &t_scratch_size, bytes);
+    if (!p) atomic_store(failed, true);
+    return p;
 }
+
+/* The tables one kernel call computes before its parallel loop (a norm's
+ * weight and bias in the compute type, rope's frequencies and angles), per
+ * thread and kept like the scratch: the calling thread runs ranges too, so
+ * they need a buffer of their own. */
+static void *call_tables(size_t bytes) { return grown(&t_tables, &t_tables_size, bytes); }
 
 static const char *elem(const afo_array *a, int64_t off) {
     return (const char *)afo_array_ptr(a) + off * (int64_t)afo_dtype_size(a->dtype);
@@ -171,9 +183,7 @@ static void norm_rows(void *ctx, int64_t begin, int64_t end) {
 }
 
 /* weight or bias (or ones/zeros when absent) as n compute-type values. */
-static void *load_affine(const afo_array *a, double fill, int64_t n, afo_ctype ct) {
-    void *buf = malloc((size_t)(n ? n : 1) * afo_cpu_ctype_size(ct));
-    if (!buf) return NULL;
+static void load_affine(const afo_array *a, double fill, int64_t n, afo_ctype ct, void *buf) {
     if (a) {
         afo_cpu_load_row(a->dtype, afo_array_ptr(a), a->strides[0], n, ct, buf);
     } else {
@@ -182,7 +192,6 @@ static void *load_affine(const afo_array *a, double fill, int64_t n, afo_ctype c
             else ((float *)buf)[i] = (float)fill;
         }
     }
-    return buf;
 }
 
 afo_status afo_cpu_norm(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
@@ -197,13 +206,16 @@ afo_status afo_cpu_norm(afo_array *out, afo_array *const *in, int nin, const afo
                   .p = afo_nn_prims_best()};
     atomic_init(&j.failed, false);
     afo_row_iter_init(&j.rows, x);
-    void *wb = load_affine(w, 1.0, j.n, j.ct), *bb = load_affine(b, 0.0, j.n, j.ct);
-    j.w = wb;
-    j.b = bb;
-    if (wb && bb) afo_parallel_for(j.rows.rows, 16384 / j.n + 1, norm_rows, &j);
-    free(wb);
-    free(bb);
-    if (!wb || !bb || atomic_load(&j.failed))
+    size_t bytes = (size_t)j.n * afo_cpu_ctype_size(j.ct);
+    char *tables = call_tables(2 * bytes);
+    if (tables) {
+        load_affine(w, 1.0, j.n, j.ct, tables);
+        load_affine(b, 0.0, j.n, j.ct, tables + bytes);
+        j.w = tables;
+        j.b = tables + bytes;
+        afo_parallel_for(j.rows.rows, 16384 / j.n + 1, norm_rows, &j);
+    }
+    if (!tables || atomic_load(&j.failed))
         return afo_error(AFO_ERR_OUT_OF_MEMORY, "%s: out of memory for row buffers", afo_op_get(out->op)->name);
     return AFO_OK;
 }
@@ -271,13 +283,9 @@ afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo
                   .prims = afo_nn_prims_best()};
     atomic_init(&j.failed, false);
     size_t cs = afo_cpu_ctype_size(j.ct), entries = (size_t)(j.L * j.half);
-    double *inv_freq = malloc(sizeof(double) * (size_t)(j.half ? j.half : 1));
-    char *tables = malloc(2 * cs * (entries ? entries : 1));
-    if (!inv_freq || !tables) {
-        free(inv_freq);
-        free(tables);
-        return afo_error(AFO_ERR_OUT_OF_MEMORY, "rope: out of memory for the cos/sin tables");
-    }
+    double *inv_freq = call_tables(sizeof(double) * (size_t)j.half + 2 * cs * entries);
+    if (!inv_freq) return afo_error(AFO_ERR_OUT_OF_MEMORY, "rope: out of memory for the cos/sin tables");
+    char *tables = (char *)(inv_freq + j.half); /* 8-byte aligned for either compute type */
     for (int64_t i = 0; i < j.half; i++)
         inv_freq[i] = a->i[AFO_ROPE_I_HAS_FREQS] ? 1.0 / afo_cpu_load_double(in[1]->dtype, elem(in[1], i * in[1]->strides[0]))
                                                  : pow(a->f[AFO_ROPE_F_BASE], -2.0 * (double)i / (double)dims);
@@ -303,8 +311,6 @@ afo_status afo_cpu_rope(afo_array *out, afo_array *const *in, int nin, const afo
     j.sin = tables + entries * cs;
     afo_row_iter_init(&j.rows, x);
     afo_parallel_for(j.rows.rows, 16384 / j.D + 1, rope_rows, &j);
-    free(inv_freq);
-    free(tables);
     if (atomic_load(&j.failed)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "rope: out of memory for row buffers");
     return AFO_OK;
 }
