@@ -124,6 +124,7 @@ int main(int argc, char **argv) {
     qsort(decode, (size_t)reps, sizeof(double), bench_cmp_double);
     double bw = summarize(bws, reps * samples).median, bw_after = read_bandwidth(5).median;
     double bound = bw * 1e9 / bytes;
+    /* summarize sorts: ratio[0] and ratio[reps - 1] are the extremes */
     double med_d = decode[reps / 2], med_p = prefill[reps / 2], med_ratio = summarize(ratio, reps).median;
     double med_weight_ratio = summarize(weight_ratio, reps).median;
     printf("model: %s (%s, %lld params, %.1f MB of weights, %.1f MB read a decoded token), %d threads, load %.2f\n",
@@ -131,15 +132,18 @@ int main(int argc, char **argv) {
            load);
     printf("read bandwidth            %8.1f GB/s (during the decode; %.1f after it)\n", bw, bw_after);
     printf("bandwidth bound           %8.1f tok/s\n", bound);
-    printf("decode (median of %d)      %8.1f tok/s  [%.1f .. %.1f]  %.0f%% of bound (%.0f%% by weight bytes)\n", reps,
-           med_d, decode[0], decode[reps - 1], 100 * med_ratio, 100 * med_weight_ratio);
+    printf("decode (median of %d)      %8.1f tok/s  [%.1f .. %.1f]  %.0f%% of bound [%.0f .. %.0f] (%.0f%% by weight "
+           "bytes)\n",
+           reps, med_d, decode[0], decode[reps - 1], 100 * med_ratio, 100 * ratio[0], 100 * ratio[reps - 1],
+           100 * med_weight_ratio);
     printf("prefill %d tokens         %8.1f tok/s  [%.1f .. %.1f]\n", prompt, med_p, prefill[0], prefill[reps - 1]);
     printf("load to first token       %8.3f s\n", first_token);
     printf("{\"model\":\"%s\",\"type\":\"%s\",\"weight_bytes\":%zu,\"decode_bytes\":%.0f,\"threads\":%d,"
            "\"read_bw_gbs\":%.2f,\"read_bw_after_gbs\":%.2f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,"
-           "\"decode_ratio\":%.3f,\"weight_ratio\":%.3f,\"prefill_tok_s\":%.1f,\"load_to_first_token_s\":%.3f}\n",
-           model, afo_model_type(m), weights, bytes, threads, bw, bw_after, bound, med_d, med_ratio, med_weight_ratio,
-           med_p, first_token);
+           "\"decode_tok_s_min\":%.2f,\"decode_tok_s_max\":%.2f,\"decode_ratio\":%.3f,\"decode_ratio_min\":%.3f,"
+           "\"decode_ratio_max\":%.3f,\"weight_ratio\":%.3f,\"prefill_tok_s\":%.1f,\"load_to_first_token_s\":%.3f}\n",
+           model, afo_model_type(m), weights, bytes, threads, bw, bw_after, bound, med_d, decode[0], decode[reps - 1],
+           med_ratio, ratio[0], ratio[reps - 1], med_weight_ratio, med_p, first_token);
     free(ids), free(prefill), free(decode), free(ratio), free(weight_ratio), free(bws);
     afo_kv_cache_free(cache);
     afo_model_free(m);

@@ -44,7 +44,8 @@ fi
 echo "load after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 python3 - "$OUT" "$cfg/config.json" <<'PY'
 import json, sys
-# of bound: bench_decode's ratio, each repetition's tok/s against the bytes
+# of bound: bench_decode's ratio (median and, in brackets, the extremes of
+# the repetitions), each repetition's tok/s against the bytes
 # a decoded token reads (weights less the untied embedding table's unread
 # rows, plus the keys and values attention reads) over the bandwidth read
 # during it; in parentheses the measure of the tables before 2026-11-27's
@@ -55,7 +56,7 @@ BYTES_PER_WEIGHT = {"bf16": 2.0, "q8": 1 + 4 / 64, "q4": 0.5 + 4 / 64}
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 afo = {r["format"]: r for r in rows if "peer" not in r}
 peer = {r["format"]: r for r in rows if "peer" in r}
-print("| format | afo decode tok/s | of bound (before) | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
+print("| format | afo decode tok/s | of bound [min..max] (before) | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
 print("|---|---|---|---|---|---|---|")
 for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     a = afo.get(fmt)
@@ -67,5 +68,6 @@ for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     pd = f"{p['decode_tok_s']:.1f} / {p['prefill_tok_s']:.1f} ({twin})" if p else "—"
     rd = f"{a['decode_tok_s'] / p['decode_tok_s']:.2f}" if p else "—"
     rp = f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}" if p else "—"
-    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_ratio']:.2f} ({before:.2f}) | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
+    spread = f" [{a['decode_ratio_min']:.2f}..{a['decode_ratio_max']:.2f}]" if "decode_ratio_min" in a else ""
+    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_ratio']:.2f}{spread} ({before:.2f}) | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
 PY
