@@ -62,17 +62,6 @@ __device__ int64_t row_offset(const afo_cuda_rows &x, int64_t r) {
     return x.rows <= (int64_t)UINT32_MAX ? row_offset_in<uint32_t>(x, (uint32_t)r) : row_offset_in<int64_t>(x, r);
 }
 
-template <typename C> __device__ C block_sum(C v, C *red) {
-    v = afo_cuda::warp_sum(v);
-    int warp = threadIdx.x / 32, lane = threadIdx.x % 32, nw = blockDim.x / 32;
-    __syncthreads(); // red may still be read from the previous reduction
-    if (lane == 0) red[warp] = v;
-    __syncthreads();
-    C s = 0;
-    for (int w = 0; w < nw; w++) s += red[w];
-    return s;
-}
-
 // Elements first + k * step (k < N, below n) of a weight, bias or
 // frequency vector, or fill: one switch on the dtype, then N loads in
 // flight together. A switch per element converts each value in its own
@@ -125,13 +114,13 @@ __global__ void __launch_bounds__(kNormThreads) norm_kernel(afo_cuda_rows x, con
             C s = 0;
 #pragma unroll
             for (int k = 0; k < HELD; k++) s += v[k];
-            c = block_sum(s, red) / (C)n;
+            c = afo_cuda::block_sum(s, red) / (C)n;
         }
         C ss = 0;
 #pragma unroll
         for (int k = 0; k < HELD; k++)
             if (threadIdx.x + (int64_t)k * blockDim.x < n) ss += (v[k] - c) * (v[k] - c);
-        C inv = (C)1 / sqrt(block_sum(ss, red) / (C)n + (C)eps);
+        C inv = (C)1 / sqrt(afo_cuda::block_sum(ss, red) / (C)n + (C)eps);
 #pragma unroll
         for (int k = 0; k < HELD; k++) {
             int64_t i = threadIdx.x + (int64_t)k * blockDim.x;
@@ -143,14 +132,14 @@ __global__ void __launch_bounds__(kNormThreads) norm_kernel(afo_cuda_rows x, con
     if (center) {
         C s = 0;
         for (int64_t i = threadIdx.x; i < n; i += blockDim.x) s += load<T, C>(row, i * x.step);
-        c = block_sum(s, red) / (C)n;
+        c = afo_cuda::block_sum(s, red) / (C)n;
     }
     C ss = 0;
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         C d = load<T, C>(row, i * x.step) - c;
         ss += d * d;
     }
-    C inv = (C)1 / sqrt(block_sum(ss, red) / (C)n + (C)eps);
+    C inv = (C)1 / sqrt(afo_cuda::block_sum(ss, red) / (C)n + (C)eps);
     for (int64_t i = threadIdx.x; i < n; i += blockDim.x) {
         C v = (load<T, C>(row, i * x.step) - c) * inv * (C)vec_at(w, i, 1.0) + (C)vec_at(b, i, 0.0);
         store(out, r * n + i, v);
@@ -251,10 +240,10 @@ __global__ void __launch_bounds__(kNormVecThreads) norm_vec_kernel(afo_cuda_rows
             }
         return sum;
     };
-    const float c = center ? block_sum(thread_sum(0.f, false), red) / (float)x.n : 0.f;
+    const float c = center ? afo_cuda::block_sum(thread_sum(0.f, false), red) / (float)x.n : 0.f;
     const float ss = thread_sum(c, true);
     float f[V];
-    const float inv = 1.f / sqrtf(block_sum(ss, red) / (float)x.n + eps);
+    const float inv = 1.f / sqrtf(afo_cuda::block_sum(ss, red) / (float)x.n + eps);
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         const int64_t i = threadIdx.x + (int64_t)k * kNormVecThreads;

@@ -49,10 +49,7 @@ struct qmv_int_args {
 };
 
 template <typename XT> __device__ __forceinline__ void load_octet(const XT *p, float (&v)[8]) {
-    const uint4 raw = __ldg((const uint4 *)p);
-    const XT *h = (const XT *)&raw;
-#pragma unroll
-    for (int e = 0; e < 8; e++) v[e] = to_f(h[e]);
+    afo_cuda::unpack<XT>(__ldg((const uint4 *)p), v);
 }
 
 // A 16-bit scale or bias from its bits.
@@ -62,19 +59,14 @@ __device__ __forceinline__ float half_to_f(uint32_t bits, afo_dtype dt) {
 
 // The block's sum of squares of x, for the rms norm.
 template <typename XT> __device__ float block_sum_squares(const XT *x, int octets) {
-    __shared__ float partial[kWarps];
+    __shared__ float red[kWarps];
     float ss = 0.0f, v[8];
     for (int o = threadIdx.x; o < octets; o += blockDim.x) {
         load_octet(x + o * 8, v);
 #pragma unroll
         for (int e = 0; e < 8; e++) ss += v[e] * v[e];
     }
-    ss = afo_cuda::warp_sum(ss);
-    if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-    __syncthreads();
-    ss = 0.0f;
-    for (int i = 0; i < kWarps; i++) ss += partial[i];
-    return ss;
+    return afo_cuda::block_sum(ss, red);
 }
 
 // Eight consecutive elements of x rounded with the shared scale of their
