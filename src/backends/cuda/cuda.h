@@ -35,6 +35,11 @@ afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *
  * the product's dtype (so the one rounding saved is the product's own).
  * NULL otherwise. */
 const afo_array *afo_cuda_residual(const afo_array *out, afo_array *const *in, int producer);
+/* The input x of the rms_norm in[0] that a product computes along
+ * (afo_fused_fn, producer 0), when its kernel can: a norm with a weight, x
+ * and *weight contiguous, of one dtype and as many elements (one row).
+ * NULL otherwise. */
+const afo_array *afo_cuda_norm_input(afo_array *const *in, int producer, const afo_array **weight);
 /* A fused kernel declining after it allocated out: the buffer goes back to
  * the pool, and the plain kernels allocate out again. */
 void afo_cuda_declined(afo_array *out);

@@ -219,13 +219,20 @@ static afo_status residual_product(afo_array *out, afo_array *const *in, int nin
     return fused_gemv(out, m->in[0], m->in[1], &fuse, "matmul + add", done);
 }
 
+const afo_array *afo_cuda_norm_input(afo_array *const *in, int producer, const afo_array **weight) {
+    const afo_array *norm = in[0];
+    if (producer != 0 || norm->nin != 2 || !norm->attrs.i[AFO_NORM_I_HAS_WEIGHT]) return NULL;
+    const afo_array *x = norm->in[0], *w = norm->in[1];
+    if (!x->contiguous || !w->contiguous || w->dtype != x->dtype || x->size != w->size) return NULL;
+    *weight = w;
+    return x;
+}
+
 /* out = rms_norm(x, weight) W^T for one row x, normalized inside the GEMV. */
 static afo_status normed_product(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
-    const afo_array *norm = in[0];
-    if (producer != 0 || norm->nin != 2 || !norm->attrs.i[AFO_NORM_I_HAS_WEIGHT]) return AFO_OK;
-    const afo_array *x = norm->in[0], *weight = norm->in[1];
-    if (!x->contiguous || !weight->contiguous || weight->dtype != x->dtype || x->size != weight->size) return AFO_OK;
+    const afo_array *norm = in[0], *weight, *x = afo_cuda_norm_input(in, producer, &weight);
+    if (!x) return AFO_OK;
     afo_array xv = *x; /* x seen as the norm's output: the same dtype, the norm's shape */
     xv.ndim = norm->ndim;
     for (int d = 0; d < norm->ndim; d++) xv.shape[d] = norm->shape[d];

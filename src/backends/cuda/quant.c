@@ -193,14 +193,10 @@ static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, in
  * matmul.c): the quantized qkv and gate/up products of a decode step. */
 static afo_status normed_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
-    const afo_array *norm = in[0];
-    if (producer != 0 || norm->nin != 2 || !norm->attrs.i[AFO_NORM_I_HAS_WEIGHT] || !out->attrs.i[AFO_QUANT_I_EXTRA])
-        return AFO_OK;
-    const afo_array *x = norm->in[0], *weight = norm->in[1];
+    const afo_array *norm = in[0], *weight, *x = afo_cuda_norm_input(in, producer, &weight);
+    if (!x || !out->attrs.i[AFO_QUANT_I_EXTRA] || norm->dtype != x->dtype) return AFO_OK;
     const void *xp = afo_array_ptr(x), *wp = afo_array_ptr(weight);
-    if (!x->contiguous || !weight->contiguous || weight->dtype != x->dtype || x->size != weight->size ||
-        norm->dtype != x->dtype || (uintptr_t)wp % 16 != 0)
-        return AFO_OK;
+    if ((uintptr_t)wp % 16 != 0) return AFO_OK;
     dense_set d;
     AFO_TRY(dense_inputs(in + 1, 3, &d));
     afo_cuda_qmat m = qmat_of(in + 1, &d, 0, &out->attrs);
