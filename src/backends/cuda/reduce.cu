@@ -108,6 +108,12 @@ __device__ State shfl(State st, int lane) {
     return o;
 }
 
+// st merged over the warp's 32 lanes (butterfly: every lane ends with it).
+template <bool INT> __device__ State warp_merge(afo_op op, State st) {
+    for (int k = 16; k > 0; k >>= 1) st = merge<INT>(op, st, shfl(st, k));
+    return st;
+}
+
 __device__ int64_t keep_offset(const afo_cuda_reduce &r, int64_t o) {
     int64_t off = 0;
     for (int d = r.nkeep - 1; d >= 0; d--) {
@@ -167,12 +173,12 @@ __device__ State block_reduce(const afo_cuda_reduce &r, int64_t base, int64_t i0
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     State st = init<INT>(r.op);
     for (int64_t i = i0 + threadIdx.x; i < i1; i += blockDim.x) push<INT>(r, st, base, i);
-    for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
+    st = warp_merge<INT>(r.op, st);
     if (lane == 0) part[warp] = st;
     __syncthreads();
     if (warp == 0) {
         st = lane < nwarps ? part[lane] : init<INT>(r.op);
-        for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
+        st = warp_merge<INT>(r.op, st);
     }
     __syncthreads(); // part is free for the next call
     return st;
@@ -214,7 +220,7 @@ template <bool INT> __global__ void reduce_split(afo_cuda_reduce r) {
     if (!afo_cuda::last_to_arrive(&g_parts_done[o], (unsigned)nsplit) || threadIdx.x >= 32) return;
     st = init<INT>(r.op);
     for (int64_t s = threadIdx.x; s < nsplit; s += 32) st = merge<INT>(r.op, st, load_cg(&g_parts[o * nsplit + s]));
-    for (int k = 16; k > 0; k >>= 1) st = merge<INT>(r.op, st, shfl(st, k));
+    st = warp_merge<INT>(r.op, st);
     if (threadIdx.x == 0) finish<INT>(r, st, base, o);
 }
 
