@@ -32,28 +32,18 @@ afo_status afo_cuda_launched(const char *op) { return afo_cuda_status(cudaGetLas
 
 cudaStream_t afo_cuda_stream(void) { return g_stream; }
 
-/* An attribute of the current device, read once per attribute asked for
- * (`fallback` when it cannot be read). */
-static int device_attribute(enum cudaDeviceAttr attr, int *cached, int fallback) {
-    if (!*cached) {
-        int dev = 0, n = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, attr, dev) != cudaSuccess || n <= 0) {
-            cudaGetLastError();
-            n = fallback;
-        }
-        *cached = n;
-    }
-    return *cached;
-}
-
 int afo_cuda_multiprocessors(void) {
     static int count;
-    return device_attribute(cudaDevAttrMultiProcessorCount, &count, 1);
-}
-
-size_t afo_cuda_shared_memory_optin(void) {
-    static int bytes;
-    return (size_t)device_attribute(cudaDevAttrMaxSharedMemoryPerBlockOptin, &bytes, 48 * 1024);
+    if (!count) {
+        int dev = 0, n = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            cudaGetLastError();
+            n = 1;
+        }
+        count = n;
+    }
+    return count;
 }
 
 static void *cuda_alloc(size_t nbytes) {
