@@ -68,7 +68,7 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
 #define AVX2_DOTS_AXPYS(SUF)                                                                                    \
     static inline __attribute__((always_inline)) void dots_tile_##SUF(int nh, int nk, const float *q, int64_t D, \
                                                                        const char *k, size_t kb, float *s,      \
-                                                                       int64_t ls, int64_t ss) {                \
+                                                                       int64_t ls) {                            \
         __m256 a[2][4];                                                                                         \
         _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
             _Pragma("GCC unroll 4") for (int x = 0; x < nk; x++) a[h][x] = _mm256_setzero_ps();                                         \
@@ -83,9 +83,7 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
         _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++) {                                                                          \
             if (nk == 4) {                                                                                      \
                 __m256 r = _mm256_hadd_ps(_mm256_hadd_ps(a[h][0], a[h][1]), _mm256_hadd_ps(a[h][2], a[h][3]));  \
-                float r4[4];                                                                                    \
-                _mm_storeu_ps(r4, _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1)));          \
-                _Pragma("GCC unroll 4") for (int x = 0; x < 4; x++) s[h * ls + x * ss] = r4[x];                \
+                _mm_storeu_ps(s + h * ls, _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1)));  \
             } else {                                                                                            \
                 _Pragma("GCC unroll 4") for (int x = 0; x < nk; x++) s[h * ls + x] = hsum(a[h][x]);                                     \
             }                                                                                                   \
@@ -98,19 +96,19 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
             return;                                                                                             \
         }                                                                                                       \
         size_t kb = (size_t)ks * AFO_NN_ESIZE_##SUF;                                                            \
-        int64_t L = n / 4; /* a tile's keys x + r L: four streams through the rows */                            \
-        for (int64_t x = 0; x < n; x = x + 1 == L ? 4 * L : x + 1) {                                            \
+        for (int64_t x = 0; x < n;) {                                                                           \
             const char *kx = (const char *)k + x * kb;                                                          \
-            bool four = x < L;                                                                                  \
+            int nk = n - x >= 4 ? 4 : 1;                                                                        \
             int64_t t = 0;                                                                                      \
             for (; t + 2 <= nq; t += 2) {                                                                       \
-                if (four) dots_tile_##SUF(2, 4, q + t * D, D, kx, L * kb, s + t * ls + x, ls, L);               \
-                else dots_tile_##SUF(2, 1, q + t * D, D, kx, kb, s + t * ls + x, ls, 1);                        \
+                if (nk == 4) dots_tile_##SUF(2, 4, q + t * D, D, kx, kb, s + t * ls + x, ls);                   \
+                else dots_tile_##SUF(2, 1, q + t * D, D, kx, kb, s + t * ls + x, ls);                           \
             }                                                                                                   \
             if (t < nq) {                                                                                       \
-                if (four) dots_tile_##SUF(1, 4, q + t * D, D, kx, L * kb, s + t * ls + x, ls, L);               \
-                else dots_tile_##SUF(1, 1, q + t * D, D, kx, kb, s + t * ls + x, ls, 1);                        \
+                if (nk == 4) dots_tile_##SUF(1, 4, q + t * D, D, kx, kb, s + t * ls + x, ls);                   \
+                else dots_tile_##SUF(1, 1, q + t * D, D, kx, kb, s + t * ls + x, ls);                           \
             }                                                                                                   \
+            x += nk;                                                                                            \
         }                                                                                                       \
     }                                                                                                           \
     static inline __attribute__((always_inline)) void axpys_tile_##SUF(int nh, int nv, float *acc, int64_t Dv,  \
