@@ -139,8 +139,6 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
         for (int64_t x0 = 0; x0 < n; x0 += 64) {                                                                \
             int64_t nx = n - x0 < 64 ? n - x0 : 64;                                                             \
             const char *vx = (const char *)v + x0 * vb;                                                         \
-            for (int64_t x = 0; x < nx; x++)                                                                    \
-                for (int64_t o = 0; o < Dv * AFO_NN_ESIZE_##SUF; o += 64) _mm_prefetch(vx + x * vb + o, _MM_HINT_T0); \
             for (int64_t t = 0; t < nq; t += 2) {                                                               \
                 float *at = acc + t * Dv;                                                                       \
                 const float *pt = p + t * ls + x0;                                                              \
