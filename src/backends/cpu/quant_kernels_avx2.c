@@ -137,24 +137,15 @@ static inline __attribute__((always_inline)) __m256 chunk_scale(int gs, const fl
     return _mm256_setr_m128(_mm_broadcast_ss(s + 2 * lc), _mm_broadcast_ss(s + 2 * lc + 1));
 }
 
-/* The sums of q's int16 pairs as int32, what vpmaddwd by ones gives, from
- * shifts and an add: on the development machine's EPYC the multiply port
- * bounds qmv4_dot (two vpmaddubsw, a vpmaddwd and the float multiply and
- * FMA), and a loop of qmv4_dot over 4 rows in L1 took 6.2 cycles per 64
- * weights this way against 10 with vpmaddwd. */
-static inline __m256i pair_sums16(__m256i q) {
-    return _mm256_add_epi32(_mm256_srai_epi32(_mm256_slli_epi32(q, 16), 16), _mm256_srai_epi32(q, 16));
-}
-
 /* acc + sv * sx * (levels . xq) for the 64 levels at p (the first 32 when
  * half: the row's last chunk of K % 64 == 32, whose x8 half is zero). */
 static inline __attribute__((always_inline)) __m256 qmv4_dot(bool half, const uint8_t *p, __m256i xa, __m256i xb,
                                                             __m256 sx, __m256 sv, __m256 acc) {
-    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    const __m256i lo4 = _mm256_set1_epi8(0x0f), ones = _mm256_set1_epi16(1);
     __m256i v = half ? _mm256_zextsi128_si256(_mm_loadu_si128((const __m128i *)p)) : _mm256_loadu_si256((const __m256i *)p);
     __m256i lo = _mm256_and_si256(v, lo4), hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
     __m256i q = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xa), _mm256_maddubs_epi16(hi, xb));
-    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(pair_sums16(q)), sx), sv, acc);
+    return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(q, ones)), sx), sv, acc);
 }
 
 /* Chunk c of the nr weight rows against the mc rows of x, in qmv4_block. */
