@@ -24,7 +24,10 @@
 #include "backends/cpu/threadpool.h"
 
 /* Decoded tokens between two reads of the bandwidth (about half a second at
- * 4 bits here; one read takes about 40 ms). */
+ * 4 bits here; one read takes about 40 ms). A read before and after every
+ * token instead left the ratio's spread as it was: the decode does not
+ * follow the read bandwidth one for one (docs/PERFORMANCE.md, ninth CPU
+ * session). */
 enum { BW_EVERY = 16 };
 
 static int32_t argmax_row(const float *row, int64_t v) {
