@@ -1,0 +1,269 @@
+/* Damaged inputs, at random: the demo model's config.json,
+ * generation_config.json, tokenizer.json and safetensors header, and the
+ * chat templates of chat_template_cases.h, each changed a few bytes at a
+ * time (bytes overwritten, a span removed or repeated, the file cut short)
+ * from a fixed seed. Every load and render must either succeed or return an
+ * error with its text; none may crash, leak or read out of bounds (the
+ * suite also runs under AddressSanitizer and UBSan). What loads is used:
+ * a model decodes a few tokens, a tokenizer encodes and decodes a sentence.
+ * AFO_TEST_SCALE scales the number of mutations (0.25 under qemu);
+ * AFO_TEST_SEED picks other mutations than the fixed seed's, to search. */
+#include <string.h>
+
+#include "afo/afo.h"
+#include "chat_template_cases.h"
+#include "support/test.h"
+
+static const char DEMO[] = "models/tiny-classics";
+static char g_dir[256];
+static double g_scale = 1;
+
+typedef struct blob {
+    unsigned char *data;
+    size_t len;
+} blob;
+
+static blob read_file(const char *path) {
+    blob b = {0};
+    FILE *f = fopen(path, "rb");
+    if (!f) return b;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    b.data = malloc((size_t)n + 1);
+    b.len = b.data && fread(b.data, 1, (size_t)n, f) == (size_t)n ? (size_t)n : 0;
+    if (b.data) b.data[b.len] = 0;
+    fclose(f);
+    return b;
+}
+
+static void write_file(const char *path, const unsigned char *data, size_t len) {
+    FILE *f = fopen(path, "wb");
+    CHECK_MSG(f && fwrite(data, 1, len, f) == len, "cannot write %s", path);
+    if (f) fclose(f);
+}
+
+static size_t below(size_t n) { return n ? (size_t)(test_rand_u64() % n) : 0; }
+
+/* A copy of `in` changed once, within `span` bytes from `from` (the part
+ * worth damaging): 1-4 bytes overwritten, mostly with JSON's and Jinja's
+ * punctuation, digits and quotes; letters and digits replaced by others of
+ * their kind (the syntax kept, so that the values behind it get checked); a
+ * span of up to 64 bytes removed or repeated; or everything from a random
+ * point on cut off. out->data holds len + 65 bytes, NUL-terminated. */
+static void mutate(const blob *in, size_t from, size_t span, blob *out) {
+    static const char picks[] = "{}[]\":,\\0123456789-+.eE%#'()|~ \n\x01\x7f\xc3\xff";
+    memcpy(out->data, in->data, in->len);
+    out->len = in->len;
+    if (from > in->len) from = in->len;
+    if (span > in->len - from) span = in->len - from;
+    size_t at = from + below(span), n = 1 + below(64);
+    switch (test_rand_u64() % 5) {
+    case 4:
+        for (int k = 0, m = 1 + (int)below(3); k < m; k++) {
+            unsigned char *c = out->data + from + below(span);
+            if (*c >= '0' && *c <= '9') *c = (unsigned char)('0' + below(10));
+            else if (*c >= 'a' && *c <= 'z') *c = (unsigned char)('a' + below(26));
+            else if (*c >= 'A' && *c <= 'Z') *c = (unsigned char)('A' + below(26));
+        }
+        break;
+    case 0:
+        for (int k = 0, m = 1 + (int)below(4); k < m; k++)
+            out->data[from + below(span)] = (unsigned char)picks[below(sizeof picks - 1)];
+        break;
+    case 1:
+        if (at + n > in->len) n = in->len - at;
+        memmove(out->data + at, in->data + at + n, in->len - at - n);
+        out->len -= n;
+        break;
+    case 2:
+        if (at + n > in->len) n = in->len - at;
+        memmove(out->data + at + n, in->data + at, in->len - at);
+        memcpy(out->data + at, in->data + at, n);
+        out->len += n;
+        break;
+    default: out->len = at; break;
+    }
+    out->data[out->len] = 0;
+}
+
+/* A failure must say why. */
+static void check_error_text(afo_status st, const char *what, int round) {
+    const char *e = afo_last_error();
+    CHECK_MSG(st == AFO_OK || (e && *e), "%s, mutation %d: status %s without an error text", what, round,
+              afo_status_name(st));
+}
+
+/* Each mutation of `name` in the model directory `dir` (from its bytes
+ * [from, from + span)) is loaded as a model, which decodes four tokens when
+ * it loads; the file is put back afterwards. */
+static void mutate_model_file(const char *dir, const char *name, size_t from, size_t span, int rounds) {
+    char src[512], dst[512];
+    snprintf(src, sizeof src, "%s/%s", dir, name);
+    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+    blob good = read_file(src), bad = {malloc(good.len + 66), 0};
+    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", src);
+    int loaded = 0;
+    for (int r = 0; r < rounds && good.len && bad.data; r++) {
+        mutate(&good, from, span, &bad);
+        write_file(dst, bad.data, bad.len);
+        afo_model *m = NULL;
+        afo_status st = afo_model_load(dir, NULL, &m);
+        check_error_text(st, name, r);
+        CHECK_MSG((st == AFO_OK) == (m != NULL), "%s, mutation %d: status %s with model %p", name, r,
+                  afo_status_name(st), (void *)m);
+        if (m) {
+            int32_t ids[4] = {1, 7, 99, 4095};
+            afo_array *logits = NULL;
+            st = afo_model_forward(m, NULL, ids, 1, 4, &logits);
+            check_error_text(st, name, r);
+            afo_release(logits);
+            afo_model_free(m);
+            loaded++;
+        }
+    }
+    write_file(dst, good.data, good.len);
+    fprintf(stderr, "  %s: %d mutations, %d loaded\n", name, rounds, loaded);
+    free(good.data), free(bad.data);
+}
+
+static void copy_demo(void) {
+    static const char *files[] = {"config.json", "generation_config.json", "tokenizer.json", "model.safetensors"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        char src[512], dst[512];
+        snprintf(src, sizeof src, "%s/%s", DEMO, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", g_dir, files[i]);
+        blob b = read_file(src);
+        CHECK_MSG(b.len > 0, "cannot read %s", src);
+        write_file(dst, b.data, b.len);
+        free(b.data);
+    }
+}
+
+static void test_config(void) { mutate_model_file(g_dir, "config.json", 0, SIZE_MAX, (int)(300 * g_scale)); }
+
+static void test_generation_config(void) {
+    mutate_model_file(g_dir, "generation_config.json", 0, SIZE_MAX, (int)(100 * g_scale));
+}
+
+/* The demo model quantized by mlx-lm's mixed_3_6 recipe (3 and 6 bits,
+ * entries per path): its config's "quantization" section damaged, which
+ * the packed weights' shapes must then contradict or agree with. */
+static void test_quantized_config(void) {
+    char q[512], path[600];
+    snprintf(q, sizeof q, "%s/q36", g_dir);
+    afo_convert_options o = {.dtype = -1, .bits = 3, .group_size = 64, .predicate = "mixed_3_6"};
+    CHECK_MSG(afo_model_convert(DEMO, q, &o, NULL) == AFO_OK, "%s", afo_last_error());
+    snprintf(path, sizeof path, "%s/config.json", q);
+    blob b = read_file(path);
+    const char *at = b.data ? strstr((const char *)b.data, "\"quantization\"") : NULL;
+    CHECK_MSG(at, "%s has no quantization section", path);
+    if (at) mutate_model_file(q, "config.json", (size_t)(at - (const char *)b.data), SIZE_MAX, (int)(300 * g_scale));
+    free(b.data);
+}
+
+/* The safetensors file: its length prefix and JSON header (the tensors'
+ * bytes after it are any values), or the whole file cut short. */
+static void test_safetensors_header(void) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", DEMO);
+    blob b = read_file(path);
+    uint64_t header = 0;
+    for (int i = 7; i >= 0 && b.len >= 8; i--) header = header << 8 | b.data[i];
+    free(b.data);
+    CHECK(header > 0 && header < 1 << 20);
+    mutate_model_file(g_dir, "model.safetensors", 0, 8 + (size_t)header, (int)(200 * g_scale));
+}
+
+static void test_tokenizer(void) {
+    char src[512], dst[512];
+    snprintf(src, sizeof src, "%s/tokenizer.json", DEMO);
+    snprintf(dst, sizeof dst, "%s/tokenizer.json", g_dir);
+    blob good = read_file(src), bad = {malloc(good.len + 66), 0};
+    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", src);
+    static const char text[] = "Once upon a time, a café sold 3 cakes. \xe2\x98\x83";
+    int loaded = 0, rounds = (int)(60 * g_scale);
+    for (int r = 0; r < rounds && good.len && bad.data; r++) {
+        /* the model's sections come first; the vocabulary is most of the
+         * file, so half of the mutations land in its first 4 KB */
+        mutate(&good, 0, r % 2 ? 4096 : SIZE_MAX, &bad);
+        write_file(dst, bad.data, bad.len);
+        afo_tokenizer *t = afo_tokenizer_load(dst);
+        check_error_text(t ? AFO_OK : AFO_ERR_FORMAT, "tokenizer.json", r);
+        if (!t) continue;
+        int32_t *ids = NULL;
+        size_t n = 0;
+        char *back = NULL;
+        afo_status st = afo_tokenizer_encode(t, text, sizeof text - 1, 1, &ids, &n);
+        check_error_text(st, "tokenizer.json encode", r);
+        if (st == AFO_OK) check_error_text(afo_tokenizer_decode(t, ids, n, 0, &back), "tokenizer.json decode", r);
+        free(ids), free(back);
+        afo_tokenizer_free(t);
+        loaded++;
+    }
+    write_file(dst, good.data, good.len);
+    fprintf(stderr, "  tokenizer.json: %d mutations, %d loaded\n", rounds, loaded);
+    free(good.data), free(bad.data);
+}
+
+/* `rounds` mutations of a template's source, each parsed and rendered in
+ * the chat cases' context; returns how many parsed. */
+static int mutate_template(const char *source, int rounds) {
+    blob good = {(unsigned char *)(uintptr_t)source, strlen(source)}, bad = {malloc(good.len + 66), 0};
+    int parsed = 0;
+    for (int r = 0; r < rounds && bad.data; r++) {
+        mutate(&good, 0, SIZE_MAX, &bad);
+        afo_chat_template *t = afo_chat_template_parse((const char *)bad.data);
+        check_error_text(t ? AFO_OK : AFO_ERR_FORMAT, "chat template", r);
+        if (!t) continue;
+        char *out = NULL;
+        check_error_text(afo_chat_template_render(t, CHAT_CASES_CONTEXT, &out), "chat template render", r);
+        free(out);
+        afo_chat_template_free(t);
+        parsed++;
+    }
+    free(bad.data);
+    return parsed;
+}
+
+/* Every template of the chat cases, damaged a few times each. */
+static void test_chat_templates(void) {
+    int parsed = 0, total = 0, per = g_scale < 1 ? 2 : 6;
+    for (size_t c = 0; c < sizeof CHAT_CASES / sizeof *CHAT_CASES; c++, total += per)
+        parsed += mutate_template(CHAT_CASES[c].template_, per);
+    fprintf(stderr, "  chat templates: %d mutations, %d parsed\n", total, parsed);
+}
+
+/* The models' own templates from the shared fixtures (skipped when they
+ * are absent), as afo_chat_template_from_model reads them. */
+static void test_model_templates(void) {
+    static const char *models[] = {"llama2-chat", "llama3", "mistral-7b-v0.1", "phi3-mini", "qwen2.5", "gemma"};
+    for (size_t i = 0; i < sizeof models / sizeof *models; i++) {
+        char rel[128], dir[512];
+        snprintf(rel, sizeof rel, "fixtures/tokenizers/%s", models[i]);
+        if (!test_shared_path(rel, dir, sizeof dir)) return;
+        char *source = NULL;
+        if (afo_chat_template_from_model(dir, &source, NULL, NULL) != AFO_OK) continue; /* no template */
+        int rounds = (int)(40 * g_scale), parsed = mutate_template(source, rounds);
+        fprintf(stderr, "  %s template: %d mutations, %d parsed\n", models[i], rounds, parsed);
+        free(source);
+    }
+}
+
+int main(void) {
+    const char *s = getenv("AFO_TEST_SCALE");
+    if (s) g_scale = atof(s);
+    const char *seed = getenv("AFO_TEST_SEED");
+    test_seed(seed ? strtoull(seed, NULL, 10) : 20261127);
+    if (!test_temp_dir("mutations", g_dir, sizeof g_dir)) return 1;
+    copy_demo();
+    RUN(test_config);
+    RUN(test_generation_config);
+    RUN(test_quantized_config);
+    RUN(test_safetensors_header);
+    RUN(test_tokenizer);
+    RUN(test_chat_templates);
+    RUN(test_model_templates);
+    test_remove_tree(g_dir);
+    return test_finish();
+}
