@@ -226,6 +226,28 @@ static int mutate_template(const char *source, int rounds) {
     return parsed;
 }
 
+/* The context damaged instead (messages that are not a list, contents
+ * that are numbers ...), rendered by every chat case's template. */
+static void test_chat_context(void) {
+    blob good = {(unsigned char *)(uintptr_t)CHAT_CASES_CONTEXT, strlen(CHAT_CASES_CONTEXT)},
+         bad = {malloc(good.len + 66), 0};
+    int rounds = (int)(60 * g_scale), rendered = 0, total = 0;
+    for (int r = 0; r < rounds && bad.data; r++) {
+        mutate(&good, 0, SIZE_MAX, &bad);
+        for (size_t c = 0; c < sizeof CHAT_CASES / sizeof *CHAT_CASES; c++, total++) {
+            afo_chat_template *t = afo_chat_template_parse(CHAT_CASES[c].template_);
+            char *out = NULL;
+            afo_status st = t ? afo_chat_template_render(t, (const char *)bad.data, &out) : AFO_ERR_FORMAT;
+            check_error_text(st, "chat context", r);
+            rendered += st == AFO_OK;
+            free(out);
+            afo_chat_template_free(t);
+        }
+    }
+    free(bad.data);
+    fprintf(stderr, "  chat context: %d renders of %d mutations, %d rendered\n", total, rounds, rendered);
+}
+
 /* Every template of the chat cases, damaged a few times each. */
 static void test_chat_templates(void) {
     int parsed = 0, total = 0, per = g_scale < 1 ? 2 : 6;
@@ -263,6 +285,7 @@ int main(void) {
     RUN(test_safetensors_header);
     RUN(test_tokenizer);
     RUN(test_chat_templates);
+    RUN(test_chat_context);
     RUN(test_model_templates);
     test_remove_tree(g_dir);
     return test_finish();
