@@ -371,6 +371,18 @@ static void test_block_quantizers(void) {
     afo_gguf_quantize_q4_0(y, q4, 32);
     /* all-zero block: d = 0 / -8 = -0 (as ggml writes it), every level 8 */
     CHECK(q4[0] == 0x00 && q4[1] == 0x80 && q4[2] == 0x88 && q4[17] == 0x88);
+    /* non-finite weights (the sanitized build checks float-to-int casts):
+     * a NaN's level is 0; an infinite weight makes 1/d 0, every finite
+     * level 0 (q8_0) or 8 (q4_0) */
+    x[5] = NAN;
+    afo_gguf_quantize_q8_0(x, q8, 32);
+    CHECK(q8[0] == 0x00 && q8[1] == 0x3c && (int8_t)q8[2] == 127 && q8[7] == 0);
+    x[6] = INFINITY;
+    afo_gguf_quantize_q8_0(x, q8, 32);
+    CHECK(q8[0] == 0x00 && q8[1] == 0x7c && q8[2] == 0 && q8[7] == 0 && q8[8] == 0); /* fp16 inf */
+    y[0] = -INFINITY, y[1] = 1.0f, y[2] = NAN;
+    afo_gguf_quantize_q4_0(y, q4, 32);
+    CHECK(q4[0] == 0x00 && q4[1] == 0x7c && q4[2] == 0x80 && q4[3] == 0x88 && q4[4] == 0x80);
 }
 
 static void test_errors(void) {

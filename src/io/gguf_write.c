@@ -90,6 +90,15 @@ cJSON *gguf_read_json(const char *path, bool optional) {
 
 /* ---------------------------------------------------------------- block quantizers */
 
+/* v converted to int8_t as a C cast truncates, defined for every float:
+ * ggml's reference code casts directly, which for a NaN weight (or an
+ * infinite one, whose block's 1/d is 0) is undefined behaviour. Those
+ * levels become 0; finite weights keep llama.cpp's bytes. */
+static int8_t to_int8(float v) {
+    if (!(v == v)) return 0;
+    return (int8_t)(v < -128.0f ? -128.0f : v > 127.0f ? 127.0f : v);
+}
+
 /* ggml's quantize_row_q8_0_ref: d = max|x| / 127, q = round(x / d) computed
  * as x * (1/d) so that the bytes match llama.cpp's own conversion. */
 void afo_gguf_quantize_q8_0(const float *x, uint8_t *dst, int64_t n) {
@@ -99,7 +108,7 @@ void afo_gguf_quantize_q8_0(const float *x, uint8_t *dst, int64_t n) {
         float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
         uint16_t h = afo_f32_to_f16(d);
         memcpy(dst, &h, 2);
-        for (int j = 0; j < QK; j++) dst[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+        for (int j = 0; j < QK; j++) dst[2 + j] = (uint8_t)to_int8(roundf(x[j] * id));
     }
 }
 
@@ -118,7 +127,7 @@ void afo_gguf_quantize_q4_0(const float *x, uint8_t *dst, int64_t n) {
         uint16_t h = afo_f32_to_f16(d);
         memcpy(dst, &h, 2);
         for (int j = 0; j < QK / 2; j++) {
-            int lo = (int8_t)(x[j] * id + 8.5f), hi = (int8_t)(x[j + QK / 2] * id + 8.5f);
+            int lo = to_int8(x[j] * id + 8.5f), hi = to_int8(x[j + QK / 2] * id + 8.5f);
             dst[2 + j] = (uint8_t)((lo < 15 ? lo : 15) | (hi < 15 ? hi : 15) << 4);
         }
     }
