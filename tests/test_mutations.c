@@ -1,13 +1,16 @@
 /* Damaged inputs, at random: the demo model's config.json,
- * generation_config.json, tokenizer.json and safetensors header, and the
- * chat templates of chat_template_cases.h, each changed a few bytes at a
- * time (bytes overwritten, a span removed or repeated, the file cut short)
- * from a fixed seed. Every load and render must either succeed or return an
- * error with its text; none may crash, leak or read out of bounds (the
- * suite also runs under AddressSanitizer and UBSan). What loads is used:
- * a model decodes a few tokens, a tokenizer encodes and decodes a sentence.
- * AFO_TEST_SCALE scales the number of mutations (0.25 under qemu);
- * AFO_TEST_SEED picks other mutations than the fixed seed's, to search. */
+ * generation_config.json, tokenizer.json and safetensors header, the
+ * quantization section of a quantized copy's config, the chat templates of
+ * chat_template_cases.h and of the fixture models, and the chat context,
+ * each changed a few bytes at a time (bytes overwritten, letters or digits
+ * swapped, a span removed or repeated, the file cut short) from a fixed
+ * seed. Every load and render must either succeed or return an error with
+ * its text; none may crash, leak or read out of bounds (the suite also runs
+ * under AddressSanitizer and UBSan). What loads is used: a model decodes a
+ * few tokens, a tokenizer encodes and decodes a sentence, a template
+ * renders. AFO_TEST_SCALE scales the number of mutations (CI: 0.25 under
+ * the sanitizers, 0.1 under qemu); AFO_TEST_SEED picks other mutations than
+ * the fixed seed's, to search. */
 #include <string.h>
 
 #include "afo/afo.h"
