@@ -350,6 +350,14 @@ static void write_text(const char *path, const char *text) {
 
 /* A random model of the llama fixture's config (the random-model path),
  * then variations of it that must fail with a clear error. */
+/* src with its first `from` replaced by `to`, into out; false when src has
+ * no `from`. */
+static bool splice(const char *src, const char *from, const char *to, char *out, size_t n) {
+    const char *at = strstr(src, from);
+    if (at) snprintf(out, n, "%.*s%s%s", (int)(at - src), src, to, at + strlen(from));
+    return at != NULL;
+}
+
 static void test_random_and_malformed(void) {
     char cfg[600], dir[512], path[600], good[8192];
     if (!test_shared_path("fixtures/models/llama/config.json", cfg, sizeof cfg)) return;
@@ -390,10 +398,10 @@ static void test_random_and_malformed(void) {
         {"\"rope_type\": \"default\"", "\"rope_type\": \"longrope\"", "rope type \"longrope\"", AFO_ERR_UNSUPPORTED},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        char text[8192], *at = strstr(good, cases[i].from);
-        CHECK_MSG(at, "case %zu: '%s' not in the config", i, cases[i].from);
-        if (!at) continue;
-        snprintf(text, sizeof text, "%.*s%s%s", (int)(at - good), good, cases[i].to, at + strlen(cases[i].from));
+        char text[8192];
+        bool found = splice(good, cases[i].from, cases[i].to, text, sizeof text);
+        CHECK_MSG(found, "case %zu: '%s' not in the config", i, cases[i].from);
+        if (!found) continue;
         snprintf(path, sizeof path, "%s/bad.json", g_tmp);
         write_text(path, text);
         afo_model *bad = NULL;
@@ -403,6 +411,16 @@ static void test_random_and_malformed(void) {
                   cases[i].expect);
         afo_model_free(bad);
     }
+    /* integers past int32's range saturate instead of an undefined cast (the
+     * sanitized build checks float-to-int casts): this one still loads */
+    char big[sizeof good + 64], bigger[sizeof big + 64];
+    CHECK(splice(good, "\"max_position_embeddings\": 256", "\"max_position_embeddings\": 1e24", big, sizeof big) &&
+          splice(big, "\"eos_token_id\": 2", "\"eos_token_id\": 1e30", bigger, sizeof bigger));
+    write_text(path, bigger);
+    afo_model *sat = NULL;
+    CHECK_MSG(afo_model_load(dir, &(afo_model_options){.config_path = path}, &sat) == AFO_OK && sat, "%s",
+              afo_last_error());
+    afo_model_free(sat);
     afo_model *none = NULL;
     CHECK(afo_model_load("no-such-org/no-such-model", NULL, &none) == AFO_ERR_IO && !none &&
           strstr(afo_last_error(), "not found"));

@@ -358,6 +358,9 @@ static void test_malformed(void) {
         {BPE_OK ", \"post_processor\": {\"type\": \"TemplateProcessing\", \"single\": [{\"SpecialToken\": {\"id\": \"<s>\"}}, "
                 "{\"Sequence\": {\"id\": \"A\"}}], \"special_tokens\": {}}}", "post_processor"},
         {BPE_OK ", \"added_tokens\": [{\"content\": \"<s>\"}]}", "added_tokens[0]"},
+        /* an id past int32's range (casting it would be undefined behaviour) */
+        {BPE_OK ", \"post_processor\": {\"type\": \"BertProcessing\", \"cls\": [\"a\", 0], \"sep\": [\"a\", 1e10]}}",
+         "post_processor"},
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", \"x\"]]}}", "model.vocab[0]"},
         {"{\"model\": {\"vocab\": {\"a\": 0}, \"continuing_subword_prefix\": \"##\"}}", "model.unk_token"},
         {"[1, 2, 3]", "top level"},

@@ -31,9 +31,17 @@ static const cJSON *field(const cJSON *o, const char *key) {
     return v && !cJSON_IsNull(v) ? v : NULL;
 }
 
+/* A JSON number as an integer: truncated, and saturated to int32's range.
+ * Config integers are counts, sizes and ids: a larger double cast to an
+ * integer is undefined behaviour, and one cast on to int wraps around to
+ * what may pass for a valid value ("bits": 4294967300 as 4). */
+static int64_t saturated_int(double d) {
+    return d >= (double)INT32_MAX ? INT32_MAX : d <= (double)INT32_MIN ? INT32_MIN : (int64_t)d;
+}
+
 int64_t json_int(const cJSON *o, const char *key, int64_t dflt) {
     const cJSON *v = field(o, key);
-    return v && cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
+    return v && cJSON_IsNumber(v) ? saturated_int(v->valuedouble) : dflt;
 }
 
 double json_num(const cJSON *o, const char *key, double dflt) {
@@ -111,12 +119,12 @@ static afo_status parse_activation(const cJSON *j, const char *file, activation 
 static void parse_token_ids(const cJSON *j, const char *key, int32_t *ids, int *n, int max) {
     const cJSON *v = field(j, key);
     if (v && cJSON_IsNumber(v)) {
-        ids[0] = (int32_t)v->valuedouble;
+        ids[0] = (int32_t)saturated_int(v->valuedouble);
         *n = 1;
     } else if (v && cJSON_IsArray(v)) {
         int k = 0;
         const cJSON *e;
-        cJSON_ArrayForEach(e, v) if (cJSON_IsNumber(e) && k < max) ids[k++] = (int32_t)e->valuedouble;
+        cJSON_ArrayForEach(e, v) if (cJSON_IsNumber(e) && k < max) ids[k++] = (int32_t)saturated_int(e->valuedouble);
         *n = k;
     }
 }

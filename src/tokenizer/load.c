@@ -95,7 +95,8 @@ static afo_status template_load(const tk_loader *L, const cJSON *j, const char *
 /* ["token", id] of BertProcessing / RobertaProcessing */
 static afo_status pair_id(const tk_loader *L, const cJSON *j, const char *field, const char *key, tk_ids *out) {
     const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, key), 1);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0) return tk_bad(L, field, "\"%s\" must be [\"token\", id]", key);
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= INT32_MAX)
+        return tk_bad(L, field, "\"%s\" must be [\"token\", id]", key);
     return tk_ids_push(out, (int32_t)v->valuedouble) ? tk_oom(L) : AFO_OK;
 }
 
