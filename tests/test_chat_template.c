@@ -130,6 +130,9 @@ static const error_case ERRORS[] = {
     {"{{ 'x'.upper(1) }}", "{}", AFO_ERR_INVALID_ARGUMENT, "upper() takes no arguments"},
     {"{{ x | truncate(bogus=1) }}", "{}", AFO_ERR_INVALID_ARGUMENT, "truncate() got an unexpected keyword argument 'bogus'"},
     {"{{ range(1000000) | length }}", "{}", AFO_ERR_INVALID_ARGUMENT, "Range too big"},
+    /* 2**64 long: bounded before its length is cast (undefined behaviour) */
+    {"{{ range(-9223372036854775807 - 1, 9223372036854775807) | length }}", "{}", AFO_ERR_INVALID_ARGUMENT,
+     "Range too big"},
     /* bad contexts */
     {"{{ x }}", "[1, 2]", AFO_ERR_INVALID_ARGUMENT, "the context must be a JSON object"},
     {"{{ x }}", "{\"x\": }", AFO_ERR_INVALID_ARGUMENT, "not valid JSON at byte 6"},

@@ -1,6 +1,7 @@
 /* Chat-template engine: Jinja's tests (`x is defined`, …) and the global
  * functions a chat template can call: Jinja's range, namespace and dict,
  * and transformers' raise_exception and strftime_now. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -136,12 +137,13 @@ static jv g_range(jctx *c, const jnode *at, jv self, jargs *a) {
     }
     int64_t start = a->npos > 1 ? v[0] : 0, stop = a->npos > 1 ? v[1] : v[0], step = a->npos > 2 ? v[2] : 1;
     if (step == 0) jfail(c, AFO_ERR_INVALID_ARGUMENT, at->line, at->col, "range() arg 3 must not be zero");
-    /* length without overflow: ceil((stop - start) / step) in long double */
+    /* length without overflow: ceil((stop - start) / step) in long double,
+     * bounded before it is cast (range(-2**63, 2**63 - 1) is 2**64 long) */
     long double span = (long double)stop - (long double)start, len = span / (long double)step;
-    int64_t n = len > 0 ? (int64_t)(len + (len != (long double)(int64_t)len)) : 0;
-    if (n > SANDBOX_MAX_RANGE)
+    if (len > SANDBOX_MAX_RANGE)
         jfail(c, AFO_ERR_INVALID_ARGUMENT, at->line, at->col,
               "Range too big. The sandbox blocks ranges larger than MAX_RANGE (%d).", SANDBOX_MAX_RANGE);
+    int64_t n = len > 0 ? (int64_t)ceill(len) : 0;
     jv out = jv_list(c, (size_t)n);
     for (int64_t i = 0; i < n; i++) jlist_push(c, out.l, jv_int(start + i * step));
     return out;
