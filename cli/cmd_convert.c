@@ -63,9 +63,13 @@ static void show_progress(void *ctx, int done, int total, size_t bytes, size_t a
 
 static int convert_mlx(const convert_opts *o) {
     progress p = {.tty = isatty(STDERR_FILENO)};
+    long bits = 0, group_size = 64; /* the library names the values it does not take within these */
+    if (o->quantize && (cli_int("--q-bits", o->bits, 2, 8, &bits) ||
+                        cli_int("--q-group-size", o->group_size, 32, 128, &group_size)))
+        return 2;
     afo_convert_options c = {.dtype = -1,
-                             .bits = o->quantize ? atoi(o->bits) : 0,
-                             .group_size = atoi(o->group_size),
+                             .bits = (int)bits,
+                             .group_size = (int)group_size,
                              .predicate = o->predicate,
                              .progress = show_progress,
                              .progress_ctx = &p};
