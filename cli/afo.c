@@ -28,7 +28,10 @@ static const command COMMANDS[] = {
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 
 int cli_fail(const char *what) {
-    fprintf(stderr, "afo: %s: %s\n", what, afo_last_error());
+    const char *e = afo_last_error();
+    size_t n = strlen(what);
+    if (strncmp(e, what, n) == 0 && e[n] == ':') fprintf(stderr, "afo: %s\n", e); /* the library named it already */
+    else fprintf(stderr, "afo: %s: %s\n", what, e);
     return 1;
 }
 
