@@ -45,6 +45,18 @@ static void test_constructs(void) {
     fprintf(stderr, "  Jinja constructs: %d/%d render as Jinja does\n", passed, n);
 }
 
+/* round at precisions past a double's digits, and ints at negative ones,
+ * as Python's round gives them (round(7.5, 1000) == 7.5, round(-7.5, -1000)
+ * == -0.0, round(1250, -2) == 1200: an int, halves to even). */
+static void test_round_extremes(void) {
+    afo_status st;
+    char *out = render("{{ 7.5 | round(1000) }} {{ -7.5 | round(-1000) }} {{ 1234 | round(-2) }} {{ 1250 | round(-2) }} "
+                       "{{ 1350 | round(-2) }} {{ 0.0 | round(400) }}",
+                       "{}", &st);
+    CHECK_MSG(out && strcmp(out, "7.5 -0.0 1200 1200 1400 0.0") == 0, "got %s", out ? out : afo_last_error());
+    free(out);
+}
+
 /* The template is rendered once and reused: rendering must not change it. */
 static void test_reuse_and_undefined(void) {
     afo_chat_template *t = afo_chat_template_parse(
@@ -330,6 +342,7 @@ static void test_fixtures(void) {
 
 int main(void) {
     RUN(test_constructs);
+    RUN(test_round_extremes);
     RUN(test_reuse_and_undefined);
     RUN(test_strftime);
     RUN(test_errors);

@@ -462,8 +462,14 @@ static jv f_round(jctx *c, const jnode *at, jv v, jargs *a) {
     int64_t prec = jarg_int(c, at, p[0], 0);
     const char *method = jarg_str(c, at, p[1], "common", NULL);
     double x = jv_num(v), scale = pow(10.0, (double)prec);
-    if (!strcmp(method, "common")) /* Python's round: halves to even, ints stay ints */
-        return v.kind == JV_FLOAT ? jv_float(rint(x * scale) / scale) : prec >= 0 ? jv_int(v.kind == JV_BOOL ? v.b : v.i) : jv_float(rint(x * scale) / scale);
+    if (!strcmp(method, "common")) { /* Python's round: halves to even, ints stay ints */
+        if (v.kind != JV_FLOAT && prec >= 0) return jv_int(v.kind == JV_BOOL ? v.b : v.i);
+        /* past a double's range of digits x stays; far left of them it is 0 */
+        double r = !isfinite(x * scale) ? x : scale == 0 ? copysign(0.0, x) : rint(x * scale) / scale;
+        if (v.kind == JV_FLOAT) return jv_float(r);
+        if (!(fabs(r) < 0x1p63)) jfail_at(c, at, "round: integer overflow");
+        return jv_int((int64_t)r);
+    }
     if (!strcmp(method, "ceil")) return jv_float(ceil(x * scale) / scale);
     if (!strcmp(method, "floor")) return jv_float(floor(x * scale) / scale);
     jfail_at(c, at, "round: method must be 'common', 'ceil' or 'floor'");
