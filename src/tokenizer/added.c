@@ -92,13 +92,11 @@ void tk_added_free(afo_tokenizer *t) {
 }
 
 static afo_status load_one(const tk_loader *L, const cJSON *e, const char *field, tk_added *a) {
-    const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
     const char *content;
     if (!cJSON_IsObject(e)) return tk_bad(L, field, "not an object");
-    if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= INT32_MAX)
+    if (!tk_json_id(cJSON_GetObjectItemCaseSensitive(e, "id"), &a->id))
         return tk_bad(L, field, "\"id\" missing or not a valid id");
     AFO_TRY(tk_json_str(L, e, field, "content", true, &content));
-    a->id = (int32_t)id->valuedouble;
     AFO_TRY(tk_json_bool(L, e, field, "special", false, &a->special));
     AFO_TRY(tk_json_bool(L, e, field, "lstrip", false, &a->lstrip));
     AFO_TRY(tk_json_bool(L, e, field, "rstrip", false, &a->rstrip));

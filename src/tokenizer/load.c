@@ -42,6 +42,12 @@ afo_status tk_json_str(const tk_loader *L, const cJSON *obj, const char *field, 
     return AFO_OK;
 }
 
+bool tk_json_id(const cJSON *v, int32_t *id) {
+    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= INT32_MAX) return false;
+    *id = (int32_t)v->valuedouble;
+    return true;
+}
+
 static cJSON *parse_file(const char *path) {
     size_t n = 0;
     char *text = NULL;
@@ -64,9 +70,9 @@ static afo_status template_ids(const tk_loader *L, const cJSON *specials, const 
     const cJSON *ids = cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(specials, name), "ids");
     if (!cJSON_IsArray(ids)) return tk_bad(L, field, "special token \"%.40s\" has no ids in special_tokens", name);
     for (const cJSON *e = ids->child; e; e = e->next) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= INT32_MAX)
-            return tk_bad(L, field, "special token \"%.40s\" has a bad id", name);
-        if (tk_ids_push(out, (int32_t)e->valuedouble)) return tk_oom(L);
+        int32_t id;
+        if (!tk_json_id(e, &id)) return tk_bad(L, field, "special token \"%.40s\" has a bad id", name);
+        if (tk_ids_push(out, id)) return tk_oom(L);
     }
     return AFO_OK;
 }
@@ -94,10 +100,10 @@ static afo_status template_load(const tk_loader *L, const cJSON *j, const char *
 
 /* ["token", id] of BertProcessing / RobertaProcessing */
 static afo_status pair_id(const tk_loader *L, const cJSON *j, const char *field, const char *key, tk_ids *out) {
-    const cJSON *v = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, key), 1);
-    if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble >= INT32_MAX)
+    int32_t id;
+    if (!tk_json_id(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, key), 1), &id))
         return tk_bad(L, field, "\"%s\" must be [\"token\", id]", key);
-    return tk_ids_push(out, (int32_t)v->valuedouble) ? tk_oom(L) : AFO_OK;
+    return tk_ids_push(out, id) ? tk_oom(L) : AFO_OK;
 }
 
 /* Only the single-sequence form matters to encode: every processor wraps

@@ -303,6 +303,9 @@ afo_status tk_json_bool(const tk_loader *L, const cJSON *obj, const char *field,
                         bool *out);
 afo_status tk_json_str(const tk_loader *L, const cJSON *obj, const char *field, const char *key, bool required,
                        const char **out);
+/* Whether v is a token id, a number in [0, INT32_MAX) (truncated into *id):
+ * casting a larger one would be undefined behaviour. */
+bool tk_json_id(const cJSON *v, int32_t *id);
 afo_status tk_pattern_load(const tk_loader *L, const cJSON *obj, const char *field, tk_pattern *out);
 afo_status tk_pattern_compile_regex(const tk_loader *L, const char *field, const char *re, tk_pattern *out);
 
