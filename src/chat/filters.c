@@ -465,7 +465,7 @@ static jv f_round(jctx *c, const jnode *at, jv v, jargs *a) {
     if (!strcmp(method, "common")) { /* Python's round: halves to even, ints stay ints */
         if (v.kind != JV_FLOAT && prec >= 0) return jv_int(v.kind == JV_BOOL ? v.b : v.i);
         /* past a double's range of digits x stays; far left of them it is 0 */
-        double r = !isfinite(x * scale) ? x : scale == 0 ? copysign(0.0, x) : rint(x * scale) / scale;
+        double y = x * scale, r = !isfinite(y) ? x : scale == 0 ? copysign(0.0, x) : rint(y) / scale;
         if (v.kind == JV_FLOAT) return jv_float(r);
         if (!(fabs(r) < 0x1p63)) jfail_at(c, at, "round: integer overflow");
         return jv_int((int64_t)r);
