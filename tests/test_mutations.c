@@ -15,6 +15,7 @@
 
 #include "afo/afo.h"
 #include "chat_template_cases.h"
+#include "core/internal.h"
 #include "support/test.h"
 
 static const char DEMO[] = "models/tiny-classics";
@@ -26,18 +27,12 @@ typedef struct blob {
     size_t len;
 } blob;
 
+/* The file's bytes, NUL-terminated; empty when it cannot be read. */
 static blob read_file(const char *path) {
-    blob b = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return b;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    b.data = malloc((size_t)n + 1);
-    b.len = b.data && fread(b.data, 1, (size_t)n, f) == (size_t)n ? (size_t)n : 0;
-    if (b.data) b.data[b.len] = 0;
-    fclose(f);
-    return b;
+    char *text = NULL;
+    size_t len = 0;
+    afo_read_file(path, 0, false, &text, &len);
+    return (blob){(unsigned char *)text, text ? len : 0};
 }
 
 static void write_file(const char *path, const unsigned char *data, size_t len) {
