@@ -49,10 +49,6 @@ void afo_cuda_elementwise(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype c
 /* The GPU's multiprocessor count (1 when it cannot be read), read once:
  * kernels whose blocks loop over the work size their grids by it. */
 int afo_cuda_multiprocessors(void);
-/* The most shared memory a block may opt into (48 KB when it cannot be
- * read) and the compute capability's major number (1 then), read once. */
-size_t afo_cuda_block_shared_memory(void);
-int afo_cuda_compute_capability(void);
 
 #ifdef __cplusplus
 }

@@ -59,7 +59,7 @@ __device__ __forceinline__ float half_to_f(uint32_t bits, afo_dtype dt) {
 
 // The block's sum of squares of x, for the rms norm.
 template <typename XT> __device__ float block_sum_squares(const XT *x, int octets) {
-    __shared__ float red[32]; // a float a warp
+    __shared__ float red[kWarps];
     float ss = 0.0f, v[8];
     for (int o = threadIdx.x; o < octets; o += blockDim.x) {
         load_octet(x + o * 8, v);
@@ -74,7 +74,7 @@ template <typename XT> __device__ float block_sum_squares(const XT *x, int octet
 // with inv_rms, the rms norm's output as the norm kernel stores it instead.
 template <int BITS, typename XT>
 __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet, bool valid, float inv_rms, int2 *xq,
-                                               float2 *chunk, int chunks) {
+                                               float2 *chunk) {
     float v[8];
     if (valid) {
         load_octet((const XT *)a.x + octet * 8, v);
@@ -101,20 +101,18 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
     int q[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) q[e] = __float2int_rn(v[e] * inv);
-    xq[((octet >> 1 & 1) * chunks + octet / 4) * 2 + (octet & 1)] = BITS == 4 ? make_int2((int)pack4(q[0], q[2], q[4], q[6]), (int)pack4(q[1], q[3], q[5], q[7]))
+    xq[octet] = BITS == 4 ? make_int2((int)pack4(q[0], q[2], q[4], q[6]), (int)pack4(q[1], q[3], q[5], q[7]))
                           : make_int2((int)pack4(q[0], q[1], q[2], q[3]), (int)pack4(q[4], q[5], q[6], q[7]));
     if ((octet & 3) == 0) chunk[octet / 4] = make_float2(amax * (1.0f / 127.0f), sum);
 }
 
 // q · xq over one chunk of 32 levels (BITS / 4 loaded 16-byte pieces)
-// against its 32 bytes of xq: xq holds every chunk's first 16 bytes, then
-// every chunk's last 16 (`chunks` further), so that the lanes of a warp,
-// a chunk each, read consecutive words of shared memory.
-template <int BITS> __device__ __forceinline__ int chunk_dot(const uint4 (&w)[BITS / 4], const int4 *xq, int chunks) {
+// against its 32 bytes of xq.
+template <int BITS> __device__ __forceinline__ int chunk_dot(const uint4 (&w)[BITS / 4], const int4 *xq) {
     int d = 0;
 #pragma unroll
     for (int p = 0; p < 2; p++) {
-        const int4 x = xq[p * chunks];
+        const int4 x = xq[p];
         if constexpr (BITS == 8) {
             d = dot4_u8_s8(w[p].x, x.x, d);
             d = dot4_u8_s8(w[p].y, x.y, d);
@@ -182,7 +180,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
                                         : 1.0f;
     for (int base = 0; base < chunks * 4; base += blockDim.x) {
         const int o = base + threadIdx.x;
-        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk, chunks);
+        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk);
     }
     __syncthreads();
 
@@ -208,7 +206,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
                 for (int j = 0; j < S; j++) {
                     const int c = lane + 32 * (j0 + j);
                     if (n0 + r >= a.N || c >= chunks) continue;
-                    const int d = chunk_dot<BITS>(cur[r][j], (const int4 *)xq + c, chunks);
+                    const int d = chunk_dot<BITS>(cur[r][j], (const int4 *)(xq + 4 * c));
                     const float2 cx = chunk[c];
                     const float sc = half_to_f(cur_s[r][j], a.sdt), bi = half_to_f(cur_b[r][j], a.sdt);
                     acc[r] += sc * (cx.x * (float)d) + bi * cx.y;
@@ -220,189 +218,6 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
             if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, n0 + r));
         }
     }
-}
-
-// The same product with the rows streamed into shared memory by the copy
-// engine (TMA bulk copies, sm_90): the register batches above keep at most
-// 4 KB a warp in flight, and left 4-bit products at half of HBM bandwidth.
-// Tiles of kTileRows whole rows are three contiguous spans (levels,
-// scales, biases), copied by a producer warp into one of `stages` buffers
-// whose `full` mbarrier completes with the bytes; kConsumers warps take a
-// tile together, a row and a slice of its chunks each, leave their sums
-// in shared memory and arrive on the tile's `empty` mbarrier; the producer
-// waits for that, writes the rows out and refills the buffer. So a block
-// keeps up to ~200 KB in flight without registers, and no consumer waits
-// for another (with a block barrier a tile and one warp a row, ncu showed
-// the warps stalled on shared-memory latency and on the barrier, the SM
-// issuing every 4 cycles: 4-bit 14336x4096 fell from 2053 to 1468 GB/s).
-constexpr int kTileRows = 8, kConsumers = 24, kSlices = kConsumers / kTileRows, kMaxStages = 16;
-static_assert(kConsumers % kTileRows == 0, "every row gets the same number of warps");
-
-struct tile_plan {
-    int64_t row_bytes, group_bytes, stage_bytes, tiles; // group_bytes: a tile's scales (or biases), to 16 bytes
-    int stages;
-    size_t x_bytes; // xq and the chunks' (sx, Σx), ahead of the stages
-};
-
-__device__ __forceinline__ uint32_t shared_address(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
-
-// The mbarrier primitives of sm_90 (PTX ISA 8.0); the TMA kernel is only
-// launched on such GPUs (plan_tiles).
-#if __CUDA_ARCH__ >= 900 || !defined(__CUDA_ARCH__)
-#define AFO_PTX(...) asm volatile(__VA_ARGS__)
-#else
-#define AFO_PTX(...) __trap()
-#endif
-
-__device__ __forceinline__ void barrier_init(uint64_t *bar, int count) {
-    AFO_PTX("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(shared_address(bar)), "r"(count) : "memory");
-}
-
-__device__ __forceinline__ void arrive(uint64_t *bar) {
-    AFO_PTX("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(shared_address(bar)) : "memory");
-}
-
-__device__ __forceinline__ void arrive_expecting(uint64_t *bar, uint32_t bytes) {
-    AFO_PTX("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(shared_address(bar)), "r"(bytes) : "memory");
-}
-
-__device__ __forceinline__ void wait_parity(uint64_t *bar, uint32_t parity) {
-    AFO_PTX("{\n\t.reg .pred done;\n"
-            "WAIT_PARITY:\n\t"
-            "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
-            "@!done bra WAIT_PARITY;\n}" ::"r"(shared_address(bar)),
-            "r"(parity)
-            : "memory");
-}
-
-__device__ __forceinline__ void bulk_copy(void *dst, const void *src, uint32_t bytes, uint64_t *bar) {
-    AFO_PTX("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::"r"(
-                shared_address(dst)),
-            "l"(src), "r"(bytes), "r"(shared_address(bar))
-            : "memory");
-}
-
-// The producer's lane 0 sends tile `tile` into `stage`. Scales and biases
-// past the last multiple of 16 bytes (a short last tile's) are copied by
-// hand before the arrival that publishes them.
-__device__ void send_tile(const qmv_int_args &a, const tile_plan &t, unsigned char *stage, uint64_t *full,
-                          int64_t tile) {
-    const int64_t n0 = tile * kTileRows, rows = min((int64_t)kTileRows, a.N - n0), G = a.K / a.gs;
-    const int64_t groups = rows * G, bulk = groups * 2 & ~(int64_t)15;
-    uint16_t *s = (uint16_t *)(stage + kTileRows * t.row_bytes), *b = (uint16_t *)((unsigned char *)s + t.group_bytes);
-    const uint16_t *gs = (const uint16_t *)a.s + n0 * G, *gb = (const uint16_t *)a.b + n0 * G;
-    for (int64_t i = bulk / 2; i < groups; i++) s[i] = gs[i], b[i] = gb[i];
-    AFO_PTX("fence.proxy.async.shared::cta;" ::: "memory"); // the consumers' reads of this buffer came first
-    arrive_expecting(full, (uint32_t)(rows * t.row_bytes + 2 * bulk));
-    bulk_copy(stage, a.w + n0 * a.words, (uint32_t)(rows * t.row_bytes), full);
-    if (bulk) {
-        bulk_copy(s, gs, (uint32_t)bulk, full);
-        bulk_copy(b, gb, (uint32_t)bulk, full);
-    }
-}
-
-template <int BITS, typename XT>
-__global__ void __launch_bounds__((kConsumers + 1) * 32, 1) qmv_tma_kernel(qmv_int_args a, tile_plan t) {
-    extern __shared__ __align__(128) unsigned char tma_smem[];
-    __shared__ uint64_t full[kMaxStages], empty[kMaxStages];
-    __shared__ float row_part[kMaxStages][kSlices][kTileRows]; // the slices' sums, added in order
-    constexpr int P = BITS / 4;
-    const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int chunks = (int)(a.K / 32), group_shift = __ffs(a.gs / 32) - 1;
-    const int64_t G = a.K / a.gs, mine = (t.tiles - blockIdx.x + gridDim.x - 1) / gridDim.x;
-    int2 *xq = (int2 *)tma_smem;
-    float2 *chunk = (float2 *)(tma_smem + a.K);
-    unsigned char *stages = tma_smem + t.x_bytes;
-    if (threadIdx.x == 0) {
-        for (int s = 0; s < t.stages; s++) {
-            barrier_init(&full[s], 1);
-            barrier_init(&empty[s], kConsumers);
-        }
-        AFO_PTX("fence.mbarrier_init.release.cluster;" ::: "memory");
-        for (int64_t k = 0; k < min(mine, (int64_t)t.stages); k++)
-            send_tile(a, t, stages + k * t.stage_bytes, &full[k], blockIdx.x + k * gridDim.x);
-    }
-    const float inv_rms = a.norm_weight ? 1.f / sqrtf(block_sum_squares((const XT *)a.x, chunks * 4) / (float)a.K + a.eps)
-                                        : 1.0f;
-    for (int base = 0; base < chunks * 4; base += blockDim.x) {
-        const int o = base + threadIdx.x;
-        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk, chunks);
-    }
-    __syncthreads();
-
-    if (warp == kConsumers) { // the producer
-        for (int64_t k = 0; k < mine; k++) {
-            const int s = (int)(k % t.stages);
-            const int64_t tile = blockIdx.x + k * gridDim.x, n = tile * kTileRows + lane;
-            wait_parity(&empty[s], (uint32_t)(k / t.stages) & 1);
-            if (lane < kTileRows && n < a.N) {
-                float sum = 0.0f;
-                for (int h = 0; h < kSlices; h++) sum += row_part[s][h][lane];
-                ((XT *)a.y)[n] = from_f<XT>(afo_cuda::plus_addend(sum, a.add, n));
-            }
-            __syncwarp();
-            if (lane == 0 && k + t.stages < mine)
-                send_tile(a, t, stages + s * t.stage_bytes, &full[s], tile + (int64_t)t.stages * gridDim.x);
-        }
-        return;
-    }
-    const int row = warp % kTileRows, slice = warp / kTileRows;
-    for (int64_t k = 0; k < mine; k++) {
-        const int s = (int)(k % t.stages);
-        const int64_t n = (blockIdx.x + k * gridDim.x) * kTileRows + row;
-        const unsigned char *stage = stages + s * t.stage_bytes;
-        wait_parity(&full[s], (uint32_t)(k / t.stages) & 1);
-        if (n < a.N) {
-            const uint4 *w = (const uint4 *)(stage + row * t.row_bytes);
-            const unsigned char *scales = stage + kTileRows * t.row_bytes;
-            const uint16_t *sc = (const uint16_t *)scales + row * G, *bi = (const uint16_t *)(scales + t.group_bytes) + row * G;
-            float acc = 0.0f;
-#pragma unroll 2
-            for (int c = lane + 32 * slice; c < chunks; c += 32 * kSlices) {
-                uint4 levels[P];
-#pragma unroll
-                for (int p = 0; p < P; p++) levels[p] = w[c * P + p];
-                const int d = chunk_dot<BITS>(levels, (const int4 *)xq + c, chunks);
-                const float2 cx = chunk[c];
-                const int g = c >> group_shift;
-                acc += half_to_f(sc[g], a.sdt) * (cx.x * (float)d) + half_to_f(bi[g], a.sdt) * cx.y;
-            }
-            acc = afo_cuda::warp_sum(acc);
-            if (lane == 0) row_part[s][slice][row] = acc;
-        }
-        __syncwarp();
-        if (lane == 0) arrive(&empty[s]);
-    }
-}
-#undef AFO_PTX
-
-// The plan for streaming m's tiles: stages = 0 where fewer than two
-// buffers fit, the spans could not be bulk-copied (16-byte alignment) or
-// the GPU predates sm_90.
-static tile_plan plan_tiles(const qmv_int_args &a, int bits) {
-    tile_plan t = {};
-    const int64_t G = a.K / a.gs;
-    t.row_bytes = a.K * bits / 8;
-    t.group_bytes = (kTileRows * G * 2 + 15) & ~(int64_t)15;
-    t.stage_bytes = (kTileRows * t.row_bytes + 2 * t.group_bytes + 127) & ~(int64_t)127;
-    t.tiles = (a.N + kTileRows - 1) / kTileRows;
-    t.x_bytes = ((size_t)a.K + (size_t)(a.K / 32) * sizeof(float2) + 127) & ~(size_t)127;
-    const size_t room = afo_cuda_block_shared_memory() - 2048; // the static shared memory
-    const int64_t fit = room > t.x_bytes ? (int64_t)((room - t.x_bytes) / (size_t)t.stage_bytes) : 0;
-    const bool aligned = (uintptr_t)a.s % 16 == 0 && (uintptr_t)a.b % 16 == 0;
-    t.stages = afo_cuda_compute_capability() >= 9 && aligned && fit >= 2 ? (int)(fit < kMaxStages ? fit : kMaxStages) : 0;
-    return t;
-}
-
-template <int BITS, typename XT> void launch_tma(const qmv_int_args &a, const tile_plan &t, cudaStream_t stream) {
-    const size_t smem = t.x_bytes + (size_t)t.stages * (size_t)t.stage_bytes;
-    static size_t allowed;
-    if (smem > allowed) {
-        cudaFuncSetAttribute(qmv_tma_kernel<BITS, XT>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-        allowed = smem;
-    }
-    const int64_t sms = afo_cuda_multiprocessors();
-    qmv_tma_kernel<BITS, XT><<<(unsigned)(t.tiles < sms ? t.tiles : sms), (kConsumers + 1) * 32, smem, stream>>>(a, t);
 }
 
 template <int BITS, typename XT, int RPW> void launch(const qmv_int_args &a, cudaStream_t stream) {
@@ -424,15 +239,8 @@ template <int BITS, typename XT> void launch_rows(const qmv_int_args &a, cudaStr
 }
 
 template <typename XT> void launch_bits(const qmv_int_args &a, int bits, cudaStream_t stream) {
-    const tile_plan t = plan_tiles(a, bits);
-    if (t.stages) {
-        if (bits == 4) launch_tma<4, XT>(a, t, stream);
-        else launch_tma<8, XT>(a, t, stream);
-    } else if (bits == 4) {
-        launch_rows<4, XT>(a, stream);
-    } else {
-        launch_rows<8, XT>(a, stream);
-    }
+    if (bits == 4) launch_rows<4, XT>(a, stream);
+    else launch_rows<8, XT>(a, stream);
 }
 
 } // namespace

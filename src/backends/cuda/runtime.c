@@ -32,33 +32,18 @@ afo_status afo_cuda_launched(const char *op) { return afo_cuda_status(cudaGetLas
 
 cudaStream_t afo_cuda_stream(void) { return g_stream; }
 
-/* An attribute of the current device, read once into *slot; fallback when
- * it cannot be read. */
-static int cached_attribute(int *slot, enum cudaDeviceAttr attr, int fallback) {
-    if (!*slot) {
-        int dev = 0, n = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&n, attr, dev) != cudaSuccess || n <= 0) {
-            cudaGetLastError();
-            n = fallback;
-        }
-        *slot = n;
-    }
-    return *slot;
-}
-
 int afo_cuda_multiprocessors(void) {
     static int count;
-    return cached_attribute(&count, cudaDevAttrMultiProcessorCount, 1);
-}
-
-size_t afo_cuda_block_shared_memory(void) {
-    static int bytes;
-    return (size_t)cached_attribute(&bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin, 48 * 1024);
-}
-
-int afo_cuda_compute_capability(void) {
-    static int major;
-    return cached_attribute(&major, cudaDevAttrComputeCapabilityMajor, 1);
+    if (!count) {
+        int dev = 0, n = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+            cudaGetLastError();
+            n = 1;
+        }
+        count = n;
+    }
+    return count;
 }
 
 static void *cuda_alloc(size_t nbytes) {
