@@ -310,10 +310,8 @@ static void test_demo_model(void) {
 /* qwen2 biases, qwen3 q/k norms and head_dim != hidden/heads, an untied
  * head, no permutation for NEOX-RoPE architectures, no tokenizer. */
 static void test_fixtures(void) {
-    const char *shared = getenv("AFO_SHARED_DIR");
     char dir[512], path[128];
-    if (!shared) return;
-    snprintf(dir, sizeof dir, "%s/fixtures/models/qwen3", shared);
+    if (!test_shared_path("fixtures/models/qwen3", dir, sizeof dir)) return;
     snprintf(path, sizeof path, "%s/qwen3.gguf", g_dir);
     CHECK_MSG(afo_gguf_export(dir, path, AFO_GGUF_F16) == AFO_OK, "%s", afo_last_error());
     gguf_file g;
@@ -333,7 +331,7 @@ static void test_fixtures(void) {
     }
     free(g.data);
 
-    snprintf(dir, sizeof dir, "%s/fixtures/models/qwen2", shared);
+    if (!test_shared_path("fixtures/models/qwen2", dir, sizeof dir)) return;
     snprintf(path, sizeof path, "%s/qwen2.gguf", g_dir);
     CHECK_MSG(afo_gguf_export(dir, path, AFO_GGUF_Q4_0) == AFO_OK, "%s", afo_last_error());
     CHECK(gguf_parse(path, &g));
@@ -342,7 +340,7 @@ static void test_fixtures(void) {
     CHECK(!kv_find(&g, "qwen2.attention.key_length") && !tensor(&g, "output.weight"));
     free(g.data);
 
-    snprintf(dir, sizeof dir, "%s/fixtures/models/mistral", shared);
+    if (!test_shared_path("fixtures/models/mistral", dir, sizeof dir)) return;
     snprintf(path, sizeof path, "%s/mistral.gguf", g_dir);
     CHECK_MSG(afo_gguf_export(dir, path, AFO_GGUF_Q8_0) == AFO_OK, "%s", afo_last_error());
     CHECK(gguf_parse(path, &g));
@@ -386,11 +384,9 @@ static void test_block_quantizers(void) {
 }
 
 static void test_errors(void) {
-    const char *shared = getenv("AFO_SHARED_DIR");
     char dir[512], path[128];
     snprintf(path, sizeof path, "%s/x.gguf", g_dir);
-    if (shared) {
-        snprintf(dir, sizeof dir, "%s/fixtures/models/gemma3", shared);
+    if (test_shared_path("fixtures/models/gemma3", dir, sizeof dir)) {
         CHECK(afo_gguf_export(dir, path, AFO_GGUF_F16) == AFO_ERR_UNSUPPORTED);
         CHECK(strstr(afo_last_error(), "gemma3_text") != NULL);
     }
