@@ -89,8 +89,9 @@ static int convert_mlx(const convert_opts *o) {
     }
     double t0 = cli_now(), bpw = 0;
     if (afo_model_convert(o->model, o->out, &c, &bpw) != AFO_OK) return cli_fail("convert");
-    fprintf(stderr, "afo convert: wrote %s (%d tensors, %.1f MB) in %.1f s\n", o->out, p.done, (double)p.bytes / 1e6,
-            cli_now() - t0);
+    char device[160];
+    fprintf(stderr, "afo convert: wrote %s (%d tensors, %.1f MB) in %.1f s on %s\n", o->out, p.done,
+            (double)p.bytes / 1e6, cli_now() - t0, cli_device_description(device, sizeof device));
     printf("bits per weight: %.3f\n", bpw);
     return 0;
 }
@@ -99,7 +100,8 @@ int cmd_convert(int argc, char **argv) {
     static const char usage[] =
         "usage: afo convert --model IN --out OUT [--dtype bfloat16|float16|float32]\n"
         "                   [-q [--q-bits 4] [--q-group-size 64] [--quant-predicate RECIPE] | -d]\n"
-        "       afo convert --model IN --gguf OUT.gguf [--gguf-type f16|bf16|q8_0|q4_0] [--threads N]\n"
+        "       afo convert --model IN --gguf OUT.gguf [--gguf-type f16|bf16|q8_0|q4_0]\n"
+        "either form: [--threads N] [--device cpu|cuda] (where --out's casts and quantization run)\n"
         "--out writes MLX's layout: -q quantizes every Linear and embedding matrix (bits 2, 3, 4, 5, 6, 8;\n"
         "group size 32, 64, 128; matrices whose input size is not a multiple stay as they are), -d\n"
         "dequantizes a quantized model; prints the bits per weight. MoE experts are stacked as MLX's\n"

@@ -14,22 +14,18 @@ double cli_now(void) {
 }
 
 
-/* Both commands take only --threads N and --help. Returns 0 to go on, 1
- * after --help, -1 on bad input. */
-static int parse_threads(int argc, char **argv, const char *usage) {
+/* --help, --threads N and --device cpu|cuda. Returns 0 to go on, 1 after
+ * --help, -1 on bad input. */
+static int parse_common(int argc, char **argv, const char *usage) {
     for (int i = 1; i < argc; i++) {
-        long n;
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("%s", usage);
             return 1;
         }
-        if (strcmp(argv[i], "--threads") != 0) {
-            fprintf(stderr, "afo %s: unknown option '%s'\n%s", argv[0], argv[i], usage);
+        if (cli_common_option(argc, argv, &i) != 0) {
+            fprintf(stderr, "%s", usage);
             return -1;
         }
-        const char *v = cli_value(argc, argv, &i);
-        if (!v || cli_int("--threads", v, 1, 1024, &n) != 0) return -1;
-        afo_set_threads((int)n);
     }
     return 0;
 }
@@ -47,7 +43,7 @@ static afo_array *selfcheck_loss(afo_array *const *p, int n, void *ud) {
 }
 
 int cmd_selfcheck(int argc, char **argv) {
-    int p = parse_threads(argc, argv, "usage: afo selfcheck [--threads N]\n");
+    int p = parse_common(argc, argv, "usage: afo selfcheck [--threads N] [--device cpu|cuda]\n");
     if (p != 0) return p < 0 ? 2 : 0;
     int64_t xs[2] = {4, 8}, ws[2] = {8, 16};
     double xv[32], wv[128];
@@ -71,9 +67,11 @@ int cmd_selfcheck(int argc, char **argv) {
         afo_release(w2), afo_release(l2);
     }
     double numeric = (f[0] - f[1]) / (2 * eps), err = fabs(numeric - g0) / fmax(1.0, fabs(numeric));
+    char device[160];
+    printf("selfcheck on %s\n", cli_device_description(device, sizeof device));
     printf("selfcheck: loss %.6f, dloss/dw[5] %.8f (finite difference %.8f, error %.1e)\n", value, g0, numeric, err);
     afo_memory_stats st;
-    afo_get_memory_stats(AFO_CPU, &st);
+    afo_get_memory_stats(afo_get_default_device(), &st);
     printf("memory: active %zu B, peak %zu B, cache %zu B\n", st.active, st.peak, st.cache);
     afo_release(x), afo_release(w), afo_release(loss), afo_release(grad);
     if (!(err < 1e-6)) {

@@ -10,6 +10,7 @@ static int is_help(const char *a) { return strcmp(a, "--help") == 0 || strcmp(a,
 int cmd_random_model(int argc, char **argv) {
     static const char usage[] =
         "usage: afo random-model --config CONFIG.json --out DIR [--dtype bfloat16] [--seed S]\n"
+        "                        [--device cpu|cuda] [--threads N]\n"
         "writes a model directory with the config's architecture and random weights\n";
     const char *config = NULL, *out = NULL;
     int dtype = -1;
@@ -24,8 +25,8 @@ int cmd_random_model(int argc, char **argv) {
             strcmp(argv[i], "--seed") == 0) {
             if (!(v = cli_value(argc, argv, &i))) return 2;
         } else {
-            fprintf(stderr, "afo random-model: unknown option '%s'\n%s", argv[i], usage);
-            return 2;
+            if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", usage), 2;
+            continue;
         }
         const char *opt = argv[i - 1];
         if (strcmp(opt, "--config") == 0) config = v;
@@ -42,7 +43,9 @@ int cmd_random_model(int argc, char **argv) {
     }
     double t0 = cli_now();
     if (afo_model_write_random(config, out, dtype, (uint64_t)seed) != AFO_OK) return cli_fail("random-model");
-    fprintf(stderr, "afo random-model: wrote %s in %.1f s\n", out, cli_now() - t0);
+    char device[160];
+    fprintf(stderr, "afo random-model: wrote %s in %.1f s on %s\n", out, cli_now() - t0,
+            cli_device_description(device, sizeof device));
     return 0;
 }
 
@@ -70,6 +73,7 @@ static int64_t parse_ids(const char *text, int32_t **ids) {
 int cmd_logits(int argc, char **argv) {
     static const char usage[] =
         "usage: afo logits --model DIR|ORG/NAME --ids 1,2,3 --out F.safetensors [--threads N]\n"
+        "                  [--device cpu|cuda]\n"
         "writes the float32 tensor `logits` [1, n, vocab] of one forward pass\n";
     const char *model = NULL, *ids_text = NULL, *out = NULL;
     for (int i = 1; i < argc; i++) {
@@ -78,18 +82,14 @@ int cmd_logits(int argc, char **argv) {
             return 0;
         }
         const char *opt = argv[i], *v;
-        if (strcmp(opt, "--model") != 0 && strcmp(opt, "--ids") != 0 && strcmp(opt, "--out") != 0 &&
-            strcmp(opt, "--threads") != 0) {
-            fprintf(stderr, "afo logits: unknown option '%s'\n%s", opt, usage);
-            return 2;
+        if (strcmp(opt, "--model") != 0 && strcmp(opt, "--ids") != 0 && strcmp(opt, "--out") != 0) {
+            if (cli_common_option(argc, argv, &i) != 0) return fprintf(stderr, "%s", usage), 2;
+            continue;
         }
         if (!(v = cli_value(argc, argv, &i))) return 2;
-        long t;
         if (strcmp(opt, "--model") == 0) model = v;
         else if (strcmp(opt, "--ids") == 0) ids_text = v;
-        else if (strcmp(opt, "--out") == 0) out = v;
-        else if (cli_int("--threads", v, 1, 1024, &t) != 0) return 2;
-        else afo_set_threads((int)t);
+        else out = v;
     }
     if (!model || !ids_text || !out) {
         fprintf(stderr, "afo logits: --model, --ids and --out are required\n%s", usage);
@@ -102,13 +102,14 @@ int cmd_logits(int argc, char **argv) {
     afo_array *logits = NULL;
     double t0 = cli_now();
     int rc = 0;
-    if (afo_model_load(model, NULL, &m) != AFO_OK) rc = cli_fail("logits");
+    char device[160];
+    if (cli_load_model(model, &m) != 0) rc = 1;
     else if (afo_model_forward(m, NULL, ids, 1, n, &logits) != AFO_OK) rc = cli_fail("logits");
     else if (afo_safetensors_save(out, 1, (const char *[]){"logits"}, &logits, 0, NULL, NULL) != AFO_OK)
         rc = cli_fail("logits");
     else
-        fprintf(stderr, "afo logits: %s (%s), %lld tokens in %.3f s -> %s\n", afo_model_type(m), model, (long long)n,
-                cli_now() - t0, out);
+        fprintf(stderr, "afo logits: %s (%s), %lld tokens in %.3f s on %s -> %s\n", afo_model_type(m), model,
+                (long long)n, cli_now() - t0, cli_device_description(device, sizeof device), out);
     afo_release(logits);
     afo_model_free(m);
     free(ids);

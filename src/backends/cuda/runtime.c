@@ -231,6 +231,13 @@ static const afo_backend g_backend = {"cuda",          cuda_alloc,        cuda_f
                                       cuda_record_end, cuda_replay,       cuda_record_free};
 
 static void init(void) {
+    const char *env = getenv("AFO_CUDA_DEVICE");
+    char *end = NULL;
+    long dev = env ? strtol(env, &end, 10) : 0;
+    if (env && (end == env || *end || dev < 0)) {
+        snprintf(g_why, sizeof g_why, "AFO_CUDA_DEVICE=%s: not a GPU index (0, 1, ...)", env);
+        return;
+    }
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count == 0) {
@@ -239,14 +246,12 @@ static void init(void) {
         cudaGetLastError();
         return;
     }
-    const char *env = getenv("AFO_CUDA_DEVICE");
-    int dev = env ? atoi(env) : 0;
-    if (dev < 0 || dev >= count) {
+    if (dev >= count) {
         snprintf(g_why, sizeof g_why, "AFO_CUDA_DEVICE=%s: the machine has %d GPU(s)", env, count);
         return;
     }
-    if ((e = cudaSetDevice(dev)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking))) {
-        snprintf(g_why, sizeof g_why, "CUDA device %d: %s", dev, cudaGetErrorString(e));
+    if ((e = cudaSetDevice((int)dev)) != cudaSuccess || (e = cudaStreamCreateWithFlags(&g_stream, cudaStreamNonBlocking))) {
+        snprintf(g_why, sizeof g_why, "CUDA device %ld: %s", dev, cudaGetErrorString(e));
         return;
     }
     /* staging is an optimisation: without pinned memory uploads still work */
@@ -263,7 +268,7 @@ static void init(void) {
         cudaGetLastError();
         g_ring = NULL;
     }
-    g_device = dev;
+    g_device = (int)dev;
 }
 
 const afo_backend *afo_cuda_backend(void) {
