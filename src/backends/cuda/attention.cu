@@ -24,7 +24,6 @@
 #include <math.h>
 #include <stdint.h>
 
-#include <cooperative_groups.h>
 #include <type_traits>
 
 #include "backends/cuda/attention.cuh"
@@ -242,15 +241,11 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 // in flight together) and sums the batch's dot products over its lanes
 // all at once (warp_sum_many), the warps of a block merge in shared memory, and
 // the last block of a head to finish merges the splits (last_to_arrive, a
-// counter per head): no second kernel. Up to kClusterSplits splits run as
-// one thread-block cluster instead (sm_90), whose first block reads the
-// others' sums from their shared memory: no partial sums through global
-// memory, fence and counter, each a round trip on the step's critical
-// path. Eight warps a block
+// counter per head): no second kernel. Eight warps a block
 // against four (splits of 64 keys instead of 32, half the partials to
 // merge): 8B bf16 decode 206.0 -> 209.0 tok/s on an H200; sixteen gained
 // nothing more.
-constexpr int DEC_WARPS = 8, DEC_KB = 8, DEC_MAX_HEADS = 4096, kClusterSplits = 16;
+constexpr int DEC_WARPS = 8, DEC_KB = 8, DEC_MAX_HEADS = 4096;
 __device__ unsigned int g_split_done[DEC_MAX_HEADS]; // zero at load
 
 // E consecutive elements (2 or 4 of 16 bits, or 4 of float32) in one load.
@@ -298,44 +293,8 @@ template <int N> __device__ __forceinline__ float summed_at(const float (&v)[N],
     }
 }
 
-// The cluster's merge of a head's splits: each block has left its sums
-// (its warps' merged, row g element d in acc[0][g][d], with the row's max
-// and sum) in shared memory; the first block weighs every block's by its max, as the
-// global-memory merge does, and writes the outputs. Blocks stay until it
-// has read them.
-template <int W, int GM, int D, typename Emit>
-__device__ void merge_cluster(int G, float (&acc)[W][GM][D], float (&M)[GM], float (&L)[GM], Emit emit) {
-    namespace cg = cooperative_groups;
-    __shared__ float weight[GM][kClusterSplits], total[GM];
-    cg::cluster_group cluster = cg::this_cluster();
-    const int n = (int)cluster.num_blocks();
-    cluster.sync();
-    if (cluster.block_rank() == 0) {
-        if (threadIdx.x < G) {
-            const int g = threadIdx.x;
-            float most = -INFINITY, sum = 0.0f;
-            for (int r = 0; r < n; r++) most = fmaxf(most, *cluster.map_shared_rank(&M[g], r));
-            for (int r = 0; r < n; r++) {
-                const float c = most == -INFINITY ? 0.0f : expf(*cluster.map_shared_rank(&M[g], r) - most);
-                weight[g][r] = c, sum += *cluster.map_shared_rank(&L[g], r) * c;
-            }
-            total[g] = sum;
-        }
-        __syncthreads();
-        for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
-            const int g = idx / D, d = idx % D;
-            float A = 0.0f;
-            for (int r = 0; r < n; r++) A += weight[g][r] * *cluster.map_shared_rank(&acc[0][g][d], r);
-            emit(g, d, A, total[g]);
-        }
-    }
-    cluster.sync();
-}
-
-// GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8;
-// CLUSTER: the splits of a head form a cluster (see above).
-template <typename T, int E, int GM, bool CLUSTER>
-__global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
+// GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
+template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
     __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM];
@@ -441,19 +400,13 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
 #pragma unroll
         for (int w = 0; w < W; w++) A += sm_w[w][g] * sm_acc[w][g][d];
         const float L = sm_L[g];
-        if (CLUSTER) {
-            sm_acc[0][g][d] = A; // only this thread reads or writes [.][g][d]
-        } else if (nsplit == 1) {
+        if (nsplit == 1) {
             emit(g, d, A, L);
         } else {
             const int64_t pi = split * nrow + bh * G + g;
             part_o[pi * D + d] = A;
             if (d == 0) part_ml[2 * pi] = sm_M[g], part_ml[2 * pi + 1] = L;
         }
-    }
-    if constexpr (CLUSTER) {
-        merge_cluster<W, GM, D>(G, sm_acc, sm_M, sm_L, emit);
-        return;
     }
     if (nsplit == 1 || !afo_cuda::last_to_arrive(&g_split_done[bh], (unsigned)nsplit)) return;
     // The splits' weights first, a warp per row, then every output's sum
@@ -503,42 +456,14 @@ int64_t decode_splits(const afo_cuda_sdpa &p) {
     return n < 1 ? 1 : n;
 }
 
-// A head's splits as one cluster where there are 2 to kClusterSplits of
-// them and the GPU runs clusters of that size (sm_90; past 8, a
-// non-portable size); otherwise the global-memory merge.
-template <typename T, int E, int GM> cudaError_t launch_decode_gm(const Args &a, cudaStream_t st) {
-    const dim3 grid((unsigned)(a.p.B * a.p.Hkv), (unsigned)a.p.nsplit);
-    if (a.p.nsplit > 1 && a.p.nsplit <= kClusterSplits) {
-        // whether the GPU runs clusters of each size, asked once (a refused
-        // launch inside a graph capture would end the capture)
-        static signed char fits[kClusterSplits + 1];
-        cudaLaunchAttribute cluster;
-        cluster.id = cudaLaunchAttributeClusterDimension;
-        cluster.val.clusterDim.x = 1, cluster.val.clusterDim.y = (unsigned)a.p.nsplit, cluster.val.clusterDim.z = 1;
-        cudaLaunchConfig_t c = {};
-        c.gridDim = grid, c.blockDim = dim3(DEC_WARPS * 32), c.stream = st, c.attrs = &cluster, c.numAttrs = 1;
-        signed char &f = fits[a.p.nsplit];
-        if (f == 0) {
-            int clusters = 0;
-            if (a.p.nsplit > 8)
-                cudaFuncSetAttribute(decode_kernel<T, E, GM, true>, cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-            f = cudaOccupancyMaxActiveClusters(&clusters, decode_kernel<T, E, GM, true>, &c) == cudaSuccess &&
-                        clusters > 0
-                    ? 1
-                    : -1;
-            cudaGetLastError();
-        }
-        if (f > 0) return cudaLaunchKernelEx(&c, decode_kernel<T, E, GM, true>, a);
-    }
-    decode_kernel<T, E, GM, false><<<grid, DEC_WARPS * 32, 0, st>>>(a);
-    return cudaGetLastError();
-}
-
 template <typename T, int E> cudaError_t launch_decode_e(const Args &a, cudaStream_t st) {
-    return a.G <= 1   ? launch_decode_gm<T, E, 1>(a, st)
-           : a.G <= 2 ? launch_decode_gm<T, E, 2>(a, st)
-           : a.G <= 4 ? launch_decode_gm<T, E, 4>(a, st)
-                      : launch_decode_gm<T, E, 8>(a, st);
+    const dim3 grid((unsigned)(a.p.B * a.p.Hkv), (unsigned)a.p.nsplit);
+    auto kernel = a.G <= 1   ? decode_kernel<T, E, 1>
+                  : a.G <= 2 ? decode_kernel<T, E, 2>
+                  : a.G <= 4 ? decode_kernel<T, E, 4>
+                             : decode_kernel<T, E, 8>;
+    kernel<<<grid, DEC_WARPS * 32, 0, st>>>(a);
+    return cudaGetLastError();
 }
 
 template <typename T> cudaError_t launch_decode(const Args &a, cudaStream_t st) {
