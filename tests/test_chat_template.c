@@ -57,6 +57,17 @@ static void test_round_extremes(void) {
     free(out);
 }
 
+/* Numbers at the edges, as Jinja2 on Python gives them: int() of NaN
+ * falls back to the default, the largest doubles below 2^63 convert. */
+static void test_number_edges(void) {
+    afo_status st;
+    char *out = render("{{ 'nan' | float | int }} {{ 'x' | int(7) }} {{ 2 ** -1 }} {{ '-12' | int }} "
+                       "{{ 9.2e18 | int }} {{ ' 0x1f ' | int(0, 16) }} {{ '1.9' | int }}",
+                       "{}", &st);
+    CHECK_MSG(out && strcmp(out, "0 7 0.5 -12 9200000000000000000 31 1") == 0, "got %s", out ? out : afo_last_error());
+    free(out);
+}
+
 /* The template is rendered once and reused: rendering must not change it. */
 static void test_reuse_and_undefined(void) {
     afo_chat_template *t = afo_chat_template_parse(
@@ -126,6 +137,13 @@ static const error_case ERRORS[] = {
     {"{{ x() }}", "{}", AFO_ERR_INVALID_ARGUMENT, "'x' is undefined"},
     {"{{ 'a' + 1 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "can only concatenate str (not \"int\") to str"},
     {"{{ 1 / 0 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "division by zero"},
+    /* where Python raises, or gives what afo cannot hold (a complex number, a big int) */
+    {"{{ 0 ** -1 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "0.0 cannot be raised to a negative power"},
+    {"{{ 10.0 ** 400 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "numerical result out of range"},
+    {"{{ (-8) ** 0.5 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "would give a complex number"},
+    {"{{ 1e308 | int }}", "{}", AFO_ERR_INVALID_ARGUMENT, "int: 1e+308 does not fit in 64 bits"},
+    {"{{ '99999999999999999999' | int }}", "{}", AFO_ERR_INVALID_ARGUMENT, "does not fit in 64 bits"},
+    {"{{ 'inf' | float | int }}", "{}", AFO_ERR_INVALID_ARGUMENT, "cannot convert float infinity to integer"},
     {"{{ '%d' % 3 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "'%' string formatting is not supported"},
     {"{{ 'a' < 1 }}", "{}", AFO_ERR_INVALID_ARGUMENT, "'<' not supported between instances of 'str' and 'int'"},
     {"{{ m[5].role }}", "{\"m\": []}", AFO_ERR_INVALID_ARGUMENT, "list object has no element 5"},
@@ -343,6 +361,7 @@ static void test_fixtures(void) {
 int main(void) {
     RUN(test_constructs);
     RUN(test_round_extremes);
+    RUN(test_number_edges);
     RUN(test_reuse_and_undefined);
     RUN(test_strftime);
     RUN(test_errors);

@@ -1,6 +1,7 @@
 /* Chat-template engine: Jinja's built-in filters and tests, the globals
  * transformers adds (raise_exception, strftime_now), and transformers'
  * tojson (json.dumps, no HTML escaping, ensure_ascii=False). */
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -421,16 +422,25 @@ static jv f_int(jctx *c, const jnode *at, jv v, jargs *a) {
     BIND("int", "default", "base");
     int64_t base = jarg_int(c, at, p[1], 10);
     if (v.kind == JV_INT || v.kind == JV_BOOL) return jv_int(v.kind == JV_BOOL ? v.b : v.i);
-    if (v.kind == JV_FLOAT && isfinite(v.f) && fabs(v.f) < 9.2e18) return jv_int((int64_t)v.f);
+    double f = NAN;
+    if (v.kind == JV_FLOAT) f = v.f;
     if (v.kind == JV_STR) {
         const char *s = jv_cstr_of(c, jstr_strip(c, at, v, (jv){0}, 3));
         char *end;
+        errno = 0;
         long long i = strtoll(s, &end, (int)base);
-        if (*s && !*end) return jv_int(i);
-        double f = strtod(s, &end);
-        if (*s && !*end && isfinite(f) && fabs(f) < 9.2e18) return jv_int((int64_t)f);
+        if (*s && !*end && errno != ERANGE) return jv_int(i);
+        if (*s && !*end) jfail_at(c, at, "int: '%s' does not fit in 64 bits", s); /* Python: a big int */
+        double d = strtod(s, &end);
+        if (*s && !*end) f = d;
     }
-    return jgiven(p[0]) ? p[0] : jv_int(0);
+    /* Python's int() of NaN is a ValueError, which Jinja answers with the
+     * default; infinity is an OverflowError it lets through; past 64 bits
+     * Python gives a big int, which afo has not */
+    if (isnan(f)) return jgiven(p[0]) ? p[0] : jv_int(0);
+    if (isinf(f)) jfail_at(c, at, "int: cannot convert float infinity to integer");
+    if (!(fabs(f) < 0x1p63)) jfail_at(c, at, "int: %g does not fit in 64 bits", f);
+    return jv_int((int64_t)f);
 }
 
 static jv f_float(jctx *c, const jnode *at, jv v, jargs *a) {

@@ -373,7 +373,14 @@ jv jarith(jctx *c, const jnode *at, int op, jv a, jv b) {
             }
             return jv_int(p);
         }
-        return jv_float(pow(fx, fy));
+        /* Python raises where C's pow gives inf or NaN */
+        if (fx == 0 && fy < 0) jfail_at(c, at, "0.0 cannot be raised to a negative power");
+        if (fx < 0 && isfinite(fy) && fy != floor(fy)) jfail_at(c, at, "'**' would give a complex number");
+        {
+            double r = pow(fx, fy);
+            if (isinf(r) && isfinite(fx) && isfinite(fy)) jfail_at(c, at, "'**': numerical result out of range");
+            return jv_float(r);
+        }
     default: break;
     }
 overflow:
