@@ -68,7 +68,11 @@ static void convert_avx512(afo_dtype from, const void *src, afo_dtype to, void *
 
 /* MR rows of A against NR consecutive weight rows; each weight vector is
  * loaded (and widened) once and used for all MR rows. The K tail is one
- * more masked step. */
+ * more masked step. bf16 rows go 32 elements a step: one shift and one mask
+ * make a 64-byte load's even and odd elements floats, against A's chunk
+ * split the same way (two permutes, shared by the NR rows); widening 16 at
+ * a time (vpmovzxwd, a lane-crossing shuffle, and a shift) held the matvec
+ * to 47% of read bandwidth on a Zen 4 EPYC, against 82% for f32 rows. */
 AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float *a, int64_t lda,
                 const char *w, int64_t ldw_bytes, float *out, int64_t ldo) {
     size_t es = t == AFO_FLOAT32 ? 4 : 2;
@@ -77,7 +81,29 @@ AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float 
     for (int m = 0; m < MR; m++)
 #pragma GCC unroll 4
         for (int r = 0; r < NR; r++) acc[m][r] = _mm512_setzero_ps();
-    for (int64_t k = 0; k < K; k += 16) {
+    int64_t k = 0;
+    if (t == AFO_BFLOAT16) {
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        const __m512i high = _mm512_set1_epi32((int)0xffff0000u);
+        for (; k + 32 <= K; k += 32) {
+            __m512 we[4], wo[4];
+#pragma GCC unroll 4
+            for (int r = 0; r < NR; r++) {
+                __m512i v = _mm512_loadu_si512(w + r * ldw_bytes + k * 2);
+                we[r] = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+                wo[r] = _mm512_castsi512_ps(_mm512_and_si512(v, high));
+            }
+#pragma GCC unroll 4
+            for (int m = 0; m < MR; m++) {
+                __m512 lo = _mm512_loadu_ps(a + m * lda + k), hi = _mm512_loadu_ps(a + m * lda + k + 16);
+                __m512 ae = _mm512_permutex2var_ps(lo, even, hi), ao = _mm512_permutex2var_ps(lo, odd, hi);
+#pragma GCC unroll 4
+                for (int r = 0; r < NR; r++) acc[m][r] = _mm512_fmadd_ps(ao, wo[r], _mm512_fmadd_ps(ae, we[r], acc[m][r]));
+            }
+        }
+    }
+    for (; k < K; k += 16) {
         __mmask16 mask = tail_mask(K - k);
         __m512 wv[4];
 #pragma GCC unroll 4
