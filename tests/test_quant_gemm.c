@@ -132,14 +132,16 @@ static void each_level(problem *p, const char *what) {
 static void test_shapes(void) {
     static const afo_dtype sdts[] = {AFO_BFLOAT16, AFO_FLOAT32, AFO_FLOAT16};
     static const int gss[] = {64, 32, 128};
+    /* rows past the kernels' passes of 4 (AVX2, NEON) or 8 (AVX-512) rows: 1, 2, 5, 7, and their splits over threads */
+    static const int Ms[] = {9, 13, 6, 15};
     for (int bits = 4; bits <= 8; bits += 4)
-        for (int gi = 0; gi < LEN(gss); gi++) {
-            int gs = gss[gi];
-            /* 3 groups: at gs 32 a row ends in half an x8 chunk; M = 9, 13 leave 1 row past the tiles */
-            problem p = problem_make(bits, gs, sdts[gi], gi ? 9 : 13, 37, 3 * gs);
-            each_level(&p, "one panel");
-            problem_free(&p);
-        }
+        for (int gi = 0; gi < LEN(gss); gi++)
+            for (int mi = 0; mi < LEN(Ms); mi++) {
+                /* 3 groups: at gs 32 a row ends in half an x8 chunk */
+                problem p = problem_make(bits, gss[gi], sdts[gi], Ms[mi], 37, 3 * gss[gi]);
+                each_level(&p, "one panel");
+                problem_free(&p);
+            }
 }
 
 /* Panels of 16 KiB of levels: several along K (K = 4224 is 33 panels of 4

@@ -12,14 +12,15 @@
 const afo_qmm_level *afo_quant_qmm_best(int bits) {
 #if defined(__x86_64__)
     static const afo_qmm_level avx2 = {afo_qmm_pack_avx2, afo_quant_qmm_avx2};
+    static const afo_qmm_level avx512 = {afo_qmm_pack_avx2, afo_quant_qmm_avx512}; /* same panel layout */
 #elif defined(__aarch64__)
     static const afo_qmm_level neon = {afo_qmm_pack_scalar, afo_quant_qmm_neon};
 #endif
     if (bits != 4 && bits != 8) return NULL;
     switch (afo_cpu_kernel_level()) {
 #if defined(__x86_64__)
-    /* AVX-512 CPUs run the AVX2 kernels (no wider ones yet) */
-    case AFO_CPU_AVX2: case AFO_CPU_AVX512: case AFO_CPU_AMX: return &avx2;
+    case AFO_CPU_AVX2: return &avx2;
+    case AFO_CPU_AVX512: case AFO_CPU_AMX: return afo_cpu_get_features()->avx512_vnni ? &avx512 : &avx2;
 #elif defined(__aarch64__)
     case AFO_CPU_NEON: return &neon;
 #endif

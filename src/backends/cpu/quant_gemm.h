@@ -17,6 +17,8 @@
 #ifndef AFO_QUANT_GEMM_H
 #define AFO_QUANT_GEMM_H
 
+#include <string.h>
+
 #include "backends/cpu/quant_kernels.h"
 
 #define AFO_QMM_NR 16
@@ -71,9 +73,63 @@ typedef struct afo_qmm_level {
 #if defined(__x86_64__)
 void afo_qmm_pack_avx2(int bits, const uint8_t *const col[AFO_QMM_NR], int64_t nblk, uint8_t *dst);
 void afo_quant_qmm_avx2(const afo_qmm_panel *p);
+void afo_quant_qmm_avx512(const afo_qmm_panel *p); /* needs AVX512-VNNI */
 #elif defined(__aarch64__)
 void afo_quant_qmm_neon(const afo_qmm_panel *p);
 #endif
+/* What a panel kernel's tile t reads: its levels (w), its columns' scales
+ * and biases per group (s, b: 16 a group), over ng groups of `per` blocks
+ * from group g0 of the row. */
+typedef struct afo_qmm_tile {
+    const uint8_t *w;
+    const float *s, *b;
+    int64_t ng, g0;
+    int per, steps;
+} afo_qmm_tile;
+
+static inline __attribute__((always_inline)) afo_qmm_tile afo_qmm_tile_of(const afo_qmm_panel *p, int bits, int t) {
+    afo_qmm_tile u = {.per = p->a->gs / 32, .steps = afo_qmm_steps(bits)};
+    u.ng = p->nblk / u.per, u.g0 = p->blk0 / u.per;
+    u.w = p->lv + (size_t)t * (size_t)p->nblk * (size_t)u.steps * 64;
+    u.s = p->s + t * u.ng * AFO_QMM_NR, u.b = p->b + t * u.ng * AFO_QMM_NR;
+    return u;
+}
+
+/* The 4 bytes of x a step broadcasts. */
+static inline int32_t afo_qmm_x4(const uint8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* Where rows m .. m + mr (mr <= 8) of x are, for a panel kernel's tile:
+ * their activations (xq: int8, or int16 at 8 bits), sx per block of 32 and
+ * sums per group. */
+typedef struct afo_qmm_x_rows {
+    const uint8_t *xq[8];
+    const float *sx[8], *xsum[8];
+} afo_qmm_x_rows;
+
+static inline __attribute__((always_inline)) afo_qmm_x_rows afo_qmm_x_rows_of(const afo_qmm_panel *p, int bits, int m,
+                                                                              int mr) {
+    const afo_qx *qx = p->a->qx;
+    afo_qmm_x_rows r;
+    for (int i = 0; i < mr; i++) {
+        r.xq[i] = (const uint8_t *)qx->xq + (size_t)(m + i) * (size_t)qx->ldx * (bits == 4 ? 1 : 2);
+        r.sx[i] = qx->sx + (m + i) * (qx->ldx / 32);
+        r.xsum[i] = qx->xsum + (m + i) * p->a->G;
+    }
+    return r;
+}
+
+/* A panel kernel's loop: MR (at most 8) rows of x at a time, in L1, meet
+ * every tile of the panel, in L2, through TILE(bits, mr, p, m, t), whose mr
+ * is a constant in each call (the rows past the last whole MR as 1 .. 7;
+ * the counts of MR and more are never reached there, and their calls are
+ * compiled out). */
+#define AFO_QMM_REST(TILE, MR, bits, p, k)                                                                                 else if ((k) < (MR) && left_ == (k)) TILE(bits, (k) % (MR), p, m_, t_);
+#define AFO_QMM_PANEL(TILE, MR, bits, p)                                                                                   for (int m_ = (p)->m0; m_ < (p)->m1; m_ += (MR))                                                                           for (int t_ = 0; t_ < (p)->ntiles; t_++) {                                                                                 int left_ = (p)->m1 - m_;                                                                                              if (left_ >= (MR)) TILE(bits, (MR), p, m_, t_);                                                                        AFO_QMM_REST(TILE, MR, bits, p, 1)                                                                                     AFO_QMM_REST(TILE, MR, bits, p, 2)                                                                                     AFO_QMM_REST(TILE, MR, bits, p, 3)                                                                                     AFO_QMM_REST(TILE, MR, bits, p, 4)                                                                                     AFO_QMM_REST(TILE, MR, bits, p, 5)                                                                                     AFO_QMM_REST(TILE, MR, bits, p, 6)                                                                                     AFO_QMM_REST(TILE, MR, bits, p, 7)                                                                                 }
+
 /* The pack and panel kernels of the current level for this width, or NULL
  * (scalar level, other widths): the float path then runs. */
 const afo_qmm_level *afo_quant_qmm_best(int bits);

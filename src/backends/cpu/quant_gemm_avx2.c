@@ -66,63 +66,47 @@ static inline __attribute__((always_inline)) __m256i step(int bits, __m256i acc,
     return acc;
 }
 
-static inline int32_t load32(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
-
 /* Rows m .. m + mr of x against tile t of the panel. */
 static inline __attribute__((always_inline)) void tile(int bits, int mr, const afo_qmm_panel *p, int m, int t) {
     const afo_qmv_args *a = p->a;
-    const afo_qx *qx = a->qx;
-    const int steps = afo_qmm_steps(bits), per = a->gs / 32;
+    const afo_qmm_tile u = afo_qmm_tile_of(p, bits, t);
     const __m256i ones = _mm256_set1_epi16(1);
-    int64_t ng = p->nblk / per, g0 = p->blk0 / per, nbx = qx->ldx / 32;
-    const uint8_t *w = p->lv + (size_t)t * (size_t)p->nblk * (size_t)steps * 64;
-    const float *ps = p->s + t * ng * 16, *pb = p->b + t * ng * 16;
-    const uint8_t *xr[MR];
-    const float *sxr[MR], *xsr[MR];
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) {
-        xr[i] = (const uint8_t *)qx->xq + (size_t)(m + i) * (size_t)qx->ldx * (bits == 4 ? 1 : 2);
-        sxr[i] = qx->sx + (m + i) * nbx;
-        xsr[i] = qx->xsum + (m + i) * a->G;
-    }
+    const uint8_t *w = u.w;
+    const afo_qmm_x_rows rows = afo_qmm_x_rows_of(p, bits, m, mr);
     __m256 c[MR][2];
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) c[i][0] = c[i][1] = _mm256_setzero_ps();
-    for (int64_t g = 0; g < ng; g++) {
+    for (int64_t g = 0; g < u.ng; g++) {
         __m256 s[2], b[2];
 #pragma GCC unroll 2
         for (int v = 0; v < 2; v++) {
-            s[v] = _mm256_loadu_ps(ps + 16 * g + 8 * v);
-            b[v] = _mm256_loadu_ps(pb + 16 * g + 8 * v);
+            s[v] = _mm256_loadu_ps(u.s + 16 * g + 8 * v);
+            b[v] = _mm256_loadu_ps(u.b + 16 * g + 8 * v);
         }
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
-            __m256 xs = _mm256_broadcast_ss(xsr[i] + g0 + g);
+            __m256 xs = _mm256_broadcast_ss(rows.xsum[i] + u.g0 + g);
             c[i][0] = _mm256_fmadd_ps(xs, b[0], c[i][0]);
             c[i][1] = _mm256_fmadd_ps(xs, b[1], c[i][1]);
         }
-        for (int64_t blk = p->blk0 + g * per; blk < p->blk0 + (g + 1) * per; blk++) {
+        for (int64_t blk = p->blk0 + g * u.per; blk < p->blk0 + (g + 1) * u.per; blk++) {
             __m256i acc[MR][2];
 #pragma GCC unroll 4
             for (int i = 0; i < mr; i++) acc[i][0] = acc[i][1] = _mm256_setzero_si256();
 #pragma GCC unroll 16
-            for (int j = 0; j < steps; j++, w += 64) {
+            for (int j = 0; j < u.steps; j++, w += 64) {
                 __m256i w0 = _mm256_loadu_si256((const __m256i *)w), w1 = _mm256_loadu_si256((const __m256i *)(w + 32));
                 size_t o = afo_qmm_x_offset(bits, blk, j);
 #pragma GCC unroll 4
                 for (int i = 0; i < mr; i++) {
-                    __m256i x = _mm256_set1_epi32(load32(xr[i] + o));
+                    __m256i x = _mm256_set1_epi32(afo_qmm_x4(rows.xq[i] + o));
                     acc[i][0] = step(bits, acc[i][0], w0, x);
                     acc[i][1] = step(bits, acc[i][1], w1, x);
                 }
             }
 #pragma GCC unroll 4
             for (int i = 0; i < mr; i++) {
-                __m256 sx = _mm256_broadcast_ss(sxr[i] + blk);
+                __m256 sx = _mm256_broadcast_ss(rows.sx[i] + blk);
 #pragma GCC unroll 2
                 for (int v = 0; v < 2; v++) {
                     __m256i d = bits == 4 ? _mm256_madd_epi16(acc[i][v], ones) : acc[i][v];
@@ -141,20 +125,8 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
     }
 }
 
-/* Each 4 rows of x (in L1) meet every tile of the panel (in L2). */
-static inline __attribute__((always_inline)) void panel(int bits, const afo_qmm_panel *p) {
-    for (int m = p->m0; m < p->m1; m += MR)
-        for (int t = 0; t < p->ntiles; t++) {
-            switch (p->m1 - m) {
-            case 1: tile(bits, 1, p, m, t); break;
-            case 2: tile(bits, 2, p, m, t); break;
-            case 3: tile(bits, 3, p, m, t); break;
-            default: tile(bits, MR, p, m, t); break;
-            }
-        }
-}
 
 void afo_quant_qmm_avx2(const afo_qmm_panel *p) {
-    if (p->a->bits == 4) panel(4, p);
-    else panel(8, p);
+    if (p->a->bits == 4) AFO_QMM_PANEL(tile, MR, 4, p)
+    else AFO_QMM_PANEL(tile, MR, 8, p)
 }
