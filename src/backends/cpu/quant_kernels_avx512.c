@@ -11,8 +11,8 @@
 
 /* Rows n.. n+nr of the packed matrix, and their accumulators zeroed. */
 static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n, int nr, int mc,
-                                                              const uint8_t **row, __m512 acc[2][4]) {
-#pragma GCC unroll 2
+                                                              const uint8_t **row, __m512 acc[4][4]) {
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         row[r] = (const uint8_t *)(a->w + (n + r) * a->words);
 #pragma GCC unroll 4
@@ -21,8 +21,8 @@ static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args 
 }
 
 static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n, int nr, int mc, int m0,
-                                                            __m512 acc[2][4], float bsum[2][4]) {
-#pragma GCC unroll 2
+                                                            __m512 acc[4][4], float bsum[4][4]) {
+#pragma GCC unroll 4
     for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
         for (int i = 0; i < mc; i++) a->y[(m0 + i) * a->ldy + n + r] = _mm512_reduce_add_ps(acc[r][i]) + bsum[r][i];
@@ -49,18 +49,18 @@ static inline __attribute__((always_inline)) __m512i dot_u8s8(int vnni, __m512i 
  * regrouped: chunk 0 = [lo.0, lo.1, hi.0, hi.1], chunk 1 = [lo.2, lo.3,
  * hi.2, hi.3]. Its int32 lanes are then [b0 x4, b1 x4, b0 x4, b1 x4],
  * matching sx8's eight floats broadcast to both halves. Masked loads end a
- * row exactly; the x8 row is padded to 128 with zeros. nr weight rows (2
- * when M = 1) by mc rows of x, as in the AVX2 kernel. */
+ * row exactly; the x8 row is padded to 128 with zeros. nr weight rows (4
+ * when M = 1: qmv4_rows) by mc rows of x. */
 static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, int mc, const afo_qmv_args *a, int m0,
                                                               int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
     int64_t nbytes = a->K / 2, ld8 = qx->ldx / 64 * 8, span = AFO_QMV_PIECE * a->gs;
-    float sf[2][AFO_QMV_PIECE + 4];
+    float sf[4][AFO_QMV_PIECE + 4];
     for (int64_t n = n0; n + nr <= n1; n += nr) {
-        const uint8_t *row[2];
-        __m512 acc[2][4];
-        float bsum[2][4] = {{0}};
+        const uint8_t *row[4];
+        __m512 acc[4][4];
+        float bsum[4][4] = {{0}};
         rows_begin(a, n, nr, mc, row, acc);
         for (int64_t k0 = 0; k0 < a->K; k0 += span) {
             int64_t c0 = k0 / 64, p1 = (k0 + span < a->K ? k0 + span : a->K) / 2;
@@ -68,9 +68,9 @@ static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, i
             for (int64_t p = k0 / 2; p < p1; p += 64) {
                 __mmask64 k = nbytes - p >= 64 ? ~(__mmask64)0 : ((__mmask64)1 << (nbytes - p)) - 1;
                 int64_t c = p / 32; /* first chunk */
-                __m512i q[2][2];
-                __m512 sv[2][2];
-#pragma GCC unroll 2
+                __m512i q[4][2];
+                __m512 sv[4][2];
+#pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
                     _mm_prefetch((const char *)(row[r] + p + nr * a->words * 4), _MM_HINT_T0); /* see quant_x86.h */
                     __m512i v = _mm512_maskz_loadu_epi8(k, row[r] + p);
@@ -88,7 +88,7 @@ static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, i
                     for (int h = 0; h < 2; h++) {
                         __m512i x = _mm512_loadu_si512(xq + 64 * h);
                         __m512 sx = _mm512_broadcast_f32x8(_mm256_loadu_ps(sxp + 8 * h));
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                         for (int r = 0; r < nr; r++) {
                             __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(dot_u8s8(vnni, q[r][h], x)), sx);
                             acc[r][i] = _mm512_fmadd_ps(t, sv[r][h], acc[r][i]);
@@ -108,11 +108,11 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
                                                               int64_t n1) {
     const afo_qx *qx = a->qx;
     int64_t nb = qx->ldx / 32;
-    float sf[2][AFO_QMV_PIECE + 4];
+    float sf[4][AFO_QMV_PIECE + 4];
     for (int64_t n = n0; n + nr <= n1; n += nr) {
-        const uint8_t *row[2];
-        __m512 acc[2][4];
-        float bsum[2][4] = {{0}};
+        const uint8_t *row[4];
+        __m512 acc[4][4];
+        float bsum[4][4] = {{0}};
         rows_begin(a, n, nr, mc, row, acc);
         for (int64_t g = 0; g < a->G; g++) {
             int64_t lg = g % AFO_QMV_PIECE;
@@ -125,7 +125,7 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
                 for (int i = 0; i < mc; i++) d[r][i] = _mm512_setzero_ps();
             for (int64_t c = g * a->gs; c < (g + 1) * a->gs; c += 32) {
                 __m512i q[2];
-#pragma GCC unroll 2
+#pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
                     _mm_prefetch((const char *)(row[r] + c + nr * a->words * 4), _MM_HINT_T0);
                     q[r] = _mm512_cvtepu8_epi16(_mm256_loadu_si256((const __m256i *)(row[r] + c)));
@@ -150,17 +150,25 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
     }
 }
 
-static void qmv4_vnni(const afo_qmv_args *a, int64_t n0, int64_t n1) {
-#define CALL(mc) qmv4_block(1, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, 1, );
+/* M = 1 (decode) takes weight rows four at a time: four accumulator
+ * chains and four rows' loads in flight. With two (AFO_QMV_DISPATCH's
+ * pairs) the 4-bit decode was slower on a Zen 4 EPYC: ab_decode
+ * (TinyLlama 4-bit, 40 pairs of 8 tokens) read four-row/two-row time
+ * 0.872, 0.867, 0.973, 0.878, 0.856, a copy against itself 1.006. */
+static inline __attribute__((always_inline)) void qmv4_rows(int vnni, const afo_qmv_args *a, int64_t n0, int64_t n1) {
+    if (a->M == 1) {
+        int64_t n4 = n0 + (n1 - n0) / 4 * 4;
+        qmv4_block(vnni, 4, 1, a, 0, n0, n4);
+        qmv4_block(vnni, 1, 1, a, 0, n4, n1);
+        return;
+    }
+#define CALL(mc) qmv4_block(vnni, 1, mc, a, m0, n0, n1)
+    AFO_QMV_ROWS(CALL)
 #undef CALL
 }
 
-static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
-#define CALL(mc) qmv4_block(0, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, 0, );
-#undef CALL
-}
+static void qmv4_vnni(const afo_qmv_args *a, int64_t n0, int64_t n1) { qmv4_rows(1, a, n0, n1); }
+static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) { qmv4_rows(0, a, n0, n1); }
 
 static void qmv8(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv8_block(1, mc, a, m0, n0, n1)
