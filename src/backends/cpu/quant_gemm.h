@@ -33,14 +33,6 @@ static inline size_t afo_qmm_x_offset(int bits, int64_t blk, int j) {
     return bits == 4 ? (size_t)(64 * (blk >> 1) + 16 * (blk & 1) + 4 * (j & 3) + 32 * (j >> 2)) : (size_t)(64 * blk + 4 * j);
 }
 
-/* A tile row's AFO_QMM_NR results into y, of which the first cols exist. */
-static inline void afo_qmm_store(float *y, const float *r, int64_t cols, bool accumulate) {
-    if (cols == AFO_QMM_NR && accumulate)
-        for (int k = 0; k < AFO_QMM_NR; k++) y[k] += r[k]; /* a fixed count the compiler vectorizes */
-    else
-        for (int64_t k = 0; k < cols; k++) y[k] = accumulate ? y[k] + r[k] : r[k];
-}
-
 /* x rows m0 <= m < m1 against the columns n0 .. n0 + ncols of one panel
  * (ntiles tiles) over the blocks blk0 .. blk0 + nblk (whole groups):
  * y[m * ldy + n] = sum over the panel's groups g of b[n, g] * xsum[m, g]
@@ -58,6 +50,18 @@ typedef struct afo_qmm_panel {
 } afo_qmm_panel;
 
 typedef void (*afo_qmm_fn)(const afo_qmm_panel *p);
+
+/* Row m of x's AFO_QMM_NR results r against tile t into y: stored, or
+ * added (a later panel of K); the tile's columns past the panel's are not
+ * there. */
+static inline void afo_qmm_store(const afo_qmm_panel *p, int t, int64_t m, const float *r) {
+    int64_t n = p->n0 + AFO_QMM_NR * t, cols = p->ncols - AFO_QMM_NR * t < AFO_QMM_NR ? p->ncols - AFO_QMM_NR * t : AFO_QMM_NR;
+    float *y = p->a->y + m * p->a->ldy + n;
+    if (cols == AFO_QMM_NR && p->accumulate)
+        for (int k = 0; k < AFO_QMM_NR; k++) y[k] += r[k]; /* a fixed count the compiler vectorizes */
+    else
+        for (int64_t k = 0; k < cols; k++) y[k] = p->accumulate ? y[k] + r[k] : r[k];
+}
 
 /* One tile's levels over nblk blocks into dst, in the panel layout: col[r]
  * points at column r's packed bytes of the first block (4 * bits bytes a

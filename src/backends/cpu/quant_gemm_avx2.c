@@ -68,7 +68,6 @@ static inline __attribute__((always_inline)) __m256i step(int bits, __m256i acc,
 
 /* Rows m .. m + mr of x against tile t of the panel. */
 static inline __attribute__((always_inline)) void tile(int bits, int mr, const afo_qmm_panel *p, int m, int t) {
-    const afo_qmv_args *a = p->a;
     const afo_qmm_tile u = afo_qmm_tile_of(p, bits, t);
     const __m256i ones = _mm256_set1_epi16(1);
     const uint8_t *w = u.w;
@@ -115,16 +114,14 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
             }
         }
     }
-    int64_t n = p->n0 + 16 * t, cols = p->ncols - 16 * t < 16 ? p->ncols - 16 * t : 16;
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
         float r[16];
         _mm256_storeu_ps(r, c[i][0]);
         _mm256_storeu_ps(r + 8, c[i][1]);
-        afo_qmm_store(a->y + (m + i) * a->ldy + n, r, cols, p->accumulate);
+        afo_qmm_store(p, t, m + i, r);
     }
 }
-
 
 void afo_quant_qmm_avx2(const afo_qmm_panel *p) {
     if (p->a->bits == 4) AFO_QMM_PANEL(tile, MR, 4, p)

@@ -9,7 +9,6 @@
  * llama.cpp's Q4_0 prefill on the same weights. Built with -mavx512vnni;
  * reached only on CPUs that report it (afo_quant_qmm_best). */
 #include <immintrin.h>
-#include <string.h>
 
 #include "backends/cpu/quant_gemm.h"
 
@@ -17,7 +16,6 @@ enum { MR = 8 };
 
 /* Rows m .. m + mr of x against tile t of the panel. */
 static inline __attribute__((always_inline)) void tile(int bits, int mr, const afo_qmm_panel *p, int m, int t) {
-    const afo_qmv_args *a = p->a;
     const afo_qmm_tile u = afo_qmm_tile_of(p, bits, t);
     const uint8_t *w = u.w;
     const afo_qmm_x_rows rows = afo_qmm_x_rows_of(p, bits, m, mr);
@@ -47,15 +45,13 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
                 c[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), _mm512_mul_ps(s, _mm512_set1_ps(rows.sx[i][blk])), c[i]);
         }
     }
-    int64_t n = p->n0 + 16 * t, cols = p->ncols - 16 * t < 16 ? p->ncols - 16 * t : 16;
 #pragma GCC unroll 8
     for (int i = 0; i < mr; i++) {
         float r[16];
         _mm512_storeu_ps(r, c[i]);
-        afo_qmm_store(a->y + (m + i) * a->ldy + n, r, cols, p->accumulate);
+        afo_qmm_store(p, t, m + i, r);
     }
 }
-
 
 void afo_quant_qmm_avx512(const afo_qmm_panel *p) {
     if (p->a->bits == 4) AFO_QMM_PANEL(tile, MR, 4, p)

@@ -26,7 +26,6 @@ static inline __attribute__((always_inline)) int32x4_t step(int bits, int32x4_t 
 
 /* Rows m .. m + mr of x against tile t of the panel. */
 static inline __attribute__((always_inline)) void tile(int bits, int mr, const afo_qmm_panel *p, int m, int t) {
-    const afo_qmv_args *a = p->a;
     const afo_qmm_tile u = afo_qmm_tile_of(p, bits, t);
     const uint8_t *w = u.w;
     const afo_qmm_x_rows rows = afo_qmm_x_rows_of(p, bits, m, mr);
@@ -57,9 +56,7 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
                 size_t o = afo_qmm_x_offset(bits, blk, j);
 #pragma GCC unroll 4
                 for (int i = 0; i < mr; i++) {
-                    int32_t x4;
-                    memcpy(&x4, rows.xq[i] + o, sizeof x4);
-                    int32x4_t x = vdupq_n_s32(x4);
+                    int32x4_t x = vdupq_n_s32(afo_qmm_x4(rows.xq[i] + o));
 #pragma GCC unroll 4
                     for (int v = 0; v < NV; v++) acc[i][v] = step(bits, acc[i][v], wv[v], x);
                 }
@@ -73,16 +70,14 @@ static inline __attribute__((always_inline)) void tile(int bits, int mr, const a
             }
         }
     }
-    int64_t n = p->n0 + 16 * t, cols = p->ncols - 16 * t < 16 ? p->ncols - 16 * t : 16;
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
         float r[16];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; v++) vst1q_f32(r + 4 * v, c[i][v]);
-        afo_qmm_store(a->y + (m + i) * a->ldy + n, r, cols, p->accumulate);
+        afo_qmm_store(p, t, m + i, r);
     }
 }
-
 
 void afo_quant_qmm_neon(const afo_qmm_panel *p) {
     if (p->a->bits == 4) AFO_QMM_PANEL(tile, MR, 4, p)

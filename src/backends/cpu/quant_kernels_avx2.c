@@ -294,17 +294,10 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
     }
 }
 
-/* M = 1 takes weight rows 4 at a time (the remainder 1 at a time);
- * otherwise CALL(mc) runs mc rows of x per pass. */
+/* M = 1 takes weight rows NR_MAX at a time. */
 static inline __attribute__((always_inline)) void qmv4_gs(int gs, const afo_qmv_args *a, int64_t n0, int64_t n1) {
-    if (a->M == 1) {
-        int64_t n4 = n0 + (n1 - n0) / NR_MAX * NR_MAX;
-        qmv4_block(gs, NR_MAX, 1, a, 0, n0, n4);
-        qmv4_block(gs, 1, 1, a, 0, n4, n1);
-        return;
-    }
 #define CALL(mc) qmv4_block(gs, 1, mc, a, m0, n0, n1)
-    AFO_QMV_ROWS(CALL)
+    AFO_QMV_DISPATCH(qmv4_block, NR_MAX, gs, );
 #undef CALL
 }
 
@@ -318,7 +311,7 @@ static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 
 static inline __attribute__((always_inline)) void qmv16(int bits, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv16_block(bits, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv16_block, bits, );
+    AFO_QMV_DISPATCH(qmv16_block, 2, bits, );
 #undef CALL
 }
 

@@ -151,19 +151,13 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
 }
 
 /* M = 1 (decode) takes weight rows four at a time: four accumulator
- * chains and four rows' loads in flight. With two (AFO_QMV_DISPATCH's
+ * chains and four rows' loads in flight. With two (the 8-bit kernel's
  * pairs) the 4-bit decode was slower on a Zen 4 EPYC: ab_decode
  * (TinyLlama 4-bit, 40 pairs of 8 tokens) read four-row/two-row time
  * 0.872, 0.867, 0.973, 0.878, 0.856, a copy against itself 1.006. */
 static inline __attribute__((always_inline)) void qmv4_rows(int vnni, const afo_qmv_args *a, int64_t n0, int64_t n1) {
-    if (a->M == 1) {
-        int64_t n4 = n0 + (n1 - n0) / 4 * 4;
-        qmv4_block(vnni, 4, 1, a, 0, n0, n4);
-        qmv4_block(vnni, 1, 1, a, 0, n4, n1);
-        return;
-    }
 #define CALL(mc) qmv4_block(vnni, 1, mc, a, m0, n0, n1)
-    AFO_QMV_ROWS(CALL)
+    AFO_QMV_DISPATCH(qmv4_block, 4, vnni, );
 #undef CALL
 }
 
@@ -172,7 +166,7 @@ static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) { qmv4_rows(0, a
 
 static void qmv8(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv8_block(1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv8_block, );
+    AFO_QMV_DISPATCH(qmv8_block, 2, );
 #undef CALL
 }
 

@@ -96,14 +96,15 @@ static inline __attribute__((always_inline)) void row_params(const afo_qmv_args 
     }
 
 /* Calls of block(args..., nr, mc, a, m0, n0, n1): M = 1 takes weight rows
- * in pairs (two accumulator chains, one load of x for both); otherwise
- * CALL(mc) runs mc rows of x per pass. */
-#define AFO_QMV_DISPATCH(block, ...)                                                                                   \
+ * `rows` at a time (that many accumulator chains, one load of x for all),
+ * the remainder one at a time; otherwise CALL(mc) runs mc rows of x per
+ * pass. */
+#define AFO_QMV_DISPATCH(block, rows, ...)                                                                             \
     do {                                                                                                               \
         if (a->M == 1) {                                                                                               \
-            int64_t n2 = n0 + (n1 - n0) / 2 * 2;                                                                       \
-            block(__VA_ARGS__ 2, 1, a, 0, n0, n2);                                                                     \
-            block(__VA_ARGS__ 1, 1, a, 0, n2, n1);                                                                     \
+            int64_t nr_end = n0 + (n1 - n0) / (rows) * (rows);                                                         \
+            block(__VA_ARGS__ rows, 1, a, 0, n0, nr_end);                                                              \
+            block(__VA_ARGS__ 1, 1, a, 0, nr_end, n1);                                                                 \
             return;                                                                                                    \
         }                                                                                                              \
         AFO_QMV_ROWS(CALL)                                                                                             \
