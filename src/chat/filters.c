@@ -429,8 +429,10 @@ static jv f_int(jctx *c, const jnode *at, jv v, jargs *a) {
         char *end;
         errno = 0;
         long long i = strtoll(s, &end, (int)base);
-        if (*s && !*end && errno != ERANGE) return jv_int(i);
-        if (*s && !*end) jfail_at(c, at, "int: '%s' does not fit in 64 bits", s); /* Python: a big int */
+        if (*s && !*end) {
+            if (errno == ERANGE) jfail_at(c, at, "int: '%s' does not fit in 64 bits", s); /* Python: a big int */
+            return jv_int(i);
+        }
         double d = strtod(s, &end);
         if (*s && !*end) f = d;
     }
