@@ -61,6 +61,16 @@ extern const afo_nn_prims afo_nn_prims_scalar;
 #if defined(__x86_64__) || defined(__i386__)
 extern const afo_nn_prims afo_nn_prims_avx2;
 extern const afo_nn_prims afo_nn_prims_avx512;
+/* AVX2's register-tiled attention products, which both x86 tables hold. */
+#define AFO_NN_TILED_AVX2(SUF)                                                                                    \
+    void afo_nn_dots_avx2_##SUF(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n,      \
+                                float *s, int64_t ls);                                                            \
+    void afo_nn_axpys_avx2_##SUF(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls, const void *v, \
+                                 int64_t vs, int64_t n);
+AFO_NN_TILED_AVX2(f32)
+AFO_NN_TILED_AVX2(bf16)
+AFO_NN_TILED_AVX2(f16)
+#undef AFO_NN_TILED_AVX2
 #endif
 #if defined(__aarch64__)
 extern const afo_nn_prims afo_nn_prims_neon;

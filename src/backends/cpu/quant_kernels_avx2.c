@@ -87,34 +87,15 @@ void afo_qx_prep_avx2(afo_qx *qx, const float *x) {
 
 /* ------------------------------------------------------------ matvec */
 
-/* Weight rows a pass of the matvec takes at most (M = 1: 4 independent
- * accumulator chains, one load of x for all). */
-enum { NR_MAX = 4 };
-
-/* A matvec kernel takes rows n0 .. n1 (nr dividing their count) in passes
- * of nr rows a stride L = (n1 - n0) / nr apart: pass j's rows n0 + j + r L
- * each continue a sequential stream through memory. Read as nr long
- * streams, a thread's share of the matrix comes from DRAM about 1.5x as
- * fast as when a pass takes nr adjacent short rows (at K = 2048, 4
- * streams of 1 KiB per 4 KiB page), which the hardware prefetchers do not
- * follow. The kernels prefetch each line they read in the stream's next
- * row (the next pass), and rows_begin the next rows' scales and biases. */
-static inline int64_t pass_row(int64_t n0, int64_t n1, int nr, int64_t j, int r) { return n0 + j + r * ((n1 - n0) / nr); }
-
-/* Pass j's rows, and their accumulators zeroed. */
+/* Pass j's rows (quant_x86.h), and their accumulators zeroed. */
 static inline __attribute__((always_inline)) void rows_begin(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
                                                               int nr, int mc, const uint8_t **row,
                                                               __m256 acc[NR_MAX][4]) {
-    size_t pb = (size_t)a->G * afo_dtype_size(a->sdt);
+    pass_rows(a, n0, n1, j, nr, row);
 #pragma GCC unroll 4
-    for (int r = 0; r < nr; r++) {
-        int64_t n = pass_row(n0, n1, nr, j, r);
-        row[r] = (const uint8_t *)(a->w + n * a->words);
-        _mm_prefetch((const char *)a->s + pb * (size_t)(n + 1), _MM_HINT_T0);
-        _mm_prefetch((const char *)a->b + pb * (size_t)(n + 1), _MM_HINT_T0);
+    for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
         for (int i = 0; i < mc; i++) acc[r][i] = _mm256_setzero_ps();
-    }
 }
 
 static inline __attribute__((always_inline)) void rows_end(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
