@@ -74,7 +74,7 @@ AI float load1(afo_dtype t, const void *p, int64_t i) {
 /* MR rows of A against NR consecutive weight rows; each weight vector is
  * loaded (and widened) once and used for all MR rows. */
 AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float *a, int64_t lda,
-                const char *w, int64_t ldw_bytes, float *out, int64_t ldo) {
+                const char *w, int64_t ldw_bytes, float *out, int64_t ldo, int64_t os, int64_t pf) {
     size_t es = t == AFO_FLOAT32 ? 4 : 2;
     float32x4_t acc[4][4];
 #pragma GCC unroll 4
@@ -85,7 +85,10 @@ AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float 
     for (; k + 4 <= K; k += 4) {
         float32x4_t wv[4];
 #pragma GCC unroll 4
-        for (int r = 0; r < NR; r++) wv[r] = load4(t, w + r * ldw_bytes + k * es);
+        for (int r = 0; r < NR; r++) {
+            if ((k * (int64_t)es) % 64 == 0) __builtin_prefetch(w + r * ldw_bytes + k * es + pf);
+            wv[r] = load4(t, w + r * ldw_bytes + k * es);
+        }
 #pragma GCC unroll 4
         for (int m = 0; m < MR; m++) {
             float32x4_t av = vld1q_f32(a + m * lda + k);
@@ -99,43 +102,17 @@ AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float 
         for (int r = 0; r < NR; r++) {
             float s = vaddvq_f32(acc[m][r]);
             for (int64_t kk = k; kk < K; kk++) s += a[m * lda + kk] * load1(t, w + r * ldw_bytes, kk);
-            out[m * ldo + r] = s;
+            out[m * ldo + r * os] = s;
         }
 }
 
-/* Weight rows in tiles of 4, A rows in groups of up to 4 (a group after the
- * first re-reads the tile from cache, not memory). */
 AI void mv_typed(afo_dtype t, int M, int64_t K, const float *a, int64_t lda, const void *w, int64_t ldw,
                  int64_t n0, int64_t n1, float *out, int64_t ldo) {
-    size_t es = t == AFO_FLOAT32 ? 4 : 2;
-    int64_t ldwb = ldw * (int64_t)es;
-    for (int64_t n = n0; n < n1;) {
-        int step = n1 - n >= 4 ? 4 : 1;
-        const char *wt = (const char *)w + n * ldwb;
-        for (int m0 = 0; m0 < M; m0 += 4) {
-            int mr = M - m0 < 4 ? M - m0 : 4;
-            const float *at = a + m0 * lda;
-            float *ot = out + m0 * ldo + (n - n0);
-#define MV(MR, NR) mv_tile(t, MR, NR, K, at, lda, wt, ldwb, ot, ldo)
-            if (step == 4) {
-                switch (mr) {
-                case 1: MV(1, 4); break;
-                case 2: MV(2, 4); break;
-                case 3: MV(3, 4); break;
-                default: MV(4, 4); break;
-                }
-            } else {
-                switch (mr) {
-                case 1: MV(1, 1); break;
-                case 2: MV(2, 1); break;
-                case 3: MV(3, 1); break;
-                default: MV(4, 1); break;
-                }
-            }
-#undef MV
-        }
-        n += step;
-    }
+    int64_t ldwb = ldw * (int64_t)(t == AFO_FLOAT32 ? 4 : 2);
+#define TILE(MR, NR, m0, n, L) \
+    mv_tile(t, MR, NR, K, a + (m0) * lda, lda, (const char *)w + (n) * ldwb, (L) * ldwb, out + (m0) * ldo + (n) - n0, ldo, L, ldwb)
+    AFO_MV_PASSES(4, M, n0, n1, TILE);
+#undef TILE
 }
 
 static void matvec_neon(afo_dtype wdt, int M, int64_t K, const float *a, int64_t lda, const void *w,
