@@ -477,7 +477,7 @@ static void test_prims(void) {
  * (float sums in another order, about n 2^-24 of the magnitudes); axpys
  * |got - ref| <= 1e-5 (|acc| + sum |p v|) per element (the same order, fused
  * or separate multiply-adds). */
-static void test_attention_prims(void) {
+static void check_attention_prims(void) {
     const afo_nn_prims *simd = afo_nn_prims_best(), *ref = &afo_nn_prims_scalar;
     enum { MAXQ = 8, MAXD = 136, MAXN = 131, STRIDE = MAXD + 5, LS = MAXN + 3 };
     static float q[MAXQ * MAXD], kf[MAXN * STRIDE], p[MAXQ * LS], s1[MAXQ * LS], s2[MAXQ * LS];
@@ -490,7 +490,8 @@ static void test_attention_prims(void) {
         kb[i] = afo_f32_to_bf16(kf[i]), kh[i] = afo_f32_to_f16(kf[i]);
     }
     const void *ks[AFO_NN_ST_COUNT] = {kf, kb, kh};
-    const int64_t nqs[] = {1, 2, 3, 8}, Ds[] = {1, 7, 8, 24, 64, 72, 136}, ns[] = {0, 1, 3, 4, 5, 63, 64, 65, 131};
+    const int64_t nqs[] = {1, 2, 3, 5, 8}, Ds[] = {1, 7, 8, 16, 24, 64, 72, 80, 128, 136},
+                  ns[] = {0, 1, 3, 4, 5, 63, 64, 65, 131};
     int cases = 0;
     for (size_t a = 0; a < sizeof nqs / sizeof *nqs; a++)
         for (size_t b = 0; b < sizeof Ds / sizeof *Ds; b++)
@@ -519,12 +520,20 @@ static void test_attention_prims(void) {
                             double e = fabs((double)a1[t * D + i] - a2[t * D + i]) / (1e-5 * mag);
                             worst_a = e > worst_a || isnan(e) ? e : worst_a;
                         }
-                    CHECK_MSG(worst_s <= 1, "dots st %d nq %lld D %lld n %lld: %.3g of the bound", st, (long long)nq,
-                              (long long)D, (long long)n, worst_s);
-                    CHECK_MSG(worst_a <= 1, "axpys st %d nq %lld D %lld n %lld: %.3g of the bound", st,
-                              (long long)nq, (long long)D, (long long)n, worst_a);
+                    CHECK_MSG(worst_s <= 1, "[%s] dots st %d nq %lld D %lld n %lld: %.3g of the bound", simd->name, st,
+                              (long long)nq, (long long)D, (long long)n, worst_s);
+                    CHECK_MSG(worst_a <= 1, "[%s] axpys st %d nq %lld D %lld n %lld: %.3g of the bound", simd->name,
+                              st, (long long)nq, (long long)D, (long long)n, worst_a);
                 }
-    fprintf(stderr, "  %d attention primitive cases\n", cases);
+    fprintf(stderr, "  %s: %d attention primitive cases\n", simd->name, cases);
+}
+
+/* At every SIMD level the CPU runs. */
+static void test_attention_prims(void) {
+    afo_cpu_level saved = afo_cpu_kernel_level();
+    for (int l = 0; l < AFO_CPU_LEVEL_COUNT; l++)
+        if (afo_cpu_set_kernel_level((afo_cpu_level)l) == AFO_OK) check_attention_prims();
+    afo_cpu_set_kernel_level(saved);
 }
 
 /* ------------------------------------------------------------ gradients */

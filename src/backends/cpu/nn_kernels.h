@@ -61,7 +61,8 @@ extern const afo_nn_prims afo_nn_prims_scalar;
 #if defined(__x86_64__) || defined(__i386__)
 extern const afo_nn_prims afo_nn_prims_avx2;
 extern const afo_nn_prims afo_nn_prims_avx512;
-/* AVX2's register-tiled attention products, which both x86 tables hold. */
+/* AVX2's register-tiled attention products (AVX-512's for rows that are not
+ * a multiple of 16 long). */
 #define AFO_NN_TILED_AVX2(SUF)                                                                                    \
     void afo_nn_dots_avx2_##SUF(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n,      \
                                 float *s, int64_t ls);                                                            \
