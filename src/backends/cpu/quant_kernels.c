@@ -430,17 +430,18 @@ static void qmv_fused_rows(qmm_ctx *c, int part, int64_t n0, int64_t n1) { c->fu
 
 /* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
- * matrix as a static split would make it. A block is about 256 KiB of
- * weights (at least 32 rows, at most a quarter of a thread's share): the
- * kernels read it as a few sequential streams, and the hardware
- * prefetchers need them long (at 4 bits, 2 threads: 128 KiB blocks read
- * 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20). Guided claims (a share
- * of what is left, shrinking to 32 rows) measured no better here. A block
- * ends at its part's end; the parts share K, so rows weigh the same in all. */
+ * matrix as a static split would make it. The blocks are as long as that
+ * allows, a quarter of the rows at 2 threads (at least 32 rows): the
+ * kernels read a block as a few sequential streams, and the hardware
+ * prefetchers need them long (Zen 3, 4 bits, 2 threads: 128 KiB blocks
+ * read 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20; Zen 5: a TinyLlama
+ * 4-bit decode took 0.979 of the time with quarters against 256 KiB, one
+ * half a thread 0.962-0.976). Guided claims (a share of what is left,
+ * shrinking to 32 rows) measured no better. A block ends at its part's
+ * end; the parts share K, so rows weigh the same in all. */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    int64_t total = c->end[c->parts - 1], block = ((int64_t)256 << 10) / (c->pm[0].words * 4);
-    block = (block < total / (4 * nt) ? block : total / (4 * nt)) / 4 * 4;
+    int64_t total = c->end[c->parts - 1], block = total / (2 * nt) / 4 * 4;
     if (block < 32) block = 32;
     for (;;) {
         int64_t n0 = atomic_load(&c->next_row), n1;
