@@ -118,13 +118,13 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
             int64_t lg = g % AFO_QMV_PIECE;
             if (lg == 0)
                 for (int r = 0; r < nr; r++) row_params(a, pass_row(n0, n1, nr, j, r), g, sf[r], bsum[r], m0, mc);
-            __m512 d[2][4];
+            __m512 d[NR_MAX][4];
 #pragma GCC unroll 2
             for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
                 for (int i = 0; i < mc; i++) d[r][i] = _mm512_setzero_ps();
             for (int64_t c = g * a->gs; c < (g + 1) * a->gs; c += 32) {
-                __m512i q[2];
+                __m512i q[NR_MAX];
 #pragma GCC unroll 4
                 for (int r = 0; r < nr; r++) {
                     _mm_prefetch((const char *)(row[r] + c + a->words * 4), _MM_HINT_T0);
@@ -150,14 +150,13 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
     }
 }
 
-/* M = 1 (decode) takes weight rows four at a time: four accumulator
- * chains and four rows' loads in flight. With two (the 8-bit kernel's
- * pairs) the 4-bit decode was slower on a Zen 4 EPYC: ab_decode
- * (TinyLlama 4-bit, 40 pairs of 8 tokens) read four-row/two-row time
- * 0.872, 0.867, 0.973, 0.878, 0.856, a copy against itself 1.006. */
+/* M = 1 (decode) reads two streams of weight rows (quant_x86.h). On a Zen 5
+ * EPYC, ab_decode (TinyLlama 4-bit, prompt 512, 30 pairs of 8 tokens) read
+ * two streams / four 0.916, one / two 1.075; on a Zen 4 four adjacent rows
+ * a pass had beaten two adjacent rows (0.86-0.97). */
 static inline __attribute__((always_inline)) void qmv4_rows(int vnni, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv4_block(vnni, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, 4, vnni, );
+    AFO_QMV_DISPATCH(qmv4_block, 2, vnni, );
 #undef CALL
 }
 

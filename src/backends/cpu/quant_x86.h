@@ -21,9 +21,9 @@ static inline float hsum(__m256 v) {
  * without it; with it, between a third and two thirds over runs on the
  * shared 2-core machine. */
 
-/* Weight rows a pass of the matvec takes at most (M = 1: 4 independent
- * accumulator chains, one load of x for all). */
-enum { NR_MAX = 4 };
+/* Weight rows a pass of the matvec takes at most (M = 1: that many streams
+ * and accumulator chains, one load of x for all). */
+enum { NR_MAX = 2 };
 
 /* A matvec kernel takes rows n0 .. n1 (nr dividing their count) in passes
  * of nr rows a stride L = (n1 - n0) / nr apart: pass j's rows n0 + j + r L
