@@ -430,19 +430,19 @@ static void qmv_fused_rows(qmm_ctx *c, int part, int64_t n0, int64_t n1) { c->fu
 
 /* Threads claim blocks of rows until none are left: decode is short
  * (about a millisecond), so a thread the OS delays must not hold half the
- * matrix as a static split would make it. The blocks are as long as that
- * allows, a quarter of the rows at 2 threads (at least 32 rows): the
- * kernels read a block as a few sequential streams, and the hardware
- * prefetchers need them long (Zen 3, 4 bits, 2 threads: 128 KiB blocks
- * read 2048x5632 at 14-17 GB/s, 256 KiB ones at 17-20; Zen 5: a TinyLlama
- * 4-bit decode took 0.979 of the time with quarters against 256 KiB, one
- * half a thread 0.962-0.976). Guided claims (a share of what is left,
- * shrinking to 32 rows) measured no better. A block ends at its part's
- * end; the parts share K, so rows weigh the same in all. */
+ * matrix as a static split would make it. A claim takes the rows left over
+ * the thread count (at 2 threads: a half, a quarter, an eighth, ...), down
+ * to 128 KiB of weights (at least 32 rows): the kernels read a block as a
+ * few sequential streams, which the hardware prefetchers need long, and
+ * the short last blocks let the threads finish together. On a Zen 5 EPYC,
+ * ab_decode (TinyLlama 4-bit, prompt 512): 0.969-0.976 of the time of a
+ * quarter of the rows a claim, which had taken 0.979 of 256 KiB claims
+ * (8-bit 0.893; profiled, 9% of the matvecs' time was then one thread
+ * idle at the end). Shrinking from a quarter instead: 1.02-1.03. */
 static void qmv_claim(void *p, int t, int nt) {
     qmm_ctx *c = p;
-    int64_t total = c->end[c->parts - 1], block = total / (2 * nt) / 4 * 4;
-    if (block < 32) block = 32;
+    int64_t total = c->end[c->parts - 1], least = ((int64_t)128 << 10) / (c->pm[0].words * 4) / 4 * 4;
+    if (least < 32) least = 32;
     for (;;) {
         int64_t n0 = atomic_load(&c->next_row), n1;
         int part;
@@ -452,6 +452,8 @@ static void qmv_claim(void *p, int t, int nt) {
                 return;
             }
             for (part = 0; c->end[part] <= n0; part++) continue;
+            int64_t block = (total - n0) / nt / 4 * 4;
+            if (block < least) block = least;
             n1 = n0 + block < c->end[part] ? n0 + block : c->end[part];
         } while (!atomic_compare_exchange_weak(&c->next_row, &n0, n1));
         int64_t first = part ? c->end[part - 1] : 0;
