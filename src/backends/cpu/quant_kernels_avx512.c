@@ -42,22 +42,21 @@ static inline __attribute__((always_inline)) __m512i dot128_u8s8(int vnni, __m51
 
 /* 4 bits: a 64-byte load holds 128 levels, the even elements in the low
  * nibbles and the odd ones in the high. x8 keeps per chunk of 64 its evens,
- * then its odds (32 bytes each); two chunks are regrouped once per load,
- * for every weight row, into the 64 evens and the 64 odds of the 128, so
+ * then its odds (32 bytes each); two chunks are regrouped once per load of
+ * x, for all the weight rows, into the 64 evens and the 64 odds of the 128, so
  * the levels need no shuffle and one dot vector covers the 128: lane i is
  * block i / 4, whose x scales sx8 holds four times in that order, and
  * group 8i / gs, whose scale a permute of the row's scales spreads. One
  * conversion, multiply and FMA per 128 levels, not per 64 (a Zen 5 EPYC
  * ran the earlier per-64 form at ~40 GB/s a core from L2). Masked loads
  * end a row exactly; the x8 row is padded to 128 with zeros. nr weight
- * rows (4 when M = 1: qmv4_rows) by mc rows of x. */
+ * rows (2 when M = 1: qmv4_rows) by mc rows of x. */
 static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, int mc, const afo_qmv_args *a, int m0,
                                                               int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
-    const __m512i group_of_lane = _mm512_srli_epi32(
-        _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), _mm512_set1_epi32(8)),
-        a->gs == 32 ? 5 : a->gs == 64 ? 6 : 7);
+    const __m512i group_of_lane = _mm512_srli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                                    a->gs == 32 ? 2 : a->gs == 64 ? 3 : 4); /* 8 lane / gs */
     const __mmask16 groups = a->gs == 32 ? 0xf : a->gs == 64 ? 0x3 : 0x1;
     int64_t nbytes = a->K / 2, ld8 = qx->ldx / 64 * 8, span = AFO_QMV_PIECE * a->gs;
     float sf[NR_MAX][AFO_QMV_PIECE + 4];
