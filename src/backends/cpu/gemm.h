@@ -42,31 +42,38 @@ void afo_cpu_gemm_set_bf16_pairs(int mode);
  * in passes of NR rows a stride L = (n1 - n0) / NR apart, so that a thread
  * reads NR long sequential streams (pass j's rows n0 + j + r L), then the
  * rows left over one at a time; A's rows in groups of up to 4, a group after
- * the first re-reading the tile from cache. TILE(MR, NR, m0, n, L) runs one
- * tile; a level's tiles prefetch each line they read in the stream's next
+ * the first re-reading the tile from cache. Each tile is the level's
+ * mv_tile(t, MR, NR, K, a, lda, w, row_stride_bytes, out, ldo, out_stride,
+ * prefetch_offset), which prefetches each line it reads in the stream's next
  * row, across the 4 KiB pages that hardware prefetchers stop at. Four
  * adjacent rows a pass without prefetches (one 4 KiB page a bf16 row at K =
  * 2048) had a Zen 5 EPYC's bf16 TinyLlama decode take 1.28x as long. */
-#define AFO_MV_PASSES(NR, M, n0, n1, TILE)                                                                     \
+#define AFO_MV_PASSES(NR, t, M, K, a, lda, w, ldw, n0, n1, out, ldo)                                           \
     do {                                                                                                       \
+        const afo_dtype t_ = (t);                                                                              \
+        const int64_t K_ = (K), lda_ = (lda), ldo_ = (ldo), ldwb_ = (ldw) * (int64_t)(t_ == AFO_FLOAT32 ? 4 : 2); \
         int64_t L_ = ((n1) - (n0)) / (NR), left_ = ((n1) - (n0)) % (NR);                                       \
         for (int64_t j_ = 0; j_ < L_ + left_; j_++) {                                                          \
             int full_ = j_ < L_;                                                                               \
             int64_t n_ = full_ ? (n0) + j_ : (n0) + ((NR) - 1) * L_ + j_;                                      \
             for (int m0_ = 0; m0_ < (M); m0_ += 4) {                                                           \
+                const float *a_ = (a) + m0_ * lda_;                                                            \
+                const char *w_ = (const char *)(w) + n_ * ldwb_;                                               \
+                float *o_ = (out) + m0_ * ldo_ + n_ - (n0);                                                    \
                 switch (2 * ((M) - m0_ < 4 ? (M) - m0_ : 4) + full_) {                                         \
-                case 2: TILE(1, 1, m0_, n_, L_); break;                                                        \
-                case 3: TILE(1, NR, m0_, n_, L_); break;                                                       \
-                case 4: TILE(2, 1, m0_, n_, L_); break;                                                        \
-                case 5: TILE(2, NR, m0_, n_, L_); break;                                                       \
-                case 6: TILE(3, 1, m0_, n_, L_); break;                                                        \
-                case 7: TILE(3, NR, m0_, n_, L_); break;                                                       \
-                case 8: TILE(4, 1, m0_, n_, L_); break;                                                        \
-                default: TILE(4, NR, m0_, n_, L_); break;                                                      \
+                case 2: AFO_MV_TILE_(1, 1); break;                                                             \
+                case 3: AFO_MV_TILE_(1, NR); break;                                                            \
+                case 4: AFO_MV_TILE_(2, 1); break;                                                             \
+                case 5: AFO_MV_TILE_(2, NR); break;                                                            \
+                case 6: AFO_MV_TILE_(3, 1); break;                                                             \
+                case 7: AFO_MV_TILE_(3, NR); break;                                                            \
+                case 8: AFO_MV_TILE_(4, 1); break;                                                             \
+                default: AFO_MV_TILE_(4, NR); break;                                                           \
                 }                                                                                              \
             }                                                                                                  \
         }                                                                                                      \
     } while (0)
+#define AFO_MV_TILE_(MR, NR) mv_tile(t_, MR, NR, K_, a_, lda_, w_, L_ * ldwb_, o_, ldo_, L_, ldwb_)
 
 typedef struct afo_gemm_kernels {
     /* f32 microkernel on packed panels: for i < mr, j < nr,

@@ -108,11 +108,7 @@ AI void mv_tile(afo_dtype t, const int MR, const int NR, int64_t K, const float 
 
 AI void mv_typed(afo_dtype t, int M, int64_t K, const float *a, int64_t lda, const void *w, int64_t ldw,
                  int64_t n0, int64_t n1, float *out, int64_t ldo) {
-    int64_t ldwb = ldw * (int64_t)(t == AFO_FLOAT32 ? 4 : 2);
-#define TILE(MR, NR, m0, n, L) \
-    mv_tile(t, MR, NR, K, a + (m0) * lda, lda, (const char *)w + (n) * ldwb, (L) * ldwb, out + (m0) * ldo + (n) - n0, ldo, L, ldwb)
-    AFO_MV_PASSES(4, M, n0, n1, TILE);
-#undef TILE
+    AFO_MV_PASSES(4, t, M, K, a, lda, w, ldw, n0, n1, out, ldo);
 }
 
 static void matvec_neon(afo_dtype wdt, int M, int64_t K, const float *a, int64_t lda, const void *w,
