@@ -275,12 +275,9 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
     }
 }
 
-/* M = 1 reads two streams of weight rows, as the AVX-512 kernel: with
- * AFO_CPU_KERNEL=avx2 on a Zen 5 EPYC, ab_decode (TinyLlama 4-bit, 20 pairs)
- * read two / four 0.922. */
 static inline __attribute__((always_inline)) void qmv4_gs(int gs, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv4_block(gs, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, 2, gs, );
+    AFO_QMV_DISPATCH(qmv4_block, gs, );
 #undef CALL
 }
 
@@ -294,7 +291,7 @@ static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 
 static inline __attribute__((always_inline)) void qmv16(int bits, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv16_block(bits, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv16_block, 2, bits, );
+    AFO_QMV_DISPATCH(qmv16_block, bits, );
 #undef CALL
 }
 

@@ -149,13 +149,11 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
     }
 }
 
-/* M = 1 (decode) reads two streams of weight rows (quant_x86.h). On a Zen 5
- * EPYC, ab_decode (TinyLlama 4-bit, prompt 512, 30 pairs of 8 tokens) read
- * two streams / four 0.916, one / two 1.075; on a Zen 4 four adjacent rows
- * a pass had beaten two adjacent rows (0.86-0.97). */
+/* M = 1 (decode) reads NR_MAX streams of weight rows (quant_x86.h); on a
+ * Zen 4, before streams, four adjacent rows a pass had beaten two (0.86-0.97). */
 static inline __attribute__((always_inline)) void qmv4_rows(int vnni, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv4_block(vnni, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, 2, vnni, );
+    AFO_QMV_DISPATCH(qmv4_block, vnni, );
 #undef CALL
 }
 
@@ -164,7 +162,7 @@ static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) { qmv4_rows(0, a
 
 static void qmv8(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv8_block(1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv8_block, 2, );
+    AFO_QMV_DISPATCH(qmv8_block, );
 #undef CALL
 }
 

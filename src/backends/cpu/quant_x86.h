@@ -13,16 +13,11 @@ static inline float hsum(__m256 v) {
     return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-/* The kernels prefetch each weight row at the same offset in the row they
- * take next (AVX-512: the rows nr further on, next in memory; AVX2: the
- * next row of each stream, quant_kernels_avx2.c): with a few slow streams
- * per thread and 4 KiB pages, which hardware prefetchers do not cross, a
- * one-thread 4-bit matvec read DRAM at about a third of the streaming rate
- * without it; with it, between a third and two thirds over runs on the
- * shared 2-core machine. */
-
-/* Weight rows a pass of the matvec takes at most (M = 1: that many streams
- * and accumulator chains, one load of x for all). */
+/* Weight rows a pass of the matvec takes at M = 1: that many streams and
+ * accumulator chains, one load of x for all. On a Zen 5 EPYC, ab_decode
+ * (TinyLlama 4-bit, prompt 512) read two streams against four 0.916 (the
+ * AVX2 kernel 0.922), one against two 1.075; the 8-bit kernels took two
+ * already. */
 enum { NR_MAX = 2 };
 
 /* A matvec kernel takes rows n0 .. n1 (nr dividing their count) in passes
@@ -34,7 +29,10 @@ enum { NR_MAX = 2 };
  * follow (AVX2 on Zen 3; on a Zen 5 the AVX-512 4-bit kernel's decode
  * took 0.91 of the time with streams). The kernels prefetch each line they
  * read in the stream's next row (the next pass), and pass_rows the next
- * rows' scales and biases. */
+ * rows' scales and biases: with a few slow streams per thread and 4 KiB
+ * pages, which hardware prefetchers do not cross, a one-thread 4-bit matvec
+ * had read DRAM at about a third of the streaming rate without it (Zen 3),
+ * and a Zen 5 decode took 1.26x as long. */
 static inline int64_t pass_row(int64_t n0, int64_t n1, int nr, int64_t j, int r) { return n0 + j + r * ((n1 - n0) / nr); }
 
 static inline __attribute__((always_inline)) void pass_rows(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
@@ -124,14 +122,13 @@ static inline __attribute__((always_inline)) void row_params(const afo_qmv_args 
     }
 
 /* Calls of block(args..., nr, mc, a, m0, n0, n1): M = 1 takes weight rows
- * `rows` at a time (that many accumulator chains, one load of x for all),
- * the remainder one at a time; otherwise CALL(mc) runs mc rows of x per
- * pass. */
-#define AFO_QMV_DISPATCH(block, rows, ...)                                                                             \
+ * NR_MAX at a time, the remainder one at a time; otherwise CALL(mc) runs mc
+ * rows of x per pass. */
+#define AFO_QMV_DISPATCH(block, ...)                                                                                   \
     do {                                                                                                               \
         if (a->M == 1) {                                                                                               \
-            int64_t nr_end = n0 + (n1 - n0) / (rows) * (rows);                                                         \
-            block(__VA_ARGS__ rows, 1, a, 0, n0, nr_end);                                                              \
+            int64_t nr_end = n0 + (n1 - n0) / NR_MAX * NR_MAX;                                                         \
+            block(__VA_ARGS__ NR_MAX, 1, a, 0, n0, nr_end);                                                            \
             block(__VA_ARGS__ 1, 1, a, 0, nr_end, n1);                                                                 \
             return;                                                                                                    \
         }                                                                                                              \
