@@ -3,6 +3,8 @@
 #include "backends/cpu/nn_kernels.h"
 #include "backends/cpu/simd_exp_avx512.h"
 
+static inline size_t st_bytes(int st) { return st == AFO_NN_F32 ? 4 : 2; }
+
 /* 16 elements from i of a row of storage type st (a constant per instance). */
 static inline __attribute__((always_inline)) __m512 ld16(int st, const char *row, int64_t i) {
     if (st == AFO_NN_F32) return _mm512_loadu_ps((const float *)row + i);
@@ -59,7 +61,7 @@ static inline __attribute__((always_inline)) void dots_tile(int st, int nh, int 
 
 static inline __attribute__((always_inline)) void dots_st(int st, const float *q, int64_t nq, int64_t D, const void *k,
                                                            int64_t ks, int64_t n, float *s, int64_t ls) {
-    size_t kb = (size_t)ks * (st == AFO_NN_F32 ? 4 : 2);
+    size_t kb = (size_t)ks * st_bytes(st);
     for (int64_t x = 0; x < n;) {
         const char *kx = (const char *)k + x * kb;
         int nk = n - x >= 4 ? 4 : 1;
@@ -95,7 +97,7 @@ static inline __attribute__((always_inline)) void axpys_tile(int st, int nh, int
         __m512 vv[4];
 #pragma GCC unroll 4
         for (int j = 0; j < nv; j++) {
-            if (prefetch) _mm_prefetch(v + (x + VALUES_AHEAD) * vb + (c + 16 * j) * (st == AFO_NN_F32 ? 4 : 2), _MM_HINT_T0);
+            if (prefetch) _mm_prefetch(v + (x + VALUES_AHEAD) * vb + (c + 16 * j) * st_bytes(st), _MM_HINT_T0);
             vv[j] = ld16(st, v + x * vb, c + 16 * j);
         }
 #pragma GCC unroll 4
@@ -113,7 +115,7 @@ static inline __attribute__((always_inline)) void axpys_tile(int st, int nh, int
 
 static inline __attribute__((always_inline)) void axpys_st(int st, float *acc, int64_t nq, int64_t Dv, const float *p,
                                                             int64_t ls, const void *v, int64_t vs, int64_t n) {
-    size_t vb = (size_t)vs * (st == AFO_NN_F32 ? 4 : 2);
+    size_t vb = (size_t)vs * st_bytes(st);
     for (int64_t x0 = 0; x0 < n; x0 += 64) {
         int64_t nx = n - x0 < 64 ? n - x0 : 64;
         const char *vx = (const char *)v + x0 * vb;
