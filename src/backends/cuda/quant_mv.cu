@@ -19,8 +19,6 @@
 #include "backends/cuda/quant_common.cuh"
 #include "backends/cuda/warp.cuh"
 
-#include <stdlib.h>
-
 using namespace afo_q;
 
 namespace {
@@ -40,15 +38,7 @@ __device__ __forceinline__ uint32_t pack4(int a, int b, int c, int d) {
     return (uint32_t)(a & 0xff) | (uint32_t)(b & 0xff) << 8 | (uint32_t)(c & 0xff) << 16 | (uint32_t)d << 24;
 }
 
-// Bytes of the product expected next (its levels, scales, biases) that the
-// blocks of this one ask L2 to prefetch as they finish.
-struct qmv_warm {
-    const char *p[3];
-    int64_t bytes[3];
-};
-
 struct qmv_int_args {
-    qmv_warm warm;
     const uint32_t *w;
     const void *s, *b, *x;
     void *y;
@@ -235,20 +225,6 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
             if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, n0 + r));
         }
     }
-    if (lane == 0) {
-        const int64_t wid = (int64_t)blockIdx.x * kWarps + warp, nw = (int64_t)gridDim.x * kWarps;
-#pragma unroll
-        for (int i = 0; i < 3; i++) {
-            const int64_t slice = (a.warm.bytes[i] / 16 + nw - 1) / nw * 16, off = wid * slice;
-            int64_t len = a.warm.bytes[i] - off;
-            if (len > slice) len = slice;
-            for (int64_t o = 0; o < len; o += 32768) {
-                const int64_t n = len - o < 32768 ? len - o : 32768;
-                asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(a.warm.p[i] + off + o), "r"((unsigned)n)
-                             : "memory");
-            }
-        }
-    }
 }
 
 template <int BITS, typename XT, int RPW> void launch(const qmv_int_args &a, cudaStream_t stream) {
@@ -283,44 +259,9 @@ extern "C" bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, 
            K + K / 32 * (int64_t)sizeof(float2) <= 48 * 1024 && (uintptr_t)m->w % 16 == 0 && (uintptr_t)x % 16 == 0;
 }
 
-namespace {
-// Decode runs the same products in the same order every step: the
-// launcher remembers which followed which.
-constexpr int kSuccessors = 512;
-struct successor {
-    const void *key;
-    afo_cuda_qmat next;
-};
-successor g_next[kSuccessors];
-const void *g_prev;
-
-size_t slot(const void *key) { return (size_t)(((uintptr_t)key >> 8) * 0x9E3779B97F4A7C15ull >> 55); }
-
-qmv_warm warm_for(const afo_cuda_qmat *m) {
-    static int64_t budget = -1;
-    if (budget < 0) {
-        const char *e = getenv("AFO_CUDA_WARM_MB");
-        budget = e ? (int64_t)atoi(e) << 20 : 0;
-    }
-    if (g_prev) g_next[slot(g_prev)] = {g_prev, *m};
-    g_prev = m->w;
-    qmv_warm w = {};
-    const successor &e = g_next[slot(m->w)];
-    if (!budget || e.key != m->w) return w;
-    if ((uintptr_t)e.next.w % 16 || (uintptr_t)e.next.s % 16 || (uintptr_t)e.next.b % 16) return w;
-    const afo_cuda_qmat &n = e.next;
-    const int64_t wrow = n.words * 4, prow = n.cols / n.gs * 2;
-    int64_t rows = budget / (wrow + 2 * prow);
-    if (rows > n.rows) rows = n.rows;
-    w.p[0] = (const char *)n.w, w.p[1] = (const char *)n.s, w.p[2] = (const char *)n.b;
-    w.bytes[0] = rows * wrow, w.bytes[1] = w.bytes[2] = (rows * prow) / 16 * 16;
-    return w;
-}
-} // namespace
-
 extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
                                  const void *norm_weight, float eps, cudaStream_t stream) {
-    const qmv_int_args a = {warm_for(m), m->w, m->s, m->b, x, y, add, norm_weight, eps, m->sdt, m->gs, m->rows, m->cols, m->words};
+    const qmv_int_args a = {m->w, m->s, m->b, x, y, add, norm_weight, eps, m->sdt, m->gs, m->rows, m->cols, m->words};
     if (xdt == AFO_BFLOAT16) launch_bits<__nv_bfloat16>(a, m->bits, stream);
     else launch_bits<__half>(a, m->bits, stream);
 }
