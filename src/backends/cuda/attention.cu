@@ -312,10 +312,21 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
         put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
     };
 
-    float q[GM][E], acc[GM][E], m[GM], l[GM];
+    // After warp_sum_many, lane l holds V of the batch's N values, from value
+    // (l >> SHIFT) * V on (copies in 2^SHIFT lanes when N < 32); row g's KB
+    // values sit in the LG lanes from g * LG. Each lane keeps its row's max
+    // and sum, takes the exponentials of its own values only, and the
+    // lanes share them by shuffles: every lane had taken all GM * KB of
+    // them and their maxima (ncu: ~1460 instructions a warp for one batch,
+    // at 11 cycles each). On an H200, decode tok/s before -> after, two
+    // alternating runs: 8B 4-bit 366.7, 362.0 -> 367.1, 368.4; TinyLlama
+    // 4-bit 836.1, 816.8 -> 850.9, 840.4.
+    constexpr int N = GM * DEC_KB, V = N > 32 ? N / 32 : 1, LG = 32 / GM;
+    constexpr int SHIFT = N >= 32 ? 0 : N == 16 ? 1 : N == 8 ? 2 : N == 4 ? 3 : N == 2 ? 4 : 5;
+    const int v0 = (lane >> SHIFT) * V;
+    float q[GM][E], acc[GM][E], m_row = -INFINITY, l_row = 0.0f;
 #pragma unroll
     for (int g = 0; g < GM; g++) {
-        m[g] = -INFINITY, l[g] = 0.0f;
 #pragma unroll
         for (int e = 0; e < E; e++) q[g][e] = 0.0f, acc[g][e] = 0.0f;
         if (g < G) {
@@ -337,7 +348,6 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
             }
         }
         // the batch's GM x KB dot products, summed over the lanes at once
-        constexpr int N = GM * DEC_KB;
         float part[N];
 #pragma unroll
         for (int g = 0; g < GM; g++)
@@ -349,36 +359,41 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
                 part[g * DEC_KB + j] = d;
             }
         warp_sum_many<N>(part, lane);
+        float s[V], mb = -INFINITY;
+#pragma unroll
+        for (int i = 0; i < V; i++) {
+            s[i] = t0 + (v0 + i) % DEC_KB < k1 ? part[i] : -INFINITY;
+            mb = fmaxf(mb, s[i]);
+        }
+#pragma unroll
+        for (int o = 1 << SHIFT; o < LG; o <<= 1) mb = fmaxf(mb, __shfl_xor_sync(0xffffffffu, mb, o));
+        const float mnew = fmaxf(m_row, mb), corr = expf(m_row - mnew); // m_row = -inf: 0
+        float pv[V], ps = 0.0f;
+#pragma unroll
+        for (int i = 0; i < V; i++) pv[i] = expf(s[i] - mnew), ps += pv[i];
+#pragma unroll
+        for (int o = 1 << SHIFT; o < LG; o <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, o);
+        l_row = l_row * corr + ps, m_row = mnew;
 #pragma unroll
         for (int g = 0; g < GM; g++) {
             if (g >= G) break;
-            float s[DEC_KB], mb = -INFINITY;
+            const float c = __shfl_sync(0xffffffffu, corr, g * LG);
+#pragma unroll
+            for (int e = 0; e < E; e++) acc[g][e] *= c;
 #pragma unroll
             for (int j = 0; j < DEC_KB; j++) {
-                const float d = summed_at<N>(part, g * DEC_KB + j);
-                s[j] = t0 + j < k1 ? d : -INFINITY;
-                mb = fmaxf(mb, s[j]);
-            }
-            const float mnew = fmaxf(m[g], mb), corr = expf(m[g] - mnew); // m = -inf: 0
-            l[g] *= corr;
-#pragma unroll
-            for (int e = 0; e < E; e++) acc[g][e] *= corr;
-#pragma unroll
-            for (int j = 0; j < DEC_KB; j++) {
-                const float pj = expf(s[j] - mnew);
-                l[g] += pj;
+                const int i = g * DEC_KB + j;
+                const float pj = __shfl_sync(0xffffffffu, pv[i % V], (i / V) << SHIFT);
 #pragma unroll
                 for (int e = 0; e < E; e++) acc[g][e] += pj * vv[j][e];
             }
-            m[g] = mnew;
         }
     }
+    if (lane % LG == 0) sm_m[warp][lane / LG] = m_row, sm_l[warp][lane / LG] = l_row;
 #pragma unroll
-    for (int g = 0; g < GM; g++) {
-        if (lane == 0) sm_m[warp][g] = m[g], sm_l[warp][g] = l[g];
+    for (int g = 0; g < GM; g++)
 #pragma unroll
         for (int e = 0; e < E; e++) sm_acc[warp][g][lane * E + e] = acc[g][e];
-    }
     __syncthreads();
     // each warp's weight in the block's sums, once per row
     if (threadIdx.x < G) {
