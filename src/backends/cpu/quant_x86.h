@@ -37,7 +37,9 @@ static inline int64_t pass_row(int64_t n0, int64_t n1, int nr, int64_t j, int r)
 
 static inline __attribute__((always_inline)) void pass_rows(const afo_qmv_args *a, int64_t n0, int64_t n1, int64_t j,
                                                              int nr, const uint8_t **row) {
-    size_t pb = (size_t)a->G * afo_dtype_size(a->sdt);
+    /* the size inline, not afo_dtype_size's call once a pass (perf: 0.5% of
+     * a 4-bit decode's samples); scales are float32, float16 or bfloat16 */
+    size_t pb = (size_t)a->G * (a->sdt == AFO_FLOAT32 ? 4 : 2);
 #pragma GCC unroll 4
     for (int r = 0; r < nr; r++) {
         int64_t n = pass_row(n0, n1, nr, j, r);
