@@ -11,7 +11,10 @@
 // with its max and sum, and a second kernel merges them (log-sum-exp).
 //
 // Scores and accumulators are float32 (float64 for float64 data), like the
-// CPU kernel; q is scaled before the dot products as there.
+// CPU kernel; q is scaled before the dot products as there. The
+// tensor-core paths (16-bit data: the prefill's attention_mma.cu and the
+// decode's decode_warp_mma) scale the scores after them instead and round
+// the probabilities to the data's type for p·v.
 //
 // Prefill in float16/bfloat16 with head size 64 or 128 (MMA_MIN_LQ queries
 // or more, an untuned bound) goes to the tensor-core kernel of
@@ -28,6 +31,7 @@
 
 #include "backends/cuda/attention.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/mma.cuh"
 #include "backends/cuda/warp.cuh"
 
 namespace {
@@ -244,7 +248,13 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 // counter per head): no second kernel. Eight warps a block
 // against four (splits of 64 keys instead of 32, half the partials to
 // merge): 8B bf16 decode 206.0 -> 209.0 tok/s on an H200; sixteen gained
-// nothing more.
+// nothing more. That is the float32 path (decode_warp_simt); 16-bit data
+// takes the same blocks and merge with tensor cores for a warp's keys
+// (decode_warp_mma), whose per-warp chain of instructions is several
+// times shorter: on an H200, decode tok/s, two alternating runs each, 8B
+// 4-bit 363.2, 362.7 -> 377.7, 375.3, TinyLlama 4-bit 855.0, 826.8 ->
+// 919.2, 924.7, 8B bf16 210.0 -> 211.3; 5 or 18 splits instead of the
+// default 9 at a ~550-token context: 373.2 and 359.0 (8B 4-bit).
 constexpr int DEC_WARPS = 8, DEC_KB = 8, DEC_MAX_HEADS = 4096;
 __device__ unsigned int g_split_done[DEC_MAX_HEADS]; // zero at load
 
@@ -293,34 +303,26 @@ template <int N> __device__ __forceinline__ float summed_at(const float (&v)[N],
     }
 }
 
-// GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
-template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
+// The float32 path of decode_kernel: a warp's keys, its rows' max, sum and
+// unnormalised outputs into the block's shared arrays.
+template <typename T, int E, int GM>
+__device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64_t hk, int64_t k0, int64_t k1, int warp,
+                                                 int lane, float (&sm_m)[DEC_WARPS][GM], float (&sm_l)[DEC_WARPS][GM],
+                                                 float (&sm_acc)[DEC_WARPS][GM][32 * E]) {
     constexpr int W = DEC_WARPS;
-    constexpr int D = 32 * E;
-    __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM];
     const afo_cuda_sdpa &p = a.p;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
-    const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
-    const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
-    const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
-    const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
-    const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
+    const int G = (int)a.G;
     const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + lane * E;
     const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + lane * E;
-    // output element d of the group's row g, from its unnormalised sum
-    auto emit = [&](int g, int d, float A, float L) {
-        put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
-    };
-
     // After warp_sum_many, lane l holds V of the batch's N values, from value
     // (l >> SHIFT) * V on (copies in 2^SHIFT lanes when N < 32); row g's KB
     // values sit in the LG lanes from g * LG. Each lane keeps its row's max
     // and sum, takes the exponentials of its own values only, and the
     // lanes share them by shuffles: every lane had taken all GM * KB of
     // them and their maxima (ncu: ~1460 instructions a warp for one batch,
-    // at 11 cycles each). On an H200, decode tok/s before -> after, two
-    // alternating runs: 8B 4-bit 366.7, 362.0 -> 367.1, 368.4; TinyLlama
-    // 4-bit 836.1, 816.8 -> 850.9, 840.4.
+    // at 11 cycles each). On an H200, when 16-bit data still came here,
+    // decode tok/s before -> after, two alternating runs: 8B 4-bit 366.7,
+    // 362.0 -> 367.1, 368.4; TinyLlama 4-bit 836.1, 816.8 -> 850.9, 840.4.
     constexpr int N = GM * DEC_KB, V = N > 32 ? N / 32 : 1, LG = 32 / GM;
     constexpr int SHIFT = N >= 32 ? 0 : N == 16 ? 1 : N == 8 ? 2 : N == 4 ? 3 : N == 2 ? 4 : 5;
     const int v0 = (lane >> SHIFT) * V;
@@ -394,6 +396,99 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     for (int g = 0; g < GM; g++)
 #pragma unroll
         for (int e = 0; e < E; e++) sm_acc[warp][g][lane * E + e] = acc[g][e];
+}
+
+// The 16-bit path: tensor cores. The group's rows (at most 8) are the
+// first rows of an m16 tile; a warp takes 16 keys at a time: s = q·kᵀ in
+// two 16×8 tiles over the head's 16-element slices, k's B fragments read
+// straight from memory (4 bytes a lane: two elements of one key's row);
+// the online softmax on the accumulators (mma.cuh, log2 units); p·v with
+// p's accumulators as the A fragment and v's B fragments its rows read as
+// 8×8 tiles and transposed in registers (movmatrix), so no shared memory.
+// The row max goes to the block's merge in natural-log units.
+template <typename T, int D, int GM>
+__device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_t hk, int64_t k0, int64_t k1, int warp,
+                                                int lane, float (&sm_m)[DEC_WARPS][GM], float (&sm_l)[DEC_WARPS][GM],
+                                                float (&sm_acc)[DEC_WARPS][GM][D]) {
+    using namespace afo_mma;
+    constexpr int KD = D / 16, ND = D / 8, KT = 16;
+    constexpr double LOG2E = 1.4426950408889634, LN2 = 0.6931471805599453;
+    const afo_cuda_sdpa &p = a.p;
+    const int quad = lane >> 2, ql = lane & 3, G = (int)a.G;
+    const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + 2 * ql;
+    const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + 2 * ql;
+    auto word = [](const T *e) { return *(const uint32_t *)e; };
+    uint32_t qa[KD][4];
+    const T *qr = (const T *)p.q + b * p.qs[0] + (hk * G + (quad < G ? quad : 0)) * p.qs[1] + 2 * ql;
+#pragma unroll
+    for (int kd = 0; kd < KD; kd++) {
+        qa[kd][0] = quad < G ? word(qr + kd * 16) : 0u;
+        qa[kd][2] = quad < G ? word(qr + kd * 16 + 8) : 0u;
+        qa[kd][1] = qa[kd][3] = 0u;
+    }
+    float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int d = 0; d < ND; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    const float scale2 = (float)(p.scale * LOG2E);
+    for (int64_t t0 = k0 + warp * KT; t0 < k1; t0 += KT * DEC_WARPS) {
+        uint32_t kf[2][KD][2], vf[2][ND];
+#pragma unroll
+        for (int n = 0; n < 2; n++) {
+            const int64_t key = t0 + 8 * n + quad;
+            const bool in = key < k1;
+            const T *kr = kb + (in ? key : t0) * p.ks[2], *vr = vb + (in ? key : t0) * p.vs[2];
+#pragma unroll
+            for (int kd = 0; kd < KD; kd++) {
+                kf[n][kd][0] = in ? word(kr + kd * 16) : 0u;
+                kf[n][kd][1] = in ? word(kr + kd * 16 + 8) : 0u;
+            }
+#pragma unroll
+            for (int d = 0; d < ND; d++) vf[n][d] = in ? word(vr + d * 8) : 0u;
+        }
+        float s[2][4] = {};
+#pragma unroll
+        for (int kd = 0; kd < KD; kd++)
+#pragma unroll
+            for (int n = 0; n < 2; n++) mma<T>(s[n], qa[kd], kf[n][kd][0], kf[n][kd][1]);
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[n][e] = t0 + 8 * n + 2 * ql + (e & 1) < k1 ? s[n][e] * scale2 : -INFINITY;
+        online_softmax(s, m, l, o);
+        const uint32_t pa[4] = {pack<T>(s[0][0], s[0][1]), pack<T>(s[0][2], s[0][3]), pack<T>(s[1][0], s[1][1]),
+                                pack<T>(s[1][2], s[1][3])};
+#pragma unroll
+        for (int d = 0; d < ND; d++) mma<T>(o[d], pa, transpose8x8(vf[0][d]), transpose8x8(vf[1][d]));
+    }
+    const float sum = quad_sum(l[0]);
+    if (quad < GM) {
+        if (ql == 0) sm_m[warp][quad] = m[0] * (float)LN2, sm_l[warp][quad] = sum;
+#pragma unroll
+        for (int d = 0; d < ND; d++) sm_acc[warp][quad][d * 8 + 2 * ql] = o[d][0], sm_acc[warp][quad][d * 8 + 2 * ql + 1] = o[d][1];
+    }
+}
+
+// GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
+template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
+    constexpr int W = DEC_WARPS;
+    constexpr int D = 32 * E;
+    __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM];
+    const afo_cuda_sdpa &p = a.p;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
+    const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
+    const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
+    const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
+    const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
+    const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
+    // output element d of the group's row g, from its unnormalised sum
+    auto emit = [&](int g, int d, float A, float L) {
+        put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
+    };
+
+    if constexpr (std::is_same<T, float>::value)
+        decode_warp_simt<T, E, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
+    else
+        decode_warp_mma<T, D, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
     __syncthreads();
     // each warp's weight in the block's sums, once per row
     if (threadIdx.x < G) {

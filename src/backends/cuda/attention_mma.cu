@@ -22,8 +22,11 @@
 #include <type_traits>
 
 #include "backends/cuda/attention.cuh"
+#include "backends/cuda/mma.cuh"
 
 namespace {
+
+using namespace afo_mma;
 
 // The kernel waits on latencies (mma, shared memory, the softmax's
 // shuffles and exp2) more than on any unit's throughput, so it is tuned for
@@ -51,32 +54,6 @@ struct Args {
     float scale2;      // the scale times log2(e)
 };
 
-// c += a·b for one m16n8k16 tile: a 16×16 row-major, b 16×8 column-major.
-template <typename T>
-__device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
-#define AFO_MMA(ty)                                                                                                  \
-    asm("mma.sync.aligned.m16n8k16.row.col.f32." ty "." ty ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "          \
-        "{%0,%1,%2,%3};"                                                                                             \
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])                                                             \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
-    if constexpr (std::is_same<T, __half>::value) AFO_MMA("f16");
-    else AFO_MMA("bf16");
-#undef AFO_MMA
-}
-
-// Two floats as the pair of T an mma operand register holds, lo in the low half.
-template <typename T> __device__ __forceinline__ uint32_t pack(float lo, float hi) {
-    uint32_t u;
-    if constexpr (std::is_same<T, __half>::value) {
-        __half2 v = __floats2half2_rn(lo, hi);
-        memcpy(&u, &v, 4);
-    } else {
-        __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-        memcpy(&u, &v, 4);
-    }
-    return u;
-}
-
 // Four 8×8 matrices of 16-bit values; lane l gives the address of row l % 8
 // of matrix l / 8 and gets register i of matrix i, transposed with trans.
 template <bool trans> __device__ __forceinline__ void ldmatrix4(uint32_t (&r)[4], const void *smem) {
@@ -103,55 +80,7 @@ template <int n> __device__ __forceinline__ void cp_async_wait() {
     asm volatile("cp.async.wait_group %0;" ::"n"(n) : "memory");
 }
 
-__device__ __forceinline__ float quad_max(float v) {
-    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 1));
-    return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));
-}
-
-__device__ __forceinline__ float quad_sum(float v) {
-    v += __shfl_xor_sync(0xffffffffu, v, 1);
-    return v + __shfl_xor_sync(0xffffffffu, v, 2);
-}
-
-// exp2 without the scaling for subnormal results: probabilities below
-// 2^-126 of the row's largest count as zeros.
-__device__ __forceinline__ float exp2_ftz(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// s (scores of one m-tile, in log2 units) become probabilities; the running
-// max m and sum l of its rows and their outputs o follow.
-template <int NS, int ND>
-__device__ __forceinline__ void online_softmax(float (&s)[NS][4], float (&m)[2], float (&l)[2], float (&o)[ND][4]) {
-    float mx[2] = {m[0], m[1]}, base[2], corr[2], sum[2] = {0, 0};
-#pragma unroll
-    for (int n = 0; n < NS; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[n][e]);
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-        mx[h] = quad_max(mx[h]);
-        base[h] = mx[h] == -INFINITY ? 0.f : mx[h]; // a row that has seen no key yet stays at zero
-        corr[h] = exp2_ftz(m[h] - base[h]);
-        m[h] = mx[h];
-    }
-#pragma unroll
-    for (int n = 0; n < NS; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) sum[e >> 1] += s[n][e] = exp2_ftz(s[n][e] - base[e >> 1]);
-#pragma unroll
-    for (int h = 0; h < 2; h++) l[h] = l[h] * corr[h] + sum[h];
-#pragma unroll
-    for (int d = 0; d < ND; d++) o[d][0] *= corr[0], o[d][1] *= corr[0], o[d][2] *= corr[1], o[d][3] *= corr[1];
-}
-
-// Fragment layouts (PTX ISA, mma.m16n8k16): in an accumulator c[e] of a
-// 16×8 tile, lane (quad, ql) holds row quad + 8 * (e / 2), column
-// 2 * ql + e % 2; an A fragment a[i] holds row quad + 8 * (i % 2), columns
-// 2 * ql + 8 * (i / 2) and the next; a B fragment b[i], rows 2 * ql + 8 * i
-// and the next of column quad.
+// (Fragment layouts: mma.cuh.)
 template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) mma_kernel(const Args a) {
     // Rows of D + 8 elements: the 8 rows one ldmatrix reads then start 16
     // bytes apart modulo 128 and hit all 32 banks once.
