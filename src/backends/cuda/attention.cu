@@ -294,15 +294,6 @@ template <int N> __device__ __forceinline__ void warp_sum_many(float (&v)[N], in
     sum_step<N, 16>(v, lane);
 }
 
-// Value i of warp_sum_many's result, in every lane.
-template <int N> __device__ __forceinline__ float summed_at(const float (&v)[N], int i) {
-    if constexpr (N == 64) return __shfl_sync(0xffffffffu, v[i % 2], i / 2);
-    else {
-        constexpr int shift = N == 32 ? 0 : N == 16 ? 1 : N == 8 ? 2 : N == 4 ? 3 : N == 2 ? 4 : 5;
-        return __shfl_sync(0xffffffffu, v[0], i << shift);
-    }
-}
-
 // The float32 path of decode_kernel: a warp's keys, its rows' max, sum and
 // unnormalised outputs into the block's shared arrays.
 template <typename T, int E, int GM>
