@@ -541,8 +541,12 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     }
 }
 
+// q's rows are read in vector loads too (up to 16 bytes): its start and its
+// batch and head strides 16-byte aligned, as k's and v's (a.vec).
 bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {
-    return p.Lq == 1 && !p.mask && a.vec && p.D == p.Dv && (p.D == 64 || p.D == 128) && a.G <= 8 &&
+    const int64_t es = p.dtype == AFO_FLOAT32 ? 4 : 2;
+    const bool q_aligned = (uintptr_t)p.q % 16 == 0 && p.qs[0] * es % 16 == 0 && p.qs[1] * es % 16 == 0;
+    return p.Lq == 1 && !p.mask && a.vec && q_aligned && p.D == p.Dv && (p.D == 64 || p.D == 128) && a.G <= 8 &&
            p.B * p.Hkv <= DEC_MAX_HEADS && p.dtype != AFO_FLOAT64;
 }
 
