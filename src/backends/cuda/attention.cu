@@ -403,7 +403,6 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
                                                 float (&sm_acc)[DEC_WARPS][GM][D]) {
     using namespace afo_mma;
     constexpr int KD = D / 16, ND = D / 8, KT = 16;
-    constexpr double LOG2E = 1.4426950408889634, LN2 = 0.6931471805599453;
     const afo_cuda_sdpa &p = a.p;
     const int quad = lane >> 2, ql = lane & 3, G = (int)a.G;
     const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + 2 * ql;
@@ -455,7 +454,8 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
     if (quad < GM) {
         if (ql == 0) sm_m[warp][quad] = m[0] * (float)LN2, sm_l[warp][quad] = sum;
 #pragma unroll
-        for (int d = 0; d < ND; d++) sm_acc[warp][quad][d * 8 + 2 * ql] = o[d][0], sm_acc[warp][quad][d * 8 + 2 * ql + 1] = o[d][1];
+        for (int d = 0; d < ND; d++)
+            sm_acc[warp][quad][d * 8 + 2 * ql] = o[d][0], sm_acc[warp][quad][d * 8 + 2 * ql + 1] = o[d][1];
     }
 }
 

@@ -46,7 +46,6 @@ constexpr int WR = 16 * MT;    // query rows per warp
 constexpr int BQ = WR * WARPS; // query rows per block
 constexpr int BK = 32;         // keys per tile
 constexpr int STAGES = 3;      // k/v tiles in shared memory: the one in use and those in flight
-constexpr double LOG2E = 1.4426950408889634;
 
 struct Args {
     afo_cuda_sdpa p;

@@ -21,6 +21,10 @@
 
 namespace afo_mma {
 
+// Scores in log2 units (times LOG2E), so that exp is one exp2; LN2 takes a
+// max back to natural-log units.
+constexpr double LOG2E = 1.4426950408889634, LN2 = 0.6931471805599453;
+
 // c += a·b for one m16n8k16 tile: a 16×16 row-major, b 16×8 column-major.
 template <typename T>
 __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
