@@ -89,8 +89,8 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
             }                                                                                                   \
         }                                                                                                       \
     }                                                                                                           \
-    void afo_nn_dots_avx2_##SUF(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n,      \
-                                float *s, int64_t ls) {                                                                        \
+    void afo_nn_dots_avx2_##SUF(const float *q, int64_t nq, int64_t D, const void *k, int64_t ks, int64_t n,    \
+                                float *s, int64_t ls) {                                                         \
         if (D % 8) {                                                                                            \
             rowwise_dots_##SUF(q, nq, D, k, ks, n, s, ls);                                                      \
             return;                                                                                             \
@@ -129,8 +129,8 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
         _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
             _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) _mm256_storeu_ps(acc + h * Dv + c + 8 * j, a[h][j]);                   \
     }                                                                                                           \
-    void afo_nn_axpys_avx2_##SUF(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls, const void *v, \
-                                 int64_t vs, int64_t n) {                                                            \
+    void afo_nn_axpys_avx2_##SUF(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls,                \
+                                 const void *v, int64_t vs, int64_t n) {                                        \
         if (Dv % 8) {                                                                                           \
             rowwise_axpys_##SUF(acc, nq, Dv, p, ls, v, vs, n);                                                  \
             return;                                                                                             \
