@@ -382,6 +382,33 @@ static void test_int8_matvec(void) {
             for (int ki = 0; ki < LEN(Ks); ki++)
                 for (int ni = 0; ni < LEN(Ns); ni++)
                     check_int8_matvec(ki % 2 ? AFO_FLOAT16 : AFO_BFLOAT16, Ks[ki], Ns[ni], GROUPS[gi], bits, ni == 1);
+    /* a decode step's down product: 30 rows of 14 steps a block, shared by
+     * 20 warps, so most rows are summed in two parts */
+    for (int bits = 4; bits <= 8; bits += 4) check_int8_matvec(AFO_BFLOAT16, 14336, 4001, 64, bits, bits == 8);
+}
+
+/* Rows split between warps meet in a sum in shared memory, two parts at
+ * most a row: the same product gives the same bits every time. */
+static void test_int8_matvec_repeatable(void) {
+    enum { K = 14336, N = 4001 };
+    afo_array *wsrc = weights(AFO_BFLOAT16, N, K, 64, 6), *in[4];
+    CHECK(afo_quantize(wsrc, 64, 4, &in[1], &in[2], &in[3]) == AFO_OK);
+    int64_t xs[2] = {1, K};
+    afo_array *f = devcheck_random(AFO_FLOAT32, 2, xs, -3, 3);
+    in[0] = afo_astype(f, AFO_BFLOAT16);
+    CHECK(afo_eval(in, 4) == AFO_OK);
+    int p[3] = {64, 4, 1};
+    uint16_t *got[2] = {malloc(sizeof(uint16_t) * N), malloc(sizeof(uint16_t) * N)};
+    for (int r = 0; r < 2; r++) {
+        afo_array *y = on(AFO_CUDA, build_qmm, in, 4, p);
+        CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
+        CHECK(afo_array_read(y, AFO_BFLOAT16, got[r], sizeof(uint16_t) * N) == AFO_OK);
+        afo_release(y);
+    }
+    CHECK_MSG(memcmp(got[0], got[1], sizeof(uint16_t) * N) == 0, "int8 matvec K %d N %d: two runs differ", K, N);
+    free(got[0]), free(got[1]);
+    afo_release(f), afo_release(wsrc);
+    release_n(in, 4);
 }
 
 /* r + x @ dequantize(W)^T: the residual add joins the decode matvec's sums
@@ -465,6 +492,7 @@ int main(void) {
     RUN(test_take_out_of_range);
     RUN(test_quantized_matmul);
     RUN(test_int8_matvec);
+    RUN(test_int8_matvec_repeatable);
     RUN(test_residual_matmul);
     RUN(test_strided_x);
     return test_finish();

@@ -30,6 +30,7 @@
 #include <type_traits>
 
 #include "backends/cuda/attention.cuh"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/mma.cuh"
 #include "backends/cuda/warp.cuh"
@@ -467,6 +468,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
     const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
+    afo_cuda::let_next_start(); // the output projection, launched early, waits for this grid
     const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
     const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
     const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;

@@ -8,6 +8,7 @@
 
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace {
 using namespace afo_cuda;
@@ -190,6 +191,7 @@ __device__ __forceinline__ void apply_vec(afo_op op, int nops, const uint4 &a, c
 // a ninth of HBM bandwidth (swiglu over [2048, 14336] bf16: 397 us for
 // 176 MB on an H200). Descriptor shapes and strides count vectors here.
 template <typename S, int H> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
+    afo_cuda::let_next_start(); // a product after swiglu, launched early, waits for this grid
     const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
@@ -222,6 +224,7 @@ template <typename S> __device__ uint4 flat_load(const void *p, int64_t stride, 
 }
 
 template <typename S, int H> __global__ void ew_flat_kernel(afo_cuda_strided d, afo_op op) {
+    afo_cuda::let_next_start(); // a product after swiglu, launched early, waits for this grid
     constexpr int U = flat_unroll<H>::value;
     uint4 *out = (uint4 *)d.data[0] + output_shift(d);
     const int64_t first = (int64_t)blockIdx.x * blockDim.x * U + threadIdx.x;

@@ -18,6 +18,7 @@
 // 4-bit from 340 to 359 tok/s.
 #include "backends/cuda/quant_common.cuh"
 #include "backends/cuda/warp.cuh"
+#include "backends/cuda/launch.cuh"
 
 using namespace afo_q;
 
@@ -115,6 +116,19 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
     if ((octet & 3) == 0) chunk[octet / 4] = make_float2(amax * (1.0f / 127.0f), sum);
 }
 
+// Every thread of the block: x (normalized first with a norm weight, as the
+// norm kernel computes it) quantized into shared memory, ready to read.
+template <int BITS, typename XT>
+__device__ __forceinline__ void quantize_x(const qmv_int_args &a, int2 *xq, float2 *chunk, int chunks) {
+    const float inv_rms = a.norm_weight ? 1.f / sqrtf(block_sum_squares((const XT *)a.x, chunks * 4) / (float)a.K + a.eps)
+                                        : 1.0f;
+    for (int base = 0; base < chunks * 4; base += blockDim.x) {
+        const int o = base + threadIdx.x;
+        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk, chunks);
+    }
+    __syncthreads();
+}
+
 // q · xq over one chunk of 32 levels (BITS / 4 loaded 16-byte pieces)
 // against its 32 bytes of xq: xq holds every chunk's first 16 bytes, then
 // every chunk's last 16 (`chunks` further), so that the lanes of a warp,
@@ -123,9 +137,10 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
 // a 14336x4096 product).
 template <int BITS> __device__ __forceinline__ int chunk_dot(const uint4 (&w)[BITS / 4], const int4 *xq, int chunks) {
     int d = 0;
+    const int4 xs[2] = {xq[0], xq[chunks]};
 #pragma unroll
     for (int p = 0; p < 2; p++) {
-        const int4 x = xq[p * chunks];
+        const int4 x = xs[p];
         if constexpr (BITS == 8) {
             d = dot4_u8_s8(w[p].x, x.x, d);
             d = dot4_u8_s8(w[p].y, x.y, d);
@@ -143,122 +158,131 @@ template <int BITS> __device__ __forceinline__ int chunk_dot(const uint4 (&w)[BI
     return d;
 }
 
-// A batch holds, for each of the warp's RPW rows, the next B / RPW chunks
-// of the lane (chunk c = lane + 32 j), so rows and steps are compile-time
-// constants inside it: index arithmetic per chunk had cost as much as the
-// dot products. Each warp loops over sets of RPW rows with the next batch
-// in flight while it works on this one, across the end of a set too; the
-// first batch goes out before x is quantized, so that the quantization
-// hides under its latency.
-template <int BITS, typename XT, int RPW>
+// Where a warp's fetches are: the row's levels, scales and biases, and the
+// step j within the row (chunk lane + 32 j of it for each lane).
+struct cursor {
+    const uint4 *w;
+    const uint16_t *s, *b;
+    int j;
+};
+
+// Each block takes a contiguous run of rows, and its warps split the run's
+// steps (rows x steps a row) evenly, a warp's share crossing rows where it
+// falls so; a warp sums each row's part it holds into the block's row sums
+// in shared memory. Rows whole to a warp, dealt round by round, had left up
+// to half of the warps idle in the last round at N = 4096 (1.55 rows a
+// warp). With at least kWarps rows a block every share spans a row's steps,
+// so at most two parts meet in a row's sum, in either order the same float
+// (0 + a + b): results do not vary between runs. A batch is the next kBatch
+// 16-byte loads of the warp's steps, in flight while it works on the one
+// before, across rows too; the first batch goes out before the wait for
+// the kernel before (weights are constants) and before x is quantized, so
+// that both hide under its latency. With the early launch, against whole
+// rows and none (H200, bench_cuda_quant, same run): 4-bit 4096x4096
+// 1253 -> 1588 GB/s, 14336x4096 2384 -> 2705, 4096x14336 2164 -> 2526;
+// 8-bit 1970 -> 2451, 3008 -> 3201, 2753 -> 3086 (the split alone, without
+// the early launch, was 5-10% slower than whole rows: the early launch is
+// what pays). Llama-3.1-8B decode: 4-bit 403.3, 409.8 -> 412.9, 417.4
+// tok/s, 8-bit 311.9 -> 319.9.
+template <int BITS, typename XT>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_int_args a) {
     extern __shared__ int4 smem[];
     constexpr int P = BITS / 4;   // 16-byte pieces per chunk
-    constexpr int B = kBatch / P; // chunks per batch
-    constexpr int S = B / RPW;    // steps per row per batch
-    static_assert(B % RPW == 0, "a batch covers every row");
+    constexpr int B = kBatch / P; // steps per batch
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int chunks = (int)(a.K / 32), per_lane = (chunks + 31) / 32, group_shift = __ffs(a.gs / 32) - 1;
-    const int64_t G = a.K / a.gs, sets = (a.N + RPW - 1) / RPW, stride = (int64_t)gridDim.x * kWarps;
+    const int chunks = (int)(a.K / 32), spr = (chunks + 31) / 32, group_shift = __ffs(a.gs / 32) - 1;
+    const int64_t G = a.K / a.gs, r0 = a.N * blockIdx.x / gridDim.x, rows = a.N * (blockIdx.x + 1) / gridDim.x - r0;
+    int64_t t0 = 0, t1 = 0; // the warp's steps
+    if (rows >= kWarps) t0 = rows * spr * warp / kWarps, t1 = rows * spr * (warp + 1) / kWarps;
+    else if (warp < rows) t0 = (int64_t)warp * spr, t1 = t0 + spr;
     int2 *xq = (int2 *)smem;
     float2 *chunk = (float2 *)((char *)smem + a.K);
+    float *row_sum = (float *)(chunk + chunks);
 
     // A chunk's scale and bias travel with its levels: loaded when the
     // batch was used, they cost a round trip to memory per batch, most of
     // the warps' waiting (ncu). Joined into one word as they arrived, they
     // were waited for right away.
-    uint4 next[RPW][S][P];
-    uint32_t next_s[RPW][S], next_b[RPW][S];
-    auto fetch = [&](int64_t set, int j0) {
+    uint4 next[B][P];
+    uint32_t next_s[B], next_b[B];
+    const int64_t first = r0 + t0 / spr;
+    cursor in = {(const uint4 *)(a.w + first * a.words), (const uint16_t *)a.s + first * G,
+                 (const uint16_t *)a.b + first * G, (int)(t0 % spr)};
+    auto fetch = [&](int64_t left) { // the next B steps, of `left` left
 #pragma unroll
-        for (int r = 0; r < RPW; r++)
+        for (int b = 0; b < B; b++) {
+            const int c = lane + 32 * in.j;
+            if (b < left && c < chunks) {
 #pragma unroll
-            for (int j = 0; j < S; j++) {
-                const int64_t n = set * RPW + r;
-                const int c = lane + 32 * (j0 + j);
-                if (n < a.N && c < chunks) {
-                    const uint4 *p = (const uint4 *)(a.w + n * a.words) + (int64_t)c * P;
-#pragma unroll
-                    for (int k = 0; k < P; k++) next[r][j][k] = __ldg(p + k);
-                    const int64_t g = n * G + (c >> group_shift);
-                    next_s[r][j] = __ldg((const uint16_t *)a.s + g);
-                    next_b[r][j] = __ldg((const uint16_t *)a.b + g);
-                }
+                for (int k = 0; k < P; k++) next[b][k] = __ldg(in.w + c * P + k);
+                next_s[b] = __ldg(in.s + (c >> group_shift));
+                next_b[b] = __ldg(in.b + (c >> group_shift));
             }
+            if (++in.j == spr) in.j = 0, in.w += a.words / 4, in.s += G, in.b += G;
+        }
     };
-    int64_t set = (int64_t)blockIdx.x * kWarps + warp;
-    fetch(set, 0);
-    // as the norm kernel computes it
-    const float inv_rms = a.norm_weight ? 1.f / sqrtf(block_sum_squares((const XT *)a.x, chunks * 4) / (float)a.K + a.eps)
-                                        : 1.0f;
-    for (int base = 0; base < chunks * 4; base += blockDim.x) {
-        const int o = base + threadIdx.x;
-        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk, chunks);
+    afo_cuda::let_next_start();
+    fetch(t1 - t0);
+    for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) row_sum[i] = 0.0f;
+    afo_cuda::wait_prior_grid(); // x, y and the addend are the kernels before's
+    quantize_x<BITS, XT>(a, xq, chunk, chunks);
+
+    int64_t row = t0 / spr, acc_row = row;
+    int j = (int)(t0 % spr);
+    float acc = 0.0f;
+    auto flush = [&]() {
+        const float v = afo_cuda::warp_sum(acc);
+        if (lane == 0) atomicAdd(row_sum + acc_row, v);
+    };
+    for (int64_t t = t0; t < t1; t += B) {
+        uint4 cur[B][P];
+        uint32_t cur_s[B], cur_b[B];
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+#pragma unroll
+            for (int k = 0; k < P; k++) cur[b][k] = next[b][k];
+            cur_s[b] = next_s[b], cur_b[b] = next_b[b];
+        }
+        fetch(t1 - t - B);
+#pragma unroll
+        for (int b = 0; b < B; b++) {
+            if (t + b >= t1) break;
+            if (row != acc_row) flush(), acc = 0.0f, acc_row = row;
+            const int c = lane + 32 * j;
+            if (c < chunks) {
+                const int d = chunk_dot<BITS>(cur[b], (const int4 *)xq + c, chunks);
+                const float2 cx = chunk[c];
+                acc += half_to_f(cur_s[b], a.sdt) * (cx.x * (float)d) + half_to_f(cur_b[b], a.sdt) * cx.y;
+            }
+            if (++j == spr) j = 0, row++;
+        }
     }
+    if (t1 > t0) flush();
     __syncthreads();
-
-    for (; set < sets; set += stride) {
-        const int64_t n0 = set * RPW;
-        float acc[RPW] = {};
-        for (int j0 = 0; j0 < per_lane; j0 += S) {
-            uint4 cur[RPW][S][P];
-            uint32_t cur_s[RPW][S], cur_b[RPW][S];
-#pragma unroll
-            for (int r = 0; r < RPW; r++)
-#pragma unroll
-                for (int j = 0; j < S; j++) {
-#pragma unroll
-                    for (int k = 0; k < P; k++) cur[r][j][k] = next[r][j][k];
-                    cur_s[r][j] = next_s[r][j], cur_b[r][j] = next_b[r][j];
-                }
-            if (j0 + S < per_lane) fetch(set, j0 + S);
-            else fetch(set + stride, 0);
-#pragma unroll
-            for (int r = 0; r < RPW; r++)
-#pragma unroll
-                for (int j = 0; j < S; j++) {
-                    const int c = lane + 32 * (j0 + j);
-                    if (n0 + r >= a.N || c >= chunks) continue;
-                    const int d = chunk_dot<BITS>(cur[r][j], (const int4 *)xq + c, chunks);
-                    const float2 cx = chunk[c];
-                    const float sc = half_to_f(cur_s[r][j], a.sdt), bi = half_to_f(cur_b[r][j], a.sdt);
-                    acc[r] += sc * (cx.x * (float)d) + bi * cx.y;
-                }
-        }
-#pragma unroll
-        for (int r = 0; r < RPW; r++) {
-            const float v = afo_cuda::warp_sum(acc[r]);
-            if (lane == 0 && n0 + r < a.N) ((XT *)a.y)[n0 + r] = from_f<XT>(afo_cuda::plus_addend(v, a.add, n0 + r));
-        }
-    }
+    for (int64_t i = threadIdx.x; i < rows; i += blockDim.x)
+        ((XT *)a.y)[r0 + i] = from_f<XT>(afo_cuda::plus_addend(row_sum[i], a.add, r0 + i));
 }
 
-template <int BITS, typename XT, int RPW> void launch(const qmv_int_args &a, cudaStream_t stream) {
-    const int64_t sets = (a.N + RPW - 1) / RPW, most = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM;
-    const int64_t blocks = (sets + kWarps - 1) / kWarps;
-    const size_t smem = (size_t)a.K + (size_t)(a.K / 32) * sizeof(float2);
-    qmv_int_kernel<BITS, XT, RPW><<<(unsigned)(blocks < most ? blocks : most), kWarps * 32, smem, stream>>>(a);
+// Blocks: one an SM, each with at least kWarps rows where there are as many.
+int64_t grid_of(int64_t N) {
+    const int64_t most = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM, even = N / kWarps;
+    return even < 1 ? 1 : even < most ? even : most;
 }
 
-// Rows per warp: as many as one batch of loads covers, while every warp of
-// the grid still gets a set of rows.
-template <int BITS, typename XT> void launch_rows(const qmv_int_args &a, cudaStream_t stream) {
-    const int64_t loads_per_row = (a.K / 32 + 31) / 32 * (BITS / 4);
-    const int64_t warps = (int64_t)afo_cuda_multiprocessors() * kBlocksPerSM * kWarps;
-    auto fits = [&](int rpw) { return loads_per_row * rpw <= kBatch && a.N >= warps * rpw; };
-    constexpr int B = kBatch / (BITS / 4); // chunks a batch, which the rows of a warp share evenly
-    if constexpr (B % 4 == 0) {
-        if (fits(4)) return launch<BITS, XT, 4>(a, stream);
-    }
-    if constexpr (B % 2 == 0) {
-        if (fits(2)) return launch<BITS, XT, 2>(a, stream);
-    }
-    launch<BITS, XT, 1>(a, stream);
+// x's levels and chunk scales and sums, then the block's row sums.
+size_t smem_of(int64_t N, int64_t K) {
+    const int64_t grid = grid_of(N), rows = (N + grid - 1) / grid;
+    return (size_t)K + (size_t)(K / 32) * sizeof(float2) + (size_t)rows * sizeof(float);
+}
+
+template <int BITS, typename XT> void launch(const qmv_int_args &a, cudaStream_t stream) {
+    afo_cuda::launch_early(qmv_int_kernel<BITS, XT>, dim3((unsigned)grid_of(a.N)), dim3(kWarps * 32),
+                           smem_of(a.N, a.K), stream, a);
 }
 
 template <typename XT> void launch_bits(const qmv_int_args &a, int bits, cudaStream_t stream) {
-    if (bits == 4) launch_rows<4, XT>(a, stream);
-    else launch_rows<8, XT>(a, stream);
+    if (bits == 4) launch<4, XT>(a, stream);
+    else launch<8, XT>(a, stream);
 }
 
 } // namespace
@@ -267,7 +291,7 @@ extern "C" bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, 
     const int64_t K = m->cols;
     return M == 1 && (m->bits == 8 || m->bits == 4) && (xdt == AFO_BFLOAT16 || xdt == AFO_FLOAT16) &&
            (m->sdt == AFO_BFLOAT16 || m->sdt == AFO_FLOAT16) && K % 32 == 0 &&
-           K + K / 32 * (int64_t)sizeof(float2) <= 48 * 1024 && (uintptr_t)m->w % 16 == 0 && (uintptr_t)x % 16 == 0;
+           smem_of(m->rows, K) <= 48 * 1024 && (uintptr_t)m->w % 16 == 0 && (uintptr_t)x % 16 == 0;
 }
 
 extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,

@@ -1,0 +1,41 @@
+// Programmatic dependent launch (sm_90): a kernel launched with
+// launch_early may start while the kernel before it in the stream still
+// runs, once that one's blocks have all called let_next_start (or exited),
+// so that its launch, and whatever work of it reads only constants (a
+// product's weights), overlap the tail of the kernel before. It must call
+// wait_prior_grid, in every thread, before it reads or writes any memory
+// that kernels before it use: the wait returns once the kernel before has
+// completed and its writes are visible, and that kernel, launched early or
+// not, had waited for its own predecessor, so for all earlier ones too.
+#ifndef AFO_CUDA_LAUNCH_CUH
+#define AFO_CUDA_LAUNCH_CUH
+
+#include <cuda_runtime.h>
+
+namespace afo_cuda {
+
+__device__ __forceinline__ void let_next_start() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wait_prior_grid() {
+#if __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+template <typename... Params, typename... Args>
+cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                         Args... args) {
+    cudaLaunchAttribute attr;
+    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr.val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {grid, block, smem, stream, &attr, 1};
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
+} // namespace afo_cuda
+
+#endif
