@@ -462,13 +462,13 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
 
 // GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
 template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
+    afo_cuda::follow_prior_grid();
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
     __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM];
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
     const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
-    afo_cuda::let_next_start(); // the output projection, launched early, waits for this grid
     const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
     const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
     const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
@@ -569,7 +569,7 @@ template <typename T, int E> cudaError_t launch_decode_e(const Args &a, cudaStre
                   : a.G <= 2 ? decode_kernel<T, E, 2>
                   : a.G <= 4 ? decode_kernel<T, E, 4>
                              : decode_kernel<T, E, 8>;
-    kernel<<<grid, DEC_WARPS * 32, 0, st>>>(a);
+    afo_cuda::launch_early(kernel, dim3(grid), dim3(DEC_WARPS * 32), 0, st, a);
     return cudaGetLastError();
 }
 

@@ -137,6 +137,7 @@ __device__ void operand_offsets(const afo_cuda_strided &d, int64_t idx, int64_t 
 }
 
 template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
+    afo_cuda::follow_prior_grid();
     const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
@@ -191,7 +192,7 @@ __device__ __forceinline__ void apply_vec(afo_op op, int nops, const uint4 &a, c
 // a ninth of HBM bandwidth (swiglu over [2048, 14336] bf16: 397 us for
 // 176 MB on an H200). Descriptor shapes and strides count vectors here.
 template <typename S, int H> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
-    afo_cuda::let_next_start(); // a product after swiglu, launched early, waits for this grid
+    afo_cuda::follow_prior_grid();
     const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
@@ -224,7 +225,7 @@ template <typename S> __device__ uint4 flat_load(const void *p, int64_t stride, 
 }
 
 template <typename S, int H> __global__ void ew_flat_kernel(afo_cuda_strided d, afo_op op) {
-    afo_cuda::let_next_start(); // a product after swiglu, launched early, waits for this grid
+    afo_cuda::follow_prior_grid();
     constexpr int U = flat_unroll<H>::value;
     uint4 *out = (uint4 *)d.data[0] + output_shift(d);
     const int64_t first = (int64_t)blockIdx.x * blockDim.x * U + threadIdx.x;
@@ -250,12 +251,13 @@ template <typename S, int H> void launch_vec(const afo_cuda_strided &v, afo_op o
     const int threads = 256;
     if (v.ndim == 1) {
         const int64_t per_block = (int64_t)threads * flat_unroll<H>::value;
-        ew_flat_kernel<S, H><<<(unsigned)((v.size + per_block - 1) / per_block), threads, 0, st>>>(v, op);
+        afo_cuda::launch_early(ew_flat_kernel<S, H>, dim3((unsigned)((v.size + per_block - 1) / per_block)),
+                               dim3(threads), 0, st, v, op);
         return;
     }
     int64_t blocks = (v.size + threads - 1) / threads;
     if (blocks > 65535 * 8) blocks = 65535 * 8;
-    ew_vec_kernel<S, H><<<(unsigned)blocks, threads, 0, st>>>(v, op);
+    afo_cuda::launch_early(ew_vec_kernel<S, H>, dim3((unsigned)blocks), dim3(threads), 0, st, v, op);
 }
 
 template <typename S> void launch_vec_as(const afo_cuda_strided &v, afo_op op, cudaStream_t st) {
@@ -314,9 +316,6 @@ extern "C" void afo_cuda_elementwise(const afo_cuda_strided *d, afo_op op, afo_c
     }
     int64_t blocks = (d->size + threads - 1) / threads;
     if (blocks > 65535 * 8) blocks = 65535 * 8;
-    switch (ct) {
-    case AFO_CUDA_F32: ew_kernel<float><<<(unsigned)blocks, threads, 0, stream>>>(*d, op); break;
-    case AFO_CUDA_F64: ew_kernel<double><<<(unsigned)blocks, threads, 0, stream>>>(*d, op); break;
-    default: ew_kernel<int64_t><<<(unsigned)blocks, threads, 0, stream>>>(*d, op); break;
-    }
+    auto kernel = ct == AFO_CUDA_F32 ? ew_kernel<float> : ct == AFO_CUDA_F64 ? ew_kernel<double> : ew_kernel<int64_t>;
+    afo_cuda::launch_early(kernel, dim3((unsigned)blocks), dim3(threads), 0, stream, *d, op);
 }

@@ -15,6 +15,7 @@
 
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/warp.cuh"
 
@@ -47,6 +48,7 @@ template <typename W, typename X, int MAXR>
 __global__ void __launch_bounds__(kWarps * 32, 4)
     gemv(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K, int64_t x_row, int R, bool vector,
          afo_cuda_gemv_fusion fuse) {
+    afo_cuda::follow_prior_grid();
     __shared__ float partial[kWarps][MAXR];
     const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, part = warp % kSplit;
     const int64_t n = (int64_t)blockIdx.x * (kWarps / kSplit) + warp / kSplit;
@@ -114,6 +116,7 @@ template <typename W, typename X, bool NORM>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
     gemv_stream(const W *w, const X *x, void *out, afo_dtype out_dtype, int64_t N, int64_t K,
                 afo_cuda_gemv_fusion fuse) {
+    afo_cuda::follow_prior_grid();
     constexpr int V = 16 / sizeof(W), kRows = kWarps / kSplit;
     __shared__ float partial[2][kWarps]; // by parity of the pass: one barrier a pass
     extern __shared__ uint4 normed[];    // NORM: x normalized, K elements of X
@@ -204,12 +207,16 @@ bool launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_
     if (R == 1 && vector) {
         const unsigned most = (unsigned)afo_cuda_multiprocessors() * kBlocksPerSM;
         const unsigned grid = blocks < most ? blocks : most;
-        if (norm) gemv_stream<W, X, true><<<grid, kWarps * 32, normed_bytes, s>>>(wt, xt, out, out_dtype, N, K, fuse);
-        else gemv_stream<W, X, false><<<grid, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, fuse);
+        if (norm) afo_cuda::launch_early(gemv_stream<W, X, true>, dim3(grid), dim3(kWarps * 32), normed_bytes, s, wt,
+                                         xt, out, out_dtype, N, K, fuse);
+        else afo_cuda::launch_early(gemv_stream<W, X, false>, dim3(grid), dim3(kWarps * 32), 0, s, wt, xt, out,
+                                    out_dtype, N, K, fuse);
     } else if (R == 1) {
-        gemv<W, X, 1><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector, fuse);
+        afo_cuda::launch_early(gemv<W, X, 1>, dim3(blocks), dim3(kWarps * 32), 0, s, wt, xt, out, out_dtype, N, K,
+                               x_row, R, vector, fuse);
     } else {
-        gemv<W, X, kMaxRows><<<blocks, kWarps * 32, 0, s>>>(wt, xt, out, out_dtype, N, K, x_row, R, vector, fuse);
+        afo_cuda::launch_early(gemv<W, X, kMaxRows>, dim3(blocks), dim3(kWarps * 32), 0, s, wt, xt, out, out_dtype, N,
+                               K, x_row, R, vector, fuse);
     }
     return true;
 }

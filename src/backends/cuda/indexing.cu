@@ -4,6 +4,7 @@
 
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/core_kernels.h"
+#include "backends/cuda/launch.cuh"
 
 namespace {
 using namespace afo_cuda;
@@ -31,6 +32,7 @@ __device__ void copy_elem(char *dst, const char *src, int es) {
 }
 
 __global__ void gather_elems(afo_cuda_gather g) {
+    afo_cuda::follow_prior_grid();
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < g.size; o += (int64_t)gridDim.x * blockDim.x) {
         int64_t xo = 0, io = 0, r = o;
         for (int d = g.ndim - 1; d >= 0; d--) {
@@ -48,6 +50,7 @@ __global__ void gather_elems(afo_cuda_gather g) {
 // One index per row of the last axis (embedding lookups): a block per row,
 // 16-byte moves when the row is dense and aligned.
 __global__ void gather_rows(afo_cuda_gather g) {
+    afo_cuda::follow_prior_grid();
     int last = g.ndim - 1;
     int64_t n = g.shape[last], rows = g.size / n, xs = g.xs[last];
     for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
@@ -75,6 +78,7 @@ template <typename T> __device__ T add(T a, T b) { return a + b; }
 template <> __device__ int64_t add<int64_t>(int64_t a, int64_t b) { return (int64_t)((uint64_t)a + (uint64_t)b); }
 
 template <typename T> __global__ void scatter_lines(afo_cuda_scatter s) {
+    afo_cuda::follow_prior_grid();
     for (int64_t c = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c < s.lines; c += (int64_t)gridDim.x * blockDim.x) {
         int64_t ao = 0, io = 0, uo = 0, r = c;
         for (int d = s.nd - 1; d >= 0; d--) {
@@ -105,17 +109,18 @@ extern "C" void afo_cuda_gather_launch(const afo_cuda_gather *g, cudaStream_t st
     int64_t n = g->shape[g->ndim - 1];
     if (g->is[g->ndim - 1] == 0 && n >= 32) {
         int64_t rows = g->size / n;
-        gather_rows<<<(unsigned)(rows < 65535 * 16 ? rows : 65535 * 16), n >= 1024 ? 256 : 128, 0, stream>>>(*g);
+        afo_cuda::launch_early(gather_rows, dim3((unsigned)(rows < 65535 * 16 ? rows : 65535 * 16)),
+                               dim3(n >= 1024 ? 256 : 128), 0, stream, *g);
     } else {
-        gather_elems<<<grid_for(g->size, 256), 256, 0, stream>>>(*g);
+        afo_cuda::launch_early(gather_elems, dim3(grid_for(g->size, 256)), dim3(256), 0, stream, *g);
     }
 }
 
 extern "C" void afo_cuda_scatter_add(const afo_cuda_scatter *s, cudaStream_t stream) {
     unsigned blocks = grid_for(s->lines, 128);
     switch (s->acc_dtype) {
-    case AFO_FLOAT32: scatter_lines<float><<<blocks, 128, 0, stream>>>(*s); break;
-    case AFO_FLOAT64: scatter_lines<double><<<blocks, 128, 0, stream>>>(*s); break;
-    default: scatter_lines<int64_t><<<blocks, 128, 0, stream>>>(*s); break;
+    case AFO_FLOAT32: afo_cuda::launch_early(scatter_lines<float>, dim3(blocks), dim3(128), 0, stream, *s); break;
+    case AFO_FLOAT64: afo_cuda::launch_early(scatter_lines<double>, dim3(blocks), dim3(128), 0, stream, *s); break;
+    default: afo_cuda::launch_early(scatter_lines<int64_t>, dim3(blocks), dim3(128), 0, stream, *s); break;
     }
 }

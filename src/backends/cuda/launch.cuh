@@ -26,6 +26,12 @@ __device__ __forceinline__ void wait_prior_grid() {
 #endif
 }
 
+// The first statement of a kernel that does nothing before the wait.
+__device__ __forceinline__ void follow_prior_grid() {
+    wait_prior_grid();
+    let_next_start();
+}
+
 template <typename... Params, typename... Args>
 cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                          Args... args) {

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "backends/cuda/convert.cuh"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/nn_kernels.h"
 #include "backends/cuda/warp.cuh"
 
@@ -97,6 +98,7 @@ constexpr int kNormThreads = 512;
 template <typename T, typename C, int HELD>
 __global__ void __launch_bounds__(kNormThreads) norm_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_vec w,
                                                             afo_cuda_vec b, int center, double eps) {
+    afo_cuda::follow_prior_grid();
     __shared__ C red[32];
     int64_t r = blockIdx.x, n = x.n;
     const T *row = xd + row_offset(x, r);
@@ -167,6 +169,7 @@ constexpr int kRopeRows = 8, kRopeSharedFrom = 64;
 template <typename T, typename C>
 __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p, int64_t cols, int64_t chunks,
                             int per_thread) {
+    afo_cuda::follow_prior_grid();
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, j = t % cols, l = t / cols % p.L,
                   chunk = t / cols / p.L;
     if (chunk >= chunks) return;
@@ -214,6 +217,7 @@ template <typename T> __device__ __forceinline__ uint4 pack(const float *f) {
 template <typename T, int NV>
 __global__ void __launch_bounds__(kNormVecThreads) norm_vec_kernel(afo_cuda_rows x, const T *xd, T *out, const T *w,
                                                                     const T *b, int center, float eps) {
+    afo_cuda::follow_prior_grid();
     constexpr int V = 16 / sizeof(T);
     __shared__ float red[32];
     const int64_t r = blockIdx.x, nv = x.n / V;
@@ -282,6 +286,7 @@ constexpr int kRopeVecThreads = 256;
 template <typename T>
 __global__ void __launch_bounds__(kRopeVecThreads) rope_vec_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p,
                                                                    int64_t items) {
+    afo_cuda::follow_prior_grid();
     constexpr int V = 16 / sizeof(T);
     extern __shared__ float angles[]; // [positions of the block][half][cos, sin]
     const int64_t half = p.dims / 2, per_position = x.rows / p.L, chunks = half / V;
@@ -328,8 +333,8 @@ void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec
                           : per_thread <= 2 ? norm_vec_kernel<T, 2>
                           : per_thread <= 4 ? norm_vec_kernel<T, 4>
                                             : norm_vec_kernel<T, 8>;
-            kernel<<<(unsigned)x->rows, kNormVecThreads, 0, st>>>(*x, (const T *)xd, (T *)out, (const T *)w.data,
-                                                                  (const T *)b.data, center, (float)eps);
+            afo_cuda::launch_early(kernel, dim3((unsigned)x->rows), dim3(kNormVecThreads), 0, st, *x, (const T *)xd,
+                                   (T *)out, (const T *)w.data, (const T *)b.data, center, (float)eps);
             return;
         }
     }
@@ -340,7 +345,7 @@ void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec
                   : held <= 8  ? norm_kernel<T, C, 8>
                   : held <= 16 ? norm_kernel<T, C, 16>
                                : norm_kernel<T, C, 0>;
-    kernel<<<rows, threads, 0, st>>>(*x, (const T *)xd, (T *)out, w, b, center, eps);
+    afo_cuda::launch_early(kernel, dim3(rows), dim3(threads), 0, st, *x, (const T *)xd, (T *)out, w, b, center, eps);
 }
 
 template <typename T, typename C>
@@ -354,16 +359,17 @@ void rope_launch(const afo_cuda_rows *x, const void *xd, void *out, const afo_cu
             const int64_t per_l = x->rows / p->L * (half / V), items = p->L * per_l;
             const int64_t positions = kRopeVecThreads / per_l + 2; // the most a block of items spans
             const size_t smem = (size_t)(positions < p->L ? positions : p->L) * half * 2 * sizeof(float);
-            rope_vec_kernel<T><<<(unsigned)((items + kRopeVecThreads - 1) / kRopeVecThreads), kRopeVecThreads, smem,
-                                 st>>>(*x, (const T *)xd, (T *)out, *p, items);
+            afo_cuda::launch_early(rope_vec_kernel<T>,
+                                   dim3((unsigned)((items + kRopeVecThreads - 1) / kRopeVecThreads)),
+                                   dim3(kRopeVecThreads), smem, st, *x, (const T *)xd, (T *)out, *p, items);
             return;
         }
     }
     const int per_thread = p->L >= kRopeSharedFrom ? kRopeRows : 1;
     const int64_t cols = p->dims / 2 + (x->n - p->dims), chunks = (x->rows / p->L + per_thread - 1) / per_thread;
     const int64_t threads = chunks * p->L * cols;
-    rope_kernel<T, C><<<(unsigned)((threads + 255) / 256), 256, 0, st>>>(*x, (const T *)xd, (T *)out, *p, cols,
-                                                                         chunks, per_thread);
+    afo_cuda::launch_early(rope_kernel<T, C>, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0, st, *x,
+                           (const T *)xd, (T *)out, *p, cols, chunks, per_thread);
 }
 
 } // namespace

@@ -9,6 +9,7 @@
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/core_kernels.h"
 #include "backends/cuda/kernels.h"
+#include "backends/cuda/launch.cuh"
 #include "backends/cuda/warp.cuh"
 
 namespace {
@@ -157,6 +158,7 @@ template <bool INT> __device__ void finish(const afo_cuda_reduce &r, const State
 }
 
 template <bool INT> __global__ void reduce_per_thread(afo_cuda_reduce r) {
+    afo_cuda::follow_prior_grid();
     for (int64_t o = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; o < r.out_size;
          o += (int64_t)gridDim.x * blockDim.x) {
         int64_t base = keep_offset(r, o);
@@ -185,6 +187,7 @@ __device__ State block_reduce(const afo_cuda_reduce &r, int64_t base, int64_t i0
 }
 
 template <bool INT> __global__ void reduce_per_block(afo_cuda_reduce r) {
+    afo_cuda::follow_prior_grid();
     __shared__ State part[32];
     for (int64_t o = blockIdx.x; o < r.out_size; o += gridDim.x) {
         int64_t base = keep_offset(r, o);
@@ -211,6 +214,7 @@ __device__ State load_cg(const State *p) {
 }
 
 template <bool INT> __global__ void reduce_split(afo_cuda_reduce r) {
+    afo_cuda::follow_prior_grid();
     __shared__ State part[32];
     const int64_t o = blockIdx.y, nsplit = gridDim.x, chunk = (r.red_size + nsplit - 1) / nsplit;
     const int64_t i0 = blockIdx.x * chunk, i1 = i0 + chunk < r.red_size ? i0 + chunk : r.red_size;
@@ -248,6 +252,7 @@ template <typename T> __device__ void merge_ms(T &m, T &s, T m2, T s2) {
 }
 
 template <typename T> __global__ void softmax_rows(afo_cuda_rows r) {
+    afo_cuda::follow_prior_grid();
     __shared__ T pm[32], ps[32];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nwarps = blockDim.x >> 5;
     for (int64_t row = blockIdx.x; row < r.rows; row += gridDim.x) {
@@ -287,24 +292,25 @@ extern "C" void afo_cuda_reduce_launch(const afo_cuda_reduce *r, cudaStream_t st
     bool per_thread = r->red_size <= 16 || (!inner_contig && r->out_size >= 1024);
     if (per_thread) {
         unsigned blocks = grid_of((r->out_size + 255) / 256);
-        if (is_int) reduce_per_thread<true><<<blocks, 256, 0, stream>>>(*r);
-        else reduce_per_thread<false><<<blocks, 256, 0, stream>>>(*r);
+        afo_cuda::launch_early(is_int ? reduce_per_thread<true> : reduce_per_thread<false>, dim3(blocks), dim3(256), 0,
+                               stream, *r);
         return;
     }
     const int64_t nsplit = split_of(r);
     if (nsplit > 1) {
         const dim3 grid((unsigned)nsplit, (unsigned)r->out_size);
-        if (is_int) reduce_split<true><<<grid, SPLIT_THREADS, 0, stream>>>(*r);
-        else reduce_split<false><<<grid, SPLIT_THREADS, 0, stream>>>(*r);
+        afo_cuda::launch_early(is_int ? reduce_split<true> : reduce_split<false>, grid, dim3(SPLIT_THREADS), 0, stream,
+                               *r);
         return;
     }
     int threads = block_for(r->red_size);
-    if (is_int) reduce_per_block<true><<<grid_of(r->out_size), threads, 0, stream>>>(*r);
-    else reduce_per_block<false><<<grid_of(r->out_size), threads, 0, stream>>>(*r);
+    afo_cuda::launch_early(is_int ? reduce_per_block<true> : reduce_per_block<false>, dim3(grid_of(r->out_size)),
+                           dim3(threads), 0, stream, *r);
 }
 
 extern "C" void afo_cuda_softmax(const afo_cuda_rows *r, cudaStream_t stream) {
     int threads = block_for(r->n);
-    if (r->out_dtype == AFO_FLOAT64) softmax_rows<double><<<grid_of(r->rows), threads, 0, stream>>>(*r);
-    else softmax_rows<float><<<grid_of(r->rows), threads, 0, stream>>>(*r);
+    const dim3 grid(grid_of(r->rows));
+    if (r->out_dtype == AFO_FLOAT64) afo_cuda::launch_early(softmax_rows<double>, grid, dim3(threads), 0, stream, *r);
+    else afo_cuda::launch_early(softmax_rows<float>, grid, dim3(threads), 0, stream, *r);
 }
