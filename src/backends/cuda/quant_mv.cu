@@ -136,30 +136,31 @@ __device__ __forceinline__ void quantize_x(const qmv_int_args &a, int2 *xq, floa
 // had cost a second wavefront per load: ncu counted 459k bank conflicts in
 // a 14336x4096 product).
 template <int BITS> __device__ __forceinline__ int chunk_dot(const uint4 (&w)[BITS / 4], const int4 *xq, int chunks) {
-    int d = 0;
+    int d[2] = {0, 0}; // the halves' chains apart: half the dependent steps
     const int4 xs[2] = {xq[0], xq[chunks]};
 #pragma unroll
     for (int p = 0; p < 2; p++) {
         const int4 x = xs[p];
         if constexpr (BITS == 8) {
-            d = dot4_u8_s8(w[p].x, x.x, d);
-            d = dot4_u8_s8(w[p].y, x.y, d);
-            d = dot4_u8_s8(w[p].z, x.z, d);
-            d = dot4_u8_s8(w[p].w, x.w, d);
+            d[p] = dot4_u8_s8(w[p].x, x.x, d[p]);
+            d[p] = dot4_u8_s8(w[p].y, x.y, d[p]);
+            d[p] = dot4_u8_s8(w[p].z, x.z, d[p]);
+            d[p] = dot4_u8_s8(w[p].w, x.w, d[p]);
         } else {
             constexpr uint32_t low = 0x0f0f0f0fu;
             const uint32_t u = p ? w[0].z : w[0].x, v = p ? w[0].w : w[0].y;
-            d = dot4_u8_s8(u & low, x.x, d);
-            d = dot4_u8_s8(u >> 4 & low, x.y, d);
-            d = dot4_u8_s8(v & low, x.z, d);
-            d = dot4_u8_s8(v >> 4 & low, x.w, d);
+            d[p] = dot4_u8_s8(u & low, x.x, d[p]);
+            d[p] = dot4_u8_s8(u >> 4 & low, x.y, d[p]);
+            d[p] = dot4_u8_s8(v & low, x.z, d[p]);
+            d[p] = dot4_u8_s8(v >> 4 & low, x.w, d[p]);
         }
     }
-    return d;
+    return d[0] + d[1];
 }
 
-// Where a warp's fetches are: the row's levels, scales and biases, and the
-// step j within the row (chunk lane + 32 j of it for each lane).
+// Where a warp's fetches are: the first chunk of the step's 32 (each lane
+// adds its own offset) in the levels, scales and biases, and with rows of
+// a partial last step, the step j within the row.
 struct cursor {
     const uint4 *w;
     const uint16_t *s, *b;
@@ -184,7 +185,7 @@ struct cursor {
 // the early launch, was 5-10% slower than whole rows: the early launch is
 // what pays). Llama-3.1-8B decode: 4-bit 403.3, 409.8 -> 412.9, 417.4
 // tok/s, 8-bit 311.9 -> 319.9.
-template <int BITS, typename XT>
+template <int BITS, typename XT, bool FULL>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_int_args a) {
     extern __shared__ int4 smem[];
     constexpr int P = BITS / 4;   // 16-byte pieces per chunk
@@ -202,23 +203,30 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
     // A chunk's scale and bias travel with its levels: loaded when the
     // batch was used, they cost a round trip to memory per batch, most of
     // the warps' waiting (ncu). Joined into one word as they arrived, they
-    // were waited for right away.
+    // were waited for right away. A step moves the cursor by 32 chunks;
+    // when the rows' chunks fill whole steps (FULL) the run's steps lie
+    // back to back, so that is all a step costs, otherwise the end of a
+    // row takes the cursor back over the last step's missing chunks.
+    const int64_t first = r0 + t0 / spr;
+    const int j0 = (int)(t0 % spr), short_by = spr * 32 - chunks; // chunks the last step of a row lacks
+    const int lane_w = lane * P, lane_s = lane >> group_shift;
+    cursor in = {(const uint4 *)(a.w + first * a.words) + j0 * 32 * P,
+                 (const uint16_t *)a.s + first * G + ((j0 * 32) >> group_shift),
+                 (const uint16_t *)a.b + first * G + ((j0 * 32) >> group_shift), j0};
     uint4 next[B][P];
     uint32_t next_s[B], next_b[B];
-    const int64_t first = r0 + t0 / spr;
-    cursor in = {(const uint4 *)(a.w + first * a.words), (const uint16_t *)a.s + first * G,
-                 (const uint16_t *)a.b + first * G, (int)(t0 % spr)};
     auto fetch = [&](int64_t left) { // the next B steps, of `left` left
 #pragma unroll
         for (int b = 0; b < B; b++) {
-            const int c = lane + 32 * in.j;
-            if (b < left && c < chunks) {
+            if (b < left && (FULL || in.j * 32 + lane < chunks)) {
 #pragma unroll
-                for (int k = 0; k < P; k++) next[b][k] = __ldg(in.w + c * P + k);
-                next_s[b] = __ldg(in.s + (c >> group_shift));
-                next_b[b] = __ldg(in.b + (c >> group_shift));
+                for (int k = 0; k < P; k++) next[b][k] = __ldg(in.w + lane_w + k);
+                next_s[b] = __ldg(in.s + lane_s);
+                next_b[b] = __ldg(in.b + lane_s);
             }
-            if (++in.j == spr) in.j = 0, in.w += a.words / 4, in.s += G, in.b += G;
+            in.w += 32 * P, in.s += 32 >> group_shift, in.b += 32 >> group_shift;
+            if (!FULL && ++in.j == spr)
+                in.j = 0, in.w -= short_by * P, in.s -= short_by >> group_shift, in.b -= short_by >> group_shift;
         }
     };
     afo_cuda::let_next_start();
@@ -228,7 +236,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
     quantize_x<BITS, XT>(a, xq, chunk, chunks);
 
     int64_t row = t0 / spr, acc_row = row;
-    int j = (int)(t0 % spr);
+    int c = j0 * 32 + lane; // the lane's chunk in the row
     float acc = 0.0f;
     auto flush = [&]() {
         const float v = afo_cuda::warp_sum(acc);
@@ -248,13 +256,13 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
         for (int b = 0; b < B; b++) {
             if (t + b >= t1) break;
             if (row != acc_row) flush(), acc = 0.0f, acc_row = row;
-            const int c = lane + 32 * j;
-            if (c < chunks) {
+            if (FULL || c < chunks) {
                 const int d = chunk_dot<BITS>(cur[b], (const int4 *)xq + c, chunks);
                 const float2 cx = chunk[c];
                 acc += half_to_f(cur_s[b], a.sdt) * (cx.x * (float)d) + half_to_f(cur_b[b], a.sdt) * cx.y;
             }
-            if (++j == spr) j = 0, row++;
+            c += 32;
+            if (c >= spr * 32) c = lane, row++;
         }
     }
     if (t1 > t0) flush();
@@ -276,8 +284,8 @@ size_t smem_of(int64_t N, int64_t K) {
 }
 
 template <int BITS, typename XT> void launch(const qmv_int_args &a, cudaStream_t stream) {
-    afo_cuda::launch_early(qmv_int_kernel<BITS, XT>, dim3((unsigned)grid_of(a.N)), dim3(kWarps * 32),
-                           smem_of(a.N, a.K), stream, a);
+    auto kernel = a.K % 1024 == 0 ? qmv_int_kernel<BITS, XT, true> : qmv_int_kernel<BITS, XT, false>;
+    afo_cuda::launch_early(kernel, dim3((unsigned)grid_of(a.N)), dim3(kWarps * 32), smem_of(a.N, a.K), stream, a);
 }
 
 template <typename XT> void launch_bits(const qmv_int_args &a, int bits, cudaStream_t stream) {
