@@ -28,11 +28,11 @@ namespace {
 // dependent loads, dot products and sums (ncu on an 8B 4-bit step: issue
 // slots 33-52% busy, DRAM 17-45%, most stalls waiting on fixed-latency
 // results and shared memory), so more warps with smaller batches hide more
-// of it: 20 warps of batches of 4 16-byte loads a lane (at most 80
-// registers) against 12 of 8 read 8B 4-bit decode at 414.2, 407.1, 416.2
-// tok/s against 378.0, 379.5 (H200; 24 of 4: 392-401; 16 of 6: 400-403;
-// 32 of 4 spill), 8-bit 316.6 against 310.1, TinyLlama 4-bit 979 against
-// 910.
+// of it: 20 warps of batches of 4 16-byte loads a lane (then at most 80
+// registers; the even split below takes up to 96, which 640 threads still
+// fit) against 12 of 8 read 8B 4-bit decode at 414.2, 407.1, 416.2 tok/s
+// against 378.0, 379.5 (H200; 24 of 4: 392-401; 16 of 6: 400-403; 32 of 4
+// spill), 8-bit 316.6 against 310.1, TinyLlama 4-bit 979 against 910.
 constexpr int kWarps = 20, kBatch = 4, kBlocksPerSM = 1;
 
 __device__ __forceinline__ int dot4_u8_s8(uint32_t levels, int x, int acc) {
