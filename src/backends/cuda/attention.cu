@@ -297,15 +297,15 @@ template <int N> __device__ __forceinline__ void warp_sum_many(float (&v)[N], in
 
 // The float32 path of decode_kernel: a warp's keys, its rows' max, sum and
 // unnormalised outputs into the block's shared arrays.
-template <typename T, int E, int GM>
+template <int E, int GM>
 __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64_t hk, int64_t k0, int64_t k1, int warp,
                                                  int lane, float (&sm_m)[DEC_WARPS][GM], float (&sm_l)[DEC_WARPS][GM],
                                                  float (&sm_acc)[DEC_WARPS][GM][32 * E]) {
     constexpr int W = DEC_WARPS;
     const afo_cuda_sdpa &p = a.p;
     const int G = (int)a.G;
-    const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + lane * E;
-    const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + lane * E;
+    const float *kb = (const float *)p.k + b * p.ks[0] + hk * p.ks[1] + lane * E;
+    const float *vb = (const float *)p.v + b * p.vs[0] + hk * p.vs[1] + lane * E;
     // After warp_sum_many, lane l holds V of the batch's N values, from value
     // (l >> SHIFT) * V on (copies in 2^SHIFT lanes when N < 32); row g's KB
     // values sit in the LG lanes from g * LG. Each lane keeps its row's max
@@ -324,7 +324,7 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
 #pragma unroll
         for (int e = 0; e < E; e++) q[g][e] = 0.0f, acc[g][e] = 0.0f;
         if (g < G) {
-            load_e<T, E>((const T *)p.q + b * p.qs[0] + (hk * G + g) * p.qs[1] + lane * E, q[g]);
+            load_e<float, E>((const float *)p.q + b * p.qs[0] + (hk * G + g) * p.qs[1] + lane * E, q[g]);
 #pragma unroll
             for (int e = 0; e < E; e++) q[g][e] *= (float)p.scale;
         }
@@ -334,8 +334,8 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
 #pragma unroll
         for (int j = 0; j < DEC_KB; j++) {
             if (t0 + j < k1) {
-                load_e<T, E>(kb + (t0 + j) * p.ks[2], kk[j]);
-                load_e<T, E>(vb + (t0 + j) * p.vs[2], vv[j]);
+                load_e<float, E>(kb + (t0 + j) * p.ks[2], kk[j]);
+                load_e<float, E>(vb + (t0 + j) * p.vs[2], vv[j]);
             } else {
 #pragma unroll
                 for (int e = 0; e < E; e++) kk[j][e] = 0.0f, vv[j][e] = 0.0f;
@@ -479,7 +479,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     };
 
     if constexpr (std::is_same<T, float>::value)
-        decode_warp_simt<T, E, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
+        decode_warp_simt<E, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
     else
         decode_warp_mma<T, D, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
     __syncthreads();
@@ -543,11 +543,15 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     }
 }
 
+bool aligned16(const void *p, int64_t stride, size_t es) {
+    return (uintptr_t)p % 16 == 0 && stride * (int64_t)es % 16 == 0;
+}
+
 // q's rows are read in vector loads too (up to 16 bytes): its start and its
 // batch and head strides 16-byte aligned, as k's and v's (a.vec).
 bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {
-    const int64_t es = p.dtype == AFO_FLOAT32 ? 4 : 2;
-    const bool q_aligned = (uintptr_t)p.q % 16 == 0 && p.qs[0] * es % 16 == 0 && p.qs[1] * es % 16 == 0;
+    const size_t es = p.dtype == AFO_FLOAT32 ? 4 : 2;
+    const bool q_aligned = aligned16(p.q, p.qs[0], es) && aligned16(p.q, p.qs[1], es);
     return p.Lq == 1 && !p.mask && a.vec && q_aligned && p.D == p.Dv && (p.D == 64 || p.D == 128) && a.G <= 8 &&
            p.B * p.Hkv <= DEC_MAX_HEADS && p.dtype != AFO_FLOAT64;
 }
@@ -603,10 +607,6 @@ template <typename T, typename C> cudaError_t launch(const Args &a, cudaStream_t
     // float64 stops at 128 (afo_cuda_sdpa_plan refuses more): its 256 would
     // not fit in registers
     return launch_dm<T, C, sizeof(C) == 8 ? 128 : 256>(a, st);
-}
-
-bool aligned16(const void *p, int64_t stride, size_t es) {
-    return (uintptr_t)p % 16 == 0 && stride * (int64_t)es % 16 == 0;
 }
 
 Args args_of(const afo_cuda_sdpa *p) {
