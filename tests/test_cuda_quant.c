@@ -467,6 +467,72 @@ static void test_residual_matmul(void) {
         }
 }
 
+/* [r +] swiglu(gate, up) @ dequantize(W)^T for one row: the int8 matvec
+ * computes swiglu as it quantizes its input (a chain of three ops in one
+ * kernel with the residual, a pair without), and must give the very bits
+ * of swiglu's own kernel followed by the product (itself checked above
+ * against float64). K 14336 fills whole steps of the matvec, K 2112 not. */
+static afo_array *build_swiglu_qmm(afo_array *const *in, const int *p) {
+    afo_array *sw = afo_swiglu(in[4], in[5]);
+    afo_array *qin[4] = {sw, in[1], in[2], in[3]}, *y = build_qmm(qin, p);
+    afo_release(sw);
+    if (!p[3]) return y;
+    afo_array *r = afo_add(in[0], y);
+    afo_release(y);
+    return r;
+}
+
+static void check_swiglu_qmm(afo_dtype dt, int64_t K, int64_t N, int bits, bool residual) {
+    afo_array *w = weights(dt, N, K, 64, 6), *in[6];
+    CHECK(afo_quantize(w, 64, bits, &in[1], &in[2], &in[3]) == AFO_OK);
+    int64_t xs[2] = {1, K}, ys[2] = {1, N};
+    afo_array *fr = devcheck_random(AFO_FLOAT32, 2, ys, -2, 2), *fg = devcheck_random(AFO_FLOAT32, 2, xs, -6, 6),
+              *fu = devcheck_random(AFO_FLOAT32, 2, xs, -2, 2);
+    in[0] = afo_astype(fr, dt);
+    afo_set_default_device(AFO_CUDA); /* gate and up made on the GPU, as a model's product makes them */
+    in[4] = afo_astype(fg, dt), in[5] = afo_astype(fu, dt);
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_eval(in, 6) == AFO_OK);
+    int p[4] = {64, bits, 1, residual};
+    int64_t before = afo_fused_count();
+    afo_array *y = on(AFO_CUDA, build_swiglu_qmm, in, 6, p);
+    poison_gpu((size_t)N * afo_dtype_size(dt));
+    CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
+    int64_t along = afo_fused_count() - before;
+    /* apart: swiglu evaluated first, so the product reads its output */
+    afo_set_default_device(AFO_CUDA);
+    afo_array *sw = afo_swiglu(in[4], in[5]);
+    afo_set_default_device(AFO_CPU);
+    CHECK(sw && afo_eval1(sw) == AFO_OK);
+    afo_array *apart[5] = {sw, in[1], in[2], in[3], in[0]}; /* the residual last, as build_residual_qmm takes it */
+    afo_array *z = on(AFO_CUDA, residual ? build_residual_qmm : build_qmm, apart, residual ? 5 : 4, p);
+    CHECK_MSG(z && afo_eval1(z) == AFO_OK, "%s", afo_last_error());
+    CHECK_MSG(along == (residual ? 2 : 1), "swiglu + quantized_matmul%s %s K %lld %d-bit: %lld ops computed along",
+              residual ? " + add" : "", afo_dtype_name(dt), (long long)K, bits, (long long)along);
+    uint16_t *got = malloc(sizeof(uint16_t) * (size_t)N), *want = malloc(sizeof(uint16_t) * (size_t)N);
+    CHECK(afo_array_read(y, dt, got, sizeof(uint16_t) * (size_t)N) == AFO_OK);
+    CHECK(afo_array_read(z, dt, want, sizeof(uint16_t) * (size_t)N) == AFO_OK);
+    int64_t bad = 0;
+    for (int64_t n = 0; n < N; n++) bad += got[n] != want[n];
+    CHECK_MSG(bad == 0, "swiglu + quantized_matmul%s %s K %lld N %lld %d-bit: %lld of %lld outputs differ from apart",
+              residual ? " + add" : "", afo_dtype_name(dt), (long long)K, (long long)N, bits, (long long)bad,
+              (long long)N);
+    free(got), free(want);
+    afo_release(y), afo_release(z), afo_release(sw), afo_release(fr), afo_release(fg), afo_release(fu),
+        afo_release(w);
+    release_n(in, 6);
+}
+
+static void test_swiglu_matmul(void) {
+    const afo_dtype halves[2] = {AFO_BFLOAT16, AFO_FLOAT16};
+    for (int d = 0; d < 2; d++)
+        for (int bits = 4; bits <= 8; bits += 4)
+            for (int residual = 0; residual < 2; residual++) {
+                check_swiglu_qmm(halves[d], 14336, 259, bits, residual);
+                check_swiglu_qmm(halves[d], 2112, 37, bits, residual);
+            }
+}
+
 /* A strided x (a transposed view) reaches the kernels through a copy. */
 static void test_strided_x(void) {
     afo_array *w = weights(AFO_FLOAT32, 40, 128, 64, 6), *in[4];
@@ -494,6 +560,7 @@ int main(void) {
     RUN(test_int8_matvec);
     RUN(test_int8_matvec_repeatable);
     RUN(test_residual_matmul);
+    RUN(test_swiglu_matmul);
     RUN(test_strided_x);
     return test_finish();
 }

@@ -41,9 +41,10 @@ afo_status afo_array_prefetch(afo_array *a, afo_device d);
 /* Ops evaluated on the CPU because the device they were made for has no
  * kernel for them, since the process started. */
 int64_t afo_cpu_fallback_count(void);
-/* Pairs of ops a backend evaluated as one kernel (a decode step's residual
- * add with the product before it, a product with the norm before it),
- * since the process started. */
+/* Ops a backend computed inside another op's kernel (a decode step's
+ * product in the residual add after it, a norm or a swiglu in the product
+ * after it), since the process started: a chain of three ops in one kernel
+ * counts two. */
 int64_t afo_fused_count(void);
 /* Waits until all work queued on `d` has finished. */
 afo_status afo_synchronize(afo_device d);

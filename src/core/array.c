@@ -356,9 +356,12 @@ static void evaluated(afo_array *a) {
 #define FUSED_MAX_INPUTS 8
 
 /* Marks the nodes of `order` that their one consumer's kernel computes
- * along (afo_fused_fn). A producer that takes one in itself is left alone:
- * a fused kernel knows one pair. A root has a reference of the caller's, so
- * a producer whose only reference is its consumer's is no root. */
+ * along (afo_fused_fn). A producer may take one of its own inputs along in
+ * turn (a chain: a residual add, its product, the product's swiglu); the
+ * consumer's kernel computes the whole chain or declines, and a declined
+ * producer is evaluated with its own pair. A root has a reference of the
+ * caller's, so a producer whose only reference is its consumer's is no
+ * root. */
 static void mark_fusions(afo_array *const *order, size_t count) {
     for (size_t i = 0; i < count; i++) order[i]->deferred = false;
     static int enabled = -1; /* AFO_FUSE=0 turns fusion off, to tell its rounding from a bug's */
@@ -372,9 +375,7 @@ static void mark_fusions(afo_array *const *order, size_t count) {
         if (a->nin > FUSED_MAX_INPUTS) continue;
         for (int k = 0; k < a->nin; k++) {
             afo_array *p = a->in[k];
-            bool absorbs = false;
-            for (int j = 0; j < p->nin; j++) absorbs |= p->in[j]->deferred;
-            if (p->buf || absorbs || p->device != a->device || atomic_load(&p->refcount) != 1 ||
+            if (p->buf || p->device != a->device || atomic_load(&p->refcount) != 1 ||
                 !afo_op_fused(a->device, a->op, p->op))
                 continue;
             p->deferred = true;
@@ -404,6 +405,19 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
     return st;
 }
 
+/* The nodes a fused kernel computed along: its producer p, and p's own
+ * deferred input, and so on down the chain. */
+static int64_t chain_length(const afo_array *p) {
+    int64_t n = 0;
+    while (p) {
+        const afo_array *next = NULL;
+        for (int j = 0; j < p->nin; j++)
+            if (p->in[j]->deferred) next = p->in[j];
+        p = next, n++;
+    }
+    return n;
+}
+
 static afo_status eval_node(afo_array *a) {
     int k = 0;
     while (k < a->nin && !a->in[k]->deferred) k++;
@@ -413,7 +427,7 @@ static afo_status eval_node(afo_array *a) {
         AFO_TRY(eval_fused(a, k, &done));
         if (profile && done) afo_profile_op(a->op, a->device, afo_profile_now() - t0);
         if (done) {
-            atomic_fetch_add(&g_fused, 1);
+            atomic_fetch_add(&g_fused, chain_length(a->in[k]));
             evaluated(a);
             return AFO_OK;
         }

@@ -144,7 +144,10 @@ typedef afo_status (*afo_vjp_fn)(afo_array *out, afo_array *cotangent, int argnu
 /* A kernel computing `out` together with its input in[producer], an
  * unevaluated node that only `out` consumes (a decode step's residual add
  * with the product before it, a product with the norm before it): the
- * producer's own inputs are evaluated and on out's device. Sets *done when
+ * producer's own inputs are evaluated and on out's device, except one the
+ * producer takes along in turn (deferred: a chain, see mark_fusions),
+ * which the kernel computes too or declines for (its inputs are evaluated,
+ * on whichever device they were made). Sets *done when
  * it computed `out`; when the layouts at hand do not suit, leaves *done
  * false and the evaluator runs the producer, then out's plain kernel. On a
  * GPU a decode step's small kernels cost more in launches and round trips

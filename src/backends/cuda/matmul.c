@@ -214,7 +214,8 @@ const afo_array *afo_cuda_residual(const afo_array *out, afo_array *const *in, i
 static afo_status residual_product(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
     const afo_array *m = in[producer], *r = afo_cuda_residual(out, in, producer);
-    if (!r) return AFO_OK;
+    /* a product taking its own input along (a norm) runs with its own pair */
+    if (!r || m->in[0]->deferred || m->in[1]->deferred) return AFO_OK;
     afo_cuda_gemv_fusion fuse = {.addend = {afo_array_ptr(r), r->dtype}};
     return fused_gemv(out, m->in[0], m->in[1], &fuse, "matmul + add", done);
 }

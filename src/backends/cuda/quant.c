@@ -165,21 +165,75 @@ static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, cons
     FINISH(&d, "quantized_matmul");
 }
 
+/* out = [r +] x' @ dequantize(W)^T for one row x' of x_size elements,
+ * what the int8 matvec computes from its input x as it quantizes it (a
+ * norm's or swiglu's output, see afo_cuda_qmv_input); qin: the product's
+ * packed weights, scales and biases. *done left false where the matvec
+ * does not take the product. */
+static afo_status int8_product(afo_array *out, afo_array *const *qin, const afo_attrs *attrs,
+                               const afo_cuda_qmv_input *x, afo_dtype xdt, int64_t x_size, afo_cuda_addend add,
+                               bool *done) {
+    if (!attrs->i[AFO_QUANT_I_EXTRA]) return AFO_OK; /* x @ W^T only */
+    dense_set d;
+    AFO_TRY(dense_inputs(qin, 3, &d));
+    afo_cuda_qmat m = qmat_of(qin, &d, 0, attrs);
+    if (x_size != m.cols || !afo_cuda_qmv_int_applies(&m, x->x, xdt, 1)) {
+        dense_release(&d);
+        return AFO_OK;
+    }
+    afo_status st = afo_array_alloc(out);
+    if (st != AFO_OK) {
+        dense_release(&d);
+        return st;
+    }
+    afo_cuda_qmv_int(&m, x, xdt, afo_array_ptr(out), add, afo_cuda_stream());
+    *done = true;
+    FINISH(&d, "quantized_matmul (fused)");
+}
+
+/* The halves of sw, a deferred swiglu (gate, up) that a product computes
+ * along, as the int8 matvec reads them: evaluated on the GPU, contiguous,
+ * of sw's dtype and size; false otherwise. */
+static bool swiglu_halves(const afo_array *sw, afo_cuda_qmv_input *x) {
+    if (sw->op != AFO_OP_SWIGLU || sw->nin != 2) return false;
+    const afo_array *g = sw->in[0], *u = sw->in[1];
+    for (int i = 0; i < 2; i++) {
+        const afo_array *h = sw->in[i];
+        if (!h->buf || h->buf->device != AFO_CUDA || !h->contiguous || h->dtype != sw->dtype || h->size != sw->size)
+            return false;
+    }
+    *x = (afo_cuda_qmv_input){.x = afo_array_ptr(g), .up = afo_array_ptr(u)};
+    return (uintptr_t)x->up % 16 == 0; /* x's alignment the matvec checks */
+}
+
+/* out = [r +] swiglu(gate, up) @ dequantize(W)^T: qin the product's
+ * inputs, its x the deferred swiglu (a decode step's down product). */
+static afo_status swiglu_product(afo_array *out, afo_array *const *qin, const afo_attrs *attrs, afo_cuda_addend add,
+                                 bool *done) {
+    const afo_array *sw = qin[0];
+    afo_cuda_qmv_input x;
+    if (!swiglu_halves(sw, &x)) return AFO_OK;
+    return int8_product(out, qin + 1, attrs, &x, sw->dtype, sw->size, add, done);
+}
+
 /* out = r + x @ dequantize(W)^T, a decode step's residual add joining the
- * matvec's sums (afo_fused_fn; see residual_product in matmul.c). */
+ * matvec's sums (afo_fused_fn; see residual_product in matmul.c); x may be
+ * a swiglu the product takes along (the chain add <- product <- swiglu). */
 static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
     const afo_array *q = in[producer], *r = afo_cuda_residual(out, in, producer);
-    if (!r) return AFO_OK;
+    if (!r || q->in[1]->deferred || q->in[2]->deferred || q->in[3]->deferred) return AFO_OK; /* x alone comes along */
+    const afo_cuda_addend add = {afo_array_ptr(r), r->dtype};
     const afo_array *x = q->in[0];
+    if (x->deferred) return swiglu_product(out, q->in, &q->attrs, add, done);
     AFO_TRY(afo_array_alloc(out));
     dense_set d;
     afo_status st = dense_inputs(q->in, 4, &d);
     if (st != AFO_OK) return st;
     afo_cuda_qmat m = qmat_of(q->in, &d, 1, &q->attrs);
     *done = afo_cuda_quantized_matmul(&m, d.ptr[0], x->dtype, x->size / x->shape[x->ndim - 1],
-                                      (int)q->attrs.i[AFO_QUANT_I_EXTRA], afo_array_ptr(out),
-                                      (afo_cuda_addend){afo_array_ptr(r), r->dtype}, afo_cuda_stream());
+                                      (int)q->attrs.i[AFO_QUANT_I_EXTRA], afo_array_ptr(out), add,
+                                      afo_cuda_stream());
     if (!*done) {
         dense_release(&d);
         afo_cuda_declined(out);
@@ -194,25 +248,20 @@ static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, in
 static afo_status normed_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
     const afo_array *norm = in[0], *weight, *x = afo_cuda_norm_input(in, producer, &weight);
-    if (!x || !out->attrs.i[AFO_QUANT_I_EXTRA] || norm->dtype != x->dtype) return AFO_OK;
-    const void *xp = afo_array_ptr(x), *wp = afo_array_ptr(weight);
-    if ((uintptr_t)wp % 16 != 0) return AFO_OK;
-    dense_set d;
-    AFO_TRY(dense_inputs(in + 1, 3, &d));
-    afo_cuda_qmat m = qmat_of(in + 1, &d, 0, &out->attrs);
-    if (x->size != m.cols || !afo_cuda_qmv_int_applies(&m, xp, x->dtype, 1)) {
-        dense_release(&d);
-        return AFO_OK;
-    }
-    afo_status st = afo_array_alloc(out);
-    if (st != AFO_OK) {
-        dense_release(&d);
-        return st;
-    }
-    afo_cuda_qmv_int(&m, xp, x->dtype, afo_array_ptr(out), (afo_cuda_addend){NULL, AFO_FLOAT32}, wp,
-                     norm->attrs.f[AFO_NORM_F_EPS], afo_cuda_stream());
-    *done = true;
-    FINISH(&d, "rms_norm + quantized_matmul");
+    if (!x || norm->dtype != x->dtype) return AFO_OK;
+    const afo_cuda_qmv_input xn = {.x = afo_array_ptr(x), .norm_weight = afo_array_ptr(weight),
+                                   .eps = norm->attrs.f[AFO_NORM_F_EPS]};
+    if ((uintptr_t)xn.norm_weight % 16 != 0) return AFO_OK;
+    return int8_product(out, in + 1, &out->attrs, &xn, x->dtype, x->size, (afo_cuda_addend){NULL, AFO_FLOAT32},
+                        done);
+}
+
+/* out = swiglu(gate, up) @ dequantize(W)^T for one row (afo_fused_fn): a
+ * decode step's down product where no residual add takes it along. */
+static afo_status swiglu_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin;
+    if (producer != 0) return AFO_OK;
+    return swiglu_product(out, in, &out->attrs, (afo_cuda_addend){NULL, AFO_FLOAT32}, done);
 }
 
 void afo_cuda_register_quant(void) {
@@ -222,4 +271,5 @@ void afo_cuda_register_quant(void) {
     afo_op_set_kernel(AFO_OP_QUANTIZED_TAKE, AFO_CUDA, qtake_kernel);
     afo_op_set_fused(AFO_CUDA, AFO_OP_ADD, AFO_OP_QUANTIZED_MATMUL, residual_qmm);
     afo_op_set_fused(AFO_CUDA, AFO_OP_QUANTIZED_MATMUL, AFO_OP_RMS_NORM, normed_qmm);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_QUANTIZED_MATMUL, AFO_OP_SWIGLU, swiglu_qmm);
 }

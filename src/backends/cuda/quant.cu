@@ -329,7 +329,8 @@ extern "C" bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x,
         return true;
     }
     if (transpose && afo_cuda_qmv_int_applies(m, x, xdt, M)) {
-        afo_cuda_qmv_int(m, x, xdt, y, add, NULL, 0.0f, stream);
+        const afo_cuda_qmv_input in = {x, NULL, NULL, 0.0f};
+        afo_cuda_qmv_int(m, &in, xdt, y, add, stream);
         return true;
     }
     qmv_args a = {m->w, m->s, m->b, x, y, add, m->sdt, m->gs, (int)M, 0, N, K, m->words};

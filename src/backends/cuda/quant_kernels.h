@@ -46,14 +46,20 @@ void afo_cuda_dequantize(const afo_cuda_qmat *m, const void *idx, afo_dtype idt,
 bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int transpose, void *y,
                                afo_cuda_addend add, cudaStream_t stream);
 
+/* What the int8 matvec takes as its row x: x itself; with norm_weight (of
+ * x's dtype, 16-byte aligned), rms_norm(x, norm_weight, eps); with up (of
+ * x's dtype, 16-byte aligned), swiglu(x, up), x the gate. The norm's or
+ * swiglu's output is rounded to x's dtype as their own kernels store it. */
+typedef struct afo_cuda_qmv_input {
+    const void *x, *norm_weight, *up;
+    float eps;
+} afo_cuda_qmv_input;
 /* The decode matvec on int8 activations (quant_mv.cu): whether it takes
  * this product (one row of 16-bit x, x @ m^T, 4 or 8 bits, 16-bit scales),
- * and the product; with norm_weight (of x's dtype, 16-byte aligned), of
- * rms_norm(x, norm_weight, eps) instead of x. */
+ * and the product. */
 bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
-void afo_cuda_qmv_int(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
-                      const void *norm_weight, float eps, cudaStream_t stream);
-
+void afo_cuda_qmv_int(const afo_cuda_qmat *m, const afo_cuda_qmv_input *x, afo_dtype xdt, void *y,
+                      afo_cuda_addend add, cudaStream_t stream);
 /* The prefill path on its own (quant_mm.cu): tiles of W dequantized into
  * shared memory, bf16/f16 tensor cores for 16-bit x, f32 SIMT for f32 x. */
 void afo_cuda_qmm_tiled(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int64_t N, int64_t K,

@@ -50,7 +50,7 @@ struct qmv_int_args {
     const void *s, *b, *x;
     void *y;
     afo_cuda_addend add;
-    const void *norm_weight; // NORM: the rms norm's weight, of x's dtype
+    const void *norm_weight, *up; // see afo_cuda_qmv_input
     float eps;
     afo_dtype sdt;
     int gs;
@@ -80,7 +80,9 @@ template <typename XT> __device__ float block_sum_squares(const XT *x, int octet
 
 // Eight consecutive elements of x rounded with the shared scale of their
 // chunk (four threads, adjacent lanes, hold a chunk), stored as two words;
-// with inv_rms, the rms norm's output as the norm kernel stores it instead.
+// with a norm weight or an up half, the rms norm's or swiglu's output as
+// their kernels store it instead (swiglu's formula is the elementwise
+// kernel's, so the bits match).
 template <int BITS, typename XT>
 __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet, bool valid, float inv_rms, int2 *xq,
                                                float2 *chunk, int chunks) {
@@ -92,6 +94,11 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
             load_octet((const XT *)a.norm_weight + octet * 8, nw);
 #pragma unroll
             for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(v[e] * inv_rms * nw[e]));
+        } else if (a.up) {
+            float up[8];
+            load_octet((const XT *)a.up + octet * 8, up);
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(v[e] / (1.0f + expf(-v[e])) * up[e]));
         }
     } else {
 #pragma unroll
@@ -117,7 +124,8 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
 }
 
 // Every thread of the block: x (normalized first with a norm weight, as the
-// norm kernel computes it) quantized into shared memory, ready to read.
+// norm kernel computes it, or through swiglu with an up half) quantized
+// into shared memory, ready to read.
 template <int BITS, typename XT>
 __device__ __forceinline__ void quantize_x(const qmv_int_args &a, int2 *xq, float2 *chunk, int chunks) {
     const float inv_rms = a.norm_weight ? 1.f / sqrtf(block_sum_squares((const XT *)a.x, chunks * 4) / (float)a.K + a.eps)
@@ -302,9 +310,10 @@ extern "C" bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, 
            smem_of(m->rows, K) <= 48 * 1024 && (uintptr_t)m->w % 16 == 0 && (uintptr_t)x % 16 == 0;
 }
 
-extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, void *y, afo_cuda_addend add,
-                                 const void *norm_weight, float eps, cudaStream_t stream) {
-    const qmv_int_args a = {m->w, m->s, m->b, x, y, add, norm_weight, eps, m->sdt, m->gs, m->rows, m->cols, m->words};
+extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const afo_cuda_qmv_input *x, afo_dtype xdt, void *y,
+                                 afo_cuda_addend add, cudaStream_t stream) {
+    const qmv_int_args a = {m->w,         m->s,  m->b,   x->x,    y,      add,     x->norm_weight,
+                            x->up,        x->eps, m->sdt, m->gs,   m->rows, m->cols, m->words};
     if (xdt == AFO_BFLOAT16) launch_bits<__nv_bfloat16>(a, m->bits, stream);
     else launch_bits<__half>(a, m->bits, stream);
 }
