@@ -29,6 +29,8 @@
 
 #include <type_traits>
 
+#include <cooperative_groups.h>
+
 #include "backends/cuda/attention.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/kernels.h"
@@ -245,8 +247,8 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 // [l E, l E + E) of every row, a warp takes 8 keys at a time (their loads
 // in flight together) and sums the batch's dot products over its lanes
 // all at once (warp_sum_many), the warps of a block merge in shared memory, and
-// the last block of a head to finish merges the splits (last_to_arrive, a
-// counter per head): no second kernel. Eight warps a block
+// the splits of a head, a thread-block cluster, merge through one another's
+// shared memory: no second kernel. Eight warps a block
 // against four (splits of 64 keys instead of 32, half the partials to
 // merge): 8B bf16 decode 206.0 -> 209.0 tok/s on an H200; sixteen gained
 // nothing more. That is the float32 path (decode_warp_simt); 16-bit data
@@ -255,8 +257,17 @@ template <typename T, typename C> __global__ void combine_kernel(const Args a) {
 // times shorter: on an H200, decode tok/s, two alternating runs each, 8B
 // 4-bit 363.2, 362.7 -> 377.7, 375.3, TinyLlama 4-bit 855.0, 826.8 ->
 // 919.2, 924.7, 8B bf16 210.0 -> 211.3; 5 or 18 splits instead of the
-// default 9 at a ~550-token context: 373.2 and 359.0 (8B 4-bit).
-constexpr int DEC_WARPS = 8, DEC_KB = 8, DEC_MAX_HEADS = 4096;
+// default 9 at a ~550-token context: 373.2 and 359.0 (8B 4-bit). The
+// splits had merged through global memory (partial sums, a fence, a
+// counter per head, the last block reading them back); a cluster's
+// blocks read one another's shared memory instead, up to the portable
+// cluster size of 8 splits, and the 9 to 16 splits of a context up to
+// 1K keys become 8: on an H200, builds run in turn (a b b a a b), 8B
+// 4-bit at a 512-token prompt 461.3, 461.5, 461.3 -> 477.7, 481.5, 481.7
+// tok/s. Longer contexts take more splits than a cluster holds and merge
+// through global memory as before (4096: 386.8, 386.4 against 389.2,
+// 385.8).
+constexpr int DEC_WARPS = 8, DEC_KB = 8, DEC_CLUSTER = 8, DEC_MAX_HEADS = 4096;
 __device__ unsigned int g_split_done[DEC_MAX_HEADS]; // zero at load
 
 // E consecutive elements (2 or 4 of 16 bits, or 4 of float32) in one load.
@@ -465,7 +476,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     afo_cuda::follow_prior_grid();
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
-    __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM];
+    __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM], sm_A[GM][D];
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
     const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
@@ -495,23 +506,48 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
         sm_M[g] = M, sm_L[g] = L;
     }
     __syncthreads();
-    const int64_t nrow = p.B * p.Hkv * G;
-    float *part_o = (float *)p.scratch, *part_ml = part_o + nsplit * nrow * D;
+    // the block's sums over its warps: the output, or the split's share
     for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
         const int g = idx / D, d = idx % D;
         float A = 0.0f;
 #pragma unroll
         for (int w = 0; w < W; w++) A += sm_w[w][g] * sm_acc[w][g][d];
-        const float L = sm_L[g];
-        if (nsplit == 1) {
-            emit(g, d, A, L);
-        } else {
-            const int64_t pi = split * nrow + bh * G + g;
-            part_o[pi * D + d] = A;
-            if (d == 0) part_ml[2 * pi] = sm_M[g], part_ml[2 * pi + 1] = L;
-        }
+        if (nsplit == 1) emit(g, d, A, sm_L[g]);
+        else sm_A[g][d] = A;
     }
-    if (nsplit == 1 || !afo_cuda::last_to_arrive(&g_split_done[bh], (unsigned)nsplit)) return;
+    if (nsplit == 1) return;
+    if (nsplit <= DEC_CLUSTER) {
+        // The head's splits are one cluster: each block merges its share
+        // of the outputs from every block's shared memory, and no block
+        // leaves before all have read its own.
+        cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+        cluster.sync();
+        const int n = (int)nsplit, per = (G * D + n - 1) / n, first = (int)cluster.block_rank() * per;
+        for (int idx = first + threadIdx.x; idx < first + per && idx < G * D; idx += W * 32) {
+            const int g = idx / D, d = idx % D;
+            float M = -INFINITY;
+            for (int r = 0; r < n; r++) M = fmaxf(M, *cluster.map_shared_rank(&sm_M[g], r));
+            float A = 0.0f, L = 0.0f;
+            for (int r = 0; M != -INFINITY && r < n; r++) {
+                const float c = expf(*cluster.map_shared_rank(&sm_M[g], r) - M);
+                A += c * *cluster.map_shared_rank(&sm_A[g][d], r), L += c * *cluster.map_shared_rank(&sm_L[g], r);
+            }
+            emit(g, d, A, L);
+        }
+        cluster.sync();
+        return;
+    }
+    // More splits than a cluster holds: partial sums through global
+    // memory, merged by the head's last block to finish.
+    const int64_t nrow = p.B * p.Hkv * G;
+    float *part_o = (float *)p.scratch, *part_ml = part_o + nsplit * nrow * D;
+    for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
+        const int g = idx / D, d = idx % D;
+        const int64_t pi = split * nrow + bh * G + g;
+        part_o[pi * D + d] = sm_A[g][d];
+        if (d == 0) part_ml[2 * pi] = sm_M[g], part_ml[2 * pi + 1] = sm_L[g];
+    }
+    if (!afo_cuda::last_to_arrive(&g_split_done[bh], (unsigned)nsplit)) return;
     // The splits' weights first, a warp per row, then every output's sum
     // with its loads in flight together: a loop of dependent L2 reads per
     // output had made the merge most of the kernel's time.
@@ -553,7 +589,7 @@ bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {
     const size_t es = p.dtype == AFO_FLOAT32 ? 4 : 2;
     const bool q_aligned = aligned16(p.q, p.qs[0], es) && aligned16(p.q, p.qs[1], es);
     return p.Lq == 1 && !p.mask && a.vec && q_aligned && p.D == p.Dv && (p.D == 64 || p.D == 128) && a.G <= 8 &&
-           p.B * p.Hkv <= DEC_MAX_HEADS && p.dtype != AFO_FLOAT64;
+           p.dtype != AFO_FLOAT64;
 }
 
 // Splits: about two blocks per SM in all, each of a block's DEC_WARPS
@@ -564,6 +600,10 @@ int64_t decode_splits(const afo_cuda_sdpa &p) {
     int64_t n = (p.Lk + DEC_WARPS * DEC_KB - 1) / (DEC_WARPS * DEC_KB);
     if (n > want) n = want;
     if (n > MAX_SPLIT) n = MAX_SPLIT;
+    // Up to two batches a warp, a cluster's merge in shared memory beats
+    // more splits merging through global memory; past that, more blocks
+    // take the keys (and the global merge counts per head).
+    if (n > DEC_CLUSTER && (n <= 2 * DEC_CLUSTER || heads > DEC_MAX_HEADS)) n = DEC_CLUSTER;
     return n < 1 ? 1 : n;
 }
 
@@ -573,7 +613,8 @@ template <typename T, int E> cudaError_t launch_decode_e(const Args &a, cudaStre
                   : a.G <= 2 ? decode_kernel<T, E, 2>
                   : a.G <= 4 ? decode_kernel<T, E, 4>
                              : decode_kernel<T, E, 8>;
-    afo_cuda::launch_early(kernel, dim3(grid), dim3(DEC_WARPS * 32), 0, st, a);
+    const unsigned cluster = a.p.nsplit <= DEC_CLUSTER ? (unsigned)a.p.nsplit : 1u;
+    afo_cuda::launch_early_in(dim3(1, cluster, 1), kernel, grid, dim3(DEC_WARPS * 32), 0, st, a);
     return cudaGetLastError();
 }
 
@@ -644,7 +685,7 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     if (a.mma) return 0;
     if (decode_applies(*p, a)) {
         p->nsplit = (int)decode_splits(*p);
-        return p->nsplit > 1 ? split_scratch(p, a) : 0;
+        return p->nsplit > DEC_CLUSTER ? split_scratch(p, a) : 0; // a cluster merges in shared memory
     }
     // Two blocks per SM, with splits of at least 4 tiles: on an H200, 8 per
     // SM of 2 tiles or more measured 20% slower (more partials to merge).

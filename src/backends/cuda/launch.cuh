@@ -32,14 +32,25 @@ __device__ __forceinline__ void follow_prior_grid() {
     let_next_start();
 }
 
+// cluster: blocks a thread-block cluster groups (their shared memory
+// readable by one another); (1, 1, 1) for none.
+template <typename... Params, typename... Args>
+cudaError_t launch_early_in(dim3 cluster, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                            cudaStream_t stream, Args... args) {
+    cudaLaunchAttribute attr[2];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    attr[1].id = cudaLaunchAttributeClusterDimension;
+    attr[1].val.clusterDim.x = cluster.x, attr[1].val.clusterDim.y = cluster.y, attr[1].val.clusterDim.z = cluster.z;
+    const bool clustered = cluster.x * cluster.y * cluster.z > 1;
+    cudaLaunchConfig_t cfg = {grid, block, smem, stream, attr, clustered ? 2u : 1u};
+    return cudaLaunchKernelEx(&cfg, kernel, args...);
+}
+
 template <typename... Params, typename... Args>
 cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                          Args... args) {
-    cudaLaunchAttribute attr;
-    attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attr.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t cfg = {grid, block, smem, stream, &attr, 1};
-    return cudaLaunchKernelEx(&cfg, kernel, args...);
+    return launch_early_in(dim3(1, 1, 1), kernel, grid, block, smem, stream, args...);
 }
 
 } // namespace afo_cuda
