@@ -216,23 +216,26 @@ static afo_status sub_of_square(afo_array *out, afo_array *const *in, int nin, i
     return AFO_OK;
 }
 
-/* mul(sub(a, square(x)), a) as one pass: the chain's consumer finds the
- * sub's own input deferred. */
+/* mul(sub(a, s), m) as one pass, s = square(x) computed along too when
+ * the sub's own input is deferred (the chain); g_decline_chain 1 declines
+ * the chain, 2 the pair too. */
 static int g_chain_calls, g_decline_chain;
 
 static afo_status mul_of_chain(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
     g_chain_calls++;
-    const afo_array *d = in[producer], *m = in[1 - producer];
-    if (g_decline_chain || producer != 0 || !d->in[1]->deferred || d->in[1]->op != AFO_OP_SQUARE) return AFO_OK;
-    const afo_array *a = d->in[0], *x = d->in[1]->in[0];
-    if (out->dtype != AFO_FLOAT32 || !a->contiguous || !x->contiguous || !m->contiguous || a->size != out->size ||
-        x->size != out->size || m->size != out->size)
+    const afo_array *d = in[producer], *m = in[1 - producer], *sq = d->in[1];
+    bool chain = sq->deferred;
+    if ((chain && (g_decline_chain || sq->op != AFO_OP_SQUARE)) || (!chain && g_decline_chain > 1) || producer != 0)
+        return AFO_OK;
+    const afo_array *a = d->in[0], *v = chain ? sq->in[0] : sq;
+    if (out->dtype != AFO_FLOAT32 || !a->contiguous || !v->contiguous || !m->contiguous || a->size != out->size ||
+        v->size != out->size || m->size != out->size)
         return AFO_OK;
     AFO_TRY(afo_array_alloc(out));
-    const float *ap = afo_array_ptr(a), *xp = afo_array_ptr(x), *mp = afo_array_ptr(m);
+    const float *ap = afo_array_ptr(a), *vp = afo_array_ptr(v), *mp = afo_array_ptr(m);
     float *o = afo_array_ptr(out);
-    for (int64_t i = 0; i < out->size; i++) o[i] = (ap[i] - xp[i] * xp[i]) * mp[i];
+    for (int64_t i = 0; i < out->size; i++) o[i] = (ap[i] - (chain ? vp[i] * vp[i] : vp[i])) * mp[i];
     *done = true;
     return AFO_OK;
 }
@@ -286,22 +289,24 @@ static void test_fused_pairs(void) {
     afo_release(y);
 
     /* a chain, mul(sub(a, square(x)), a): one kernel for the three ops, two
-     * of them computed along; declined, the inner pair still fuses */
+     * of them computed along; the chain declined, the square runs first and
+     * the mul's kernel takes the sub alone; that declined too, all apart */
     afo_op_set_fused(AFO_CPU, AFO_OP_MUL, AFO_OP_SUB, mul_of_chain);
     float chained[4];
     for (int i = 0; i < 4; i++) chained[i] = want[i] * av[i];
-    for (g_decline_chain = 0; g_decline_chain < 2; g_decline_chain++) {
+    for (g_decline_chain = 0; g_decline_chain < 3; g_decline_chain++) {
         count = afo_fused_count();
         g_fused_calls = g_chain_calls = 0;
         sq = afo_square(x);
         afo_array *d = afo_sub(a, sq);
         y = afo_mul(d, a);
         afo_release(sq), afo_release(d);
-        CHECK(afo_eval1(y) == AFO_OK && g_chain_calls == 1);
-        CHECK_MSG(afo_fused_count() == count + (g_decline_chain ? 1 : 2) && g_fused_calls == g_decline_chain,
-                  "chain %s: %lld ops computed along, %d pair calls", g_decline_chain ? "declined" : "taken",
+        static const char *const what[3] = {"chain", "chain declined", "chain and pair declined"};
+        CHECK(afo_eval1(y) == AFO_OK && g_chain_calls == (g_decline_chain ? 2 : 1));
+        CHECK_MSG(afo_fused_count() == count + 2 - g_decline_chain && g_fused_calls == 0,
+                  "%s: %lld ops computed along, %d sub-square calls", what[g_decline_chain],
                   (long long)(afo_fused_count() - count), g_fused_calls);
-        check_values(y, chained, 4, g_decline_chain ? "chain declined" : "chain");
+        check_values(y, chained, 4, what[g_decline_chain]);
         afo_release(y);
     }
     afo_release(a), afo_release(x);

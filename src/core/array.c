@@ -358,10 +358,10 @@ static void evaluated(afo_array *a) {
 /* Marks the nodes of `order` that their one consumer's kernel computes
  * along (afo_fused_fn). A producer may take one of its own inputs along in
  * turn (a chain: a residual add, its product, the product's swiglu); the
- * consumer's kernel computes the whole chain or declines, and a declined
- * producer is evaluated with its own pair. A root has a reference of the
- * caller's, so a producer whose only reference is its consumer's is no
- * root. */
+ * consumer's kernel computes the whole chain or declines, and then the
+ * chain's tail runs first and the consumer's kernel is offered the pair
+ * (eval_node). A root has a reference of the caller's, so a producer whose
+ * only reference is its consumer's is no root. */
 static void mark_fusions(afo_array *const *order, size_t count) {
     for (size_t i = 0; i < count; i++) order[i]->deferred = false;
     static int enabled = -1; /* AFO_FUSE=0 turns fusion off, to tell its rounding from a bug's */
@@ -405,16 +405,18 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
     return st;
 }
 
+/* The input of p that p's kernel takes along (deferred), or NULL. */
+static afo_array *deferred_input(const afo_array *p) {
+    for (int j = 0; j < p->nin; j++)
+        if (p->in[j]->deferred) return p->in[j];
+    return NULL;
+}
+
 /* The nodes a fused kernel computed along: its producer p, and p's own
  * deferred input, and so on down the chain. */
 static int64_t chain_length(const afo_array *p) {
     int64_t n = 0;
-    while (p) {
-        const afo_array *next = NULL;
-        for (int j = 0; j < p->nin; j++)
-            if (p->in[j]->deferred) next = p->in[j];
-        p = next, n++;
-    }
+    for (; p; p = deferred_input(p)) n++;
     return n;
 }
 
@@ -425,6 +427,13 @@ static afo_status eval_node(afo_array *a) {
         bool done = false, profile = afo_profile_enabled();
         double t0 = profile ? afo_profile_now() : 0;
         AFO_TRY(eval_fused(a, k, &done));
+        /* a chain declined: the pair alone, the producer's own input first */
+        afo_array *tail = done ? NULL : deferred_input(a->in[k]);
+        if (tail) {
+            tail->deferred = false;
+            AFO_TRY(eval_node(tail));
+            AFO_TRY(eval_fused(a, k, &done));
+        }
         if (profile && done) afo_profile_op(a->op, a->device, afo_profile_now() - t0);
         if (done) {
             atomic_fetch_add(&g_fused, chain_length(a->in[k]));

@@ -147,7 +147,8 @@ typedef afo_status (*afo_vjp_fn)(afo_array *out, afo_array *cotangent, int argnu
  * producer's own inputs are evaluated and on out's device, except one the
  * producer takes along in turn (deferred: a chain, see mark_fusions),
  * which the kernel computes too or declines for (its inputs are evaluated,
- * on whichever device they were made). Sets *done when
+ * on whichever device they were made; declined, the kernel is called
+ * again with that input evaluated). Sets *done when
  * it computed `out`; when the layouts at hand do not suit, leaves *done
  * false and the evaluator runs the producer, then out's plain kernel. On a
  * GPU a decode step's small kernels cost more in launches and round trips

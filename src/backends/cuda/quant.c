@@ -168,11 +168,11 @@ static afo_status qmm_kernel(afo_array *out, afo_array *const *in, int nin, cons
 /* out = [r +] x' @ dequantize(W)^T for one row x' of x_size elements,
  * what the int8 matvec computes from its input x as it quantizes it (a
  * norm's or swiglu's output, see afo_cuda_qmv_input); qin: the product's
- * packed weights, scales and biases. *done left false where the matvec
- * does not take the product. */
+ * packed weights, scales and biases; `what` names the fused ops in an
+ * error. *done left false where the matvec does not take the product. */
 static afo_status int8_product(afo_array *out, afo_array *const *qin, const afo_attrs *attrs,
                                const afo_cuda_qmv_input *x, afo_dtype xdt, int64_t x_size, afo_cuda_addend add,
-                               bool *done) {
+                               const char *what, bool *done) {
     if (!attrs->i[AFO_QUANT_I_EXTRA]) return AFO_OK; /* x @ W^T only */
     dense_set d;
     AFO_TRY(dense_inputs(qin, 3, &d));
@@ -188,7 +188,7 @@ static afo_status int8_product(afo_array *out, afo_array *const *qin, const afo_
     }
     afo_cuda_qmv_int(&m, x, xdt, afo_array_ptr(out), add, afo_cuda_stream());
     *done = true;
-    FINISH(&d, "quantized_matmul (fused)");
+    FINISH(&d, what);
 }
 
 /* The halves of sw, a deferred swiglu (gate, up) that a product computes
@@ -213,7 +213,8 @@ static afo_status swiglu_product(afo_array *out, afo_array *const *qin, const af
     const afo_array *sw = qin[0];
     afo_cuda_qmv_input x;
     if (!swiglu_halves(sw, &x)) return AFO_OK;
-    return int8_product(out, qin + 1, attrs, &x, sw->dtype, sw->size, add, done);
+    return int8_product(out, qin + 1, attrs, &x, sw->dtype, sw->size, add,
+                        add.data ? "swiglu + quantized_matmul + add" : "swiglu + quantized_matmul", done);
 }
 
 /* out = r + x @ dequantize(W)^T, a decode step's residual add joining the
@@ -253,7 +254,7 @@ static afo_status normed_qmm(afo_array *out, afo_array *const *in, int nin, int 
                                    .eps = norm->attrs.f[AFO_NORM_F_EPS]};
     if ((uintptr_t)xn.norm_weight % 16 != 0) return AFO_OK;
     return int8_product(out, in + 1, &out->attrs, &xn, x->dtype, x->size, (afo_cuda_addend){NULL, AFO_FLOAT32},
-                        done);
+                        "rms_norm + quantized_matmul", done);
 }
 
 /* out = swiglu(gate, up) @ dequantize(W)^T for one row (afo_fused_fn): a
