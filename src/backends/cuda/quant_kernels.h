@@ -60,6 +60,7 @@ typedef struct afo_cuda_qmv_input {
 bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
 void afo_cuda_qmv_int(const afo_cuda_qmat *m, const afo_cuda_qmv_input *x, afo_dtype xdt, void *y,
                       afo_cuda_addend add, cudaStream_t stream);
+
 /* The prefill path on its own (quant_mm.cu): tiles of W dequantized into
  * shared memory, bf16/f16 tensor cores for 16-bit x, f32 SIMT for f32 x. */
 void afo_cuda_qmm_tiled(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M, int64_t N, int64_t K,

@@ -314,8 +314,8 @@ extern "C" bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, 
 
 extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const afo_cuda_qmv_input *x, afo_dtype xdt, void *y,
                                  afo_cuda_addend add, cudaStream_t stream) {
-    const qmv_int_args a = {m->w,         m->s,  m->b,   x->x,    y,      add,     x->norm_weight,
-                            x->up,        x->eps, m->sdt, m->gs,   m->rows, m->cols, m->words};
+    const qmv_int_args a = {m->w,   m->s,   m->b,  x->x,    y,       add,     x->norm_weight, x->up,
+                            x->eps, m->sdt, m->gs, m->rows, m->cols, m->words};
     if (xdt == AFO_BFLOAT16) launch_bits<__nv_bfloat16>(a, m->bits, stream);
     else launch_bits<__half>(a, m->bits, stream);
 }
