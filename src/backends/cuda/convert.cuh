@@ -33,6 +33,13 @@ __device__ __forceinline__ float plus_addend(float v, const afo_cuda_addend &a, 
     return a.data ? v + load_as<float>(a.data, i, a.dtype) : v;
 }
 
+// swiglu(gate, up) = silu(gate) * up in M (float or double): the
+// elementwise kernel's, and the int8 matvec's that computes it as it
+// quantizes its input, so that the two give the same bits.
+template <typename M> __device__ __forceinline__ M swiglu_of(M gate, M up) {
+    return gate / ((M)1 + exp(-gate)) * up;
+}
+
 // A float value of each activation type, for kernels templated on it.
 __device__ __forceinline__ float to_f(float v) { return v; }
 __device__ __forceinline__ float to_f(__half v) { return __half2float(v); }

@@ -92,8 +92,7 @@ template <typename T> __device__ T binary(afo_op op, T a, T b) {
     case AFO_OP_LOGICAL_OR: return (T)(a != (T)0 || b != (T)0);
     case AFO_OP_SWIGLU: { // float types only (the shape rule)
         using M = typename math_type<T>::type;
-        const M f = (M)a;
-        return (T)(f / ((M)1 + exp(-f)) * (M)b);
+        return (T)swiglu_of<M>((M)a, (M)b);
     }
     default: return a;
     }

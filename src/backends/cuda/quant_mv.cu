@@ -83,8 +83,8 @@ template <typename XT> __device__ float block_sum_squares(const XT *x, int octet
 // Eight consecutive elements of x rounded with the shared scale of their
 // chunk (four threads, adjacent lanes, hold a chunk), stored as two words;
 // with a norm weight or an up half, the rms norm's or swiglu's output as
-// their kernels store it instead (swiglu's formula is the elementwise
-// kernel's, so the bits match).
+// their kernels store it instead (swiglu_of, the elementwise kernel's
+// formula, so the bits match).
 template <int BITS, typename XT>
 __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet, bool valid, float inv_rms, int2 *xq,
                                                float2 *chunk, int chunks) {
@@ -100,7 +100,7 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
             float up[8];
             load_octet((const XT *)a.up + octet * 8, up);
 #pragma unroll
-            for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(v[e] / (1.0f + expf(-v[e])) * up[e]));
+            for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(afo_cuda::swiglu_of(v[e], up[e])));
         }
     } else {
 #pragma unroll
