@@ -207,16 +207,11 @@ bool launch(const void *w, const void *x, void *out, afo_dtype out_dtype, int64_
     if (R == 1 && vector) {
         const unsigned most = (unsigned)afo_cuda_multiprocessors() * kBlocksPerSM;
         const unsigned grid = blocks < most ? blocks : most;
-        if (norm) afo_cuda::launch_early(gemv_stream<W, X, true>, dim3(grid), dim3(kWarps * 32), normed_bytes, s, wt,
-                                         xt, out, out_dtype, N, K, fuse);
-        else afo_cuda::launch_early(gemv_stream<W, X, false>, dim3(grid), dim3(kWarps * 32), 0, s, wt, xt, out,
-                                    out_dtype, N, K, fuse);
-    } else if (R == 1) {
-        afo_cuda::launch_early(gemv<W, X, 1>, dim3(blocks), dim3(kWarps * 32), 0, s, wt, xt, out, out_dtype, N, K,
-                               x_row, R, vector, fuse);
+        afo_cuda::launch_early(norm ? gemv_stream<W, X, true> : gemv_stream<W, X, false>, dim3(grid),
+                               dim3(kWarps * 32), normed_bytes, s, wt, xt, out, out_dtype, N, K, fuse);
     } else {
-        afo_cuda::launch_early(gemv<W, X, kMaxRows>, dim3(blocks), dim3(kWarps * 32), 0, s, wt, xt, out, out_dtype, N,
-                               K, x_row, R, vector, fuse);
+        afo_cuda::launch_early(R == 1 ? gemv<W, X, 1> : gemv<W, X, kMaxRows>, dim3(blocks), dim3(kWarps * 32), 0, s,
+                               wt, xt, out, out_dtype, N, K, x_row, R, vector, fuse);
     }
     return true;
 }

@@ -117,10 +117,8 @@ extern "C" void afo_cuda_gather_launch(const afo_cuda_gather *g, cudaStream_t st
 }
 
 extern "C" void afo_cuda_scatter_add(const afo_cuda_scatter *s, cudaStream_t stream) {
-    unsigned blocks = grid_for(s->lines, 128);
-    switch (s->acc_dtype) {
-    case AFO_FLOAT32: afo_cuda::launch_early(scatter_lines<float>, dim3(blocks), dim3(128), 0, stream, *s); break;
-    case AFO_FLOAT64: afo_cuda::launch_early(scatter_lines<double>, dim3(blocks), dim3(128), 0, stream, *s); break;
-    default: afo_cuda::launch_early(scatter_lines<int64_t>, dim3(blocks), dim3(128), 0, stream, *s); break;
-    }
+    auto kernel = s->acc_dtype == AFO_FLOAT32   ? scatter_lines<float>
+                  : s->acc_dtype == AFO_FLOAT64 ? scatter_lines<double>
+                                                : scatter_lines<int64_t>;
+    afo_cuda::launch_early(kernel, dim3(grid_for(s->lines, 128)), dim3(128), 0, stream, *s);
 }

@@ -310,7 +310,6 @@ extern "C" void afo_cuda_reduce_launch(const afo_cuda_reduce *r, cudaStream_t st
 
 extern "C" void afo_cuda_softmax(const afo_cuda_rows *r, cudaStream_t stream) {
     int threads = block_for(r->n);
-    const dim3 grid(grid_of(r->rows));
-    if (r->out_dtype == AFO_FLOAT64) afo_cuda::launch_early(softmax_rows<double>, grid, dim3(threads), 0, stream, *r);
-    else afo_cuda::launch_early(softmax_rows<float>, grid, dim3(threads), 0, stream, *r);
+    afo_cuda::launch_early(r->out_dtype == AFO_FLOAT64 ? softmax_rows<double> : softmax_rows<float>,
+                           dim3(grid_of(r->rows)), dim3(threads), 0, stream, *r);
 }
