@@ -460,6 +460,112 @@ static void test_sdpa_decode(void) {
     sdpa(AFO_FLOAT32, (sdpa_case){.B = 1, .Hq = 4, .Hkv = 2, .Lq = 3, .Lk = 5000, .D = 64, .causal = 1, .cache = 1});
 }
 
+/* ------------------------------------------------------------ rope taken along */
+
+/* A decode step's ropes taken along by their consumers: attention roping q
+ * as it loads it, the key's cache write roping the key. q and k are heads
+ * sliced out of a wider row, as a fused qkv product gives them; positions
+ * are read on the device. `apart`: the rope evaluated first, on its own, the
+ * result the fused kernel must give bit for bit. */
+typedef struct roped_case {
+    int64_t B, Hq, Hkv, Lk, D, L; /* L: positions a cache write takes */
+    int dims, traditional, freqs, apart;
+} roped_case;
+
+/* heads [0, n) of in [B, L, n + 2, D] as [B, n, L, D], roped at in[2]'s position */
+static afo_array *roped_heads(afo_array *const *in, const roped_case *c, int64_t n) {
+    afo_array *sliced = afo_slice_axis(in[0], 2, 0, n), *x = afo_swapaxes(sliced, 1, 2);
+    afo_array *r = afo_rope_at(x, c->dims, c->traditional, 10000.0f, 1.0f, in[2], c->freqs ? in[3] : NULL);
+    release_all((afo_array *[]){sliced, x}, 2);
+    if (r && c->apart) CHECK_MSG(afo_eval1(r) == AFO_OK, "rope: %s", afo_last_error());
+    return r;
+}
+
+/* in: q's row [B, 1, Hq + 2, D], keys, values [B, Hkv, cap, D], position, frequencies */
+static afo_array *build_roped_sdpa(afo_array *const *in, void *ctx) {
+    const roped_case *c = ctx;
+    afo_array *q = roped_heads(in, c, c->Hq);
+    afo_array *r = q ? afo_scaled_dot_product_attention_at(q, in[1], in[4], 1.0f / sqrtf((float)c->D), NULL, 0, in[2])
+                     : NULL;
+    afo_release(q);
+    return r;
+}
+
+/* in: the keys' rows [B, L, Hkv + 2, D], the cache [B, Hkv, cap, D], position, frequencies */
+static afo_array *build_roped_write(afo_array *const *in, void *ctx) {
+    const roped_case *c = ctx;
+    afo_array *k = roped_heads(in, c, c->Hkv);
+    afo_array *r = k ? afo_slice_update_at(in[1], k, 2, in[2]) : NULL;
+    afo_release(k);
+    return r;
+}
+
+static void roped(const char *kind, devcheck_fn fn, afo_dtype t, roped_case c, afo_array *const *in, bool expect) {
+    char what[200];
+    snprintf(what, sizeof what, "%s %s B=%lld Hq=%lld Hkv=%lld Lk=%lld D=%lld L=%lld dims=%d%s%s", kind,
+             afo_dtype_name(t), (long long)c.B, (long long)c.Hq, (long long)c.Hkv, (long long)c.Lk, (long long)c.D,
+             (long long)c.L, c.dims, c.traditional ? " traditional" : "", c.freqs ? " freqs" : "");
+    double rtol = t == AFO_FLOAT32 ? 1e-5 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
+    int64_t before = afo_fused_count();
+    devcheck(what, AFO_CUDA, fn, &c, in, 5, rtol, rtol + (t == AFO_FLOAT32 ? 1e-5 : 0));
+    CHECK_MSG((afo_fused_count() > before) == expect, "%s: %s as one kernel", what, expect ? "not" : "wrongly");
+    afo_device was = afo_get_default_device();
+    afo_set_default_device(AFO_CUDA);
+    roped_case apart = c;
+    apart.apart = 1;
+    afo_array *fused = fn(in, &c), *ref = fn(in, &apart);
+    afo_set_default_device(was);
+    CHECK_MSG(fused && ref && afo_eval1(fused) == AFO_OK && afo_eval1(ref) == AFO_OK, "%s: %s", what,
+              afo_last_error());
+    if (fused && ref) {
+        const unsigned char *a = afo_array_data(fused), *b = afo_array_data(ref);
+        CHECK_MSG(a && b && afo_array_nbytes(fused) == afo_array_nbytes(ref) &&
+                      memcmp(a, b, afo_array_nbytes(ref)) == 0,
+                  "%s: taken along, not bit for bit the rope apart", what);
+    }
+    release_all((afo_array *[]){fused, ref}, 2);
+}
+
+static void roped_cases(afo_dtype t, roped_case c, int32_t pos, bool expect) {
+    const bool write = c.L > 0;
+    const int64_t cap = c.Lk + 70, rows = write ? c.Hkv : c.Hq, L = write ? c.L : 1;
+    int64_t xs[4] = {c.B, L, rows + 2, c.D}, cs[4] = {c.B, c.Hkv, cap, c.D}, one = 1, fs = c.dims / 2;
+    afo_array *in[5] = {devcheck_random(t, 4, xs, -2, 2), devcheck_random(t, 4, cs, -2, 2),
+                        afo_array_from_data(&pos, AFO_INT32, 1, &one), devcheck_random(AFO_FLOAT32, 1, &fs, 1, 5000),
+                        devcheck_random(t, 4, cs, -1, 1)};
+    roped(write ? "cache write <- rope" : "attention <- rope of q", write ? build_roped_write : build_roped_sdpa, t, c,
+          in, expect);
+    release_all(in, 5);
+}
+
+static void test_roped(void) {
+    /* Llama-3.1-8B's heads with its scaled frequencies; TinyLlama-like
+     * 64-wide heads; a long context (the splits' global merge); float32
+     * (the SIMT kernel) */
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hq = 32, .Hkv = 8, .Lk = 577, .D = 128, .dims = 128, .freqs = 1},
+                576, true);
+    roped_cases(AFO_FLOAT16, (roped_case){.B = 1, .Hq = 32, .Hkv = 4, .Lk = 100, .D = 64, .dims = 64}, 99, true);
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 2, .Hq = 28, .Hkv = 4, .Lk = 5000, .D = 128, .dims = 128}, 4999, true);
+    roped_cases(AFO_FLOAT32, (roped_case){.B = 1, .Hq = 8, .Hkv = 2, .Lk = 300, .D = 128, .dims = 128, .freqs = 1},
+                299, true);
+    roped_cases(AFO_FLOAT32, (roped_case){.B = 1, .Hq = 4, .Hkv = 4, .Lk = 33, .D = 64, .dims = 64}, 32, true);
+    /* ropes the decode kernel does not take: apart, as before */
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hq = 8, .Hkv = 2, .Lk = 200, .D = 128, .dims = 128, .traditional = 1},
+                199, false);
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hq = 8, .Hkv = 2, .Lk = 200, .D = 128, .dims = 64}, 199, false);
+    /* the key written at its position: one key, a prefill's 70 (the
+     * vectorized rope), traditional and partial ropes, float32 */
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hkv = 8, .Lk = 577, .D = 128, .L = 1, .dims = 128, .freqs = 1}, 576,
+                true);
+    roped_cases(AFO_FLOAT16, (roped_case){.B = 2, .Hkv = 4, .Lk = 80, .D = 64, .L = 70, .dims = 64}, 5, true);
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hkv = 2, .Lk = 40, .D = 64, .L = 1, .dims = 32, .traditional = 1},
+                39, true);
+    roped_cases(AFO_FLOAT32, (roped_case){.B = 1, .Hkv = 2, .Lk = 40, .D = 128, .L = 3, .dims = 128, .freqs = 1}, 17,
+                true);
+    /* a position past the end: slice_update_at's clamp */
+    roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hkv = 2, .Lk = 40, .D = 64, .L = 1, .dims = 64}, 5000, true);
+}
+
 int main(void) {
     if (!devcheck_available(AFO_CUDA)) return 77;
     RUN(test_matmul);
@@ -469,5 +575,6 @@ int main(void) {
     RUN(test_sdpa_prefill);
     RUN(test_sdpa_prefill_half);
     RUN(test_sdpa_decode);
+    RUN(test_roped);
     return test_finish();
 }

@@ -127,25 +127,15 @@ static afo_array *attention(const afo_model *m, const layer_weights *w, int laye
     afo_array *freqs = s->freqs[sliding];
     afo_array *qkv = use_stacked(&w->qkv, w->stacked_qkv, h) ? linear(h, &w->qkv, NULL)
                      : quantized_parts(h, (linear_weight[]){w->q, w->k, w->v}, 3, w->q_bias || w->k_bias || w->v_bias);
-    /* q's and k's heads sit side by side in qkv: without their own norms one
-     * rope turns both (a decode step's launches are a fifth of its time on a
-     * GPU), and q here holds k's heads too */
-    bool joint = qkv && !w->q_norm && !w->k_norm;
-    afo_array *q = qkv ? afo_slice_axis(qkv, -1, 0, (joint ? H + K : H) * D) : linear(h, &w->q, w->q_bias);
-    afo_array *k = joint ? NULL : qkv ? afo_slice_axis(qkv, -1, H * D, (H + K) * D) : linear(h, &w->k, w->k_bias);
+    afo_array *q = qkv ? afo_slice_axis(qkv, -1, 0, H * D) : linear(h, &w->q, w->q_bias);
+    afo_array *k = qkv ? afo_slice_axis(qkv, -1, H * D, (H + K) * D) : linear(h, &w->k, w->k_bias);
     afo_array *v = qkv ? afo_slice_axis(qkv, -1, (H + K) * D, (H + 2 * K) * D) : linear(h, &w->v, w->v_bias);
     afo_release(qkv);
     v = ow_split_heads(v, s->B, s->n, K, D, NULL, 0);
-    afo_array *qr, *kr;
-    if (joint) {
-        afo_array *qk = rotate(ow_split_heads(q, s->B, s->n, H + K, D, NULL, 0), c, rp, freqs, s);
-        qr = qk ? afo_slice_axis(qk, 1, 0, H) : NULL;
-        kr = qk ? afo_slice_axis(qk, 1, H, H + K) : NULL;
-        afo_release(qk);
-    } else {
-        qr = rotate(ow_split_heads(q, s->B, s->n, H, D, w->q_norm, c->eps), c, rp, freqs, s);
-        kr = rotate(ow_split_heads(k, s->B, s->n, K, D, w->k_norm, c->eps), c, rp, freqs, s);
-    }
+    /* q and k roped apart: on a GPU a decode step's attention ropes q as it
+     * loads it, and the cache write ropes k (no rope kernel of its own) */
+    afo_array *qr = rotate(ow_split_heads(q, s->B, s->n, H, D, w->q_norm, c->eps), c, rp, freqs, s);
+    afo_array *kr = rotate(ow_split_heads(k, s->B, s->n, K, D, w->k_norm, c->eps), c, rp, freqs, s);
     float scale = (float)(c->attn_scale * s->score[sliding]);
     afo_array *o = NULL;
     if (s->cache) {

@@ -35,6 +35,7 @@
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/mma.cuh"
+#include "backends/cuda/rope.cuh"
 #include "backends/cuda/warp.cuh"
 
 namespace {
@@ -67,6 +68,8 @@ struct Args {
     int64_t G, R, nrb; // query heads per kv head, rows per kv head, row blocks per kv head
     int vec;           // rows of k and v may be read 16 bytes at a time
     int mma;           // for afo_cuda::sdpa_mma
+    int rope_q;        // the decode kernel ropes q (p.q_rope, copied to q_rope)
+    afo_cuda_rope q_rope;
 };
 
 // Keys [t0, t0 + BK) of one kv head into dst (row pitch ld); rows at or past
@@ -310,8 +313,8 @@ template <int N> __device__ __forceinline__ void warp_sum_many(float (&v)[N], in
 // unnormalised outputs into the block's shared arrays.
 template <int E, int GM>
 __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64_t hk, int64_t k0, int64_t k1, int warp,
-                                                 int lane, float (&sm_m)[DEC_WARPS][GM], float (&sm_l)[DEC_WARPS][GM],
-                                                 float (&sm_acc)[DEC_WARPS][GM][32 * E]) {
+                                                 int lane, const float (&rope)[2][16 * E], float (&sm_m)[DEC_WARPS][GM],
+                                                 float (&sm_l)[DEC_WARPS][GM], float (&sm_acc)[DEC_WARPS][GM][32 * E]) {
     constexpr int W = DEC_WARPS;
     const afo_cuda_sdpa &p = a.p;
     const int G = (int)a.G;
@@ -334,11 +337,20 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
     for (int g = 0; g < GM; g++) {
 #pragma unroll
         for (int e = 0; e < E; e++) q[g][e] = 0.0f, acc[g][e] = 0.0f;
-        if (g < G) {
-            load_e<float, E>((const float *)p.q + b * p.qs[0] + (hk * G + g) * p.qs[1] + lane * E, q[g]);
+        if (g >= G) continue;
+        load_e<float, E>((const float *)p.q + b * p.qs[0] + (hk * G + g) * p.qs[1] + lane * E, q[g]);
+        if (a.rope_q) { // lane l's elements pair with lane l ^ 16's
 #pragma unroll
-            for (int e = 0; e < E; e++) q[g][e] *= (float)p.scale;
+            for (int e = 0; e < E; e++) {
+                const float o = __shfl_xor_sync(0xffffffffu, q[g][e], 16), cs = rope[0][(lane & 15) * E + e],
+                            sn = rope[1][(lane & 15) * E + e];
+                float first, second;
+                if (lane < 16) afo_cuda::rope_rotate(q[g][e], o, cs, sn, &first, &second), q[g][e] = first;
+                else afo_cuda::rope_rotate(o, q[g][e], cs, sn, &first, &second), q[g][e] = second;
+            }
         }
+#pragma unroll
+        for (int e = 0; e < E; e++) q[g][e] *= (float)p.scale;
     }
     for (int64_t t0 = k0 + warp * DEC_KB; t0 < k1; t0 += DEC_KB * W) {
         float kk[DEC_KB][E], vv[DEC_KB][E];
@@ -411,8 +423,8 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
 // The row max goes to the block's merge in natural-log units.
 template <typename T, int D, int GM>
 __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_t hk, int64_t k0, int64_t k1, int warp,
-                                                int lane, float (&sm_m)[DEC_WARPS][GM], float (&sm_l)[DEC_WARPS][GM],
-                                                float (&sm_acc)[DEC_WARPS][GM][D]) {
+                                                int lane, const float (&rope)[2][D / 2], float (&sm_m)[DEC_WARPS][GM],
+                                                float (&sm_l)[DEC_WARPS][GM], float (&sm_acc)[DEC_WARPS][GM][D]) {
     using namespace afo_mma;
     constexpr int KD = D / 16, ND = D / 8, KT = 16;
     const afo_cuda_sdpa &p = a.p;
@@ -427,6 +439,21 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
         qa[kd][0] = quad < G ? word(qr + kd * 16) : 0u;
         qa[kd][2] = quad < G ? word(qr + kd * 16 + 8) : 0u;
         qa[kd][1] = qa[kd][3] = 0u;
+    }
+    if (a.rope_q) { // element e of a word of kd pairs with element e of the same word of kd + KD / 2
+        auto lo = [](uint32_t w) { return to_c(((const T *)&w)[0]); };
+        auto hi = [](uint32_t w) { return to_c(((const T *)&w)[1]); };
+#pragma unroll
+        for (int kd = 0; kd < KD / 2; kd++)
+#pragma unroll
+            for (int h = 0; h < 4; h += 2) {
+                const int j = kd * 16 + 4 * h + 2 * ql; // h 2: the word 8 elements on
+                const uint32_t x = qa[kd][h], y = qa[kd + KD / 2][h];
+                float f0, s0, f1, s1;
+                afo_cuda::rope_rotate(lo(x), lo(y), rope[0][j], rope[1][j], &f0, &s0);
+                afo_cuda::rope_rotate(hi(x), hi(y), rope[0][j + 1], rope[1][j + 1], &f1, &s1);
+                qa[kd][h] = pack<T>(f0, f1), qa[kd + KD / 2][h] = pack<T>(s0, s1);
+            }
     }
     float o[ND][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
@@ -477,8 +504,18 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
     __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM], sm_A[GM][D];
+    __shared__ float sm_rope[2][D / 2]; // cos, sin of q's pairs
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
+    if (a.rope_q) {
+        const int64_t at = a.q_rope.offset + (a.q_rope.position ? *a.q_rope.position : 0);
+        for (int j = threadIdx.x; j < D / 2; j += W * 32) {
+            double cs, sn;
+            afo_cuda::rope_angle(a.q_rope, at, j, &cs, &sn);
+            sm_rope[0][j] = (float)cs, sm_rope[1][j] = (float)sn;
+        }
+        __syncthreads();
+    }
     const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
     const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
     const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
@@ -490,9 +527,9 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     };
 
     if constexpr (std::is_same<T, float>::value)
-        decode_warp_simt<E, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
+        decode_warp_simt<E, GM>(a, b, hk, k0, k1, warp, lane, sm_rope, sm_m, sm_l, sm_acc);
     else
-        decode_warp_mma<T, D, GM>(a, b, hk, k0, k1, warp, lane, sm_m, sm_l, sm_acc);
+        decode_warp_mma<T, D, GM>(a, b, hk, k0, k1, warp, lane, sm_rope, sm_m, sm_l, sm_acc);
     __syncthreads();
     // each warp's weight in the block's sums, once per row
     if (threadIdx.x < G) {
@@ -588,8 +625,9 @@ bool aligned16(const void *p, int64_t stride, size_t es) {
 bool decode_applies(const afo_cuda_sdpa &p, const Args &a) {
     const size_t es = p.dtype == AFO_FLOAT32 ? 4 : 2;
     const bool q_aligned = aligned16(p.q, p.qs[0], es) && aligned16(p.q, p.qs[1], es);
+    const bool ropes = !p.q_rope || (!p.q_rope->traditional && p.q_rope->dims == p.D && p.q_rope->L == 1);
     return p.Lq == 1 && !p.mask && a.vec && q_aligned && p.D == p.Dv && (p.D == 64 || p.D == 128) && a.G <= 8 &&
-           p.dtype != AFO_FLOAT64;
+           p.dtype != AFO_FLOAT64 && ropes;
 }
 
 // Splits: about two blocks per SM in all, each of a block's DEC_WARPS
@@ -651,7 +689,8 @@ template <typename T, typename C> cudaError_t launch(const Args &a, cudaStream_t
 }
 
 Args args_of(const afo_cuda_sdpa *p) {
-    Args a = {*p, p->Hq / p->Hkv, 0, 0, 0, 0};
+    Args a = {*p, p->Hq / p->Hkv, 0, 0, 0, 0, p->q_rope != NULL, {}};
+    if (p->q_rope) a.q_rope = *p->q_rope;
     a.R = a.G * p->Lq;
     a.nrb = (a.R + BQ - 1) / BQ;
     size_t es = p->dtype == AFO_FLOAT64 ? 8 : p->dtype == AFO_FLOAT32 ? 4 : 2;
@@ -703,6 +742,11 @@ extern "C" size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported) {
     p->chunk = chunk;
     p->nsplit = (int)((p->Lk + chunk - 1) / chunk);
     return split_scratch(p, a);
+}
+
+extern "C" bool afo_cuda_sdpa_ropes_q(const afo_cuda_sdpa *p) {
+    const Args a = args_of(p);
+    return p->q_rope && !a.mma && decode_applies(*p, a);
 }
 
 extern "C" cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t st) {

@@ -26,6 +26,20 @@ void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_arr
  * strided device view dst, on the stream (shape.c). */
 afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src);
 
+/* slice_update (attrs: internal.h's AFO_SLICE_AT_AXIS note): out takes
+ * over x's (in[0]'s) buffer under the CPU kernel's conditions (the KV cache
+ * relies on it to append without copying the whole cache), else a copy of
+ * x; *region is the view of out that the update goes to, moved along the
+ * axis by *shift.at's value (device memory, clamped to [0, max]) times
+ * shift.stride elements for slice_update_at (shift.at NULL otherwise).
+ * For its kernel and for a kernel that computes the update in place. */
+typedef struct afo_cuda_shift {
+    const int32_t *at;
+    int64_t stride, max;
+} afo_cuda_shift;
+afo_status afo_cuda_slice_update_target(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a,
+                                        afo_array *region, afo_cuda_shift *shift);
+
 /* out (allocated, contiguous) = a @ b with matmul's rules: cuBLAS, or the
  * GEMV kernel for decode-sized products. */
 afo_status afo_cuda_matmul(afo_array *out, const afo_array *a, const afo_array *b);

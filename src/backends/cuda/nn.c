@@ -49,21 +49,54 @@ static afo_status norm_kernel(afo_array *out, afo_array *const *in, int nin, con
     return afo_cuda_launched(afo_op_get(out->op)->name);
 }
 
+/* The launch parameters of the rope node `rope` (its inputs `in`). */
+static void rope_params(const afo_array *rope, afo_array *const *in, afo_cuda_rope *p) {
+    const afo_array *x = in[0];
+    const afo_attrs *a = &rope->attrs;
+    *p = (afo_cuda_rope){.L = x->shape[x->ndim - 2], .dims = a->i[AFO_ROPE_I_DIMS], .offset = a->i[AFO_ROPE_I_OFFSET],
+                         .traditional = a->i[AFO_ROPE_I_TRADITIONAL] != 0, .inverse = a->i[AFO_ROPE_I_INVERSE] != 0,
+                         .base = a->f[AFO_ROPE_F_BASE], .scale = a->f[AFO_ROPE_F_SCALE],
+                         .freqs = vec_of(a->i[AFO_ROPE_I_HAS_FREQS] ? in[1] : NULL),
+                         .position = a->i[AFO_ROPE_I_HAS_POSITION] ? afo_array_ptr(in[rope->nin - 1]) : NULL};
+    for (int64_t i = 0; !p->freqs.data && i < p->dims / 2 && i < AFO_CUDA_ROPE_TABLE; i++)
+        p->inv_freq[i] = pow(p->base, -2.0 * (double)i / (double)p->dims);
+}
+
+/* The rope node r (inputs rin) computed into dst. */
+static void rope_into(const afo_array *r, afo_array *const *rin, afo_cuda_rope_dst *dst) {
+    afo_cuda_rope p;
+    rope_params(r, rin, &p);
+    afo_cuda_rows x;
+    rows_of(rin[0], &x);
+    afo_cuda_rope_apply(&x, afo_array_ptr(rin[0]), r->dtype, dst, &p, afo_cuda_stream());
+}
+
 static afo_status rope_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
     AFO_TRY(afo_array_alloc(out));
     if (out->size == 0) return AFO_OK;
-    const afo_array *x = in[0];
-    afo_cuda_rope p = {.L = x->shape[x->ndim - 2], .dims = a->i[AFO_ROPE_I_DIMS], .offset = a->i[AFO_ROPE_I_OFFSET],
-                       .traditional = a->i[AFO_ROPE_I_TRADITIONAL] != 0, .inverse = a->i[AFO_ROPE_I_INVERSE] != 0,
-                       .base = a->f[AFO_ROPE_F_BASE], .scale = a->f[AFO_ROPE_F_SCALE],
-                       .freqs = vec_of(a->i[AFO_ROPE_I_HAS_FREQS] ? in[1] : NULL),
-                       .position = a->i[AFO_ROPE_I_HAS_POSITION] ? afo_array_ptr(in[nin - 1]) : NULL};
-    for (int64_t i = 0; !p.freqs.data && i < p.dims / 2 && i < AFO_CUDA_ROPE_TABLE; i++)
-        p.inv_freq[i] = pow(p.base, -2.0 * (double)i / (double)p.dims);
-    afo_cuda_rows r;
-    rows_of(x, &r);
-    afo_cuda_rope_apply(&r, afo_array_ptr(x), out->dtype, afo_array_ptr(out), &p, afo_cuda_stream());
+    afo_cuda_rope_dst dst = {.data = afo_array_ptr(out)};
+    rows_of(out, &dst.rows);
+    rope_into(out, in, &dst);
     return afo_cuda_launched("rope");
+}
+
+/* slice_update <- rope: the rope's rows written straight into the updated
+ * slots (a decode step's keys into their cache, one kernel fewer a layer). */
+static afo_status roped_update(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    const afo_array *r = in[1];
+    if (producer != 1 || r->dtype != out->dtype) return AFO_OK;
+    for (int d = 0; d < out->ndim; d++)
+        if (r->shape[d] != out->attrs.i[2 * AFO_MAX_DIMS + d]) return AFO_OK; /* a broadcast update */
+    afo_array region;
+    afo_cuda_shift shift;
+    AFO_TRY(afo_cuda_slice_update_target(out, in, nin, &out->attrs, &region, &shift));
+    *done = true;
+    if (region.size == 0) return AFO_OK;
+    afo_cuda_rope_dst dst = {afo_array_ptr(&region), .shift = shift.at, .shift_stride = shift.stride,
+                             .shift_max = shift.max};
+    rows_of(&region, &dst.rows);
+    rope_into(r, r->in, &dst);
+    return afo_cuda_launched("slice_update with rope");
 }
 
 /* Strides over the first three axes, 0 along size-1 axes (so that they do
@@ -72,27 +105,26 @@ static void bhl_strides(const afo_array *x, int64_t s[3]) {
     for (int d = 0; d < 3; d++) s[d] = x->shape[d] == 1 ? 0 : x->strides[d];
 }
 
-static afo_status sdpa_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
-    AFO_TRY(afo_array_alloc(out));
-    if (out->size == 0) return AFO_OK;
+/* Attention with q read from `q` (in[0], or the input of the rope in[0]
+ * that the decode kernel applies as it loads q: q_rope). With q_rope,
+ * declines (*done false, nothing done) unless the decode kernel takes it
+ * as it is, without dense copies of k or v. */
+static afo_status attend(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a, const afo_array *q,
+                         const afo_cuda_rope *q_rope, bool *done) {
+    const afo_array *src[3] = {q, in[1], in[2]};
     afo_array view[3];
-    afo_buffer *scratch[4] = {NULL, NULL, NULL, NULL};
-    afo_status st = AFO_OK;
-    for (int i = 0; i < 3 && st == AFO_OK; i++) {
-        view[i] = *in[i];
-        if (in[i]->dtype != out->dtype || (in[i]->strides[3] != 1 && in[i]->shape[3] > 1))
-            st = afo_cuda_dense(in[i], out->dtype, &view[i], &scratch[i]);
+    bool dense[3];
+    for (int i = 0; i < 3; i++) {
+        view[i] = *src[i];
+        dense[i] = src[i]->dtype != out->dtype || (src[i]->strides[3] != 1 && src[i]->shape[3] > 1);
+        if (dense[i] && q_rope) return AFO_OK;
     }
     afo_cuda_sdpa p = {.B = view[0].shape[0], .Hq = view[0].shape[1], .Hkv = view[1].shape[1],
                        .Lq = view[0].shape[2], .Lk = view[1].shape[2], .D = view[0].shape[3], .Dv = view[2].shape[3],
-                       .dtype = out->dtype, .q = afo_array_ptr(&view[0]), .k = afo_array_ptr(&view[1]),
-                       .v = afo_array_ptr(&view[2]), .causal = a->i[AFO_SDPA_I_CAUSAL] != 0,
-                       .window = a->i[AFO_SDPA_I_WINDOW], .scale = a->f[AFO_SDPA_F_SCALE], .out = afo_array_ptr(out)};
+                       .dtype = out->dtype, .causal = a->i[AFO_SDPA_I_CAUSAL] != 0, .window = a->i[AFO_SDPA_I_WINDOW],
+                       .scale = a->f[AFO_SDPA_F_SCALE], .q_rope = q_rope};
     bool positioned = a->i[AFO_SDPA_I_HAS_POSITION];
     if (positioned) p.position = afo_array_ptr(in[nin - 1]);
-    bhl_strides(&view[0], p.qs);
-    bhl_strides(&view[1], p.ks);
-    bhl_strides(&view[2], p.vs);
     if (nin > 3 + positioned) {
         const afo_array *m = in[3];
         p.mask = afo_array_ptr(m);
@@ -102,22 +134,54 @@ static afo_status sdpa_kernel(afo_array *out, afo_array *const *in, int nin, con
             p.ms[d] = md < 0 || m->shape[md] == 1 ? 0 : m->strides[md];
         }
     }
-    int supported = 0;
-    size_t bytes = st == AFO_OK ? afo_cuda_sdpa_plan(&p, &supported) : 0;
-    if (st == AFO_OK && !supported)
-        st = afo_error(AFO_ERR_UNSUPPORTED,
-                       "scaled_dot_product_attention: head size %lld/%lld on CUDA (at most 256, 128 for float64)",
-                       (long long)p.D, (long long)p.Dv);
-    if (st == AFO_OK && bytes) {
-        scratch[3] = afo_buffer_alloc(AFO_CUDA, bytes);
-        if (!scratch[3]) st = afo_last_status();
-        else p.scratch = scratch[3]->data;
+    afo_buffer *scratch[4] = {NULL, NULL, NULL, NULL};
+    afo_status st = AFO_OK;
+    for (int i = 0; i < 3 && st == AFO_OK; i++)
+        if (dense[i]) st = afo_cuda_dense(src[i], out->dtype, &view[i], &scratch[i]);
+    if (st == AFO_OK) {
+        p.q = afo_array_ptr(&view[0]), p.k = afo_array_ptr(&view[1]), p.v = afo_array_ptr(&view[2]);
+        bhl_strides(&view[0], p.qs);
+        bhl_strides(&view[1], p.ks);
+        bhl_strides(&view[2], p.vs);
     }
-    if (st == AFO_OK) st = afo_cuda_status(afo_cuda_sdpa_run(&p, afo_cuda_stream()), "scaled_dot_product_attention");
+    if (st == AFO_OK && q_rope && !afo_cuda_sdpa_ropes_q(&p)) return AFO_OK;
+    *done = true;
+    if (st == AFO_OK) st = afo_array_alloc(out);
+    if (st == AFO_OK && out->size > 0) {
+        p.out = afo_array_ptr(out);
+        int supported = 0;
+        size_t bytes = afo_cuda_sdpa_plan(&p, &supported);
+        if (!supported)
+            st = afo_error(AFO_ERR_UNSUPPORTED,
+                           "scaled_dot_product_attention: head size %lld/%lld on CUDA (at most 256, 128 for float64)",
+                           (long long)p.D, (long long)p.Dv);
+        if (st == AFO_OK && bytes) {
+            scratch[3] = afo_buffer_alloc(AFO_CUDA, bytes);
+            if (!scratch[3]) st = afo_last_status();
+            else p.scratch = scratch[3]->data;
+        }
+        if (st == AFO_OK)
+            st = afo_cuda_status(afo_cuda_sdpa_run(&p, afo_cuda_stream()), "scaled_dot_product_attention");
+    }
     /* the stream orders the kernels before any reuse of the scratch */
     for (int i = 0; i < 4; i++)
         if (scratch[i]) afo_buffer_release(scratch[i]);
     return st;
+}
+
+static afo_status sdpa_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    bool done = false;
+    return attend(out, in, nin, a, in[0], NULL, &done);
+}
+
+/* scaled_dot_product_attention <- rope of q: the decode kernel turns q as
+ * it loads it (one kernel fewer a layer). */
+static afo_status roped_sdpa(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    const afo_array *r = in[0];
+    if (producer != 0 || r->in[0]->ndim != 4) return AFO_OK;
+    afo_cuda_rope rope;
+    rope_params(r, r->in, &rope);
+    return attend(out, in, nin, &out->attrs, r->in[0], &rope, done);
 }
 
 void afo_cuda_register_nn(void) {
@@ -125,4 +189,6 @@ void afo_cuda_register_nn(void) {
     afo_op_set_kernel(AFO_OP_LAYER_NORM, AFO_CUDA, norm_kernel);
     afo_op_set_kernel(AFO_OP_ROPE, AFO_CUDA, rope_kernel);
     afo_op_set_kernel(AFO_OP_SDPA, AFO_CUDA, sdpa_kernel);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_SDPA, AFO_OP_ROPE, roped_sdpa);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_SLICE_UPDATE, AFO_OP_ROPE, roped_update);
 }

@@ -52,7 +52,17 @@ typedef struct afo_cuda_rope {
     afo_cuda_vec freqs;
     double inv_freq[AFO_CUDA_ROPE_TABLE];
 } afo_cuda_rope;
-void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, void *out,
+/* Where rope writes: row r (C order over the axes before the last) at
+ * data + rows' offset of r, moved by *shift (device memory, clamped to
+ * [0, shift_max]) times shift_stride elements when shift is set: the
+ * dense output, or a KV cache's slot (slice_update_at's rule). */
+typedef struct afo_cuda_rope_dst {
+    void *data;
+    afo_cuda_rows rows;
+    const int32_t *shift;
+    int64_t shift_stride, shift_max;
+} afo_cuda_rope_dst;
+void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, const afo_cuda_rope_dst *out,
                          const afo_cuda_rope *r, cudaStream_t stream);
 
 /* Scaled dot-product attention over q [B, Hq, Lq, D], k [B, Hkv, Lk, D],
@@ -71,6 +81,9 @@ typedef struct afo_cuda_sdpa {
     int64_t window;
     const int32_t *position; /* NULL: query i at Lk - Lq + i; else at *position + i (device memory) */
     double scale;
+    /* rope turning q as the kernel loads it (the decode kernel's only:
+     * afo_cuda_sdpa_ropes_q), or NULL */
+    const afo_cuda_rope *q_rope;
     void *out;
     /* set by afo_cuda_sdpa_plan: how the keys are split over blocks, and the
      * scratch the partial results need (the caller provides it) */
@@ -84,6 +97,9 @@ typedef struct afo_cuda_sdpa {
  * needed (possibly 0; at least 1 means scratch must be set). */
 size_t afo_cuda_sdpa_plan(afo_cuda_sdpa *p, int *supported);
 cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t stream);
+/* Whether the decode kernel takes this attention with q_rope applied to q
+ * (one query, rotate-half pairs over the whole head). */
+bool afo_cuda_sdpa_ropes_q(const afo_cuda_sdpa *p);
 
 /* What a product computes along (see afo_fused_fn), each where not NULL:
  * an addend (a residual); x's rms norm times norm_weight (of x's dtype),

@@ -11,12 +11,16 @@
 #include "backends/cuda/convert.cuh"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/nn_kernels.h"
+#include "backends/cuda/rope.cuh"
 #include "backends/cuda/warp.cuh"
 
 namespace {
 
+using afo_cuda::rope_angle;
+using afo_cuda::rope_rotate;
 using afo_cuda::to_f;
 using afo_cuda::unpack;
+using afo_cuda::vec_at;
 
 template <typename T> constexpr afo_dtype dtype_of() {
     return std::is_same<T, __half>::value ? AFO_FLOAT16 : std::is_same<T, __nv_bfloat16>::value ? AFO_BFLOAT16
@@ -33,18 +37,6 @@ template <> __device__ __forceinline__ void store<__nv_bfloat16>(__nv_bfloat16 *
     p[i] = __float2bfloat16_rn(v);
 }
 __device__ __forceinline__ void store(double *p, int64_t i, double v) { p[i] = v; }
-
-// Weights, biases and frequencies may have any float dtype.
-__device__ double vec_at(const afo_cuda_vec &v, int64_t i, double fill) {
-    if (!v.data) return fill;
-    int64_t k = i * v.stride;
-    switch (v.dtype) {
-    case AFO_FLOAT16: return __half2float(((const __half *)v.data)[k]);
-    case AFO_BFLOAT16: return __bfloat162float(((const __nv_bfloat16 *)v.data)[k]);
-    case AFO_FLOAT32: return ((const float *)v.data)[k];
-    default: return ((const double *)v.data)[k];
-    }
-}
 
 // Offset of row r (C order over the axes before the last). Row counts fit
 // 32 bits in practice, and a 32-bit division is a fraction of a 64-bit
@@ -148,16 +140,6 @@ __global__ void __launch_bounds__(kNormThreads) norm_kernel(afo_cuda_rows x, con
     }
 }
 
-// cos and sin of pair j's angle at position pos (sin negated for the
-// inverse rope), in double as on the CPU.
-__device__ void rope_angle(const afo_cuda_rope &p, int64_t pos, int64_t j, double *cs, double *sn) {
-    const double inv_freq = p.freqs.data             ? 1.0 / vec_at(p.freqs, j, 1.0)
-                            : j < AFO_CUDA_ROPE_TABLE ? p.inv_freq[j]
-                                                      : pow(p.base, -2.0 * (double)j / (double)p.dims);
-    sincos((double)pos * p.scale * inv_freq, sn, cs);
-    if (p.inverse) *sn = -*sn;
-}
-
 // Rows at one position (r = l + k L) share their angles: a thread takes a
 // rotated pair, or a column past dims, at one position for `per_thread` of
 // those rows, so that one float64 sincos serves them all. With a thread
@@ -167,13 +149,13 @@ __device__ void rope_angle(const afo_cuda_rope &p, int64_t pos, int64_t j, doubl
 constexpr int kRopeRows = 8, kRopeSharedFrom = 64;
 
 template <typename T, typename C>
-__global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p, int64_t cols, int64_t chunks,
-                            int per_thread) {
+__global__ void rope_kernel(afo_cuda_rows x, const T *xd, afo_cuda_rope_dst dst, afo_cuda_rope p, int64_t cols,
+                            int64_t chunks, int per_thread) {
     afo_cuda::follow_prior_grid();
     const int64_t t = (int64_t)blockIdx.x * blockDim.x + threadIdx.x, j = t % cols, l = t / cols % p.L,
                   chunk = t / cols / p.L;
     if (chunk >= chunks) return;
-    const int64_t n = x.n, half = p.dims / 2, per_position = x.rows / p.L;
+    const int64_t half = p.dims / 2, per_position = x.rows / p.L;
     const bool rotated = j < half;
     // Pairs are (2i, 2i+1) when traditional, else (i, i + half).
     const int64_t d = !rotated ? p.dims + (j - half) : p.traditional ? 2 * j : j;
@@ -188,14 +170,16 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope 
         const int64_t q = chunk * per_thread + k, r = l + q * p.L;
         if (q >= per_position) break;
         const T *row = xd + row_offset(x, r);
+        T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::dst_shift(dst);
         C a = load<T, C>(row, d * x.step);
         if (!rotated) {
-            store(out, r * n + d, a);
+            store(out, d, a);
             continue;
         }
-        C other = load<T, C>(row, partner * x.step);
-        store(out, r * n + d, a * cs - other * sn);
-        store(out, r * n + partner, a * sn + other * cs);
+        C other = load<T, C>(row, partner * x.step), ra, ro;
+        rope_rotate(a, other, cs, sn, &ra, &ro);
+        store(out, d, ra);
+        store(out, partner, ro);
     }
 }
 
@@ -284,8 +268,8 @@ bool vec_vectorizable(const afo_cuda_vec &v, afo_dtype dt) {
 constexpr int kRopeVecThreads = 256;
 
 template <typename T>
-__global__ void __launch_bounds__(kRopeVecThreads) rope_vec_kernel(afo_cuda_rows x, const T *xd, T *out, afo_cuda_rope p,
-                                                                   int64_t items) {
+__global__ void __launch_bounds__(kRopeVecThreads)
+    rope_vec_kernel(afo_cuda_rows x, const T *xd, afo_cuda_rope_dst dst, afo_cuda_rope p, int64_t items) {
     afo_cuda::follow_prior_grid();
     constexpr int V = 16 / sizeof(T);
     extern __shared__ float angles[]; // [positions of the block][half][cos, sin]
@@ -309,14 +293,10 @@ __global__ void __launch_bounds__(kRopeVecThreads) rope_vec_kernel(afo_cuda_rows
     unpack<T>(*(const uint4 *)(row + j + half), o);
     const float *ang = angles + 2 * ((l - l0) * half + j);
 #pragma unroll
-    for (int e = 0; e < V; e++) {
-        const float cs = ang[2 * e], sn = ang[2 * e + 1];
-        ra[e] = a[e] * cs - o[e] * sn;
-        ro[e] = a[e] * sn + o[e] * cs;
-    }
-    T *dst = out + r * x.n;
-    *(uint4 *)(dst + j) = pack<T>(ra);
-    *(uint4 *)(dst + j + half) = pack<T>(ro);
+    for (int e = 0; e < V; e++) rope_rotate(a[e], o[e], ang[2 * e], ang[2 * e + 1], &ra[e], &ro[e]);
+    T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::dst_shift(dst);
+    *(uint4 *)(out + j) = pack<T>(ra);
+    *(uint4 *)(out + j + half) = pack<T>(ro);
 }
 
 int norm_threads(int64_t n) { return n >= 2048 ? kNormThreads : n >= 512 ? 256 : n >= 128 ? 128 : 32; }
@@ -349,19 +329,21 @@ void norm_launch(const afo_cuda_rows *x, const void *xd, void *out, afo_cuda_vec
 }
 
 template <typename T, typename C>
-void rope_launch(const afo_cuda_rows *x, const void *xd, void *out, const afo_cuda_rope *p, cudaStream_t st) {
+void rope_launch(const afo_cuda_rows *x, const void *xd, const afo_cuda_rope_dst *out, const afo_cuda_rope *p,
+                 cudaStream_t st) {
     if (x->rows == 0 || x->n == 0) return;
     constexpr int V = 16 / sizeof(T);
     if constexpr (sizeof(T) <= 4) {
         const int64_t half = p->dims / 2;
         if (!p->traditional && p->dims == x->n && half % V == 0 && p->L >= kRopeSharedFrom &&
-            rows_vectorizable(x, xd, V)) {
+            rows_vectorizable(x, xd, V) && rows_vectorizable(&out->rows, out->data, V) &&
+            out->shift_stride % V == 0) {
             const int64_t per_l = x->rows / p->L * (half / V), items = p->L * per_l;
             const int64_t positions = kRopeVecThreads / per_l + 2; // the most a block of items spans
             const size_t smem = (size_t)(positions < p->L ? positions : p->L) * half * 2 * sizeof(float);
             afo_cuda::launch_early(rope_vec_kernel<T>,
                                    dim3((unsigned)((items + kRopeVecThreads - 1) / kRopeVecThreads)),
-                                   dim3(kRopeVecThreads), smem, st, *x, (const T *)xd, (T *)out, *p, items);
+                                   dim3(kRopeVecThreads), smem, st, *x, (const T *)xd, *out, *p, items);
             return;
         }
     }
@@ -369,7 +351,7 @@ void rope_launch(const afo_cuda_rows *x, const void *xd, void *out, const afo_cu
     const int64_t cols = p->dims / 2 + (x->n - p->dims), chunks = (x->rows / p->L + per_thread - 1) / per_thread;
     const int64_t threads = chunks * p->L * cols;
     afo_cuda::launch_early(rope_kernel<T, C>, dim3((unsigned)((threads + 255) / 256)), dim3(256), 0, st, *x,
-                           (const T *)xd, (T *)out, *p, cols, chunks, per_thread);
+                           (const T *)xd, *out, *p, cols, chunks, per_thread);
 }
 
 } // namespace
@@ -384,7 +366,7 @@ extern "C" void afo_cuda_norm(const afo_cuda_rows *x, const void *xd, afo_dtype 
     }
 }
 
-extern "C" void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xd, afo_dtype dt, void *out,
+extern "C" void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xd, afo_dtype dt, const afo_cuda_rope_dst *out,
                                     const afo_cuda_rope *p, cudaStream_t st) {
     switch (dt) {
     case AFO_FLOAT16: rope_launch<__half, float>(x, xd, out, p, st); break;

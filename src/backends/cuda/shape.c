@@ -48,30 +48,39 @@ static afo_status contiguous_kernel(afo_array *out, afo_array *const *in, int ni
     return copy_kernel(out, in[0]);
 }
 
-/* slice_update (attrs: internal.h's AFO_SLICE_AT_AXIS note). The result takes over x's buffer under the CPU kernel's conditions (the KV
- * cache relies on it to append without copying the whole cache). */
-static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+afo_status afo_cuda_slice_update_target(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a,
+                                        afo_array *region, afo_cuda_shift *shift) {
     afo_array *x = in[0];
     if (atomic_load(&x->refcount) == 1 && afo_buffer_writable(x->buf) && x->contiguous && x->offset == 0)
         afo_array_set_view(out, x, x->strides, 0);
     else
         AFO_TRY(copy_kernel(out, x));
-    afo_array region = *out;
+    *region = *out;
     for (int d = 0; d < out->ndim; d++) {
-        region.offset += a->i[d] * out->strides[d];
-        region.strides[d] = out->strides[d] * a->i[AFO_MAX_DIMS + d];
-        region.shape[d] = a->i[2 * AFO_MAX_DIMS + d];
+        region->offset += a->i[d] * out->strides[d];
+        region->strides[d] = out->strides[d] * a->i[AFO_MAX_DIMS + d];
+        region->shape[d] = a->i[2 * AFO_MAX_DIMS + d];
     }
-    region.size = afo_shape_size(region.ndim, region.shape);
-    if (nin < 3) return afo_cuda_copy_into(&region, in[1]);
+    region->size = afo_shape_size(region->ndim, region->shape);
+    *shift = (afo_cuda_shift){NULL, 0, 0};
+    if (nin == 3) { /* afo_slice_update_at: the slot is read on the device when the copy runs */
+        int axis = (int)a->i[AFO_SLICE_AT_AXIS];
+        *shift = (afo_cuda_shift){afo_array_ptr(in[2]), out->strides[axis], out->shape[axis] - region->shape[axis]};
+    }
+    return AFO_OK;
+}
+
+static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    afo_array region;
+    afo_cuda_shift shift;
+    AFO_TRY(afo_cuda_slice_update_target(out, in, nin, a, &region, &shift));
+    if (!shift.at) return afo_cuda_copy_into(&region, in[1]);
     if (region.size == 0) return AFO_OK;
-    /* afo_slice_update_at: the slot is read on the device when the copy runs */
-    int axis = (int)a->i[AFO_SLICE_AT_AXIS];
     afo_cuda_strided d;
     afo_cuda_describe(&d, &region, &in[1], 1);
-    d.shift = afo_array_ptr(in[2]);
-    d.shift_stride = out->strides[axis];
-    d.shift_max = out->shape[axis] - region.shape[axis];
+    d.shift = shift.at;
+    d.shift_stride = shift.stride;
+    d.shift_max = shift.max;
     afo_cuda_elementwise(&d, AFO_OP_ASTYPE, copy_ctype(in[1]->dtype, out->dtype), afo_cuda_stream());
     return afo_cuda_launched("slice_update_at");
 }
