@@ -543,14 +543,25 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
         sm_M[g] = M, sm_L[g] = L;
     }
     __syncthreads();
-    // the block's sums over its warps: the output, or the split's share
+    // the block's sums over its warps: the output, or the split's share,
+    // kept in shared memory for the cluster's merge, or with more splits
+    // than a cluster holds written out for the head's last block to merge
+    const int64_t nrow = p.B * p.Hkv * G;
+    float *part_o = (float *)p.scratch, *part_ml = part_o + (nsplit > DEC_CLUSTER ? nsplit * nrow * D : 0);
     for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
         const int g = idx / D, d = idx % D;
         float A = 0.0f;
 #pragma unroll
         for (int w = 0; w < W; w++) A += sm_w[w][g] * sm_acc[w][g][d];
-        if (nsplit == 1) emit(g, d, A, sm_L[g]);
-        else sm_A[g][d] = A;
+        if (nsplit == 1) {
+            emit(g, d, A, sm_L[g]);
+        } else if (nsplit <= DEC_CLUSTER) {
+            sm_A[g][d] = A;
+        } else {
+            const int64_t pi = split * nrow + bh * G + g;
+            part_o[pi * D + d] = A;
+            if (d == 0) part_ml[2 * pi] = sm_M[g], part_ml[2 * pi + 1] = sm_L[g];
+        }
     }
     if (nsplit == 1) return;
     if (nsplit <= DEC_CLUSTER) {
@@ -574,16 +585,7 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
         cluster.sync();
         return;
     }
-    // More splits than a cluster holds: partial sums through global
-    // memory, merged by the head's last block to finish.
-    const int64_t nrow = p.B * p.Hkv * G;
-    float *part_o = (float *)p.scratch, *part_ml = part_o + nsplit * nrow * D;
-    for (int idx = threadIdx.x; idx < G * D; idx += W * 32) {
-        const int g = idx / D, d = idx % D;
-        const int64_t pi = split * nrow + bh * G + g;
-        part_o[pi * D + d] = sm_A[g][d];
-        if (d == 0) part_ml[2 * pi] = sm_M[g], part_ml[2 * pi + 1] = sm_L[g];
-    }
+    // more splits than a cluster holds: the head's last block merges
     if (!afo_cuda::last_to_arrive(&g_split_done[bh], (unsigned)nsplit)) return;
     // The splits' weights first, a warp per row, then every output's sum
     // with its loads in flight together: a loop of dependent L2 reads per
