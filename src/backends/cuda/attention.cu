@@ -21,7 +21,8 @@
 // attention_mma.cu instead, never split; decode steps and a few draft
 // tokens stay here, split over the keys, as do positions read on the device
 // (afo_scaled_dot_product_attention_at). A single query without a mask,
-// with head size 64 or 128, takes decode_kernel instead (below).
+// with head size 64 or 128, takes decode_kernel instead (below), which
+// can also rope q as it loads it (nn.c's attention <- rope pair).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <math.h>
