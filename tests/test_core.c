@@ -1,5 +1,7 @@
 /* Lazy evaluation semantics, graph inspection and memory accounting. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include <afo/afo.h>
+#include <sched.h>
 #include <string.h>
 
 #include "core/internal.h"
@@ -194,6 +196,22 @@ static void test_threads(void) {
     CHECK(afo_get_threads() == 1);
     afo_set_threads(0);
     CHECK(afo_get_threads() >= 1);
+#ifdef __linux__
+    /* the default is the CPUs the process may use, not the machine's */
+    cpu_set_t allowed, one;
+    if (sched_getaffinity(0, sizeof allowed, &allowed) == 0) {
+        CHECK_MSG(afo_get_threads() == CPU_COUNT(&allowed), "%d threads for %d allowed CPUs", afo_get_threads(),
+                  CPU_COUNT(&allowed));
+        int first = 0;
+        while (!CPU_ISSET(first, &allowed)) first++;
+        CPU_ZERO(&one);
+        CPU_SET(first, &one);
+        if (sched_setaffinity(0, sizeof one, &one) == 0) {
+            CHECK_MSG(afo_get_threads() == 1, "%d threads with one CPU allowed", afo_get_threads());
+            sched_setaffinity(0, sizeof allowed, &allowed);
+        }
+    }
+#endif
 }
 
 /* Fused pairs (afo_op_set_fused): a test pair on the CPU, sub(a, square(x))
