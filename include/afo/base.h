@@ -63,7 +63,8 @@ uint16_t afo_f32_to_f16(float f);
 float afo_bf16_to_f32(uint16_t h);
 uint16_t afo_f32_to_bf16(float f);
 
-/* Threads used by heavy CPU ops; n <= 0 restores the default (all cores). */
+/* Threads used by heavy CPU ops; n <= 0 restores the default (the CPUs the
+ * process may run on). */
 void afo_set_threads(int n);
 int afo_get_threads(void);
 
