@@ -222,12 +222,13 @@ static void run_range(void *arg, int t, int nt) {
 void afo_parallel_for(int64_t n, int64_t grain, afo_range_fn fn, void *ctx) {
     if (n <= 0) return;
     if (grain < 1) grain = 1;
-    if (n <= grain || afo_get_threads() <= 1 || t_in_parallel) {
+    const int threads = afo_get_threads(); /* by default a system call: once */
+    if (n <= grain || threads <= 1 || t_in_parallel) {
         fn(ctx, 0, n);
         return;
     }
     int64_t pieces = (n + grain - 1) / grain;
-    if (pieces > afo_get_threads()) pieces = afo_get_threads();
+    if (pieces > threads) pieces = threads;
     range_job j = {fn, ctx, n, pieces};
     afo_parallel_run(run_range, &j);
 }
