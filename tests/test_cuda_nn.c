@@ -515,14 +515,7 @@ static void roped(const char *kind, devcheck_fn fn, afo_dtype t, roped_case c, a
     apart.apart = 1;
     afo_array *fused = fn(in, &c), *ref = fn(in, &apart);
     afo_set_default_device(was);
-    CHECK_MSG(fused && ref && afo_eval1(fused) == AFO_OK && afo_eval1(ref) == AFO_OK, "%s: %s", what,
-              afo_last_error());
-    if (fused && ref) {
-        const unsigned char *a = afo_array_data(fused), *b = afo_array_data(ref);
-        CHECK_MSG(a && b && afo_array_nbytes(fused) == afo_array_nbytes(ref) &&
-                      memcmp(a, b, afo_array_nbytes(ref)) == 0,
-                  "%s: taken along, not bit for bit the rope apart", what);
-    }
+    devcheck_same(what, AFO_CUDA, ref, fused);
     release_all((afo_array *[]){fused, ref}, 2);
 }
 

@@ -22,19 +22,6 @@ static void release_n(afo_array **a, int n) {
     for (int i = 0; i < n; i++) afo_release(a[i]);
 }
 
-/* Leaves a NaN-filled GPU buffer of this many bytes in the pool, which the
- * next allocation of that size receives. */
-static void poison_gpu(size_t nbytes) {
-    int64_t n = (int64_t)(nbytes / 2); /* every output here has an even size */
-    afo_array *h = afo_full(NAN, AFO_FLOAT16, 1, &n);
-    afo_set_default_device(AFO_CUDA);
-    afo_array *g = afo_neg(h);
-    afo_set_default_device(AFO_CPU);
-    CHECK(afo_eval1(g) == AFO_OK);
-    afo_release(g);
-    afo_release(h);
-}
-
 /* A graph built with `d` as the default device; for the GPU its inputs are
  * uploaded first, so that their buffers are not the poisoned one. */
 static afo_array *on(afo_device d, afo_array *(*build)(afo_array *const *, const int *), afo_array *const *in, int nin,
@@ -44,26 +31,6 @@ static afo_array *on(afo_device d, afo_array *(*build)(afo_array *const *, const
     afo_array *out = build(in, p);
     afo_set_default_device(AFO_CPU);
     return out;
-}
-
-/* Bytes of two results equal (dtype, shape, every bit); the GPU one lives
- * on the GPU. */
-static void check_same(const char *what, afo_array *cpu, afo_array *gpu) {
-    CHECK_MSG(cpu && gpu, "%s: %s", what, afo_last_error());
-    if (!cpu || !gpu) return;
-    poison_gpu(afo_array_nbytes(gpu));
-    CHECK_MSG(afo_eval1(gpu) == AFO_OK, "%s: %s", what, afo_last_error());
-    CHECK_MSG(afo_array_device(gpu) == AFO_CUDA, "%s: ran on the CPU", what);
-    CHECK(afo_array_dtype(cpu) == afo_array_dtype(gpu) && afo_array_size(cpu) == afo_array_size(gpu));
-    const unsigned char *a = afo_array_data(cpu), *b = afo_array_data(gpu);
-    CHECK_MSG(a && b, "%s: %s", what, afo_last_error());
-    if (!a || !b) return;
-    size_t es = afo_dtype_size(afo_array_dtype(cpu));
-    int64_t bad = 0, first = -1;
-    for (int64_t i = 0; i < afo_array_size(cpu); i++)
-        if (memcmp(a + i * es, b + i * es, es) && bad++ == 0) first = i;
-    CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ, first at %lld", what, (long long)bad,
-              (long long)afo_array_size(cpu), (long long)first);
 }
 
 /* Weights whose groups cover the cases the rules treat apart: ordinary
@@ -129,7 +96,7 @@ static void test_quantize_dequantize_exact(void) {
                     snprintf(what, sizeof what, "quantize %s g%d %d-bit part %d", afo_dtype_name(DTYPES[d]), gs, bits,
                              part);
                     afo_array *g = on(AFO_CUDA, build_quantize, &w, 1, p);
-                    check_same(what, q[part], g);
+                    devcheck_same(what, AFO_CUDA, q[part], g);
                     afo_release(g);
                 }
                 /* strided input: the CPU packs a transposed copy of the same values */
@@ -138,13 +105,13 @@ static void test_quantize_dequantize_exact(void) {
                     int p[3] = {gs, bits, 0};
                     afo_array *c = on(AFO_CPU, build_quantize_t, &wt, 1, p), *g = on(AFO_CUDA, build_quantize_t, &wt, 1, p);
                     snprintf(what, sizeof what, "quantize strided %s %d-bit", afo_dtype_name(DTYPES[d]), bits);
-                    check_same(what, c, g);
+                    devcheck_same(what, AFO_CUDA, c, g);
                     afo_release(c), afo_release(g), afo_release(wt);
                 }
                 int p[2] = {gs, bits};
                 afo_array *c = on(AFO_CPU, build_dequantize, q, 3, p), *g = on(AFO_CUDA, build_dequantize, q, 3, p);
                 snprintf(what, sizeof what, "dequantize %s g%d %d-bit", afo_dtype_name(DTYPES[d]), gs, bits);
-                check_same(what, c, g);
+                devcheck_same(what, AFO_CUDA, c, g);
                 afo_release(c), afo_release(g);
                 /* every index dtype; negative indices count from the end */
                 static const afo_dtype idts[3] = {AFO_INT32, AFO_UINT32, AFO_INT64};
@@ -157,7 +124,7 @@ static void test_quantize_dequantize_exact(void) {
                     c = on(AFO_CPU, build_take, in, 4, p), g = on(AFO_CUDA, build_take, in, 4, p);
                     snprintf(what, sizeof what, "quantized_take %s g%d %d-bit %s", afo_dtype_name(DTYPES[d]), gs,
                              bits, afo_dtype_name(idts[t]));
-                    check_same(what, c, g);
+                    devcheck_same(what, AFO_CUDA, c, g);
                     afo_release(c), afo_release(g), afo_release(ix), afo_release(f);
                 }
                 release_n(q, 3);
@@ -273,7 +240,7 @@ static void check_qmm(afo_dtype dt, int64_t M, int64_t K, int64_t N, int gs, int
     CHECK(afo_eval(in, 4) == AFO_OK);
     int p[3] = {gs, bits, tr};
     afo_array *y = on(AFO_CUDA, build_qmm, in, 4, p);
-    poison_gpu((size_t)(M * N) * afo_dtype_size(dt));
+    devcheck_poison_bytes(AFO_CUDA, (size_t)(M * N) * afo_dtype_size(dt));
     CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
     if (y) {
         CHECK(afo_array_device(y) == AFO_CUDA && afo_array_dtype(y) == dt);
@@ -339,7 +306,7 @@ static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bi
     int p[3] = {gs, bits, 1};
     int64_t before = afo_fused_count();
     afo_array *y = on(AFO_CUDA, norm ? build_normed_qmm : build_qmm, in, norm ? 5 : 4, p);
-    poison_gpu((size_t)N * afo_dtype_size(dt));
+    devcheck_poison_bytes(AFO_CUDA, (size_t)N * afo_dtype_size(dt));
     CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
     CHECK_MSG(!norm || afo_fused_count() > before, "rms_norm + quantized_matmul K %lld: not one kernel", (long long)K);
     afo_array *xref = norm ? afo_rms_norm(in[0], in[4], 1e-5f) : afo_retain(in[0]);
@@ -432,7 +399,7 @@ static void check_residual_qmm(afo_dtype dt, int64_t M, int64_t K, int64_t N, in
     int p[3] = {64, bits, 1};
     int64_t before = afo_fused_count();
     afo_array *y = on(AFO_CUDA, build_residual_qmm, in, 5, p);
-    poison_gpu((size_t)(M * N) * afo_dtype_size(dt));
+    devcheck_poison_bytes(AFO_CUDA, (size_t)(M * N) * afo_dtype_size(dt));
     CHECK_MSG(y && afo_eval1(y) == AFO_OK, "%s", afo_last_error());
     CHECK_MSG((afo_fused_count() > before) == expect_fused, "residual quantized_matmul M %lld: %s as one kernel",
               (long long)M, expect_fused ? "not" : "wrongly");
@@ -507,7 +474,7 @@ static void check_swiglu_qmm(afo_dtype dt, int64_t K, int64_t N, int bits, bool 
              afo_dtype_name(dt), (long long)K, (long long)N, bits);
     int64_t before = afo_fused_count();
     afo_array *y = on(AFO_CUDA, build_swiglu_qmm, in, 6, p);
-    check_same(what, z, y);
+    devcheck_same(what, AFO_CUDA, z, y);
     int64_t along = afo_fused_count() - before;
     CHECK_MSG(along == (residual ? 2 : 1), "%s: %lld ops computed along", what, (long long)along);
     afo_release(y), afo_release(z), afo_release(sw), afo_release(fr), afo_release(fg), afo_release(fu),

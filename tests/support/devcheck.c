@@ -2,6 +2,7 @@
 
 #include <stdbool.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "support/test.h"
 
@@ -79,6 +80,36 @@ double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_a
     afo_release(out);
     afo_clear_cache(); /* poisoned buffers left over must not reach later, unchecked work */
     return worst;
+}
+
+void devcheck_poison_bytes(afo_device d, size_t nbytes) {
+    int64_t n = (int64_t)(nbytes / 2); /* the outputs checked so have an even size */
+    afo_array *h = afo_full(NAN, AFO_FLOAT16, 1, &n);
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(d);
+    afo_array *g = afo_neg(h);
+    afo_set_default_device(before);
+    CHECK(afo_eval1(g) == AFO_OK);
+    afo_release(g);
+    afo_release(h);
+}
+
+void devcheck_same(const char *what, afo_device d, afo_array *want, afo_array *got) {
+    CHECK_MSG(want && got, "%s: %s", what, afo_last_error());
+    if (!want || !got) return;
+    devcheck_poison_bytes(d, afo_array_nbytes(got));
+    CHECK_MSG(afo_eval1(got) == AFO_OK, "%s: %s", what, afo_last_error());
+    CHECK_MSG(afo_array_device(got) == d, "%s: ran on %s", what, afo_device_name(afo_array_device(got)));
+    CHECK(afo_array_dtype(want) == afo_array_dtype(got) && afo_array_size(want) == afo_array_size(got));
+    const unsigned char *a = afo_array_data(want), *b = afo_array_data(got);
+    CHECK_MSG(a && b, "%s: %s", what, afo_last_error());
+    if (!a || !b) return;
+    size_t es = afo_dtype_size(afo_array_dtype(want));
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < afo_array_size(want); i++)
+        if (memcmp(a + i * es, b + i * es, es) && bad++ == 0) first = i;
+    CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ, first at %lld", what, (long long)bad,
+              (long long)afo_array_size(want), (long long)first);
 }
 
 afo_array *devcheck_random(afo_dtype dt, int ndim, const int64_t *shape, double lo, double hi) {

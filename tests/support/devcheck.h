@@ -18,6 +18,15 @@ int devcheck_available(afo_device d);
  * error seen (for reports). */
 double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int nin,
                 double rtol, double atol);
+/* Leaves a buffer of nbytes bytes of float16 NaNs in d's buffer cache,
+ * which the next allocation of that size on d receives, whatever its
+ * dtype: an element a kernel leaves unwritten then shows in a bitwise
+ * comparison. */
+void devcheck_poison_bytes(afo_device d, size_t nbytes);
+/* Evaluates `got` on d into a poisoned buffer and CHECKs that it lives on
+ * d and equals `want` bit for bit: dtype, size and every element's bytes
+ * (`want` is evaluated wherever it was made). */
+void devcheck_same(const char *what, afo_device d, afo_array *want, afo_array *got);
 /* A random array of the dtype, values uniform in [lo, hi) (integers
  * rounded, bools 0/1), made on the host. */
 afo_array *devcheck_random(afo_dtype dt, int ndim, const int64_t *shape, double lo, double hi);
