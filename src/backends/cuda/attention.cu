@@ -65,12 +65,13 @@ using afo_cuda::warp_max;
 using afo_cuda::warp_sum;
 
 struct Args {
+    // p.q_rope set: the decode kernel ropes q (a host pointer, only tested
+    // on the device; the rope itself, ~2 KB with its table, is that
+    // kernel's second parameter, so that no other launch carries it)
     afo_cuda_sdpa p;
     int64_t G, R, nrb; // query heads per kv head, rows per kv head, row blocks per kv head
     int vec;           // rows of k and v may be read 16 bytes at a time
     int mma;           // for afo_cuda::sdpa_mma
-    int rope_q;        // the decode kernel ropes q (p.q_rope, copied to q_rope)
-    afo_cuda_rope q_rope;
 };
 
 // Keys [t0, t0 + BK) of one kv head into dst (row pitch ld); rows at or past
@@ -340,7 +341,7 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
         for (int e = 0; e < E; e++) q[g][e] = 0.0f, acc[g][e] = 0.0f;
         if (g >= G) continue;
         load_e<float, E>((const float *)p.q + b * p.qs[0] + (hk * G + g) * p.qs[1] + lane * E, q[g]);
-        if (a.rope_q) { // lane l's elements pair with lane l ^ 16's
+        if (a.p.q_rope) { // lane l's elements pair with lane l ^ 16's
 #pragma unroll
             for (int e = 0; e < E; e++) {
                 const float o = __shfl_xor_sync(0xffffffffu, q[g][e], 16), cs = rope[0][(lane & 15) * E + e],
@@ -441,7 +442,7 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
         qa[kd][2] = quad < G ? word(qr + kd * 16 + 8) : 0u;
         qa[kd][1] = qa[kd][3] = 0u;
     }
-    if (a.rope_q) { // element e of a word of kd pairs with element e of the same word of kd + KD / 2
+    if (a.p.q_rope) { // element e of a word of kd pairs with element e of the same word of kd + KD / 2
         auto lo = [](uint32_t w) { return to_c(((const T *)&w)[0]); };
         auto hi = [](uint32_t w) { return to_c(((const T *)&w)[1]); };
 #pragma unroll
@@ -500,7 +501,8 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
 }
 
 // GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
-template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a) {
+template <typename T, int E, int GM>
+__global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, const afo_cuda_rope q_rope) {
     afo_cuda::follow_prior_grid();
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
@@ -508,11 +510,11 @@ template <typename T, int E, int GM> __global__ void __launch_bounds__(DEC_WARPS
     __shared__ float sm_rope[2][D / 2]; // cos, sin of q's pairs
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
-    if (a.rope_q) {
-        const int64_t at = a.q_rope.offset + (a.q_rope.position ? *a.q_rope.position : 0);
+    if (p.q_rope) {
+        const int64_t at = q_rope.offset + (q_rope.position ? *q_rope.position : 0);
         for (int j = threadIdx.x; j < D / 2; j += W * 32) {
             double cs, sn;
-            afo_cuda::rope_angle(a.q_rope, at, j, &cs, &sn);
+            afo_cuda::rope_angle(q_rope, at, j, &cs, &sn);
             sm_rope[0][j] = (float)cs, sm_rope[1][j] = (float)sn;
         }
         __syncthreads();
@@ -655,7 +657,8 @@ template <typename T, int E> cudaError_t launch_decode_e(const Args &a, cudaStre
                   : a.G <= 4 ? decode_kernel<T, E, 4>
                              : decode_kernel<T, E, 8>;
     const unsigned cluster = a.p.nsplit <= DEC_CLUSTER ? (unsigned)a.p.nsplit : 1u;
-    afo_cuda::launch_early_in(dim3(1, cluster, 1), kernel, grid, dim3(DEC_WARPS * 32), 0, st, a);
+    afo_cuda::launch_early_in(dim3(1, cluster, 1), kernel, grid, dim3(DEC_WARPS * 32), 0, st, a,
+                              a.p.q_rope ? *a.p.q_rope : afo_cuda_rope{});
     return cudaGetLastError();
 }
 
@@ -692,8 +695,7 @@ template <typename T, typename C> cudaError_t launch(const Args &a, cudaStream_t
 }
 
 Args args_of(const afo_cuda_sdpa *p) {
-    Args a = {*p, p->Hq / p->Hkv, 0, 0, 0, 0, p->q_rope != NULL, {}};
-    if (p->q_rope) a.q_rope = *p->q_rope;
+    Args a = {*p, p->Hq / p->Hkv, 0, 0, 0, 0};
     a.R = a.G * p->Lq;
     a.nrb = (a.R + BQ - 1) / BQ;
     size_t es = p->dtype == AFO_FLOAT64 ? 8 : p->dtype == AFO_FLOAT32 ? 4 : 2;

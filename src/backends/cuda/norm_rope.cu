@@ -166,11 +166,12 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, afo_cuda_rope_dst dst,
         rope_angle(p, p.offset + (p.position ? *p.position : 0) + l, j, &c, &s);
         cs = (C)c, sn = (C)s;
     }
+    T *const slot = (T *)dst.data + afo_cuda::dst_shift(dst);
     for (int k = 0; k < per_thread; k++) {
         const int64_t q = chunk * per_thread + k, r = l + q * p.L;
         if (q >= per_position) break;
         const T *row = xd + row_offset(x, r);
-        T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::dst_shift(dst);
+        T *out = slot + row_offset(dst.rows, r);
         C a = load<T, C>(row, d * x.step);
         if (!rotated) {
             store(out, d, a);
