@@ -59,50 +59,30 @@ struct qmv_int_args {
     int64_t N, K, words;
 };
 
-template <typename XT> __device__ __forceinline__ void load_octet(const XT *p, float (&v)[8]) {
-    afo_cuda::unpack<XT>(__ldg((const uint4 *)p), v);
-}
-
 // A 16-bit scale or bias from its bits.
 __device__ __forceinline__ float half_to_f(uint32_t bits, afo_dtype dt) {
     return dt == AFO_BFLOAT16 ? __uint_as_float(bits << 16) : __half2float(__ushort_as_half((unsigned short)bits));
 }
 
-// The block's sum of squares of x, for the rms norm.
-template <typename XT> __device__ float block_sum_squares(const XT *x, int octets) {
-    __shared__ float red[kWarps];
-    float ss = 0.0f, v[8];
-    for (int o = threadIdx.x; o < octets; o += blockDim.x) {
-        load_octet(x + o * 8, v);
-#pragma unroll
-        for (int e = 0; e < 8; e++) ss += v[e] * v[e];
-    }
-    return afo_cuda::block_sum(ss, red);
+// x's octets a thread loads at once in quantize_x: all of K up to
+// XO * 8 * 640 elements (XO 0: more than 4 a thread, loaded round by round).
+int x_octets_per_thread(int64_t K, int threads) {
+    const int64_t per = (K / 8 + threads - 1) / threads;
+    return per <= 4 ? (int)per : 0;
 }
 
-// Eight consecutive elements of x rounded with the shared scale of their
-// chunk (four threads, adjacent lanes, hold a chunk), stored as two words;
-// with a norm weight or an up half, the rms norm's or swiglu's output as
-// their kernels store it instead (swiglu_of, the elementwise kernel's
-// formula, so the bits match).
-template <int BITS, typename XT>
-__device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet, bool valid, float inv_rms, int2 *xq,
-                                               float2 *chunk, int chunks) {
-    float v[8];
-    if (valid) {
-        load_octet((const XT *)a.x + octet * 8, v);
-        if (a.norm_weight) {
-            float nw[8];
-            load_octet((const XT *)a.norm_weight + octet * 8, nw);
-#pragma unroll
-            for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(v[e] * inv_rms * nw[e]));
-        } else if (a.up) {
-            float up[8];
-            load_octet((const XT *)a.up + octet * 8, up);
-#pragma unroll
-            for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(afo_cuda::swiglu_of(v[e], up[e])));
-        }
-    } else {
+// The norm weight's octets a thread loads before the wait (see quantize_x);
+// the array keeps at least one element.
+template <int XO> constexpr int kEarlyNorm = XO >= 1 && XO <= 2 ? XO : 1;
+
+// Eight consecutive elements of x (v: already normalized or through swiglu)
+// rounded with the shared scale of their chunk (four threads, adjacent
+// lanes, hold a chunk), stored as two words. Every lane of the warp calls
+// it (shuffles), `valid` false for those past the end.
+template <int BITS>
+__device__ __forceinline__ void quantize_octet(float (&v)[8], int octet, bool valid, int2 *xq, float2 *chunk,
+                                               int chunks) {
+    if (!valid) {
 #pragma unroll
         for (int e = 0; e < 8; e++) v[e] = 0.0f;
     }
@@ -125,16 +105,92 @@ __device__ __forceinline__ void quantize_octet(const qmv_int_args &a, int octet,
     if ((octet & 3) == 0) chunk[octet / 4] = make_float2(amax * (1.0f / 127.0f), sum);
 }
 
-// Every thread of the block: x (normalized first with a norm weight, as the
-// norm kernel computes it, or through swiglu with an up half) quantized
-// into shared memory, ready to read.
-template <int BITS, typename XT>
-__device__ __forceinline__ void quantize_x(const qmv_int_args &a, int2 *xq, float2 *chunk, int chunks) {
-    const float inv_rms = a.norm_weight ? 1.f / sqrtf(block_sum_squares((const XT *)a.x, chunks * 4) / (float)a.K + a.eps)
-                                        : 1.0f;
-    for (int base = 0; base < chunks * 4; base += blockDim.x) {
-        const int o = base + threadIdx.x;
-        quantize_octet<BITS, XT>(a, o, o < chunks * 4, inv_rms, xq, chunk, chunks);
+// An octet of x as the product takes it: with a norm weight (its octet in
+// side) the rms norm's output, with an up half swiglu's, as their kernels
+// store them (swiglu_of, the elementwise kernel's formula), so the bits
+// match.
+template <typename XT>
+__device__ __forceinline__ void input_octet(const qmv_int_args &a, uint4 raw, uint4 side, float inv_rms, float (&v)[8]) {
+    afo_cuda::unpack<XT>(raw, v);
+    float s[8];
+    if (a.norm_weight) {
+        afo_cuda::unpack<XT>(side, s);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(v[e] * inv_rms * s[e]));
+    } else if (a.up) {
+        afo_cuda::unpack<XT>(side, s);
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = to_f(from_f<XT>(afo_cuda::swiglu_of(v[e], s[e])));
+    }
+}
+
+// Every thread of the block: x quantized into shared memory, ready to read.
+// With XO > 0 a thread's octets (o = thread + i * blockDim.x) and their
+// norm weights or up halves are all requested at once, one round trip
+// instead of one per step (up to 2 octets a thread, the norm's weights,
+// constants, came before the wait for the kernel before, in nw: more held
+// across the wait spilled); the norm's sum of squares is then
+// taken from registers. XO 0: longer rows, round by round, x read twice
+// with a norm. Either way each thread sums its squares in the same order,
+// so the norm is the same float.
+template <int BITS, typename XT, int XO>
+__device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&nw)[kEarlyNorm<XO>], int2 *xq,
+                                           float2 *chunk, int chunks) {
+    __shared__ float red[kWarps];
+    const int octets = chunks * 4, step = blockDim.x;
+    const uint4 *x = (const uint4 *)a.x, *up = (const uint4 *)a.up, *w = (const uint4 *)a.norm_weight;
+    float v[8];
+    if constexpr (XO > 0) {
+        uint4 raw[XO], side[XO];
+#pragma unroll
+        for (int i = 0; i < XO; i++) {
+            const int o = threadIdx.x + i * step;
+            if (o < octets) {
+                raw[i] = __ldg(x + o);
+                side[i] = uint4{};
+                if (a.up) side[i] = __ldg(up + o);
+                else if (a.norm_weight) {
+                    if constexpr (kEarlyNorm<XO> == XO) side[i] = nw[i];
+                    else side[i] = __ldg(w + o);
+                }
+            }
+        }
+        float inv_rms = 1.0f;
+        if (a.norm_weight) {
+            float ss = 0.0f;
+#pragma unroll
+            for (int i = 0; i < XO; i++) {
+                if (threadIdx.x + i * step >= octets) break;
+                afo_cuda::unpack<XT>(raw[i], v);
+#pragma unroll
+                for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+            }
+            inv_rms = 1.f / sqrtf(afo_cuda::block_sum(ss, red) / (float)a.K + a.eps);
+        }
+#pragma unroll
+        for (int i = 0; i < XO; i++) {
+            const int o = threadIdx.x + i * step;
+            if (i * step >= octets) break; // the whole block leaves together (shuffles)
+            if (o < octets) input_octet<XT>(a, raw[i], side[i], inv_rms, v);
+            quantize_octet<BITS>(v, o, o < octets, xq, chunk, chunks);
+        }
+    } else {
+        float inv_rms = 1.0f;
+        if (a.norm_weight) {
+            float ss = 0.0f;
+            for (int o = threadIdx.x; o < octets; o += step) {
+                afo_cuda::unpack<XT>(__ldg(x + o), v);
+#pragma unroll
+                for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+            }
+            inv_rms = 1.f / sqrtf(afo_cuda::block_sum(ss, red) / (float)a.K + a.eps);
+        }
+        for (int base = 0; base < octets; base += step) {
+            const int o = base + threadIdx.x;
+            if (o < octets) input_octet<XT>(a, __ldg(x + o), a.up ? __ldg(up + o) : a.norm_weight ? __ldg(w + o) : uint4{},
+                                            inv_rms, v);
+            quantize_octet<BITS>(v, o, o < octets, xq, chunk, chunks);
+        }
     }
     __syncthreads();
 }
@@ -195,7 +251,7 @@ struct cursor {
 // the early launch, was 5-10% slower than whole rows: the early launch is
 // what pays). Llama-3.1-8B decode: 4-bit 403.3, 409.8 -> 412.9, 417.4
 // tok/s, 8-bit 311.9 -> 319.9.
-template <int BITS, typename XT, bool FULL>
+template <int BITS, typename XT, bool FULL, int XO>
 __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_int_args a) {
     extern __shared__ int4 smem[];
     constexpr int P = BITS / 4;   // 16-byte pieces per chunk
@@ -241,9 +297,15 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
     };
     afo_cuda::let_next_start();
     fetch(t1 - t0);
+    uint4 nw[kEarlyNorm<XO>];
+#pragma unroll
+    for (int i = 0; i < (kEarlyNorm<XO> == XO ? XO : 0); i++) {
+        const int o = threadIdx.x + i * blockDim.x;
+        if (a.norm_weight && o < chunks * 4) nw[i] = __ldg((const uint4 *)a.norm_weight + o);
+    }
     for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) row_sum[i] = 0.0f;
     afo_cuda::wait_prior_grid(); // x, y and the addend are the kernels before's
-    quantize_x<BITS, XT>(a, xq, chunk, chunks);
+    quantize_x<BITS, XT, XO>(a, nw, xq, chunk, chunks);
 
     int64_t row = t0 / spr, acc_row = row;
     int c = j0 * 32 + lane; // the lane's chunk in the row
@@ -293,8 +355,17 @@ size_t smem_of(int64_t N, int64_t K) {
     return (size_t)K + (size_t)(K / 32) * sizeof(float2) + (size_t)rows * sizeof(float);
 }
 
+template <int BITS, typename XT, bool FULL> auto kernel_of(int xo) {
+    return xo == 1   ? qmv_int_kernel<BITS, XT, FULL, 1>
+           : xo == 2 ? qmv_int_kernel<BITS, XT, FULL, 2>
+           : xo == 3 ? qmv_int_kernel<BITS, XT, FULL, 3>
+           : xo == 4 ? qmv_int_kernel<BITS, XT, FULL, 4>
+                     : qmv_int_kernel<BITS, XT, FULL, 0>;
+}
+
 template <int BITS, typename XT> void launch(const qmv_int_args &a, cudaStream_t stream) {
-    auto kernel = a.K % 1024 == 0 ? qmv_int_kernel<BITS, XT, true> : qmv_int_kernel<BITS, XT, false>;
+    const int xo = x_octets_per_thread(a.K, kWarps * 32);
+    auto kernel = a.K % 1024 == 0 ? kernel_of<BITS, XT, true>(xo) : kernel_of<BITS, XT, false>(xo);
     afo_cuda::launch_early(kernel, dim3((unsigned)grid_of(a.N)), dim3(kWarps * 32), smem_of(a.N, a.K), stream, a);
 }
 
