@@ -64,16 +64,18 @@ __device__ __forceinline__ float half_to_f(uint32_t bits, afo_dtype dt) {
     return dt == AFO_BFLOAT16 ? __uint_as_float(bits << 16) : __half2float(__ushort_as_half((unsigned short)bits));
 }
 
-// x's octets a thread loads at once in quantize_x: all of K up to
-// XO * 8 * 640 elements (XO 0: more than 4 a thread, loaded round by round).
+// x's octets a thread loads at once in quantize_x (XO): all of K up to 4 a
+// thread; 0 past that (loaded round by round).
 int x_octets_per_thread(int64_t K, int threads) {
     const int64_t per = (K / 8 + threads - 1) / threads;
     return per <= 4 ? (int)per : 0;
 }
 
-// The norm weight's octets a thread loads before the wait (see quantize_x);
-// the array keeps at least one element.
-template <int XO> constexpr int kEarlyNorm = XO >= 1 && XO <= 2 ? XO : 1;
+// Whether a thread loads its octets of the norm weight before the wait
+// (see quantize_x), and the size of the array that holds them (one at
+// least, for the others).
+template <int XO> constexpr bool kNormEarly = XO >= 1 && XO <= 2;
+template <int XO> constexpr int kNormEarlySize = kNormEarly<XO> ? XO : 1;
 
 // Eight consecutive elements of x (v: already normalized or through swiglu)
 // rounded with the shared scale of their chunk (four threads, adjacent
@@ -134,7 +136,7 @@ __device__ __forceinline__ void input_octet(const qmv_int_args &a, uint4 raw, ui
 // with a norm. Either way each thread sums its squares in the same order,
 // so the norm is the same float.
 template <int BITS, typename XT, int XO>
-__device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&nw)[kEarlyNorm<XO>], int2 *xq,
+__device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&nw)[kNormEarlySize<XO>], int2 *xq,
                                            float2 *chunk, int chunks) {
     __shared__ float red[kWarps];
     const int octets = chunks * 4, step = blockDim.x;
@@ -150,7 +152,7 @@ __device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&
                 side[i] = uint4{};
                 if (a.up) side[i] = __ldg(up + o);
                 else if (a.norm_weight) {
-                    if constexpr (kEarlyNorm<XO> == XO) side[i] = nw[i];
+                    if constexpr (kNormEarly<XO>) side[i] = nw[i];
                     else side[i] = __ldg(w + o);
                 }
             }
@@ -297,9 +299,9 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
     };
     afo_cuda::let_next_start();
     fetch(t1 - t0);
-    uint4 nw[kEarlyNorm<XO>];
+    uint4 nw[kNormEarlySize<XO>];
 #pragma unroll
-    for (int i = 0; i < (kEarlyNorm<XO> == XO ? XO : 0); i++) {
+    for (int i = 0; i < (kNormEarly<XO> ? XO : 0); i++) {
         const int o = threadIdx.x + i * blockDim.x;
         if (a.norm_weight && o < chunks * 4) nw[i] = __ldg((const uint4 *)a.norm_weight + o);
     }
