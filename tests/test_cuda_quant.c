@@ -342,7 +342,9 @@ static void check_int8_matvec(afo_dtype dt, int64_t K, int64_t N, int gs, int bi
 }
 
 static void test_int8_matvec(void) {
-    static const int64_t Ks[] = {128, 2560, 4096, 14336};
+    /* x's preparation loads a thread's 1, 2, 3 or 4 octets at once (K up
+     * to 20480 at 640 threads), past that round by round (24576) */
+    static const int64_t Ks[] = {128, 2560, 4096, 5632, 14336, 18944, 24576};
     static const int64_t Ns[] = {1, 37, 259};
     for (int bits = 4; bits <= 8; bits += 4)
         for (int gi = 0; gi < LEN(GROUPS); gi++)
@@ -489,6 +491,8 @@ static void test_swiglu_matmul(void) {
             for (int residual = 0; residual < 2; residual++) {
                 check_swiglu_qmm(halves[d], 14336, 259, bits, residual);
                 check_swiglu_qmm(halves[d], 2112, 37, bits, residual);
+                check_swiglu_qmm(halves[d], 5632, 37, bits, residual);
+                check_swiglu_qmm(halves[d], 24576, 37, bits, residual);
             }
 }
 
