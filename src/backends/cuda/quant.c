@@ -245,7 +245,11 @@ static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, in
 
 /* out = rms_norm(x, weight) @ dequantize(W)^T for one row x, normalized as
  * the int8 matvec quantizes x (afo_fused_fn; see normed_product in
- * matmul.c): the quantized qkv and gate/up products of a decode step. */
+ * matmul.c): the quantized qkv and gate/up products of a decode step. The
+ * kernel reads the norm's weight, like W, before it waits for the kernel
+ * before it (launch.cuh): both must be constants, not the output of a
+ * kernel still running, as the models' weights are (loaded, and (1 + w)
+ * norms rewritten on load). */
 static afo_status normed_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
     const afo_array *norm = in[0], *weight, *x = afo_cuda_norm_input(in, producer, &weight);
