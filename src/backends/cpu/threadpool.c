@@ -170,8 +170,9 @@ static void ensure_workers(int n) {
     }
 }
 
-void afo_parallel_run(afo_thread_fn fn, void *ctx) {
-    int nt = afo_get_threads();
+/* afo_parallel_run with the thread count read by the caller (by default
+ * a system call, which afo_parallel_for makes once for both). */
+static void run_threads(afo_thread_fn fn, void *ctx, int nt) {
     if (nt <= 1 || t_in_parallel) {
         fn(ctx, 0, 1);
         return;
@@ -204,6 +205,8 @@ void afo_parallel_run(afo_thread_fn fn, void *ctx) {
     pthread_mutex_unlock(&g_submit);
 }
 
+void afo_parallel_run(afo_thread_fn fn, void *ctx) { run_threads(fn, ctx, afo_get_threads()); }
+
 typedef struct range_job {
     afo_range_fn fn;
     void *ctx;
@@ -230,5 +233,5 @@ void afo_parallel_for(int64_t n, int64_t grain, afo_range_fn fn, void *ctx) {
     int64_t pieces = (n + grain - 1) / grain;
     if (pieces > threads) pieces = threads;
     range_job j = {fn, ctx, n, pieces};
-    afo_parallel_run(run_range, &j);
+    run_threads(run_range, &j, threads);
 }
