@@ -33,6 +33,16 @@ __device__ __forceinline__ float plus_addend(float v, const afo_cuda_addend &a, 
     return a.data ? v + load_as<float>(a.data, i, a.dtype) : v;
 }
 
+// Elements a write moves along by slice_update_at's rule (a KV cache's
+// slot), for a destination D with its fields shift (device memory, or NULL:
+// 0), shift_max and shift_stride: *shift clamped to [0, shift_max], times
+// shift_stride. The elementwise kernels' output (afo_cuda_strided) and the
+// rope kernels' (afo_cuda_rope_dst) both.
+template <typename D> __device__ __forceinline__ int64_t slot_offset(const D &d) {
+    if (!d.shift) return 0;
+    return (int64_t)(*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
+}
+
 // swiglu(gate, up) = silu(gate) * up in M (float or double): the
 // elementwise kernel's, and the int8 matvec's that computes it as it
 // quantizes its input, so that the two give the same bits.

@@ -114,12 +114,6 @@ template <typename I> __device__ void add_offsets(const afo_cuda_strided &d, I i
     }
 }
 
-// The output's extra offset when its position is read on the device.
-__device__ int64_t output_shift(const afo_cuda_strided &d) {
-    if (!d.shift) return 0;
-    return (*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
-}
-
 // Every operand's offset of element idx.
 __device__ void operand_offsets(const afo_cuda_strided &d, int64_t idx, int64_t shifted, int64_t *off) {
     off[0] = shifted;
@@ -137,7 +131,7 @@ __device__ void operand_offsets(const afo_cuda_strided &d, int64_t idx, int64_t 
 
 template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
     afo_cuda::follow_prior_grid();
-    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
+    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = slot_offset(d);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
         operand_offsets(d, idx, shifted, off);
@@ -192,7 +186,7 @@ __device__ __forceinline__ void apply_vec(afo_op op, int nops, const uint4 &a, c
 // 176 MB on an H200). Descriptor shapes and strides count vectors here.
 template <typename S, int H> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
     afo_cuda::follow_prior_grid();
-    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = output_shift(d);
+    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = slot_offset(d);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
         operand_offsets(d, idx, shifted, off);
@@ -226,7 +220,7 @@ template <typename S> __device__ uint4 flat_load(const void *p, int64_t stride, 
 template <typename S, int H> __global__ void ew_flat_kernel(afo_cuda_strided d, afo_op op) {
     afo_cuda::follow_prior_grid();
     constexpr int U = flat_unroll<H>::value;
-    uint4 *out = (uint4 *)d.data[0] + output_shift(d);
+    uint4 *out = (uint4 *)d.data[0] + slot_offset(d);
     const int64_t first = (int64_t)blockIdx.x * blockDim.x * U + threadIdx.x;
     uint4 a[U], b[U];
 #pragma unroll

@@ -166,7 +166,7 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, afo_cuda_rope_dst dst,
         rope_angle(p, p.offset + (p.position ? *p.position : 0) + l, j, &c, &s);
         cs = (C)c, sn = (C)s;
     }
-    T *const slot = (T *)dst.data + afo_cuda::dst_shift(dst);
+    T *const slot = (T *)dst.data + afo_cuda::slot_offset(dst);
     for (int k = 0; k < per_thread; k++) {
         const int64_t q = chunk * per_thread + k, r = l + q * p.L;
         if (q >= per_position) break;
@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(kRopeVecThreads)
     const float *ang = angles + 2 * ((l - l0) * half + j);
 #pragma unroll
     for (int e = 0; e < V; e++) rope_rotate(a[e], o[e], ang[2 * e], ang[2 * e + 1], &ra[e], &ro[e]);
-    T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::dst_shift(dst);
+    T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::slot_offset(dst);
     *(uint4 *)(out + j) = pack<T>(ra);
     *(uint4 *)(out + j + half) = pack<T>(ro);
 }

@@ -45,14 +45,6 @@ __device__ __forceinline__ void rope_rotate(double a, double o, double cs, doubl
     *ro = __dadd_rn(__dmul_rn(a, sn), __dmul_rn(o, cs));
 }
 
-// Where rope writes row r (C order over x's axes before the last): `rows`
-// of dst, shifted by *shift (clamped to [0, shift_max]) times shift_stride
-// elements when shift is set (slice_update_at's rule: a KV cache's slot).
-__device__ __forceinline__ int64_t dst_shift(const afo_cuda_rope_dst &d) {
-    if (!d.shift) return 0;
-    return (int64_t)(*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
-}
-
 } // namespace afo_cuda
 
 #endif
