@@ -237,6 +237,11 @@ int64_t afo_position_value(const afo_array *position);
  * stays inside. */
 #define AFO_SLICE_AT_AXIS (3 * AFO_MAX_DIMS)
 int64_t afo_slice_at_start(const afo_array *out, const afo_attrs *a, int64_t position);
+/* Whether slice_update's kernels may reuse x's (the target's) buffer for
+ * their output: nothing else can observe it (x referenced only by this
+ * node, owning its whole buffer, not a file mapping); the KV cache relies
+ * on it to append without copying the whole cache. */
+bool afo_slice_update_can_donate(const afo_array *x);
 /* Gives out a fresh contiguous buffer on out's device (or an error). */
 afo_status afo_array_alloc(afo_array *out);
 /* Makes out a view of src's buffer with the given strides/offset. */

@@ -264,16 +264,14 @@ afo_array *afo_slice_axis(afo_array *x, int axis, int64_t start, int64_t stop) {
 
 /* ------------------------------------------------------------ slice_update */
 
-/* Reuses x's buffer when nothing else can observe it: x is referenced only
- * by this node, owns its whole buffer, and is not a file mapping. */
-static bool can_donate(const afo_array *x) {
+bool afo_slice_update_can_donate(const afo_array *x) {
     return atomic_load(&x->refcount) == 1 && afo_buffer_writable(x->buf) &&
            x->contiguous && x->offset == 0;
 }
 
 static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
     afo_array *x = in[0];
-    if (can_donate(x)) {
+    if (afo_slice_update_can_donate(x)) {
         afo_array_set_view(out, x, x->strides, 0);
     } else {
         AFO_TRY(copy_kernel(out, x));

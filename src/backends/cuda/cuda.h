@@ -27,9 +27,8 @@ void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_arr
 afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src);
 
 /* slice_update (attrs: internal.h's AFO_SLICE_AT_AXIS note): out takes
- * over x's (in[0]'s) buffer under the CPU kernel's conditions (the KV cache
- * relies on it to append without copying the whole cache), else a copy of
- * x; *region is the view of out that the update goes to, moved along the
+ * over x's (in[0]'s) buffer where afo_slice_update_can_donate, else a copy
+ * of x; *region is the view of out that the update goes to, moved along the
  * axis by *shift.at's value (device memory, clamped to [0, max]) times
  * shift.stride elements for slice_update_at (shift.at NULL otherwise).
  * For its kernel and for a kernel that computes the update in place. */

@@ -51,7 +51,7 @@ static afo_status contiguous_kernel(afo_array *out, afo_array *const *in, int ni
 afo_status afo_cuda_slice_update_target(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a,
                                         afo_array *region, afo_cuda_shift *shift) {
     afo_array *x = in[0];
-    if (atomic_load(&x->refcount) == 1 && afo_buffer_writable(x->buf) && x->contiguous && x->offset == 0)
+    if (afo_slice_update_can_donate(x))
         afo_array_set_view(out, x, x->strides, 0);
     else
         AFO_TRY(copy_kernel(out, x));
