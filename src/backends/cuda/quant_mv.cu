@@ -126,6 +126,19 @@ __device__ __forceinline__ void input_octet(const qmv_int_args &a, uint4 raw, ui
     }
 }
 
+// One octet of x's squares added to ss, in the order the norm sums them
+// (v: the caller's scratch for the unpacked octet).
+template <typename XT> __device__ __forceinline__ void add_squares(uint4 raw, float (&v)[8], float &ss) {
+    afo_cuda::unpack<XT>(raw, v);
+#pragma unroll
+    for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+}
+
+// The rms norm's 1 / rms from each thread's sum of squares of x.
+__device__ __forceinline__ float inv_rms_of(const qmv_int_args &a, float ss, float *red) {
+    return 1.f / sqrtf(afo_cuda::block_sum(ss, red) / (float)a.K + a.eps);
+}
+
 // Every thread of the block: x quantized into shared memory, ready to read.
 // With XO > 0 a thread's octets (o = thread + i * blockDim.x) and their
 // norm weights or up halves are all requested at once, one round trip
@@ -163,11 +176,9 @@ __device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&
 #pragma unroll
             for (int i = 0; i < XO; i++) {
                 if (threadIdx.x + i * step >= octets) break;
-                afo_cuda::unpack<XT>(raw[i], v);
-#pragma unroll
-                for (int e = 0; e < 8; e++) ss += v[e] * v[e];
+                add_squares<XT>(raw[i], v, ss);
             }
-            inv_rms = 1.f / sqrtf(afo_cuda::block_sum(ss, red) / (float)a.K + a.eps);
+            inv_rms = inv_rms_of(a, ss, red);
         }
 #pragma unroll
         for (int i = 0; i < XO; i++) {
@@ -180,12 +191,8 @@ __device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&
         float inv_rms = 1.0f;
         if (a.norm_weight) {
             float ss = 0.0f;
-            for (int o = threadIdx.x; o < octets; o += step) {
-                afo_cuda::unpack<XT>(__ldg(x + o), v);
-#pragma unroll
-                for (int e = 0; e < 8; e++) ss += v[e] * v[e];
-            }
-            inv_rms = 1.f / sqrtf(afo_cuda::block_sum(ss, red) / (float)a.K + a.eps);
+            for (int o = threadIdx.x; o < octets; o += step) add_squares<XT>(__ldg(x + o), v, ss);
+            inv_rms = inv_rms_of(a, ss, red);
         }
         for (int base = 0; base < octets; base += step) {
             const int o = base + threadIdx.x;
