@@ -496,6 +496,57 @@ static void test_swiglu_matmul(void) {
             }
 }
 
+/* The int8 matvec reads its weights and its norm's weight before it waits
+ * for the kernel before it, so when kernels still queued make them it must
+ * start after that kernel instead (afo_cuda_settled). A norm weight that a
+ * long reduction makes in the same evaluation, just before (its 16 blocks
+ * let the next kernel start as they begin, and the product's blocks fit
+ * beside them), into a poisoned buffer: the normed product must equal, bit
+ * for bit, the same product run again once the stream has drained. */
+static void test_norm_weight_made_just_before(void) {
+    enum { K = 4096, N = 1024, ROUNDS = 8 };
+    afo_array *wsrc = weights(AFO_BFLOAT16, N, K, 64, 6), *q[3];
+    CHECK(afo_quantize(wsrc, 64, 4, &q[0], &q[1], &q[2]) == AFO_OK);
+    int64_t xs[2] = {1, K}, wide[2] = {1 << 14, K};
+    afo_array *fx = devcheck_random(AFO_FLOAT32, 2, xs, -3, 3), *x = afo_astype(fx, AFO_BFLOAT16);
+    afo_array *fw = devcheck_random(AFO_FLOAT32, 2, xs, 0.5 / wide[0], 1.5 / wide[0]), *w0 = afo_astype(fw, AFO_BFLOAT16);
+    afo_array *all[] = {x, w0, q[0], q[1], q[2]};
+    CHECK(afo_eval(all, 5) == AFO_OK);
+    for (int i = 0; i < 5; i++) CHECK(afo_array_prefetch(all[i], AFO_CUDA) == AFO_OK);
+    uint16_t *got = malloc(sizeof(uint16_t) * N), *want = malloc(sizeof(uint16_t) * N);
+    for (int r = 0; r < ROUNDS; r++) {
+        afo_array *y[2], *nw = NULL;
+        for (int run = 0; run < 2; run++) {
+            CHECK(afo_synchronize(AFO_CUDA) == AFO_OK); /* everything but what this run makes settled */
+            afo_set_default_device(AFO_CUDA);
+            if (!nw) {
+                afo_array *rows = afo_broadcast_to(w0, 2, wide);
+                nw = afo_sum(rows, (const int[]){0}, 1, 0);
+                afo_release(rows);
+            }
+            afo_array *xn = afo_rms_norm(x, nw, 1e-5f);
+            y[run] = afo_quantized_matmul(xn, q[0], q[1], q[2], 1, 64, 4);
+            afo_set_default_device(AFO_CPU);
+            afo_release(xn);
+            int64_t before = afo_fused_count();
+            devcheck_poison_bytes(AFO_CUDA, K * sizeof(uint16_t));
+            afo_array *roots[] = {nw, y[run]};
+            CHECK_MSG(afo_eval(roots, 2) == AFO_OK, "%s", afo_last_error());
+            CHECK_MSG(afo_fused_count() > before, "rms_norm + quantized_matmul: not one kernel");
+        }
+        CHECK(afo_array_read(y[0], AFO_BFLOAT16, got, sizeof(uint16_t) * N) == AFO_OK);
+        CHECK(afo_array_read(y[1], AFO_BFLOAT16, want, sizeof(uint16_t) * N) == AFO_OK);
+        int64_t bad = 0;
+        for (int64_t i = 0; i < N; i++) bad += got[i] != want[i];
+        CHECK_MSG(bad == 0, "round %d: %lld of %d outputs differ from the product on a settled norm weight", r,
+                  (long long)bad, N);
+        afo_release(y[0]), afo_release(y[1]), afo_release(nw);
+    }
+    free(got), free(want);
+    afo_release(wsrc), afo_release(fx), afo_release(x), afo_release(fw), afo_release(w0);
+    release_n(q, 3);
+}
+
 /* A strided x (a transposed view) reaches the kernels through a copy. */
 static void test_strided_x(void) {
     afo_array *w = weights(AFO_FLOAT32, 40, 128, 64, 6), *in[4];
@@ -525,5 +576,6 @@ int main(void) {
     RUN(test_residual_matmul);
     RUN(test_swiglu_matmul);
     RUN(test_strided_x);
+    RUN(test_norm_weight_made_just_before);
     return test_finish();
 }

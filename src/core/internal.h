@@ -47,10 +47,17 @@ typedef struct afo_buffer {
      * copy and clears this when it goes). Lets a GPU kernel check indices
      * that came from the host without reading device memory back. */
     struct afo_buffer *origin;
+    /* A device buffer: its backend's synchronization count (see
+     * afo_backend.synchronizations) when it was handed out or last given
+     * to a kernel to write in place. While the count has not moved on,
+     * kernels queued since may still be writing it. */
+    uint64_t queued_at;
 } afo_buffer;
 afo_buffer *afo_buffer_alloc(afo_device device, size_t nbytes); /* NULL + error on OOM/limit */
 afo_buffer *afo_buffer_from_mapping(afo_mapping *m, size_t offset, size_t nbytes);
 void afo_buffer_retain(afo_buffer *b);
+/* Stamps b's queued_at: a kernel queued now writes it (allocation does). */
+void afo_buffer_mark_written(afo_buffer *b);
 void afo_buffer_release(afo_buffer *b);
 /* b's bytes on `device`: b itself, or its copy there (made and counted on
  * first request). Borrowed: valid while b lives. NULL + error on failure. */
@@ -80,6 +87,9 @@ typedef struct afo_backend {
     afo_status (*upload)(void *dst, const void *src, size_t nbytes);   /* host → device */
     afo_status (*download)(void *dst, const void *src, size_t nbytes); /* device → host, complete on return */
     afo_status (*synchronize)(void);
+    /* How many times the host has waited for all queued work (synchronize,
+     * a download, ...): work queued before the count last moved is done. */
+    uint64_t (*synchronizations)(void);
     afo_status (*info)(afo_device_info *out);
     /* Graph recording (afo_recording_*): NULL when the device has none.
      * *rec is the backend's state of one recording, made by the first

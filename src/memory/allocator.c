@@ -162,7 +162,12 @@ afo_buffer *afo_buffer_alloc(afo_device device, size_t nbytes) {
     b->nbytes = nbytes;
     b->capacity = capacity;
     b->device = device;
+    afo_buffer_mark_written(b);
     return b;
+}
+
+void afo_buffer_mark_written(afo_buffer *b) {
+    if (b->device != AFO_CPU) b->queued_at = afo_backend_of(b->device)->synchronizations();
 }
 
 afo_buffer *afo_buffer_from_mapping(afo_mapping *m, size_t offset, size_t nbytes) {

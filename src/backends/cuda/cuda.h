@@ -17,6 +17,11 @@ afo_status afo_cuda_status(cudaError_t e, const char *what);
 /* The launch error of the last kernel, as an afo status naming `op`. */
 afo_status afo_cuda_launched(const char *op);
 
+/* Whether no kernel still queued may write b (b->queued_at is older than
+ * the last wait for the stream): what a kernel may read before it waits for
+ * the kernel before it (launch.cuh) must be. */
+bool afo_cuda_settled(const afo_buffer *b);
+
 /* Describes out and its inputs (broadcast to out's shape) for the strided
  * kernels; needs kernels.h. */
 struct afo_cuda_strided;

@@ -53,6 +53,18 @@ cudaError_t launch_early(void (*kernel)(Params...), dim3 grid, dim3 block, size_
     return launch_early_in(dim3(1, 1, 1), kernel, grid, block, smem, stream, args...);
 }
 
+// launch_early when `early`, else a plain launch, which starts once the
+// kernel before has completed (the kernel's wait then returns at once): for
+// a kernel whose reads before the wait are, this time, of memory that the
+// kernels still queued may write.
+template <typename... Params, typename... Args>
+cudaError_t launch_early_if(bool early, void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem,
+                            cudaStream_t stream, Args... args) {
+    if (early) return launch_early(kernel, grid, block, smem, stream, args...);
+    kernel<<<grid, block, smem, stream>>>(args...);
+    return cudaGetLastError();
+}
+
 } // namespace afo_cuda
 
 #endif

@@ -53,13 +53,17 @@ static afo_status dense_inputs(afo_array *const *in, int nin, dense_set *d) {
     return AFO_OK;
 }
 
+/* Whether a's bytes on the GPU are no queued kernel's output. */
+static bool settled(const afo_array *a) { return a->buf->device == AFO_CUDA && afo_cuda_settled(a->buf); }
+
 static afo_cuda_qmat qmat_of(afo_array *const *in, const dense_set *d, int first, const afo_attrs *attrs) {
     const afo_array *w = in[first];
     afo_cuda_qmat m = {.w = d->ptr[first], .s = d->ptr[first + 1], .b = d->ptr[first + 2], .sdt = in[first + 1]->dtype,
-                       .gs = (int)attrs->i[AFO_QUANT_I_GS], .bits = (int)attrs->i[AFO_QUANT_I_BITS]};
+                       .gs = (int)attrs->i[AFO_QUANT_I_GS], .bits = (int)attrs->i[AFO_QUANT_I_BITS], .settled = true};
     m.words = w->shape[w->ndim - 1];
     m.cols = m.words * 32 / m.bits;
     m.rows = w->size / m.words;
+    for (int i = first; i < first + 3; i++) m.settled = m.settled && !d->scratch[i] && settled(in[i]);
     return m;
 }
 
@@ -245,17 +249,13 @@ static afo_status residual_qmm(afo_array *out, afo_array *const *in, int nin, in
 
 /* out = rms_norm(x, weight) @ dequantize(W)^T for one row x, normalized as
  * the int8 matvec quantizes x (afo_fused_fn; see normed_product in
- * matmul.c): the quantized qkv and gate/up products of a decode step. The
- * kernel reads the norm's weight, like W, before it waits for the kernel
- * before it (launch.cuh): both must be constants, not the output of a
- * kernel still running, as the models' weights are (loaded, and (1 + w)
- * norms rewritten on load). */
+ * matmul.c): the quantized qkv and gate/up products of a decode step. */
 static afo_status normed_qmm(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin;
     const afo_array *norm = in[0], *weight, *x = afo_cuda_norm_input(in, producer, &weight);
     if (!x || norm->dtype != x->dtype) return AFO_OK;
     const afo_cuda_qmv_input xn = {.x = afo_array_ptr(x), .norm_weight = afo_array_ptr(weight),
-                                   .eps = norm->attrs.f[AFO_NORM_F_EPS]};
+                                   .eps = norm->attrs.f[AFO_NORM_F_EPS], .norm_weight_settled = settled(weight)};
     if ((uintptr_t)xn.norm_weight % 16 != 0) return AFO_OK;
     return int8_product(out, in + 1, &out->attrs, &xn, x->dtype, x->size, (afo_cuda_addend){NULL, AFO_FLOAT32},
                         "rms_norm + quantized_matmul", done);

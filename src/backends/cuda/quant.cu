@@ -329,7 +329,7 @@ extern "C" bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x,
         return true;
     }
     if (transpose && afo_cuda_qmv_int_applies(m, x, xdt, M)) {
-        const afo_cuda_qmv_input in = {x, NULL, NULL, 0.0f};
+        const afo_cuda_qmv_input in = {x, NULL, NULL, 0.0f, false};
         afo_cuda_qmv_int(m, &in, xdt, y, add, stream);
         return true;
     }

@@ -25,6 +25,7 @@ typedef struct afo_cuda_qmat {
     afo_dtype sdt; /* of scales and biases */
     int bits, gs;
     int64_t rows, cols, words; /* words per row = cols * bits / 32 */
+    bool settled;              /* w, s and b are no queued kernel's output (afo_cuda_settled) */
 } afo_cuda_qmat;
 
 /* Quantizes w [rows, cols] (float32, bfloat16 or float16) with the CPU's
@@ -53,10 +54,13 @@ bool afo_cuda_quantized_matmul(const afo_cuda_qmat *m, const void *x, afo_dtype 
 typedef struct afo_cuda_qmv_input {
     const void *x, *norm_weight, *up;
     float eps;
+    bool norm_weight_settled; /* afo_cuda_settled */
 } afo_cuda_qmv_input;
 /* The decode matvec on int8 activations (quant_mv.cu): whether it takes
  * this product (one row of 16-bit x, x @ m^T, 4 or 8 bits, 16-bit scales),
- * and the product. */
+ * and the product. It starts before the kernel before it completes, reading
+ * m's arrays and the norm weight first, when they are settled; otherwise
+ * after (a plain launch). */
 bool afo_cuda_qmv_int_applies(const afo_cuda_qmat *m, const void *x, afo_dtype xdt, int64_t M);
 void afo_cuda_qmv_int(const afo_cuda_qmat *m, const afo_cuda_qmv_input *x, afo_dtype xdt, void *y,
                       afo_cuda_addend add, cudaStream_t stream);

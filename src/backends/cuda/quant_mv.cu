@@ -372,15 +372,18 @@ template <int BITS, typename XT, bool FULL> auto kernel_of(int xo) {
                      : qmv_int_kernel<BITS, XT, FULL, 0>;
 }
 
-template <int BITS, typename XT> void launch(const qmv_int_args &a, cudaStream_t stream) {
+// early: the weights and the norm weight, read before the wait, are
+// settled (otherwise the kernel before may still be writing them).
+template <int BITS, typename XT> void launch(const qmv_int_args &a, bool early, cudaStream_t stream) {
     const int xo = x_octets_per_thread(a.K, kWarps * 32);
     auto kernel = a.K % 1024 == 0 ? kernel_of<BITS, XT, true>(xo) : kernel_of<BITS, XT, false>(xo);
-    afo_cuda::launch_early(kernel, dim3((unsigned)grid_of(a.N)), dim3(kWarps * 32), smem_of(a.N, a.K), stream, a);
+    afo_cuda::launch_early_if(early, kernel, dim3((unsigned)grid_of(a.N)), dim3(kWarps * 32), smem_of(a.N, a.K),
+                              stream, a);
 }
 
-template <typename XT> void launch_bits(const qmv_int_args &a, int bits, cudaStream_t stream) {
-    if (bits == 4) launch<4, XT>(a, stream);
-    else launch<8, XT>(a, stream);
+template <typename XT> void launch_bits(const qmv_int_args &a, int bits, bool early, cudaStream_t stream) {
+    if (bits == 4) launch<4, XT>(a, early, stream);
+    else launch<8, XT>(a, early, stream);
 }
 
 } // namespace
@@ -396,6 +399,7 @@ extern "C" void afo_cuda_qmv_int(const afo_cuda_qmat *m, const afo_cuda_qmv_inpu
                                  afo_cuda_addend add, cudaStream_t stream) {
     const qmv_int_args a = {m->w,   m->s,   m->b,  x->x,    y,       add,     x->norm_weight, x->up,
                             x->eps, m->sdt, m->gs, m->rows, m->cols, m->words};
-    if (xdt == AFO_BFLOAT16) launch_bits<__nv_bfloat16>(a, m->bits, stream);
-    else launch_bits<__half>(a, m->bits, stream);
+    const bool early = m->settled && (!x->norm_weight || x->norm_weight_settled);
+    if (xdt == AFO_BFLOAT16) launch_bits<__nv_bfloat16>(a, m->bits, early, stream);
+    else launch_bits<__half>(a, m->bits, early, stream);
 }

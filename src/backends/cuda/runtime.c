@@ -2,6 +2,7 @@
  * $AFO_CUDA_DEVICE), one stream, cudaMalloc'd memory (never managed memory:
  * data moves when afo moves it, and every move is counted). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -31,6 +32,15 @@ afo_status afo_cuda_status(cudaError_t e, const char *what) {
 afo_status afo_cuda_launched(const char *op) { return afo_cuda_status(cudaGetLastError(), op); }
 
 cudaStream_t afo_cuda_stream(void) { return g_stream; }
+
+/* Completed waits for the whole stream (afo_buffer.queued_at). */
+static _Atomic uint64_t g_synchronizations;
+
+static afo_status drain(const char *what) {
+    AFO_TRY(afo_cuda_status(cudaStreamSynchronize(g_stream), what));
+    g_synchronizations++;
+    return AFO_OK;
+}
 
 int afo_cuda_multiprocessors(void) {
     static int count;
@@ -150,7 +160,7 @@ static afo_status cuda_record_begin(void **rec) {
         }
         *rec = r;
     }
-    AFO_TRY(afo_cuda_status(cudaStreamSynchronize(g_stream), "begin recording"));
+    AFO_TRY(drain("begin recording"));
     r->used = 0;
     AFO_TRY(afo_cuda_status(cudaStreamBeginCapture(g_stream, cudaStreamCaptureModeRelaxed), "begin recording"));
     g_capturing = r;
@@ -198,7 +208,7 @@ static afo_status cuda_replay(void *rec) {
 static void cuda_record_free(void *rec) {
     cuda_recording *r = rec;
     if (!r) return;
-    cudaStreamSynchronize(g_stream); /* a launch may still read the pinned bytes */
+    drain("end of a recording"); /* a launch may still read the pinned bytes */
     if (r->exec) cudaGraphExecDestroy(r->exec);
     cudaFreeHost(r->pinned);
     free(r);
@@ -206,12 +216,14 @@ static void cuda_record_free(void *rec) {
 
 static afo_status cuda_download(void *dst, const void *src, size_t nbytes) {
     AFO_TRY(afo_cuda_status(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToHost, g_stream), "download"));
-    return afo_cuda_status(cudaStreamSynchronize(g_stream), "download");
+    return drain("download");
 }
 
-static afo_status cuda_synchronize(void) {
-    return afo_cuda_status(cudaStreamSynchronize(g_stream), "synchronize");
-}
+static afo_status cuda_synchronize(void) { return drain("synchronize"); }
+
+static uint64_t cuda_synchronizations(void) { return g_synchronizations; }
+
+bool afo_cuda_settled(const afo_buffer *b) { return b->queued_at < g_synchronizations; }
 
 static afo_status cuda_info(afo_device_info *out) {
     struct cudaDeviceProp prop;
@@ -226,9 +238,9 @@ static afo_status cuda_info(afo_device_info *out) {
     return AFO_OK;
 }
 
-static const afo_backend g_backend = {"cuda",          cuda_alloc,        cuda_free,   cuda_upload,
-                                      cuda_download,   cuda_synchronize,  cuda_info,   cuda_record_begin,
-                                      cuda_record_end, cuda_replay,       cuda_record_free};
+static const afo_backend g_backend = {"cuda",           cuda_alloc,       cuda_free,          cuda_upload,
+                                      cuda_download,    cuda_synchronize, cuda_synchronizations, cuda_info,
+                                      cuda_record_begin, cuda_record_end, cuda_replay,        cuda_record_free};
 
 static void init(void) {
     const char *env = getenv("AFO_CUDA_DEVICE");

@@ -51,9 +51,10 @@ static afo_status contiguous_kernel(afo_array *out, afo_array *const *in, int ni
 afo_status afo_cuda_slice_update_target(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a,
                                         afo_array *region, afo_cuda_shift *shift) {
     afo_array *x = in[0];
-    if (afo_slice_update_can_donate(x))
+    if (afo_slice_update_can_donate(x)) {
         afo_array_set_view(out, x, x->strides, 0);
-    else
+        afo_buffer_mark_written(x->buf);
+    } else
         AFO_TRY(copy_kernel(out, x));
     *region = *out;
     for (int d = 0; d < out->ndim; d++) {
