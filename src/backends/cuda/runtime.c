@@ -33,11 +33,15 @@ afo_status afo_cuda_launched(const char *op) { return afo_cuda_status(cudaGetLas
 
 cudaStream_t afo_cuda_stream(void) { return g_stream; }
 
-/* Completed waits for the whole stream (afo_buffer.queued_at). */
+/* Completed waits for the whole stream (afo_buffer.queued_at), and whether
+ * a recording was launched since the last: its kernels write buffers
+ * stamped when it was captured, so until the wait none counts as settled. */
 static _Atomic uint64_t g_synchronizations;
+static _Atomic bool g_replayed;
 
 static afo_status drain(const char *what) {
     AFO_TRY(afo_cuda_status(cudaStreamSynchronize(g_stream), what));
+    g_replayed = false;
     g_synchronizations++;
     return AFO_OK;
 }
@@ -197,11 +201,13 @@ static afo_status cuda_record_end(void **rec, int *instantiated, bool discard) {
         r->exec = NULL;
         return st;
     }
+    g_replayed = true;
     return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), "launch recording");
 }
 
 static afo_status cuda_replay(void *rec) {
     cuda_recording *r = rec;
+    g_replayed = true;
     return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), "replay recording");
 }
 
@@ -223,7 +229,7 @@ static afo_status cuda_synchronize(void) { return drain("synchronize"); }
 
 static uint64_t cuda_synchronizations(void) { return g_synchronizations; }
 
-bool afo_cuda_settled(const afo_buffer *b) { return b->queued_at < g_synchronizations; }
+bool afo_cuda_settled(const afo_buffer *b) { return !g_replayed && b->queued_at < g_synchronizations; }
 
 static afo_status cuda_info(afo_device_info *out) {
     struct cudaDeviceProp prop;
