@@ -33,14 +33,10 @@ __device__ __forceinline__ float plus_addend(float v, const afo_cuda_addend &a, 
     return a.data ? v + load_as<float>(a.data, i, a.dtype) : v;
 }
 
-// Elements a write moves along by slice_update_at's rule (a KV cache's
-// slot), for a destination D with its fields shift (device memory, or NULL:
-// 0), shift_max and shift_stride: *shift clamped to [0, shift_max], times
-// shift_stride. The elementwise kernels' output (afo_cuda_strided) and the
-// rope kernels' (afo_cuda_rope_dst) both.
-template <typename D> __device__ __forceinline__ int64_t slot_offset(const D &d) {
-    if (!d.shift) return 0;
-    return (int64_t)(*d.shift < 0 ? 0 : *d.shift > d.shift_max ? d.shift_max : *d.shift) * d.shift_stride;
+// Elements a write moves along by s (afo_cuda_shift).
+__device__ __forceinline__ int64_t slot_offset(const afo_cuda_shift &s) {
+    if (!s.at) return 0;
+    return (int64_t)(*s.at < 0 ? 0 : *s.at > s.max ? s.max : *s.at) * s.stride;
 }
 
 // swiglu(gate, up) = silu(gate) * up in M (float or double): the

@@ -7,6 +7,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "backends/cuda/kernels.h"
 #include "core/internal.h"
 
 /* NULL (error text says why) when there is no usable GPU. */
@@ -34,13 +35,8 @@ afo_status afo_cuda_copy_into(const afo_array *dst, const afo_array *src);
 /* slice_update (attrs: internal.h's AFO_SLICE_AT_AXIS note): out takes
  * over x's (in[0]'s) buffer where afo_slice_update_can_donate, else a copy
  * of x; *region is the view of out that the update goes to, moved along the
- * axis by *shift.at's value (device memory, clamped to [0, max]) times
- * shift.stride elements for slice_update_at (shift.at NULL otherwise).
- * For its kernel and for a kernel that computes the update in place. */
-typedef struct afo_cuda_shift {
-    const int32_t *at;
-    int64_t stride, max;
-} afo_cuda_shift;
+ * axis by *shift for slice_update_at (shift->at NULL otherwise). For its
+ * kernel and for a kernel that computes the update in place. */
 afo_status afo_cuda_slice_update_target(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a,
                                         afo_array *region, afo_cuda_shift *shift);
 

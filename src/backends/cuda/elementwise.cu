@@ -131,7 +131,7 @@ __device__ void operand_offsets(const afo_cuda_strided &d, int64_t idx, int64_t 
 
 template <typename T> __global__ void ew_kernel(afo_cuda_strided d, afo_op op) {
     afo_cuda::follow_prior_grid();
-    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = slot_offset(d);
+    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = slot_offset(d.shift);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
         operand_offsets(d, idx, shifted, off);
@@ -186,7 +186,7 @@ __device__ __forceinline__ void apply_vec(afo_op op, int nops, const uint4 &a, c
 // 176 MB on an H200). Descriptor shapes and strides count vectors here.
 template <typename S, int H> __global__ void ew_vec_kernel(afo_cuda_strided d, afo_op op) {
     afo_cuda::follow_prior_grid();
-    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = slot_offset(d);
+    const int64_t step = (int64_t)gridDim.x * blockDim.x, shifted = slot_offset(d.shift);
     for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < d.size; idx += step) {
         int64_t off[AFO_CUDA_MAX_OPERANDS];
         operand_offsets(d, idx, shifted, off);
@@ -220,7 +220,7 @@ template <typename S> __device__ uint4 flat_load(const void *p, int64_t stride, 
 template <typename S, int H> __global__ void ew_flat_kernel(afo_cuda_strided d, afo_op op) {
     afo_cuda::follow_prior_grid();
     constexpr int U = flat_unroll<H>::value;
-    uint4 *out = (uint4 *)d.data[0] + slot_offset(d);
+    uint4 *out = (uint4 *)d.data[0] + slot_offset(d.shift);
     const int64_t first = (int64_t)blockIdx.x * blockDim.x * U + threadIdx.x;
     uint4 a[U], b[U];
 #pragma unroll
@@ -276,7 +276,7 @@ bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cud
         (t != AFO_FLOAT32 && t != AFO_FLOAT16 && t != AFO_BFLOAT16))
         return false;
     const int V = t == AFO_FLOAT32 ? 4 : 8, last = d->ndim - 1;
-    if (d->shape[last] % V != 0 || (d->shift && d->shift_stride % V != 0)) return false;
+    if (d->shape[last] % V != 0 || (d->shift.at && d->shift.stride % V != 0)) return false;
     for (int k = 0; k < d->nops; k++) {
         if (d->dtype[k] != t) return false;
         if (k > 0 && d->ndim == 1 && d->strides[k][0] == 0) continue; // a fill, which the flat kernel takes
@@ -287,7 +287,7 @@ bool vectorized(const afo_cuda_strided *d, afo_op op, afo_cuda_ctype ct, afo_cud
     *v = *d;
     v->shape[last] /= V;
     v->size /= V;
-    v->shift_stride /= V;
+    v->shift.stride /= V;
     for (int k = 0; k < d->nops; k++)
         for (int ax = 0; ax < last; ax++) v->strides[k][ax] /= V;
     return true;

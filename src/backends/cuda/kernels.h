@@ -26,6 +26,14 @@ typedef struct afo_cuda_addend {
  * float64 for float64, int64 for integers and bool. */
 typedef enum afo_cuda_ctype { AFO_CUDA_F32 = 0, AFO_CUDA_F64, AFO_CUDA_I64 } afo_cuda_ctype;
 
+/* Where a write lands further along by slice_update_at's rule (a KV cache's
+ * slot): *at (device memory, read when the kernel runs; NULL: nowhere
+ * further) clamped to [0, max], times stride elements. */
+typedef struct afo_cuda_shift {
+    const int32_t *at;
+    int64_t stride, max;
+} afo_cuda_shift;
+
 /* Up to three inputs and one output viewed over one shape; strides in
  * elements (0 along broadcast axes), axes merged where all operands allow. */
 #define AFO_CUDA_MAX_OPERANDS 4
@@ -36,10 +44,7 @@ typedef struct afo_cuda_strided {
     int64_t strides[AFO_CUDA_MAX_OPERANDS][AFO_MAX_DIMS];
     void *data[AFO_CUDA_MAX_OPERANDS]; /* already offset to the first element */
     afo_dtype dtype[AFO_CUDA_MAX_OPERANDS];
-    /* when set, the output starts *shift (device memory, clamped to
-     * [0, shift_max]) times shift_stride elements further */
-    const int32_t *shift;
-    int64_t shift_stride, shift_max;
+    afo_cuda_shift shift; /* of the output */
 } afo_cuda_strided;
 
 /* out = op(in...) computed in `ct`; op AFO_OP_ASTYPE (or any copy) converts

@@ -92,8 +92,7 @@ static afo_status roped_update(afo_array *out, afo_array *const *in, int nin, in
     AFO_TRY(afo_cuda_slice_update_target(out, in, nin, &out->attrs, &region, &shift));
     *done = true;
     if (region.size == 0) return AFO_OK;
-    afo_cuda_rope_dst dst = {afo_array_ptr(&region), .shift = shift.at, .shift_stride = shift.stride,
-                             .shift_max = shift.max};
+    afo_cuda_rope_dst dst = {afo_array_ptr(&region), .shift = shift};
     rows_of(&region, &dst.rows);
     rope_into(r, r->in, &dst);
     return afo_cuda_launched("slice_update with rope");

@@ -53,14 +53,12 @@ typedef struct afo_cuda_rope {
     double inv_freq[AFO_CUDA_ROPE_TABLE];
 } afo_cuda_rope;
 /* Where rope writes: row r (C order over the axes before the last) at
- * data + rows' offset of r, moved by *shift (device memory, clamped to
- * [0, shift_max]) times shift_stride elements when shift is set: the
- * dense output, or a KV cache's slot (slice_update_at's rule). */
+ * data + rows' offset of r, moved by shift: the dense output, or a KV
+ * cache's slot. */
 typedef struct afo_cuda_rope_dst {
     void *data;
     afo_cuda_rows rows;
-    const int32_t *shift;
-    int64_t shift_stride, shift_max;
+    afo_cuda_shift shift;
 } afo_cuda_rope_dst;
 void afo_cuda_rope_apply(const afo_cuda_rows *x, const void *xdata, afo_dtype dtype, const afo_cuda_rope_dst *out,
                          const afo_cuda_rope *r, cudaStream_t stream);

@@ -166,7 +166,7 @@ __global__ void rope_kernel(afo_cuda_rows x, const T *xd, afo_cuda_rope_dst dst,
         rope_angle(p, p.offset + (p.position ? *p.position : 0) + l, j, &c, &s);
         cs = (C)c, sn = (C)s;
     }
-    T *const slot = (T *)dst.data + afo_cuda::slot_offset(dst);
+    T *const slot = (T *)dst.data + afo_cuda::slot_offset(dst.shift);
     for (int k = 0; k < per_thread; k++) {
         const int64_t q = chunk * per_thread + k, r = l + q * p.L;
         if (q >= per_position) break;
@@ -295,7 +295,7 @@ __global__ void __launch_bounds__(kRopeVecThreads)
     const float *ang = angles + 2 * ((l - l0) * half + j);
 #pragma unroll
     for (int e = 0; e < V; e++) rope_rotate(a[e], o[e], ang[2 * e], ang[2 * e + 1], &ra[e], &ro[e]);
-    T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::slot_offset(dst);
+    T *out = (T *)dst.data + row_offset(dst.rows, r) + afo_cuda::slot_offset(dst.shift);
     *(uint4 *)(out + j) = pack<T>(ra);
     *(uint4 *)(out + j + half) = pack<T>(ro);
 }
@@ -338,7 +338,7 @@ void rope_launch(const afo_cuda_rows *x, const void *xd, const afo_cuda_rope_dst
         const int64_t half = p->dims / 2;
         if (!p->traditional && p->dims == x->n && half % V == 0 && p->L >= kRopeSharedFrom &&
             rows_vectorizable(x, xd, V) && rows_vectorizable(&out->rows, out->data, V) &&
-            out->shift_stride % V == 0) {
+            out->shift.stride % V == 0) {
             const int64_t per_l = x->rows / p->L * (half / V), items = p->L * per_l;
             const int64_t positions = kRopeVecThreads / per_l + 2; // the most a block of items spans
             const size_t smem = (size_t)(positions < p->L ? positions : p->L) * half * 2 * sizeof(float);

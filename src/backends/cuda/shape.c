@@ -79,9 +79,7 @@ static afo_status slice_update_kernel(afo_array *out, afo_array *const *in, int 
     if (region.size == 0) return AFO_OK;
     afo_cuda_strided d;
     afo_cuda_describe(&d, &region, &in[1], 1);
-    d.shift = shift.at;
-    d.shift_stride = shift.stride;
-    d.shift_max = shift.max;
+    d.shift = shift;
     afo_cuda_elementwise(&d, AFO_OP_ASTYPE, copy_ctype(in[1]->dtype, out->dtype), afo_cuda_stream());
     return afo_cuda_launched("slice_update_at");
 }
