@@ -17,6 +17,7 @@
 #include "backends/cuda/kernels.h"
 #include "backends/cuda/launch.cuh"
 #include "backends/cuda/nn_kernels.h"
+#include "backends/cuda/stream_load.cuh"
 #include "backends/cuda/warp.cuh"
 
 namespace {
@@ -124,11 +125,12 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM)
     const int64_t pieces = K / V, lo = pieces * part / kSplit, hi = pieces * (part + 1) / kSplit;
     const int64_t groups = (N + kRows - 1) / kRows;
     uint4 next[kDepth];
+    const uint64_t policy = afo_cuda::evict_first_policy();
     auto fetch = [&](int64_t n, int64_t p0) {
         const uint4 *row = (const uint4 *)(w + n * K);
 #pragma unroll
         for (int d = 0; d < kDepth; d++)
-            if (n < N && p0 + d * 32 < hi) next[d] = __ldg(row + p0 + d * 32);
+            if (n < N && p0 + d * 32 < hi) next[d] = afo_cuda::load_streamed(row + p0 + d * 32, policy);
     };
     int64_t g = blockIdx.x;
     fetch(g * kRows + sub, lo + lane);

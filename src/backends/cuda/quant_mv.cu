@@ -21,6 +21,7 @@
 #include "backends/cuda/quant_common.cuh"
 #include "backends/cuda/warp.cuh"
 #include "backends/cuda/launch.cuh"
+#include "backends/cuda/stream_load.cuh"
 
 using namespace afo_q;
 
@@ -47,31 +48,11 @@ __device__ __forceinline__ uint32_t pack4(int a, int b, int c, int d) {
     return (uint32_t)(a & 0xff) | (uint32_t)(b & 0xff) << 8 | (uint32_t)(c & 0xff) << 16 | (uint32_t)d << 24;
 }
 
-// A weight load. At 4 bits without keeping the line in L1, and first out
-// of L2 (an evict-first policy, evict_first_policy): the weights stream
-// once a step, and the activations and caches stay. On an H200, builds in
-// turn (afo bench, decode tok/s): 8B 4-bit 497.4, 494.5 against 490.5,
-// 491.5 with __ldg, TinyLlama 4-bit 1274.1 against 1236.8; at 8 bits it
-// lost (348.8 against 359.0), so 8 bits keep __ldg. With the L2::256B
-// prefetch size as well: 493.9, 492.2.
-__device__ __forceinline__ uint64_t evict_first_policy() {
-    uint64_t p;
-    asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(p));
-    return p;
-}
-template <int BITS> __device__ __forceinline__ uint4 ld_weights(const uint4 *p, uint64_t policy) {
-    if constexpr (BITS == 8) return __ldg(p);
-    uint4 v;
-    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.v4.u32 {%0, %1, %2, %3}, [%4], %5;"
-        : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-        : "l"(p), "l"(policy));
-    return v;
-}
-template <int BITS> __device__ __forceinline__ uint16_t ld_weights(const uint16_t *p, uint64_t policy) {
-    if constexpr (BITS == 8) return __ldg(p);
-    uint16_t v;
-    asm("ld.global.nc.L1::no_allocate.L2::cache_hint.u16 %0, [%1], %2;" : "=h"(v) : "l"(p), "l"(policy));
-    return v;
+// A weight load: streamed at 4 bits (stream_load.cuh), through the
+// read-only cache at 8.
+template <int BITS, typename T> __device__ __forceinline__ T ld_weights(const T *p, uint64_t policy) {
+    if constexpr (BITS == 4) return afo_cuda::load_streamed(p, policy);
+    else return __ldg(p);
 }
 
 struct qmv_int_args {
@@ -317,7 +298,7 @@ __global__ void __launch_bounds__(kWarps * 32, kBlocksPerSM) qmv_int_kernel(qmv_
                  (const uint16_t *)a.b + first * G + ((j0 * 32) >> group_shift), j0};
     uint4 next[B][P];
     uint32_t next_s[B], next_b[B];
-    const uint64_t policy = BITS == 4 ? evict_first_policy() : 0;
+    const uint64_t policy = BITS == 4 ? afo_cuda::evict_first_policy() : 0;
     auto fetch = [&](int64_t left) { // the next B steps, of `left` left
 #pragma unroll
         for (int b = 0; b < B; b++) {
