@@ -24,9 +24,8 @@ afo_status afo_cuda_launched(const char *op);
 bool afo_cuda_settled(const afo_buffer *b);
 
 /* Describes out and its inputs (broadcast to out's shape) for the strided
- * kernels; needs kernels.h. */
-struct afo_cuda_strided;
-void afo_cuda_describe(struct afo_cuda_strided *d, const afo_array *out, afo_array *const *in, int nin);
+ * kernels. */
+void afo_cuda_describe(afo_cuda_strided *d, const afo_array *out, afo_array *const *in, int nin);
 
 /* Copies src (broadcast to dst's shape, converted to dst's dtype) into the
  * strided device view dst, on the stream (shape.c). */

@@ -151,7 +151,7 @@ __device__ __forceinline__ float inv_rms_of(const qmv_int_args &a, float ss, flo
 // With XO > 0 a thread's octets (o = thread + i * blockDim.x) and their
 // norm weights or up halves are all requested at once, one round trip
 // instead of one per step (up to 2 octets a thread, the norm's weights,
-// constants, came before the wait for the kernel before, in nw: more held
+// settled, came before the wait for the kernel before, in nw: more held
 // across the wait spilled); the norm's sum of squares is then
 // taken from registers. XO 0: longer rows, round by round, x read twice
 // with a norm. Either way each thread sums its squares in the same order,
@@ -260,7 +260,7 @@ struct cursor {
 // (0 + a + b): results do not vary between runs. A batch is the next kBatch
 // 16-byte loads of the warp's steps, in flight while it works on the one
 // before, across rows too; the first batch goes out before the wait for
-// the kernel before (weights are constants) and before x is quantized, so
+// the kernel before (weights are settled: launch) and before x is quantized, so
 // that both hide under its latency. With the early launch, against whole
 // rows and none (H200, bench_cuda_quant, same run): 4-bit 4096x4096
 // 1253 -> 1588 GB/s, 14336x4096 2384 -> 2705, 4096x14336 2164 -> 2526;
