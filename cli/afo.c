@@ -23,7 +23,7 @@ static const command COMMANDS[] = {
     {"random-model", cmd_random_model, "write a model directory with random weights for a config.json"},
     {"logits", cmd_logits, "compute a model's logits for token ids into a safetensors file"},
     {"template", cmd_template, "render a model's chat template for a conversation"},
-    {"convert", cmd_convert, "write a model as GGUF for llama.cpp (f16, bf16, q8_0, q4_0)"},
+    {"convert", cmd_convert, "cast, quantize (MLX affine, 2-8 bits) or dequantize a model; or write it as GGUF"},
 };
 #define NCOMMANDS (int)(sizeof COMMANDS / sizeof *COMMANDS)
 
