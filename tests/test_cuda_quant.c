@@ -513,7 +513,6 @@ static void test_norm_weight_made_just_before(void) {
     afo_array *all[] = {x, w0, q[0], q[1], q[2]};
     CHECK(afo_eval(all, 5) == AFO_OK);
     for (int i = 0; i < 5; i++) CHECK(afo_array_prefetch(all[i], AFO_CUDA) == AFO_OK);
-    uint16_t *got = malloc(sizeof(uint16_t) * N), *want = malloc(sizeof(uint16_t) * N);
     for (int r = 0; r < ROUNDS; r++) {
         afo_array *y[2], *nw = NULL;
         for (int run = 0; run < 2; run++) {
@@ -529,20 +528,19 @@ static void test_norm_weight_made_just_before(void) {
             afo_set_default_device(AFO_CPU);
             afo_release(xn);
             int64_t before = afo_fused_count();
-            devcheck_poison_bytes(AFO_CUDA, K * sizeof(uint16_t));
-            afo_array *roots[] = {nw, y[run]};
-            CHECK_MSG(afo_eval(roots, 2) == AFO_OK, "%s", afo_last_error());
+            if (run == 0) { /* the norm weight and the product in one evaluation */
+                devcheck_poison_bytes(AFO_CUDA, K * sizeof(uint16_t));
+                afo_array *roots[] = {nw, y[0]};
+                CHECK_MSG(afo_eval(roots, 2) == AFO_OK, "%s", afo_last_error());
+            } else {
+                char what[96];
+                snprintf(what, sizeof what, "round %d: the product against its rerun on a settled norm weight", r);
+                devcheck_same(what, AFO_CUDA, y[0], y[1]);
+            }
             CHECK_MSG(afo_fused_count() > before, "rms_norm + quantized_matmul: not one kernel");
         }
-        CHECK(afo_array_read(y[0], AFO_BFLOAT16, got, sizeof(uint16_t) * N) == AFO_OK);
-        CHECK(afo_array_read(y[1], AFO_BFLOAT16, want, sizeof(uint16_t) * N) == AFO_OK);
-        int64_t bad = 0;
-        for (int64_t i = 0; i < N; i++) bad += got[i] != want[i];
-        CHECK_MSG(bad == 0, "round %d: %lld of %d outputs differ from the product on a settled norm weight", r,
-                  (long long)bad, N);
         afo_release(y[0]), afo_release(y[1]), afo_release(nw);
     }
-    free(got), free(want);
     afo_release(wsrc), afo_release(fx), afo_release(x), afo_release(fw), afo_release(w0);
     release_n(q, 3);
 }
