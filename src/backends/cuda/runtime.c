@@ -171,6 +171,12 @@ static afo_status cuda_record_begin(void **rec) {
     return AFO_OK;
 }
 
+/* Queues the recording's graph; until the next wait nothing is settled. */
+static afo_status launch_graph(cuda_recording *r, const char *what) {
+    g_replayed = true;
+    return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), what);
+}
+
 /* Ends the capture and launches it: through the graph made last time,
  * updated in place when the kernels and their order are unchanged (only
  * arguments and grid sizes differ), else through a new instantiation. */
@@ -201,15 +207,10 @@ static afo_status cuda_record_end(void **rec, int *instantiated, bool discard) {
         r->exec = NULL;
         return st;
     }
-    g_replayed = true;
-    return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), "launch recording");
+    return launch_graph(r, "launch recording");
 }
 
-static afo_status cuda_replay(void *rec) {
-    cuda_recording *r = rec;
-    g_replayed = true;
-    return afo_cuda_status(cudaGraphLaunch(r->exec, g_stream), "replay recording");
-}
+static afo_status cuda_replay(void *rec) { return launch_graph(rec, "replay recording"); }
 
 static void cuda_record_free(void *rec) {
     cuda_recording *r = rec;
