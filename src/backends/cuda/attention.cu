@@ -423,25 +423,64 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
 // p's accumulators as the A fragment and v's B fragments its rows read as
 // 8×8 tiles and transposed in registers (movmatrix), so no shared memory.
 // The row max goes to the block's merge in natural-log units.
+// A warp's batch of KT = 16 keys for decode_warp_mma: k's B fragments
+// (two elements of one key's row a lane) and v's rows as 8x8 tiles.
+template <int D> struct KeyBatch {
+    uint32_t k[2][D / 16][2], v[2][D / 8];
+};
+
+__device__ __forceinline__ uint32_t word_at(const void *e) { return *(const uint32_t *)e; }
+
+// Keys [t0, t0 + 16) of the warp's batch, those at or past k1 zeros.
+template <typename T, int D>
+__device__ __forceinline__ void load_key_batch(const Args &a, int64_t b, int64_t hk, int64_t t0, int64_t k1, int lane,
+                                               KeyBatch<D> &kv) {
+    const afo_cuda_sdpa &p = a.p;
+    const int quad = lane >> 2, ql = lane & 3;
+    const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + 2 * ql;
+    const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + 2 * ql;
+#pragma unroll
+    for (int n = 0; n < 2; n++) {
+        const int64_t key = t0 + 8 * n + quad;
+        const bool in = key < k1;
+        const T *kr = kb + (in ? key : t0) * p.ks[2], *vr = vb + (in ? key : t0) * p.vs[2];
+#pragma unroll
+        for (int kd = 0; kd < D / 16; kd++) {
+            kv.k[n][kd][0] = in ? word_at(kr + kd * 16) : 0u;
+            kv.k[n][kd][1] = in ? word_at(kr + kd * 16 + 8) : 0u;
+        }
+#pragma unroll
+        for (int d = 0; d < D / 8; d++) kv.v[n][d] = in ? word_at(vr + d * 8) : 0u;
+    }
+}
+
+// The group's query rows as the A fragments of decode_warp_mma (not yet
+// roped).
+template <typename T, int D>
+__device__ __forceinline__ void load_query(const Args &a, int64_t b, int64_t hk, int lane, uint32_t (&qa)[D / 16][4]) {
+    const afo_cuda_sdpa &p = a.p;
+    const int quad = lane >> 2, ql = lane & 3, G = (int)a.G;
+    const T *qr = (const T *)p.q + b * p.qs[0] + (hk * G + (quad < G ? quad : 0)) * p.qs[1] + 2 * ql;
+#pragma unroll
+    for (int kd = 0; kd < D / 16; kd++) {
+        qa[kd][0] = quad < G ? word_at(qr + kd * 16) : 0u;
+        qa[kd][2] = quad < G ? word_at(qr + kd * 16 + 8) : 0u;
+        qa[kd][1] = qa[kd][3] = 0u;
+    }
+}
+
+// The warp's first batch of keys (kv, from k0 + warp * 16) and q come
+// loaded: decode_kernel issues those loads before it computes the rope's
+// angles, so that the round trips overlap.
 template <typename T, int D, int GM>
 __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_t hk, int64_t k0, int64_t k1, int warp,
-                                                int lane, const float (&rope)[2][D / 2], float (&sm_m)[DEC_WARPS][GM],
+                                                int lane, uint32_t (&qa)[D / 16][4], KeyBatch<D> &kv,
+                                                const float (&rope)[2][D / 2], float (&sm_m)[DEC_WARPS][GM],
                                                 float (&sm_l)[DEC_WARPS][GM], float (&sm_acc)[DEC_WARPS][GM][D]) {
     using namespace afo_mma;
     constexpr int KD = D / 16, ND = D / 8, KT = 16;
     const afo_cuda_sdpa &p = a.p;
-    const int quad = lane >> 2, ql = lane & 3, G = (int)a.G;
-    const T *kb = (const T *)p.k + b * p.ks[0] + hk * p.ks[1] + 2 * ql;
-    const T *vb = (const T *)p.v + b * p.vs[0] + hk * p.vs[1] + 2 * ql;
-    auto word = [](const T *e) { return *(const uint32_t *)e; };
-    uint32_t qa[KD][4];
-    const T *qr = (const T *)p.q + b * p.qs[0] + (hk * G + (quad < G ? quad : 0)) * p.qs[1] + 2 * ql;
-#pragma unroll
-    for (int kd = 0; kd < KD; kd++) {
-        qa[kd][0] = quad < G ? word(qr + kd * 16) : 0u;
-        qa[kd][2] = quad < G ? word(qr + kd * 16 + 8) : 0u;
-        qa[kd][1] = qa[kd][3] = 0u;
-    }
+    const int quad = lane >> 2, ql = lane & 3;
     if (a.p.q_rope) { // element e of a word of kd pairs with element e of the same word of kd + KD / 2
         auto lo = [](uint32_t w) { return to_c(((const T *)&w)[0]); };
         auto hi = [](uint32_t w) { return to_c(((const T *)&w)[1]); };
@@ -462,25 +501,12 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
     for (int d = 0; d < ND; d++) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
     const float scale2 = (float)(p.scale * LOG2E);
     for (int64_t t0 = k0 + warp * KT; t0 < k1; t0 += KT * DEC_WARPS) {
-        uint32_t kf[2][KD][2], vf[2][ND];
-#pragma unroll
-        for (int n = 0; n < 2; n++) {
-            const int64_t key = t0 + 8 * n + quad;
-            const bool in = key < k1;
-            const T *kr = kb + (in ? key : t0) * p.ks[2], *vr = vb + (in ? key : t0) * p.vs[2];
-#pragma unroll
-            for (int kd = 0; kd < KD; kd++) {
-                kf[n][kd][0] = in ? word(kr + kd * 16) : 0u;
-                kf[n][kd][1] = in ? word(kr + kd * 16 + 8) : 0u;
-            }
-#pragma unroll
-            for (int d = 0; d < ND; d++) vf[n][d] = in ? word(vr + d * 8) : 0u;
-        }
+        if (t0 != k0 + warp * KT) load_key_batch<T, D>(a, b, hk, t0, k1, lane, kv);
         float s[2][4] = {};
 #pragma unroll
         for (int kd = 0; kd < KD; kd++)
 #pragma unroll
-            for (int n = 0; n < 2; n++) mma<T>(s[n], qa[kd], kf[n][kd][0], kf[n][kd][1]);
+            for (int n = 0; n < 2; n++) mma<T>(s[n], qa[kd], kv.k[n][kd][0], kv.k[n][kd][1]);
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
@@ -489,7 +515,7 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
         const uint32_t pa[4] = {pack<T>(s[0][0], s[0][1]), pack<T>(s[0][2], s[0][3]), pack<T>(s[1][0], s[1][1]),
                                 pack<T>(s[1][2], s[1][3])};
 #pragma unroll
-        for (int d = 0; d < ND; d++) mma<T>(o[d], pa, transpose8x8(vf[0][d]), transpose8x8(vf[1][d]));
+        for (int d = 0; d < ND; d++) mma<T>(o[d], pa, transpose8x8(kv.v[0][d]), transpose8x8(kv.v[1][d]));
     }
     const float sum = quad_sum(l[0]);
     if (quad < GM) {
@@ -510,6 +536,19 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
     __shared__ float sm_rope[2][D / 2]; // cos, sin of q's pairs
     const afo_cuda_sdpa &p = a.p;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, G = (int)a.G;
+    const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
+    const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
+    const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
+    const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
+    const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
+    // 16-bit data: the first keys and q requested before the angles
+    constexpr bool kMma = !std::is_same<T, float>::value;
+    KeyBatch<kMma ? D : 16> first;
+    uint32_t qa[kMma ? D / 16 : 1][4];
+    if constexpr (kMma) {
+        if (k0 + warp * 16 < k1) load_key_batch<T, D>(a, b, hk, k0 + warp * 16, k1, lane, first);
+        load_query<T, D>(a, b, hk, lane, qa);
+    }
     if (p.q_rope) {
         const int64_t at = q_rope.offset + (q_rope.position ? *q_rope.position : 0);
         for (int j = threadIdx.x; j < D / 2; j += W * 32) {
@@ -519,11 +558,6 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
         }
         __syncthreads();
     }
-    const int64_t bh = blockIdx.x, b = bh / p.Hkv, hk = bh % p.Hkv, split = blockIdx.y, nsplit = gridDim.y;
-    const int64_t pos = p.position ? (int64_t)*p.position : p.Lk - 1;
-    const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
-    const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
-    const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
     // output element d of the group's row g, from its unnormalised sum
     auto emit = [&](int g, int d, float A, float L) {
         put((T *)p.out + (b * p.Hq + hk * G + g) * D + d, L > 0.0f ? A / L : 0.0f);
@@ -532,7 +566,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
     if constexpr (std::is_same<T, float>::value)
         decode_warp_simt<E, GM>(a, b, hk, k0, k1, warp, lane, sm_rope, sm_m, sm_l, sm_acc);
     else
-        decode_warp_mma<T, D, GM>(a, b, hk, k0, k1, warp, lane, sm_rope, sm_m, sm_l, sm_acc);
+        decode_warp_mma<T, D, GM>(a, b, hk, k0, k1, warp, lane, qa, first, sm_rope, sm_m, sm_l, sm_acc);
     __syncthreads();
     // each warp's weight in the block's sums, once per row
     if (threadIdx.x < G) {
