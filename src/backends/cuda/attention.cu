@@ -608,15 +608,29 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
         cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
         cluster.sync();
         const int n = (int)nsplit, per = (G * D + n - 1) / n, first = (int)cluster.block_rank() * per;
+        // Every block's values requested at once: a loop of dependent reads
+        // of the other blocks' shared memory had been two round trips a split.
         for (int idx = first + threadIdx.x; idx < first + per && idx < G * D; idx += W * 32) {
             const int g = idx / D, d = idx % D;
+            float Mr[DEC_CLUSTER], Ar[DEC_CLUSTER], Lr[DEC_CLUSTER];
+#pragma unroll
+            for (int r = 0; r < DEC_CLUSTER; r++)
+                if (r < n) {
+                    Mr[r] = *cluster.map_shared_rank(&sm_M[g], r);
+                    Ar[r] = *cluster.map_shared_rank(&sm_A[g][d], r);
+                    Lr[r] = *cluster.map_shared_rank(&sm_L[g], r);
+                }
             float M = -INFINITY;
-            for (int r = 0; r < n; r++) M = fmaxf(M, *cluster.map_shared_rank(&sm_M[g], r));
+#pragma unroll
+            for (int r = 0; r < DEC_CLUSTER; r++)
+                if (r < n) M = fmaxf(M, Mr[r]);
             float A = 0.0f, L = 0.0f;
-            for (int r = 0; M != -INFINITY && r < n; r++) {
-                const float c = expf(*cluster.map_shared_rank(&sm_M[g], r) - M);
-                A += c * *cluster.map_shared_rank(&sm_A[g][d], r), L += c * *cluster.map_shared_rank(&sm_L[g], r);
-            }
+#pragma unroll
+            for (int r = 0; r < DEC_CLUSTER; r++)
+                if (r < n && M != -INFINITY) {
+                    const float c = expf(Mr[r] - M);
+                    A += c * Ar[r], L += c * Lr[r];
+                }
             emit(g, d, A, L);
         }
         cluster.sync();
