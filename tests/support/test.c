@@ -15,6 +15,18 @@ int test_finish(void) {
     return test_failures ? 1 : 0;
 }
 
+bool test_selected(const char *name) {
+    const char *only = getenv("AFO_TEST_ONLY");
+    if (!only || !*only) return true;
+    for (const char *p = only; *p;) {
+        size_t n = strcspn(p, ",");
+        for (const char *at = name; n > 0 && *at; at++)
+            if (strncmp(at, p, n) == 0) return true;
+        p += n + (p[n] == ',');
+    }
+    return false;
+}
+
 void test_seed(uint64_t seed) { g_state = seed ? seed : 0x9e3779b97f4a7c15ull; }
 
 uint64_t test_rand_u64(void) {

@@ -4,6 +4,7 @@
 #define AFO_TEST_H
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,9 +31,15 @@ extern int test_failures, test_checks;
         }                                                                      \
     } while (0)
 
+/* Whether the test function `name` runs: all of them, unless
+ * AFO_TEST_ONLY lists comma-separated parts of the names to run (for
+ * instance one test under compute-sanitizer, which is slow). */
+bool test_selected(const char *name);
+
 /* Runs a test function and reports it. */
 #define RUN(fn)                                   \
     do {                                          \
+        if (!test_selected(#fn)) break;           \
         int before_ = test_failures;              \
         fn();                                     \
         fprintf(stderr, "%-40s %s\n", #fn, test_failures == before_ ? "ok" : "FAILED"); \
