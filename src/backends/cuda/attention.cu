@@ -423,15 +423,16 @@ __device__ __forceinline__ void decode_warp_simt(const Args &a, int64_t b, int64
 // p's accumulators as the A fragment and v's B fragments its rows read as
 // 8×8 tiles and transposed in registers (movmatrix), so no shared memory.
 // The row max goes to the block's merge in natural-log units.
-// A warp's batch of KT = 16 keys for decode_warp_mma: k's B fragments
+// A warp's batch of DEC_MMA_KEYS keys for decode_warp_mma: k's B fragments
 // (two elements of one key's row a lane) and v's rows as 8x8 tiles.
+constexpr int DEC_MMA_KEYS = 16;
 template <int D> struct KeyBatch {
     uint32_t k[2][D / 16][2], v[2][D / 8];
 };
 
 __device__ __forceinline__ uint32_t word_at(const void *e) { return *(const uint32_t *)e; }
 
-// Keys [t0, t0 + 16) of the warp's batch, those at or past k1 zeros.
+// Keys [t0, t0 + DEC_MMA_KEYS) of the warp's batch, those at or past k1 zeros.
 template <typename T, int D>
 __device__ __forceinline__ void load_key_batch(const Args &a, int64_t b, int64_t hk, int64_t t0, int64_t k1, int lane,
                                                KeyBatch<D> &kv) {
@@ -469,7 +470,7 @@ __device__ __forceinline__ void load_query(const Args &a, int64_t b, int64_t hk,
     }
 }
 
-// The warp's first batch of keys (kv, from k0 + warp * 16) and q come
+// The warp's first batch of keys (kv, from k0 + warp * DEC_MMA_KEYS) and q come
 // loaded: decode_kernel issues those loads before it computes the rope's
 // angles, so that the round trips overlap.
 template <typename T, int D, int GM>
@@ -478,7 +479,7 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
                                                 const float (&rope)[2][D / 2], float (&sm_m)[DEC_WARPS][GM],
                                                 float (&sm_l)[DEC_WARPS][GM], float (&sm_acc)[DEC_WARPS][GM][D]) {
     using namespace afo_mma;
-    constexpr int KD = D / 16, ND = D / 8, KT = 16;
+    constexpr int KD = D / 16, ND = D / 8, KT = DEC_MMA_KEYS;
     const afo_cuda_sdpa &p = a.p;
     const int quad = lane >> 2, ql = lane & 3;
     if (a.p.q_rope) { // element e of a word of kd pairs with element e of the same word of kd + KD / 2
@@ -546,7 +547,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
     KeyBatch<kMma ? D : 16> first;
     uint32_t qa[kMma ? D / 16 : 1][4];
     if constexpr (kMma) {
-        if (k0 + warp * 16 < k1) load_key_batch<T, D>(a, b, hk, k0 + warp * 16, k1, lane, first);
+        if (k0 + warp * DEC_MMA_KEYS < k1) load_key_batch<T, D>(a, b, hk, k0 + warp * DEC_MMA_KEYS, k1, lane, first);
         load_query<T, D>(a, b, hk, lane, qa);
     }
     if (p.q_rope) {
