@@ -20,11 +20,9 @@
 
 namespace {
 
-using afo_cuda::aligned16;
 using afo_cuda::DEC_CLUSTER;
 using afo_cuda::put;
 using afo_cuda::to_c;
-using afo_cuda::warp_max;
 using afo_cuda::warp_sum;
 using Args = afo_cuda::SdpaArgs;
 
