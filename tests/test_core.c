@@ -258,6 +258,37 @@ static afo_status mul_of_chain(afo_array *out, afo_array *const *in, int nin, in
     return AFO_OK;
 }
 
+/* maximum(square(x), square(w)) with either square kept (its value held
+ * elsewhere too): the kept ones given their data here, or all declined
+ * (g_decline_kept). */
+static int g_kept_calls, g_decline_kept;
+
+static afo_status max_of_kept_squares(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)nin, (void)producer;
+    g_kept_calls++;
+    if (g_decline_kept || out->dtype != AFO_FLOAT32) return AFO_OK;
+    for (int i = 0; i < 2; i++)
+        if (in[i]->deferred && in[i]->deferred != AFO_DEFER_KEPT) return AFO_OK;
+    AFO_TRY(afo_array_alloc(out));
+    const float *src[2];
+    for (int i = 0; i < 2; i++) {
+        afo_array *sq = in[i];
+        if (!sq->deferred) {
+            src[i] = afo_array_ptr(sq);
+            continue;
+        }
+        AFO_TRY(afo_array_alloc(sq));
+        const float *xp = afo_array_ptr(sq->in[0]);
+        float *sp = afo_array_ptr(sq);
+        for (int64_t j = 0; j < sq->size; j++) sp[j] = xp[j] * xp[j];
+        src[i] = sp;
+    }
+    float *o = afo_array_ptr(out);
+    for (int64_t j = 0; j < out->size; j++) o[j] = src[0][j] > src[1][j] ? src[0][j] : src[1][j];
+    *done = true;
+    return AFO_OK;
+}
+
 static void check_values(afo_array *y, const float *want, int n, const char *what) {
     float got[8];
     CHECK_MSG(afo_array_read(y, AFO_FLOAT32, got, sizeof(float) * (size_t)n) == AFO_OK, "%s: %s", what,
@@ -331,6 +362,54 @@ static void test_fused_pairs(void) {
     afo_set_default_device(before);
 }
 
+/* Producers that other references hold (a KV cache's update, kept by the
+ * cache) computed by their consumer's kernel, which gives them their data;
+ * not when the graph reads them elsewhere; declined, each apart. */
+static void test_fused_kept(void) {
+    afo_device before = afo_get_default_device();
+    afo_set_default_device(AFO_CPU);
+    CHECK(afo_op_get(AFO_OP_MAXIMUM) != NULL);
+    afo_op_set_fused_kept(AFO_CPU, AFO_OP_MAXIMUM, AFO_OP_SQUARE, max_of_kept_squares);
+    int64_t s[1] = {4};
+    float xv[4] = {1, -5, 3, 0.5f}, wv[4] = {2, 1, -1, -4}, sx[4], sw[4], want[4], plus[4];
+    for (int i = 0; i < 4; i++) {
+        sx[i] = xv[i] * xv[i], sw[i] = wv[i] * wv[i];
+        want[i] = sx[i] > sw[i] ? sx[i] : sw[i];
+        plus[i] = sx[i] + want[i];
+    }
+    afo_array *x = afo_array_from_data(xv, AFO_FLOAT32, 1, s), *w = afo_array_from_data(wv, AFO_FLOAT32, 1, s);
+    for (g_decline_kept = 0; g_decline_kept < 2; g_decline_kept++) {
+        const char *what = g_decline_kept ? "kept, declined" : "kept";
+        int64_t count = afo_fused_count();
+        g_kept_calls = 0;
+        afo_array *a = afo_square(x), *b = afo_square(w), *y = afo_maximum(a, b);
+        CHECK_MSG(afo_eval1(y) == AFO_OK, "%s: %s", what, afo_last_error());
+        CHECK_MSG(g_kept_calls == 1 && afo_fused_count() == count + (g_decline_kept ? 0 : 2),
+                  "%s: %d calls, %lld ops computed along", what, g_kept_calls,
+                  (long long)(afo_fused_count() - count));
+        CHECK(afo_array_is_evaluated(a) && afo_array_is_evaluated(b));
+        check_values(y, want, 4, what);
+        check_values(a, sx, 4, what);
+        check_values(b, sw, 4, what);
+        /* evaluated, a kept producer is an input like any other */
+        afo_array *again = afo_maximum(a, b);
+        CHECK(afo_eval1(again) == AFO_OK && g_kept_calls == 1);
+        check_values(again, want, 4, what);
+        afo_release(a), afo_release(b), afo_release(y), afo_release(again);
+    }
+    g_decline_kept = 0;
+
+    /* the graph reads square(x) twice: only square(w) comes along */
+    int64_t count = afo_fused_count();
+    g_kept_calls = 0;
+    afo_array *a = afo_square(x), *b = afo_square(w), *y = afo_maximum(a, b), *z = afo_add(a, y);
+    afo_release(b);
+    CHECK(afo_eval1(z) == AFO_OK && g_kept_calls == 1 && afo_fused_count() == count + 1);
+    check_values(z, plus, 4, "kept beside another reader");
+    afo_release(a), afo_release(y), afo_release(z), afo_release(x), afo_release(w);
+    afo_set_default_device(before);
+}
+
 /* Device names, refusals, and that work recorded on the CPU just runs. */
 static void test_devices(void) {
     afo_device before = afo_get_default_device();
@@ -372,6 +451,7 @@ int main(void) {
     RUN(test_slice_update_donates);
     RUN(test_graph_dump);
     RUN(test_fused_pairs);
+    RUN(test_fused_kept);
     RUN(test_threads);
     return test_finish();
 }

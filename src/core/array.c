@@ -1,4 +1,5 @@
 /* Array handles, graph nodes and evaluation. */
+#include <assert.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -352,57 +353,86 @@ static void evaluated(afo_array *a) {
     detach(a);
 }
 
-/* The most inputs of a consumer whose kernel takes a producer along. */
+/* The most inputs of a consumer whose kernel takes a producer along, and
+ * the most kept producers (AFO_DEFER_KEPT) it takes besides. */
 #define FUSED_MAX_INPUTS 8
+#define FUSED_MAX_KEPT 2
 
-/* Marks the nodes of `order` that their one consumer's kernel computes
- * along (afo_fused_fn). A producer may take one of its own inputs along in
- * turn (a chain: a residual add, its product, the product's swiglu); the
+static bool has_kept_input(const afo_array *p) {
+    for (int j = 0; j < p->nin; j++)
+        if (p->in[j]->deferred == AFO_DEFER_KEPT) return true;
+    return false;
+}
+
+/* Marks the nodes of `order` that their consumer's kernel computes along
+ * (afo_fused_fn). A producer may take one of its own inputs along in turn
+ * (a chain: a residual add, its product, the product's swiglu); the
  * consumer's kernel computes the whole chain or declines, and then the
  * chain's tail runs first and the consumer's kernel is offered the pair
  * (eval_node). A root has a reference of the caller's, so a producer whose
- * only reference is its consumer's is no root. */
+ * only reference is its consumer's is no root. A kept producer (a pair
+ * registered with afo_op_set_fused_kept) may have other references, but
+ * no other reader in the graph: the consumer's kernel gives it its data. */
 static void mark_fusions(afo_array *const *order, size_t count) {
-    for (size_t i = 0; i < count; i++) order[i]->deferred = false;
+    for (size_t i = 0; i < count; i++) order[i]->deferred = AFO_DEFER_NONE, order[i]->uses = 0;
     static int enabled = -1; /* AFO_FUSE=0 turns fusion off, to tell its rounding from a bug's */
     if (enabled < 0) {
         const char *e = getenv("AFO_FUSE");
         enabled = !(e && strcmp(e, "0") == 0);
     }
     if (!enabled) return;
+    for (size_t i = 0; i < count; i++)
+        for (int k = 0; k < order[i]->nin; k++)
+            if (!order[i]->in[k]->buf) order[i]->in[k]->uses++; /* an unevaluated input is a node of the graph */
     for (size_t i = 0; i < count; i++) {
         afo_array *a = order[i];
         if (a->nin > FUSED_MAX_INPUTS) continue;
+        afo_fused_fn chosen = NULL;
+        bool along = false;
+        int kept = 0;
         for (int k = 0; k < a->nin; k++) {
             afo_array *p = a->in[k];
-            if (p->buf || p->device != a->device || atomic_load(&p->refcount) != 1 ||
-                !afo_op_fused(a->device, a->op, p->op))
+            bool keeps = false;
+            afo_fused_fn fn = p->buf || p->device != a->device ? NULL : afo_op_fused(a->device, a->op, p->op, &keeps);
+            if (!fn || (chosen && fn != chosen)) continue;
+            if (keeps && p->uses == 1 && kept < FUSED_MAX_KEPT)
+                p->deferred = AFO_DEFER_KEPT, kept++;
+            else if (!keeps && !along && atomic_load(&p->refcount) == 1 && !has_kept_input(p))
+                p->deferred = AFO_DEFER_ALONG, along = true;
+            else
                 continue;
-            p->deferred = true;
-            break;
+            chosen = fn;
         }
     }
 }
 
-/* a's kernel with its deferred input k folded in; *done false when the
- * kernel declined. */
-static afo_status eval_fused(afo_array *a, int k, bool *done) {
-    afo_array *p = a->in[k];
-    afo_fused_fn fn = afo_op_fused(a->device, a->op, p->op);
-    moved_inputs moved = {.ptrs = moved.ptrs_stack}, moved_p = {.ptrs = moved_p.ptrs_stack};
-    afo_array *const *in, *const *p_in;
-    afo_status st = inputs_on(a, a->device, &moved, &in);
-    if (st == AFO_OK) st = inputs_on(p, a->device, &moved_p, &p_in);
-    if (st == AFO_OK) {
-        afo_array producer = *p, *args[FUSED_MAX_INPUTS];
-        producer.in = (afo_array **)p_in;
-        for (int i = 0; i < a->nin; i++) args[i] = in[i];
-        args[k] = &producer;
-        st = fn(a, args, a->nin, k, done);
+/* One deferred input of a consumer, as its fused kernel sees it: a copy of
+ * a producer taken along, or a kept producer itself, its inputs on the
+ * consumer's device either way (restored by taken_done). */
+typedef struct taken_input {
+    afo_array copy, **own_in;
+    moved_inputs moved;
+} taken_input;
+
+static afo_status take_input(afo_array *p, afo_device device, taken_input *t, afo_array **arg) {
+    t->moved = (moved_inputs){.ptrs = t->moved.ptrs_stack};
+    t->own_in = p->in;
+    afo_array *const *p_in;
+    AFO_TRY(inputs_on(p, device, &t->moved, &p_in));
+    if (p->deferred == AFO_DEFER_KEPT) {
+        p->in = (afo_array **)p_in;
+        *arg = p;
+    } else {
+        t->copy = *p;
+        t->copy.in = (afo_array **)p_in;
+        *arg = &t->copy;
     }
-    moved_free(&moved);
-    moved_free(&moved_p);
-    return st;
+    return AFO_OK;
+}
+
+static void taken_done(afo_array *p, taken_input *t) {
+    p->in = t->own_in;
+    moved_free(&t->moved);
 }
 
 /* The input of p that p's kernel takes along (deferred), or NULL. */
@@ -420,28 +450,86 @@ static int64_t chain_length(const afo_array *p) {
     return n;
 }
 
-static afo_status eval_node(afo_array *a) {
+/* a's kernel with its deferred inputs (in[k] the first) folded in; *done
+ * false when the kernel declined. Kept producers it computed are evaluated
+ * nodes afterwards. */
+static afo_status eval_fused(afo_array *a, int k, bool *done) {
+    afo_fused_fn fn = afo_op_fused(a->device, a->op, a->in[k]->op, NULL);
+    moved_inputs moved = {.ptrs = moved.ptrs_stack};
+    taken_input taken[1 + FUSED_MAX_KEPT];
+    int taken_at[1 + FUSED_MAX_KEPT], ntaken = 0;
+    afo_array *const *in;
+    afo_status st = inputs_on(a, a->device, &moved, &in);
+    afo_array *args[FUSED_MAX_INPUTS];
+    for (int i = 0; i < a->nin; i++) args[i] = in[i];
+    for (int i = 0; i < a->nin && st == AFO_OK; i++)
+        if (a->in[i]->deferred) {
+            assert(ntaken < 1 + FUSED_MAX_KEPT);
+            taken_at[ntaken] = i;
+            st = take_input(a->in[i], a->device, &taken[ntaken++], &args[i]);
+        }
+    if (st == AFO_OK) st = fn(a, args, a->nin, k, done);
+    int64_t computed = 0;
+    for (int t = 0; t < ntaken; t++) {
+        afo_array *p = a->in[taken_at[t]];
+        taken_done(p, &taken[t]);
+        computed += chain_length(p);
+        if (st == AFO_OK && *done && p->deferred == AFO_DEFER_KEPT) {
+            assert(p->buf && "a fused kernel left a kept producer without data");
+            p->deferred = AFO_DEFER_NONE; /* an evaluated node now, read as any other */
+            evaluated(p);
+        }
+    }
+    moved_free(&moved);
+    if (st == AFO_OK && *done) atomic_fetch_add(&g_fused, computed);
+    return st;
+}
+
+static int first_deferred(const afo_array *a) {
     int k = 0;
     while (k < a->nin && !a->in[k]->deferred) k++;
+    return k;
+}
+
+static afo_status eval_node(afo_array *a);
+
+/* A declined consumer's kept producers, each evaluated apart; whether
+ * there were any. */
+static afo_status eval_kept_apart(afo_array *a, bool *any) {
+    *any = false;
+    for (int i = 0; i < a->nin; i++)
+        if (a->in[i]->deferred == AFO_DEFER_KEPT) {
+            a->in[i]->deferred = AFO_DEFER_NONE;
+            *any = true;
+            AFO_TRY(eval_node(a->in[i]));
+        }
+    return AFO_OK;
+}
+
+static afo_status eval_node(afo_array *a) {
+    int k = first_deferred(a);
     if (k < a->nin) {
-        bool done = false, profile = afo_profile_enabled();
+        bool done = false, kept = false, profile = afo_profile_enabled();
         double t0 = profile ? afo_profile_now() : 0;
         AFO_TRY(eval_fused(a, k, &done));
+        if (!done) AFO_TRY(eval_kept_apart(a, &kept));
+        if (kept && (k = first_deferred(a)) < a->nin) AFO_TRY(eval_fused(a, k, &done));
         /* a chain declined: the pair alone, the producer's own input first */
-        afo_array *tail = done ? NULL : deferred_input(a->in[k]);
+        afo_array *tail = done || k == a->nin ? NULL : deferred_input(a->in[k]);
         if (tail) {
-            tail->deferred = false;
+            tail->deferred = AFO_DEFER_NONE;
             AFO_TRY(eval_node(tail));
             AFO_TRY(eval_fused(a, k, &done));
         }
         if (profile && done) afo_profile_op(a->op, a->device, afo_profile_now() - t0);
         if (done) {
-            atomic_fetch_add(&g_fused, chain_length(a->in[k]));
             evaluated(a);
             return AFO_OK;
         }
-        a->in[k]->deferred = false;
-        AFO_TRY(eval_node(a->in[k]));
+        if (k < a->nin) {
+            a->in[k]->deferred = AFO_DEFER_NONE;
+            AFO_TRY(eval_node(a->in[k]));
+        }
     }
     const afo_op_def *def = afo_op_get(a->op);
     if (!def) return afo_error(AFO_ERR_UNSUPPORTED, "op %d has no definition", (int)a->op);

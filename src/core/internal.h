@@ -134,7 +134,8 @@ struct afo_array {
     afo_array **in;
     afo_attrs attrs;
     uint32_t visit;        /* traversal epoch marks */
-    bool deferred;         /* this evaluation: computed inside its one consumer's kernel (afo_fused_fn) */
+    uint8_t deferred;      /* this evaluation: computed inside its one consumer's kernel (afo_deferral) */
+    int32_t uses;          /* this evaluation: how many nodes of the graph read it */
     afo_array *free_next;  /* release worklist link (no allocation while freeing) */
 };
 
@@ -162,7 +163,19 @@ typedef afo_status (*afo_vjp_fn)(afo_array *out, afo_array *cotangent, int argnu
  * it computed `out`; when the layouts at hand do not suit, leaves *done
  * false and the evaluator runs the producer, then out's plain kernel. On a
  * GPU a decode step's small kernels cost more in launches and round trips
- * through memory than in work, and these pairs are most of them. */
+ * through memory than in work, and these pairs are most of them.
+ *
+ * Inputs with `deferred` AFO_DEFER_KEPT besides in[producer] (which may be
+ * one itself) are producers that other references hold (a KV cache's
+ * update, which the cache keeps): the kernel computes them too, giving
+ * each its data (afo_array_alloc, or a view) before it sets *done, or
+ * declines without touching any; declined, they are evaluated apart
+ * first and the kernel is offered the rest again. */
+typedef enum afo_deferral {
+    AFO_DEFER_NONE,
+    AFO_DEFER_ALONG, /* the consumer's reference is its only one: no data of its own */
+    AFO_DEFER_KEPT   /* referenced elsewhere too: the consumer's kernel gives it its data */
+} afo_deferral;
 typedef afo_status (*afo_fused_fn)(afo_array *out, afo_array *const *in, int nin, int producer, bool *done);
 
 typedef struct afo_op_def {
@@ -177,10 +190,14 @@ void afo_op_register(afo_op op, const afo_op_def *def);
 /* Adds a backend's kernel to an op that is already registered. */
 void afo_op_set_kernel(afo_op op, afo_device device, afo_kernel_fn kernel);
 const afo_op_def *afo_op_get(afo_op op); /* NULL if the op has no definition */
-/* A backend's kernel for `consumer` with a `producer` input folded in. */
+/* A backend's kernel for `consumer` with a `producer` input folded in;
+ * `kept`: producers that other references hold come along too (as
+ * AFO_DEFER_KEPT). A consumer's pairs that may apply at once (one input
+ * taken along, others kept) share their fn. */
 void afo_op_set_fused(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn);
-/* NULL if none is registered. */
-afo_fused_fn afo_op_fused(afo_device device, afo_op consumer, afo_op producer);
+void afo_op_set_fused_kept(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn);
+/* NULL if none is registered; *kept (if given) says which registration. */
+afo_fused_fn afo_op_fused(afo_device device, afo_op consumer, afo_op producer, bool *kept);
 void afo_register_elementwise_ops(void);
 void afo_register_shape_ops(void);
 void afo_register_reduce_ops(void);

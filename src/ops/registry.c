@@ -40,23 +40,35 @@ typedef struct fusion {
     afo_device device;
     afo_op consumer, producer;
     afo_fused_fn fn;
+    bool kept;
 } fusion;
 static fusion g_fusions[MAX_FUSIONS];
 static int g_nfusions;
 static bool g_consumes[AFO_OP_COUNT];
 
-void afo_op_set_fused(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn) {
+static void add_fusion(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn, bool kept) {
     assert(g_present[consumer] && g_present[producer] && g_nfusions < MAX_FUSIONS);
-    g_fusions[g_nfusions++] = (fusion){device, consumer, producer, fn};
+    g_fusions[g_nfusions++] = (fusion){device, consumer, producer, fn, kept};
     g_consumes[consumer] = true;
 }
 
-afo_fused_fn afo_op_fused(afo_device device, afo_op consumer, afo_op producer) {
+void afo_op_set_fused(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn) {
+    add_fusion(device, consumer, producer, fn, false);
+}
+
+void afo_op_set_fused_kept(afo_device device, afo_op consumer, afo_op producer, afo_fused_fn fn) {
+    add_fusion(device, consumer, producer, fn, true);
+}
+
+afo_fused_fn afo_op_fused(afo_device device, afo_op consumer, afo_op producer, bool *kept) {
     pthread_once(&g_once, register_all);
     if ((unsigned)consumer >= AFO_OP_COUNT || !g_consumes[consumer]) return NULL;
     for (int i = 0; i < g_nfusions; i++) {
         const fusion *f = &g_fusions[i];
-        if (f->device == device && f->consumer == consumer && f->producer == producer) return f->fn;
+        if (f->device == device && f->consumer == consumer && f->producer == producer) {
+            if (kept) *kept = f->kept;
+            return f->fn;
+        }
     }
     return NULL;
 }
