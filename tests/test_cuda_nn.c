@@ -559,6 +559,130 @@ static void test_roped(void) {
     roped_cases(AFO_BFLOAT16, (roped_case){.B = 1, .Hkv = 2, .Lk = 40, .D = 64, .L = 1, .dims = 64}, 5000, true);
 }
 
+/* ------------------------------------------- a decode step's cache writes taken along */
+
+/* A decode step's attention as the KV cache builds it: q, k and v heads of
+ * one row (a fused qkv product's), k roped and written into the key cache
+ * at the position, v into the value cache (slice_update_at: results the
+ * cache keeps), attention over both caches. On CUDA the decode kernel
+ * writes the two slots itself; its output and the caches it leaves must
+ * equal bit for bit those of the writes run first (`apart`), and the CPU's
+ * within the attention tests' bounds. */
+typedef struct step_case {
+    int64_t B, Hq, Hkv, cap, D, window;
+    int freqs, traditional;
+    int shared_cache;  /* the caller holds the key cache too: no update in place */
+    int host_position; /* the position and frequencies on the host (as the rope of k, a chain's tail, sees them) */
+} step_case;
+
+typedef struct step_result {
+    afo_array *out, *keys, *values;
+    int64_t fused; /* ops computed along */
+} step_result;
+
+/* heads [first, first + n) of row [B, 1, H, D] as [B, n, 1, D], roped at *pos when asked */
+static afo_array *step_heads(afo_array *const *in, const step_case *c, int64_t first, int64_t n, afo_array *pos,
+                             afo_array *freqs) {
+    afo_array *sliced = afo_slice_axis(in[0], 2, first, first + n), *x = afo_swapaxes(sliced, 1, 2);
+    afo_array *r = pos ? afo_rope_at(x, (int)c->D, c->traditional, 10000.0f, 1.0f, pos, c->freqs ? freqs : NULL)
+                       : afo_retain(x);
+    release_all((afo_array *[]){sliced, x}, 2);
+    return r;
+}
+
+/* in: row, keys, values [B, Hkv, cap, D], position, frequencies */
+static step_result decode_step(afo_device d, afo_array *const *in, const step_case *c, bool apart) {
+    afo_device was = afo_get_default_device();
+    afo_set_default_device(d);
+    step_result s = {NULL, NULL, NULL, afo_fused_count()};
+    /* the caches (and, as a decode step has them, position and frequencies) made on d */
+    afo_array *kc = afo_contiguous(in[1]), *vc = afo_contiguous(in[2]),
+              *pos = c->host_position ? afo_retain(in[3]) : afo_contiguous(in[3]),
+              *freqs = c->host_position ? afo_retain(in[4]) : afo_contiguous(in[4]), *made[4] = {kc, vc, pos, freqs};
+    CHECK(afo_eval(made, 4) == AFO_OK);
+    afo_array *q = step_heads(in, c, 0, c->Hq, pos, freqs), *k = step_heads(in, c, c->Hq, c->Hkv, pos, freqs),
+              *v = step_heads(in, c, c->Hq + c->Hkv, c->Hkv, NULL, NULL);
+    s.keys = afo_slice_update_at(kc, k, 2, pos);
+    s.values = afo_slice_update_at(vc, v, 2, pos);
+    /* as a KV cache leaves them: the updates hold the caches and the new rows alone */
+    release_all((afo_array *[]){k, v, vc}, 3);
+    if (!c->shared_cache) afo_release(kc), kc = NULL;
+    if (apart) CHECK(afo_eval((afo_array *[]){s.keys, s.values}, 2) == AFO_OK);
+    s.out = afo_scaled_dot_product_attention_at(q, s.keys, s.values, 1.0f / sqrtf((float)c->D), NULL, (int)c->window,
+                                                pos);
+    afo_release(q);
+    CHECK_MSG(s.out && afo_eval1(s.out) == AFO_OK, "decode step on %s: %s", afo_device_name(d), afo_last_error());
+    CHECK(afo_array_is_evaluated(s.keys) && afo_array_is_evaluated(s.values));
+    s.fused = afo_fused_count() - s.fused;
+    release_all((afo_array *[]){kc, pos, freqs}, 3);
+    afo_set_default_device(was);
+    return s;
+}
+
+static void close_to(const char *what, afo_array *want, afo_array *got, double rtol) {
+    int64_t n = afo_array_size(want);
+    double *w = malloc(sizeof *w * (size_t)n), *g = malloc(sizeof *g * (size_t)n);
+    CHECK(afo_array_size(got) == n && afo_array_read(want, AFO_FLOAT64, w, sizeof *w * (size_t)n) == AFO_OK &&
+          afo_array_read(got, AFO_FLOAT64, g, sizeof *g * (size_t)n) == AFO_OK);
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++)
+        if (!(fabs(g[i] - w[i]) <= rtol * (1 + fabs(w[i]))) && bad++ == 0) first = i;
+    CHECK_MSG(bad == 0, "%s: %lld of %lld differ from the CPU's, first at %lld: %.9g against %.9g", what,
+              (long long)bad, (long long)n, (long long)first, first >= 0 ? g[first] : 0.0, first >= 0 ? w[first] : 0.0);
+    free(w), free(g);
+}
+
+static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
+    char what[200];
+    snprintf(what, sizeof what, "decode step %s B=%lld Hq=%lld Hkv=%lld cap=%lld D=%lld pos=%d window=%lld%s%s%s",
+             afo_dtype_name(t), (long long)c.B, (long long)c.Hq, (long long)c.Hkv, (long long)c.cap, (long long)c.D,
+             pos, (long long)c.window, c.traditional ? " traditional" : "", c.shared_cache ? " shared cache" : "",
+             c.host_position ? " host position" : "");
+    int64_t rs[4] = {c.B, 1, c.Hq + 2 * c.Hkv, c.D}, cs[4] = {c.B, c.Hkv, c.cap, c.D}, one = 1, fs = c.D / 2;
+    afo_array *in[5] = {devcheck_random(t, 4, rs, -2, 2), devcheck_random(t, 4, cs, -2, 2),
+                        devcheck_random(t, 4, cs, -1, 1), afo_array_from_data(&pos, AFO_INT32, 1, &one),
+                        devcheck_random(AFO_FLOAT32, 1, &fs, 1, 5000)};
+    step_result cpu = decode_step(AFO_CPU, in, &c, false), ref = decode_step(AFO_CUDA, in, &c, true);
+    devcheck_poison_bytes(AFO_CUDA, afo_array_nbytes(ref.keys));
+    step_result got = decode_step(AFO_CUDA, in, &c, false);
+    /* taken along: q's rope, the key's write and its rope, the value's write */
+    CHECK_MSG(got.fused - ref.fused == (expect ? 2 : 0), "%s: %lld ops computed along, %lld apart", what,
+              (long long)got.fused, (long long)ref.fused);
+    double rtol = t == AFO_FLOAT32 ? 1e-5 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
+    const char *parts[3] = {"output", "keys", "values"};
+    afo_array *want[3] = {cpu.out, cpu.keys, cpu.values}, *same[3] = {ref.out, ref.keys, ref.values},
+              *mine[3] = {got.out, got.keys, got.values};
+    for (int i = 0; i < 3; i++) {
+        char part[240];
+        snprintf(part, sizeof part, "%s: %s", what, parts[i]);
+        close_to(part, want[i], mine[i], rtol);
+        devcheck_same(part, AFO_CUDA, same[i], mine[i]);
+    }
+    release_all(want, 3), release_all(same, 3), release_all(mine, 3), release_all(in, 5);
+}
+
+static void test_decode_step(void) {
+    /* Llama-3.1-8B's heads; TinyLlama-like 64-wide ones; a long context
+     * (more splits than a cluster); float32 (the SIMT kernel); a window; the
+     * first position; a position past the cache (the writes' clamp) */
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 32, .Hkv = 8, .cap = 640, .D = 128, .freqs = 1}, 576, true);
+    step_cases(AFO_FLOAT16, (step_case){.B = 1, .Hq = 32, .Hkv = 4, .cap = 170, .D = 64}, 99, true);
+    step_cases(AFO_BFLOAT16, (step_case){.B = 2, .Hq = 28, .Hkv = 4, .cap = 5070, .D = 128}, 4999, true);
+    step_cases(AFO_FLOAT32, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 300, .D = 128, .freqs = 1}, 299, true);
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 8, .cap = 400, .D = 128, .window = 9}, 333, true);
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 16, .Hkv = 4, .cap = 64, .D = 64}, 0, true);
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 110, .D = 64}, 5000, true);
+    /* the position and frequencies made on the host: seen through their copies on the GPU */
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .freqs = 1, .host_position = 1},
+               150, true);
+    /* not taken: a rope the decode kernel does not apply, a cache that
+     * cannot be updated in place */
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .traditional = 1}, 150,
+               false);
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .shared_cache = 1}, 150,
+               false);
+}
+
 int main(void) {
     if (!devcheck_available(AFO_CUDA)) return 77;
     RUN(test_matmul);
@@ -569,5 +693,6 @@ int main(void) {
     RUN(test_sdpa_prefill_half);
     RUN(test_sdpa_decode);
     RUN(test_roped);
+    RUN(test_decode_step);
     return test_finish();
 }

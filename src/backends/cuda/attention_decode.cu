@@ -309,6 +309,23 @@ __device__ __forceinline__ void decode_warp_mma(const Args &a, int64_t b, int64_
     }
 }
 
+// The step's key, roped with q's angles, and value into their slot of the
+// cache (p.k_new, p.v_new), the rope kernel's values bit for bit.
+template <typename T, int D>
+__device__ __forceinline__ void write_new_kv(const afo_cuda_sdpa &p, int64_t b, int64_t hk, int64_t slot,
+                                             const float (&rope)[2][D / 2]) {
+    const T *kn = (const T *)p.k_new + b * p.kns[0] + hk * p.kns[1];
+    const T *vn = (const T *)p.v_new + b * p.vns[0] + hk * p.vns[1];
+    T *kc = (T *)p.k + b * p.ks[0] + hk * p.ks[1] + slot * p.ks[2];
+    T *vc = (T *)p.v + b * p.vs[0] + hk * p.vs[1] + slot * p.vs[2];
+    for (int j = threadIdx.x; j < D / 2; j += blockDim.x) {
+        float first, second;
+        afo_cuda::rope_rotate(to_c(kn[j]), to_c(kn[j + D / 2]), rope[0][j], rope[1][j], &first, &second);
+        put(kc + j, first), put(kc + j + D / 2, second);
+    }
+    for (int j = threadIdx.x; j < D; j += blockDim.x) vc[j] = vn[j];
+}
+
 // GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
 template <typename T, int E, int GM>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, const afo_cuda_rope q_rope) {
@@ -340,6 +357,21 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
             sm_rope[0][j] = (float)cs, sm_rope[1][j] = (float)sn;
         }
         __syncthreads();
+    }
+    // The step's key and value (a decode step's cache writes, one kernel
+    // fewer each): the block whose keys hold their slot writes them before
+    // its warps read them, and the warp whose first batch holds it loads
+    // that batch again (a slot out of the keys read: the first split).
+    if (p.k_new) {
+        const int64_t slot = pos < 0 ? 0 : pos > p.Lk - 1 ? p.Lk - 1 : pos;
+        if (lo <= slot && slot < hi ? k0 <= slot && slot < k1 : split == 0) {
+            write_new_kv<T, D>(p, b, hk, slot, sm_rope);
+            __syncthreads();
+            if constexpr (kMma) {
+                const int64_t t0 = k0 + warp * DEC_MMA_KEYS;
+                if (t0 <= slot && slot < t0 + DEC_MMA_KEYS) load_key_batch<T, D>(a, b, hk, t0, k1, lane, first);
+            }
+        }
     }
     // output element d of the group's row g, from its unnormalised sum
     auto emit = [&](int g, int d, float A, float L) {

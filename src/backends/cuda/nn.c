@@ -104,13 +104,70 @@ static void bhl_strides(const afo_array *x, int64_t s[3]) {
     for (int d = 0; d < 3; d++) s[d] = x->shape[d] == 1 ? 0 : x->strides[d];
 }
 
+/* Whether two ropes turn a position's pairs by the same angles. */
+static bool same_angles(const afo_cuda_rope *a, const afo_cuda_rope *b) {
+    return a->dims == b->dims && a->offset == b->offset && a->position == b->position &&
+           a->traditional == b->traditional && a->inverse == b->inverse && a->base == b->base &&
+           a->scale == b->scale && a->freqs.data == b->freqs.data && a->freqs.dtype == b->freqs.dtype &&
+           a->freqs.stride == b->freqs.stride;
+}
+
+/* A decode step's cache writes as the decode kernel takes them: k =
+ * in[1], slice_update_at(keys, rope(x) taken along) and v = in[2],
+ * slice_update_at(values, x), both kept by the KV cache, each a slot of
+ * one position (the attention's) in a cache it may update in place; the
+ * key's rope is q's. Fills the new rows' fields of *p. */
+static bool writes_of(afo_array *const *in, int nin, const afo_cuda_rope *q_rope, afo_cuda_sdpa *p) {
+    const afo_array *kv[2] = {in[1], in[2]}, *rows[2];
+    const void *position = afo_array_ptr(in[nin - 1]);
+    for (int i = 0; i < 2; i++) {
+        const afo_array *u = kv[i], *cache = u->in[0], *x = u->in[1];
+        if (u->deferred != AFO_DEFER_KEPT || u->op != AFO_OP_SLICE_UPDATE || u->nin != 3 ||
+            u->attrs.i[AFO_SLICE_AT_AXIS] != 2 || afo_array_ptr(u->in[2]) != position ||
+            !afo_slice_update_can_donate(cache) || cache->dtype != p->dtype || u->ndim != 4)
+            return false;
+        for (int d = 0; d < 4; d++)
+            if (u->attrs.i[d] != 0 || u->attrs.i[AFO_MAX_DIMS + d] != 1 ||
+                u->attrs.i[2 * AFO_MAX_DIMS + d] != (d == 2 ? 1 : u->shape[d]))
+                return false;
+        if (i == 0) { /* the key's rope, taken along: q's in all but its input */
+            if (x->deferred != AFO_DEFER_ALONG || x->op != AFO_OP_ROPE || x->nin > 3) return false;
+            /* a chain's inputs stay where they were made: its position and
+             * frequencies seen on the GPU, where q's rope reads them */
+            afo_array moved[3], *moved_in[3];
+            for (int j = 0; j < x->nin; j++) {
+                moved[j] = *x->in[j], moved_in[j] = &moved[j];
+                moved[j].buf = moved[j].buf ? afo_buffer_on(moved[j].buf, AFO_CUDA) : NULL;
+                if (!moved[j].buf) return false;
+            }
+            afo_cuda_rope k_rope;
+            rope_params(x, moved_in, &k_rope);
+            if (!same_angles(&k_rope, q_rope)) return false;
+            x = x->in[0];
+            if (x->buf->device != AFO_CUDA) return false; /* the kernel reads it */
+        } else if (x->deferred) {
+            return false;
+        }
+        if (x->dtype != p->dtype || x->ndim != 4 || x->shape[2] != 1 || x->strides[3] != 1) return false;
+        for (int d = 0; d < 4; d++)
+            if (x->shape[d] != (d == 2 ? 1 : u->shape[d])) return false;
+        rows[i] = x;
+    }
+    p->k_new = afo_array_ptr(rows[0]), p->v_new = afo_array_ptr(rows[1]);
+    for (int d = 0; d < 2; d++) p->kns[d] = rows[0]->strides[d], p->vns[d] = rows[1]->strides[d];
+    return afo_cuda_sdpa_writes_kv(p);
+}
+
 /* Attention with q read from `q` (in[0], or the input of the rope in[0]
- * that the decode kernel applies as it loads q: q_rope). With q_rope,
+ * that the decode kernel applies as it loads it: q_rope). With q_rope,
  * declines (*done false, nothing done) unless the decode kernel takes it
- * as it is, without dense copies of k or v. */
+ * as it is, without dense copies of k or v; with `writes` too (in[1] and
+ * in[2] kept cache writes, writes_of), unless it takes those as well, and
+ * then gives them their data: the caches, updated in place. */
 static afo_status attend(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a, const afo_array *q,
-                         const afo_cuda_rope *q_rope, bool *done) {
-    const afo_array *src[3] = {q, in[1], in[2]};
+                         const afo_cuda_rope *q_rope, bool writes, bool *done) {
+    /* a kept write reads and updates its cache in place: the cache's view is the write's */
+    const afo_array *src[3] = {q, writes ? in[1]->in[0] : in[1], writes ? in[2]->in[0] : in[2]};
     afo_array view[3];
     bool dense[3];
     for (int i = 0; i < 3; i++) {
@@ -144,7 +201,13 @@ static afo_status attend(afo_array *out, afo_array *const *in, int nin, const af
         bhl_strides(&view[2], p.vs);
     }
     if (st == AFO_OK && q_rope && !afo_cuda_sdpa_ropes_q(&p)) return AFO_OK;
+    if (st == AFO_OK && writes && !writes_of(in, nin, q_rope, &p)) return AFO_OK;
     *done = true;
+    for (int i = 1; i <= 2 && writes && st == AFO_OK; i++) { /* the kernel writes their slots */
+        afo_array region;
+        afo_cuda_shift shift;
+        st = afo_cuda_slice_update_target(in[i], in[i]->in, in[i]->nin, &in[i]->attrs, &region, &shift);
+    }
     if (st == AFO_OK) st = afo_array_alloc(out);
     if (st == AFO_OK && out->size > 0) {
         p.out = afo_array_ptr(out);
@@ -170,17 +233,21 @@ static afo_status attend(afo_array *out, afo_array *const *in, int nin, const af
 
 static afo_status sdpa_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
     bool done = false;
-    return attend(out, in, nin, a, in[0], NULL, &done);
+    return attend(out, in, nin, a, in[0], NULL, false, &done);
 }
 
 /* scaled_dot_product_attention <- rope of q: the decode kernel turns q as
- * it loads it (one kernel fewer a layer). */
-static afo_status roped_sdpa(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+ * it loads it (one kernel fewer a layer); with the step's key and value
+ * writes into the KV cache (kept producers in[1] and in[2]), it writes
+ * them too (two fewer). */
+static afo_status folded_sdpa(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)producer;
     const afo_array *r = in[0];
-    if (producer != 0 || r->in[0]->ndim != 4) return AFO_OK;
+    const bool writes = in[1]->deferred || in[2]->deferred;
+    if (r->deferred != AFO_DEFER_ALONG || r->op != AFO_OP_ROPE || r->in[0]->ndim != 4) return AFO_OK;
     afo_cuda_rope rope;
     rope_params(r, r->in, &rope);
-    return attend(out, in, nin, &out->attrs, r->in[0], &rope, done);
+    return attend(out, in, nin, &out->attrs, r->in[0], &rope, writes, done);
 }
 
 void afo_cuda_register_nn(void) {
@@ -188,6 +255,7 @@ void afo_cuda_register_nn(void) {
     afo_op_set_kernel(AFO_OP_LAYER_NORM, AFO_CUDA, norm_kernel);
     afo_op_set_kernel(AFO_OP_ROPE, AFO_CUDA, rope_kernel);
     afo_op_set_kernel(AFO_OP_SDPA, AFO_CUDA, sdpa_kernel);
-    afo_op_set_fused(AFO_CUDA, AFO_OP_SDPA, AFO_OP_ROPE, roped_sdpa);
+    afo_op_set_fused(AFO_CUDA, AFO_OP_SDPA, AFO_OP_ROPE, folded_sdpa);
+    afo_op_set_fused_kept(AFO_CUDA, AFO_OP_SDPA, AFO_OP_SLICE_UPDATE, folded_sdpa);
     afo_op_set_fused(AFO_CUDA, AFO_OP_SLICE_UPDATE, AFO_OP_ROPE, roped_update);
 }

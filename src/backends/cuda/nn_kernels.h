@@ -82,6 +82,12 @@ typedef struct afo_cuda_sdpa {
     /* rope turning q as the kernel loads it (the decode kernel's only:
      * afo_cuda_sdpa_ropes_q), or NULL */
     const afo_cuda_rope *q_rope;
+    /* the step's key (before its rope, which is q_rope's: same position)
+     * and value, [B, Hkv, 1, D] rows at these batch and head strides, that
+     * the decode kernel writes into k's and v's slot at *position (clamped
+     * to the cache) before it reads them (afo_cuda_sdpa_writes_kv), or NULL */
+    const void *k_new, *v_new;
+    int64_t kns[2], vns[2];
     void *out;
     /* set by afo_cuda_sdpa_plan: how the keys are split over blocks, and the
      * scratch the partial results need (the caller provides it) */
@@ -98,6 +104,8 @@ cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t stream);
 /* Whether the decode kernel takes this attention with q_rope applied to q
  * (one query, rotate-half pairs over the whole head). */
 bool afo_cuda_sdpa_ropes_q(const afo_cuda_sdpa *p);
+/* Whether it also takes the step's key and value (k_new, v_new) to write. */
+bool afo_cuda_sdpa_writes_kv(const afo_cuda_sdpa *p);
 
 /* What a product computes along (see afo_fused_fn), each where not NULL:
  * an addend (a residual); x's rms norm times norm_weight (of x's dtype),
