@@ -362,6 +362,14 @@ static void test_fused_pairs(void) {
     afo_set_default_device(before);
 }
 
+static int g_outer_calls;
+
+static afo_status count_and_decline(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
+    (void)out, (void)in, (void)nin, (void)producer, (void)done;
+    g_outer_calls++;
+    return AFO_OK;
+}
+
 /* Producers that other references hold (a KV cache's update, kept by the
  * cache) computed by their consumer's kernel, which gives them their data;
  * not when the graph reads them elsewhere; declined, each apart. */
@@ -406,7 +414,17 @@ static void test_fused_kept(void) {
     afo_release(b);
     CHECK(afo_eval1(z) == AFO_OK && g_kept_calls == 1 && afo_fused_count() == count + 1);
     check_values(z, plus, 4, "kept beside another reader");
-    afo_release(a), afo_release(y), afo_release(z), afo_release(x), afo_release(w);
+    afo_release(a), afo_release(y), afo_release(z);
+
+    /* a producer with kept producers of its own is not taken along by its
+     * consumer, whose kernel would not know to give them data */
+    afo_op_set_fused_kept(AFO_CPU, AFO_OP_ADD, AFO_OP_MAXIMUM, count_and_decline);
+    g_kept_calls = g_outer_calls = 0;
+    a = afo_square(x), b = afo_square(w), y = afo_maximum(a, b), z = afo_add(y, a);
+    afo_release(a), afo_release(b), afo_release(y);
+    CHECK(afo_eval1(z) == AFO_OK && g_outer_calls == 0 && g_kept_calls == 1);
+    check_values(z, plus, 4, "kept inside kept");
+    afo_release(z), afo_release(x), afo_release(w);
     afo_set_default_device(before);
 }
 

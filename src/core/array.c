@@ -395,9 +395,11 @@ static void mark_fusions(afo_array *const *order, size_t count) {
             bool keeps = false;
             afo_fused_fn fn = p->buf || p->device != a->device ? NULL : afo_op_fused(a->device, a->op, p->op, &keeps);
             if (!fn || (chosen && fn != chosen)) continue;
+            /* neither kind with kept producers of its own: a's kernel would not know to give them data */
+            if (has_kept_input(p)) continue;
             if (keeps && p->uses == 1 && kept < FUSED_MAX_KEPT)
                 p->deferred = AFO_DEFER_KEPT, kept++;
-            else if (!keeps && !along && atomic_load(&p->refcount) == 1 && !has_kept_input(p))
+            else if (!keeps && !along && atomic_load(&p->refcount) == 1)
                 p->deferred = AFO_DEFER_ALONG, along = true;
             else
                 continue;
