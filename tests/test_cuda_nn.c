@@ -573,6 +573,7 @@ typedef struct step_case {
     int freqs, traditional;
     int shared_cache;  /* the caller holds the key cache too: no update in place */
     int host_position; /* the position and frequencies on the host (as the rope of k, a chain's tail, sees them) */
+    int unsettled;     /* the caches' copies still queued when the step runs: keys read only after the wait */
 } step_case;
 
 typedef struct step_result {
@@ -600,6 +601,7 @@ static step_result decode_step(afo_device d, afo_array *const *in, const step_ca
               *pos = c->host_position ? afo_retain(in[3]) : afo_contiguous(in[3]),
               *freqs = c->host_position ? afo_retain(in[4]) : afo_contiguous(in[4]), *made[4] = {kc, vc, pos, freqs};
     CHECK(afo_eval(made, 4) == AFO_OK);
+    if (!c->unsettled) CHECK(afo_synchronize(d) == AFO_OK); /* as a decode step finds its caches */
     afo_array *q = step_heads(in, c, 0, c->Hq, pos, freqs), *k = step_heads(in, c, c->Hq, c->Hkv, pos, freqs),
               *v = step_heads(in, c, c->Hq + c->Hkv, c->Hkv, NULL, NULL);
     s.keys = afo_slice_update_at(kc, k, 2, pos);
@@ -634,10 +636,10 @@ static void close_to(const char *what, afo_array *want, afo_array *got, double r
 
 static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
     char what[200];
-    snprintf(what, sizeof what, "decode step %s B=%lld Hq=%lld Hkv=%lld cap=%lld D=%lld pos=%d window=%lld%s%s%s",
+    snprintf(what, sizeof what, "decode step %s B=%lld Hq=%lld Hkv=%lld cap=%lld D=%lld pos=%d window=%lld%s%s%s%s",
              afo_dtype_name(t), (long long)c.B, (long long)c.Hq, (long long)c.Hkv, (long long)c.cap, (long long)c.D,
              pos, (long long)c.window, c.traditional ? " traditional" : "", c.shared_cache ? " shared cache" : "",
-             c.host_position ? " host position" : "");
+             c.host_position ? " host position" : "", c.unsettled ? " unsettled" : "");
     int64_t rs[4] = {c.B, 1, c.Hq + 2 * c.Hkv, c.D}, cs[4] = {c.B, c.Hkv, c.cap, c.D}, one = 1, fs = c.D / 2;
     afo_array *in[5] = {devcheck_random(t, 4, rs, -2, 2), devcheck_random(t, 4, cs, -2, 2),
                         devcheck_random(t, 4, cs, -1, 1), afo_array_from_data(&pos, AFO_INT32, 1, &one),
@@ -672,6 +674,10 @@ static void test_decode_step(void) {
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 8, .cap = 400, .D = 128, .window = 9}, 333, true);
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 16, .Hkv = 4, .cap = 64, .D = 64}, 0, true);
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 110, .D = 64}, 5000, true);
+    /* caches still being written when the step is queued: the keys read after the wait */
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 32, .Hkv = 8, .cap = 640, .D = 128, .freqs = 1, .unsettled = 1},
+               576, true);
+    step_cases(AFO_FLOAT16, (step_case){.B = 1, .Hq = 16, .Hkv = 4, .cap = 64, .D = 64, .unsettled = 1}, 0, true);
     /* the position and frequencies made on the host: seen through their copies on the GPU */
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .freqs = 1, .host_position = 1},
                150, true);

@@ -329,7 +329,11 @@ __device__ __forceinline__ void write_new_kv(const afo_cuda_sdpa &p, int64_t b, 
 // GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
 template <typename T, int E, int GM>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, const afo_cuda_rope q_rope) {
-    afo_cuda::follow_prior_grid();
+    // Settled caches: the older keys and the angles overlap the tail of the
+    // kernel before (the qkv product), and only q, the new key and value
+    // wait for it.
+    const bool early = a.p.settled;
+    if (!early) afo_cuda::follow_prior_grid();
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
     __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM], sm_A[GM][D];
@@ -341,13 +345,13 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
     const int64_t lo = afo_cuda::key_lo(p, pos), hi = afo_cuda::key_hi(p, pos);
     const int64_t chunk = hi > lo ? (hi - lo + nsplit - 1) / nsplit : 0;
     const int64_t k0 = lo + split * chunk, k1 = k0 + chunk < hi ? k0 + chunk : hi;
-    // 16-bit data: the first keys and q requested before the angles
+    // 16-bit data: the first keys, and q unless early, requested before the angles
     constexpr bool kMma = !std::is_same<T, float>::value;
     KeyBatch<kMma ? D : 16> first;
     uint32_t qa[kMma ? D / 16 : 1][4];
     if constexpr (kMma) {
         if (k0 + warp * DEC_MMA_KEYS < k1) load_key_batch<T, D>(a, b, hk, k0 + warp * DEC_MMA_KEYS, k1, lane, first);
-        load_query<T, D>(a, b, hk, lane, qa);
+        if (!early) load_query<T, D>(a, b, hk, lane, qa);
     }
     if (p.q_rope) {
         const int64_t at = q_rope.offset + (q_rope.position ? *q_rope.position : 0);
@@ -356,8 +360,12 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
             afo_cuda::rope_angle(q_rope, at, j, &cs, &sn);
             sm_rope[0][j] = (float)cs, sm_rope[1][j] = (float)sn;
         }
-        __syncthreads();
     }
+    if (early) {
+        afo_cuda::follow_prior_grid();
+        if constexpr (kMma) load_query<T, D>(a, b, hk, lane, qa);
+    }
+    if (p.q_rope) __syncthreads();
     // The step's key and value (a decode step's cache writes, one kernel
     // fewer each): the block whose keys hold their slot writes them before
     // its warps read them, and the warp whose first batch holds it loads

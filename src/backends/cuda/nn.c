@@ -120,12 +120,14 @@ static bool same_angles(const afo_cuda_rope *a, const afo_cuda_rope *b) {
 static bool writes_of(afo_array *const *in, int nin, const afo_cuda_rope *q_rope, afo_cuda_sdpa *p) {
     const afo_array *kv[2] = {in[1], in[2]}, *rows[2];
     const void *position = afo_array_ptr(in[nin - 1]);
+    bool settled = afo_cuda_settled(in[nin - 1]->buf);
     for (int i = 0; i < 2; i++) {
         const afo_array *u = kv[i], *cache = u->in[0], *x = u->in[1];
         if (u->deferred != AFO_DEFER_KEPT || u->op != AFO_OP_SLICE_UPDATE || u->nin != 3 ||
             u->attrs.i[AFO_SLICE_AT_AXIS] != 2 || afo_array_ptr(u->in[2]) != position ||
             !afo_slice_update_can_donate(cache) || cache->dtype != p->dtype || u->ndim != 4)
             return false;
+        settled = settled && afo_cuda_settled(cache->buf); /* before this step's write marks it */
         for (int d = 0; d < 4; d++)
             if (u->attrs.i[d] != 0 || u->attrs.i[AFO_MAX_DIMS + d] != 1 ||
                 u->attrs.i[2 * AFO_MAX_DIMS + d] != (d == 2 ? 1 : u->shape[d]))
@@ -139,6 +141,7 @@ static bool writes_of(afo_array *const *in, int nin, const afo_cuda_rope *q_rope
                 moved[j] = *x->in[j], moved_in[j] = &moved[j];
                 moved[j].buf = moved[j].buf ? afo_buffer_on(moved[j].buf, AFO_CUDA) : NULL;
                 if (!moved[j].buf) return false;
+                settled = settled && (j == 0 || afo_cuda_settled(moved[j].buf)); /* q's angles read them too */
             }
             afo_cuda_rope k_rope;
             rope_params(x, moved_in, &k_rope);
@@ -153,7 +156,7 @@ static bool writes_of(afo_array *const *in, int nin, const afo_cuda_rope *q_rope
             if (x->shape[d] != (d == 2 ? 1 : u->shape[d])) return false;
         rows[i] = x;
     }
-    p->k_new = afo_array_ptr(rows[0]), p->v_new = afo_array_ptr(rows[1]);
+    p->k_new = afo_array_ptr(rows[0]), p->v_new = afo_array_ptr(rows[1]), p->settled = settled;
     for (int d = 0; d < 2; d++) p->kns[d] = rows[0]->strides[d], p->vns[d] = rows[1]->strides[d];
     return afo_cuda_sdpa_writes_kv(p);
 }

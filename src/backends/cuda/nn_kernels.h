@@ -88,6 +88,11 @@ typedef struct afo_cuda_sdpa {
      * to the cache) before it reads them (afo_cuda_sdpa_writes_kv), or NULL */
     const void *k_new, *v_new;
     int64_t kns[2], vns[2];
+    /* with k_new: the caches, the position and the rope's frequencies were
+     * written before the last wait for the stream (afo_cuda_settled), so
+     * the kernel reads the older keys and takes the angles before it waits
+     * for the kernel before it */
+    int settled;
     void *out;
     /* set by afo_cuda_sdpa_plan: how the keys are split over blocks, and the
      * scratch the partial results need (the caller provides it) */
