@@ -8,10 +8,6 @@
 #include "support/devcheck.h"
 #include "support/test.h"
 
-static void release_all(afo_array **a, int n) {
-    for (int i = 0; i < n; i++) afo_release(a[i]);
-}
-
 static double stat_of(afo_device d, int which) {
     afo_memory_stats s;
     afo_get_memory_stats(d, &s);
@@ -60,7 +56,7 @@ static void test_data_movement(void) {
     CHECK(stat_of(AFO_CUDA, 2) - out0 == 64 * 33 * 4);
     /* reading again reuses the host copy */
     CHECK(afo_array_data(z) == zd && stat_of(AFO_CUDA, 2) - out0 == 64 * 33 * 4);
-    release_all((afo_array *[]){x, y, z}, 3);
+    devcheck_release((afo_array *[]){x, y, z}, 3);
 }
 
 static void test_memory_limit(void) {
@@ -81,7 +77,7 @@ static void test_memory_limit(void) {
     afo_set_default_device(AFO_CPU);
     CHECK(afo_eval1(w) == AFO_OK && afo_array_device(w) == AFO_CUDA);
     CHECK(stat_of(AFO_CUDA, 0) >= before + (4u << 20));
-    release_all((afo_array *[]){x, y, z, w}, 4);
+    devcheck_release((afo_array *[]){x, y, z, w}, 4);
 }
 
 typedef struct ew_case {
@@ -140,7 +136,7 @@ static void test_elementwise(void) {
             ew_case c = {.binary = binary[b].fn};
             snprintf(what, sizeof what, "%s %s broadcast", binary[b].name, afo_dtype_name(dts[t]));
             devcheck(what, AFO_CUDA, build_ew, &c, in, 2, rtol[t], 1e-6);
-            release_all(in, 2);
+            devcheck_release(in, 2);
         }
     }
 }
@@ -178,7 +174,7 @@ static void test_elementwise_vectors(void) {
             snprintf(what, sizeof what, "vectors: %s %s", names[w], afo_dtype_name(dts[t]));
             devcheck(what, AFO_CUDA, build_ew_vectors, &w, in, 3, rtol[t], 1e-6);
         }
-        release_all(in, 3);
+        devcheck_release(in, 3);
     }
 }
 
@@ -191,7 +187,7 @@ static void test_where_astype(void) {
     afo_array *in[3] = {devcheck_random(AFO_BOOL, 2, shape, 0, 1), devcheck_random(AFO_FLOAT16, 2, row, -3, 3),
                         devcheck_random(AFO_FLOAT32, 2, shape, -3, 3)};
     devcheck("where", AFO_CUDA, build_where, NULL, in, 3, 0, 0);
-    release_all(in, 3);
+    devcheck_release(in, 3);
     afo_dtype all[] = {AFO_BOOL, AFO_INT8, AFO_UINT8, AFO_INT32, AFO_UINT32, AFO_INT64,
                        AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT32, AFO_FLOAT64};
     char what[64];
@@ -226,7 +222,7 @@ static void test_recording(void) {
         int bad = 0;
         for (int i = 0; zd && xd && i < 1000; i++) bad += fabsf(zd[i] - (xd[i] * xd[i] + xd[i])) > 1e-6f;
         CHECK_MSG(zd && bad == 0, "round %d: %d wrong", round, bad);
-        release_all((afo_array *[]){x, y, z}, 3);
+        devcheck_release((afo_array *[]){x, y, z}, 3);
     }
     afo_set_default_device(AFO_CPU);
     int64_t launched, instantiated;
@@ -245,7 +241,7 @@ static void test_recording(void) {
     CHECK(afo_array_read(z, AFO_FLOAT32, v, sizeof v) != AFO_OK);
     afo_record_cancel(r);
     afo_set_default_device(AFO_CPU);
-    release_all((afo_array *[]){x, y, z}, 3);
+    devcheck_release((afo_array *[]){x, y, z}, 3);
     afo_recording_free(r);
 }
 

@@ -15,10 +15,6 @@
 #include "support/devcheck.h"
 #include "support/test.h"
 
-static void release_all(afo_array **a, int n) {
-    for (int i = 0; i < n; i++) afo_release(a[i]);
-}
-
 static const afo_dtype k_dtypes[] = {AFO_FLOAT32, AFO_FLOAT16, AFO_BFLOAT16, AFO_FLOAT64, AFO_INT32, AFO_INT64};
 #define NDT ((int)(sizeof k_dtypes / sizeof k_dtypes[0]))
 
@@ -137,7 +133,7 @@ static void test_shape_ops(void) {
                              afo_dtype_name(k_dtypes[t]), (long long)c.shape[0], (long long)c.shape[1],
                              (long long)c.shape[2], k_modes[mode]);
                     devcheck(what, AFO_CUDA, build_shape, &c, in, 3, 0, 0);
-                    release_all(in, 3);
+                    devcheck_release(in, 3);
                 }
 }
 
@@ -236,7 +232,7 @@ static void test_argmax_rows(void) {
         devcheck("sum with NaN", AFO_CUDA, build_reduce, &sm, &ins[i], 1, 0, 0);
         devcheck("logsumexp with NaN", AFO_CUDA, build_reduce, &ls, &ins[i], 1, 0, 0);
     }
-    release_all(ins, 2);
+    devcheck_release(ins, 2);
 }
 
 typedef struct softmax_case {
@@ -316,7 +312,7 @@ static void test_take(void) {
                 devcheck(what, AFO_CUDA, build_index, &c, in2, 2, 0, 0);
                 afo_release(in2[1]);
             }
-            release_all(in, 2);
+            devcheck_release(in, 2);
             /* take_along_axis: indices broadcast over a size-1 axis */
             afo_array *a = devcheck_random(tables[t], 2, odd, -9, 9);
             afo_array *x3 = afo_reshape(a, 3, (int64_t[]){13, 1, 5});
@@ -327,7 +323,7 @@ static void test_take(void) {
             snprintf(what, sizeof what, "take_along_axis %s by %s", afo_dtype_name(tables[t]), afo_dtype_name(idts[i]));
             devcheck(what, AFO_CUDA, build_index, &c, along, 2, 0, 0);
             afo_release(a);
-            release_all(along, 2);
+            devcheck_release(along, 2);
         }
     /* an out-of-range index made on the host is refused as on the CPU */
     int64_t xs[2] = {4, 5}, is1[1] = {3};
@@ -337,7 +333,7 @@ static void test_take(void) {
     afo_array *y = afo_take(x, hi, 1);
     afo_set_default_device(AFO_CPU);
     CHECK(y && afo_eval1(y) == AFO_ERR_INVALID_ARGUMENT && strstr(afo_last_error(), "index 5"));
-    release_all((afo_array *[]){x, hi, y}, 3);
+    devcheck_release((afo_array *[]){x, hi, y}, 3);
 }
 
 static void test_scatter_add(void) {
@@ -352,7 +348,7 @@ static void test_scatter_add(void) {
         char what[64];
         snprintf(what, sizeof what, "scatter_add %s", afo_dtype_name(dts[t]));
         devcheck(what, AFO_CUDA, build_index, &c, in, 3, 0, 0);
-        release_all(in, 3);
+        devcheck_release(in, 3);
     }
 }
 
@@ -443,7 +439,7 @@ static void test_slice_update_donation(void) {
     afo_array *m = afo_max(keep, NULL, 0, 0), *mu = afo_max(u, NULL, 0, 0);
     double vm = 0, vu = 0;
     CHECK(afo_array_item(m, &vm) == AFO_OK && afo_array_item(mu, &vu) == AFO_OK && vm < 2 && vu >= 5);
-    release_all((afo_array *[]){keep, cache, x, u, m, mu}, 6);
+    devcheck_release((afo_array *[]){keep, cache, x, u, m, mu}, 6);
 }
 
 /* A decode step's ops in a chain: nothing comes back to the host until the
@@ -473,7 +469,7 @@ static void test_no_host_copies(void) {
               (unsigned long long)(copied_out() - before));
     const int32_t *v = afo_array_data(am);
     CHECK(v && v[0] == 0 && copied_out() - before == 64 * sizeof(int32_t));
-    release_all((afo_array *[]){table, t, h, ht, flat, p, sum, cat, key, noise, z, top, best, am}, 14);
+    devcheck_release((afo_array *[]){table, t, h, ht, flat, p, sum, cat, key, noise, z, top, best, am}, 14);
 }
 
 int main(void) {

@@ -12,10 +12,6 @@
 #include "support/devcheck.h"
 #include "support/test.h"
 
-static void release_all(afo_array **a, int n) {
-    for (int i = 0; i < n; i++) afo_release(a[i]);
-}
-
 /* ------------------------------------------------------------ matmul */
 
 typedef struct mm_case {
@@ -198,7 +194,7 @@ static void test_norms(void) {
                          afo_dtype_name(dts[t]), (long long)D, c.has_w ? " weight" : "", c.has_b ? " bias" : "",
                          c.transposed ? " strided" : "");
                 devcheck(what, AFO_CUDA, build_norm, &c, in, 3, out_tol(dts[t]), out_tol(dts[t]));
-                release_all(in, 3);
+                devcheck_release(in, 3);
             }
         }
     }
@@ -229,7 +225,7 @@ static afo_array *build_fused(afo_array *const *in, void *ctx) {
         r = c->shared ? afo_add(sum, y) : afo_retain(sum);
         afo_release(sum);
     }
-    release_all((afo_array *[]){wt, x, y}, 3);
+    devcheck_release((afo_array *[]){wt, x, y}, 3);
     return r;
 }
 
@@ -248,7 +244,7 @@ static void fused(afo_dtype t, int64_t rows, int64_t K, int64_t N, fused_case c,
     double tol = out_tol(t);
     devcheck(what, AFO_CUDA, build_fused, &c, in, 3, tol, tol * sqrt((double)K));
     CHECK_MSG((afo_fused_count() > before) == expect, "%s: %s as one kernel", what, expect ? "not" : "wrongly");
-    release_all(in, 3);
+    devcheck_release(in, 3);
 }
 
 static void test_fused(void) {
@@ -325,7 +321,7 @@ static void test_rope(void) {
                      (long long)L, c->dims, c->traditional ? " traditional" : "", c->with_freqs ? " freqs" : "",
                      c->strided ? " strided" : "", c->inverse ? " inverse" : "", (long long)c->offset, c->scale);
             devcheck(what, AFO_CUDA, build_rope, c, in, 3, out_tol(dts[t]), out_tol(dts[t]));
-            release_all(in, 3);
+            devcheck_release(in, 3);
         }
     }
 }
@@ -346,7 +342,7 @@ static afo_array *build_sdpa(afo_array *const *in, void *ctx) {
     afo_array *v = c->cache ? afo_slice_axis(in[2], 2, 0, c->Lk) : afo_retain(in[2]);
     afo_array *r = afo_scaled_dot_product_attention(q, k, v, 1.0f / sqrtf((float)c->D), c->mask ? in[3] : NULL,
                                                     c->causal, c->window);
-    release_all((afo_array *[]){q, k, v}, 3);
+    devcheck_release((afo_array *[]){q, k, v}, 3);
     return r;
 }
 
@@ -373,7 +369,7 @@ static void sdpa(afo_dtype t, sdpa_case c) {
     double rtol = t == AFO_FLOAT32 ? 1e-5 : t == AFO_FLOAT64 ? 1e-12 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
     double atol = t == AFO_FLOAT64 ? 1e-13 : t == AFO_FLOAT32 ? 2e-5 : t == AFO_FLOAT16 ? 1e-3 : 8e-3;
     devcheck(what, AFO_CUDA, build_sdpa, &c, in, c.mask ? 4 : 3, rtol, atol);
-    release_all(in, 4);
+    devcheck_release(in, 4);
 }
 
 static void test_sdpa_prefill(void) {
@@ -476,7 +472,7 @@ typedef struct roped_case {
 static afo_array *roped_heads(afo_array *const *in, const roped_case *c, int64_t n) {
     afo_array *sliced = afo_slice_axis(in[0], 2, 0, n), *x = afo_swapaxes(sliced, 1, 2);
     afo_array *r = afo_rope_at(x, c->dims, c->traditional, 10000.0f, 1.0f, in[2], c->freqs ? in[3] : NULL);
-    release_all((afo_array *[]){sliced, x}, 2);
+    devcheck_release((afo_array *[]){sliced, x}, 2);
     if (r && c->apart) CHECK_MSG(afo_eval1(r) == AFO_OK, "rope: %s", afo_last_error());
     return r;
 }
@@ -516,7 +512,7 @@ static void roped(const char *kind, devcheck_fn fn, afo_dtype t, roped_case c, a
     afo_array *fused = fn(in, &c), *ref = fn(in, &apart);
     afo_set_default_device(was);
     devcheck_same(what, AFO_CUDA, ref, fused);
-    release_all((afo_array *[]){fused, ref}, 2);
+    devcheck_release((afo_array *[]){fused, ref}, 2);
 }
 
 static void roped_cases(afo_dtype t, roped_case c, int32_t pos, bool expect) {
@@ -528,7 +524,7 @@ static void roped_cases(afo_dtype t, roped_case c, int32_t pos, bool expect) {
                         devcheck_random(t, 4, cs, -1, 1)};
     roped(write ? "cache write <- rope" : "attention <- rope of q", write ? build_roped_write : build_roped_sdpa, t, c,
           in, expect);
-    release_all(in, 5);
+    devcheck_release(in, 5);
 }
 
 static void test_roped(void) {
@@ -587,7 +583,7 @@ static afo_array *step_heads(afo_array *const *in, const step_case *c, int64_t f
     afo_array *sliced = afo_slice_axis(in[0], 2, first, first + n), *x = afo_swapaxes(sliced, 1, 2);
     afo_array *r = pos ? afo_rope_at(x, (int)c->D, c->traditional, 10000.0f, 1.0f, pos, c->freqs ? freqs : NULL)
                        : afo_retain(x);
-    release_all((afo_array *[]){sliced, x}, 2);
+    devcheck_release((afo_array *[]){sliced, x}, 2);
     return r;
 }
 
@@ -607,7 +603,7 @@ static step_result decode_step(afo_device d, afo_array *const *in, const step_ca
     s.keys = afo_slice_update_at(kc, k, 2, pos);
     s.values = afo_slice_update_at(vc, v, 2, pos);
     /* as a KV cache leaves them: the updates hold the caches and the new rows alone */
-    release_all((afo_array *[]){k, v, vc}, 3);
+    devcheck_release((afo_array *[]){k, v, vc}, 3);
     if (!c->shared_cache) afo_release(kc), kc = NULL;
     if (apart) CHECK(afo_eval((afo_array *[]){s.keys, s.values}, 2) == AFO_OK);
     s.out = afo_scaled_dot_product_attention_at(q, s.keys, s.values, 1.0f / sqrtf((float)c->D), NULL, (int)c->window,
@@ -616,7 +612,7 @@ static step_result decode_step(afo_device d, afo_array *const *in, const step_ca
     CHECK_MSG(s.out && afo_eval1(s.out) == AFO_OK, "decode step on %s: %s", afo_device_name(d), afo_last_error());
     CHECK(afo_array_is_evaluated(s.keys) && afo_array_is_evaluated(s.values));
     s.fused = afo_fused_count() - s.fused;
-    release_all((afo_array *[]){kc, pos, freqs}, 3);
+    devcheck_release((afo_array *[]){kc, pos, freqs}, 3);
     afo_set_default_device(was);
     return s;
 }
@@ -660,7 +656,7 @@ static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
         close_to(part, want[i], mine[i], rtol);
         devcheck_same(part, AFO_CUDA, same[i], mine[i]);
     }
-    release_all(want, 3), release_all(same, 3), release_all(mine, 3), release_all(in, 5);
+    devcheck_release(want, 3), devcheck_release(same, 3), devcheck_release(mine, 3), devcheck_release(in, 5);
 }
 
 static void test_decode_step(void) {

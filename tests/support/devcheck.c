@@ -112,6 +112,10 @@ void devcheck_same(const char *what, afo_device d, afo_array *want, afo_array *g
               (long long)afo_array_size(want), (long long)first);
 }
 
+void devcheck_release(afo_array **a, int n) {
+    for (int i = 0; i < n; i++) afo_release(a[i]);
+}
+
 afo_array *devcheck_random(afo_dtype dt, int ndim, const int64_t *shape, double lo, double hi) {
     int64_t n = 1;
     for (int i = 0; i < ndim; i++) n *= shape[i];

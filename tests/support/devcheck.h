@@ -27,6 +27,8 @@ void devcheck_poison_bytes(afo_device d, size_t nbytes);
  * d and equals `want` bit for bit: dtype, size and every element's bytes
  * (`want` is evaluated wherever it was made). */
 void devcheck_same(const char *what, afo_device d, afo_array *want, afo_array *got);
+/* Releases a[0 .. n). */
+void devcheck_release(afo_array **a, int n);
 /* A random array of the dtype, values uniform in [lo, hi) (integers
  * rounded, bools 0/1), made on the host. */
 afo_array *devcheck_random(afo_dtype dt, int ndim, const int64_t *shape, double lo, double hi);
