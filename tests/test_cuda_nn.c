@@ -570,6 +570,9 @@ typedef struct step_case {
     int shared_cache;  /* the caller holds the key cache too: no update in place */
     int host_position; /* the position and frequencies on the host (as the rope of k, a chain's tail, sees them) */
     int unsettled;     /* the caches' copies still queued when the step runs: keys read only after the wait */
+    int ring;          /* a full rotating cache's step: ropes at a constant offset, the slot written with
+                          slice_update, attention without a position or mask over every slot */
+    int32_t pos;       /* set by step_cases */
 } step_case;
 
 typedef struct step_result {
@@ -581,8 +584,10 @@ typedef struct step_result {
 static afo_array *step_heads(afo_array *const *in, const step_case *c, int64_t first, int64_t n, afo_array *pos,
                              afo_array *freqs) {
     afo_array *sliced = afo_slice_axis(in[0], 2, first, first + n), *x = afo_swapaxes(sliced, 1, 2);
-    afo_array *r = pos ? afo_rope_at(x, (int)c->D, c->traditional, 10000.0f, 1.0f, pos, c->freqs ? freqs : NULL)
-                       : afo_retain(x);
+    afo_array *f = c->freqs ? freqs : NULL;
+    afo_array *r = !pos     ? afo_retain(x)
+                   : c->ring ? afo_rope(x, (int)c->D, c->traditional, 10000.0f, 1.0f, c->pos, f)
+                             : afo_rope_at(x, (int)c->D, c->traditional, 10000.0f, 1.0f, pos, f);
     devcheck_release((afo_array *[]){sliced, x}, 2);
     return r;
 }
@@ -600,14 +605,16 @@ static step_result decode_step(afo_device d, afo_array *const *in, const step_ca
     if (!c->unsettled) CHECK(afo_synchronize(d) == AFO_OK); /* as a decode step finds its caches */
     afo_array *q = step_heads(in, c, 0, c->Hq, pos, freqs), *k = step_heads(in, c, c->Hq, c->Hkv, pos, freqs),
               *v = step_heads(in, c, c->Hq + c->Hkv, c->Hkv, NULL, NULL);
-    s.keys = afo_slice_update_at(kc, k, 2, pos);
-    s.values = afo_slice_update_at(vc, v, 2, pos);
+    int64_t slot = c->pos % c->cap, start[4] = {0, 0, slot, 0}, stop[4] = {c->B, c->Hkv, slot + 1, c->D};
+    s.keys = c->ring ? afo_slice_update(kc, k, start, stop, NULL) : afo_slice_update_at(kc, k, 2, pos);
+    s.values = c->ring ? afo_slice_update(vc, v, start, stop, NULL) : afo_slice_update_at(vc, v, 2, pos);
     /* as a KV cache leaves them: the updates hold the caches and the new rows alone */
     devcheck_release((afo_array *[]){k, v, vc}, 3);
     if (!c->shared_cache) afo_release(kc), kc = NULL;
     if (apart) CHECK(afo_eval((afo_array *[]){s.keys, s.values}, 2) == AFO_OK);
-    s.out = afo_scaled_dot_product_attention_at(q, s.keys, s.values, 1.0f / sqrtf((float)c->D), NULL, (int)c->window,
-                                                pos);
+    const float scale = 1.0f / sqrtf((float)c->D);
+    s.out = c->ring ? afo_scaled_dot_product_attention(q, s.keys, s.values, scale, NULL, 0, 0)
+                    : afo_scaled_dot_product_attention_at(q, s.keys, s.values, scale, NULL, (int)c->window, pos);
     afo_release(q);
     CHECK_MSG(s.out && afo_eval1(s.out) == AFO_OK, "decode step on %s: %s", afo_device_name(d), afo_last_error());
     CHECK(afo_array_is_evaluated(s.keys) && afo_array_is_evaluated(s.values));
@@ -631,11 +638,12 @@ static void close_to(const char *what, afo_array *want, afo_array *got, double r
 }
 
 static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
+    c.pos = pos;
     char what[200];
     snprintf(what, sizeof what, "decode step %s B=%lld Hq=%lld Hkv=%lld cap=%lld D=%lld pos=%d window=%lld%s%s%s%s",
              afo_dtype_name(t), (long long)c.B, (long long)c.Hq, (long long)c.Hkv, (long long)c.cap, (long long)c.D,
              pos, (long long)c.window, c.traditional ? " traditional" : "", c.shared_cache ? " shared cache" : "",
-             c.host_position ? " host position" : "", c.unsettled ? " unsettled" : "");
+             c.host_position ? " host position" : "", c.unsettled ? " unsettled" : c.ring ? " ring" : "");
     int64_t rs[4] = {c.B, 1, c.Hq + 2 * c.Hkv, c.D}, cs[4] = {c.B, c.Hkv, c.cap, c.D}, one = 1, fs = c.D / 2;
     afo_array *in[5] = {devcheck_random(t, 4, rs, -2, 2), devcheck_random(t, 4, cs, -2, 2),
                         devcheck_random(t, 4, cs, -1, 1), afo_array_from_data(&pos, AFO_INT32, 1, &one),
@@ -683,6 +691,8 @@ static void test_decode_step(void) {
                false);
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .shared_cache = 1}, 150,
                false);
+    /* a rotating cache's step (no position: v is the attention's last input) */
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .ring = 1}, 700, false);
 }
 
 int main(void) {

@@ -118,6 +118,7 @@ static bool same_angles(const afo_cuda_rope *a, const afo_cuda_rope *b) {
  * one position (the attention's) in a cache it may update in place; the
  * key's rope is q's. Fills the new rows' fields of *p. */
 static bool writes_of(afo_array *const *in, int nin, const afo_cuda_rope *q_rope, afo_cuda_sdpa *p) {
+    if (!p->position) return false; /* no position input: in[nin - 1] may be v itself (a ring cache's step) */
     const afo_array *kv[2] = {in[1], in[2]}, *rows[2];
     const void *position = afo_array_ptr(in[nin - 1]);
     bool settled = afo_cuda_settled(in[nin - 1]->buf);
