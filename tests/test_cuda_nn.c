@@ -572,6 +572,7 @@ typedef struct step_case {
     int unsettled;     /* the caches' copies still queued when the step runs: keys read only after the wait */
     int ring;          /* a full rotating cache's step: ropes at a constant offset, the slot written with
                           slice_update, attention without a position or mask over every slot */
+    int values_read;   /* the graph reads the value write elsewhere too: neither write comes along */
     int32_t pos;       /* set by step_cases */
 } step_case;
 
@@ -616,7 +617,10 @@ static step_result decode_step(afo_device d, afo_array *const *in, const step_ca
     s.out = c->ring ? afo_scaled_dot_product_attention(q, s.keys, s.values, scale, NULL, 0, 0)
                     : afo_scaled_dot_product_attention_at(q, s.keys, s.values, scale, NULL, (int)c->window, pos);
     afo_release(q);
-    CHECK_MSG(s.out && afo_eval1(s.out) == AFO_OK, "decode step on %s: %s", afo_device_name(d), afo_last_error());
+    afo_array *elsewhere = c->values_read ? afo_add(s.values, s.values) : NULL, *roots[2] = {s.out, elsewhere};
+    CHECK_MSG(s.out && afo_eval(roots, elsewhere ? 2 : 1) == AFO_OK, "decode step on %s: %s", afo_device_name(d),
+              afo_last_error());
+    afo_release(elsewhere);
     CHECK(afo_array_is_evaluated(s.keys) && afo_array_is_evaluated(s.values));
     s.fused = afo_fused_count() - s.fused;
     devcheck_release((afo_array *[]){kc, pos, freqs}, 3);
@@ -643,7 +647,8 @@ static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
     snprintf(what, sizeof what, "decode step %s B=%lld Hq=%lld Hkv=%lld cap=%lld D=%lld pos=%d window=%lld%s%s%s%s",
              afo_dtype_name(t), (long long)c.B, (long long)c.Hq, (long long)c.Hkv, (long long)c.cap, (long long)c.D,
              pos, (long long)c.window, c.traditional ? " traditional" : "", c.shared_cache ? " shared cache" : "",
-             c.host_position ? " host position" : "", c.unsettled ? " unsettled" : c.ring ? " ring" : "");
+             c.host_position ? " host position" : "",
+             c.unsettled ? " unsettled" : c.ring ? " ring" : c.values_read ? " values read" : "");
     int64_t rs[4] = {c.B, 1, c.Hq + 2 * c.Hkv, c.D}, cs[4] = {c.B, c.Hkv, c.cap, c.D}, one = 1, fs = c.D / 2;
     afo_array *in[5] = {devcheck_random(t, 4, rs, -2, 2), devcheck_random(t, 4, cs, -2, 2),
                         devcheck_random(t, 4, cs, -1, 1), afo_array_from_data(&pos, AFO_INT32, 1, &one),
@@ -690,6 +695,8 @@ static void test_decode_step(void) {
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .traditional = 1}, 150,
                false);
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .shared_cache = 1}, 150,
+               false);
+    step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .values_read = 1}, 150,
                false);
     /* a rotating cache's step (no position: v is the attention's last input) */
     step_cases(AFO_BFLOAT16, (step_case){.B = 1, .Hq = 8, .Hkv = 2, .cap = 200, .D = 128, .ring = 1}, 700, false);

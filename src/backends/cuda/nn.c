@@ -247,7 +247,11 @@ static afo_status sdpa_kernel(afo_array *out, afo_array *const *in, int nin, con
 static afo_status folded_sdpa(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)producer;
     const afo_array *r = in[0];
-    const bool writes = in[1]->deferred || in[2]->deferred;
+    /* both writes or neither (the one the graph reads elsewhere runs apart, and then
+     * the other too); their caches evaluated, as attend reads them */
+    const bool writes = in[1]->deferred == AFO_DEFER_KEPT;
+    if (writes != (in[2]->deferred == AFO_DEFER_KEPT) || (writes && (!in[1]->in[0]->buf || !in[2]->in[0]->buf)))
+        return AFO_OK;
     if (r->deferred != AFO_DEFER_ALONG || r->op != AFO_OP_ROPE || r->in[0]->ndim != 4) return AFO_OK;
     afo_cuda_rope rope;
     rope_params(r, r->in, &rope);
