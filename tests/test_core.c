@@ -261,7 +261,7 @@ static afo_status mul_of_chain(afo_array *out, afo_array *const *in, int nin, in
 /* maximum(square(x), square(w)) with either square kept (its value held
  * elsewhere too): the kept ones given their data here, or all declined
  * (g_decline_kept). */
-static int g_kept_calls, g_decline_kept;
+static int g_kept_calls, g_decline_kept, g_fail_kept;
 
 static afo_status max_of_kept_squares(afo_array *out, afo_array *const *in, int nin, int producer, bool *done) {
     (void)nin, (void)producer;
@@ -269,7 +269,6 @@ static afo_status max_of_kept_squares(afo_array *out, afo_array *const *in, int 
     if (g_decline_kept || out->dtype != AFO_FLOAT32) return AFO_OK;
     for (int i = 0; i < 2; i++)
         if (in[i]->deferred && in[i]->deferred != AFO_DEFER_KEPT) return AFO_OK;
-    AFO_TRY(afo_array_alloc(out));
     const float *src[2];
     for (int i = 0; i < 2; i++) {
         afo_array *sq = in[i];
@@ -283,6 +282,8 @@ static afo_status max_of_kept_squares(afo_array *out, afo_array *const *in, int 
         for (int64_t j = 0; j < sq->size; j++) sp[j] = xp[j] * xp[j];
         src[i] = sp;
     }
+    if (g_fail_kept) return afo_error(AFO_ERR_OUT_OF_MEMORY, "max_of_kept_squares: failing as asked");
+    AFO_TRY(afo_array_alloc(out));
     float *o = afo_array_ptr(out);
     for (int64_t j = 0; j < out->size; j++) o[j] = src[0][j] > src[1][j] ? src[0][j] : src[1][j];
     *done = true;
@@ -406,6 +407,18 @@ static void test_fused_kept(void) {
         afo_release(a), afo_release(b), afo_release(y), afo_release(again);
     }
     g_decline_kept = 0;
+
+    /* the kernel fails after giving the kept producers data: they are left
+     * unevaluated, and a later evaluation computes them afresh */
+    g_fail_kept = 1;
+    afo_array *fa = afo_square(x), *fb = afo_square(w), *fy = afo_maximum(fa, fb);
+    CHECK(afo_eval1(fy) == AFO_ERR_OUT_OF_MEMORY);
+    CHECK(!afo_array_is_evaluated(fa) && !afo_array_is_evaluated(fb) && !afo_array_is_evaluated(fy));
+    g_fail_kept = 0;
+    CHECK(afo_eval1(fy) == AFO_OK);
+    check_values(fy, want, 4, "kept, after a failure");
+    check_values(fa, sx, 4, "kept, after a failure");
+    afo_release(fa), afo_release(fb), afo_release(fy);
 
     /* the graph reads square(x) twice: only square(w) comes along */
     int64_t count = afo_fused_count();

@@ -476,10 +476,17 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
         afo_array *p = a->in[taken_at[t]];
         taken_done(p, &taken[t]);
         computed += chain_length(p);
-        if (st == AFO_OK && *done && p->deferred == AFO_DEFER_KEPT) {
+        if (p->deferred != AFO_DEFER_KEPT) continue;
+        if (st == AFO_OK && *done) {
             assert(p->buf && "a fused kernel left a kept producer without data");
             p->deferred = AFO_DEFER_NONE; /* an evaluated node now, read as any other */
             evaluated(p);
+        } else if (p->buf) {
+            /* failed after giving it data it may not have finished: unevaluated
+             * again, to be computed afresh by a later evaluation */
+            assert(st != AFO_OK && "a declining kernel gave a kept producer data");
+            afo_buffer_release(p->buf);
+            p->buf = NULL;
         }
     }
     moved_free(&moved);
