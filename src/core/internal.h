@@ -170,7 +170,9 @@ typedef afo_status (*afo_vjp_fn)(afo_array *out, afo_array *cotangent, int argnu
  * update, which the cache keeps): the kernel computes them too, giving
  * each its data (afo_array_alloc, or a view) before it sets *done, or
  * declines without touching any; declined, they are evaluated apart
- * first and the kernel is offered the rest again. */
+ * first and the kernel is offered the rest again. A kernel that fails
+ * after giving them data leaves them unevaluated (the evaluator drops
+ * it). */
 typedef enum afo_deferral {
     AFO_DEFER_NONE,
     AFO_DEFER_ALONG, /* the consumer's reference is its only one: no data of its own */
