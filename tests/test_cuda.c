@@ -302,6 +302,75 @@ static void test_generate_graphs(void) {
     afo_model_free(m);
 }
 
+/* Greedy decoding of a random bfloat16 model with 64-wide heads, where the
+ * GPU's decode steps run the decode attention kernel (replayed, it writes
+ * the step's key and value itself), with a plain and a rotating cache: each
+ * id the GPU picks must be, within rounding, the top of the CPU's logits
+ * for the same ids fed one by one through a CPU cache of the same kind (so
+ * a near tie the two break differently does not end the comparison). The
+ * test models elsewhere have heads of 32 or less, which that kernel does
+ * not take. */
+static void check_wide_decode(afo_model *m, const afo_kv_cache_options *co, const char *what) {
+    enum { P = 6, N = 48, V = 256 };
+    int32_t prompt[P] = {3, 17, 99, 5, 42, 7}, ids[N];
+    afo_set_default_device(AFO_CUDA);
+    afo_kv_cache *cache = NULL;
+    CHECK(afo_kv_cache_create_ex(m, 1, co, &cache) == AFO_OK);
+    afo_generate_options o = afo_generate_defaults();
+    o.max_tokens = N;
+    o.ignore_eos = 1;
+    struct { int32_t *ids; int n; } sink = {ids, 0};
+    afo_status st = cache ? afo_generate(m, cache, NULL, prompt, P, &o, collect_id, &sink, NULL) : afo_last_status();
+    CHECK_MSG(st == AFO_OK && sink.n == N, "%s on the GPU: %d ids: %s", what, sink.n, afo_last_error());
+    afo_kv_cache_free(cache);
+    afo_set_default_device(AFO_CPU);
+    cache = NULL;
+    CHECK(afo_kv_cache_create_ex(m, 1, co, &cache) == AFO_OK);
+    afo_forward_options fo = {.last_only = 1};
+    afo_array *logits = NULL;
+    st = cache && sink.n == N ? afo_model_forward_ex(m, cache, prompt, 1, P, &fo, &logits) : AFO_ERR_INVALID_ARGUMENT;
+    for (int i = 0; i < N && st == AFO_OK; i++) {
+        float l[V], top = -INFINITY, low = INFINITY;
+        st = afo_array_read(logits, AFO_FLOAT32, l, sizeof l);
+        for (int v = 0; v < V; v++) top = l[v] > top ? l[v] : top, low = l[v] < low ? l[v] : low;
+        const float tol = 0.02f * (top - low); /* bfloat16 activations rounded in another order */
+        CHECK_MSG(st == AFO_OK && l[ids[i]] >= top - tol, "%s: step %d, the GPU's id %d has logit %g, the top %g",
+                  what, i, ids[i], l[ids[i]], top);
+        afo_release(logits), logits = NULL;
+        if (st == AFO_OK) st = afo_model_forward_ex(m, cache, &ids[i], 1, 1, &fo, &logits);
+    }
+    CHECK_MSG(st == AFO_OK, "%s on the CPU: %s", what, afo_last_error());
+    afo_release(logits);
+    afo_kv_cache_free(cache);
+}
+
+static void test_generate_wide_heads(void) {
+    char tmp[128], cfg[200], dir[200];
+    if (!test_temp_dir("wide-heads", tmp, sizeof tmp)) return;
+    snprintf(cfg, sizeof cfg, "%s/config.json", tmp);
+    snprintf(dir, sizeof dir, "%s/model", tmp);
+    FILE *f = fopen(cfg, "w");
+    if (f) {
+        fputs("{\"model_type\": \"llama\", \"vocab_size\": 256, \"hidden_size\": 256, \"intermediate_size\": 512, "
+              "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+              "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, "
+              "\"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2, \"dtype\": \"bfloat16\"}",
+              f);
+        fclose(f);
+    }
+    afo_model *m = NULL;
+    CHECK_MSG(afo_model_write_random(cfg, dir, AFO_BFLOAT16, 11) == AFO_OK && afo_model_load(dir, NULL, &m) == AFO_OK,
+              "wide-head model: %s", afo_last_error());
+    if (m) {
+        afo_kv_cache_options plain = afo_kv_cache_defaults(), ring = plain;
+        ring.max_kv_size = 24, ring.keep = 4; /* 54 positions: the ring turns twice */
+        check_wide_decode(m, &plain, "plain cache");
+        check_wide_decode(m, &ring, "rotating cache");
+        afo_model_free(m);
+    }
+    test_remove_tree(tmp);
+}
+
 int main(void) {
     if (!devcheck_available(AFO_CUDA)) return 77;
     /* every check here names its devices: AFO_TEST_DEVICE does not apply */
@@ -314,5 +383,6 @@ int main(void) {
     RUN(test_where_astype);
     RUN(test_recording);
     RUN(test_generate_graphs);
+    RUN(test_generate_wide_heads);
     return test_finish();
 }
