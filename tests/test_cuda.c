@@ -344,28 +344,49 @@ static void check_wide_decode(afo_model *m, const afo_kv_cache_options *co, cons
     afo_kv_cache_free(cache);
 }
 
-static void test_generate_wide_heads(void) {
-    char tmp[128], cfg[200], dir[200];
-    if (!test_temp_dir("wide-heads", tmp, sizeof tmp)) return;
-    snprintf(cfg, sizeof cfg, "%s/config.json", tmp);
-    snprintf(dir, sizeof dir, "%s/model", tmp);
+/* A random model of 64-wide heads (llama, or mistral with a 16-position
+ * window over every layer) at dir, in bfloat16 or converted to 4-bit g64. */
+static afo_model *wide_model(const char *tmp, const char *name, bool windowed, int bits) {
+    char cfg[300], dir[300], quant[300];
+    snprintf(cfg, sizeof cfg, "%s/%s.json", tmp, name);
+    snprintf(dir, sizeof dir, "%s/%s", tmp, name);
+    snprintf(quant, sizeof quant, "%s/%s-q%d", tmp, name, bits);
     FILE *f = fopen(cfg, "w");
     if (f) {
-        fputs("{\"model_type\": \"llama\", \"vocab_size\": 256, \"hidden_size\": 256, \"intermediate_size\": 512, "
-              "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
-              "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, "
-              "\"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2, \"dtype\": \"bfloat16\"}",
-              f);
+        fprintf(f,
+                "{\"model_type\": \"%s\", \"vocab_size\": 256, \"hidden_size\": 256, \"intermediate_size\": 512, "
+                "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
+                "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, %s"
+                "\"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2, \"dtype\": \"bfloat16\"}",
+                windowed ? "mistral" : "llama", windowed ? "\"sliding_window\": 16, " : "");
         fclose(f);
     }
+    afo_convert_options co = {.dtype = -1, .bits = bits, .group_size = 64};
     afo_model *m = NULL;
-    CHECK_MSG(afo_model_write_random(cfg, dir, AFO_BFLOAT16, 11) == AFO_OK && afo_model_load(dir, NULL, &m) == AFO_OK,
-              "wide-head model: %s", afo_last_error());
+    bool ok = afo_model_write_random(cfg, dir, AFO_BFLOAT16, 11) == AFO_OK &&
+              (!bits || afo_model_convert(dir, quant, &co, NULL) == AFO_OK) &&
+              afo_model_load(bits ? quant : dir, NULL, &m) == AFO_OK;
+    CHECK_MSG(ok, "%s: %s", name, afo_last_error());
+    return m;
+}
+
+static void test_generate_wide_heads(void) {
+    char tmp[128];
+    if (!test_temp_dir("wide-heads", tmp, sizeof tmp)) return;
+    afo_kv_cache_options plain = afo_kv_cache_defaults(), ring = plain;
+    ring.max_kv_size = 24, ring.keep = 4; /* 54 positions: the ring turns twice */
+    afo_model *m = wide_model(tmp, "llama", false, 0);
     if (m) {
-        afo_kv_cache_options plain = afo_kv_cache_defaults(), ring = plain;
-        ring.max_kv_size = 24, ring.keep = 4; /* 54 positions: the ring turns twice */
-        check_wide_decode(m, &plain, "plain cache");
-        check_wide_decode(m, &ring, "rotating cache");
+        check_wide_decode(m, &plain, "bfloat16, plain cache");
+        check_wide_decode(m, &ring, "bfloat16, rotating cache");
+        afo_model_free(m);
+    }
+    if ((m = wide_model(tmp, "llama4", false, 4))) {
+        check_wide_decode(m, &plain, "4-bit g64, plain cache");
+        afo_model_free(m);
+    }
+    if ((m = wide_model(tmp, "mistral", true, 0))) {
+        check_wide_decode(m, &plain, "bfloat16, a 16-position window");
         afo_model_free(m);
     }
     test_remove_tree(tmp);
