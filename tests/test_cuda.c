@@ -373,12 +373,14 @@ static afo_model *wide_model(const char *tmp, const char *name, bool windowed, i
 static void test_generate_wide_heads(void) {
     char tmp[128];
     if (!test_temp_dir("wide-heads", tmp, sizeof tmp)) return;
-    afo_kv_cache_options plain = afo_kv_cache_defaults(), ring = plain;
+    afo_kv_cache_options plain = afo_kv_cache_defaults(), ring = plain, quantized = plain;
     ring.max_kv_size = 24, ring.keep = 4; /* 54 positions: the ring turns twice */
+    quantized.kv_bits = 8, quantized.quantized_start = 0;
     afo_model *m = wide_model(tmp, "llama", false, 0);
     if (m) {
         check_wide_decode(m, &plain, "bfloat16, plain cache");
         check_wide_decode(m, &ring, "bfloat16, rotating cache");
+        check_wide_decode(m, &quantized, "bfloat16, 8-bit cache");
         afo_model_free(m);
     }
     if ((m = wide_model(tmp, "llama4", false, 4))) {
