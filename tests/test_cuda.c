@@ -245,23 +245,25 @@ static void test_recording(void) {
     afo_recording_free(r);
 }
 
-/* The demo model's ids for `prompt`, decoded on device d. */
-static void generate_on(afo_model *m, afo_device d, int graphs, const afo_sampler_options *so, int n, int32_t *ids) {
-    int32_t prompt[3] = {1, 1785, 28};
+/* n ids decoded after `prompt` (np ids) on device d, with a cache of
+ * options co (NULL: the defaults); how many came. */
+static int generate_on(afo_model *m, afo_device d, const afo_kv_cache_options *co, const int32_t *prompt, int np,
+                       int graphs, const afo_sampler_options *so, int n, int32_t *ids) {
     afo_set_default_device(d);
     afo_kv_cache *cache = NULL;
-    CHECK(afo_kv_cache_create(m, 1, &cache) == AFO_OK);
+    CHECK(afo_kv_cache_create_ex(m, 1, co, &cache) == AFO_OK);
     afo_generate_options o = afo_generate_defaults();
     o.max_tokens = n;
     o.ignore_eos = 1;
     o.graphs = graphs;
     if (so) o.sampler = *so;
     struct { int32_t *ids; int n; } sink = {ids, 0};
-    afo_status st = afo_generate(m, cache, NULL, prompt, 3, &o, collect_id, &sink, NULL);
+    afo_status st = afo_generate(m, cache, NULL, prompt, (size_t)np, &o, collect_id, &sink, NULL);
     CHECK_MSG(st == AFO_OK && sink.n == n, "%s graphs %d: %d ids: %s", afo_device_name(d), graphs, sink.n,
               afo_last_error());
     afo_kv_cache_free(cache);
     afo_set_default_device(AFO_CPU);
+    return sink.n;
 }
 
 static int agreeing(const int32_t *a, const int32_t *b, int n) {
@@ -283,9 +285,10 @@ static void test_generate_graphs(void) {
     }
     enum { N = 600 };
     static int32_t cpu[40], plain[N], replayed[N];
-    generate_on(m, AFO_CPU, 0, NULL, 40, cpu);
-    generate_on(m, AFO_CUDA, 0, NULL, N, plain);
-    generate_on(m, AFO_CUDA, 1, NULL, N, replayed);
+    const int32_t prompt[3] = {1, 1785, 28};
+    generate_on(m, AFO_CPU, NULL, prompt, 3, 0, NULL, 40, cpu);
+    generate_on(m, AFO_CUDA, NULL, prompt, 3, 0, NULL, N, plain);
+    generate_on(m, AFO_CUDA, NULL, prompt, 3, 1, NULL, N, replayed);
     /* float32 sums in another order may flip a near tie late in the run:
      * the first ids must agree with the CPU, all of them between the GPU runs */
     int agree = agreeing(cpu, plain, 40);
@@ -295,8 +298,8 @@ static void test_generate_graphs(void) {
     afo_sampler_options so = afo_sampler_defaults();
     so.temperature = 0.8;
     so.seed = 5;
-    generate_on(m, AFO_CUDA, 0, &so, 40, plain);
-    generate_on(m, AFO_CUDA, 1, &so, 40, replayed);
+    generate_on(m, AFO_CUDA, NULL, prompt, 3, 0, &so, 40, plain);
+    generate_on(m, AFO_CUDA, NULL, prompt, 3, 1, &so, 40, replayed);
     agree = agreeing(plain, replayed, 40);
     CHECK_MSG(agree >= 8, "sampling from replayed logits differs at step %d", agree);
     afo_model_free(m);
@@ -313,22 +316,13 @@ static void test_generate_graphs(void) {
 static void check_wide_decode(afo_model *m, const afo_kv_cache_options *co, const char *what) {
     enum { P = 6, N = 48, V = 256 };
     int32_t prompt[P] = {3, 17, 99, 5, 42, 7}, ids[N];
-    afo_set_default_device(AFO_CUDA);
+    const int got = generate_on(m, AFO_CUDA, co, prompt, P, 1, NULL, N, ids);
     afo_kv_cache *cache = NULL;
-    CHECK(afo_kv_cache_create_ex(m, 1, co, &cache) == AFO_OK);
-    afo_generate_options o = afo_generate_defaults();
-    o.max_tokens = N;
-    o.ignore_eos = 1;
-    struct { int32_t *ids; int n; } sink = {ids, 0};
-    afo_status st = cache ? afo_generate(m, cache, NULL, prompt, P, &o, collect_id, &sink, NULL) : afo_last_status();
-    CHECK_MSG(st == AFO_OK && sink.n == N, "%s on the GPU: %d ids: %s", what, sink.n, afo_last_error());
-    afo_kv_cache_free(cache);
-    afo_set_default_device(AFO_CPU);
-    cache = NULL;
     CHECK(afo_kv_cache_create_ex(m, 1, co, &cache) == AFO_OK);
     afo_forward_options fo = {.last_only = 1};
     afo_array *logits = NULL;
-    st = cache && sink.n == N ? afo_model_forward_ex(m, cache, prompt, 1, P, &fo, &logits) : AFO_ERR_INVALID_ARGUMENT;
+    afo_status st = cache && got == N ? afo_model_forward_ex(m, cache, prompt, 1, P, &fo, &logits)
+                                      : AFO_ERR_INVALID_ARGUMENT;
     for (int i = 0; i < N && st == AFO_OK; i++) {
         float l[V], top = -INFINITY, low = INFINITY;
         st = afo_array_read(logits, AFO_FLOAT32, l, sizeof l);
