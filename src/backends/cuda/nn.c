@@ -114,21 +114,22 @@ static bool same_angles(const afo_cuda_rope *a, const afo_cuda_rope *b) {
 
 /* A decode step's cache writes as the decode kernel takes them: k =
  * in[1], slice_update_at(keys, rope(x) taken along) and v = in[2],
- * slice_update_at(values, x), both kept by the KV cache, each a slot of
- * one position (the attention's) in a cache it may update in place; the
- * key's rope is q's. Fills the new rows' fields of *p. */
-static bool writes_of(afo_array *const *in, int nin, const afo_cuda_rope *q_rope, afo_cuda_sdpa *p) {
-    if (!p->position) return false; /* no position input: in[nin - 1] may be v itself (a ring cache's step) */
+ * slice_update_at(values, x), both kept by the KV cache (folded_sdpa
+ * checked), each a slot of the attention's position (p->position; none: a
+ * rotating cache's step) in a cache it may update in place; the key's rope
+ * is q's. Fills the new rows' fields of *p. */
+static bool writes_of(afo_array *const *in, const afo_cuda_rope *q_rope, afo_cuda_sdpa *p) {
+    if (!p->position) return false;
     const afo_array *kv[2] = {in[1], in[2]}, *rows[2];
-    const void *position = afo_array_ptr(in[nin - 1]);
-    bool settled = afo_cuda_settled(in[nin - 1]->buf);
+    bool settled = true;
     for (int i = 0; i < 2; i++) {
         const afo_array *u = kv[i], *cache = u->in[0], *x = u->in[1];
-        if (u->deferred != AFO_DEFER_KEPT || u->op != AFO_OP_SLICE_UPDATE || u->nin != 3 ||
-            u->attrs.i[AFO_SLICE_AT_AXIS] != 2 || afo_array_ptr(u->in[2]) != position ||
-            !afo_slice_update_can_donate(cache) || cache->dtype != p->dtype || u->ndim != 4)
+        if (u->op != AFO_OP_SLICE_UPDATE || u->nin != 3 || u->attrs.i[AFO_SLICE_AT_AXIS] != 2 ||
+            afo_array_ptr(u->in[2]) != p->position || !afo_slice_update_can_donate(cache) ||
+            cache->dtype != p->dtype || u->ndim != 4)
             return false;
-        settled = settled && afo_cuda_settled(cache->buf); /* before this step's write marks it */
+        /* the position, and the cache before this step's write marks it */
+        settled = settled && afo_cuda_settled(u->in[2]->buf) && afo_cuda_settled(cache->buf);
         for (int d = 0; d < 4; d++)
             if (u->attrs.i[d] != 0 || u->attrs.i[AFO_MAX_DIMS + d] != 1 ||
                 u->attrs.i[2 * AFO_MAX_DIMS + d] != (d == 2 ? 1 : u->shape[d]))
@@ -205,7 +206,7 @@ static afo_status attend(afo_array *out, afo_array *const *in, int nin, const af
         bhl_strides(&view[2], p.vs);
     }
     if (st == AFO_OK && q_rope && !afo_cuda_sdpa_ropes_q(&p)) return AFO_OK;
-    if (st == AFO_OK && writes && !writes_of(in, nin, q_rope, &p)) return AFO_OK;
+    if (st == AFO_OK && writes && !writes_of(in, q_rope, &p)) return AFO_OK;
     *done = true;
     for (int i = 1; i <= 2 && writes && st == AFO_OK; i++) { /* the kernel writes their slots */
         afo_array region;
