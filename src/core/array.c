@@ -412,12 +412,13 @@ static void mark_fusions(afo_array *const *order, size_t count) {
  * a producer taken along, or a kept producer itself, its inputs on the
  * consumer's device either way (restored by taken_done). */
 typedef struct taken_input {
-    afo_array copy, **own_in;
+    afo_array *node, copy, **own_in;
     moved_inputs moved;
 } taken_input;
 
 static afo_status take_input(afo_array *p, afo_device device, taken_input *t, afo_array **arg) {
     t->moved = (moved_inputs){.ptrs = t->moved.ptrs_stack};
+    t->node = p;
     t->own_in = p->in;
     afo_array *const *p_in;
     AFO_TRY(inputs_on(p, device, &t->moved, &p_in));
@@ -432,8 +433,8 @@ static afo_status take_input(afo_array *p, afo_device device, taken_input *t, af
     return AFO_OK;
 }
 
-static void taken_done(afo_array *p, taken_input *t) {
-    p->in = t->own_in;
+static void taken_done(taken_input *t) {
+    t->node->in = t->own_in;
     moved_free(&t->moved);
 }
 
@@ -459,7 +460,7 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
     afo_fused_fn fn = afo_op_fused(a->device, a->op, a->in[k]->op, NULL);
     moved_inputs moved = {.ptrs = moved.ptrs_stack};
     taken_input taken[1 + FUSED_MAX_KEPT];
-    int taken_at[1 + FUSED_MAX_KEPT], ntaken = 0;
+    int ntaken = 0;
     afo_array *const *in;
     afo_status st = inputs_on(a, a->device, &moved, &in);
     afo_array *args[FUSED_MAX_INPUTS];
@@ -467,14 +468,13 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
     for (int i = 0; i < a->nin && st == AFO_OK; i++)
         if (a->in[i]->deferred) {
             assert(ntaken < 1 + FUSED_MAX_KEPT);
-            taken_at[ntaken] = i;
             st = take_input(a->in[i], a->device, &taken[ntaken++], &args[i]);
         }
     if (st == AFO_OK) st = fn(a, args, a->nin, k, done);
     int64_t computed = 0;
     for (int t = 0; t < ntaken; t++) {
-        afo_array *p = a->in[taken_at[t]];
-        taken_done(p, &taken[t]);
+        afo_array *p = taken[t].node;
+        taken_done(&taken[t]);
         computed += chain_length(p);
         if (p->deferred != AFO_DEFER_KEPT) continue;
         if (st == AFO_OK && *done) {
