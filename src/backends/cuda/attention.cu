@@ -317,10 +317,6 @@ extern "C" bool afo_cuda_sdpa_ropes_q(const afo_cuda_sdpa *p) {
     return p->q_rope && !a.mma && afo_cuda::decode_applies(*p, a);
 }
 
-extern "C" bool afo_cuda_sdpa_writes_kv(const afo_cuda_sdpa *p) {
-    return p->k_new && p->v_new && p->position && afo_cuda_sdpa_ropes_q(p);
-}
-
 extern "C" cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t st) {
     Args a = args_of(p);
     if (a.mma) return afo_cuda::sdpa_mma(*p, a.G, st);

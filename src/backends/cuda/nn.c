@@ -117,7 +117,8 @@ static bool same_angles(const afo_cuda_rope *a, const afo_cuda_rope *b) {
  * slice_update_at(values, x), both kept by the KV cache (folded_sdpa
  * checked), each a slot of the attention's position (p->position; none: a
  * rotating cache's step) in a cache it may update in place; the key's rope
- * is q's. Fills the new rows' fields of *p. */
+ * is q's, which the decode kernel takes (attend checked). Fills the new
+ * rows' fields of *p. */
 static bool writes_of(afo_array *const *in, const afo_cuda_rope *q_rope, afo_cuda_sdpa *p) {
     if (!p->position) return false;
     const afo_array *kv[2] = {in[1], in[2]}, *rows[2];
@@ -160,7 +161,7 @@ static bool writes_of(afo_array *const *in, const afo_cuda_rope *q_rope, afo_cud
     }
     p->k_new = afo_array_ptr(rows[0]), p->v_new = afo_array_ptr(rows[1]), p->settled = settled;
     for (int d = 0; d < 2; d++) p->kns[d] = rows[0]->strides[d], p->vns[d] = rows[1]->strides[d];
-    return afo_cuda_sdpa_writes_kv(p);
+    return true;
 }
 
 /* Attention with q read from `q` (in[0], or the input of the rope in[0]

@@ -85,7 +85,8 @@ typedef struct afo_cuda_sdpa {
     /* the step's key (before its rope, which is q_rope's: same position)
      * and value, [B, Hkv, 1, D] rows at these batch and head strides, that
      * the decode kernel writes into k's and v's slot at *position (clamped
-     * to the cache) before it reads them (afo_cuda_sdpa_writes_kv), or NULL */
+     * to the cache) before it reads them, or NULL; set only with a position
+     * and where afo_cuda_sdpa_ropes_q holds */
     const void *k_new, *v_new;
     int64_t kns[2], vns[2];
     /* with k_new: the caches, the position and the rope's frequencies were
@@ -109,8 +110,6 @@ cudaError_t afo_cuda_sdpa_run(const afo_cuda_sdpa *p, cudaStream_t stream);
 /* Whether the decode kernel takes this attention with q_rope applied to q
  * (one query, rotate-half pairs over the whole head). */
 bool afo_cuda_sdpa_ropes_q(const afo_cuda_sdpa *p);
-/* Whether it also takes the step's key and value (k_new, v_new) to write. */
-bool afo_cuda_sdpa_writes_kv(const afo_cuda_sdpa *p);
 
 /* What a product computes along (see afo_fused_fn), each where not NULL:
  * an addend (a residual); x's rms norm times norm_weight (of x's dtype),
