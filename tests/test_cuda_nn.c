@@ -468,11 +468,18 @@ typedef struct roped_case {
     int dims, traditional, freqs, apart;
 } roped_case;
 
+/* heads [first, first + n) of row [B, L, H, D] as [B, n, L, D] */
+static afo_array *heads_of(afo_array *row, int64_t first, int64_t n) {
+    afo_array *sliced = afo_slice_axis(row, 2, first, first + n), *x = afo_swapaxes(sliced, 1, 2);
+    afo_release(sliced);
+    return x;
+}
+
 /* heads [0, n) of in [B, L, n + 2, D] as [B, n, L, D], roped at in[2]'s position */
 static afo_array *roped_heads(afo_array *const *in, const roped_case *c, int64_t n) {
-    afo_array *sliced = afo_slice_axis(in[0], 2, 0, n), *x = afo_swapaxes(sliced, 1, 2);
+    afo_array *x = heads_of(in[0], 0, n);
     afo_array *r = afo_rope_at(x, c->dims, c->traditional, 10000.0f, 1.0f, in[2], c->freqs ? in[3] : NULL);
-    devcheck_release((afo_array *[]){sliced, x}, 2);
+    afo_release(x);
     if (r && c->apart) CHECK_MSG(afo_eval1(r) == AFO_OK, "rope: %s", afo_last_error());
     return r;
 }
@@ -584,12 +591,11 @@ typedef struct step_result {
 /* heads [first, first + n) of row [B, 1, H, D] as [B, n, 1, D], roped at *pos when asked */
 static afo_array *step_heads(afo_array *const *in, const step_case *c, int64_t first, int64_t n, afo_array *pos,
                              afo_array *freqs) {
-    afo_array *sliced = afo_slice_axis(in[0], 2, first, first + n), *x = afo_swapaxes(sliced, 1, 2);
-    afo_array *f = c->freqs ? freqs : NULL;
-    afo_array *r = !pos     ? afo_retain(x)
-                   : c->ring ? afo_rope(x, (int)c->D, c->traditional, 10000.0f, 1.0f, c->pos, f)
-                             : afo_rope_at(x, (int)c->D, c->traditional, 10000.0f, 1.0f, pos, f);
-    devcheck_release((afo_array *[]){sliced, x}, 2);
+    afo_array *x = heads_of(in[0], first, n), *f = c->freqs ? freqs : NULL;
+    if (!pos) return x;
+    afo_array *r = c->ring ? afo_rope(x, (int)c->D, c->traditional, 10000.0f, 1.0f, c->pos, f)
+                           : afo_rope_at(x, (int)c->D, c->traditional, 10000.0f, 1.0f, pos, f);
+    afo_release(x);
     return r;
 }
 
