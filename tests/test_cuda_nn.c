@@ -634,19 +634,6 @@ static step_result decode_step(afo_device d, afo_array *const *in, const step_ca
     return s;
 }
 
-static void close_to(const char *what, afo_array *want, afo_array *got, double rtol) {
-    int64_t n = afo_array_size(want);
-    double *w = malloc(sizeof *w * (size_t)n), *g = malloc(sizeof *g * (size_t)n);
-    CHECK(afo_array_size(got) == n && afo_array_read(want, AFO_FLOAT64, w, sizeof *w * (size_t)n) == AFO_OK &&
-          afo_array_read(got, AFO_FLOAT64, g, sizeof *g * (size_t)n) == AFO_OK);
-    int64_t bad = 0, first = -1;
-    for (int64_t i = 0; i < n; i++)
-        if (!(fabs(g[i] - w[i]) <= rtol * (1 + fabs(w[i]))) && bad++ == 0) first = i;
-    CHECK_MSG(bad == 0, "%s: %lld of %lld differ from the CPU's, first at %lld: %.9g against %.9g", what,
-              (long long)bad, (long long)n, (long long)first, first >= 0 ? g[first] : 0.0, first >= 0 ? w[first] : 0.0);
-    free(w), free(g);
-}
-
 static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
     c.pos = pos;
     char what[200];
@@ -672,7 +659,7 @@ static void step_cases(afo_dtype t, step_case c, int32_t pos, bool expect) {
     for (int i = 0; i < 3; i++) {
         char part[240];
         snprintf(part, sizeof part, "%s: %s", what, parts[i]);
-        close_to(part, want[i], mine[i], rtol);
+        devcheck_compare(part, AFO_CUDA, want[i], mine[i], rtol, rtol);
         devcheck_same(part, AFO_CUDA, same[i], mine[i]);
     }
     devcheck_release(want, 3), devcheck_release(same, 3), devcheck_release(mine, 3), devcheck_release(in, 5);

@@ -50,6 +50,24 @@ static void poison(afo_device d, afo_dtype dt, int64_t n, int count) {
     afo_release(nan);
 }
 
+/* want (the CPU's) against got (d's), element by element, by devcheck's
+ * rule; the largest relative error seen. */
+static double compare(const char *what, afo_device d, const double *want, const double *got, int64_t n, double rtol,
+                      double atol) {
+    double worst = 0;
+    int64_t bad = 0, first = -1;
+    for (int64_t i = 0; i < n; i++) {
+        double w = want[i], g = got[i], err = fabs(g - w);
+        bool ok = (isnan(w) && isnan(g)) || (isinf(w) && g == w) || err <= atol + rtol * fabs(w);
+        if (!isnan(w) && !isinf(w) && fabs(w) > 0 && err / fabs(w) > worst) worst = err / fabs(w);
+        if (!ok && bad++ == 0) first = i;
+    }
+    CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ; first at %lld: %s %.9g, cpu %.9g", what, (long long)bad,
+              (long long)n, (long long)first, afo_device_name(d), first >= 0 ? got[first] : 0.0,
+              first >= 0 ? want[first] : 0.0);
+    return worst;
+}
+
 double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int nin,
                 double rtol, double atol) {
     double *want = NULL, *got = NULL, worst = 0;
@@ -63,22 +81,28 @@ double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_a
         CHECK_MSG(afo_array_dtype(out) == afo_array_dtype(ref) && afo_array_ndim(out) == afo_array_ndim(ref),
                   "%s: dtype/ndim differ", what);
         CHECK_MSG(afo_array_device(out) == d, "%s: result lives on %s", what, afo_device_name(afo_array_device(out)));
-        int64_t n = afo_array_size(ref), bad = 0, first = -1;
-        for (int64_t i = 0; i < n; i++) {
-            double w = want[i], g = got[i], err = fabs(g - w);
-            bool ok = (isnan(w) && isnan(g)) || (isinf(w) && g == w) || err <= atol + rtol * fabs(w);
-            if (!isnan(w) && !isinf(w) && fabs(w) > 0 && err / fabs(w) > worst) worst = err / fabs(w);
-            if (!ok && bad++ == 0) first = i;
-        }
-        CHECK_MSG(bad == 0, "%s: %lld of %lld elements differ; first at %lld: %s %.9g, cpu %.9g", what,
-                  (long long)bad, (long long)n, (long long)first, afo_device_name(d), first >= 0 ? got[first] : 0.0,
-                  first >= 0 ? want[first] : 0.0);
+        worst = compare(what, d, want, got, afo_array_size(ref), rtol, atol);
     }
     free(want);
     free(got);
     afo_release(ref);
     afo_release(out);
     afo_clear_cache(); /* poisoned buffers left over must not reach later, unchecked work */
+    return worst;
+}
+
+double devcheck_compare(const char *what, afo_device d, afo_array *want, afo_array *got, double rtol, double atol) {
+    CHECK_MSG(want && got, "%s: %s", what, afo_last_error());
+    if (!want || !got) return INFINITY;
+    int64_t n = afo_array_size(want);
+    double *w = malloc(sizeof *w * (size_t)(n ? n : 1)), *g = malloc(sizeof *g * (size_t)(n ? n : 1)), worst = INFINITY;
+    bool read = w && g && afo_array_size(got) == n &&
+                afo_array_read(want, AFO_FLOAT64, w, sizeof *w * (size_t)n) == AFO_OK &&
+                afo_array_read(got, AFO_FLOAT64, g, sizeof *g * (size_t)n) == AFO_OK;
+    CHECK_MSG(read, "%s: sizes %lld and %lld, or a read failed: %s", what, (long long)n,
+              (long long)afo_array_size(got), afo_last_error());
+    if (read) worst = compare(what, d, w, g, n, rtol, atol);
+    free(w), free(g);
     return worst;
 }
 

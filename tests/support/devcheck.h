@@ -18,6 +18,9 @@ int devcheck_available(afo_device d);
  * error seen (for reports). */
 double devcheck(const char *what, afo_device d, devcheck_fn fn, void *ctx, afo_array *const *in, int nin,
                 double rtol, double atol);
+/* devcheck's comparison of two arrays made apart: want (the CPU's) and got
+ * (d's), evaluated as needed and read as float64. */
+double devcheck_compare(const char *what, afo_device d, afo_array *want, afo_array *got, double rtol, double atol);
 /* Leaves a buffer of nbytes bytes of float16 NaNs in d's buffer cache,
  * which the next allocation of that size on d receives, whatever its
  * dtype: an element a kernel leaves unwritten then shows in a bitwise

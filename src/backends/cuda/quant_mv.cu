@@ -153,21 +153,23 @@ __device__ __forceinline__ float inv_rms_of(const qmv_int_args &a, float ss, flo
 // instead of one per step (up to 2 octets a thread, the norm's weights,
 // settled, came before the wait for the kernel before, in nw: more held
 // across the wait spilled); the norm's sum of squares is then
-// taken from registers. XO 0: longer rows, round by round, x read twice
-// with a norm. Either way each thread sums its squares in the same order,
-// so the norm is the same float.
+// taken from registers. XO 0: longer rows, an octet a thread a round, x
+// read twice with a norm. Either way each thread sums its squares in the
+// same order, so the norm is the same float.
 template <int BITS, typename XT, int XO>
 __device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&nw)[kNormEarlySize<XO>], int2 *xq,
                                            float2 *chunk, int chunks) {
     __shared__ float red[kWarps];
+    constexpr bool kHeld = XO > 0;
+    constexpr int R = kHeld ? XO : 1; // octets a thread holds at once
     const int octets = chunks * 4, step = blockDim.x;
     const uint4 *x = (const uint4 *)a.x, *up = (const uint4 *)a.up, *w = (const uint4 *)a.norm_weight;
     float v[8];
-    if constexpr (XO > 0) {
-        uint4 raw[XO], side[XO];
+    uint4 raw[R], side[R];
+    auto load = [&](int base) { // the thread's octets of the round from octet `base`
 #pragma unroll
-        for (int i = 0; i < XO; i++) {
-            const int o = threadIdx.x + i * step;
+        for (int i = 0; i < R; i++) {
+            const int o = base + threadIdx.x + i * step;
             if (o < octets) {
                 raw[i] = __ldg(x + o);
                 side[i] = uint4{};
@@ -178,37 +180,34 @@ __device__ __forceinline__ void quantize_x(const qmv_int_args &a, const uint4 (&
                 }
             }
         }
-        float inv_rms = 1.0f;
-        if (a.norm_weight) {
-            float ss = 0.0f;
+    };
+    if constexpr (kHeld) load(0);
+    float inv_rms = 1.0f;
+    if (a.norm_weight) {
+        float ss = 0.0f;
+        if constexpr (kHeld) {
 #pragma unroll
-            for (int i = 0; i < XO; i++) {
+            for (int i = 0; i < R; i++) {
                 if (threadIdx.x + i * step >= octets) break;
                 add_squares<XT>(raw[i], v, ss);
             }
-            inv_rms = inv_rms_of(a, ss, red);
+        } else {
+            for (int o = threadIdx.x; o < octets; o += step) add_squares<XT>(__ldg(x + o), v, ss);
         }
+        inv_rms = inv_rms_of(a, ss, red);
+    }
+    auto quantize_round = [&](int base) {
 #pragma unroll
-        for (int i = 0; i < XO; i++) {
-            const int o = threadIdx.x + i * step;
-            if (i * step >= octets) break; // the whole block leaves together (shuffles)
+        for (int i = 0; i < R; i++) {
+            const int o = base + threadIdx.x + i * step;
+            if (base + i * step >= octets) break; // the whole block leaves together (shuffles)
             if (o < octets) input_octet<XT>(a, raw[i], side[i], inv_rms, v);
             quantize_octet<BITS>(v, o, o < octets, xq, chunk, chunks);
         }
-    } else {
-        float inv_rms = 1.0f;
-        if (a.norm_weight) {
-            float ss = 0.0f;
-            for (int o = threadIdx.x; o < octets; o += step) add_squares<XT>(__ldg(x + o), v, ss);
-            inv_rms = inv_rms_of(a, ss, red);
-        }
-        for (int base = 0; base < octets; base += step) {
-            const int o = base + threadIdx.x;
-            if (o < octets) input_octet<XT>(a, __ldg(x + o), a.up ? __ldg(up + o) : a.norm_weight ? __ldg(w + o) : uint4{},
-                                            inv_rms, v);
-            quantize_octet<BITS>(v, o, o < octets, xq, chunk, chunks);
-        }
-    }
+    };
+    if constexpr (kHeld) quantize_round(0);
+    else
+        for (int base = 0; base < octets; base += step) load(base), quantize_round(base);
     __syncthreads();
 }
 
