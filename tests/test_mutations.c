@@ -1,7 +1,8 @@
 /* Damaged inputs, at random: the demo model's config.json,
  * generation_config.json, tokenizer.json and safetensors header, the
- * quantization section of a quantized copy's config, the chat templates of
- * chat_template_cases.h and of the fixture models, and the chat context,
+ * quantization section of a quantized copy's config, the shared fixtures'
+ * tokenizers of other kinds, the chat templates of chat_template_cases.h
+ * and of the fixture models, and the chat context,
  * each changed a few bytes at a time (bytes overwritten, letters or digits
  * swapped, a span removed or repeated, the file cut short) from a fixed
  * seed. Every load and render must either succeed or return an error with
@@ -173,35 +174,62 @@ static void test_safetensors_header(void) {
     mutate_model_file(g_dir, "model.safetensors", 0, 8 + (size_t)header, (int)(200 * g_scale));
 }
 
-static void test_tokenizer(void) {
-    char src[512], dst[512];
-    snprintf(src, sizeof src, "%s/tokenizer.json", DEMO);
-    snprintf(dst, sizeof dst, "%s/tokenizer.json", g_dir);
+/* `rounds` mutations of the tokenizer.json at src, each written to a file
+ * of the test directory (removed afterwards), loaded, and when it loads used to encode and decode a
+ * sentence. Every other mutation lands in the file's first `head` bytes
+ * (its sections before the vocabulary, most of the file). */
+static void mutate_tokenizer(const char *src, const char *label, size_t head, int rounds) {
+    char dst[512];
+    snprintf(dst, sizeof dst, "%s/mutated-tokenizer.json", g_dir);
     blob good = read_file(src), bad = {malloc(good.len + 66), 0};
     CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", src);
-    static const char text[] = "Once upon a time, a café sold 3 cakes. \xe2\x98\x83";
-    int loaded = 0, rounds = (int)(60 * g_scale);
+    static const char text[] = "Once upon a time, a caf\xc3\xa9 sold 3 cakes. \xe2\x98\x83 \xe4\xbd\xa0\xe5\xa5\xbd";
+    int loaded = 0;
     for (int r = 0; r < rounds && good.len && bad.data; r++) {
-        /* the model's sections come first; the vocabulary is most of the
-         * file, so half of the mutations land in its first 4 KB */
-        mutate(&good, 0, r % 2 ? 4096 : SIZE_MAX, &bad);
+        mutate(&good, 0, r % 2 ? head : SIZE_MAX, &bad);
         write_file(dst, bad.data, bad.len);
         afo_tokenizer *t = afo_tokenizer_load(dst);
-        check_error_text(t ? AFO_OK : AFO_ERR_FORMAT, "tokenizer.json", r);
+        check_error_text(t ? AFO_OK : AFO_ERR_FORMAT, label, r);
         if (!t) continue;
         int32_t *ids = NULL;
         size_t n = 0;
         char *back = NULL;
         afo_status st = afo_tokenizer_encode(t, text, sizeof text - 1, 1, &ids, &n);
-        check_error_text(st, "tokenizer.json encode", r);
-        if (st == AFO_OK) check_error_text(afo_tokenizer_decode(t, ids, n, 0, &back), "tokenizer.json decode", r);
+        check_error_text(st, label, r);
+        if (st == AFO_OK) check_error_text(afo_tokenizer_decode(t, ids, n, 0, &back), label, r);
         free(ids), free(back);
         afo_tokenizer_free(t);
         loaded++;
     }
-    write_file(dst, good.data, good.len);
-    fprintf(stderr, "  tokenizer.json: %d mutations, %d loaded\n", rounds, loaded);
+    remove(dst);
+    fprintf(stderr, "  %s: %d mutations, %d loaded\n", label, rounds, loaded);
     free(good.data), free(bad.data);
+}
+
+static void test_tokenizer(void) {
+    char src[512];
+    snprintf(src, sizeof src, "%s/tokenizer.json", DEMO);
+    mutate_tokenizer(src, "tokenizer.json", 4096, (int)(60 * g_scale));
+}
+
+/* The shared fixtures' tokenizers of other kinds (skipped when absent):
+ * WordPiece with BERT's normalizer, Unigram with a precompiled character
+ * map, byte-level BPE, SentencePiece-style BPE with byte fallback. Half of
+ * the mutations land in the sections before the model's vocabulary. */
+static void test_fixture_tokenizers(void) {
+    static const char *names[] = {"bert-base-uncased", "t5-small", "gpt2", "llama2", "roberta-base"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char rel[128], path[512];
+        snprintf(rel, sizeof rel, "fixtures/tokenizers/%s/tokenizer.json", names[i]);
+        if (!test_shared_path(rel, path, sizeof path)) return;
+        blob b = read_file(path);
+        const char *model = b.data ? strstr((const char *)b.data, "\"model\"") : NULL;
+        size_t head = model ? (size_t)(model - (const char *)b.data) + 4096 : 4096;
+        free(b.data);
+        char label[160];
+        snprintf(label, sizeof label, "%s tokenizer.json", names[i]);
+        mutate_tokenizer(path, label, head, (int)(20 * g_scale) + 1);
+    }
 }
 
 /* `rounds` mutations of a template's source, each parsed and rendered in
@@ -282,6 +310,7 @@ int main(void) {
     RUN(test_quantized_config);
     RUN(test_safetensors_header);
     RUN(test_tokenizer);
+    RUN(test_fixture_tokenizers);
     RUN(test_chat_templates);
     RUN(test_chat_context);
     RUN(test_model_templates);
