@@ -1,7 +1,8 @@
 /* Damaged inputs, at random: the demo model's config.json,
  * generation_config.json, tokenizer.json and safetensors header, the
  * quantization section of a quantized copy's config, the shared fixtures'
- * tokenizers of other kinds, the chat templates of chat_template_cases.h
+ * models of other architectures (config and header) and tokenizers of
+ * other kinds, the chat templates of chat_template_cases.h
  * and of the fixture models, and the chat context,
  * each changed a few bytes at a time (bytes overwritten, letters or digits
  * swapped, a span removed or repeated, the file cut short) from a fixed
@@ -13,6 +14,8 @@
  * the sanitizers, 0.1 under qemu); AFO_TEST_SEED picks other mutations than
  * the fixed seed's, to search. */
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "afo/afo.h"
 #include "chat_template_cases.h"
@@ -112,7 +115,8 @@ static void mutate_model_file(const char *dir, const char *name, size_t from, si
         CHECK_MSG((st == AFO_OK) == (m != NULL), "%s, mutation %d: status %s with model %p", name, r,
                   afo_status_name(st), (void *)m);
         if (m) {
-            int32_t ids[4] = {1, 7, 99, 4095};
+            int64_t vocab = afo_model_vocab_size(m) > 0 ? afo_model_vocab_size(m) : 1;
+            int32_t ids[4] = {1 % vocab, 7 % vocab, 99 % vocab, (int32_t)(4095 % vocab)};
             afo_array *logits = NULL;
             st = afo_model_forward(m, NULL, ids, 1, 4, &logits);
             check_error_text(st, name, r);
@@ -122,21 +126,36 @@ static void mutate_model_file(const char *dir, const char *name, size_t from, si
         }
     }
     write_file(dst, good.data, good.len);
-    fprintf(stderr, "  %s: %d mutations, %d loaded\n", name, rounds, loaded);
+    const char *base = strrchr(dir, '/');
+    fprintf(stderr, "  %s %s: %d mutations, %d loaded\n", base ? base + 1 : dir, name, rounds, loaded);
     free(good.data), free(bad.data);
 }
 
-static void copy_demo(void) {
+/* The files of a model directory that loading reads, copied from `from`
+ * into `to` (made if missing). */
+static void copy_model(const char *from, const char *to) {
     static const char *files[] = {"config.json", "generation_config.json", "tokenizer.json", "model.safetensors"};
+    mkdir(to, 0700);
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
         char src[512], dst[512];
-        snprintf(src, sizeof src, "%s/%s", DEMO, files[i]);
-        snprintf(dst, sizeof dst, "%s/%s", g_dir, files[i]);
+        snprintf(src, sizeof src, "%s/%s", from, files[i]);
+        snprintf(dst, sizeof dst, "%s/%s", to, files[i]);
+        if (i == 2 && access(src, R_OK) != 0) continue; /* the fixtures' models have no tokenizer */
         blob b = read_file(src);
         CHECK_MSG(b.len > 0, "cannot read %s", src);
         write_file(dst, b.data, b.len);
         free(b.data);
     }
+}
+
+/* The bytes of a safetensors file's length prefix and JSON header. */
+static size_t header_span(const char *path) {
+    blob b = read_file(path);
+    uint64_t header = 0;
+    for (int i = 7; i >= 0 && b.len >= 8; i--) header = header << 8 | b.data[i];
+    free(b.data);
+    CHECK_MSG(header > 0 && header < 1 << 20, "%s: header of %llu bytes", path, (unsigned long long)header);
+    return 8 + (size_t)header;
 }
 
 static void test_config(void) { mutate_model_file(g_dir, "config.json", 0, SIZE_MAX, (int)(300 * g_scale)); }
@@ -166,12 +185,25 @@ static void test_quantized_config(void) {
 static void test_safetensors_header(void) {
     char path[512];
     snprintf(path, sizeof path, "%s/model.safetensors", DEMO);
-    blob b = read_file(path);
-    uint64_t header = 0;
-    for (int i = 7; i >= 0 && b.len >= 8; i--) header = header << 8 | b.data[i];
-    free(b.data);
-    CHECK(header > 0 && header < 1 << 20);
-    mutate_model_file(g_dir, "model.safetensors", 0, 8 + (size_t)header, (int)(200 * g_scale));
+    mutate_model_file(g_dir, "model.safetensors", 0, header_span(path), (int)(200 * g_scale));
+}
+
+/* The shared fixtures' models of the other architectures (skipped when
+ * absent): rope scaling, sliding windows, per-layer attention types, QK
+ * norms, fused projections, experts. Their config.json and safetensors
+ * header damaged. */
+static void test_fixture_models(void) {
+    static const char *names[] = {"gemma3", "llama3-rope", "mistral", "phi3", "qwen2", "qwen3", "qwen3-moe"};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++) {
+        char rel[128], src[512], dir[512], path[600];
+        snprintf(rel, sizeof rel, "fixtures/models/%s", names[i]);
+        if (!test_shared_path(rel, src, sizeof src)) return;
+        snprintf(dir, sizeof dir, "%s/%s", g_dir, names[i]);
+        copy_model(src, dir);
+        mutate_model_file(dir, "config.json", 0, SIZE_MAX, (int)(40 * g_scale) + 1);
+        snprintf(path, sizeof path, "%s/model.safetensors", dir);
+        mutate_model_file(dir, "model.safetensors", 0, header_span(path), (int)(20 * g_scale) + 1);
+    }
 }
 
 /* `rounds` mutations of the tokenizer.json at src, each written to a file
@@ -304,11 +336,12 @@ int main(void) {
     const char *seed = getenv("AFO_TEST_SEED");
     test_seed(seed ? strtoull(seed, NULL, 10) : 20261127);
     if (!test_temp_dir("mutations", g_dir, sizeof g_dir)) return 1;
-    copy_demo();
+    copy_model(DEMO, g_dir);
     RUN(test_config);
     RUN(test_generation_config);
     RUN(test_quantized_config);
     RUN(test_safetensors_header);
+    RUN(test_fixture_models);
     RUN(test_tokenizer);
     RUN(test_fixture_tokenizers);
     RUN(test_chat_templates);
