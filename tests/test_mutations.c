@@ -2,7 +2,7 @@
  * generation_config.json, tokenizer.json and safetensors header, the
  * quantization section of a quantized copy's config, the shared fixtures'
  * models of other architectures (config and header) and tokenizers of
- * other kinds, the chat templates of chat_template_cases.h
+ * other kinds, the files GGUF export reads, the chat templates of chat_template_cases.h
  * and of the fixture models, and the chat context,
  * each changed a few bytes at a time (bytes overwritten, letters or digits
  * swapped, a span removed or repeated, the file cut short) from a fixed
@@ -264,6 +264,37 @@ static void test_fixture_tokenizers(void) {
     }
 }
 
+/* GGUF export reads config.json and tokenizer.json itself (the vocabulary,
+ * merges and special tokens for tokenizer.ggml.*): the demo model's copies
+ * damaged, each exported as Q8_0. An export either writes its file or fails
+ * with its text and leaves no file behind. */
+static void mutate_for_gguf(const char *name, size_t head, int rounds) {
+    char path[512], out[512];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    snprintf(out, sizeof out, "%s/out.gguf", g_dir);
+    blob good = read_file(path), bad = {malloc(good.len + 66), 0};
+    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", path);
+    int exported = 0;
+    for (int r = 0; r < rounds && good.len && bad.data; r++) {
+        mutate(&good, 0, r % 2 ? head : SIZE_MAX, &bad);
+        write_file(path, bad.data, bad.len);
+        remove(out);
+        afo_status st = afo_gguf_export(g_dir, out, AFO_GGUF_Q8_0);
+        check_error_text(st, name, r);
+        CHECK_MSG(st == AFO_OK || access(out, F_OK) != 0, "%s, mutation %d: a failed export left %s", name, r, out);
+        exported += st == AFO_OK;
+    }
+    write_file(path, good.data, good.len);
+    remove(out);
+    fprintf(stderr, "  gguf from %s: %d mutations, %d exported\n", name, rounds, exported);
+    free(good.data), free(bad.data);
+}
+
+static void test_gguf_export(void) {
+    mutate_for_gguf("tokenizer.json", 4096, (int)(40 * g_scale) + 1);
+    mutate_for_gguf("config.json", SIZE_MAX, (int)(20 * g_scale) + 1);
+}
+
 /* `rounds` mutations of a template's source, each parsed and rendered in
  * the chat cases' context; returns how many parsed. */
 static int mutate_template(const char *source, int rounds) {
@@ -344,6 +375,7 @@ int main(void) {
     RUN(test_fixture_models);
     RUN(test_tokenizer);
     RUN(test_fixture_tokenizers);
+    RUN(test_gguf_export);
     RUN(test_chat_templates);
     RUN(test_chat_context);
     RUN(test_model_templates);
