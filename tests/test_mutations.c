@@ -166,7 +166,8 @@ static void test_generation_config(void) {
 
 /* The demo model quantized by mlx-lm's mixed_3_6 recipe (3 and 6 bits,
  * entries per path): its config's "quantization" section damaged, which
- * the packed weights' shapes must then contradict or agree with. */
+ * the packed weights' shapes must then contradict or agree with; then its
+ * safetensors header. */
 static void test_quantized_config(void) {
     char q[512], path[600];
     snprintf(q, sizeof q, "%s/q36", g_dir);
@@ -178,6 +179,9 @@ static void test_quantized_config(void) {
     CHECK_MSG(at, "%s has no quantization section", path);
     if (at) mutate_model_file(q, "config.json", (size_t)(at - (const char *)b.data), SIZE_MAX, (int)(300 * g_scale));
     free(b.data);
+    /* the packed weights', scales' and biases' shapes and dtypes */
+    snprintf(path, sizeof path, "%s/model.safetensors", q);
+    mutate_model_file(q, "model.safetensors", 0, header_span(path), (int)(100 * g_scale));
 }
 
 /* The safetensors file: its length prefix and JSON header (the tensors'
