@@ -1,9 +1,10 @@
 /* Damaged inputs, at random: the demo model's config.json,
- * generation_config.json, tokenizer.json and safetensors header, the
- * quantization section of a quantized copy's config, the shared fixtures'
- * models of other architectures (config and header) and tokenizers of
- * other kinds, the files GGUF export reads, the chat templates of chat_template_cases.h
- * and of the fixture models, and the chat context,
+ * generation_config.json, tokenizer.json and safetensors header, a
+ * quantized copy's config (its quantization section) and header, the
+ * shared fixtures' models of other architectures (config and header) and
+ * tokenizers of other kinds, the files GGUF export reads, the chat
+ * templates of chat_template_cases.h and of the fixture models, and the
+ * chat context,
  * each changed a few bytes at a time (bytes overwritten, letters or digits
  * swapped, a span removed or repeated, the file cut short) from a fixed
  * seed. Every load and render must either succeed or return an error with
@@ -211,9 +212,10 @@ static void test_fixture_models(void) {
 }
 
 /* `rounds` mutations of the tokenizer.json at src, each written to a file
- * of the test directory (removed afterwards), loaded, and when it loads used to encode and decode a
- * sentence. Every other mutation lands in the file's first `head` bytes
- * (its sections before the vocabulary, most of the file). */
+ * of the test directory (removed afterwards) and loaded; what loads
+ * encodes and decodes a sentence. Every other mutation lands in the
+ * file's first `head` bytes (its sections before the vocabulary, which is
+ * most of the file). */
 static void mutate_tokenizer(const char *src, const char *label, size_t head, int rounds) {
     char dst[512];
     snprintf(dst, sizeof dst, "%s/mutated-tokenizer.json", g_dir);
