@@ -3,8 +3,8 @@
  * quantized copy's config (its quantization section) and header, the
  * shared fixtures' models of other architectures (config and header) and
  * tokenizers of other kinds, the files GGUF export reads, the chat
- * templates of chat_template_cases.h and of the fixture models, and the
- * chat context,
+ * templates of chat_template_cases.h and of the fixture models (and the
+ * tokenizer_config.json they come in), and the chat context,
  * each changed a few bytes at a time (bytes overwritten, letters or digits
  * swapped, a span removed or repeated, the file cut short) from a fixed
  * seed. Every load and render must either succeed or return an error with
@@ -367,6 +367,59 @@ static void test_model_templates(void) {
     }
 }
 
+/* tokenizer_config.json itself damaged (the template as a string or a
+ * list of named ones, bos_token and eos_token as strings or objects), and
+ * gemma's special_tokens_map.json: read as afo_chat_template_from_model
+ * reads a model directory, then parsed and rendered. */
+static void mutate_template_config(const char *model, const char *name, int rounds) {
+    char rel[160], src[512], dir[512], path[600];
+    snprintf(rel, sizeof rel, "fixtures/tokenizers/%s", model);
+    if (!test_shared_path(rel, src, sizeof src)) return;
+    snprintf(dir, sizeof dir, "%s/%s-config", g_dir, model);
+    mkdir(dir, 0700);
+    static const char *files[] = {"tokenizer_config.json", "special_tokens_map.json"};
+    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+        snprintf(path, sizeof path, "%s/%s", src, files[i]);
+        blob b = read_file(path);
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (b.len) write_file(path, b.data, b.len);
+        free(b.data);
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    blob good = read_file(path), bad = {malloc(good.len + 66), 0};
+    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", path);
+    int rendered = 0;
+    for (int r = 0; r < rounds && good.len && bad.data; r++) {
+        mutate(&good, 0, SIZE_MAX, &bad);
+        write_file(path, bad.data, bad.len);
+        char *source = NULL, *bos = NULL, *eos = NULL, *out = NULL;
+        afo_status st = afo_chat_template_from_model(dir, &source, &bos, &eos);
+        check_error_text(st, name, r);
+        afo_chat_template *t = st == AFO_OK ? afo_chat_template_parse(source) : NULL;
+        if (t) {
+            /* alternating user and assistant turns: what every one of these templates accepts */
+            static const char context[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+                                          "{\"role\": \"assistant\", \"content\": \"Hello\"}, "
+                                          "{\"role\": \"user\", \"content\": \"Bye\"}], "
+                                          "\"add_generation_prompt\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}";
+            st = afo_chat_template_render(t, context, &out);
+            check_error_text(st, name, r);
+            rendered += st == AFO_OK;
+        }
+        afo_chat_template_free(t);
+        free(source), free(bos), free(eos), free(out);
+    }
+    fprintf(stderr, "  %s %s: %d mutations, %d rendered\n", model, name, rounds, rendered);
+    free(good.data), free(bad.data);
+}
+
+static void test_template_configs(void) {
+    static const char *models[] = {"llama2-chat", "llama3", "phi3-mini", "gemma"};
+    for (size_t i = 0; i < sizeof models / sizeof *models; i++)
+        mutate_template_config(models[i], "tokenizer_config.json", (int)(30 * g_scale) + 1);
+    mutate_template_config("gemma", "special_tokens_map.json", (int)(20 * g_scale) + 1);
+}
+
 int main(void) {
     const char *s = getenv("AFO_TEST_SCALE");
     if (s) g_scale = atof(s);
@@ -385,6 +438,7 @@ int main(void) {
     RUN(test_chat_templates);
     RUN(test_chat_context);
     RUN(test_model_templates);
+    RUN(test_template_configs);
     test_remove_tree(g_dir);
     return test_finish();
 }
