@@ -456,8 +456,18 @@ static void test_errors(void) {
     snprintf(out, sizeof out, "%s/sub", file);
     o.dtype = -1;
     CHECK(afo_model_convert(DEMO, out, &o, NULL) == AFO_ERR_IO);
-    /* an existing non-empty destination is refused and left alone */
+    /* an existing non-empty destination is refused before any work (with
+     * its own message, not the final rename's) and left alone, with no
+     * temporary sibling left behind */
+    char sibling[600];
+    snprintf(sibling, sizeof sibling, "%s.tmp-%ld", g_dir, (long)getpid());
     CHECK(afo_model_convert(DEMO, g_dir, &o, NULL) == AFO_ERR_IO);
+    const char *why = afo_last_error();
+    CHECK_MSG(strstr(why, g_dir) && strstr(why, "exists and is not empty"), "%s", why);
+    CHECK(access(file, F_OK) == 0 && access(sibling, F_OK) != 0);
+    /* and so is an existing file */
+    CHECK(afo_model_convert(DEMO, file, &o, NULL) == AFO_ERR_IO);
+    CHECK_MSG(strstr(afo_last_error(), "exists and is not a directory"), "%s", afo_last_error());
     CHECK(access(file, F_OK) == 0);
 }
 

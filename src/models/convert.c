@@ -216,6 +216,25 @@ static void remove_dir(const char *dir) {
     rmdir(dir);
 }
 
+/* OUT must not exist or be an empty directory: checked before any work, so
+ * that a long conversion does not fail only at its final rename (which
+ * checks again). */
+static afo_status check_destination(const char *out_dir) {
+    struct stat sb;
+    if (stat(out_dir, &sb) != 0) return AFO_OK;
+    if (!S_ISDIR(sb.st_mode))
+        return afo_error(AFO_ERR_IO, "convert: %s exists and is not a directory; choose another output", out_dir);
+    DIR *d = opendir(out_dir);
+    if (!d) return afo_error(AFO_ERR_IO, "convert: cannot read %s: %s", out_dir, strerror(errno));
+    struct dirent *e;
+    bool empty = true;
+    while (empty && (e = readdir(d))) empty = strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0;
+    closedir(d);
+    return empty ? AFO_OK
+                 : afo_error(AFO_ERR_IO, "convert: %s exists and is not empty; remove it or choose another output",
+                             out_dir);
+}
+
 static afo_status check_options(const afo_convert_options *o) {
     if (o->dtype >= 0 && !afo_dtype_is_float((afo_dtype)o->dtype))
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "convert: dtype %s is not a float",
@@ -233,6 +252,7 @@ afo_status afo_model_convert(const char *in, const char *out_dir, const afo_conv
                              double *bits_per_weight) {
     if (!in || !out_dir || !o) return afo_error(AFO_ERR_INVALID_ARGUMENT, "convert: needs in, out and options");
     AFO_TRY(check_options(o));
+    AFO_TRY(check_destination(out_dir));
     afo_model *m = NULL;
     AFO_TRY(afo_model_load(in, NULL, &m));
     quant_plan plan;
