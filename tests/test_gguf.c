@@ -392,6 +392,13 @@ static void test_errors(void) {
     }
     CHECK(afo_gguf_export(DEMO, "/nonexistent-dir/x.gguf", AFO_GGUF_Q8_0) == AFO_ERR_IO);
     CHECK(strstr(afo_last_error(), "/nonexistent-dir/x.gguf") != NULL);
+    /* a directory as the output is refused before the export's work, and
+     * no temporary file is left beside it */
+    char tmp[600];
+    snprintf(tmp, sizeof tmp, "%s.tmp", g_dir);
+    CHECK(afo_gguf_export(DEMO, g_dir, AFO_GGUF_Q8_0) == AFO_ERR_IO);
+    CHECK_MSG(strstr(afo_last_error(), "is a directory") != NULL, "%s", afo_last_error());
+    CHECK(access(tmp, F_OK) != 0);
     CHECK(afo_gguf_export(DEMO, path, (afo_gguf_type)5) == AFO_ERR_INVALID_ARGUMENT);
     CHECK(afo_gguf_export("no/such-model", path, AFO_GGUF_F16) != AFO_OK);
     CHECK(access(path, F_OK) != 0);

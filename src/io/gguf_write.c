@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/internal.h"
@@ -446,6 +447,11 @@ static afo_status write_atomically(const char *out_path, export_ctx *c, const gg
 afo_status afo_gguf_export(const char *model_dir, const char *out_path, afo_gguf_type type) {
     if (!model_dir || !out_path || afo_gguf_type_name(type)[0] == '?')
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "gguf: export needs a model, an output path and a known type");
+    /* refused before the export's work, not by its final rename */
+    struct stat sb;
+    if (stat(out_path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        return afo_error(AFO_ERR_IO, "gguf: %s is a directory; give the file to write, such as %s/model.gguf",
+                         out_path, out_path);
     afo_model *m = NULL;
     AFO_TRY(afo_model_load(model_dir, NULL, &m));
     const char *dir = afo_model_dir(m);
