@@ -54,6 +54,27 @@ int cli_int(const char *opt, const char *text, long lo, long hi, long *out) {
     return 0;
 }
 
+int cli_ids(const char *opt, const char *text, int32_t **ids, size_t *n) {
+    size_t cap = 1;
+    for (const char *p = text; *p; p++) cap += *p == ',';
+    *n = 0;
+    *ids = malloc(sizeof(int32_t) * cap);
+    if (!*ids) return fprintf(stderr, "afo: %s: out of memory\n", opt), -1;
+    for (const char *p = text;;) {
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v > 2147483647L || (*end && *end != ',')) {
+            fprintf(stderr, "afo: %s needs comma-separated token ids (0 to 2147483647), not '%s'\n", opt, text);
+            free(*ids);
+            *ids = NULL, *n = 0;
+            return -1;
+        }
+        (*ids)[(*n)++] = (int32_t)v;
+        if (!*end) return 0;
+        p = end + 1;
+    }
+}
+
 static void usage(FILE *f) {
     fprintf(f, "usage: afo <command> [options]   (afo <command> --help for its options)\ncommands:\n");
     for (int i = 0; i < NCOMMANDS; i++) fprintf(f, "  %-12s %s\n", COMMANDS[i].name, COMMANDS[i].help);

@@ -14,6 +14,9 @@ double cli_now(void);
 const char *cli_value(int argc, char **argv, int *i);
 /* Parses an integer option in [lo, hi]; prints the error and returns -1. */
 int cli_int(const char *opt, const char *text, long lo, long hi, long *out);
+/* Parses token ids "1,2,3" into a malloc'd array; prints the error and
+ * returns -1 (*ids NULL) on a malformed list. */
+int cli_ids(const char *opt, const char *text, int32_t **ids, size_t *n);
 /* Options every model command takes (--threads N, --device cpu|cuda);
  * prints the error for an unknown option and returns -1. */
 int cli_common_option(int argc, char **argv, int *i);

@@ -59,30 +59,6 @@ int cli_sampling_option(int argc, char **argv, int *i, afo_generate_options *o, 
     return 1;
 }
 
-static int parse_ids(const char *list, int32_t **ids, size_t *n) {
-    size_t cap = 16;
-    *n = 0;
-    *ids = malloc(sizeof(int32_t) * cap);
-    for (const char *p = list; *ids && *p;) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > 0x7fffffff || (*end && *end != ',')) {
-            fprintf(stderr, "afo: --prompt-ids: bad id list '%s'\n", list);
-            free(*ids);
-            return -1;
-        }
-        if (*n == cap) {
-            int32_t *grown = realloc(*ids, sizeof(int32_t) * (cap *= 2));
-            if (!grown) free(*ids);
-            *ids = grown;
-            if (!grown) break;
-        }
-        (*ids)[(*n)++] = (int32_t)v;
-        p = *end ? end + 1 : end;
-    }
-    return *ids ? 0 : -1;
-}
-
 typedef struct stream_ctx {
     int print_ids;
     size_t count;
@@ -139,7 +115,7 @@ int cmd_generate(int argc, char **argv) {
     size_t n = 0;
     afo_kv_cache *cache = NULL;
     if (id_list) {
-        if (parse_ids(id_list, &ids, &n) != 0) goto done;
+        if (cli_ids("--prompt-ids", id_list, &ids, &n) != 0) goto done;
     } else {
         size_t len;
         if (prompt && !strcmp(prompt, "-")) {

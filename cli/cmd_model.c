@@ -49,27 +49,6 @@ int cmd_random_model(int argc, char **argv) {
     return 0;
 }
 
-/* "1,2,3" -> ids; returns the count or -1. */
-static int64_t parse_ids(const char *text, int32_t **ids) {
-    int64_t n = 1, k = 0;
-    for (const char *p = text; *p; p++) n += *p == ',';
-    *ids = malloc(sizeof(int32_t) * (size_t)n);
-    if (!*ids) return -1;
-    const char *p = text;
-    while (k < n) {
-        char *end;
-        long v = strtol(p, &end, 10);
-        if (end == p || v < 0 || v > 2147483647L || (*end && *end != ',')) {
-            free(*ids);
-            fprintf(stderr, "afo logits: --ids needs comma-separated token ids, not '%s'\n", text);
-            return -1;
-        }
-        (*ids)[k++] = (int32_t)v;
-        p = *end ? end + 1 : end;
-    }
-    return n;
-}
-
 int cmd_logits(int argc, char **argv) {
     static const char usage[] =
         "usage: afo logits --model DIR|ORG/NAME --ids 1,2,3 --out F.safetensors [--threads N]\n"
@@ -96,15 +75,15 @@ int cmd_logits(int argc, char **argv) {
         return 2;
     }
     int32_t *ids;
-    int64_t n = parse_ids(ids_text, &ids);
-    if (n < 0) return 2;
+    size_t n;
+    if (cli_ids("--ids", ids_text, &ids, &n) != 0) return 2;
     afo_model *m = NULL;
     afo_array *logits = NULL;
     double t0 = cli_now();
     int rc = 0;
     char device[160];
     if (cli_load_model(model, &m) != 0) rc = 1;
-    else if (afo_model_forward(m, NULL, ids, 1, n, &logits) != AFO_OK) rc = cli_fail("logits");
+    else if (afo_model_forward(m, NULL, ids, 1, (int64_t)n, &logits) != AFO_OK) rc = cli_fail("logits");
     else if (afo_safetensors_save(out, 1, (const char *[]){"logits"}, &logits, 0, NULL, NULL) != AFO_OK)
         rc = cli_fail("logits");
     else
