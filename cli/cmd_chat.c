@@ -99,7 +99,14 @@ int cmd_chat(int argc, char **argv) {
         int32_t *ids = NULL;
         size_t n = 0;
         int templated;
-        if (cli_messages_ids(&s, messages, &ids, &n, &templated) != 0) goto done;
+        if (cli_messages_ids(&s, messages, &ids, &n, &templated) != 0) {
+            /* a message the template or tokenizer refuses (invalid UTF-8, a
+             * role the template rejects) is dropped, the error printed, and
+             * the conversation goes on */
+            cJSON_DeleteItemFromArray(messages, cJSON_GetArraySize(messages) - 1);
+            free(ids);
+            continue;
+        }
         /* reuse the cached prefix; at least one id must be fed */
         size_t keep = common_prefix(seen, nseen, ids, n);
         if (keep == n) keep = n ? n - 1 : 0;
