@@ -76,13 +76,14 @@ int cmd_chat(int argc, char **argv) {
     cJSON *messages = cJSON_CreateArray();
     int32_t *seen = NULL; /* the ids the cache holds */
     size_t nseen = 0;
+    char *line = NULL; /* a line of any length: one message however long the paste */
+    size_t line_cap = 0;
     int rc = 1;
     if (!messages || afo_kv_cache_create_ex(s.model, 1, &kvo, &cache) != AFO_OK) { cli_fail("chat"); goto done; }
     if (system) add_message(messages, "system", system);
-    char line[8192];
     for (;;) {
         fprintf(stderr, "> ");
-        if (!fgets(line, sizeof line, stdin)) break;
+        if (getline(&line, &line_cap, stdin) < 0) break;
         line[strcspn(line, "\r\n")] = '\0';
         if (!strcmp(line, "/exit")) break;
         if (!strcmp(line, "/reset")) {
@@ -135,6 +136,7 @@ int cmd_chat(int argc, char **argv) {
     }
     rc = 0;
 done:
+    free(line);
     free(seen);
     cJSON_Delete(messages);
     afo_kv_cache_free(cache);
