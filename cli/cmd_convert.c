@@ -33,14 +33,15 @@ static const struct {
 };
 
 static int convert_gguf(const convert_opts *o) {
-    int type = afo_gguf_type_from_name(o->gguf_type);
+    const char *type_name = o->gguf_type ? o->gguf_type : "f16";
+    int type = afo_gguf_type_from_name(type_name);
     if (type < 0) {
-        fprintf(stderr, "afo convert: --gguf-type needs f16, bf16, q8_0 or q4_0, not '%s'\n", o->gguf_type);
+        fprintf(stderr, "afo convert: --gguf-type needs f16, bf16, q8_0 or q4_0, not '%s'\n", type_name);
         return 2;
     }
     double t0 = cli_now();
     if (afo_gguf_export(o->model, o->gguf, (afo_gguf_type)type) != AFO_OK) return cli_fail("convert");
-    fprintf(stderr, "afo convert: wrote %s (%s) in %.1f s\n", o->gguf, o->gguf_type, cli_now() - t0);
+    fprintf(stderr, "afo convert: wrote %s (%s) in %.1f s\n", o->gguf, type_name, cli_now() - t0);
     return 0;
 }
 
@@ -64,8 +65,8 @@ static void show_progress(void *ctx, int done, int total, size_t bytes, size_t a
 static int convert_mlx(const convert_opts *o) {
     progress p = {.tty = isatty(STDERR_FILENO)};
     long bits = 0, group_size = 64; /* the library names the values it does not take within these */
-    if (o->quantize && (cli_int("--q-bits", o->bits, 2, 8, &bits) ||
-                        cli_int("--q-group-size", o->group_size, 32, 128, &group_size)))
+    if (o->quantize && (cli_int("--q-bits", o->bits ? o->bits : "4", 2, 8, &bits) ||
+                        cli_int("--q-group-size", o->group_size ? o->group_size : "64", 32, 128, &group_size)))
         return 2;
     afo_convert_options c = {.dtype = -1,
                              .bits = (int)bits,
@@ -73,8 +74,10 @@ static int convert_mlx(const convert_opts *o) {
                              .predicate = o->predicate,
                              .progress = show_progress,
                              .progress_ctx = &p};
-    if (o->predicate && !o->quantize) {
-        fprintf(stderr, "afo convert: --quant-predicate %s needs -q\n", o->predicate);
+    const char *needs_q = o->predicate ? "--quant-predicate" : o->bits ? "--q-bits" : o->group_size ? "--q-group-size" : NULL;
+    if (needs_q && !o->quantize) {
+        fprintf(stderr, "afo convert: %s %s needs -q\n", needs_q,
+                o->predicate ? o->predicate : o->bits ? o->bits : o->group_size);
         return 2;
     }
     if (o->dtype) {
@@ -110,7 +113,7 @@ int cmd_convert(int argc, char **argv) {
         "and for lm_head. A progress bar goes to stderr when it is a terminal.\n"
         "--gguf writes a llama, mistral, qwen2 or qwen3 model for llama.cpp (default type f16);\n"
         "norms and biases stay float32\n";
-    convert_opts o = {.gguf_type = "f16", .bits = "4", .group_size = "64"};
+    convert_opts o = {0};
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             printf("%s", usage);
@@ -141,6 +144,23 @@ int cmd_convert(int argc, char **argv) {
     }
     if (o.quantize && o.dequantize) {
         fprintf(stderr, "afo convert: -q and -d exclude each other\n");
+        return 2;
+    }
+    /* an option of the other form is refused, not ignored */
+    const char *mlx_only = o.quantize     ? "-q"
+                           : o.dequantize ? "-d"
+                           : o.dtype      ? "--dtype"
+                           : o.bits       ? "--q-bits"
+                           : o.group_size ? "--q-group-size"
+                           : o.predicate  ? "--quant-predicate"
+                                          : NULL;
+    if (o.gguf && mlx_only) {
+        fprintf(stderr, "afo convert: %s applies to --out (MLX's layout); --gguf takes --gguf-type f16|bf16|q8_0|q4_0\n",
+                mlx_only);
+        return 2;
+    }
+    if (o.out && o.gguf_type) {
+        fprintf(stderr, "afo convert: --gguf-type applies to --gguf, not to --out\n");
         return 2;
     }
     return o.gguf ? convert_gguf(&o) : convert_mlx(&o);
