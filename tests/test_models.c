@@ -381,6 +381,13 @@ static void test_random_and_malformed(void) {
         afo_release(lg);
         afo_model_free(m);
     }
+    /* a directory that holds weights is refused, its model left as it was */
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    struct stat before, after;
+    CHECK(stat(path, &before) == 0);
+    CHECK(afo_model_write_random(cfg, dir, AFO_FLOAT32, 8) == AFO_ERR_IO);
+    CHECK_MSG(strstr(afo_last_error(), "already holds weights (model.safetensors)"), "%s", afo_last_error());
+    CHECK(stat(path, &after) == 0 && after.st_size == before.st_size && after.st_mtime == before.st_mtime);
     FILE *f = fopen(cfg, "r");
     size_t len = f ? fread(good, 1, sizeof good - 1, f) : 0;
     if (f) fclose(f);

@@ -166,7 +166,8 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
  * architecture): config.json (and generation_config.json beside it) copied,
  * and every weight under its real name and shape, drawn from N(0, 1/fan_in)
  * (norm weights ~1) in `dtype` (-1: the config's dtype), sharded with a
- * model.safetensors.index.json when over 2 GB. */
+ * model.safetensors.index.json when over 2 GB. A directory that already
+ * holds weights (*.safetensors) is refused (AFO_ERR_IO), left as it was. */
 afo_status afo_model_write_random(const char *config_path, const char *out_dir, int dtype, uint64_t seed);
 
 /* ---- converting ---- */

@@ -1,6 +1,7 @@
 /* Random models: the architecture's full tensor list, drawn from N(0,
  * 1/fan_in) (norms 1, biases 0), written shard by shard so that memory
  * stays near one shard however large the model. */
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -83,7 +84,30 @@ afo_status model_write_index(const char *dir, int n, const char *const *names, c
     return ok ? AFO_OK : afo_error(AFO_ERR_IO, "cannot write %s", path);
 }
 
+/* A directory that already holds weights is refused: random ones would
+ * replace a real model's (its config.json alone, as tests and scripts
+ * write it first, is fine). */
+static afo_status check_no_weights(const char *out_dir) {
+    DIR *d = opendir(out_dir);
+    if (!d) return AFO_OK;
+    struct dirent *e;
+    const char *found = NULL;
+    while (!found && (e = readdir(d))) {
+        size_t n = strlen(e->d_name);
+        if (n > 12 && (strcmp(e->d_name + n - 12, ".safetensors") == 0 ||
+                       strcmp(e->d_name, "model.safetensors.index.json") == 0))
+            found = e->d_name;
+    }
+    afo_status st = found ? afo_error(AFO_ERR_IO,
+                                      "random model: %s already holds weights (%s); give a new or empty directory",
+                                      out_dir, found)
+                          : AFO_OK;
+    closedir(d);
+    return st;
+}
+
 afo_status afo_model_write_random(const char *config_path, const char *out_dir, int dtype, uint64_t seed) {
+    AFO_TRY(check_no_weights(out_dir));
     afo_model m = {0};
     AFO_TRY(config_load(config_path, NULL, &m.cfg, &m.arch));
     afo_dtype dt = dtype >= 0 ? (afo_dtype)dtype : m.cfg.dtype;
