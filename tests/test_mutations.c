@@ -97,56 +97,83 @@ static void check_error_text(afo_status st, const char *what, int round) {
               afo_status_name(st));
 }
 
-/* Each mutation of `name` in the model directory `dir` (from its bytes
- * [from, from + span)) is loaded as a model, which decodes four tokens when
- * it loads; the file is put back afterwards. */
-static void mutate_model_file(const char *dir, const char *name, size_t from, size_t span, int rounds) {
-    char src[512], dst[512];
-    snprintf(src, sizeof src, "%s/%s", dir, name);
-    snprintf(dst, sizeof dst, "%s/%s", dir, name);
+/* One damaged file tried: whether it was used (a model loaded and run, a
+ * tokenizer used, a file exported, a template rendered); a refusal must
+ * have said why. */
+typedef bool (*try_fn)(void *ctx, const char *label, int round);
+
+/* `rounds` damaged copies of the file at src, each written to dst and
+ * tried. The damage falls in [from, from + span); with `alternate`, only
+ * in every other round, the others anywhere. Afterwards dst holds src's
+ * bytes again, or is removed when it is another file. */
+static void damage(const char *src, const char *dst, const char *label, size_t from, size_t span, bool alternate,
+                   int rounds, try_fn try_one, void *ctx, const char *used) {
     blob good = read_file(src), bad = {malloc(good.len + 66), 0};
     CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", src);
-    int loaded = 0;
+    int n = 0;
     for (int r = 0; r < rounds && good.len && bad.data; r++) {
-        mutate(&good, from, span, &bad);
+        if (alternate && r % 2 == 0) mutate(&good, 0, SIZE_MAX, &bad);
+        else mutate(&good, from, span, &bad);
         write_file(dst, bad.data, bad.len);
-        afo_model *m = NULL;
-        afo_status st = afo_model_load(dir, NULL, &m);
-        check_error_text(st, name, r);
-        CHECK_MSG((st == AFO_OK) == (m != NULL), "%s, mutation %d: status %s with model %p", name, r,
-                  afo_status_name(st), (void *)m);
-        if (m) {
-            int64_t vocab = afo_model_vocab_size(m) > 0 ? afo_model_vocab_size(m) : 1;
-            int32_t ids[4] = {1 % vocab, 7 % vocab, 99 % vocab, (int32_t)(4095 % vocab)};
-            afo_array *logits = NULL;
-            st = afo_model_forward(m, NULL, ids, 1, 4, &logits);
-            check_error_text(st, name, r);
-            afo_release(logits);
-            afo_model_free(m);
-            loaded++;
-        }
+        n += try_one(ctx, label, r);
     }
-    write_file(dst, good.data, good.len);
-    const char *base = strrchr(dir, '/');
-    fprintf(stderr, "  %s %s: %d mutations, %d loaded\n", base ? base + 1 : dir, name, rounds, loaded);
+    if (strcmp(src, dst) == 0) write_file(dst, good.data, good.len);
+    else remove(dst);
+    fprintf(stderr, "  %s: %d mutations, %d %s\n", label, rounds, n, used);
     free(good.data), free(bad.data);
 }
 
-/* The files of a model directory that loading reads, copied from `from`
- * into `to` (made if missing). */
-static void copy_model(const char *from, const char *to) {
-    static const char *files[] = {"config.json", "generation_config.json", "tokenizer.json", "model.safetensors"};
+/* The model directory ctx loaded, and when it loads, four tokens decoded. */
+static bool try_model(void *ctx, const char *label, int r) {
+    afo_model *m = NULL;
+    afo_status st = afo_model_load(ctx, NULL, &m);
+    check_error_text(st, label, r);
+    CHECK_MSG((st == AFO_OK) == (m != NULL), "%s, mutation %d: status %s with model %p", label, r,
+              afo_status_name(st), (void *)m);
+    if (!m) return false;
+    int64_t vocab = afo_model_vocab_size(m) > 0 ? afo_model_vocab_size(m) : 1;
+    int32_t ids[4] = {1 % vocab, 7 % vocab, 99 % vocab, (int32_t)(4095 % vocab)};
+    afo_array *logits = NULL;
+    st = afo_model_forward(m, NULL, ids, 1, 4, &logits);
+    check_error_text(st, label, r);
+    afo_release(logits);
+    afo_model_free(m);
+    return true;
+}
+
+/* Each mutation of `name` in the model directory `dir` (from its bytes
+ * [from, from + span)) is loaded as a model; the file is put back
+ * afterwards. */
+static void mutate_model_file(char *dir, const char *name, size_t from, size_t span, int rounds) {
+    char path[512], label[300];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    const char *base = strrchr(dir, '/');
+    snprintf(label, sizeof label, "%s %s", base ? base + 1 : dir, name);
+    damage(path, path, label, from, span, false, rounds, try_model, dir, "loaded");
+}
+
+/* `files` copied from `from` into `to` (made if missing); all must be
+ * there but `optional`. */
+static void copy_files(const char *from, const char *to, const char *const *files, size_t n, const char *optional) {
     mkdir(to, 0700);
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
+    for (size_t i = 0; i < n; i++) {
         char src[512], dst[512];
         snprintf(src, sizeof src, "%s/%s", from, files[i]);
         snprintf(dst, sizeof dst, "%s/%s", to, files[i]);
-        if (i == 2 && access(src, R_OK) != 0) continue; /* the fixtures' models have no tokenizer */
+        if (strcmp(files[i], optional) == 0 && access(src, R_OK) != 0) continue;
         blob b = read_file(src);
         CHECK_MSG(b.len > 0, "cannot read %s", src);
         write_file(dst, b.data, b.len);
         free(b.data);
     }
+}
+
+/* The files of a model directory that loading reads (the fixtures' models
+ * have no tokenizer). */
+static void copy_model(const char *from, const char *to) {
+    static const char *const files[] = {"config.json", "generation_config.json", "tokenizer.json",
+                                        "model.safetensors"};
+    copy_files(from, to, files, sizeof files / sizeof *files, "tokenizer.json");
 }
 
 /* The bytes of a safetensors file's length prefix and JSON header. */
@@ -211,37 +238,32 @@ static void test_fixture_models(void) {
     }
 }
 
+/* The tokenizer.json at ctx loaded, and when it loads, a sentence encoded
+ * and decoded. */
+static bool try_tokenizer(void *ctx, const char *label, int r) {
+    static const char text[] = "Once upon a time, a caf\xc3\xa9 sold 3 cakes. \xe2\x98\x83 \xe4\xbd\xa0\xe5\xa5\xbd";
+    afo_tokenizer *t = afo_tokenizer_load(ctx);
+    check_error_text(t ? AFO_OK : AFO_ERR_FORMAT, label, r);
+    if (!t) return false;
+    int32_t *ids = NULL;
+    size_t n = 0;
+    char *back = NULL;
+    afo_status st = afo_tokenizer_encode(t, text, sizeof text - 1, 1, &ids, &n);
+    check_error_text(st, label, r);
+    if (st == AFO_OK) check_error_text(afo_tokenizer_decode(t, ids, n, 0, &back), label, r);
+    free(ids), free(back);
+    afo_tokenizer_free(t);
+    return true;
+}
+
 /* `rounds` mutations of the tokenizer.json at src, each written to a file
- * of the test directory (removed afterwards) and loaded; what loads
- * encodes and decodes a sentence. Every other mutation lands in the
- * file's first `head` bytes (its sections before the vocabulary, which is
- * most of the file). */
+ * of the test directory (removed afterwards) and tried. Every other
+ * mutation lands in the file's first `head` bytes (its sections before the
+ * vocabulary, which is most of the file). */
 static void mutate_tokenizer(const char *src, const char *label, size_t head, int rounds) {
     char dst[512];
     snprintf(dst, sizeof dst, "%s/mutated-tokenizer.json", g_dir);
-    blob good = read_file(src), bad = {malloc(good.len + 66), 0};
-    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", src);
-    static const char text[] = "Once upon a time, a caf\xc3\xa9 sold 3 cakes. \xe2\x98\x83 \xe4\xbd\xa0\xe5\xa5\xbd";
-    int loaded = 0;
-    for (int r = 0; r < rounds && good.len && bad.data; r++) {
-        mutate(&good, 0, r % 2 ? head : SIZE_MAX, &bad);
-        write_file(dst, bad.data, bad.len);
-        afo_tokenizer *t = afo_tokenizer_load(dst);
-        check_error_text(t ? AFO_OK : AFO_ERR_FORMAT, label, r);
-        if (!t) continue;
-        int32_t *ids = NULL;
-        size_t n = 0;
-        char *back = NULL;
-        afo_status st = afo_tokenizer_encode(t, text, sizeof text - 1, 1, &ids, &n);
-        check_error_text(st, label, r);
-        if (st == AFO_OK) check_error_text(afo_tokenizer_decode(t, ids, n, 0, &back), label, r);
-        free(ids), free(back);
-        afo_tokenizer_free(t);
-        loaded++;
-    }
-    remove(dst);
-    fprintf(stderr, "  %s: %d mutations, %d loaded\n", label, rounds, loaded);
-    free(good.data), free(bad.data);
+    damage(src, dst, label, 0, head, true, rounds, try_tokenizer, dst, "loaded");
 }
 
 static void test_tokenizer(void) {
@@ -274,26 +296,22 @@ static void test_fixture_tokenizers(void) {
  * merges and special tokens for tokenizer.ggml.*): the demo model's copies
  * damaged, each exported as Q8_0. An export either writes its file or fails
  * with its text and leaves no file behind. */
-static void mutate_for_gguf(const char *name, size_t head, int rounds) {
-    char path[512], out[512];
-    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+static bool try_gguf(void *ctx, const char *label, int r) {
+    (void)ctx;
+    char out[512];
     snprintf(out, sizeof out, "%s/out.gguf", g_dir);
-    blob good = read_file(path), bad = {malloc(good.len + 66), 0};
-    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", path);
-    int exported = 0;
-    for (int r = 0; r < rounds && good.len && bad.data; r++) {
-        mutate(&good, 0, r % 2 ? head : SIZE_MAX, &bad);
-        write_file(path, bad.data, bad.len);
-        remove(out);
-        afo_status st = afo_gguf_export(g_dir, out, AFO_GGUF_Q8_0);
-        check_error_text(st, name, r);
-        CHECK_MSG(st == AFO_OK || access(out, F_OK) != 0, "%s, mutation %d: a failed export left %s", name, r, out);
-        exported += st == AFO_OK;
-    }
-    write_file(path, good.data, good.len);
+    afo_status st = afo_gguf_export(g_dir, out, AFO_GGUF_Q8_0);
+    check_error_text(st, label, r);
+    CHECK_MSG(st == AFO_OK || access(out, F_OK) != 0, "%s, mutation %d: a failed export left %s", label, r, out);
     remove(out);
-    fprintf(stderr, "  gguf from %s: %d mutations, %d exported\n", name, rounds, exported);
-    free(good.data), free(bad.data);
+    return st == AFO_OK;
+}
+
+static void mutate_for_gguf(const char *name, size_t head, int rounds) {
+    char path[512], label[300];
+    snprintf(path, sizeof path, "%s/%s", g_dir, name);
+    snprintf(label, sizeof label, "gguf from %s", name);
+    damage(path, path, label, 0, head, true, rounds, try_gguf, NULL, "exported");
 }
 
 static void test_gguf_export(void) {
@@ -371,46 +389,37 @@ static void test_model_templates(void) {
  * list of named ones, bos_token and eos_token as strings or objects), and
  * gemma's special_tokens_map.json: read as afo_chat_template_from_model
  * reads a model directory, then parsed and rendered. */
+static bool try_template_config(void *ctx, const char *label, int r) {
+    /* alternating user and assistant turns: what every one of these templates accepts */
+    static const char context[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+                                  "{\"role\": \"assistant\", \"content\": \"Hello\"}, "
+                                  "{\"role\": \"user\", \"content\": \"Bye\"}], "
+                                  "\"add_generation_prompt\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}";
+    char *source = NULL, *bos = NULL, *eos = NULL, *out = NULL;
+    afo_status st = afo_chat_template_from_model(ctx, &source, &bos, &eos);
+    check_error_text(st, label, r);
+    afo_chat_template *t = st == AFO_OK ? afo_chat_template_parse(source) : NULL;
+    bool rendered = false;
+    if (t) {
+        st = afo_chat_template_render(t, context, &out);
+        check_error_text(st, label, r);
+        rendered = st == AFO_OK;
+    }
+    afo_chat_template_free(t);
+    free(source), free(bos), free(eos), free(out);
+    return rendered;
+}
+
 static void mutate_template_config(const char *model, const char *name, int rounds) {
-    char rel[160], src[512], dir[512], path[600];
+    static const char *const files[] = {"tokenizer_config.json", "special_tokens_map.json"};
+    char rel[160], src[512], dir[512], path[600], label[300];
     snprintf(rel, sizeof rel, "fixtures/tokenizers/%s", model);
     if (!test_shared_path(rel, src, sizeof src)) return;
     snprintf(dir, sizeof dir, "%s/%s-config", g_dir, model);
-    mkdir(dir, 0700);
-    static const char *files[] = {"tokenizer_config.json", "special_tokens_map.json"};
-    for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        snprintf(path, sizeof path, "%s/%s", src, files[i]);
-        blob b = read_file(path);
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        if (b.len) write_file(path, b.data, b.len);
-        free(b.data);
-    }
+    copy_files(src, dir, files, sizeof files / sizeof *files, "special_tokens_map.json");
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    blob good = read_file(path), bad = {malloc(good.len + 66), 0};
-    CHECK_MSG(good.len > 0 && bad.data, "cannot read %s", path);
-    int rendered = 0;
-    for (int r = 0; r < rounds && good.len && bad.data; r++) {
-        mutate(&good, 0, SIZE_MAX, &bad);
-        write_file(path, bad.data, bad.len);
-        char *source = NULL, *bos = NULL, *eos = NULL, *out = NULL;
-        afo_status st = afo_chat_template_from_model(dir, &source, &bos, &eos);
-        check_error_text(st, name, r);
-        afo_chat_template *t = st == AFO_OK ? afo_chat_template_parse(source) : NULL;
-        if (t) {
-            /* alternating user and assistant turns: what every one of these templates accepts */
-            static const char context[] = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
-                                          "{\"role\": \"assistant\", \"content\": \"Hello\"}, "
-                                          "{\"role\": \"user\", \"content\": \"Bye\"}], "
-                                          "\"add_generation_prompt\": true, \"bos_token\": \"<s>\", \"eos_token\": \"</s>\"}";
-            st = afo_chat_template_render(t, context, &out);
-            check_error_text(st, name, r);
-            rendered += st == AFO_OK;
-        }
-        afo_chat_template_free(t);
-        free(source), free(bos), free(eos), free(out);
-    }
-    fprintf(stderr, "  %s %s: %d mutations, %d rendered\n", model, name, rounds, rendered);
-    free(good.data), free(bad.data);
+    snprintf(label, sizeof label, "%s %s", model, name);
+    damage(path, path, label, 0, SIZE_MAX, false, rounds, try_template_config, dir, "rendered");
 }
 
 static void test_template_configs(void) {
