@@ -307,9 +307,11 @@ typedef struct moved_inputs {
     afo_array **ptrs;
 } moved_inputs;
 
-static afo_status inputs_on(afo_array *a, afo_device device, moved_inputs *m, afo_array *const **in) {
+/* With `own`, *in is m's array even when nothing moved, for the caller to
+ * change. */
+static afo_status inputs_on(afo_array *a, afo_device device, bool own, moved_inputs *m, afo_array *const **in) {
     *in = a->in;
-    bool any = false;
+    bool any = own;
     for (int i = 0; i < a->nin; i++) any |= a->in[i]->buf && a->in[i]->buf->device != device;
     if (!any) return AFO_OK;
     afo_array *copies = m->stack;
@@ -408,20 +410,35 @@ static void mark_fusions(afo_array *const *order, size_t count) {
     }
 }
 
+static int first_deferred(const afo_array *a) {
+    int k = 0;
+    while (k < a->nin && !a->in[k]->deferred) k++;
+    return k;
+}
+
 /* One deferred input of a consumer, as its fused kernel sees it: a copy of
  * a producer taken along, or a kept producer itself, its inputs on the
- * consumer's device either way (restored by taken_done). */
+ * consumer's device either way, and so on down a chain, whose every input
+ * the kernel reads (restored by taken_done). */
 typedef struct taken_input {
     afo_array *node, copy, **own_in;
     moved_inputs moved;
+    struct taken_input *along; /* the node's own deferred input, taken in turn, or NULL */
 } taken_input;
 
 static afo_status take_input(afo_array *p, afo_device device, taken_input *t, afo_array **arg) {
     t->moved = (moved_inputs){.ptrs = t->moved.ptrs_stack};
     t->node = p;
     t->own_in = p->in;
+    t->along = NULL;
+    const int j = first_deferred(p);
     afo_array *const *p_in;
-    AFO_TRY(inputs_on(p, device, &t->moved, &p_in));
+    AFO_TRY(inputs_on(p, device, j < p->nin, &t->moved, &p_in));
+    if (j < p->nin) {
+        t->along = malloc(sizeof *t->along);
+        if (!t->along) return afo_error(AFO_ERR_OUT_OF_MEMORY, "out of memory taking a fused chain");
+        AFO_TRY(take_input(p->in[j], device, t->along, &t->moved.ptrs[j]));
+    }
     if (p->deferred == AFO_DEFER_KEPT) {
         p->in = (afo_array **)p_in;
         *arg = p;
@@ -434,15 +451,18 @@ static afo_status take_input(afo_array *p, afo_device device, taken_input *t, af
 }
 
 static void taken_done(taken_input *t) {
+    if (t->along) {
+        taken_done(t->along);
+        free(t->along);
+    }
     t->node->in = t->own_in;
     moved_free(&t->moved);
 }
 
 /* The input of p that p's kernel takes along (deferred), or NULL. */
 static afo_array *deferred_input(const afo_array *p) {
-    for (int j = 0; j < p->nin; j++)
-        if (p->in[j]->deferred) return p->in[j];
-    return NULL;
+    const int k = first_deferred(p);
+    return k < p->nin ? p->in[k] : NULL;
 }
 
 /* The nodes a fused kernel computed along: its producer p, and p's own
@@ -462,7 +482,7 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
     taken_input taken[1 + FUSED_MAX_KEPT];
     int ntaken = 0;
     afo_array *const *in;
-    afo_status st = inputs_on(a, a->device, &moved, &in);
+    afo_status st = inputs_on(a, a->device, false, &moved, &in);
     afo_array *args[FUSED_MAX_INPUTS];
     for (int i = 0; i < a->nin; i++) args[i] = in[i];
     for (int i = 0; i < a->nin && st == AFO_OK; i++)
@@ -492,12 +512,6 @@ static afo_status eval_fused(afo_array *a, int k, bool *done) {
     moved_free(&moved);
     if (st == AFO_OK && *done) atomic_fetch_add(&g_fused, computed);
     return st;
-}
-
-static int first_deferred(const afo_array *a) {
-    int k = 0;
-    while (k < a->nin && !a->in[k]->deferred) k++;
-    return k;
 }
 
 static afo_status eval_node(afo_array *a);
@@ -552,7 +566,7 @@ static afo_status eval_node(afo_array *a) {
     afo_array *const *in;
     bool profile = afo_profile_enabled();
     double t0 = profile ? afo_profile_now() : 0;
-    afo_status st = inputs_on(a, a->device, &moved, &in);
+    afo_status st = inputs_on(a, a->device, false, &moved, &in);
     if (st == AFO_OK) st = def->kernel[a->device](a, in, a->nin, &a->attrs);
     moved_free(&moved);
     if (profile) afo_profile_op(a->op, a->device, afo_profile_now() - t0);

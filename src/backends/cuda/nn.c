@@ -137,17 +137,12 @@ static bool writes_of(afo_array *const *in, const afo_cuda_rope *q_rope, afo_cud
                 return false;
         if (i == 0) { /* the key's rope, taken along: q's in all but its input */
             if (x->deferred != AFO_DEFER_ALONG || x->op != AFO_OP_ROPE || x->nin > 3) return false;
-            /* a chain's inputs stay where they were made: its position and
-             * frequencies seen on the GPU, where q's rope reads them */
-            afo_array moved[3], *moved_in[3];
             for (int j = 0; j < x->nin; j++) {
-                moved[j] = *x->in[j], moved_in[j] = &moved[j];
-                moved[j].buf = moved[j].buf ? afo_buffer_on(moved[j].buf, AFO_CUDA) : NULL;
-                if (!moved[j].buf) return false;
-                settled = settled && (j == 0 || afo_cuda_settled(moved[j].buf)); /* q's angles read them too */
+                if (!x->in[j]->buf) return false;
+                settled = settled && (j == 0 || afo_cuda_settled(x->in[j]->buf)); /* q's angles read them too */
             }
             afo_cuda_rope k_rope;
-            rope_params(x, moved_in, &k_rope);
+            rope_params(x, x->in, &k_rope);
             if (!same_angles(&k_rope, q_rope)) return false;
             x = x->in[0];
             if (x->buf->device != AFO_CUDA) return false; /* the kernel reads it */
