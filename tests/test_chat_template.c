@@ -91,6 +91,22 @@ static void test_reuse_and_undefined(void) {
     afo_chat_template_free(t);
 }
 
+/* Strings holding continuation bytes without their lead (a template's
+ * literal, or the context's text, need not be valid UTF-8): stripping from
+ * the right had taken such a byte and the one before it as one code point,
+ * past the left end, and made a string of (size_t)-1 bytes. */
+static void test_malformed_utf8(void) {
+    const char *templates[] = {"{{ '  \xa7  ' | trim | length }}",
+                               "{{ '  \xa7  '.strip() }}|{{ ' \xa7'.rstrip() }}|{{ '\xa7 ' | trim }}",
+                               "{{ ' \xa7 \xa7 '.rsplit() }}|{{ ' \xa7 '.rsplit(none, 1) }}|{{ '\xa7 \xa7'.split() }}"};
+    for (size_t i = 0; i < sizeof templates / sizeof *templates; i++) {
+        afo_status st;
+        char *out = render(templates[i], "{}", &st);
+        CHECK_MSG(out && strlen(out) < 64, "%s: %s", templates[i], out ? "output too long" : afo_last_error());
+        free(out);
+    }
+}
+
 static void test_strftime(void) {
     afo_chat_set_time(FIXTURE_DAY);
     afo_status st;
@@ -365,6 +381,7 @@ int main(void) {
     RUN(test_round_extremes);
     RUN(test_number_edges);
     RUN(test_reuse_and_undefined);
+    RUN(test_malformed_utf8);
     RUN(test_strftime);
     RUN(test_errors);
     RUN(test_deep_nesting);

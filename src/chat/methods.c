@@ -20,10 +20,12 @@ static bool py_space(unsigned cp) {
            cp == 0x3000;
 }
 
-/* Byte length of the code point that ends at s[end). */
-static size_t last_len(const char *s, size_t end) {
+/* Byte length of the code point that ends at s[end), not reaching back
+ * past s[lo] (continuation bytes without their lead, in malformed UTF-8,
+ * would otherwise join the code point before lo). lo < end. */
+static size_t last_len(const char *s, size_t lo, size_t end) {
     size_t k = 1;
-    while (k < end && ((unsigned char)s[end - k] & 0xC0) == 0x80) k++;
+    while (k < end - lo && ((unsigned char)s[end - k] & 0xC0) == 0x80) k++;
     return k;
 }
 
@@ -42,7 +44,7 @@ jv jstr_strip(jctx *c, const jnode *at, jv s, jv chars, int mode) {
         while (lo < hi && in_set(utf8_decode(s.s.p + lo, hi - lo, &k), chars)) lo += k;
     if (mode & 2)
         while (hi > lo) {
-            size_t back = last_len(s.s.p, hi);
+            size_t back = last_len(s.s.p, lo, hi);
             if (!in_set(utf8_decode(s.s.p + hi - back, back, &k), chars)) break;
             hi -= back;
         }
@@ -154,7 +156,7 @@ static jv split(jctx *c, const jnode *at, jv self, jargs *a, bool from_right) {
             if (!from_right)
                 while (lo < hi && py_space(utf8_decode(s + lo, hi - lo, &k))) lo += k;
             else
-                while (hi > lo && py_space(utf8_decode(s + hi - last_len(s, hi), last_len(s, hi), &k))) hi -= last_len(s, hi);
+                while (hi > lo && py_space(utf8_decode(s + hi - last_len(s, lo, hi), last_len(s, lo, hi), &k))) hi -= last_len(s, lo, hi);
             if (lo == hi) break;
         }
         if (maxsplit >= 0 && done >= maxsplit) {
@@ -170,9 +172,9 @@ static jv split(jctx *c, const jnode *at, jv self, jargs *a, bool from_right) {
                 found = i < hi;
                 cut_lo = i, cut_hi = found ? i + k : i;
             } else {
-                while (i > lo && !py_space(utf8_decode(s + i - last_len(s, i), last_len(s, i), &k))) i -= last_len(s, i);
+                while (i > lo && !py_space(utf8_decode(s + i - last_len(s, lo, i), last_len(s, lo, i), &k))) i -= last_len(s, lo, i);
                 found = i > lo;
-                cut_hi = i, cut_lo = found ? i - last_len(s, i) : i;
+                cut_hi = i, cut_lo = found ? i - last_len(s, lo, i) : i;
             }
             if (!found) {
                 jlist_push(c, parts.l, substr(s + lo, hi - lo));
