@@ -444,7 +444,7 @@ static void qmv_claim(void *p, int t, int nt) {
     int64_t total = c->end[c->parts - 1], least = ((int64_t)128 << 10) / (c->pm[0].words * 4) / 4 * 4;
     if (least < 32) least = 32;
     for (;;) {
-        int64_t n0 = atomic_load(&c->next_row), n1;
+        long long n0 = atomic_load(&c->next_row), n1; /* the atomic's type: int64_t may be long */
         int part;
         do {
             if (n0 >= total) {
