@@ -62,9 +62,15 @@ static void test_round_extremes(void) {
                   "7.5 -0.0 1200 1200 1400 0.0");
 }
 
+#define ZEROS_69                                                                                                     \
+    "000000000000000000000000000000000000000000000000000000000000000000000"
+
 /* Numbers at the edges, as Jinja2 on Python gives them: int() of NaN
  * falls back to the default, the largest doubles below 2^63 convert. */
 static void test_number_edges(void) {
+    /* literals longer than the lexer's old 64-byte buffer: read whole (a
+     * float's digits had been cut, and its '.' written past the buffer) */
+    check_renders("{{ 1" ZEROS_69 ".0 }} {{ 1_0" ZEROS_69 ".0 }} {{ 2" ZEROS_69 ".25e-60 }}", "1e+69 1e+70 2000000000.0");
     check_renders("{{ 'nan' | float | int }} {{ 'x' | int(7) }} {{ 2 ** -1 }} {{ '-12' | int }} "
                   "{{ 9.2e18 | int }} {{ ' 0x1f ' | int(0, 16) }} {{ '1.9' | int }}",
                   "0 7 0.5 -12 9200000000000000000 31 1");

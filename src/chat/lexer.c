@@ -108,10 +108,16 @@ static size_t lex_string(lexer *L, size_t p, jtoken *k) {
     return p + 1;
 }
 
+/* Digits (and '_' separators, dropped) from p on into b; returns the end. */
+static size_t lex_digits(lexer *L, size_t p, jbuf *b) {
+    for (; p < L->n && (is_digit(L->s[p]) || L->s[p] == '_'); p++)
+        if (L->s[p] != '_') jbuf_put(L->c, b, L->s + p, 1);
+    return p;
+}
+
 static size_t lex_number(lexer *L, size_t p, jtoken *k) {
     size_t start = p;
-    char buf[64];
-    size_t nb = 0;
+    jbuf buf = {0}; /* the literal without separators, of any length, as Python reads it */
     bool is_float = false;
     if (L->s[p] == '0' && p + 1 < L->n && strchr("xXoObB", L->s[p + 1]) && L->s[p + 1]) {
         int base = (L->s[p + 1] | 32) == 'x' ? 16 : (L->s[p + 1] | 32) == 'o' ? 8 : 2;
@@ -131,35 +137,31 @@ static size_t lex_number(lexer *L, size_t p, jtoken *k) {
         k->type = T_INT, k->i = v;
         return p;
     }
-    for (; p < L->n && (is_digit(L->s[p]) || L->s[p] == '_'); p++)
-        if (L->s[p] != '_' && nb < sizeof buf - 1) buf[nb++] = L->s[p];
+    p = lex_digits(L, p, &buf);
     /* "x.1.2" is attribute access, not a float: a number right after a dot
      * stays an integer (Jinja's look-behind). */
     bool after_dot = start > 0 && L->s[start - 1] == '.';
     if (!after_dot && p + 1 < L->n && L->s[p] == '.' && is_digit(L->s[p + 1])) {
         is_float = true;
-        buf[nb++] = '.';
-        for (p++; p < L->n && (is_digit(L->s[p]) || L->s[p] == '_'); p++)
-            if (L->s[p] != '_' && nb < sizeof buf - 1) buf[nb++] = L->s[p];
+        jbuf_put(L->c, &buf, ".", 1);
+        p = lex_digits(L, p + 1, &buf);
     }
     if (!after_dot && p < L->n && (L->s[p] | 32) == 'e') {
         size_t q = p + 1;
         if (q < L->n && (L->s[q] == '+' || L->s[q] == '-')) q++;
         if (q < L->n && is_digit(L->s[q])) {
             is_float = true;
-            for (; p < q; p++) if (nb < sizeof buf - 1) buf[nb++] = L->s[p];
-            for (; p < L->n && (is_digit(L->s[p]) || L->s[p] == '_'); p++)
-                if (L->s[p] != '_' && nb < sizeof buf - 1) buf[nb++] = L->s[p];
+            jbuf_put(L->c, &buf, L->s + p, q - p);
+            p = lex_digits(L, q, &buf);
         }
     }
-    buf[nb] = '\0';
     if (is_float) {
         k->type = T_FLOAT;
-        k->f = strtod(buf, NULL);
+        k->f = strtod(buf.p, NULL);
     } else {
         int64_t v = 0;
-        for (size_t i = 0; i < nb; i++)
-            if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, buf[i] - '0', &v))
+        for (size_t i = 0; i < buf.n; i++)
+            if (__builtin_mul_overflow(v, 10, &v) || __builtin_add_overflow(v, buf.p[i] - '0', &v))
                 lex_fail(L, start, "integer literal too large");
         k->type = T_INT, k->i = v;
     }
