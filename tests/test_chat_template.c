@@ -113,6 +113,13 @@ static void test_malformed_utf8(void) {
     }
 }
 
+/* Empty needles, found where Python finds them (an empty string's data may
+ * be NULL: the search had passed it to memcmp, undefined behaviour). */
+static void test_empty_needles(void) {
+    check_renders("{{ ''.rfind('') }}|{{ 'ab'.rfind('') }}|{{ ''.find('') }}|{{ ''.count('') }}|{{ 'ab'.replace('', '-') }}",
+                  "0|2|0|1|-a-b-");
+}
+
 static void test_strftime(void) {
     afo_chat_set_time(FIXTURE_DAY);
     afo_status st;
@@ -187,6 +194,12 @@ static const error_case ERRORS[] = {
     /* 2**64 long: bounded before its length is cast (undefined behaviour) */
     {"{{ range(-9223372036854775807 - 1, 9223372036854775807) | length }}", "{}", AFO_ERR_INVALID_ARGUMENT,
      "Range too big"},
+    /* string methods without their argument (Python: TypeError); rfind() had
+     * searched for a NULL needle */
+    {"{{ s.rfind() }}", "{\"s\": \"ab\"}", AFO_ERR_INVALID_ARGUMENT, "rfind() is missing a required argument"},
+    {"{{ s.find() }}", "{\"s\": \"ab\"}", AFO_ERR_INVALID_ARGUMENT, "find() is missing a required argument"},
+    {"{{ s.count() }}", "{\"s\": \"ab\"}", AFO_ERR_INVALID_ARGUMENT, "count() is missing a required argument"},
+    {"{{ s.replace('a') }}", "{\"s\": \"ab\"}", AFO_ERR_INVALID_ARGUMENT, "replace() is missing a required argument"},
     /* bad contexts */
     {"{{ x }}", "[1, 2]", AFO_ERR_INVALID_ARGUMENT, "the context must be a JSON object"},
     {"{{ x }}", "{\"x\": }", AFO_ERR_INVALID_ARGUMENT, "not valid JSON at byte 6"},
@@ -388,6 +401,7 @@ int main(void) {
     RUN(test_number_edges);
     RUN(test_reuse_and_undefined);
     RUN(test_malformed_utf8);
+    RUN(test_empty_needles);
     RUN(test_strftime);
     RUN(test_errors);
     RUN(test_deep_nesting);

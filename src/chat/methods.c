@@ -130,9 +130,12 @@ static jv m_splitlines(jctx *c, const jnode *at, jv self, jargs *a) {
     return (jv){.kind = JV_LIST, .l = jstr_splitlines(c, self)};
 }
 
+/* The first (or last) nd in h; an empty nd is at h's start (end), and may
+ * be NULL, as may an empty h. */
 static const char *find_sub(const char *h, size_t hn, const char *nd, size_t nn, bool last) {
     if (nn > hn) return NULL;
-    if (!last) return nn ? memmem(h, hn, nd, nn) : h;
+    if (nn == 0) return last && hn ? h + hn : h;
+    if (!last) return memmem(h, hn, nd, nn);
     for (size_t i = hn - nn + 1; i-- > 0;)
         if (memcmp(h + i, nd, nn) == 0) return h + i;
     return NULL;
@@ -229,10 +232,16 @@ static jv m_removesuffix(jctx *c, const jnode *at, jv self, jargs *a) {
     return affix(c, at, self, p[0], true) ? substr(self.s.p, self.s.n - p[0].s.n) : self;
 }
 
+/* A string argument the method cannot do without (Python: TypeError). */
+static const char *required_str(jctx *c, const jnode *at, jv v, const char *method, size_t *len) {
+    if (!jgiven(v)) jfail_at(c, at, "%s() is missing a required argument", method);
+    return jarg_str(c, at, v, NULL, len);
+}
+
 static jv m_replace(jctx *c, const jnode *at, jv self, jargs *a) {
     BIND("replace", "old", "new", "count");
     size_t on, nn;
-    const char *old = jarg_str(c, at, p[0], NULL, &on), *nw = jarg_str(c, at, p[1], NULL, &nn);
+    const char *old = required_str(c, at, p[0], "replace", &on), *nw = required_str(c, at, p[1], "replace", &nn);
     int64_t count = jarg_int(c, at, p[2], -1);
     jbuf b = {0};
     size_t i = 0;
@@ -258,7 +267,7 @@ static jv m_replace(jctx *c, const jnode *at, jv self, jargs *a) {
 static jv find_impl(jctx *c, const jnode *at, jv self, jargs *a, const char *name, bool last, bool must) {
     BIND(name, "sub");
     size_t n;
-    const char *sub = jarg_str(c, at, p[0], NULL, &n);
+    const char *sub = required_str(c, at, p[0], name, &n);
     const char *f = find_sub(self.s.p, self.s.n, sub, n, last);
     if (!f && must) jfail_at(c, at, "substring not found");
     return jv_int(f ? (int64_t)utf8_len(self.s.p, (size_t)(f - self.s.p)) : -1);
@@ -270,7 +279,7 @@ static jv m_sindex(jctx *c, const jnode *at, jv self, jargs *a) { return find_im
 static jv m_scount(jctx *c, const jnode *at, jv self, jargs *a) {
     BIND("count", "sub");
     size_t n;
-    const char *sub = jarg_str(c, at, p[0], NULL, &n);
+    const char *sub = required_str(c, at, p[0], "count", &n);
     if (n == 0) return jv_int((int64_t)utf8_len(self.s.p, self.s.n) + 1);
     int64_t k = 0;
     for (const char *f = self.s.p; (f = find_sub(f, self.s.n - (size_t)(f - self.s.p), sub, n, false)); f += n) k++;
