@@ -3,7 +3,6 @@
  * encoded and decoded). */
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <afo/afo.h>
 
