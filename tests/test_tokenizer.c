@@ -315,6 +315,22 @@ static void test_streaming(void) {
     afo_tokenizer_free(t);
 }
 
+/* Nothing to decode: no ids at all, and a stream flushed before any push
+ * (its id array not yet made: offsets into a NULL array had been taken,
+ * undefined behaviour that clang's UBSan reports; found by fuzzing). */
+static void test_empty(void) {
+    afo_tokenizer *t = afo_tokenizer_load("models/tiny-classics");
+    CHECK_MSG(t != NULL, "demo tokenizer: %s", afo_last_error());
+    if (!t) return;
+    char *text = NULL, *piece = NULL;
+    CHECK(afo_tokenizer_decode(t, NULL, 0, 0, &text) == AFO_OK && text && strcmp(text, "") == 0);
+    afo_detokenizer *d = afo_detokenizer_new(t, 1);
+    CHECK(d && afo_detokenizer_flush(d, &piece) == AFO_OK && piece && strcmp(piece, "") == 0);
+    free(text), free(piece);
+    afo_detokenizer_free(d);
+    afo_tokenizer_free(t);
+}
+
 /* ------------------------------------------------------------- malformed */
 static char g_dir[64];
 
@@ -522,6 +538,7 @@ int main(void) {
     RUN(test_llamacpp_vectors);
     RUN(test_round_trip);
     RUN(test_streaming);
+    RUN(test_empty);
     RUN(test_malformed);
     return test_finish();
 }

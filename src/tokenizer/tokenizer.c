@@ -137,10 +137,11 @@ static afo_status decode_into(const afo_tokenizer *t, tk_ctx *c, const int32_t *
         if (tk_pieces_add(&c->a, s, len, false)) return oom();
     }
     if (t->decoder) AFO_TRY(tk_decode_chain(t->decoder, c));
-    for (size_t i = 0; i < c->a.n; i++)
-        if ((!t->decoder && i > 0 && tk_buf_add(out, " ", 1)) || /* no decoder: tokens joined by spaces */
-            tk_buf_add(out, c->a.text.p + c->a.v[i].off, c->a.v[i].len))
-            return oom();
+    for (size_t i = 0; i < c->a.n; i++) {
+        if (!t->decoder && i > 0 && tk_buf_add(out, " ", 1)) return oom(); /* no decoder: tokens joined by spaces */
+        /* an empty piece may have no text at all (a NULL buffer) */
+        if (c->a.v[i].len && tk_buf_add(out, c->a.text.p + c->a.v[i].off, c->a.v[i].len)) return oom();
+    }
     return AFO_OK;
 }
 
@@ -199,8 +200,9 @@ static bool ends_unfinished(const tk_buf *b) { return b->n >= 3 && memcmp(b->p +
 static afo_status step(afo_detokenizer *d, bool final, char **piece) {
     *piece = NULL;
     d->full.n = d->head.n = 0;
-    AFO_TRY(decode_into(d->t, &d->c, d->ids.p + d->prefix, d->ids.n - d->prefix, d->skip, &d->full));
-    AFO_TRY(decode_into(d->t, &d->c, d->ids.p + d->prefix, d->read - d->prefix, d->skip, &d->head));
+    const int32_t *window = d->ids.p ? d->ids.p + d->prefix : NULL; /* none pushed yet: no array */
+    AFO_TRY(decode_into(d->t, &d->c, window, d->ids.n - d->prefix, d->skip, &d->full));
+    AFO_TRY(decode_into(d->t, &d->c, window, d->read - d->prefix, d->skip, &d->head));
     size_t from = 0;
     bool grew = d->full.n > d->head.n && (final || !ends_unfinished(&d->full));
     if (grew) {
