@@ -9,7 +9,6 @@
 
 static afo_status oom(void) { return afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory decoding"); }
 
-#define TOKEN(ps, i) ((ps)->text.p + (ps)->v[i].off)
 
 /* Appends s with every `from` replaced by `to`. */
 static int replace_all(tk_buf *out, const char *s, size_t n, const char *from, size_t fl, const char *to, size_t tl) {
@@ -25,7 +24,7 @@ static afo_status bytelevel(const tk_pieces *in, tk_pieces *out) {
     tk_buf raw = {0};
     afo_status st = AFO_OK;
     for (size_t i = 0; i < in->n && st == AFO_OK; i++) {
-        const char *t = TOKEN(in, i);
+        const char *t = tk_piece_text(in, i);
         size_t n = in->v[i].len, mark = raw.n;
         for (size_t k = 0; k < n;) {
             int l, b = tk_bytelevel_byte(tk_utf8_decode(t + k, n - k, &l));
@@ -54,7 +53,7 @@ static afo_status metaspace(const tk_decoder *d, const tk_pieces *in, tk_pieces 
     for (size_t i = 0; i < in->n; i++) {
         size_t off = out->text.n;
         const char *to = i == 0 && d->prepend != PREPEND_NEVER ? "" : " ";
-        if (replace_all(&out->text, TOKEN(in, i), in->v[i].len, d->rep, (size_t)d->rep_len, to, *to ? 1 : 0) ||
+        if (replace_all(&out->text, tk_piece_text(in, i), in->v[i].len, d->rep, (size_t)d->rep_len, to, *to ? 1 : 0) ||
             tk_pieces_range(out, off, out->text.n - off, false))
             return oom();
     }
@@ -71,7 +70,7 @@ static afo_status byte_fallback(const tk_pieces *in, tk_pieces *out) {
     tk_buf bytes = {0};
     afo_status st = AFO_OK;
     for (size_t i = 0; i <= in->n && st == AFO_OK; i++) {
-        const char *t = i < in->n ? TOKEN(in, i) : NULL;
+        const char *t = i < in->n ? tk_piece_text(in, i) : NULL;
         if (t && in->v[i].len == 6 && memcmp(t, "<0x", 3) == 0 && t[5] == '>' && hex(t[3]) >= 0 && hex(t[4]) >= 0) {
             char b = (char)(hex(t[3]) * 16 + hex(t[4]));
             if (tk_buf_add(&bytes, &b, 1)) st = oom();
@@ -95,7 +94,7 @@ static afo_status byte_fallback(const tk_pieces *in, tk_pieces *out) {
 static afo_status fuse(const tk_pieces *in, tk_pieces *out) {
     size_t off = out->text.n;
     for (size_t i = 0; i < in->n; i++)
-        if (tk_buf_add(&out->text, TOKEN(in, i), in->v[i].len)) return oom();
+        if (tk_buf_add(&out->text, tk_piece_text(in, i), in->v[i].len)) return oom();
     return tk_pieces_range(out, off, out->text.n - off, false) ? oom() : AFO_OK;
 }
 
@@ -104,7 +103,7 @@ static afo_status strip(const tk_decoder *d, const tk_pieces *in, tk_pieces *out
     char ch[4];
     size_t cl = (size_t)tk_utf8_encode(d->strip_char, ch);
     for (size_t i = 0; i < in->n; i++) {
-        const char *t = TOKEN(in, i);
+        const char *t = tk_piece_text(in, i);
         size_t a = 0, b = in->v[i].len;
         for (int k = 0; k < d->start && b - a >= cl && memcmp(t + a, ch, cl) == 0; k++) a += cl;
         for (int k = 0; k < d->stop && b - a >= cl && memcmp(t + b - cl, ch, cl) == 0; k++) b -= cl;
@@ -115,7 +114,7 @@ static afo_status strip(const tk_decoder *d, const tk_pieces *in, tk_pieces *out
 
 static afo_status replace(const tk_decoder *d, tk_ctx *c, const tk_pieces *in, tk_pieces *out) {
     for (size_t i = 0; i < in->n; i++) {
-        const char *t = TOKEN(in, i);
+        const char *t = tk_piece_text(in, i);
         size_t n = in->v[i].len, at = 0, ms, me, off = out->text.n;
         int r;
         while (at < n && (r = tk_pattern_find(&d->pattern, c, t, n, at, &ms, &me)) != 0) {
@@ -144,7 +143,7 @@ static const char *const CLEANUP[][2] = {
 
 static afo_status wordpiece(const tk_decoder *d, tk_ctx *c, const tk_pieces *in, tk_pieces *out) {
     for (size_t i = 0; i < in->n; i++) {
-        const char *t = TOKEN(in, i);
+        const char *t = tk_piece_text(in, i);
         size_t n = in->v[i].len;
         tk_buf *a = &c->tmp, *b = &c->tmp2;
         a->n = 0;

@@ -232,7 +232,7 @@ afo_status tk_pretokenize(const tk_pretok *p, tk_ctx *c) {
     tk_pieces_reset(&c->b);
     for (size_t i = 0; i < c->a.n; i++) {
         const tk_piece *pc = &c->a.v[i];
-        AFO_TRY(one_piece(p, c, &c->b, c->a.text.p + pc->off, pc->len, pc->at_start));
+        AFO_TRY(one_piece(p, c, &c->b, tk_piece_text(&c->a, i), pc->len, pc->at_start));
     }
     tk_pieces t = c->a;
     c->a = c->b;

@@ -25,7 +25,7 @@ static afo_status words(encoder *e, const char *s, size_t n, bool at_start) {
     /* Models use the other scratch of the context (tmp, spans, sym), never c.a. */
     for (size_t i = 0; i < e->c.a.n; i++) {
         const tk_piece *p = &e->c.a.v[i];
-        AFO_TRY(tk_model_tokenize(&e->t->model, &e->c, e->c.a.text.p + p->off, p->len, e->out));
+        AFO_TRY(tk_model_tokenize(&e->t->model, &e->c, tk_piece_text(&e->c.a, i), p->len, e->out));
     }
     return AFO_OK;
 }
@@ -139,8 +139,7 @@ static afo_status decode_into(const afo_tokenizer *t, tk_ctx *c, const int32_t *
     if (t->decoder) AFO_TRY(tk_decode_chain(t->decoder, c));
     for (size_t i = 0; i < c->a.n; i++) {
         if (!t->decoder && i > 0 && tk_buf_add(out, " ", 1)) return oom(); /* no decoder: tokens joined by spaces */
-        /* an empty piece may have no text at all (a NULL buffer) */
-        if (c->a.v[i].len && tk_buf_add(out, c->a.text.p + c->a.v[i].off, c->a.v[i].len)) return oom();
+        if (tk_buf_add(out, tk_piece_text(&c->a, i), c->a.v[i].len)) return oom();
     }
     return AFO_OK;
 }

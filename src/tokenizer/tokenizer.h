@@ -76,6 +76,10 @@ void tk_pieces_free(tk_pieces *p);
 int tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool at_start);
 /* Appends a piece over text already at [off, off+len) of p->text. */
 int tk_pieces_range(tk_pieces *p, size_t off, size_t len, bool at_start);
+/* Piece i's bytes; "" for empty pieces of a text never allocated. */
+static inline const char *tk_piece_text(const tk_pieces *p, size_t i) {
+    return p->text.p ? p->text.p + p->v[i].off : "";
+}
 
 /* ---------------------------------------------------------------- UTF-8 */
 /* Decodes the character at s (n > 0 bytes, valid UTF-8); sets *len. */
