@@ -1,8 +1,10 @@
 /* libFuzzer target: the bytes as a file that afo opens, by FUZZ_KIND:
  * 0 a safetensors file (every tensor read), 1 a tokenizer.json (a sentence
- * encoded and decoded). */
+ * encoded and decoded), 2 a config.json beside the demo model's weights
+ * (loaded, and when it loads, three tokens run through it). */
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 #include <afo/afo.h>
 
@@ -34,8 +36,34 @@ static void use_tokenizer(const char *path) {
     afo_tokenizer_free(tok);
 }
 
+static void use_config(const char *dir) {
+    afo_model *m = NULL;
+    if (afo_model_load(dir, NULL, &m) != AFO_OK) return;
+    afo_kv_cache *cache = NULL;
+    if (afo_kv_cache_create(m, 1, &cache) == AFO_OK) {
+        const int32_t ids[3] = {1, 2, 3};
+        afo_array *logits = NULL;
+        if (afo_model_forward(m, cache, ids, 1, 3, &logits) == AFO_OK) afo_release(logits);
+        afo_kv_cache_free(cache);
+    }
+    afo_model_free(m);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-    char path[64];
+    char path[96];
+    if (FUZZ_KIND == 2) {
+        /* a directory of the demo model's weights (a link) and this config */
+        static char dir[64];
+        if (!dir[0]) {
+            snprintf(dir, sizeof dir, "/tmp/afo-fuzz-model-%d", (int)getpid());
+            mkdir(dir, 0755);
+            snprintf(path, sizeof path, "%s/model.safetensors", dir);
+            if (symlink(FUZZ_SOURCE_DIR "/models/tiny-classics/model.safetensors", path) != 0) abort();
+        }
+        snprintf(path, sizeof path, "%s/config.json", dir);
+        if (fuzz_write(path, data, size)) use_config(dir);
+        return 0;
+    }
     snprintf(path, sizeof path, "/tmp/afo-fuzz-%d.%s", (int)getpid(), FUZZ_KIND == 0 ? "safetensors" : "json");
     if (!fuzz_write(path, data, size)) return 0;
     if (FUZZ_KIND == 0) read_weights(path);
