@@ -332,8 +332,12 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
     // Settled caches: the older keys and the angles overlap the tail of the
     // kernel before (the qkv product), and only q, the new key and value
     // wait for it.
+    // The o product may start as soon as all of this kernel's blocks run,
+    // its first weights loading through the attention (it waits for the
+    // output itself).
+    afo_cuda::let_next_start();
     const bool early = a.p.settled;
-    if (!early) afo_cuda::follow_prior_grid();
+    if (!early) afo_cuda::wait_prior_grid();
     constexpr int W = DEC_WARPS;
     constexpr int D = 32 * E;
     __shared__ float sm_m[W][GM], sm_l[W][GM], sm_w[W][GM], sm_acc[W][GM][D], sm_M[GM], sm_L[GM], sm_A[GM][D];
@@ -362,7 +366,7 @@ __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, co
         }
     }
     if (early) {
-        afo_cuda::follow_prior_grid();
+        afo_cuda::wait_prior_grid();
         if constexpr (kMma) load_query<T, D>(a, b, hk, lane, qa);
     }
     if (p.q_rope) __syncthreads();
