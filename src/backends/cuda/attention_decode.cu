@@ -329,13 +329,15 @@ __device__ __forceinline__ void write_new_kv(const afo_cuda_sdpa &p, int64_t b, 
 // GM: the group's rows (query heads per kv head) rounded up to 1, 2, 4 or 8.
 template <typename T, int E, int GM>
 __global__ void __launch_bounds__(DEC_WARPS * 32) decode_kernel(const Args a, const afo_cuda_rope q_rope) {
+    // The kernel after (the o product) may start as soon as all of this
+    // kernel's blocks run, loading its first weights through the attention
+    // (it waits for the output itself): on an H200 8B 4-bit decode 547.6,
+    // 547.9, 547.9 -> 550.0, 549.8, 549.8 tok/s against starting it after
+    // the wait below.
+    afo_cuda::let_next_start();
     // Settled caches: the older keys and the angles overlap the tail of the
     // kernel before (the qkv product), and only q, the new key and value
     // wait for it.
-    // The o product may start as soon as all of this kernel's blocks run,
-    // its first weights loading through the attention (it waits for the
-    // output itself).
-    afo_cuda::let_next_start();
     const bool early = a.p.settled;
     if (!early) afo_cuda::wait_prior_grid();
     constexpr int W = DEC_WARPS;
