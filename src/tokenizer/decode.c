@@ -9,7 +9,6 @@
 
 static afo_status oom(void) { return afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory decoding"); }
 
-
 /* Appends s with every `from` replaced by `to`. */
 static int replace_all(tk_buf *out, const char *s, size_t n, const char *from, size_t fl, const char *to, size_t tl) {
     const char *end = s + n, *hit;
