@@ -21,6 +21,14 @@ static inline char *fuzz_string(const uint8_t *data, size_t size) {
     return s;
 }
 
+/* The input's next n bytes into out (zeros past its end), consumed. */
+static inline void fuzz_take(const uint8_t **data, size_t *size, void *out, size_t n) {
+    size_t k = n < *size ? n : *size;
+    memset(out, 0, n);
+    memcpy(out, *data, k);
+    *data += k, *size -= k;
+}
+
 static inline bool fuzz_write(const char *path, const uint8_t *data, size_t size) {
     FILE *f = fopen(path, "wb");
     if (!f) return false;

@@ -10,13 +10,6 @@
 
 #include "fuzz.h"
 
-static void take(const uint8_t **data, size_t *size, void *out, size_t n) {
-    size_t k = n < *size ? n : *size;
-    memset(out, 0, n);
-    memcpy(out, *data, k);
-    *data += k, *size -= k;
-}
-
 static int count_tokens(int32_t id, const char *text, void *userdata) {
     (void)id, (void)text;
     return ++*(int *)userdata > 64; /* stops a run the options let go on */
@@ -36,22 +29,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     afo_kv_cache_options kv;
     afo_generate_options g = afo_generate_defaults();
     uint8_t budget, nprompt, stop_len;
-    take(&data, &size, &kv, sizeof kv);
-    take(&data, &size, &g.sampler, sizeof g.sampler);
-    take(&data, &size, &budget, 1);
-    take(&data, &size, &nprompt, 1);
-    take(&data, &size, &stop_len, 1);
-    take(&data, &size, &g.prefill_chunk, sizeof g.prefill_chunk);
+    fuzz_take(&data, &size, &kv, sizeof kv);
+    fuzz_take(&data, &size, &g.sampler, sizeof g.sampler);
+    fuzz_take(&data, &size, &budget, 1);
+    fuzz_take(&data, &size, &nprompt, 1);
+    fuzz_take(&data, &size, &stop_len, 1);
+    fuzz_take(&data, &size, &g.prefill_chunk, sizeof g.prefill_chunk);
     g.max_tokens = budget % 12;
     g.ignore_eos = budget >> 7;
     char stop[16];
-    take(&data, &size, stop, stop_len % sizeof stop);
+    fuzz_take(&data, &size, stop, stop_len % sizeof stop);
     stop[stop_len % sizeof stop] = '\0';
     const char *stops[1] = {stop};
     g.stop = stops, g.num_stop = stop[0] ? 1 : 0;
     int32_t prompt[32];
     nprompt %= 32;
-    take(&data, &size, prompt, nprompt * sizeof *prompt);
+    fuzz_take(&data, &size, prompt, nprompt * sizeof *prompt);
     for (int i = 0; i < nprompt; i++)
         if (prompt[i] % 7) prompt[i] = abs(prompt[i] % 600); /* mostly in the vocabulary */
     afo_kv_cache *cache = NULL;
