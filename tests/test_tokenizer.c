@@ -393,6 +393,25 @@ static void test_malformed(void) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         bad_file(cases[i][0], strlen(cases[i][0]), AFO_ERR_FORMAT, cases[i][1]);
+    /* Words that tokenize to nothing (no unk_token: unknown characters go),
+     * cached as such before any id was cached: the second encode reads the
+     * cache (clang's UBSan had flagged an offset into its NULL id store;
+     * found by the tokenizer.json fuzzer). */
+    char good[128];
+    snprintf(good, sizeof good, "%s/tokenizer.json", g_dir);
+    FILE *gf = fopen(good, "wb");
+    CHECK(gf && fputs(BPE_OK "}", gf) >= 0 && fclose(gf) == 0);
+    afo_tokenizer *bpe = afo_tokenizer_load(g_dir);
+    CHECK_MSG(bpe != NULL, "minimal BPE: %s", afo_last_error());
+    for (int round = 0; round < 2 && bpe; round++) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK(afo_tokenizer_encode(bpe, "xyz", 3, 0, &ids, &n) == AFO_OK && n == 0);
+        free(ids);
+        CHECK(afo_tokenizer_encode(bpe, "ab", 2, 0, &ids, &n) == AFO_OK && n == 1 && ids[0] == 2);
+        free(ids);
+    }
+    afo_tokenizer_free(bpe);
     /* A real file cut short. */
     char buf[1024];
     size_t n;

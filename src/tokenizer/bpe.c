@@ -151,7 +151,8 @@ static const int32_t *cache_get(const tk_model *m, const char *s, size_t n, size
     int32_t i = tk_map_get(&m->cache, s, n);
     if (i < 0) return NULL;
     *count = m->cache_e[i].n;
-    return m->cache_ids.p + m->cache_e[i].off;
+    static const int32_t none[1];
+    return m->cache_ids.p ? m->cache_ids.p + m->cache_e[i].off : none; /* only empty words cached so far */
 }
 
 /* Best effort: a full cache starts over, and an allocation failure only
