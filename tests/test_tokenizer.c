@@ -390,6 +390,11 @@ static void test_malformed(void) {
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", \"x\"]]}}", "model.vocab[0]"},
         {"{\"model\": {\"vocab\": {\"a\": 0}, \"continuing_subword_prefix\": \"##\"}}", "model.unk_token"},
         {"[1, 2, 3]", "top level"},
+        /* bytes that are not UTF-8 in a string (a normalizer's replacement
+         * here): the regexes after it had read past the text (found by
+         * the tokenizer.json fuzzer) */
+        {BPE_OK ", \"normalizer\": {\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": \"\xff\xfe\"}, "
+                "\"pre_tokenizer\": {\"type\": \"ByteLevel\"}}", "not valid UTF-8 at byte"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++)
         bad_file(cases[i][0], strlen(cases[i][0]), AFO_ERR_FORMAT, cases[i][1]);

@@ -317,7 +317,7 @@ static afo_status bpe_word(tk_model *m, tk_ctx *c, const char *s, size_t n, tk_i
     if (merge_all(m, c, nsym)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory in BPE");
     for (int32_t i = nsym ? 0 : -1; i >= 0; i = c->sym[i].next)
         if (tk_ids_push(out, c->sym[i].id)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "tokenizer: out of memory");
-    if (cacheable) cache_put(m, s, n, out->p + first, out->n - first);
+    if (cacheable) cache_put(m, s, n, out->p ? out->p + first : NULL, out->n - first); /* NULL: nothing yet */
     return AFO_OK;
 }
 

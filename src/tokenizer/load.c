@@ -52,6 +52,14 @@ static cJSON *parse_file(const char *path) {
     size_t n = 0;
     char *text = NULL;
     if (afo_read_file(path, 0, false, &text, &n) != AFO_OK) return NULL;
+    /* JSON is UTF-8 (the tokenizers library refuses anything else), and the
+     * normalizers, regexes and vocabulary take its strings for valid */
+    const size_t valid = tk_utf8_valid_prefix(text, n);
+    if (valid < n) {
+        afo_error(AFO_ERR_FORMAT, "%s: not valid UTF-8 at byte %zu", path, valid);
+        free(text);
+        return NULL;
+    }
     const char *end = NULL;
     cJSON *j = cJSON_ParseWithLengthOpts(text, n, &end, 0);
     if (!j) {

@@ -136,7 +136,12 @@ static afo_status grapheme(const tk_precompiled *p, const char *g, size_t n, tk_
     return AFO_OK;
 }
 
+/* The replacements are the charsmap's bytes, which a damaged file may make
+ * invalid UTF-8 (or point into the middle of a character): the output is
+ * checked, as the stages after it (the pre-tokenizer's regexes) take it
+ * for valid. */
 afo_status tk_precompiled_apply(const tk_precompiled *p, const char *s, size_t n, tk_buf *out) {
+    const size_t from = out->n;
     size_t start = 0;
     utf8proc_int32_t state = 0, prev = -1;
     for (size_t i = 0; i < n;) {
@@ -149,5 +154,8 @@ afo_status tk_precompiled_apply(const tk_precompiled *p, const char *s, size_t n
         prev = cp;
         i += (size_t)l;
     }
-    return n > start ? grapheme(p, s + start, n - start, out) : AFO_OK;
+    if (n > start) AFO_TRY(grapheme(p, s + start, n - start, out));
+    if (out->n > from && tk_utf8_valid_prefix(out->p + from, out->n - from) != out->n - from)
+        return afo_error(AFO_ERR_FORMAT, "tokenizer: the normalizer's precompiled_charsmap gives invalid UTF-8");
+    return AFO_OK;
 }
