@@ -1,6 +1,7 @@
 /* Containers, UTF-8 and character classes shared by the tokenizer stages. */
 #define _GNU_SOURCE /* memmem */
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 #include <utf8proc.h>
 
@@ -203,6 +204,10 @@ static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad) {
 size_t tk_utf8_valid_prefix(const char *s, size_t n) {
     size_t i = 0, bad;
     while (i < n) {
+        /* runs of ASCII (most of a tokenizer.json, most text) eight bytes at a time */
+        uint64_t w;
+        while (i + 8 <= n && (memcpy(&w, s + i, 8), !(w & 0x8080808080808080ull))) i += 8;
+        if (i == n) break;
         size_t l = utf8_seq((const unsigned char *)s + i, n - i, &bad);
         if (!l) break;
         i += l;
