@@ -444,6 +444,18 @@ static void test_malformed(void) {
     int32_t *out = NULL;
     size_t nout = 7;
     CHECK(afo_tokenizer_encode(t, "ab\xFF", 3, 0, &out, &nout) == AFO_ERR_INVALID_ARGUMENT && out == NULL && nout == 0);
+    /* a bad byte at every offset of an ASCII run (the check reads ASCII
+     * eight bytes at a time) is found; a good 2-byte character passes */
+    char run[40];
+    for (size_t at = 0; at + 1 < sizeof run; at++) {
+        memset(run, 'x', sizeof run);
+        run[at] = (char)0xC3, run[at + 1] = (char)0xA9; /* é */
+        CHECK_MSG(afo_tokenizer_encode(t, run, sizeof run, 0, &out, &nout) == AFO_OK, "é at %zu", at);
+        free(out), out = NULL;
+        run[at + 1] = 'x'; /* a lead byte without its continuation */
+        CHECK_MSG(afo_tokenizer_encode(t, run, sizeof run, 0, &out, &nout) == AFO_ERR_INVALID_ARGUMENT && !out,
+                  "a bad byte at %zu", at);
+    }
     CHECK(afo_tokenizer_token_to_id(t, "Hello") == 15496);
     CHECK(strcmp(afo_tokenizer_id_to_token(t, 15496), "Hello") == 0);
     CHECK(afo_tokenizer_id_to_token(t, 50257) == NULL && afo_tokenizer_id_to_token(t, -1) == NULL);
