@@ -390,6 +390,11 @@ static void test_malformed(void) {
         {"{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"a\", \"x\"]]}}", "model.vocab[0]"},
         {"{\"model\": {\"vocab\": {\"a\": 0}, \"continuing_subword_prefix\": \"##\"}}", "model.unk_token"},
         {"[1, 2, 3]", "top level"},
+        /* one huge id: the id tables would take gigabytes (found by the
+         * tokenizer.json fuzzer, an out-of-memory) */
+        {"{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 522222222}, \"merges\": [\"a b\"]}}",
+         "model.vocab"},
+        {BPE_OK ", \"added_tokens\": [{\"id\": 2000000000, \"content\": \"<s>\", \"special\": true}]}", "added_tokens"},
         /* bytes that are not UTF-8 in a string (a normalizer's replacement
          * here): the regexes after it had read past the text (found by
          * the tokenizer.json fuzzer) */

@@ -76,6 +76,11 @@ void tk_pieces_free(tk_pieces *p);
 int tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool at_start);
 /* Appends a piece over text already at [off, off+len) of p->text. */
 int tk_pieces_range(tk_pieces *p, size_t off, size_t len, bool at_start);
+/* Ids index dense tables: an id space (the largest id + 1) at most this
+ * much larger than the token count, or a file with one huge id would
+ * allocate gigabytes. Real vocabularies are dense, with a few gaps. */
+static inline bool tk_ids_dense_enough(int64_t nids, size_t tokens) { return nids <= 2 * (int64_t)tokens + 65536; }
+
 /* Piece i's bytes; "" for empty pieces of a text never allocated. */
 static inline const char *tk_piece_text(const tk_pieces *p, size_t i) {
     return p->text.p ? p->text.p + p->v[i].off : "";
