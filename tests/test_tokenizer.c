@@ -422,6 +422,24 @@ static void test_malformed(void) {
         free(ids);
     }
     afo_tokenizer_free(bpe);
+    /* Replacements in a row, each widening every space 33 times: a
+     * sentence would become hundreds of megabytes; the sequence stops it
+     * with an error (found by the tokenizer.json fuzzer as a hang). */
+    gf = fopen(good, "wb");
+    const char *wide = "{\"type\": \"Replace\", \"pattern\": {\"String\": \" \"}, \"content\": "
+                       "\"                                 \"}";
+    CHECK(gf && fprintf(gf, BPE_OK ", \"normalizer\": {\"type\": \"Sequence\", \"normalizers\": [%s, %s, %s, %s, %s]}}",
+                        wide, wide, wide, wide, wide) > 0 && fclose(gf) == 0);
+    if ((bpe = afo_tokenizer_load(g_dir))) {
+        int32_t *ids = NULL;
+        size_t n = 0;
+        CHECK_MSG(afo_tokenizer_encode(bpe, "a b a b", 7, 0, &ids, &n) == AFO_ERR_INVALID_ARGUMENT && !ids &&
+                      strstr(afo_last_error(), "grew"),
+                  "a widening sequence: %s", afo_last_error());
+        afo_tokenizer_free(bpe);
+    } else {
+        CHECK_MSG(false, "widening sequence: %s", afo_last_error());
+    }
     /* A real file cut short. */
     char buf[1024];
     size_t n;

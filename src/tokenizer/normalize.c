@@ -133,6 +133,12 @@ static afo_status bert(const tk_normalizer *nz, const char *s, size_t n, tk_buf 
     return st;
 }
 
+/* Replacements in a row multiply the text's length: a damaged file whose
+ * stages each widen every space had normalized 40 bytes into hundreds of
+ * megabytes. A text may grow this much (and by 64 KB) over a sequence. */
+#define SEQUENCE_MAX_GROWTH 64
+#define SEQUENCE_MAX_SLACK (64u << 10)
+
 static afo_status sequence(const tk_normalizer *nz, tk_ctx *c, const char *s, size_t n, tk_buf *out) {
     tk_buf bufs[2] = {{0}, {0}};
     const char *src = s;
@@ -142,6 +148,10 @@ static afo_status sequence(const tk_normalizer *nz, tk_ctx *c, const char *s, si
         tk_buf *dst = &bufs[i & 1];
         dst->n = 0;
         if ((st = tk_normalize(nz->items[i], c, src, len, dst)) == AFO_OK) src = dst->p ? dst->p : "", len = dst->n;
+        if (st == AFO_OK && len > SEQUENCE_MAX_SLACK && (len - SEQUENCE_MAX_SLACK) / SEQUENCE_MAX_GROWTH > n)
+            st = afo_error(AFO_ERR_INVALID_ARGUMENT,
+                           "tokenizer: normalizers[%d] grew a %zu-byte text to %zu bytes (at most %dx)", i, n, len,
+                           SEQUENCE_MAX_GROWTH);
     }
     if (st == AFO_OK && tk_buf_add(out, src, len)) st = oom();
     tk_buf_free(&bufs[0]);
