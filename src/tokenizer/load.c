@@ -186,9 +186,7 @@ static afo_status load_parts(const tk_loader *L, const cJSON *j, afo_tokenizer *
     t->nids = t->model.nids;
     for (int i = 0; i < t->nadded; i++)
         if (t->added[i].id >= t->nids) t->nids = t->added[i].id + 1;
-    if (!tk_ids_dense_enough(t->nids, t->model.vocab.n + (size_t)t->nadded))
-        return tk_bad(L, "added_tokens", "ids reach %d for %zu tokens (too sparse: ids index tables)", t->nids - 1,
-                      t->model.vocab.n + (size_t)t->nadded);
+    AFO_TRY(tk_check_id_space(L, "added_tokens", t->nids, t->model.vocab.n + (size_t)t->nadded));
     if (!(t->added_by_id = malloc((size_t)t->nids * sizeof *t->added_by_id + 1))) return tk_oom(L);
     memset(t->added_by_id, 0xFF, (size_t)t->nids * sizeof *t->added_by_id);
     for (int i = 0; i < t->nadded; i++) t->added_by_id[t->added[i].id] = i;

@@ -23,9 +23,7 @@ static afo_status index_ids(const tk_loader *L, tk_model *m) {
     m->nids = 0;
     for (size_t i = 0; i < m->vocab.n; i++)
         if (m->vocab.e[i].value >= m->nids) m->nids = m->vocab.e[i].value + 1;
-    if (!tk_ids_dense_enough(m->nids, m->vocab.n))
-        return tk_bad(L, "model.vocab", "ids reach %d for %zu tokens (too sparse: ids index tables)", m->nids - 1,
-                      m->vocab.n);
+    AFO_TRY(tk_check_id_space(L, "model.vocab", m->nids, m->vocab.n));
     m->id_entry = malloc(((size_t)m->nids + 1) * sizeof *m->id_entry);
     if (!m->id_entry) return tk_oom(L);
     memset(m->id_entry, 0xFF, ((size_t)m->nids + 1) * sizeof *m->id_entry);

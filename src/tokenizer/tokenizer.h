@@ -76,10 +76,6 @@ void tk_pieces_free(tk_pieces *p);
 int tk_pieces_add(tk_pieces *p, const char *s, size_t n, bool at_start);
 /* Appends a piece over text already at [off, off+len) of p->text. */
 int tk_pieces_range(tk_pieces *p, size_t off, size_t len, bool at_start);
-/* Ids index dense tables: an id space (the largest id + 1) at most this
- * much larger than the token count, or a file with one huge id would
- * allocate gigabytes. Real vocabularies are dense, with a few gaps. */
-static inline bool tk_ids_dense_enough(int64_t nids, size_t tokens) { return nids <= 2 * (int64_t)tokens + 65536; }
 
 /* Piece i's bytes; "" for empty pieces of a text never allocated. */
 static inline const char *tk_piece_text(const tk_pieces *p, size_t i) {
@@ -306,6 +302,14 @@ typedef struct tk_loader {
 } tk_loader;
 /* AFO_ERR_FORMAT "PATH: FIELD: message". */
 afo_status tk_bad(const tk_loader *L, const char *field, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Ids index dense tables: an id space (the largest id + 1) at most twice
+ * the token count plus 65536, or a file with one huge id would allocate
+ * gigabytes (real vocabularies are dense, with a few gaps); else an error
+ * naming the field. */
+static inline afo_status tk_check_id_space(const tk_loader *L, const char *field, int32_t nids, size_t tokens) {
+    if ((int64_t)nids <= 2 * (int64_t)tokens + 65536) return AFO_OK;
+    return tk_bad(L, field, "ids reach %d for %zu tokens (too sparse: ids index tables)", nids - 1, tokens);
+}
 afo_status tk_oom(const tk_loader *L);
 /* Typed field access; absent or JSON null gives the default. */
 afo_status tk_json_bool(const tk_loader *L, const cJSON *obj, const char *field, const char *key, bool dflt,
