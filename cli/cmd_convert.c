@@ -32,6 +32,21 @@ static const struct {
     {"-d", "--dequantize", offsetof(convert_opts, dequantize), true},
 };
 
+/* The first of `names` (OPTIONS' own) that the command line gave, or NULL;
+ * with `value`, that option's text (NULL for a flag). */
+static const char *first_given(const convert_opts *o, const char *const *names, const char **value) {
+    for (; *names; names++)
+        for (size_t k = 0; k < sizeof OPTIONS / sizeof *OPTIONS; k++) {
+            if (strcmp(OPTIONS[k].name, *names) != 0) continue;
+            const char *field = (const char *)o + OPTIONS[k].field;
+            const char *text = OPTIONS[k].flag ? NULL : *(const char *const *)field;
+            if (OPTIONS[k].flag ? !*(const bool *)field : !text) break;
+            if (value) *value = text;
+            return OPTIONS[k].name;
+        }
+    return NULL;
+}
+
 static int convert_gguf(const convert_opts *o) {
     const char *type_name = o->gguf_type ? o->gguf_type : "f16";
     int type = afo_gguf_type_from_name(type_name);
@@ -74,10 +89,10 @@ static int convert_mlx(const convert_opts *o) {
                              .predicate = o->predicate,
                              .progress = show_progress,
                              .progress_ctx = &p};
-    const char *needs_q = o->predicate ? "--quant-predicate" : o->bits ? "--q-bits" : o->group_size ? "--q-group-size" : NULL;
+    const char *value,
+        *needs_q = first_given(o, (const char *const[]){"--quant-predicate", "--q-bits", "--q-group-size", NULL}, &value);
     if (needs_q && !o->quantize) {
-        fprintf(stderr, "afo convert: %s %s needs -q\n", needs_q,
-                o->predicate ? o->predicate : o->bits ? o->bits : o->group_size);
+        fprintf(stderr, "afo convert: %s %s needs -q\n", needs_q, value);
         return 2;
     }
     if (o->dtype) {
@@ -147,13 +162,8 @@ int cmd_convert(int argc, char **argv) {
         return 2;
     }
     /* an option of the other form is refused, not ignored */
-    const char *mlx_only = o.quantize     ? "-q"
-                           : o.dequantize ? "-d"
-                           : o.dtype      ? "--dtype"
-                           : o.bits       ? "--q-bits"
-                           : o.group_size ? "--q-group-size"
-                           : o.predicate  ? "--quant-predicate"
-                                          : NULL;
+    const char *mlx_only = first_given(
+        &o, (const char *const[]){"-q", "-d", "--dtype", "--q-bits", "--q-group-size", "--quant-predicate", NULL}, NULL);
     if (o.gguf && mlx_only) {
         fprintf(stderr, "afo convert: %s applies to --out (MLX's layout); --gguf takes --gguf-type f16|bf16|q8_0|q4_0\n",
                 mlx_only);
