@@ -386,18 +386,23 @@ static void check_take(const qmat *m) {
     afo_release(t);
 }
 
-/* Every level the CPU has, 1 and 2 threads. */
+/* Every level the CPU has, 1 and 2 threads, and on the AVX-512 levels both
+ * weight-stream counts of their decode matvec (afo_cpu_qmv_streams)
+ * whatever this CPU's is. */
 #define EACH_LEVEL_AND_THREADS(body)                                           \
     do {                                                                       \
         afo_cpu_level saved_ = afo_cpu_kernel_level();                         \
         for (int l_ = 0; l_ < AFO_CPU_LEVEL_COUNT; l_++) {                     \
             if (afo_cpu_set_kernel_level((afo_cpu_level)l_) != AFO_OK) continue; \
-            for (int t_ = 1; t_ <= 2; t_++) {                                  \
-                afo_set_threads(t_);                                           \
-                body;                                                          \
-            }                                                                  \
+            for (int t_ = 1; t_ <= 2; t_++)                                    \
+                for (int s_ = 2; s_ <= (l_ >= AFO_CPU_AVX512 ? 4 : 2); s_ += 2) { \
+                    afo_set_threads(t_);                                       \
+                    afo_cpu_set_qmv_streams(s_);                               \
+                    body;                                                      \
+                }                                                              \
         }                                                                      \
         afo_set_threads(0);                                                    \
+        afo_cpu_set_qmv_streams(0);                                            \
         afo_cpu_set_kernel_level(saved_);                                      \
     } while (0)
 
@@ -405,6 +410,7 @@ static void test_quantized_matmul(void) {
     const int64_t all_m[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 40}, few_m[] = {1, 5, 9, 40};
     const int64_t *Ms = g_scale < 1 ? few_m : all_m;
     int nm = g_scale < 1 ? LEN(few_m) : LEN(all_m);
+    CHECK(afo_cpu_set_qmv_streams(3) == AFO_ERR_INVALID_ARGUMENT && afo_cpu_qmv_streams() % 2 == 0);
     afo_cpu_gemm_set_blas(false);
     for (int bi = 0; bi < LEN(BITS); bi++)
         for (int gi = 0; gi < LEN(GROUPS); gi++)

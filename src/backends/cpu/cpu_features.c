@@ -36,6 +36,8 @@ static bool request_amx(void) {
 
 static void detect(afo_cpu_features *f) {
     unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return;
+    f->intel = b == 0x756e6547 && d == 0x49656e69 && c == 0x6c65746e; /* "Genu" "ineI" "ntel" */
     if (!__get_cpuid(1, &a, &b, &c, &d)) return;
     bool fma = c & (1u << 12), osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
     if (!osxsave || !avx) return;
@@ -66,7 +68,7 @@ static void detect(afo_cpu_features *f) { (void)f; }
 #endif
 
 static afo_cpu_features g_features;
-static atomic_int g_level;
+static atomic_int g_level, g_qmv_streams; /* 0: the CPU's choice */
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
 static const char *const level_names[AFO_CPU_LEVEL_COUNT] = {"scalar", "neon", "avx2", "avx512", "amx"};
@@ -129,5 +131,18 @@ afo_status afo_cpu_set_kernel_level(afo_cpu_level level) {
         return afo_error(AFO_ERR_UNSUPPORTED, "cpu kernel level %s: not supported by this CPU",
                          afo_cpu_level_name(level));
     atomic_store(&g_level, (int)level);
+    return AFO_OK;
+}
+
+int afo_cpu_qmv_streams(void) {
+    pthread_once(&g_once, init);
+    int forced = atomic_load_explicit(&g_qmv_streams, memory_order_relaxed);
+    return forced ? forced : g_features.intel ? 4 : 2;
+}
+
+afo_status afo_cpu_set_qmv_streams(int streams) {
+    if (streams != 0 && streams != 2 && streams != 4)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "matvec streams %d: not 2 or 4 (or 0 for the CPU's choice)", streams);
+    atomic_store(&g_qmv_streams, streams);
     return AFO_OK;
 }

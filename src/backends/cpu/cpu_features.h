@@ -23,6 +23,7 @@ typedef struct afo_cpu_features {
     bool avx512_vnni; /* AVX512_VNNI (vpdpbusd: int8 dot products) */
     bool amx_bf16;    /* AMX-TILE and AMX-BF16 with OS support, and Linux's permission granted to this process */
     bool neon;
+    bool intel;       /* the vendor is GenuineIntel: some tuning differs from AMD's */
 } afo_cpu_features;
 
 const afo_cpu_features *afo_cpu_get_features(void);
@@ -33,5 +34,11 @@ afo_cpu_level afo_cpu_kernel_level(void);
 /* Forces a level (tests, benchmarks); refuses levels the CPU lacks. */
 afo_status afo_cpu_set_kernel_level(afo_cpu_level level);
 const char *afo_cpu_level_name(afo_cpu_level level);
+/* Weight rows, each a sequential stream through memory, that a thread of
+ * the AVX-512 4-bit decode matvec reads at once: 4 on Intel CPUs, 2 on
+ * others (quant_x86.h says why). */
+int afo_cpu_qmv_streams(void);
+/* Forces 2 or 4 (tests, so both run on any CPU); 0 restores the CPU's. */
+afo_status afo_cpu_set_qmv_streams(int streams);
 
 #endif

@@ -239,13 +239,13 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
             int64_t lg = g % AFO_QMV_PIECE;
             if (lg == 0)
                 for (int r = 0; r < nr; r++) row_params(a, pass_row(n0, n1, nr, j, r), g, sf[r], bsum[r], m0, mc);
-            __m256 d[2][4];
+            __m256 d[NR_MAX][4];
 #pragma GCC unroll 2
             for (int r = 0; r < nr; r++)
 #pragma GCC unroll 4
                 for (int i = 0; i < mc; i++) d[r][i] = _mm256_setzero_ps();
             for (int64_t c = g * a->gs; c < (g + 1) * a->gs; c += 32) {
-                __m256i q0[2], q1[2];
+                __m256i q0[NR_MAX], q1[NR_MAX];
 #pragma GCC unroll 2
                 for (int r = 0; r < nr; r++) {
                     _mm_prefetch((const char *)(row[r] + c * bits / 8 + nbytes), _MM_HINT_T0);
@@ -277,7 +277,7 @@ static inline __attribute__((always_inline)) void qmv16_block(int bits, int nr, 
 
 static inline __attribute__((always_inline)) void qmv4_gs(int gs, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv4_block(gs, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, gs, );
+    AFO_QMV_DISPATCH(qmv4_block, 2, gs, );
 #undef CALL
 }
 
@@ -291,7 +291,7 @@ static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 
 static inline __attribute__((always_inline)) void qmv16(int bits, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv16_block(bits, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv16_block, bits, );
+    AFO_QMV_DISPATCH(qmv16_block, 2, bits, );
 #undef CALL
 }
 

@@ -50,7 +50,7 @@ static inline __attribute__((always_inline)) __m512i dot128_u8s8(int vnni, __m51
  * conversion, multiply and FMA per 128 levels, not per 64 (a Zen 5 EPYC
  * ran the earlier per-64 form at ~40 GB/s a core from L2). Masked loads
  * end a row exactly; the x8 row is padded to 128 with zeros. nr weight
- * rows (2 when M = 1: qmv4_rows) by mc rows of x. */
+ * rows (2 or 4 when M = 1: qmv4_rows) by mc rows of x. */
 static inline __attribute__((always_inline)) void qmv4_block(int vnni, int nr, int mc, const afo_qmv_args *a, int m0,
                                                               int64_t n0, int64_t n1) {
     const afo_qx *qx = a->qx;
@@ -149,11 +149,12 @@ static inline __attribute__((always_inline)) void qmv8_block(int nr, int mc, con
     }
 }
 
-/* M = 1 (decode) reads NR_MAX streams of weight rows (quant_x86.h); on a
- * Zen 4, before streams, four adjacent rows a pass had beaten two (0.86-0.97). */
+/* M = 1 (decode) reads afo_cpu_qmv_streams() streams of weight rows
+ * (quant_x86.h); on a Zen 4, before streams, four adjacent rows a pass had
+ * beaten two (0.86-0.97). */
 static inline __attribute__((always_inline)) void qmv4_rows(int vnni, const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv4_block(vnni, 1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv4_block, vnni, );
+    AFO_QMV_DISPATCH(qmv4_block, afo_cpu_qmv_streams(), vnni, );
 #undef CALL
 }
 
@@ -162,7 +163,7 @@ static void qmv4(const afo_qmv_args *a, int64_t n0, int64_t n1) { qmv4_rows(0, a
 
 static void qmv8(const afo_qmv_args *a, int64_t n0, int64_t n1) {
 #define CALL(mc) qmv8_block(1, mc, a, m0, n0, n1)
-    AFO_QMV_DISPATCH(qmv8_block, );
+    AFO_QMV_DISPATCH(qmv8_block, 2, );
 #undef CALL
 }
 

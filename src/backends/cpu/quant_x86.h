@@ -14,11 +14,15 @@ static inline float hsum(__m256 v) {
 }
 
 /* Weight rows a pass of the matvec takes at M = 1: that many streams and
- * accumulator chains, one load of x for all. On a Zen 5 EPYC, ab_decode
- * (TinyLlama 4-bit, prompt 512) read two streams against four 0.916 (the
- * AVX2 kernel 0.922), one against two 1.075; the 8-bit kernels took two
- * already. */
-enum { NR_MAX = 2 };
+ * accumulator chains, one load of x for all; NR_MAX bounds the kernels'
+ * arrays. How many suits the memory system differs between CPUs. On a Zen
+ * 5 EPYC, ab_decode (TinyLlama 4-bit, prompt 512) read two streams against
+ * four 0.916 (the AVX2 kernel 0.922), one against two 1.075; on an Intel
+ * Xeon (Emerald Rapids, 2 vCPUs, 31 GB/s) four against two 0.951 and 0.955
+ * for the AVX-512 4-bit kernel, which so takes afo_cpu_qmv_streams(), but
+ * 1.127 for the AVX2 8-bit one (which AVX-512 hosts run too): the others
+ * take two. */
+enum { NR_MAX = 4 };
 
 /* A matvec kernel takes rows n0 .. n1 (nr dividing their count) in passes
  * of nr rows a stride L = (n1 - n0) / nr apart: pass j's rows n0 + j + r L
@@ -124,14 +128,19 @@ static inline __attribute__((always_inline)) void row_params(const afo_qmv_args 
     }
 
 /* Calls of block(args..., nr, mc, a, m0, n0, n1): M = 1 takes weight rows
- * NR_MAX at a time, the remainder one at a time; otherwise CALL(mc) runs mc
- * rows of x per pass. */
-#define AFO_QMV_DISPATCH(block, ...)                                                                                   \
+ * `streams` (2 or 4) at a time, the remainder one at a time; otherwise
+ * CALL(mc) runs mc rows of x per pass. */
+#define AFO_QMV_M1(block, nr, ...)                                                                                     \
+    do {                                                                                                               \
+        int64_t nr_end = n0 + (n1 - n0) / (nr) * (nr);                                                                 \
+        block(__VA_ARGS__ nr, 1, a, 0, n0, nr_end);                                                                    \
+        block(__VA_ARGS__ 1, 1, a, 0, nr_end, n1);                                                                     \
+    } while (0)
+#define AFO_QMV_DISPATCH(block, streams, ...)                                                                          \
     do {                                                                                                               \
         if (a->M == 1) {                                                                                               \
-            int64_t nr_end = n0 + (n1 - n0) / NR_MAX * NR_MAX;                                                         \
-            block(__VA_ARGS__ NR_MAX, 1, a, 0, n0, nr_end);                                                            \
-            block(__VA_ARGS__ 1, 1, a, 0, nr_end, n1);                                                                 \
+            if ((streams) == 4) AFO_QMV_M1(block, 4, __VA_ARGS__);                                                     \
+            else AFO_QMV_M1(block, 2, __VA_ARGS__);                                                                    \
             return;                                                                                                    \
         }                                                                                                              \
         AFO_QMV_ROWS(CALL)                                                                                             \
