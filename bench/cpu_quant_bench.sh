@@ -50,14 +50,15 @@ import json, sys
 # rows, plus the keys and values attention reads) over the bandwidth read
 # during it; in parentheses the measure of the tables before 2026-11-27's
 # seventh session: all the weights less the whole untied embedding table,
-# no keys and values
+# no keys and values; of its pages' bound: the same against the read
+# bandwidth of the model file's own pages (bench_decode's weight_pages_*)
 cfg = json.load(open(sys.argv[2]))
 BYTES_PER_WEIGHT = {"bf16": 2.0, "q8": 1 + 4 / 64, "q4": 0.5 + 4 / 64}
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 afo = {r["format"]: r for r in rows if "peer" not in r}
 peer = {r["format"]: r for r in rows if "peer" in r}
-print("| format | afo decode tok/s | of bound [min..max] (before) | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
-print("|---|---|---|---|---|---|---|")
+print("| format | afo decode tok/s | of bound [min..max] (before) | of its pages' bound | afo prefill tok/s | llama.cpp | decode × llama.cpp | prefill × llama.cpp |")
+print("|---|---|---|---|---|---|---|---|")
 for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     a = afo.get(fmt)
     if not a:
@@ -69,5 +70,6 @@ for fmt, twin in (("bf16", None), ("q8", "q8_0"), ("q4", "q4_0")):
     rd = f"{a['decode_tok_s'] / p['decode_tok_s']:.2f}" if p else "—"
     rp = f"{a['prefill_tok_s'] / p['prefill_tok_s']:.2f}" if p else "—"
     spread = f" [{a['decode_ratio_min']:.2f}..{a['decode_ratio_max']:.2f}]" if "decode_ratio_min" in a else ""
-    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_ratio']:.2f}{spread} ({before:.2f}) | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
+    pages = f"{a['weight_pages_ratio']:.2f} ({a['weight_pages_bw_gbs']:.1f} GB/s)" if a.get("weight_pages_bw_gbs") else "—"
+    print(f"| {fmt} | {a['decode_tok_s']:.1f} | {a['decode_ratio']:.2f}{spread} ({before:.2f}) | {pages} | {a['prefill_tok_s']:.1f} | {pd} | {rd} | {rp} |")
 PY
