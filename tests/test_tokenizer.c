@@ -444,6 +444,19 @@ static void test_malformed(void) {
                   "a widening sequence: %s", afo_last_error());
     }
     afo_tokenizer_free(bpe);
+    /* A Unigram piece of 20000 bytes: its prefixes alone would take 200 MB
+     * (a 90 KB piece had asked for 4 GB; found by the tokenizer.json
+     * fuzzer). */
+    enum { LONG_PIECE = 20000 };
+    char *unigram = malloc(LONG_PIECE + 128);
+    CHECK(unigram != NULL);
+    if (unigram) {
+        int head = snprintf(unigram, 128, "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"");
+        memset(unigram + head, 'a', LONG_PIECE);
+        int tail = snprintf(unigram + head + LONG_PIECE, 128, "\", -1.0]]}}");
+        bad_file(unigram, (size_t)(head + LONG_PIECE + tail), AFO_ERR_FORMAT, "model.vocab[0]");
+        free(unigram);
+    }
     /* A real file cut short. */
     char buf[1024];
     size_t n;

@@ -17,6 +17,11 @@ afo_status tk_unigram_load(const tk_loader *L, const cJSON *j, tk_model *m) {
     if (!(m->scores = malloc(((size_t)n + 1) * sizeof *m->scores))) return tk_oom(L);
     m->min_score = INFINITY;
     int id = 0;
+    /* The prefix map holds every prefix of every piece, so its bytes grow
+     * with the square of a piece's length: one piece of 90 KB in a damaged
+     * file had asked for 4 GB (found by the tokenizer.json fuzzer). Real
+     * vocabularies' prefixes take a few times their pieces' bytes. */
+    size_t piece_bytes = 0, prefix_bytes = 0;
     for (const cJSON *e = vocab->child; e; e = e->next, id++) {
         const cJSON *tok = cJSON_GetArrayItem(e, 0), *score = cJSON_GetArrayItem(e, 1);
         if (!cJSON_IsArray(e) || !cJSON_IsString(tok) || !cJSON_IsNumber(score)) {
@@ -25,6 +30,14 @@ afo_status tk_unigram_load(const tk_loader *L, const cJSON *j, tk_model *m) {
             return tk_bad(L, field, "expected [\"token\", score]");
         }
         size_t len = strlen(tok->valuestring);
+        piece_bytes += len;
+        prefix_bytes += len * (len - (len > 0)) / 2;
+        if (prefix_bytes > 64 * piece_bytes + ((size_t)64 << 20)) {
+            char field[48];
+            snprintf(field, sizeof field, "model.vocab[%d]", id);
+            return tk_bad(L, field, "a piece of %zu bytes: the pieces' prefixes would take %zu MB", len,
+                          prefix_bytes >> 20);
+        }
         m->scores[id] = score->valuedouble;
         if (score->valuedouble < m->min_score) m->min_score = score->valuedouble;
         if (tk_map_put(&m->vocab, tok->valuestring, len, id, true) < 0) return tk_oom(L);
