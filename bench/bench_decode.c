@@ -20,18 +20,15 @@
  * Usage: bench_decode --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] */
 #include "bench_util.h"
 #include <dirent.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <afo/afo.h>
 
 #include "backends/cpu/threadpool.h"
+#include "core/internal.h"
 
 /* Decoded tokens between two reads of the bandwidth (about half a second at
  * 4 bits here; one read takes about 40 ms). A read before and after every
@@ -48,14 +45,13 @@ static int32_t argmax_row(const float *row, int64_t v) {
 }
 
 /* Read bandwidth (GB/s, median of reps passes) over the model directory's
- * *.safetensors files, read as bw_once reads its buffer; 0 when none can be
- * mapped. */
+ * *.safetensors files, each read by bw_once; 0 when none can be mapped. */
 static double weight_pages_bandwidth(const char *dir, int reps) {
     DIR *d = opendir(dir);
     if (!d) return 0;
     enum { MAX_FILES = 64 };
+    afo_mapping *maps[MAX_FILES];
     bw_job jobs[MAX_FILES];
-    size_t lens[MAX_FILES];
     int files = 0;
     struct dirent *e;
     while ((e = readdir(d)) && files < MAX_FILES) {
@@ -63,31 +59,28 @@ static double weight_pages_bandwidth(const char *dir, int reps) {
         if (nl < 12 || strcmp(e->d_name + nl - 12, ".safetensors") != 0) continue;
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        int fd = open(path, O_RDONLY);
-        struct stat st;
-        if (fd < 0) continue;
-        if (fstat(fd, &st) == 0 && st.st_size >= 4096) {
-            void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-            if (p != MAP_FAILED) {
-                jobs[files] = (bw_job){.buf = p, .n = (size_t)st.st_size / 4};
-                lens[files++] = (size_t)st.st_size;
-            }
+        afo_mapping *m = afo_mapping_open(path);
+        if (!m) continue;
+        if (m->length < 4096) { /* too short to time */
+            afo_mapping_release(m);
+            continue;
         }
-        close(fd);
+        maps[files] = m;
+        jobs[files++] = (bw_job){.buf = m->base, .n = m->length / 4};
     }
     closedir(d);
     double *rates = malloc(sizeof(double) * (size_t)reps), rate = 0;
     for (int r = 0; rates && files && r <= reps; r++) {
-        double bytes = 0, t0 = bench_now();
+        double bytes = 0, seconds = 0;
         for (int f = 0; f < files; f++) {
-            afo_parallel_run(bw_thread, &jobs[f]);
-            bytes += (double)jobs[f].n * 4;
+            double b = (double)jobs[f].n * 4;
+            bytes += b, seconds += b / (bw_once(&jobs[f]) * 1e9);
         }
-        if (r > 0) rates[r - 1] = bytes / (bench_now() - t0) * 1e-9; /* pass 0 maps the pages in */
+        if (r > 0) rates[r - 1] = bytes / seconds * 1e-9; /* pass 0 maps the pages in */
     }
     if (rates && files) rate = summarize(rates, reps).median;
     free(rates);
-    for (int f = 0; f < files; f++) munmap((void *)jobs[f].buf, lens[f]);
+    for (int f = 0; f < files; f++) afo_mapping_release(maps[f]);
     return rate;
 }
 
