@@ -479,7 +479,7 @@ static void test_prims(void) {
  * or separate multiply-adds). */
 static void check_attention_prims(void) {
     const afo_nn_prims *simd = afo_nn_prims_best(), *ref = &afo_nn_prims_scalar;
-    enum { MAXQ = 8, MAXD = 136, MAXN = 131, STRIDE = MAXD + 5, LS = MAXN + 3 };
+    enum { MAXQ = 12, MAXD = 136, MAXN = 131, STRIDE = MAXD + 5, LS = MAXN + 3 };
     static float q[MAXQ * MAXD], kf[MAXN * STRIDE], p[MAXQ * LS], s1[MAXQ * LS], s2[MAXQ * LS];
     static float a0[MAXQ * MAXD], a1[MAXQ * MAXD], a2[MAXQ * MAXD];
     static uint16_t kb[MAXN * STRIDE], kh[MAXN * STRIDE];
@@ -490,7 +490,7 @@ static void check_attention_prims(void) {
         kb[i] = afo_f32_to_bf16(kf[i]), kh[i] = afo_f32_to_f16(kf[i]);
     }
     const void *ks[AFO_NN_ST_COUNT] = {kf, kb, kh};
-    const int64_t nqs[] = {1, 2, 3, 5, 8}, Ds[] = {1, 7, 8, 16, 24, 64, 72, 80, 128, 136},
+    const int64_t nqs[] = {1, 2, 3, 5, 8, 12}, Ds[] = {1, 7, 8, 16, 24, 64, 72, 80, 128, 136},
                   ns[] = {0, 1, 3, 4, 5, 63, 64, 65, 131};
     int cases = 0;
     for (size_t a = 0; a < sizeof nqs / sizeof *nqs; a++)
