@@ -223,6 +223,8 @@ afo_array *afo_array_from_buffer(afo_buffer *buf, afo_dtype dtype, int ndim, con
 /* ---------------------------------------------------------------- profile */
 /* AFO_PROFILE=1 (core/profile.c): host time per op and per evaluation. */
 bool afo_profile_enabled(void);
+/* Forgets what was gathered so far (a benchmark's warm-up, say). */
+void afo_profile_reset(void);
 double afo_profile_now(void);
 void afo_profile_op(afo_op op, afo_device d, double seconds);
 void afo_profile_eval(size_t nodes, double seconds);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "core/internal.h"
@@ -58,6 +59,15 @@ static void init(void) {
 bool afo_profile_enabled(void) {
     pthread_once(&g_once, init);
     return g_prof.on;
+}
+
+void afo_profile_reset(void) {
+    pthread_mutex_lock(&g_prof.lock);
+    memset(g_prof.op_seconds, 0, sizeof g_prof.op_seconds);
+    memset(g_prof.op_calls, 0, sizeof g_prof.op_calls);
+    g_prof.eval_seconds = g_prof.mv_bytes = g_prof.mv_seconds = g_prof.mv_first = 0;
+    g_prof.evals = g_prof.nodes = g_prof.mv_jobs = 0;
+    pthread_mutex_unlock(&g_prof.lock);
 }
 
 void afo_profile_op(afo_op op, afo_device d, double seconds) {
