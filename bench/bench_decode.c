@@ -16,8 +16,11 @@
  * apart (docs/PERFORMANCE.md, twenty-second session); to tell the pages
  * from the buffer, the read bandwidth of the model's own safetensors pages
  * (the page cache the decode reads, mapped again) is given too, with the
- * decode's ratio to the bound it sets (weight_pages_*).
- * Usage: bench_decode --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] */
+ * decode's ratio to the bound it sets (weight_pages_*). With AFO_PROFILE
+ * set, the per-op profile printed at exit covers the last repetition's
+ * decode steps alone.
+ * Usage: bench_decode --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N]
+ *        [--storage-dtype] [--kv-dtype float32|bfloat16|float16] */
 #include "bench_util.h"
 #include <dirent.h>
 #include <stdio.h>
@@ -86,7 +89,7 @@ static double weight_pages_bandwidth(const char *dir, int reps) {
 
 int main(int argc, char **argv) {
     const char *model = NULL;
-    int prompt = 128, tokens = 64, threads = 2, reps = 3, storage = 0;
+    int prompt = 128, tokens = 64, threads = 2, reps = 3, storage = 0, kv_dtype = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--model") && i + 1 < argc) model = argv[++i];
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
@@ -94,13 +97,15 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--storage-dtype")) storage = 1;
+        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_dtype = afo_dtype_from_name(argv[++i]);
         else {
-            fprintf(stderr, "usage: %s --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] [--storage-dtype]\n", argv[0]);
+            fprintf(stderr, "usage: %s --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] [--storage-dtype] [--kv-dtype T]\n",
+                    argv[0]);
             return 2;
         }
     }
-    if (!model || prompt < 1 || tokens < 2 || threads < 1 || reps < 1) {
-        fprintf(stderr, "bench_decode: --model is required; sizes must be positive\n");
+    if (!model || prompt < 1 || tokens < 2 || threads < 1 || reps < 1 || kv_dtype < 0) {
+        fprintf(stderr, "bench_decode: --model is required; sizes must be positive; --kv-dtype takes a dtype's name\n");
         return 2;
     }
     afo_set_threads(threads);
@@ -114,7 +119,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     afo_kv_cache *cache;
-    afo_kv_cache_create(m, 1, &cache);
+    afo_kv_cache_options kvo = afo_kv_cache_defaults();
+    kvo.kv_dtype = (afo_dtype)kv_dtype;
+    if (afo_kv_cache_create_ex(m, 1, &kvo, &cache) != AFO_OK) {
+        fprintf(stderr, "bench_decode: %s\n", afo_last_error());
+        return 1;
+    }
     int64_t vocab = afo_model_vocab_size(m);
     int32_t *ids = malloc(sizeof(int32_t) * (size_t)prompt);
     for (int i = 0; i < prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % vocab);
@@ -147,6 +157,11 @@ int main(int argc, char **argv) {
         int32_t tok = argmax_row(afo_array_data(logits), vocab);
         afo_release(logits);
         double spent = 0, read = 0;
+        if (r == reps - 1 && afo_profile_enabled()) {
+            afo_profile_reset();
+            fprintf(stderr, "AFO_PROFILE: the report at exit covers the last repetition's %d decoded tokens only\n",
+                    tokens);
+        }
         for (int t = 0; t < tokens;) {
             double d0 = bench_now();
             for (int end = t + BW_EVERY < tokens ? t + BW_EVERY : tokens; t < end; t++) {
@@ -194,10 +209,11 @@ int main(int argc, char **argv) {
            "\"read_bw_gbs\":%.2f,\"read_bw_after_gbs\":%.2f,\"bound_tok_s\":%.2f,\"decode_tok_s\":%.2f,"
            "\"decode_tok_s_min\":%.2f,\"decode_tok_s_max\":%.2f,\"decode_ratio\":%.3f,\"decode_ratio_min\":%.3f,"
            "\"decode_ratio_max\":%.3f,\"weight_ratio\":%.3f,\"prefill_tok_s\":%.1f,\"load_to_first_token_s\":%.3f,"
-           "\"weight_pages_bw_gbs\":%.2f,\"weight_pages_ratio\":%.3f}\n",
+           "\"weight_pages_bw_gbs\":%.2f,\"weight_pages_ratio\":%.3f,\"kv_dtype\":\"%s\"}\n",
            model, afo_model_type(m), weights, bytes, threads, bw, bw_after, bound, med_d, decode[0], decode[reps - 1],
            med_ratio, ratio[0], ratio[reps - 1], med_weight_ratio, med_p, first_token, pages_bw,
-           pages_bw > 0 ? med_d * bytes / (pages_bw * 1e9) : 0.0);
+           pages_bw > 0 ? med_d * bytes / (pages_bw * 1e9) : 0.0,
+           afo_dtype_name(kv_dtype ? (afo_dtype)kv_dtype : afo_model_compute_dtype(m)));
     free(ids), free(prefill), free(decode), free(ratio), free(weight_ratio), free(bws);
     afo_kv_cache_free(cache);
     afo_model_free(m);

@@ -34,7 +34,8 @@ afo_kv_cache_options cli_kv_defaults(void);
     "  --kv-bits B             store keys/values quantized to B bits (2-6, 8; default: not quantized)\n" \
     "  --kv-group-size G       quantization group size along head_dim: 32, 64 or 128 (default 64)\n"      \
     "  --quantized-kv-start N  quantize once the cache holds N positions (default 5000)\n"              \
-    "  --max-kv-size N         rotating cache: keep the first 4 and the last N-4 positions\n"
+    "  --max-kv-size N         rotating cache: keep the first 4 and the last N-4 positions\n"         \
+    "  --kv-dtype T            keys/values stored as float32, bfloat16 or float16 (default: as computed)\n"
 
 /* A loaded model and its tokenizer. model NULL: the demo model shipped in
  * the repo (AFO_DEMO_MODEL overrides its path). */

@@ -141,13 +141,14 @@ int cmd_bench(int argc, char **argv) {
         printf("[");
         for (int k = 0; k < nmodels; k++)
             printf("%s{\"model\":\"%s\",\"device\":\"%s\",\"graphs\":%d,\"threads\":%d,\"prompt_tokens\":%ld,\"gen_tokens\":%ld,\"repeat\":%ld,"
-                   "\"kv_bits\":%d,\"kv_group_size\":%d,\"quantized_kv_start\":%lld,\"max_kv_size\":%lld,"
+                   "\"kv_bits\":%d,\"kv_group_size\":%d,\"quantized_kv_start\":%lld,\"max_kv_size\":%lld,\"kv_dtype\":\"%s\","
                    "\"prefill_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"decode_tok_s\":{\"median\":%.2f,\"min\":%.2f,\"max\":%.2f},"
                    "\"ttft_s\":{\"median\":%.4f,\"min\":%.4f,\"max\":%.4f},\"peak_memory\":%zu,\"model_bytes\":%zu,"
                    "\"decode_step_bytes\":%.0f,\"params\":%lld}",
                    k ? "," : "", res[k].model, device, graphs, afo_get_threads(), prompt, gen, repeat, kvo.kv_bits, kvo.kv_group_size,
-                   (long long)kvo.quantized_start, (long long)kvo.max_kv_size, res[k].prefill[0],
+                   (long long)kvo.quantized_start, (long long)kvo.max_kv_size,
+                   kvo.kv_dtype ? afo_dtype_name(kvo.kv_dtype) : "compute", res[k].prefill[0],
                    res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
                    res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights, res[k].step_bytes,
                    (long long)res[k].params);
@@ -160,6 +161,7 @@ int cmd_bench(int argc, char **argv) {
         printf(", KV cache %d-bit, groups of %d from position %lld", kvo.kv_bits, kvo.kv_group_size,
                (long long)kvo.quantized_start);
     if (kvo.max_kv_size) printf(", rotating KV cache of %lld", (long long)kvo.max_kv_size);
+    if (kvo.kv_dtype) printf(", KV cache stored as %s", afo_dtype_name(kvo.kv_dtype));
     printf("\n");
     printf("%-32s %24s %24s %22s %10s %10s\n", "model", "prefill tok/s", "decode tok/s", "TTFT s", "peak MB",
            "model MB");

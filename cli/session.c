@@ -71,6 +71,16 @@ afo_kv_cache_options cli_kv_defaults(void) {
 }
 
 int cli_kv_option(int argc, char **argv, int *i, afo_kv_cache_options *o) {
+    if (!strcmp(argv[*i], "--kv-dtype")) {
+        const char *v = cli_value(argc, argv, i);
+        int t = v ? afo_dtype_from_name(v) : -1;
+        if (t != AFO_FLOAT32 && t != AFO_BFLOAT16 && t != AFO_FLOAT16) {
+            if (v) fprintf(stderr, "afo: --kv-dtype needs float32, bfloat16 or float16, not '%s'\n", v);
+            return -1;
+        }
+        o->kv_dtype = (afo_dtype)t;
+        return 1;
+    }
     static const char *const names[] = {"--kv-bits", "--kv-group-size", "--quantized-kv-start", "--max-kv-size"};
     int which = -1;
     for (int k = 0; k < 4; k++)

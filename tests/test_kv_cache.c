@@ -50,9 +50,18 @@ static void test_invalid_options(void) {
         {0, 64, 0, -5, 4, "max_kv_size"},     {4, 32, 0, 64, 4, "cannot be combined"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        afo_kv_cache_options o = {bad[i].bits, bad[i].gs, bad[i].start, bad[i].max, bad[i].keep};
+        afo_kv_cache_options o = {
+            .kv_bits = bad[i].bits, .kv_group_size = bad[i].gs, .quantized_start = bad[i].start,
+            .max_kv_size = bad[i].max, .keep = bad[i].keep};
         afo_status st = afo_kv_cache_create_ex(m, 1, &o, &c);
         CHECK_MSG(error_names(st, bad[i].field) && c == NULL, "case %zu: '%s'", i, afo_last_error());
+    }
+    afo_dtype bad_types[] = {AFO_INT32, AFO_FLOAT64, AFO_DTYPE_COUNT, (afo_dtype)-1};
+    for (size_t i = 0; i < sizeof bad_types / sizeof bad_types[0]; i++) {
+        afo_kv_cache_options o = afo_kv_cache_defaults();
+        o.kv_dtype = bad_types[i];
+        afo_status st = afo_kv_cache_create_ex(m, 1, &o, &c);
+        CHECK_MSG(error_names(st, "kv_dtype") && c == NULL, "kv_dtype %d: '%s'", (int)bad_types[i], afo_last_error());
     }
     afo_kv_cache_options ok = afo_kv_cache_defaults();
     ok.kv_bits = 4;
@@ -266,6 +275,46 @@ static void test_quantized_memory_bf16(void) {
     double ratio = (double)quant / (double)plain;
     CHECK_MSG(plain > 0 && fabs(ratio - (4.0 + 32.0 / 32) / 16) < 1e-9, "ratio %.6f (%zu / %zu bytes)", ratio, quant, plain);
     free(logits);
+    afo_model_free(m);
+}
+
+/* A 16-bit cache under float32 compute against the float32 cache,
+ * teacher-forced: half the bytes, and logits that move only by the keys'
+ * and values' rounding (relative 2^-9 for bfloat16, 2^-11 for float16:
+ * on this model ~1e-3 and a few 1e-4 of the logits' spread; the bound
+ * leaves 10x room), float16's finer rounding moving them less. bfloat16
+ * with 8-bit keys and values stores its scales and biases in bfloat16. */
+static void test_16bit_cache(void) {
+    afo_model *m = load("models/tiny-classics", 0);
+    if (!m) return;
+    enum { prompt = 12 };
+    int steps = test_scale() < 1 ? 6 : 24;
+    int64_t vocab = afo_model_vocab_size(m);
+    int32_t ids[prompt + 24];
+    some_ids(m, ids, prompt + steps);
+    size_t n = (size_t)(vocab * (steps + 1));
+    float *ref = malloc(sizeof(float) * n), *bf = malloc(sizeof(float) * n), *fh = malloc(sizeof(float) * n),
+          *q8 = malloc(sizeof(float) * n);
+    afo_kv_cache_options o = afo_kv_cache_defaults();
+    size_t bytes_ref = 0, bytes_bf = 0, bytes_fh = 0, bytes_q8 = 0;
+    CHECK(run_cache(m, &o, ids, prompt, steps, ref, &bytes_ref, NULL) == AFO_OK);
+    o.kv_dtype = AFO_BFLOAT16;
+    CHECK(run_cache(m, &o, ids, prompt, steps, bf, &bytes_bf, NULL) == AFO_OK);
+    o.kv_dtype = AFO_FLOAT16;
+    CHECK(run_cache(m, &o, ids, prompt, steps, fh, &bytes_fh, NULL) == AFO_OK);
+    o.kv_dtype = AFO_BFLOAT16, o.kv_bits = 8, o.kv_group_size = 32, o.quantized_start = 0;
+    int quantized = 0;
+    CHECK(run_cache(m, &o, ids, prompt, steps, q8, &bytes_q8, &quantized) == AFO_OK);
+    CHECK_MSG(bytes_ref > 0 && 2 * bytes_bf == bytes_ref && 2 * bytes_fh == bytes_ref, "bytes %zu, %zu vs %zu",
+              bytes_bf, bytes_fh, bytes_ref);
+    /* 8 bits a value, one bfloat16 scale and bias per 32 */
+    CHECK_MSG(quantized && 32 * bytes_q8 == (size_t)(8 + 32 / 32) * bytes_ref, "8-bit: %zu of %zu bytes", bytes_q8,
+              bytes_ref);
+    double e_bf = max_rel_diff(bf, ref, steps, vocab, 0), e_fh = max_rel_diff(fh, ref, steps, vocab, 0);
+    fprintf(stderr, "  logits vs the float32 cache, max |diff| / spread: bfloat16 %.2e, float16 %.2e\n", e_bf, e_fh);
+    CHECK_MSG(e_bf > 0 && e_bf < 0.01, "bfloat16 %.3e", e_bf);
+    CHECK_MSG(e_fh > 0 && e_fh < e_bf, "float16 %.3e (bfloat16 %.3e)", e_fh, e_bf);
+    free(ref), free(bf), free(fh), free(q8);
     afo_model_free(m);
 }
 
@@ -493,6 +542,7 @@ int main(void) {
     RUN(test_quantized_attention_reference);
     RUN(test_quantized_logits);
     RUN(test_quantized_memory_bf16);
+    RUN(test_16bit_cache);
     RUN(test_rotating_large_is_plain);
     RUN(test_rotating_vs_masked_forward);
     RUN(test_rotating_generation);

@@ -96,8 +96,16 @@ typedef struct afo_kv_cache_options {
      * positions keep counting, so generation goes on past max_kv_size. */
     int64_t max_kv_size;
     int keep; /* 0 <= keep < max_kv_size */
+    /* The dtype the keys and values are stored in (a quantized cache's
+     * scales and biases too): AFO_FLOAT32, AFO_BFLOAT16 or AFO_FLOAT16, or
+     * 0 (AFO_BOOL) for the model's compute dtype. A 16-bit cache under
+     * float32 compute (llama.cpp's f16 cache, mlx-lm's bfloat16 one) halves
+     * the cache and what attention reads from it a step; the keys and
+     * values are rounded once, as they are stored. */
+    afo_dtype kv_dtype;
 } afo_kv_cache_options;
-/* kv_bits 0, kv_group_size 64, quantized_start 0, max_kv_size 0, keep 4. */
+/* kv_bits 0, kv_group_size 64, quantized_start 0, max_kv_size 0, keep 4,
+ * kv_dtype 0 (the compute dtype). */
 afo_kv_cache_options afo_kv_cache_defaults(void);
 
 /* Per-layer key/value buffers for `batch` sequences, preallocated in steps

@@ -1,5 +1,7 @@
 /* The KV cache and the attention that reads it. Three layouts:
- *  - plain: per layer [B, kv_heads, capacity, head_dim] in the compute dtype,
+ *  - plain: per layer [B, kv_heads, capacity, head_dim] in the cache's
+ *    dtype (the compute dtype unless kv_dtype says otherwise; keys and
+ *    values are converted before they are stored),
  *    written in place with slice_update (the update node replaces the slot,
  *    so the buffer is reused);
  *  - quantized (mlx-lm's QuantizedKVCache): the same positions as packed
@@ -35,6 +37,7 @@ struct afo_kv_cache {
     const afo_model *model;
     afo_kv_cache_options opt;
     int64_t batch, length, capacity;
+    afo_dtype dtype;       /* of the stored keys and values (of scales and biases when quantized) */
     bool quantized;
     afo_array **buf;       /* [layer][k, v][part]: part 0 the values, or packed, scales, biases */
     afo_array **heads;     /* [batch * kv_heads] scratch of the quantized attention */
@@ -56,7 +59,7 @@ static int num_parts(const afo_kv_cache *c) { return c->quantized ? 3 : 1; }
 /* Last axis and dtype of a part of the buffers. */
 static int64_t part_width(const afo_kv_cache *c, int part, afo_dtype *dt) {
     int64_t D = c->model->cfg.head_dim;
-    *dt = part == 0 && c->quantized ? AFO_UINT32 : c->model->compute;
+    *dt = part == 0 && c->quantized ? AFO_UINT32 : c->dtype;
     if (!c->quantized) return D;
     return part == 0 ? D * c->opt.kv_bits / 32 : D / c->opt.kv_group_size;
 }
@@ -81,6 +84,10 @@ static afo_status check_options(const afo_model *m, const afo_kv_cache_options *
             return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: quantized_start %lld < 0",
                              (long long)o->quantized_start);
     }
+    afo_dtype t = o->kv_dtype;
+    if (t != AFO_BOOL && t != AFO_FLOAT32 && t != AFO_BFLOAT16 && t != AFO_FLOAT16)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: kv_dtype %s is not float32, bfloat16 or float16",
+                         afo_dtype_name(t));
     if (o->max_kv_size < 0)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "kv cache: max_kv_size %lld < 0", (long long)o->max_kv_size);
     if (o->max_kv_size) {
@@ -113,6 +120,7 @@ afo_status afo_kv_cache_create_ex(const afo_model *m, int64_t batch, const afo_k
     }
     c->opt = o;
     c->batch = batch;
+    c->dtype = o.kv_dtype ? o.kv_dtype : m->compute;
     *out = c;
     return AFO_OK;
 }
@@ -448,6 +456,9 @@ static afo_array *attend_plain(afo_kv_cache *c, int layer, afo_array *q, afo_arr
 afo_array *kv_attend(afo_kv_cache *c, int layer, afo_array *q, afo_array *k, afo_array *v, float scale,
                      bool sliding) {
     afo_array *mask = c->mask[sliding];
+    /* stored and attended to in the cache's dtype, the new positions too */
+    if (k && afo_array_dtype(k) != c->dtype) k = ow_astype(k, c->dtype);
+    if (v && afo_array_dtype(v) != c->dtype) v = ow_astype(v, c->dtype);
     int window = sliding ? (int)c->model->cfg.sliding_window : 0;
     if (!c->quantized) return attend_plain(c, layer, q, k, v, scale, window, mask);
     int gs = c->opt.kv_group_size, bits = c->opt.kv_bits;
