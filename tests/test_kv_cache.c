@@ -197,6 +197,18 @@ static afo_status run_cache(afo_model *m, const afo_kv_cache_options *o, const i
     return st;
 }
 
+/* A model (float32 compute) and seeded ids for a teacher-forced run of
+ * caches against each other: a 12-token prompt, then *steps decoding steps
+ * (6 under AFO_TEST_SCALE < 1, else 24). */
+enum { FORCED_PROMPT = 12, FORCED_MAX_STEPS = 24 };
+static afo_model *forced_setup(const char *dir, int32_t *ids, int *steps) {
+    afo_model *m = load(dir, 0);
+    if (!m) return NULL;
+    *steps = test_scale() < 1 ? 6 : FORCED_MAX_STEPS;
+    some_ids(m, ids, FORCED_PROMPT + *steps);
+    return m;
+}
+
 /* Largest |a - b| over the decoding steps, relative to the spread (max -
  * min) of the reference logits of the step. */
 static double max_rel_diff(const float *a, const float *b, int steps, int64_t vocab, int from) {
@@ -218,13 +230,11 @@ static double max_rel_diff(const float *a, const float *b, int steps, int64_t vo
  * bounds below leave 4x room, and the 4-bit error must be several times the
  * 8-bit one, as the 17x finer levels predict. */
 static void check_quantized_logits(const char *dir, int group_size) {
-    afo_model *m = load(dir, 0);
+    int32_t ids[FORCED_PROMPT + FORCED_MAX_STEPS];
+    int steps, prompt = FORCED_PROMPT;
+    afo_model *m = forced_setup(dir, ids, &steps);
     if (!m) return;
-    enum { prompt = 12 };
-    int steps = test_scale() < 1 ? 6 : 24;
     int64_t vocab = afo_model_vocab_size(m);
-    int32_t ids[prompt + 24];
-    some_ids(m, ids, prompt + steps);
     float *ref = malloc(sizeof(float) * (size_t)(vocab * (steps + 1))), *q8 = malloc(sizeof(float) * (size_t)(vocab * (steps + 1))),
           *q4 = malloc(sizeof(float) * (size_t)(vocab * (steps + 1)));
     afo_kv_cache_options o = afo_kv_cache_defaults();
@@ -285,13 +295,11 @@ static void test_quantized_memory_bf16(void) {
  * leaves 10x room), float16's finer rounding moving them less. bfloat16
  * with 8-bit keys and values stores its scales and biases in bfloat16. */
 static void test_16bit_cache(void) {
-    afo_model *m = load("models/tiny-classics", 0);
+    int32_t ids[FORCED_PROMPT + FORCED_MAX_STEPS];
+    int steps, prompt = FORCED_PROMPT;
+    afo_model *m = forced_setup("models/tiny-classics", ids, &steps);
     if (!m) return;
-    enum { prompt = 12 };
-    int steps = test_scale() < 1 ? 6 : 24;
     int64_t vocab = afo_model_vocab_size(m);
-    int32_t ids[prompt + 24];
-    some_ids(m, ids, prompt + steps);
     size_t n = (size_t)(vocab * (steps + 1));
     float *ref = malloc(sizeof(float) * n), *bf = malloc(sizeof(float) * n), *fh = malloc(sizeof(float) * n),
           *q8 = malloc(sizeof(float) * n);

@@ -2,6 +2,7 @@
  * through masked loads and stores, so no scalar remainder loop. */
 #include "backends/cpu/nn_kernels.h"
 #include "backends/cpu/simd_exp_avx512.h"
+#include "backends/cpu/simd_transpose_avx512.h"
 
 static inline size_t st_bytes(int st) { return st == AFO_NN_F32 ? 4 : 2; }
 
@@ -72,27 +73,6 @@ static inline __attribute__((always_inline)) void dots_tile(int st, int nh, int 
  * 67 instead of 80 on one thread; read from memory, as in a real decode
  * step, it took as long as before (50-70 us a layer either way, the spread
  * between runs larger than any difference). */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16]) {
-    __m512 a[16], b[16];
-#pragma GCC unroll 8
-    for (int i = 0; i < 16; i += 2) a[i] = _mm512_unpacklo_ps(r[i], r[i + 1]), a[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-#pragma GCC unroll 4
-    for (int i = 0; i < 16; i += 4) {
-        __m512d x0 = _mm512_castps_pd(a[i]), x1 = _mm512_castps_pd(a[i + 1]);
-        __m512d x2 = _mm512_castps_pd(a[i + 2]), x3 = _mm512_castps_pd(a[i + 3]);
-        b[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(x0, x2)), b[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(x0, x2));
-        b[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(x1, x3)), b[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(x1, x3));
-    }
-    /* b[4g + c]'s 128-bit lane l holds rows 4g..4g+3 of column 4l + c */
-#pragma GCC unroll 4
-    for (int c = 0; c < 4; c++) {
-        __m512 s0 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0x44), s1 = _mm512_shuffle_f32x4(b[c], b[4 + c], 0xee);
-        __m512 s2 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0x44), s3 = _mm512_shuffle_f32x4(b[8 + c], b[12 + c], 0xee);
-        r[c] = _mm512_shuffle_f32x4(s0, s2, 0x88), r[4 + c] = _mm512_shuffle_f32x4(s0, s2, 0xdd);
-        r[8 + c] = _mm512_shuffle_f32x4(s1, s3, 0x88), r[12 + c] = _mm512_shuffle_f32x4(s1, s3, 0xdd);
-    }
-}
-
 static inline __attribute__((always_inline)) void dots_heads16(int nh, const float *q, int64_t D, const float *kt,
                                                                 float *s, int64_t ls) {
     /* two accumulator sets (even and odd columns) keep 8 chains in flight for up to 4 heads */
@@ -129,12 +109,12 @@ static inline __attribute__((always_inline)) void dots_st(int st, const float *q
                 for (int j = 16; j < 32; j++)
                     for (size_t o = 0; o < row; o += 64) _mm_prefetch(kx + j * kb + o, _MM_HINT_T0);
             for (int64_t c = 0; c < D; c += 16) {
-                __m512 r[16];
+                __m512i r[16];
 #pragma GCC unroll 16
-                for (int j = 0; j < 16; j++) r[j] = ld16(st, kx + j * kb, c);
-                transpose16(r);
+                for (int j = 0; j < 16; j++) r[j] = _mm512_castps_si512(ld16(st, kx + j * kb, c));
+                afo_transpose16x16_epi32(r);
 #pragma GCC unroll 16
-                for (int j = 0; j < 16; j++) _mm512_store_ps(kt + 16 * (c + j), r[j]);
+                for (int j = 0; j < 16; j++) _mm512_store_si512(kt + 16 * (c + j), r[j]);
             }
             for (int64_t t = 0; t < nq; t += 8) {
 #define DH(NH) dots_heads16(NH, q + t * D, D, kt, s + t * ls + x, ls)
