@@ -453,7 +453,7 @@ static void test_malformed(void) {
     if (unigram) {
         int head = snprintf(unigram, 128, "{\"model\": {\"type\": \"Unigram\", \"vocab\": [[\"");
         memset(unigram + head, 'a', LONG_PIECE);
-        int tail = snprintf(unigram + head + LONG_PIECE, 128, "\", -1.0]]}}");
+        int tail = snprintf(unigram + head + LONG_PIECE, (size_t)(128 - head), "\", -1.0]]}}");
         bad_file(unigram, (size_t)(head + LONG_PIECE + tail), AFO_ERR_FORMAT, "model.vocab[0]");
         free(unigram);
     }
