@@ -4,7 +4,6 @@
 #include <immintrin.h>
 
 #include "backends/cpu/gemm.h"
-#include "backends/cpu/simd_transpose_avx512.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -210,6 +209,31 @@ static void ukr_bf16_avx512(int64_t kc2, const uint16_t *a, const uint16_t *b, f
 
 /* ---------------------------------------------------------------- packing */
 
+/* Transposes a 16x16 matrix of 32-bit elements held one row per register. */
+AI void transpose16(__m512i r[16]) {
+    __m512i t[16], u[16];
+#pragma GCC unroll 8
+    for (int m = 0; m < 8; m++) {
+        t[2 * m] = _mm512_unpacklo_epi32(r[2 * m], r[2 * m + 1]);
+        t[2 * m + 1] = _mm512_unpackhi_epi32(r[2 * m], r[2 * m + 1]);
+    }
+    /* u[4g + j], 128-bit lane l: column 4l + j of rows 4g..4g+3 */
+#pragma GCC unroll 4
+    for (int g = 0; g < 4; g++) {
+        u[4 * g] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++) {
+        __m512i v0 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0x44), v1 = _mm512_shuffle_i32x4(u[j], u[4 + j], 0xee);
+        __m512i w0 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0x44), w1 = _mm512_shuffle_i32x4(u[8 + j], u[12 + j], 0xee);
+        r[j] = _mm512_shuffle_i32x4(v0, w0, 0x88), r[4 + j] = _mm512_shuffle_i32x4(v0, w0, 0xdd);
+        r[8 + j] = _mm512_shuffle_i32x4(v1, w1, 0x88), r[12 + j] = _mm512_shuffle_i32x4(v1, w1, 0xdd);
+    }
+}
+
 /* A k-pair is 32 bits, so packing pairs is a 32-bit transpose: 16 rows by
  * 16 pairs at a time (the scalar loop stores one pair at a time, and was
  * most of a bf16 GEMM's packing time). */
@@ -222,7 +246,7 @@ static int64_t pack_pairs_avx512(const uint16_t *x, int64_t rs, int pr, int64_t 
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++)
                 r[i] = h + i < pr ? _mm512_loadu_si512(x + (h + i) * rs + 2 * q0) : _mm512_setzero_si512();
-            afo_transpose16x16_epi32(r);
+            transpose16(r);
 #pragma GCC unroll 16
             for (int c = 0; c < 16; c++) _mm512_storeu_si512(d + ((q0 + c) * P + h) * 2, r[c]);
         }

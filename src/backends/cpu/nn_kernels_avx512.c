@@ -2,7 +2,6 @@
  * through masked loads and stores, so no scalar remainder loop. */
 #include "backends/cpu/nn_kernels.h"
 #include "backends/cpu/simd_exp_avx512.h"
-#include "backends/cpu/simd_transpose_avx512.h"
 
 static inline size_t st_bytes(int st) { return st == AFO_NN_F32 ? 4 : 2; }
 
@@ -15,9 +14,8 @@ static inline __attribute__((always_inline)) __m512 ld16(int st, const char *row
 }
 
 /* Attention's products in register tiles, as AVX2's (nn_kernels_avx2.c) on
- * 16 lanes and up to 4 heads a tile: dots takes whole blocks of 16 keys
- * transposed (below) and the last rows as nh heads by nk keys, each key
- * chunk loaded once for the nh heads, 4 keys' sums leaving together
+ * 16 lanes and up to 4 heads a tile: dots takes nh heads by nk keys, each
+ * key chunk loaded once for the nh heads, 4 keys' sums leaving together
  * through a 256-bit fold and two hadd levels; axpys takes nh heads by nv
  * vectors of a value row, a block of 64 rows staying in L1 while every head
  * passes. Row lengths that are not a multiple of 16 take AVX2's tiles. On a
@@ -28,7 +26,7 @@ static inline __attribute__((always_inline)) __m512 ld16(int st, const char *row
  * 150 KB at 576 positions), so both products prefetch the rows they reach
  * next: ab_decode (4-bit, 24 pairs) read 0.970 and 0.979 of the time at a
  * 1024-token prompt, 0.981 and 0.988 at 512. */
-enum { VALUES_AHEAD = 64 };
+enum { KEYS_AHEAD = 16, VALUES_AHEAD = 64 };
 static inline __attribute__((always_inline)) void dots_tile(int st, int nh, int nk, const float *q, int64_t D,
                                                              const char *k, size_t kb, float *s, int64_t ls) {
     __m512 a[4][4];
@@ -61,81 +59,14 @@ static inline __attribute__((always_inline)) void dots_tile(int st, int nh, int 
     }
 }
 
-/* Scores of 16 keys at once with the keys in the lanes: the block's rows,
- * converted to float32, are transposed 16 columns at a time into kt (column
- * i of the block at kt[i]), and each head's 16 scores gather as
- * broadcast q[t][i] * kt[i] multiply-adds with no horizontal sums. The
- * row-at-a-time tiles above spent as many shuffles folding each (head, key)
- * sum as multiply-adds computing it (D = 64); the transpose costs 64
- * shuffles a 16x16 block, once for all the heads. A TinyLlama decode
- * step's attention (32 heads over 4 kv heads, 576 bfloat16 keys, 2
- * threads) took 36 us instead of 43 with its keys and values in cache,
- * 67 instead of 80 on one thread; read from memory, as in a real decode
- * step, it took as long as before (50-70 us a layer either way, the spread
- * between runs larger than any difference). */
-static inline __attribute__((always_inline)) void dots_heads16(int nh, const float *q, int64_t D, const float *kt,
-                                                                float *s, int64_t ls) {
-    /* two accumulator sets (even and odd columns) keep 8 chains in flight for up to 4 heads */
-    const int sets = nh <= 4 ? 2 : 1;
-    __m512 a[2][8];
-#pragma GCC unroll 2
-    for (int u = 0; u < sets; u++)
-#pragma GCC unroll 8
-        for (int h = 0; h < nh; h++) a[u][h] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < D; i += sets)
-#pragma GCC unroll 2
-        for (int u = 0; u < sets; u++) {
-            __m512 kv = _mm512_load_ps(kt + 16 * (i + u));
-#pragma GCC unroll 8
-            for (int h = 0; h < nh; h++) a[u][h] = _mm512_fmadd_ps(_mm512_set1_ps(q[h * D + i + u]), kv, a[u][h]);
-        }
-#pragma GCC unroll 8
-    for (int h = 0; h < nh; h++) _mm512_storeu_ps(s + h * ls, sets == 2 ? _mm512_add_ps(a[0][h], a[1][h]) : a[0][h]);
-}
-
-/* The block's transpose lives on the stack (16 KB at D = 256; longer rows
- * take the row tiles). The next block's rows are prefetched: 2, 4 or 8
- * blocks ahead, or spread over the block's loads, read no faster. */
-enum { KT_MAX_D = 256 };
 static inline __attribute__((always_inline)) void dots_st(int st, const float *q, int64_t nq, int64_t D, const void *k,
                                                            int64_t ks, int64_t n, float *s, int64_t ls) {
-    size_t kb = (size_t)ks * st_bytes(st), row = (size_t)D * st_bytes(st);
-    int64_t x = 0;
-    if (D <= KT_MAX_D) {
-        _Alignas(64) float kt[KT_MAX_D * 16];
-        for (; x + 16 <= n; x += 16) {
-            const char *kx = (const char *)k + x * kb;
-            if (x + 32 <= n)
-                for (int j = 16; j < 32; j++)
-                    for (size_t o = 0; o < row; o += 64) _mm_prefetch(kx + j * kb + o, _MM_HINT_T0);
-            for (int64_t c = 0; c < D; c += 16) {
-                __m512i r[16];
-#pragma GCC unroll 16
-                for (int j = 0; j < 16; j++) r[j] = _mm512_castps_si512(ld16(st, kx + j * kb, c));
-                afo_transpose16x16_epi32(r);
-#pragma GCC unroll 16
-                for (int j = 0; j < 16; j++) _mm512_store_si512(kt + 16 * (c + j), r[j]);
-            }
-            for (int64_t t = 0; t < nq; t += 8) {
-#define DH(NH) dots_heads16(NH, q + t * D, D, kt, s + t * ls + x, ls)
-                switch (nq - t < 8 ? nq - t : 8) {
-                case 1: DH(1); break;
-                case 2: DH(2); break;
-                case 3: DH(3); break;
-                case 4: DH(4); break;
-                case 5: DH(5); break;
-                case 6: DH(6); break;
-                case 7: DH(7); break;
-                default: DH(8); break;
-                }
-#undef DH
-            }
-        }
-    }
-    /* the last rows (fewer than 16) a few at a time */
-    for (; x < n;) {
+    size_t kb = (size_t)ks * st_bytes(st);
+    for (int64_t x = 0; x < n;) {
         const char *kx = (const char *)k + x * kb;
         int nk = n - x >= 4 ? 4 : 1;
+        if (x + KEYS_AHEAD + 4 <= n)
+            for (size_t o = 0; o < 4 * kb; o += 64) _mm_prefetch(kx + KEYS_AHEAD * kb + o, _MM_HINT_T0);
         for (int64_t t = 0; t < nq; t += 4) {
             int64_t nh = nq - t < 4 ? nq - t : 4;
 #define DT(NH)                                                                                   \
