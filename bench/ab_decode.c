@@ -12,7 +12,10 @@
  * 50 pairs of 8 tokens), where whole runs one after the other differ by
  * 10-20%.
  * Usage: ab_decode LIB_A.so LIB_B.so MODEL [--prompt 512] [--tokens 8] [--pairs 50] [--threads 2]
- * (copy the libraries first: dlopen of one path twice gives one library) */
+ *        [--kv-dtype T]
+ * (copy the libraries first: dlopen of one path twice gives one library;
+ * --kv-dtype needs libraries with afo_kv_cache_options.kv_dtype, a14c306
+ * and later) */
 #include "bench_util.h"
 #include <dlfcn.h>
 #include <stdio.h>
@@ -25,7 +28,8 @@
 typedef struct build {
     void (*set_threads)(int);
     afo_status (*load)(const char *, const afo_model_options *, afo_model **);
-    afo_status (*cache_create)(const afo_model *, int64_t, afo_kv_cache **);
+    afo_status (*cache_create)(const afo_model *, int64_t, const afo_kv_cache_options *, afo_kv_cache **);
+    afo_kv_cache_options (*cache_defaults)(void);
     afo_status (*cache_truncate)(afo_kv_cache *, int64_t);
     int64_t (*cache_length)(const afo_kv_cache *);
     int64_t (*vocab)(const afo_model *);
@@ -46,7 +50,7 @@ static bool bind(void *lib, const char *name, void *fn_ptr) {
     return f != NULL;
 }
 
-static bool open_build(build *b, const char *path, const char *model, int threads) {
+static bool open_build(build *b, const char *path, const char *model, int threads, int kv_dtype) {
     /* RTLD_DEEPBIND: each library's calls stay within itself */
     void *lib = dlopen(path, RTLD_NOW | RTLD_LOCAL | RTLD_DEEPBIND);
     if (!lib) {
@@ -54,14 +58,17 @@ static bool open_build(build *b, const char *path, const char *model, int thread
         return false;
     }
     if (!bind(lib, "afo_set_threads", &b->set_threads) || !bind(lib, "afo_model_load", &b->load) ||
-        !bind(lib, "afo_kv_cache_create", &b->cache_create) || !bind(lib, "afo_kv_cache_truncate", &b->cache_truncate) ||
+        !bind(lib, "afo_kv_cache_create_ex", &b->cache_create) || !bind(lib, "afo_kv_cache_defaults", &b->cache_defaults) ||
+        !bind(lib, "afo_kv_cache_truncate", &b->cache_truncate) ||
         !bind(lib, "afo_kv_cache_length", &b->cache_length) || !bind(lib, "afo_model_vocab_size", &b->vocab) ||
         !bind(lib, "afo_model_forward_ex", &b->forward) || !bind(lib, "afo_array_data", &b->data) ||
         !bind(lib, "afo_release", &b->release) || !bind(lib, "afo_last_error", &b->last_error))
         return false;
     b->set_threads(threads);
     afo_model_options mo = {0};
-    if (b->load(model, &mo, &b->model) != AFO_OK || b->cache_create(b->model, 1, &b->cache) != AFO_OK) {
+    afo_kv_cache_options ko = b->cache_defaults();
+    ko.kv_dtype = (afo_dtype)kv_dtype;
+    if (b->load(model, &mo, &b->model) != AFO_OK || b->cache_create(b->model, 1, kv_dtype ? &ko : NULL, &b->cache) != AFO_OK) {
         fprintf(stderr, "ab_decode: %s: %s\n", path, b->last_error());
         return false;
     }
@@ -90,17 +97,19 @@ static bool feed(build *b, const int32_t *ids, int64_t n) {
 static double percentile(const double *sorted, int n, double p) { return sorted[(int)(p * (n - 1) + 0.5)]; }
 
 int main(int argc, char **argv) {
-    int prompt = 512, tokens = 8, pairs = 50, threads = 2;
+    int prompt = 512, tokens = 8, pairs = 50, threads = 2, kv_dtype = 0;
     bool bad = argc < 4;
     for (int i = 4; i < argc && !bad; i++) {
         if (!strcmp(argv[i], "--prompt") && i + 1 < argc) prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--pairs") && i + 1 < argc) pairs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) bad = (kv_dtype = afo_dtype_from_name(argv[++i])) < 0;
         else bad = true;
     }
     if (bad || prompt < 1 || tokens < 1 || pairs < 1 || threads < 1) {
-        fprintf(stderr, "usage: ab_decode LIB_A.so LIB_B.so MODEL [--prompt N] [--tokens N] [--pairs N] [--threads N]\n");
+        fprintf(stderr, "usage: ab_decode LIB_A.so LIB_B.so MODEL [--prompt N] [--tokens N] [--pairs N] [--threads N] "
+                        "[--kv-dtype T]\n");
         return 2;
     }
     double load = bench_check_load();
@@ -109,7 +118,7 @@ int main(int argc, char **argv) {
     double *ratio = malloc(sizeof(double) * (size_t)pairs), total[2] = {0, 0};
     if (!ids || !ratio) return 1;
     for (int k = 0; k < 2; k++) {
-        if (!open_build(&b[k], argv[1 + k], argv[3], threads)) return 1;
+        if (!open_build(&b[k], argv[1 + k], argv[3], threads, kv_dtype)) return 1;
         for (int i = 0; i < prompt; i++) ids[i] = (int32_t)((i * 7919 + 13) % b[k].vocab(b[k].model));
         if (!feed(&b[k], ids, prompt)) return 1;
     }
