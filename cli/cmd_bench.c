@@ -24,6 +24,7 @@ typedef struct result {
     size_t peak, weights;
     double step_bytes; /* mean over the decode steps, afo_model_decode_bytes */
     int64_t params;
+    afo_dtype kv_dtype; /* what the cache stored: the option, or the model's compute dtype */
 } result;
 
 /* The bytes each decode step reads: called with each sampled id before the
@@ -96,7 +97,8 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, cons
                   .peak = peak,
                   .weights = afo_model_weight_bytes(m),
                   .step_bytes = sb.steps > 1 ? (sb.sum - sb.last) / (double)(sb.steps - 1) : 0,
-                  .params = afo_model_num_params(m)};
+                  .params = afo_model_num_params(m),
+                  .kv_dtype = kvo->kv_dtype ? kvo->kv_dtype : afo_model_compute_dtype(m)};
     summarize(pf, (int)repeat, r->prefill);
     summarize(dc, (int)repeat, r->decode);
     summarize(tf, (int)repeat, r->ttft);
@@ -148,7 +150,7 @@ int cmd_bench(int argc, char **argv) {
                    "\"decode_step_bytes\":%.0f,\"params\":%lld}",
                    k ? "," : "", res[k].model, device, graphs, afo_get_threads(), prompt, gen, repeat, kvo.kv_bits, kvo.kv_group_size,
                    (long long)kvo.quantized_start, (long long)kvo.max_kv_size,
-                   kvo.kv_dtype ? afo_dtype_name(kvo.kv_dtype) : "compute", res[k].prefill[0],
+                   afo_dtype_name(res[k].kv_dtype), res[k].prefill[0],
                    res[k].prefill[1], res[k].prefill[2], res[k].decode[0], res[k].decode[1], res[k].decode[2],
                    res[k].ttft[0], res[k].ttft[1], res[k].ttft[2], res[k].peak, res[k].weights, res[k].step_bytes,
                    (long long)res[k].params);
