@@ -9,7 +9,7 @@
 static const char *USAGE =
     "usage: afo bench [--model M]... [--prompt-tokens N] [--gen-tokens N] [--repeat N] [--threads N] [--json]\n"
     "                 [--device cpu|cuda] [--no-graphs]\n"
-    "                 [--kv-bits B --kv-group-size G --quantized-kv-start N] [--max-kv-size N]\n"
+    "                 [--kv-bits B --kv-group-size G --quantized-kv-start N] [--max-kv-size N] [--kv-dtype T]\n"
     "  Each model (default: the demo model) runs a prompt of N random ids and generates greedily,\n"
     "  ignoring EOS, --repeat times (default 5); reports median and range of prefill tok/s,\n"
     "  decode tok/s and time to first token, peak memory and model bytes (with --json also the\n"

@@ -10,7 +10,7 @@
 static const char *USAGE =
     "usage: afo chat [--model M] [--system TEXT] [--max-tokens N] [--temp T --top-k K --top-p P --min-p P\n"
     "                --repetition-penalty R --seed S] [--kv-bits B --kv-group-size G --quantized-kv-start N]\n"
-    "                [--max-kv-size N] [--threads N] [--device cpu|cuda]\n"
+    "                [--max-kv-size N] [--kv-dtype T] [--threads N] [--device cpu|cuda]\n"
     "  Reads one user message per line from stdin; /reset forgets the conversation, /exit (or end of\n"
     "  input) quits. Replies stream to stdout.\n";
 

@@ -13,7 +13,8 @@ static const char *USAGE =
     "  N-1 next-token predictions of each window; B windows per forward pass (default 4).\n"
     "  With --chunk C or a KV cache option, each window goes through a KV cache C tokens per\n"
     "  forward pass (default 1: every prediction decoded), so the cache's storage shows:\n"
-    "  [--kv-bits B --kv-group-size G --quantized-kv-start N (default 0 here)] [--max-kv-size N]\n";
+    "  [--kv-bits B --kv-group-size G --quantized-kv-start N (default 0 here)] [--max-kv-size N]\n"
+    "  [--kv-dtype float32|bfloat16|float16]\n";
 
 int cmd_perplexity(int argc, char **argv) {
     const char *model = NULL, *file = NULL, *v;
@@ -46,7 +47,7 @@ int cmd_perplexity(int argc, char **argv) {
     int64_t preds;
     if (cli_read_file(file, &text, &len) != 0) goto done;
     if (afo_tokenizer_encode(s.tok, text, len, 0, &ids, &n) != AFO_OK) { cli_fail(file); goto done; }
-    if (!chunk && (kvo.kv_bits || kvo.max_kv_size)) chunk = 1;
+    if (!chunk && (kvo.kv_bits || kvo.max_kv_size || kvo.kv_dtype)) chunk = 1;
     afo_status st = chunk ? afo_perplexity_cached(s.model, ids, n, ctx, batch, chunk, &kvo, &mean, &preds)
                           : afo_perplexity(s.model, ids, n, ctx, batch, &mean, &preds);
     if (st != AFO_OK) { cli_fail("perplexity"); goto done; }
