@@ -68,7 +68,7 @@ static bool open_build(build *b, const char *path, const char *model, int thread
     afo_model_options mo = {0};
     afo_kv_cache_options ko = b->cache_defaults();
     ko.kv_dtype = (afo_dtype)kv_dtype;
-    if (b->load(model, &mo, &b->model) != AFO_OK || b->cache_create(b->model, 1, kv_dtype ? &ko : NULL, &b->cache) != AFO_OK) {
+    if (b->load(model, &mo, &b->model) != AFO_OK || b->cache_create(b->model, 1, &ko, &b->cache) != AFO_OK) {
         fprintf(stderr, "ab_decode: %s: %s\n", path, b->last_error());
         return false;
     }

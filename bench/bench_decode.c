@@ -213,7 +213,7 @@ int main(int argc, char **argv) {
            model, afo_model_type(m), weights, bytes, threads, bw, bw_after, bound, med_d, decode[0], decode[reps - 1],
            med_ratio, ratio[0], ratio[reps - 1], med_weight_ratio, med_p, first_token, pages_bw,
            pages_bw > 0 ? med_d * bytes / (pages_bw * 1e9) : 0.0,
-           afo_dtype_name(kv_dtype ? (afo_dtype)kv_dtype : afo_model_compute_dtype(m)));
+           afo_dtype_name(afo_kv_cache_dtype(cache)));
     free(ids), free(prefill), free(decode), free(ratio), free(weight_ratio), free(bws);
     afo_kv_cache_free(cache);
     afo_model_free(m);

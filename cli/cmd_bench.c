@@ -24,7 +24,7 @@ typedef struct result {
     size_t peak, weights;
     double step_bytes; /* mean over the decode steps, afo_model_decode_bytes */
     int64_t params;
-    afo_dtype kv_dtype; /* what the cache stored: the option, or the model's compute dtype */
+    afo_dtype kv_dtype; /* what the cache stored (afo_kv_cache_dtype) */
 } result;
 
 /* The bytes each decode step reads: called with each sampled id before the
@@ -98,7 +98,7 @@ static int bench_one(const char *model, long prompt, long gen, long repeat, cons
                   .weights = afo_model_weight_bytes(m),
                   .step_bytes = sb.steps > 1 ? (sb.sum - sb.last) / (double)(sb.steps - 1) : 0,
                   .params = afo_model_num_params(m),
-                  .kv_dtype = kvo->kv_dtype ? kvo->kv_dtype : afo_model_compute_dtype(m)};
+                  .kv_dtype = afo_kv_cache_dtype(cache)};
     summarize(pf, (int)repeat, r->prefill);
     summarize(dc, (int)repeat, r->decode);
     summarize(tf, (int)repeat, r->ttft);

@@ -67,6 +67,10 @@ static void test_invalid_options(void) {
     ok.kv_bits = 4;
     ok.kv_group_size = 32;
     CHECK(afo_kv_cache_create_ex(m, 1, &ok, &c) == AFO_OK && !afo_kv_cache_is_quantized(c));
+    CHECK(afo_kv_cache_dtype(c) == AFO_FLOAT32); /* float32 compute, kv_dtype 0 */
+    afo_kv_cache_free(c);
+    ok.kv_dtype = AFO_BFLOAT16;
+    CHECK(afo_kv_cache_create_ex(m, 1, &ok, &c) == AFO_OK && afo_kv_cache_dtype(c) == AFO_BFLOAT16);
     afo_kv_cache_free(c);
     afo_model_free(m);
 }

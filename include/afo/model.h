@@ -131,6 +131,9 @@ size_t afo_kv_cache_nbytes(const afo_kv_cache *c);
 /* Whether the buffers are quantized now (kv_bits set and quantized_start
  * reached). */
 int afo_kv_cache_is_quantized(const afo_kv_cache *c);
+/* The dtype keys and values are stored in (a quantized cache's scales and
+ * biases too): kv_dtype, or the model's compute dtype when that is 0. */
+afo_dtype afo_kv_cache_dtype(const afo_kv_cache *c);
 
 /* Bytes one decode step (one new position per sequence) reads at the
  * cache's current length, the numerator of a bandwidth bound: every weight

@@ -37,7 +37,6 @@ struct afo_kv_cache {
     const afo_model *model;
     afo_kv_cache_options opt;
     int64_t batch, length, capacity;
-    afo_dtype dtype;       /* of the stored keys and values (of scales and biases when quantized) */
     bool quantized;
     afo_array **buf;       /* [layer][k, v][part]: part 0 the values, or packed, scales, biases */
     afo_array **heads;     /* [batch * kv_heads] scratch of the quantized attention */
@@ -59,7 +58,7 @@ static int num_parts(const afo_kv_cache *c) { return c->quantized ? 3 : 1; }
 /* Last axis and dtype of a part of the buffers. */
 static int64_t part_width(const afo_kv_cache *c, int part, afo_dtype *dt) {
     int64_t D = c->model->cfg.head_dim;
-    *dt = part == 0 && c->quantized ? AFO_UINT32 : c->dtype;
+    *dt = part == 0 && c->quantized ? AFO_UINT32 : afo_kv_cache_dtype(c);
     if (!c->quantized) return D;
     return part == 0 ? D * c->opt.kv_bits / 32 : D / c->opt.kv_group_size;
 }
@@ -120,7 +119,6 @@ afo_status afo_kv_cache_create_ex(const afo_model *m, int64_t batch, const afo_k
     }
     c->opt = o;
     c->batch = batch;
-    c->dtype = o.kv_dtype ? o.kv_dtype : m->compute;
     *out = c;
     return AFO_OK;
 }
@@ -157,6 +155,7 @@ void afo_kv_cache_reset(afo_kv_cache *c) {
 int64_t afo_kv_cache_length(const afo_kv_cache *c) { return c ? c->length : 0; }
 int64_t afo_kv_cache_batch(const afo_kv_cache *c) { return c ? c->batch : 0; }
 int afo_kv_cache_is_quantized(const afo_kv_cache *c) { return c && c->quantized; }
+afo_dtype afo_kv_cache_dtype(const afo_kv_cache *c) { return c->opt.kv_dtype ? c->opt.kv_dtype : c->model->compute; }
 const afo_model *kv_cache_model(const afo_kv_cache *c) { return c->model; }
 
 /* Each layer reads every position it attends to (the new one included):
@@ -457,8 +456,9 @@ afo_array *kv_attend(afo_kv_cache *c, int layer, afo_array *q, afo_array *k, afo
                      bool sliding) {
     afo_array *mask = c->mask[sliding];
     /* stored and attended to in the cache's dtype, the new positions too */
-    if (k && afo_array_dtype(k) != c->dtype) k = ow_astype(k, c->dtype);
-    if (v && afo_array_dtype(v) != c->dtype) v = ow_astype(v, c->dtype);
+    afo_dtype stored = afo_kv_cache_dtype(c);
+    if (k && afo_array_dtype(k) != stored) k = ow_astype(k, stored);
+    if (v && afo_array_dtype(v) != stored) v = ow_astype(v, stored);
     int window = sliding ? (int)c->model->cfg.sliding_window : 0;
     if (!c->quantized) return attend_plain(c, layer, q, k, v, scale, window, mask);
     int gs = c->opt.kv_group_size, bits = c->opt.kv_bits;
