@@ -11,6 +11,13 @@
 #define UNK_PENALTY 10.0
 #define PREFIX_ONLY (-2)
 
+/* The error for entry id of model.vocab. */
+static afo_status bad_piece(const tk_loader *L, int id, const char *why) {
+    char field[48];
+    snprintf(field, sizeof field, "model.vocab[%d]", id);
+    return tk_bad(L, field, "%s", why);
+}
+
 afo_status tk_unigram_load(const tk_loader *L, const cJSON *j, tk_model *m) {
     const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(j, "vocab");
     int n = cJSON_GetArraySize(vocab);
@@ -24,19 +31,16 @@ afo_status tk_unigram_load(const tk_loader *L, const cJSON *j, tk_model *m) {
     size_t piece_bytes = 0, prefix_bytes = 0;
     for (const cJSON *e = vocab->child; e; e = e->next, id++) {
         const cJSON *tok = cJSON_GetArrayItem(e, 0), *score = cJSON_GetArrayItem(e, 1);
-        if (!cJSON_IsArray(e) || !cJSON_IsString(tok) || !cJSON_IsNumber(score)) {
-            char field[48];
-            snprintf(field, sizeof field, "model.vocab[%d]", id);
-            return tk_bad(L, field, "expected [\"token\", score]");
-        }
+        if (!cJSON_IsArray(e) || !cJSON_IsString(tok) || !cJSON_IsNumber(score))
+            return bad_piece(L, id, "expected [\"token\", score]");
         size_t len = strlen(tok->valuestring);
         piece_bytes += len;
         prefix_bytes += len * (len - (len > 0)) / 2;
         if (prefix_bytes > 64 * piece_bytes + ((size_t)64 << 20)) {
-            char field[48];
-            snprintf(field, sizeof field, "model.vocab[%d]", id);
-            return tk_bad(L, field, "a piece of %zu bytes: the pieces' prefixes would take %zu MB", len,
-                          prefix_bytes >> 20);
+            char why[96];
+            snprintf(why, sizeof why, "a piece of %zu bytes: the pieces' prefixes would take %zu MB", len,
+                     prefix_bytes >> 20);
+            return bad_piece(L, id, why);
         }
         m->scores[id] = score->valuedouble;
         if (score->valuedouble < m->min_score) m->min_score = score->valuedouble;
