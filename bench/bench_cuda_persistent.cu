@@ -1,0 +1,765 @@
+// A probe of a design, not part of afo: the whole Llama-3.1-8B 4-bit g64
+// decode step (32 layers and the head, random weights, a 577-key context)
+// as ONE persistent kernel, one block an SM. Each SM's producer warp
+// streams the SM's share of every product's weights, in order, into an
+// 11 x 18 KB shared-memory ring with bulk async copies, whatever the data
+// dependencies; its consumer warps take a tile when it has arrived and the
+// stage's input vector is complete (a global counter), and do the int8 dot
+// products (a warp two rows). Attention takes a (kv head, split) an SM, its
+// keys and values streamed through the ring like weights. Kernel boundaries
+// are gone and HBM streams through norms and attention for as long as the
+// ring holds: how far that goes toward issue #5's 0.75 of the bandwidth
+// bound is what it measures (docs/PERFORMANCE.md, CUDA, twenty-fourth
+// session). Built with the CUDA backend; run on an H100/H200 (128+ SMs):
+//
+//   build-cuda/bench_cuda_persistent [layers=32] [reps=50]
+//     KNOCK=1|2|4 (bits: skip the counter waits / the dot products /
+//     attention; timing only), PF=n (L2 prefetch of up to n tiles past the
+//     ring while it is full), TRACE=1 (per-stage times of layers 8 and 9)
+//
+// It first checks one layer and the head stage by stage against plain
+// kernels fed the probe's own inputs, and a second run bit for bit.
+#include <cuda_bf16.h>
+#include <cstdio>
+#include <cstdint>
+#include <cstdlib>
+#include <cmath>
+#include <vector>
+#include <algorithm>
+#include <cstring>
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { printf("CUDA %s at %d: %s\n", #x, __LINE__, cudaGetErrorString(e_)); exit(1); } } while (0)
+
+typedef __nv_bfloat16 bf16;
+constexpr int D = 4096, H = 32, KVH = 8, HD = 128, GQA = 4, F = 14336, V = 128256, GS = 64, MAXCTX = 1024;
+constexpr int QKV = D + 2 * KVH * HD;
+constexpr int NCW = 12, NCT = NCW * 32, NT = NCT + 32, AW = 8, KPW = 5; // AW: warps in attention, KPW keys a warp loads at once
+constexpr int SLOT = 18432, NSLOT = 11, SPLITS = 16;
+constexpr int MAXL = 32;
+constexpr int XQ_BYTES = 14336 + 448 * 8 + 64; // int8 x, chunk (scale,sum), reduction
+
+struct QW { const uint32_t *w; const bf16 *s, *b; int N, K; };
+struct Layer { QW qkv, o, gate, up, down; const bf16 *attn_norm, *ffn_norm; bf16 *kc, *vc; };
+struct Args {
+    Layer layers[MAXL];
+    int L;
+    QW head;
+    const bf16 *final_norm;
+    bf16 *resid, *qkv, *attn, *h;
+    float *logits, *part;
+    unsigned *cnt; // per layer: [0] qkv, [1] attn merged, [2] o, [3] gu, [4] down, [5..5+KVH) head splits
+    const float2 *rope; // cos, sin at pos, HD/2
+    int pos;
+    unsigned epoch;
+    float eps;
+    int knock; // 1: no waits on counters, 2: no dot products, 4: no attention
+    unsigned long long *trace; // [grid][MAXL][24] when set
+    bf16 *after_o; // when set, layer 0's residual after the o product (for the check)
+    int pf;    // tiles prefetched into L2 ahead of the ring's copies
+};
+constexpr int CNT_PER_LAYER = 5 + KVH;
+
+// ---- PTX helpers
+__device__ __forceinline__ uint32_t sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mb_init(uint64_t *m, int n) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(m)), "r"(n) : "memory"); }
+__device__ __forceinline__ void mb_expect(uint64_t *m, uint32_t bytes) { asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(bytes) : "memory"); }
+// (release: a consumer's reads of the slot complete before the producer may
+// refill it; a relaxed arrive may let them trail the refill)
+__device__ __forceinline__ void mb_arrive(uint64_t *m) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(sa(m)) : "memory"); }
+__device__ __forceinline__ bool mb_test(uint64_t *m, uint32_t parity) {
+    uint32_t ok;
+    asm volatile("{ .reg .pred p; mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }" : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
+    return ok;
+}
+__device__ __forceinline__ void mb_wait(uint64_t *m, uint32_t parity) {
+    uint32_t ok;
+    do {
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
+    } while (!ok);
+}
+__device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t bytes, uint64_t *m, uint64_t pol) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
+                 ::"r"(sa(dst)), "l"(src), "r"(bytes), "r"(sa(m)), "l"(pol) : "memory");
+}
+__device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, 384;" ::: "memory"); }
+__device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v; }
+__device__ __forceinline__ int dp4a(uint32_t a, int b, int c) { int r; asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
+__device__ __forceinline__ float warp_sum(float v) { for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(~0u, v, o); return v; }
+__device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
+__device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
+
+// ---- the tile schedule, shared by producer and consumers
+enum { ST_QKV, ST_O, ST_GU, ST_DOWN, ST_HEAD };
+struct Tile { const uint8_t *src[6]; uint32_t bytes[6]; int n; int rows, K, row0; };
+__device__ __forceinline__ int rows_of(int st) { return st == ST_DOWN ? 2 : 8; }
+__device__ __forceinline__ int tiles_of(int st, int N) { return st == ST_GU ? N / 4 : N / rows_of(st); }
+__device__ __forceinline__ void range_of(int n, int &t0, int &t1) { t0 = n * blockIdx.x / gridDim.x; t1 = n * (blockIdx.x + 1) / gridDim.x; }
+__device__ __forceinline__ void add_part(Tile &t, const QW &q, int r0, int rows) {
+    const int G = q.K / GS;
+    t.src[t.n] = (const uint8_t *)(q.w + (size_t)r0 * q.K / 8); t.bytes[t.n++] = rows * q.K / 2;
+    t.src[t.n] = (const uint8_t *)(q.s + (size_t)r0 * G); t.bytes[t.n++] = rows * G * 2;
+    t.src[t.n] = (const uint8_t *)(q.b + (size_t)r0 * G); t.bytes[t.n++] = rows * G * 2;
+}
+__device__ __forceinline__ Tile tile_of(const Args &a, int st, const Layer *ly, int i) {
+    Tile t; t.n = 0;
+    if (st == ST_GU) { // slot: both weights, both scales, both biases (reads as 8 rows)
+        const QW &g = ly->gate, &u = ly->up;
+        const size_t r0 = (size_t)i * 4;
+        t.rows = 8; t.K = D; t.row0 = i * 4; t.n = 6;
+        t.src[0] = (const uint8_t *)(g.w + r0 * D / 8); t.src[1] = (const uint8_t *)(u.w + r0 * D / 8);
+        t.src[2] = (const uint8_t *)(g.s + r0 * (D / GS)); t.src[3] = (const uint8_t *)(u.s + r0 * (D / GS));
+        t.src[4] = (const uint8_t *)(g.b + r0 * (D / GS)); t.src[5] = (const uint8_t *)(u.b + r0 * (D / GS));
+        t.bytes[0] = t.bytes[1] = 4 * D / 2; t.bytes[2] = t.bytes[3] = t.bytes[4] = t.bytes[5] = 4 * (D / GS) * 2;
+        return t;
+    }
+    const QW &q = st == ST_QKV ? ly->qkv : st == ST_O ? ly->o : st == ST_DOWN ? ly->down : a.head;
+    t.rows = rows_of(st); t.K = q.K; t.row0 = i * t.rows;
+    add_part(t, q, t.row0, t.rows);
+    return t;
+}
+__device__ __forceinline__ int n_of(const Args &a, int st, const Layer *ly) {
+    return tiles_of(st, st == ST_QKV ? ly->qkv.N : st == ST_O ? ly->o.N : st == ST_GU ? ly->gate.N : st == ST_DOWN ? ly->down.N : a.head.N);
+}
+
+// The keys and values of item (kvh, split) before the new position: rows
+// [k0, k1) of the cache's pos rows, streamed into a ring slot like weights.
+__device__ __forceinline__ void kv_rows(const Args &a, int split, int &k0, int &k1) {
+    k0 = a.pos * split / SPLITS, k1 = a.pos * (split + 1) / SPLITS;
+}
+// The SM's ring sequence: per layer its qkv tiles, its attention item's
+// keys and values, its o, gu and down tiles; then its head tiles.
+// Sources move on by their sizes from one tile of a stage to the next:
+// only a stage's first tile is worked out.
+struct Seq { int l, st, i, t1; bool started; Tile t; };
+enum { SEQ_QKV, SEQ_KV, SEQ_O, SEQ_GU, SEQ_DOWN };
+__device__ bool seq_next(const Args &a, Seq &q, Tile &t) {
+    for (;;) {
+        if (q.i < q.t1) {
+            t = q.t;
+#pragma unroll
+            for (int k = 0; k < 6; k++) q.t.src[k] += q.t.bytes[k];
+            q.i++;
+            return true;
+        }
+        if (q.started && (q.l == a.L || ++q.st > SEQ_DOWN)) q.st = SEQ_QKV, q.l++;
+        q.started = true;
+        if (q.l > a.L) return false;
+        const Layer *ly = q.l < a.L ? &a.layers[q.l] : nullptr;
+        q.i = q.t1 = 0;
+        if (q.l < a.L && q.st == SEQ_KV) {
+            if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
+                int k0, k1; kv_rows(a, blockIdx.x % SPLITS, k0, k1);
+                const size_t row0 = ((size_t)(blockIdx.x / SPLITS) * MAXCTX + k0) * HD;
+                q.t.n = 2; q.t.bytes[0] = q.t.bytes[1] = (uint32_t)(k1 - k0) * HD * 2;
+                q.t.src[0] = (const uint8_t *)(ly->kc + row0); q.t.src[1] = (const uint8_t *)(ly->vc + row0);
+#pragma unroll
+                for (int k = 2; k < 6; k++) q.t.bytes[k] = 0, q.t.src[k] = nullptr;
+                q.t1 = 1;
+            }
+        } else {
+            const int st = q.l == a.L ? ST_HEAD : q.st == SEQ_QKV ? ST_QKV : q.st == SEQ_O ? ST_O : q.st == SEQ_GU ? ST_GU : ST_DOWN;
+            int t0, t1; range_of(n_of(a, st, ly), t0, t1);
+            q.i = t0, q.t1 = t1;
+            if (t0 < t1) {
+                q.t = tile_of(a, st, ly, t0);
+#pragma unroll
+                for (int k = 0; k < 6; k++) if (k >= q.t.n) q.t.bytes[k] = 0, q.t.src[k] = nullptr;
+            }
+        }
+    }
+}
+
+// ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
+// max|v|/127; layout for 4-bit words: chunk c's octet j as (even, odd) int8x4.
+template <int OPT>
+__device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, int K) {
+    const int C = K / 32, octets = K / 8;
+    int2 *xlo = (int2 *)xs, *xhi = xlo + 2 * C;
+    float2 *chunk = (float2 *)(xs + K);
+    float *red = (float *)(chunk + C);
+    const int tid = threadIdx.x, lane = tid & 31;
+    uint4 raw[OPT];
+#pragma unroll
+    for (int i = 0; i < OPT; i++) raw[i] = tid + i * NCT < octets ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
+    float inv = 1.0f;
+    if (nw) {
+        float ss = 0;
+#pragma unroll
+        for (int i = 0; i < OPT; i++) { const bf16 *e = (const bf16 *)&raw[i]; for (int k = 0; k < 8; k++) { float f = __bfloat162float(e[k]); ss += f * f; } }
+        ss = warp_sum(ss);
+        if (lane == 0) red[tid / 32] = ss;
+        cbar();
+        float t = 0; for (int w = 0; w < NCW; w++) t += red[w];
+        inv = rsqrtf(t / K + eps);
+    }
+#pragma unroll
+    for (int i = 0; i < OPT; i++) {
+        const int o = tid + i * NCT;
+        if (o - lane >= octets) break; // whole warps (octets % 32 == 0)
+        float v[8];
+        const bf16 *e = (const bf16 *)&raw[i];
+        uint4 wr = nw ? __ldg((const uint4 *)nw + o) : uint4{};
+        const bf16 *we = (const bf16 *)&wr;
+        for (int k = 0; k < 8; k++) { v[k] = __bfloat162float(e[k]); if (nw) v[k] = rbf(v[k] * inv * __bfloat162float(we[k])); }
+        float amax = 0, sum = 0;
+        for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k])), sum += v[k];
+        for (int m = 1; m < 4; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, m)), sum += __shfl_xor_sync(~0u, sum, m);
+        const float qi = amax > 0 ? 127.0f / amax : 0.0f;
+        int q[8]; for (int k = 0; k < 8; k++) q[k] = __float2int_rn(v[k] * qi);
+        auto pk = [](int a, int b, int c, int d) { return (int)((uint32_t)(a & 255) | (uint32_t)(b & 255) << 8 | (uint32_t)(c & 255) << 16 | (uint32_t)d << 24); };
+        const int c = o / 4, sub = o % 4;
+        const int2 val = make_int2(pk(q[0], q[2], q[4], q[6]), pk(q[1], q[3], q[5], q[7]));
+        if (sub < 2) xlo[c * 2 + sub] = val; else xhi[c * 2 + sub - 2] = val;
+        if (sub == 0) chunk[c] = make_float2(amax / 127.0f, sum);
+    }
+    cbar();
+}
+
+// ---- R rows of a tile against x (NP pieces of 32 levels a lane each),
+// sharing x's loads; each summed over the warp. A word's low nibbles are
+// bytes as they are, its high ones bytes of 16 x the level: no shifts, the
+// second sum divided by 16 once (exact: a multiple of 16).
+template <int NP, int R>
+__device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int K, int r0, int rstep, const uint8_t *xs, float (&out)[R]) {
+    const int C = K / 32, G = K / GS, lane = threadIdx.x & 31;
+    const int4 *xlo = (const int4 *)xs, *xhi = xlo + C;
+    const float2 *chunk = (const float2 *)(xs + K);
+    const uint4 *w = (const uint4 *)slot;
+    const bf16 *s = (const bf16 *)(slot + rows * K / 2), *b = s + rows * G;
+    constexpr uint32_t ml = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
+    float acc[R];
+#pragma unroll
+    for (int k = 0; k < R; k++) acc[k] = 0;
+#pragma unroll
+    for (int i = 0; i < NP; i++) {
+        const int c = lane + 32 * i;
+        const int4 xl = xlo[c], xh = xhi[c];
+        const float2 cx = chunk[c];
+#pragma unroll
+        for (int k = 0; k < R; k++) {
+            const int r = r0 + k * rstep;
+            const uint4 q = w[r * C + c];
+            int dl = dp4a(q.x & ml, xl.x, 0), dh = dp4a(q.x & mh, xl.y, 0);
+            dl = dp4a(q.y & ml, xl.z, dl); dh = dp4a(q.y & mh, xl.w, dh);
+            dl = dp4a(q.z & ml, xh.x, dl); dh = dp4a(q.z & mh, xh.y, dh);
+            dl = dp4a(q.w & ml, xh.z, dl); dh = dp4a(q.w & mh, xh.w, dh);
+            const int g = r * G + c / 2;
+            acc[k] += __bfloat162float(s[g]) * (cx.x * (float)(dl + (dh >> 4))) + __bfloat162float(b[g]) * cx.y;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < R; k++) out[k] = warp_sum(acc[k]);
+}
+
+// kv: the slot with the cache's rows [k0, min(k1, pos)), keys then values
+__device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, int split, uint8_t *xs, const uint8_t *kv) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
+    int k0, k1; kv_rows(a, split, k0, k1);
+    const int nk = k1 - k0;
+    if (split == SPLITS - 1) k1++; // the new position, from qkv
+    const bf16 *ks = (const bf16 *)kv, *vs = ks + nk * HD;
+    float *sm = (float *)xs; // [AW][GQA][HD] acc, then [AW][GQA] m, l
+    float *smm = sm + AW * GQA * HD, *sml = smm + AW * GQA;
+    auto rope4 = [&](float (&v)[4]) {
+        for (int e = 0; e < 4; e++) {
+            const float o = __shfl_xor_sync(~0u, v[e], 16);
+            const float2 cs = a.rope[(lane & 15) * 4 + e];
+            v[e] = lane < 16 ? v[e] * cs.x - o * cs.y : v[e] * cs.x + o * cs.y;
+        }
+    };
+    auto ld4 = [&](const bf16 *p, float (&v)[4]) {
+        const uint2 r = __ldcg((const uint2 *)p);
+        const bf16 *e = (const bf16 *)&r;
+        for (int k = 0; k < 4; k++) v[k] = __bfloat162float(e[k]);
+    };
+    float q[GQA][4];
+    for (int g = 0; g < GQA; g++) {
+        ld4(a.qkv + (kvh * GQA + g) * HD + lane * 4, q[g]);
+        rope4(q[g]);
+        for (int e = 0; e < 4; e++) q[g][e] = rbf(q[g][e]) * rsqrtf((float)HD);
+    }
+    float mx[GQA], ls[GQA], acc[GQA][4];
+    for (int g = 0; g < GQA; g++) { mx[g] = -INFINITY; ls[g] = 0; for (int e = 0; e < 4; e++) acc[g][e] = 0; }
+    bf16 *kc = ly.kc + (size_t)kvh * MAXCTX * HD, *vc = ly.vc + (size_t)kvh * MAXCTX * HD;
+    for (int base = k0 + warp * KPW; warp < AW && base < k1; base += AW * KPW) {
+        float k[KPW][4], v[KPW][4];
+#pragma unroll
+        for (int j = 0; j < KPW; j++) {
+            const int t = base + j;
+            if (t >= k1) break;
+            if (t == a.pos) {
+                ld4(a.qkv + D + kvh * HD + lane * 4, k[j]);
+                rope4(k[j]);
+                ld4(a.qkv + D + KVH * HD + kvh * HD + lane * 4, v[j]);
+                bf16 kb[4], vb[4];
+                for (int e = 0; e < 4; e++) kb[e] = __float2bfloat16(k[j][e]), vb[e] = __float2bfloat16(v[j][e]), k[j][e] = __bfloat162float(kb[e]);
+                *(uint2 *)(kc + (size_t)t * HD + lane * 4) = *(uint2 *)kb;
+                *(uint2 *)(vc + (size_t)t * HD + lane * 4) = *(uint2 *)vb;
+            } else {
+                const uint2 kr = *(const uint2 *)(ks + (t - k0) * HD + lane * 4), vr = *(const uint2 *)(vs + (t - k0) * HD + lane * 4);
+                const bf16 *ke = (const bf16 *)&kr, *ve = (const bf16 *)&vr;
+                for (int e = 0; e < 4; e++) k[j][e] = __bfloat162float(ke[e]), v[j][e] = __bfloat162float(ve[e]);
+            }
+        }
+#pragma unroll
+        for (int j = 0; j < KPW; j++) {
+            if (base + j >= k1) break;
+            for (int g = 0; g < GQA; g++) {
+                float s = 0; for (int e = 0; e < 4; e++) s += q[g][e] * k[j][e];
+                s = warp_sum(s);
+                const float nm = fmaxf(mx[g], s), sc = __expf(mx[g] - nm), pe = __expf(s - nm);
+                ls[g] = ls[g] * sc + pe;
+                for (int e = 0; e < 4; e++) acc[g][e] = acc[g][e] * sc + pe * v[j][e];
+                mx[g] = nm;
+            }
+        }
+    }
+    if (warp < AW)
+    for (int g = 0; g < GQA; g++) {
+        for (int e = 0; e < 4; e++) sm[(warp * GQA + g) * HD + lane * 4 + e] = acc[g][e];
+        if (lane == 0) smm[warp * GQA + g] = mx[g], sml[warp * GQA + g] = ls[g];
+    }
+    cbar();
+    float *part = a.part + (size_t)(kvh * SPLITS + split) * GQA * (HD + 2);
+    for (int i = tid; i < GQA * HD; i += NCT) {
+        const int g = i / HD, d = i % HD;
+        float M = -INFINITY; for (int w = 0; w < AW; w++) M = fmaxf(M, smm[w * GQA + g]);
+        float L = 0, A = 0;
+        for (int w = 0; w < AW; w++) { const float f = smm[w * GQA + g] == -INFINITY ? 0.f : __expf(smm[w * GQA + g] - M); L += sml[w * GQA + g] * f; A += sm[(w * GQA + g) * HD + d] * f; }
+        __stcg(part + g * (HD + 2) + d, A);
+        if (d == 0) __stcg(part + g * (HD + 2) + HD, M), __stcg(part + g * (HD + 2) + HD + 1, L);
+    }
+    cbar();
+    __shared__ unsigned last;
+    unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
+    if (tid == 0) { __threadfence(); last = atomicAdd(cnt + 5 + kvh, 1) == a.epoch * SPLITS - 1; __threadfence(); }
+    cbar();
+    if (!last) return;
+    for (int i = tid; i < GQA * HD; i += NCT) {
+        const int g = i / HD, d = i % HD;
+        const float *pb = a.part + (size_t)kvh * SPLITS * GQA * (HD + 2) + g * (HD + 2);
+        float M = -INFINITY; for (int s = 0; s < SPLITS; s++) M = fmaxf(M, __ldcg(pb + s * GQA * (HD + 2) + HD));
+        float L = 0, A = 0;
+        for (int s = 0; s < SPLITS; s++) { const float *ps = pb + s * GQA * (HD + 2); const float f = __expf(__ldcg(ps + HD) - M); L += __ldcg(ps + HD + 1) * f; A += __ldcg(ps + d) * f; }
+        a.attn[(kvh * GQA + g) * HD + d] = __float2bfloat16(A / L);
+    }
+    cbar();
+    if (tid == 0) { __threadfence(); atomicAdd(cnt + 1, 1); }
+}
+
+__device__ int g_knock;
+__device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t)); return t; }
+__device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
+    if (threadIdx.x == 0 && !(g_knock & 1)) while (ld_acq(c) < target) {}
+    cbar();
+}
+__device__ __forceinline__ void signal(unsigned *c) {
+    cbar();
+    if (threadIdx.x == 0) { __threadfence(); atomicAdd(c, 1); }
+}
+
+extern __shared__ __align__(128) uint8_t smem[];
+
+__global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Args a) {
+    uint8_t *ring = smem, *xs = smem + NSLOT * SLOT;
+    uint64_t *full = (uint64_t *)(xs + XQ_BYTES), *empty = full + NSLOT;
+    const int tid = threadIdx.x;
+    if (tid == 0) g_knock = a.knock; // (racy across blocks, same value)
+    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(full + i, 1), mb_init(empty + i, 8); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+    __syncthreads();
+    const int G = gridDim.x;
+    if (tid >= NCT) { // the producer warp: one thread issues the copies
+        if (tid == NCT) {
+            uint64_t pol; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+            Seq q = {}; Tile t;
+            // While the ring is full, the tiles after it (up to a.pf past
+            // the next to copy) are prefetched into L2: HBM keeps streaming
+            // through the waits for attention and the stages' inputs.
+            Seq pq = {}; Tile pt; int pc = 0;
+            for (int it = 0; seq_next(a, q, t); it++) {
+                const int sl = it % NSLOT;
+                if (it >= NSLOT) {
+                    const unsigned long long w0 = a.trace ? gtime() : 0;
+                    const uint32_t par = (it / NSLOT - 1) & 1;
+                    if (a.pf > 0) {
+                        while (pc < it && seq_next(a, pq, pt)) pc++;
+                        while (!mb_test(empty + sl, par) && pc < it + a.pf && seq_next(a, pq, pt)) {
+                            pc++;
+#pragma unroll
+                            for (int k = 0; k < 6; k++) if (k < pt.n) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pt.src[k]), "r"(pt.bytes[k]) : "memory");
+                        }
+                    }
+                    mb_wait(empty + sl, par);
+                    if (a.trace && q.l < a.L) a.trace[((size_t)blockIdx.x * MAXL + q.l) * 24 + 11] += gtime() - w0;
+                }
+                uint32_t tot = 0;
+#pragma unroll
+                for (int k = 0; k < 6; k++) if (k < t.n) tot += t.bytes[k];
+                if (tot > SLOT) __trap();
+                mb_expect(full + sl, tot);
+                int off = 0;
+#pragma unroll
+                for (int k = 0; k < 6; k++) if (k < t.n) bulk(ring + sl * SLOT + off, t.src[k], t.bytes[k], full + sl, pol), off += t.bytes[k];
+            }
+        }
+        return;
+    }
+    int base = 0; // ring position of the stage's first tile
+    const int warp = tid / 32, lane = tid & 31;
+    // consumers: a stage's tiles as row tasks (8 a tile: one row; gu 4: a
+    // gate and up pair; down 2: one long row), dealt round robin to the
+    // warps, each releasing its share of the slot (8 arrivals a tile)
+    int cur_l = 0;
+    auto tiles = [&](int st, const Layer *ly, auto out) {
+        int t0, t1; range_of(n_of(a, st, ly), t0, t1);
+        const int T = st == ST_DOWN ? 2 : 4; // tasks a tile
+        for (int q = warp; q < (t1 - t0) * T; q += NCW) {
+            const int ti = q / T, j = q % T, it = base + ti, sl = it % NSLOT;
+            const int row0 = (t0 + ti) * (st == ST_GU ? 4 : st == ST_DOWN ? 2 : 8);
+            const unsigned long long w0 = a.trace ? gtime() : 0;
+            mb_wait(full + sl, (it / NSLOT) & 1);
+            if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 16 + st, gtime() - w0);
+            const unsigned long long w1 = a.trace ? gtime() : 0;
+            const uint8_t *slot = ring + sl * SLOT;
+            float v[2] = {0, 0};
+            if (!(a.knock & 2)) {
+                if (st == ST_DOWN) { float o1[1]; rows_dot<14, 1>(slot, 2, F, j, 0, xs, o1); v[0] = o1[0]; }
+                else if (st == ST_GU) rows_dot<4, 2>(slot, 8, D, j, 4, xs, v); // gate row j, up row j
+                else rows_dot<4, 2>(slot, 8, D, 2 * j, 1, xs, v);
+            }
+            __syncwarp();
+            if (lane == 0) {
+                for (int k = 0; k < 8 / T; k++) mb_arrive(empty + sl);
+                if (st == ST_GU || st == ST_DOWN) out(row0 + j, v[0], v[1]);
+                else out(row0 + 2 * j, v[0], 0.f), out(row0 + 2 * j + 1, v[1], 0.f);
+                if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 20 + st, gtime() - w1);
+            }
+        }
+        base += t1 - t0;
+    };
+    // the o and down stages add to the residual rows the SM owns, read
+    // into shared memory as the stage starts (not a round trip a row)
+    float *own = (float *)(empty + NSLOT); // [64]
+    int own0 = 0;
+    auto load_own = [&](int st, const Layer *ly) {
+        int t0, t1; range_of(n_of(a, st, ly), t0, t1);
+        const int rpt = st == ST_DOWN ? 2 : 8;
+        own0 = t0 * rpt;
+        if (tid < (t1 - t0) * rpt) own[tid] = __bfloat162float(__ldcg(a.resid + own0 + tid));
+    };
+    auto add_resid = [&](int row, float v, float) { a.resid[row] = __float2bfloat16(own[row - own0] + rbf(v)); };
+    for (int l = 0; l < a.L; l++) {
+        const Layer &ly = a.layers[l];
+        cur_l = l;
+        unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
+        if (l > 0) wait_count(cnt - CNT_PER_LAYER + 4, a.epoch * G);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 0] = gtime();
+        prep_x<2>(a.resid, ly.attn_norm, a.eps, xs, D);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 12] = gtime();
+        tiles(ST_QKV, &ly, [&](int row, float v, float) { a.qkv[row] = __float2bfloat16(v); });
+        signal(cnt + 0);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 1] = gtime();
+        if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
+            wait_count(cnt + 0, a.epoch * G);
+            if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 2] = gtime();
+            const int sl = base % NSLOT;
+            mb_wait(full + sl, (base / NSLOT) & 1);
+            if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 3] = gtime();
+            attention_item(a, l, ly, blockIdx.x / SPLITS, blockIdx.x % SPLITS, xs, ring + sl * SLOT);
+            if (tid == 0) for (int k = 0; k < 8; k++) mb_arrive(empty + sl);
+            if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 4] = gtime();
+            base++;
+        }
+        if (!(a.knock & 4)) wait_count(cnt + 1, a.epoch * KVH);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 5] = gtime();
+        load_own(ST_O, &ly);
+        prep_x<2>(a.attn, nullptr, a.eps, xs, D);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 13] = gtime();
+        tiles(ST_O, &ly, [&](int row, float v, float) {
+            add_resid(row, v, 0.f);
+            if (a.after_o && l == 0) a.after_o[row] = a.resid[row];
+        });
+        signal(cnt + 2);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 6] = gtime();
+        wait_count(cnt + 2, a.epoch * G);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 7] = gtime();
+        prep_x<2>(a.resid, ly.ffn_norm, a.eps, xs, D);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 14] = gtime();
+        tiles(ST_GU, &ly, [&](int row, float g, float u) { a.h[row] = __float2bfloat16(silu_mul(rbf(g), rbf(u))); });
+        signal(cnt + 3);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 8] = gtime();
+        wait_count(cnt + 3, a.epoch * G);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 9] = gtime();
+        load_own(ST_DOWN, &ly);
+        prep_x<5>(a.h, nullptr, a.eps, xs, F);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 15] = gtime();
+        tiles(ST_DOWN, &ly, add_resid);
+        signal(cnt + 4);
+        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 10] = gtime();
+    }
+    wait_count(a.cnt + (a.L - 1) * CNT_PER_LAYER + 4, a.epoch * G);
+    prep_x<2>(a.resid, a.final_norm, a.eps, xs, D);
+    tiles(ST_HEAD, nullptr, [&](int row, float v, float) { a.logits[row] = v; });
+}
+
+// ================= reference: plain kernels, one op at a time =================
+__global__ void ref_prep(const bf16 *x, const bf16 *nw, float eps, int K, int8_t *xq, float2 *chunk) {
+    __shared__ float inv;
+    if (threadIdx.x == 0) {
+        float ss = 0;
+        for (int k = 0; k < K; k++) { float f = __bfloat162float(x[k]); ss += f * f; }
+        inv = nw ? rsqrtf(ss / K + eps) : 1.0f;
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < K / 32; c += blockDim.x) {
+        float v[32], amax = 0, sum = 0;
+        for (int k = 0; k < 32; k++) {
+            v[k] = __bfloat162float(x[c * 32 + k]);
+            if (nw) v[k] = rbf(v[k] * inv * __bfloat162float(nw[c * 32 + k]));
+            amax = fmaxf(amax, fabsf(v[k])); sum += v[k];
+        }
+        const float qi = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int k = 0; k < 32; k++) xq[c * 32 + k] = (int8_t)__float2int_rn(v[k] * qi);
+        chunk[c] = make_float2(amax / 127.0f, sum);
+    }
+}
+// mode 0: out = y; 1: resid += y (bf16); 2: out f32
+__global__ void ref_qmv(QW q, const int8_t *xq, const float2 *chunk, void *out, int mode) {
+    const int row = blockIdx.x * 8 + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (row >= q.N) return;
+    const int G = q.K / GS;
+    float acc = 0;
+    for (int c = lane; c < q.K / 32; c += 32) {
+        int d = 0;
+        for (int k = 0; k < 32; k++) {
+            const uint32_t word = q.w[(size_t)row * q.K / 8 + (c * 32 + k) / 8];
+            d += (int)(word >> (4 * (k % 8)) & 15) * xq[c * 32 + k];
+        }
+        acc += __bfloat162float(q.s[row * G + c / 2]) * (chunk[c].x * d) + __bfloat162float(q.b[row * G + c / 2]) * chunk[c].y;
+    }
+    acc = warp_sum(acc);
+    if (lane) return;
+    if (mode == 0) ((bf16 *)out)[row] = __float2bfloat16(acc);
+    else if (mode == 1) ((bf16 *)out)[row] = __float2bfloat16(__bfloat162float(((bf16 *)out)[row]) + rbf(acc));
+    else ((float *)out)[row] = acc;
+}
+__global__ void ref_swiglu(const bf16 *g, const bf16 *u, bf16 *h) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < F) h[i] = __float2bfloat16(silu_mul(__bfloat162float(g[i]), __bfloat162float(u[i])));
+}
+// one block per q head, HD threads
+__global__ void ref_attn(const bf16 *qkv, bf16 *kc, bf16 *vc, const float2 *rope, int pos, bf16 *out) {
+    const int h = blockIdx.x, kvh = h / GQA, d = threadIdx.x;
+    __shared__ float q[HD], k[HD], sc[MAXCTX], red[HD];
+    auto rot = [&](const bf16 *src, float *dst) {
+        const float x = __bfloat162float(src[d]), o = __bfloat162float(src[d ^ 64]);
+        const float2 cs = rope[d % 64];
+        dst[d] = d < 64 ? x * cs.x - o * cs.y : x * cs.x + o * cs.y;
+    };
+    rot(qkv + h * HD, q); q[d] = rbf(q[d]) * rsqrtf((float)HD);
+    rot(qkv + D + kvh * HD, k);
+    __syncthreads();
+    bf16 *kr = kc + (size_t)kvh * MAXCTX * HD, *vr = vc + (size_t)kvh * MAXCTX * HD;
+    if (h % GQA == 0) kr[(size_t)pos * HD + d] = __float2bfloat16(k[d]), vr[(size_t)pos * HD + d] = qkv[D + KVH * HD + kvh * HD + d];
+    __syncthreads(); // (other heads of the group may read the new row before it lands: they use k[] for pos)
+    for (int t = 0; t <= pos; t++) {
+        const float kv = t == pos ? rbf(k[d]) : __bfloat162float(kr[(size_t)t * HD + d]);
+        red[d] = q[d] * kv;
+        __syncthreads();
+        if (d == 0) { float s = 0; for (int i = 0; i < HD; i++) s += red[i]; sc[t] = s; }
+        __syncthreads();
+    }
+    float M = -INFINITY; for (int t = 0; t <= pos; t++) M = fmaxf(M, sc[t]);
+    float L = 0, A = 0;
+    for (int t = 0; t <= pos; t++) {
+        const float p = __expf(sc[t] - M);
+        const float vv = t == pos ? __bfloat162float(qkv[D + KVH * HD + kvh * HD + d]) : __bfloat162float(vr[(size_t)t * HD + d]);
+        L += p; A += p * vv;
+    }
+    out[h * HD + d] = __float2bfloat16(A / L);
+}
+
+// ================= host =================
+__global__ void fill_u32(uint32_t *p, size_t n, uint32_t seed) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t x = (uint32_t)i * 2654435761u ^ seed; x ^= x >> 15; x *= 2246822519u; x ^= x >> 13; x *= 3266489917u; x ^= x >> 16;
+        p[i] = x;
+    }
+}
+__global__ void fill_bf16(bf16 *p, size_t n, uint32_t seed, float lo, float hi) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t x = (uint32_t)i * 2654435761u ^ seed; x ^= x >> 15; x *= 2246822519u; x ^= x >> 13; x *= 3266489917u; x ^= x >> 16;
+        p[i] = __float2bfloat16(lo + (hi - lo) * (x >> 8) * (1.0f / 16777216.0f));
+    }
+}
+static uint32_t g_seed = 1;
+static bf16 *rand_bf16(size_t n, float lo, float hi) { bf16 *p; CK(cudaMalloc(&p, n * 2)); fill_bf16<<<1024, 256>>>(p, n, g_seed++ * 7919, lo, hi); return p; }
+static QW rand_qw(int N, int K, float scale) {
+    QW q; q.N = N; q.K = K;
+    uint32_t *w; CK(cudaMalloc(&w, (size_t)N * K / 2)); fill_u32<<<1024, 256>>>(w, (size_t)N * K / 8, g_seed++ * 104729); q.w = w;
+    bf16 *s = rand_bf16((size_t)N * K / GS, 0.5f * scale, 1.5f * scale);
+    bf16 *b = rand_bf16((size_t)N * K / GS, -8.0f * scale, -7.0f * scale);
+    q.s = s; q.b = b;
+    return q;
+}
+static size_t qw_bytes(const QW &q) { return (size_t)q.N * q.K / 2 + (size_t)q.N * q.K / GS * 4; }
+
+int main(int argc, char **argv) {
+    const int L = argc > 1 ? atoi(argv[1]) : 32, reps = argc > 2 ? atoi(argv[2]) : 50, pos = 576;
+    setvbuf(stdout, nullptr, _IOLBF, 0);
+    cudaDeviceProp prop; CK(cudaGetDeviceProperties(&prop, 0));
+    printf("%s, %d SMs\n", prop.name, prop.multiProcessorCount);
+    Args a = {};
+    a.L = L; a.pos = pos; a.eps = 1e-5f;
+    for (int l = 0; l < L; l++) {
+        Layer &ly = a.layers[l];
+        ly.qkv = rand_qw(QKV, D, 0.004f); ly.o = rand_qw(D, D, 0.004f);
+        ly.gate = rand_qw(F, D, 0.004f); ly.up = rand_qw(F, D, 0.004f); ly.down = rand_qw(D, F, 0.002f);
+        ly.attn_norm = rand_bf16(D, 0.8f, 1.2f); ly.ffn_norm = rand_bf16(D, 0.8f, 1.2f);
+        ly.kc = rand_bf16((size_t)KVH * MAXCTX * HD, -2, 2); ly.vc = rand_bf16((size_t)KVH * MAXCTX * HD, -1, 1);
+    }
+    a.head = rand_qw(V, D, 0.004f); a.final_norm = rand_bf16(D, 0.8f, 1.2f);
+    bf16 *resid0 = rand_bf16(D, -1, 1);
+    CK(cudaMalloc(&a.resid, D * 2)); CK(cudaMalloc(&a.qkv, QKV * 2)); CK(cudaMalloc(&a.attn, D * 2)); CK(cudaMalloc(&a.h, F * 2));
+    CK(cudaMalloc(&a.logits, V * 4)); CK(cudaMalloc(&a.part, (size_t)KVH * SPLITS * GQA * (HD + 2) * 4));
+    CK(cudaMalloc(&a.cnt, MAXL * CNT_PER_LAYER * 4)); CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+    std::vector<float2> rope(HD / 2);
+    for (int i = 0; i < HD / 2; i++) { const double f = pos * pow(500000.0, -2.0 * i / HD); rope[i] = make_float2((float)cos(f), (float)sin(f)); }
+    float2 *drope; CK(cudaMalloc(&drope, HD / 2 * 8)); CK(cudaMemcpy(drope, rope.data(), HD / 2 * 8, cudaMemcpyHostToDevice));
+    a.rope = drope;
+    size_t bytes = qw_bytes(a.head);
+    for (int l = 0; l < L; l++) { const Layer &y = a.layers[l]; bytes += qw_bytes(y.qkv) + qw_bytes(y.o) + qw_bytes(y.gate) + qw_bytes(y.up) + qw_bytes(y.down); }
+    const size_t kv_bytes = (size_t)L * 2 * KVH * (pos + 1) * HD * 2;
+    const size_t smem_bytes = NSLOT * SLOT + XQ_BYTES + 2 * NSLOT * 8 + 64 * 4;
+    CK(cudaFuncSetAttribute(step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes));
+    const int grid = prop.multiProcessorCount;
+    if (grid < KVH * SPLITS) { printf("needs %d SMs\n", KVH * SPLITS); return 1; }
+    CK(cudaDeviceSynchronize());
+
+    // --- check: one layer and the head, each stage against the one-op-at-a-
+    // time reference fed the probe's own input to that stage (same int8
+    // rounding of x, so only float summation order differs), and a second
+    // run against the first (bit for bit)
+    bool ok = true;
+    {
+        Args c = a; c.L = 1; c.epoch = 1;
+        CK(cudaMalloc(&c.after_o, D * 2));
+        const size_t cb = (size_t)KVH * MAXCTX * HD * 2;
+        bf16 *kc2, *vc2; CK(cudaMalloc(&kc2, cb)); CK(cudaMalloc(&vc2, cb));
+        CK(cudaMemcpy(kc2, a.layers[0].kc, cb, cudaMemcpyDeviceToDevice)); CK(cudaMemcpy(vc2, a.layers[0].vc, cb, cudaMemcpyDeviceToDevice));
+        CK(cudaMemcpy(c.resid, resid0, D * 2, cudaMemcpyDeviceToDevice));
+        CK(cudaMemset(c.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+        step_kernel<<<grid, NT, smem_bytes>>>(c);
+        CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+        auto host = [](const void *p, size_t bytes) { std::vector<uint8_t> h(bytes); CK(cudaMemcpy(h.data(), p, bytes, cudaMemcpyDeviceToHost)); return h; };
+        const auto qkv1 = host(c.qkv, QKV * 2), attn1 = host(c.attn, D * 2), o1 = host(c.after_o, D * 2), h1 = host(c.h, F * 2), r1 = host(c.resid, D * 2), l1 = host(c.logits, V * 4);
+        CK(cudaMemcpy(c.resid, resid0, D * 2, cudaMemcpyDeviceToDevice));
+        c.epoch = 2;
+        step_kernel<<<grid, NT, smem_bytes>>>(c);
+        CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
+        const bool same_v[6] = {qkv1 == host(c.qkv, QKV * 2), attn1 == host(c.attn, D * 2), o1 == host(c.after_o, D * 2),
+                                h1 == host(c.h, F * 2), r1 == host(c.resid, D * 2), l1 == host(c.logits, V * 4)};
+        const bool same = same_v[0] && same_v[1] && same_v[2] && same_v[3] && same_v[4] && same_v[5];
+        printf("check: second run bit for bit the first: %s (qkv %d, attention %d, x + o %d, h %d, x %d, logits %d)\n", same ? "yes" : "NO",
+               same_v[0], same_v[1], same_v[2], same_v[3], same_v[4], same_v[5]);
+        ok = ok && same;
+        auto f32 = [](const std::vector<uint8_t> &b, bool is_bf16) {
+            std::vector<double> v(b.size() / (is_bf16 ? 2 : 4));
+            for (size_t i = 0; i < v.size(); i++) {
+                uint32_t u = 0; float f;
+                if (is_bf16) u = (uint32_t)(b[2 * i] | b[2 * i + 1] << 8) << 16; else memcpy(&u, &b[4 * i], 4);
+                memcpy(&f, &u, 4); v[i] = f;
+            }
+            return v;
+        };
+        auto compare = [&](const char *name, const std::vector<uint8_t> &got, const void *want_dev, bool is_bf16) {
+            const auto g = f32(got, is_bf16), w = f32(host(want_dev, got.size()), is_bf16);
+            double e2 = 0, n2 = 0, mx = 0;
+            for (size_t i = 0; i < g.size(); i++) e2 += (g[i] - w[i]) * (g[i] - w[i]), n2 += w[i] * w[i], mx = std::max(mx, fabs(g[i] - w[i]));
+            const double rel = sqrt(e2 / n2);
+            printf("  %-24s rel L2 %.2e, max |diff| %.3g: %s\n", name, rel, mx, rel <= 4e-3 ? "ok" : "FAILED");
+            ok = ok && rel <= 4e-3;
+        };
+        const Layer &y = a.layers[0];
+        bf16 *r, *q3, *at, *g, *u, *hh, *pin; float *lg; int8_t *xq; float2 *ch;
+        CK(cudaMalloc(&r, D * 2)); CK(cudaMalloc(&q3, QKV * 2)); CK(cudaMalloc(&at, D * 2)); CK(cudaMalloc(&g, F * 2)); CK(cudaMalloc(&u, F * 2)); CK(cudaMalloc(&hh, F * 2));
+        CK(cudaMalloc(&pin, F * 2)); CK(cudaMalloc(&lg, V * 4)); CK(cudaMalloc(&xq, F)); CK(cudaMalloc(&ch, F / 32 * 8));
+        auto load = [&](const std::vector<uint8_t> &b) { CK(cudaMemcpy(pin, b.data(), b.size(), cudaMemcpyHostToDevice)); return pin; };
+        ref_prep<<<1, 128>>>(resid0, y.attn_norm, a.eps, D, xq, ch); ref_qmv<<<QKV / 8, 256>>>(y.qkv, xq, ch, q3, 0);
+        compare("qkv", qkv1, q3, true);
+        ref_attn<<<H, HD>>>(load(qkv1), kc2, vc2, drope, pos, at);
+        compare("attention (probe's qkv)", attn1, at, true);
+        CK(cudaMemcpy(r, resid0, D * 2, cudaMemcpyDeviceToDevice));
+        ref_prep<<<1, 128>>>(load(attn1), nullptr, a.eps, D, xq, ch); ref_qmv<<<D / 8, 256>>>(y.o, xq, ch, r, 1);
+        compare("x + o (probe's attention)", o1, r, true);
+        ref_prep<<<1, 128>>>(load(o1), y.ffn_norm, a.eps, D, xq, ch); ref_qmv<<<F / 8, 256>>>(y.gate, xq, ch, g, 0); ref_qmv<<<F / 8, 256>>>(y.up, xq, ch, u, 0);
+        ref_swiglu<<<F / 256, 256>>>(g, u, hh);
+        compare("swiglu(gate, up)", h1, hh, true);
+        CK(cudaMemcpy(r, load(o1), D * 2, cudaMemcpyDeviceToDevice));
+        ref_prep<<<1, 128>>>(load(h1), nullptr, a.eps, F, xq, ch); ref_qmv<<<D / 8, 256>>>(y.down, xq, ch, r, 1);
+        compare("x + down (probe's h)", r1, r, true);
+        ref_prep<<<1, 128>>>(load(r1), a.final_norm, a.eps, D, xq, ch); ref_qmv<<<V / 8, 256>>>(a.head, xq, ch, lg, 2);
+        compare("logits (probe's x)", l1, lg, false);
+        CK(cudaGetLastError());
+        printf("check: %s\n", ok ? "passed" : "FAILED");
+    }
+
+    // --- copy bandwidth, as the peer script measures it (read + write of 1 GiB)
+    float copy_gbs;
+    {
+        void *s, *d; const size_t n = 1ull << 30;
+        CK(cudaMalloc(&s, n)); CK(cudaMalloc(&d, n));
+        cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+        CK(cudaMemcpy(d, s, n, cudaMemcpyDeviceToDevice));
+        std::vector<float> t;
+        for (int i = 0; i < 10; i++) { cudaEventRecord(e0); cudaMemcpyAsync(d, s, n, cudaMemcpyDeviceToDevice); cudaEventRecord(e1); cudaEventSynchronize(e1); float ms; cudaEventElapsedTime(&ms, e0, e1); t.push_back(ms); }
+        std::sort(t.begin(), t.end());
+        copy_gbs = 2.0 * n / (t[5] * 1e-3) / 1e9;
+        cudaFree(s); cudaFree(d);
+    }
+    a.knock = getenv("KNOCK") ? atoi(getenv("KNOCK")) : 0;
+    a.pf = getenv("PF") ? atoi(getenv("PF")) : 0;
+    if (getenv("TRACE")) {
+        const size_t tn = (size_t)grid * MAXL * 24;
+        CK(cudaMalloc(&a.trace, tn * 8));
+        a.epoch = 1;
+        for (int i = 0; i < 3; i++) { CK(cudaMemset(a.trace, 0, tn * 8)); CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4)); step_kernel<<<grid, NT, smem_bytes>>>(a); CK(cudaDeviceSynchronize()); }
+        std::vector<unsigned long long> tr(tn); CK(cudaMemcpy(tr.data(), a.trace, tn * 8, cudaMemcpyDeviceToHost));
+        const char *names[24] = {"qkv start", "qkv done", "qkv seen", "kv ready", "attn done", "o start", "o done", "gu start", "gu done", "down start", "down done", "ring stall", "qkv prepped", "o prepped", "gu prepped", "down prepped", "wait qkv", "wait o", "wait gu", "wait down", "work qkv", "work o", "work gu", "work down"};
+        for (int l = 8; l < 10; l++) {
+            printf("layer %d (us from SM 0's qkv start; min / median / max over SMs):\n", l);
+            const unsigned long long t0 = tr[((size_t)0 * MAXL + l) * 24 + 0];
+            for (int k : {0, 12, 1, 2, 3, 4, 5, 13, 6, 7, 14, 8, 9, 15, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23}) {
+                std::vector<double> v;
+                for (int b = 0; b < grid; b++) { const unsigned long long x = tr[((size_t)b * MAXL + l) * 24 + k]; if (x) v.push_back(k == 11 || k >= 16 ? x / 1e3 : ((double)x - (double)t0) / 1e3); }
+                if (v.empty()) continue;
+                std::sort(v.begin(), v.end());
+                printf("  %-11s %8.2f %8.2f %8.2f\n", names[k], v.front(), v[v.size() / 2], v.back());
+            }
+        }
+        a.trace = nullptr;
+        CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+    }
+    // --- timing
+    cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
+    CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+    std::vector<float> t;
+    for (int i = 0; i < reps + 5; i++) {
+        CK(cudaMemcpyAsync(a.resid, resid0, D * 2, cudaMemcpyDeviceToDevice));
+        a.epoch = i + 1;
+        cudaEventRecord(e0);
+        step_kernel<<<grid, NT, smem_bytes>>>(a);
+        cudaEventRecord(e1);
+        CK(cudaEventSynchronize(e1));
+        float ms; cudaEventElapsedTime(&ms, e0, e1);
+        if (i >= 5) t.push_back(ms);
+    }
+    CK(cudaGetLastError());
+    std::sort(t.begin(), t.end());
+    const double med = t[t.size() / 2], tot = (double)(bytes + kv_bytes);
+    const double bound = copy_gbs * 1e9 / tot;
+    printf("layers %d: weights %.1f MB + kv %.1f MB a step; copy %.0f GB/s; step median %.4f ms [%.4f..%.4f] = %.1f tok/s; bound %.1f; ratio %.3f; stream %.0f GB/s\n",
+           L, bytes / 1e6, kv_bytes / 1e6, copy_gbs, med, t.front(), t.back(), 1e3 / med, bound, 1e3 / med / bound, tot / (med * 1e-3) / 1e9);
+    return ok ? 0 : 1;
+}
