@@ -366,7 +366,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
     uint64_t *full = (uint64_t *)(xs + XQ_BYTES), *empty = full + NSLOT;
     const int tid = threadIdx.x;
     if (tid == 0) g_knock = a.knock; // (racy across blocks, same value)
-    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(full + i, 1), mb_init(empty + i, 8); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(full + i, 1), mb_init(empty + i, NCW); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
     __syncthreads();
     const int G = gridDim.x;
     if (tid >= NCT) { // the producer warp: one thread issues the copies
@@ -407,33 +407,43 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
     }
     int base = 0; // ring position of the stage's first tile
     const int warp = tid / 32, lane = tid & 31;
-    // consumers: a stage's tiles as row tasks (8 a tile: one row; gu 4: a
-    // gate and up pair; down 2: one long row), dealt round robin to the
-    // warps, each releasing its share of the slot (8 arrivals a tile)
+    // Consumers: a stage's tiles as row tasks (4 a tile: two rows, or a gate
+    // and up pair; down 2: one long row), dealt round robin to the warps.
+    // Every warp waits for every tile in turn and releases it (one arrival a
+    // warp), its task there or not: a parity wait is only sound when the
+    // waiter is at most one fill behind the slot. Warps that waited only for
+    // their own tasks' tiles skipped ahead to slots whose earlier fill was
+    // still landing (copies land out of order) and read them mid-copy (runs
+    // that differed, failed launches), and waiting for the skipped tiles
+    // later met slots already refilled (a hang).
     int cur_l = 0;
     auto tiles = [&](int st, const Layer *ly, auto out) {
         int t0, t1; range_of(n_of(a, st, ly), t0, t1);
         const int T = st == ST_DOWN ? 2 : 4; // tasks a tile
-        for (int q = warp; q < (t1 - t0) * T; q += NCW) {
-            const int ti = q / T, j = q % T, it = base + ti, sl = it % NSLOT;
+        for (int ti = 0; ti < t1 - t0; ti++) {
+            const int it = base + ti, sl = it % NSLOT;
             const int row0 = (t0 + ti) * (st == ST_GU ? 4 : st == ST_DOWN ? 2 : 8);
             const unsigned long long w0 = a.trace ? gtime() : 0;
             mb_wait(full + sl, (it / NSLOT) & 1);
             if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 16 + st, gtime() - w0);
-            const unsigned long long w1 = a.trace ? gtime() : 0;
             const uint8_t *slot = ring + sl * SLOT;
+            // tasks dealt round robin, at most one a warp in a tile (T <= NCW)
+            const int j = ((warp - ti * T) % NCW + NCW) % NCW;
+            const unsigned long long w1 = a.trace ? gtime() : 0;
             float v[2] = {0, 0};
-            if (!(a.knock & 2)) {
+            if (j < T && !(a.knock & 2)) {
                 if (st == ST_DOWN) { float o1[1]; rows_dot<14, 1>(slot, 2, F, j, 0, xs, o1); v[0] = o1[0]; }
                 else if (st == ST_GU) rows_dot<4, 2>(slot, 8, D, j, 4, xs, v); // gate row j, up row j
                 else rows_dot<4, 2>(slot, 8, D, 2 * j, 1, xs, v);
             }
             __syncwarp();
             if (lane == 0) {
-                for (int k = 0; k < 8 / T; k++) mb_arrive(empty + sl);
-                if (st == ST_GU || st == ST_DOWN) out(row0 + j, v[0], v[1]);
-                else out(row0 + 2 * j, v[0], 0.f), out(row0 + 2 * j + 1, v[1], 0.f);
-                if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 20 + st, gtime() - w1);
+                mb_arrive(empty + sl); // before the stores: the release need not wait for them
+                if (j < T) {
+                    if (st == ST_GU || st == ST_DOWN) out(row0 + j, v[0], v[1]);
+                    else out(row0 + 2 * j, v[0], 0.f), out(row0 + 2 * j + 1, v[1], 0.f);
+                    if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 20 + st, gtime() - w1);
+                }
             }
         }
         base += t1 - t0;
@@ -467,7 +477,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
             mb_wait(full + sl, (base / NSLOT) & 1);
             if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 3] = gtime();
             attention_item(a, l, ly, blockIdx.x / SPLITS, blockIdx.x % SPLITS, xs, ring + sl * SLOT);
-            if (tid == 0) for (int k = 0; k < 8; k++) mb_arrive(empty + sl);
+            if (tid == 0) for (int k = 0; k < NCW; k++) mb_arrive(empty + sl);
             if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 4] = gtime();
             base++;
         }
