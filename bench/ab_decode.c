@@ -104,7 +104,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--tokens") && i + 1 < argc) tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--pairs") && i + 1 < argc) pairs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) bad = (kv_dtype = afo_dtype_from_name(argv[++i])) < 0;
+        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) bad = (kv_dtype = bench_kv_dtype(argv[++i])) < 0;
         else bad = true;
     }
     if (bad || prompt < 1 || tokens < 1 || pairs < 1 || threads < 1) {

@@ -97,7 +97,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--storage-dtype")) storage = 1;
-        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_dtype = afo_dtype_from_name(argv[++i]);
+        else if (!strcmp(argv[i], "--kv-dtype") && i + 1 < argc) kv_dtype = bench_kv_dtype(argv[++i]);
         else {
             fprintf(stderr, "usage: %s --model DIR [--prompt N] [--tokens N] [--threads N] [--reps N] [--storage-dtype] [--kv-dtype T]\n",
                     argv[0]);
@@ -105,7 +105,7 @@ int main(int argc, char **argv) {
         }
     }
     if (!model || prompt < 1 || tokens < 2 || threads < 1 || reps < 1 || kv_dtype < 0) {
-        fprintf(stderr, "bench_decode: --model is required; sizes must be positive; --kv-dtype takes a dtype's name\n");
+        fprintf(stderr, "bench_decode: --model is required; sizes must be positive; --kv-dtype takes float32, bfloat16 or float16\n");
         return 2;
     }
     afo_set_threads(threads);

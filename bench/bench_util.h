@@ -10,6 +10,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "afo/base.h"
 #include "afo/device.h"
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/gemm.h"
@@ -39,6 +40,13 @@ static inline double bench_check_load(void) {
     }
     if (load > 0.5) fprintf(stderr, "warning: load average %.2f > 0.5; the cores are not idle\n", load);
     return load;
+}
+
+/* --kv-dtype's value: float32, bfloat16 or float16's id, else -1 (bool,
+ * id 0, would pass as afo_kv_cache_options' "the compute dtype"). */
+static inline int bench_kv_dtype(const char *name) {
+    const int t = afo_dtype_from_name(name);
+    return t == AFO_FLOAT32 || t == AFO_BFLOAT16 || t == AFO_FLOAT16 ? t : -1;
 }
 
 /* The CUDA device's description, or false after printing why there is
