@@ -382,6 +382,14 @@ static void test_sdpa(void) {
         {1, 2, 2, 6, 4, 8, 8, 1, 0, 0, 0.3},            /* Lq > Lk: leading rows see nothing */
         {1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 1.0},
         {1, 2, 1, 3, 5, 8, 8, 0, 0, 1, 0.3},            /* additive, a row all -inf */
+        /* longer prefills: GQA 8; MHA after a cache; GQA 3 with a window and
+         * D not a multiple of 16; more queries than keys; a window without
+         * causal, Dv != D */
+        {1, 8, 1, 100, 100, 64, 64, 1, 0, 0, 0.125},
+        {1, 4, 4, 70, 200, 128, 128, 1, 0, 0, 0.088},
+        {2, 6, 2, 40, 40, 80, 80, 1, 24, 0, 0.11},
+        {1, 2, 2, 20, 9, 16, 16, 1, 0, 0, 0.3},
+        {1, 4, 2, 33, 130, 32, 48, 0, 40, 0, 0.2},
     };
     int n = 0;
     for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
