@@ -408,10 +408,16 @@ static void test_sdpa(void) {
             double *ref = malloc(sizeof(double) * (size_t)(c.B * c.Hq * c.Lq * c.Dv));
             sdpa_ref(&c, q.v, kk.v, v.v, m.v, ref);
             op_case oc = {.op = OP_SDPA, .in = {q.a, kk.a, v.a, m.a}, .sdpa = c};
-            char what[128];
-            snprintf(what, sizeof what, "sdpa case %zu q %s kv %s layout %d", k, afo_dtype_name(qt),
-                     afo_dtype_name(kvt), layout);
-            check_case(what, &oc, ref, tol_of(afo_promote_types(qt, kvt)));
+            char what[160];
+            /* prefills (the tiled path) at every kernel level, the rest at the best */
+            const afo_cpu_level best = afo_cpu_kernel_level();
+            for (int l = c.Lq >= 16 ? 0 : (int)best; l <= (int)best; l++) {
+                if (afo_cpu_set_kernel_level((afo_cpu_level)l) != AFO_OK) continue;
+                snprintf(what, sizeof what, "sdpa case %zu q %s kv %s layout %d level %s", k, afo_dtype_name(qt),
+                         afo_dtype_name(kvt), layout, afo_nn_prims_best()->name);
+                check_case(what, &oc, ref, tol_of(afo_promote_types(qt, kvt)));
+            }
+            afo_cpu_set_kernel_level(best);
             free(ref);
             tin_free(&q), tin_free(&kk), tin_free(&v), tin_free(&m);
             n++;
@@ -533,6 +539,33 @@ static void check_attention_prims(void) {
                     CHECK_MSG(worst_a <= 1, "[%s] axpys st %d nq %lld D %lld n %lld: %.3g of the bound", simd->name,
                               st, (long long)nq, (long long)D, (long long)n, worst_a);
                 }
+    /* scores_t against its reference: keys transposed with a row stride
+     * past their count (16-multiples), outputs poisoned, the rows past nq
+     * and the columns past nk untouched; bound 1e-5 of sum |q_i k_i| */
+    static float kt[MAXD * (MAXN + 21)];
+    const int64_t kts = MAXN + 21;
+    for (int i = 0; simd->scores_t && i < MAXD * kts; i++) kt[i] = (float)test_normal();
+    const int64_t tqs[] = {1, 5, 6, 7, 8, 9, 12}, tks[] = {16, 32, 48, 128};
+    for (size_t a = 0; simd->scores_t && a < sizeof tqs / sizeof *tqs; a++)
+        for (size_t b = 0; b < sizeof Ds / sizeof *Ds; b++)
+            for (size_t c = 0; c < sizeof tks / sizeof *tks; c++, cases++) {
+                const int64_t nq = tqs[a], D = Ds[b], nk = tks[c];
+                for (int i = 0; i < MAXQ * LS; i++) s1[i] = s2[i] = NAN;
+                simd->scores_t(q, nq, D, kt, kts, nk, s1, LS);
+                afo_nn_scores_t_scalar(q, nq, D, kt, kts, nk, s2, LS);
+                double worst = 0;
+                for (int64_t t = 0; t < MAXQ; t++)
+                    for (int64_t x = 0; x < LS; x++) {
+                        const bool out = t < nq && x < nk;
+                        double mag = 1e-30, e;
+                        for (int64_t i = 0; out && i < D; i++) mag += fabs(q[t * D + i] * kt[i * kts + x]);
+                        if (out) e = fabs((double)s1[t * LS + x] - s2[t * LS + x]) / (1e-5 * mag);
+                        else e = isnan(s1[t * LS + x]) ? 0 : INFINITY; /* written past the tile */
+                        worst = e > worst || isnan(e) ? e : worst;
+                    }
+                CHECK_MSG(worst <= 1, "[%s] scores_t nq %lld D %lld nk %lld: %.3g of the bound", simd->name,
+                          (long long)nq, (long long)D, (long long)nk, worst);
+            }
     fprintf(stderr, "  %s: %d attention primitive cases\n", simd->name, cases);
 }
 

@@ -79,9 +79,19 @@ static void rotate_halves_scalar(float *x, int64_t half, const float *c, const f
     }
 }
 
+void afo_nn_scores_t_scalar(const float *q, int64_t nq, int64_t D, const float *kt, int64_t kts, int64_t nk, float *s,
+                            int64_t ls) {
+    for (int64_t t = 0; t < nq; t++)
+        for (int64_t x = 0; x < nk; x++) {
+            float d = 0;
+            for (int64_t i = 0; i < D; i++) d += q[t * D + i] * kt[i * kts + x];
+            s[t * ls + x] = d;
+        }
+}
+
 const afo_nn_prims afo_nn_prims_scalar = {
     "scalar", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
-    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
+    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16}, NULL,
     max_scalar, exp_sum_scalar, sum_scalar, sq_dev_sum_scalar, norm_apply_scalar, rotate_halves_scalar,
 };
 
@@ -334,6 +344,9 @@ typedef struct sdpa_job {
     afo_ctype ct;
     int kst, vst; /* primitives' storage type reading k/v rows in place, or -1 */
     const afo_nn_prims *p;
+    float *kt;   /* prefill tiles: each (batch, kv head)'s keys transposed, [D][ktn] */
+    int64_t kth; /* the keys any query sees, [0, kth) (a cache's later slots are not read) */
+    int64_t ktn; /* kth rounded up to 16, plus 16: a block from a window's first key reads 15 columns past */
     atomic_bool failed;
 } sdpa_job;
 
@@ -458,6 +471,121 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
 SDPA_ITEMS(float)
 SDPA_ITEMS(double)
 
+/* Prefill: a work item is (batch, kv head, tile of consecutive query
+ * rows), all G heads of the group, so R = G * (64 / G) rows of q pass over
+ * the keys together, a block of KB keys and values at a time in
+ * flash-attention order (a running max and sum per row, the output
+ * rescaled when the max moves). The keys are transposed first, once per
+ * kv head, so that scores_t's tiles need no sums across lanes. */
+enum { SDPA_TILE_ROWS = 64, SDPA_KEY_BLOCK = 128, SDPA_MIN_TILED_QUERIES = 16 };
+#define SDPA_MAX_TRANSPOSED ((size_t)256 << 20) /* bytes; longer contexts go row by row */
+
+static void sdpa_transpose_range(void *ctx, int64_t begin, int64_t end) {
+    sdpa_job *j = ctx;
+    const afo_array *k = j->k;
+    float *row = scratch(&j->failed, sizeof(float) * (size_t)j->D);
+    if (!row) return;
+    for (int64_t bh = begin; bh < end; bh++) {
+        float *kt = j->kt + bh * j->D * j->ktn;
+        const int64_t base = bh / j->Hkv * k->strides[0] + bh % j->Hkv * k->strides[1];
+        for (int64_t x = 0; x < j->ktn; x++) {
+            const bool key = x < j->kth;
+            if (key)
+                afo_cpu_load_row(k->dtype, elem(k, base + x * k->strides[2]), k->strides[3], j->D, AFO_CT_F32, row);
+            for (int64_t c = 0; c < j->D; c++) kt[c * j->ktn + x] = key ? row[c] : 0.0f;
+        }
+    }
+}
+
+static int64_t sdpa_tile_queries(const sdpa_job *j) {
+    int64_t qt = SDPA_TILE_ROWS / j->G;
+    return qt < 1 ? 1 : qt;
+}
+
+/* The tiles of a (batch, kv head) in an order whose halves (quarters...)
+ * carry about equal work under a causal mask, 0, n-1, 1, n-2, ...:
+ * afo_parallel_for hands each thread a contiguous range. */
+static int64_t sdpa_tile_of(int64_t k, int64_t n) { return k % 2 == 0 ? k / 2 : n - 1 - k / 2; }
+
+/* Keys [a, e) of a block's n visible to a row; the rest -inf. */
+static void sdpa_hide(float *sr, int64_t n, int64_t a, int64_t e) {
+    for (int64_t x = 0; x < a && x < n; x++) sr[x] = -INFINITY;
+    for (int64_t x = e > 0 ? e : 0; x < n; x++) sr[x] = -INFINITY;
+}
+
+static void sdpa_tiles(sdpa_job *j, int64_t begin, int64_t end, void *ws) {
+    const int64_t D = j->D, Dv = j->Dv, G = j->G, QT = sdpa_tile_queries(j), R = G * QT, KB = SDPA_KEY_BLOCK;
+    const int64_t ntiles = (j->Lq + QT - 1) / QT;
+    const afo_array *q = j->q, *v = j->v;
+    int64_t *lo = ws, *hi = lo + R; /* each row's visible keys */
+    float *qs = (float *)(hi + R), *s = qs + R * D, *acc = s + R * KB, *mx = acc + R * Dv, *sum = mx + R;
+    const size_t os = afo_dtype_size(j->out->dtype);
+    for (int64_t it = begin; it < end; it++) {
+        const int64_t r = it / ntiles, hk = r % j->Hkv, b = r / j->Hkv;
+        const int64_t i0 = sdpa_tile_of(it % ntiles, ntiles) * QT;
+        const int64_t nq = j->Lq - i0 < QT ? j->Lq - i0 : QT, rows = nq * G;
+        int64_t first_lo = j->Lk, last_hi = 0;
+        for (int64_t qi = 0; qi < nq; qi++) {
+            const int64_t pos = j->first + i0 + qi;
+            const int64_t l = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;
+            const int64_t h = j->causal ? (pos + 1 < j->Lk ? pos + 1 : j->Lk) : j->Lk;
+            for (int64_t t = 0; t < G; t++) {
+                const int64_t row = qi * G + t;
+                lo[row] = l, hi[row] = h, mx[row] = -INFINITY, sum[row] = 0;
+                const int64_t off = b * q->strides[0] + (hk * G + t) * q->strides[1] + (i0 + qi) * q->strides[2];
+                afo_cpu_load_row(q->dtype, elem(q, off), q->strides[3], D, AFO_CT_F32, qs + row * D);
+                for (int64_t c = 0; c < D; c++) qs[row * D + c] *= (float)j->scale;
+            }
+            first_lo = l < first_lo ? l : first_lo;
+            last_hi = h > last_hi ? h : last_hi;
+        }
+        memset(acc, 0, sizeof(float) * (size_t)(rows * Dv));
+        const float *kt = j->kt + r * D * j->ktn;
+        const int64_t vb = b * v->strides[0] + hk * v->strides[1];
+        for (int64_t x0 = first_lo; x0 < last_hi; x0 += KB) {
+            const int64_t n = last_hi - x0 < KB ? last_hi - x0 : KB, nk = (n + 15) / 16 * 16;
+            j->p->scores_t(qs, rows, D, kt + x0, j->ktn, nk, s, KB);
+            for (int64_t row = 0; row < rows; row++) {
+                float *sr = s + row * KB;
+                const int64_t a = lo[row] - x0, e = hi[row] - x0; /* the row's keys are [a, e) of the block */
+                if (a >= n || e <= 0) { /* none: the row's weights are zero */
+                    memset(sr, 0, sizeof(float) * (size_t)n);
+                    continue;
+                }
+                if (a > 0 || e < n) sdpa_hide(sr, n, a, e);
+                const float bm = j->p->max(sr, n), m = bm > mx[row] ? bm : mx[row];
+                if (m == -INFINITY) { /* nothing visible yet: the row's weights are zero */
+                    memset(sr, 0, sizeof(float) * (size_t)n);
+                    continue;
+                }
+                const float rescale = expf(mx[row] - m);
+                sum[row] = sum[row] * rescale + j->p->exp_sum(sr, n, m);
+                mx[row] = m;
+                if (rescale != 1.0f)
+                    for (int64_t c = 0; c < Dv; c++) acc[row * Dv + c] *= rescale;
+            }
+            j->p->axpys[j->vst](acc, rows, Dv, s, KB, elem(v, vb + x0 * v->strides[2]), v->strides[2], n);
+        }
+        for (int64_t qi = 0; qi < nq; qi++)
+            for (int64_t t = 0; t < G; t++) {
+                const int64_t row = qi * G + t;
+                const float inv = sum[row] > 0 ? 1.0f / sum[row] : 0.0f;
+                for (int64_t c = 0; c < Dv; c++) acc[row * Dv + c] *= inv;
+                const int64_t o = ((b * j->Hq + hk * G + t) * j->Lq + i0 + qi) * Dv;
+                char *dst = (char *)afo_array_ptr(j->out) + o * (int64_t)os;
+                afo_cpu_store_row(AFO_CT_F32, acc + row * Dv, Dv, j->out->dtype, dst, 1);
+            }
+    }
+}
+
+static void sdpa_tiles_range(void *ctx, int64_t begin, int64_t end) {
+    sdpa_job *j = ctx;
+    const int64_t R = j->G * sdpa_tile_queries(j);
+    const size_t floats = (size_t)(R * (j->D + SDPA_KEY_BLOCK + j->Dv + 2));
+    void *ws = scratch(&j->failed, 2 * sizeof(int64_t) * (size_t)R + sizeof(float) * floats);
+    if (ws) sdpa_tiles(j, begin, end, ws);
+}
+
 static void sdpa_range(void *ctx, int64_t begin, int64_t end) {
     sdpa_job *j = ctx;
     void *ws = scratch(&j->failed, afo_cpu_ctype_size(j->ct) * (size_t)sdpa_scratch(j));
@@ -495,8 +623,19 @@ afo_status afo_cpu_sdpa(afo_array *out, afo_array *const *in, int nin, const afo
     }
     j.kst = in_place_st(k, j.ct);
     j.vst = in_place_st(v, j.ct);
-    int64_t items = j.B * j.Hkv * j.chunks * j.Lq, work = j.hpi * j.Lk * (j.D + j.Dv) + 1;
-    afo_parallel_for(items, 32768 / work + 1, sdpa_range, &j);
+    j.kth = j.causal && j.first + j.Lq < j.Lk ? (j.first + j.Lq > 0 ? j.first + j.Lq : 0) : j.Lk;
+    j.ktn = (j.kth + 15) / 16 * 16 + 16;
+    const size_t kt_bytes = sizeof(float) * (size_t)(j.B * j.Hkv * j.D * j.ktn);
+    if (!m && j.p->scores_t && j.ct == AFO_CT_F32 && j.vst >= 0 && j.Lq >= SDPA_MIN_TILED_QUERIES &&
+        kt_bytes <= SDPA_MAX_TRANSPOSED && (j.kt = malloc(kt_bytes ? kt_bytes : 1))) {
+        const int64_t qt = sdpa_tile_queries(&j);
+        afo_parallel_for(j.B * j.Hkv, 1, sdpa_transpose_range, &j);
+        if (!atomic_load(&j.failed)) afo_parallel_for(j.B * j.Hkv * ((j.Lq + qt - 1) / qt), 1, sdpa_tiles_range, &j);
+        free(j.kt);
+    } else {
+        int64_t items = j.B * j.Hkv * j.chunks * j.Lq, work = j.hpi * j.Lk * (j.D + j.Dv) + 1;
+        afo_parallel_for(items, 32768 / work + 1, sdpa_range, &j);
+    }
     if (atomic_load(&j.failed)) return afo_error(AFO_ERR_OUT_OF_MEMORY, "scaled_dot_product_attention: out of memory");
     return AFO_OK;
 }

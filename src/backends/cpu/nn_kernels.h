@@ -24,6 +24,13 @@ typedef struct afo_nn_prims {
                                   float *s, int64_t ls);
     void (*axpys[AFO_NN_ST_COUNT])(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls, const void *v,
                                    int64_t vs, int64_t n);
+    /* A prefill tile's scores against nk keys stored transposed (kt[i *
+     * kts + x] is key x's element i; nk a multiple of 16, keys past the
+     * real ones zero): s[t * ls + x] = sum_i q[t * D + i] * kt[i * kts + x]
+     * for t < nq, x < nk. NULL in tables without a blocked version (prefill
+     * attention then goes row by row). */
+    void (*scores_t)(const float *q, int64_t nq, int64_t D, const float *kt, int64_t kts, int64_t nk, float *s,
+                     int64_t ls);
     /* the largest x[i], NaN skipped; -inf when there is none (n = 0) */
     float (*max)(const float *x, int64_t n);
     /* s[i] = exp(s[i] - max); returns the sum of the new s[i] */
@@ -58,6 +65,9 @@ typedef struct afo_nn_prims {
 enum { AFO_NN_ESIZE_f32 = 4, AFO_NN_ESIZE_bf16 = 2, AFO_NN_ESIZE_f16 = 2 };
 
 extern const afo_nn_prims afo_nn_prims_scalar;
+/* scores_t's reference, for the tests (no table holds it). */
+void afo_nn_scores_t_scalar(const float *q, int64_t nq, int64_t D, const float *kt, int64_t kts, int64_t nk, float *s,
+                            int64_t ls);
 #if defined(__x86_64__) || defined(__i386__)
 extern const afo_nn_prims afo_nn_prims_avx2;
 extern const afo_nn_prims afo_nn_prims_avx512;

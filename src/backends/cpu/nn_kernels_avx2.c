@@ -229,8 +229,48 @@ static void rotate_halves_avx2(float *x, int64_t half, const float *c, const flo
     }
 }
 
+/* scores_t in tiles of up to 6 rows by 16 keys (two vectors): 12
+ * accumulators, the keys' two vectors loaded once a step and one element
+ * of each row broadcast (AVX-512's, nn_kernels_avx512.c, on 8 lanes). */
+static inline __attribute__((always_inline)) void scores_t_tile(int nr, const float *q, int64_t D, const float *kt,
+                                                                 int64_t kts, float *s, int64_t ls) {
+    __m256 a[6][2];
+#pragma GCC unroll 6
+    for (int r = 0; r < nr; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < D; i++) {
+        const __m256 k0 = _mm256_loadu_ps(kt + i * kts), k1 = _mm256_loadu_ps(kt + i * kts + 8);
+#pragma GCC unroll 6
+        for (int r = 0; r < nr; r++) {
+            const __m256 qb = _mm256_broadcast_ss(q + r * D + i);
+            a[r][0] = _mm256_fmadd_ps(qb, k0, a[r][0]);
+            a[r][1] = _mm256_fmadd_ps(qb, k1, a[r][1]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int r = 0; r < nr; r++) _mm256_storeu_ps(s + r * ls, a[r][0]), _mm256_storeu_ps(s + r * ls + 8, a[r][1]);
+}
+
+static void scores_t_avx2(const float *q, int64_t nq, int64_t D, const float *kt, int64_t kts, int64_t nk, float *s,
+                          int64_t ls) {
+    for (int64_t t = 0; t < nq; t += 6) {
+        const int64_t nr = nq - t < 6 ? nq - t : 6;
+        for (int64_t x = 0; x < nk; x += 16) {
+            const float *qt = q + t * D, *kx = kt + x;
+            float *sx = s + t * ls + x;
+            switch (nr) {
+            case 1: scores_t_tile(1, qt, D, kx, kts, sx, ls); break;
+            case 2: scores_t_tile(2, qt, D, kx, kts, sx, ls); break;
+            case 3: scores_t_tile(3, qt, D, kx, kts, sx, ls); break;
+            case 4: scores_t_tile(4, qt, D, kx, kts, sx, ls); break;
+            case 5: scores_t_tile(5, qt, D, kx, kts, sx, ls); break;
+            default: scores_t_tile(6, qt, D, kx, kts, sx, ls); break;
+            }
+        }
+    }
+}
+
 const afo_nn_prims afo_nn_prims_avx2 = {
     "avx2", {afo_nn_dots_avx2_f32, afo_nn_dots_avx2_bf16, afo_nn_dots_avx2_f16},
-    {afo_nn_axpys_avx2_f32, afo_nn_axpys_avx2_bf16, afo_nn_axpys_avx2_f16},
+    {afo_nn_axpys_avx2_f32, afo_nn_axpys_avx2_bf16, afo_nn_axpys_avx2_f16}, scores_t_avx2,
     max_avx2, exp_sum_avx2, sum_avx2, sq_dev_sum_avx2, norm_apply_avx2, rotate_halves_avx2,
 };

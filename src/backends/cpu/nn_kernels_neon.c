@@ -117,6 +117,6 @@ static void rotate_halves_neon(float *x, int64_t half, const float *c, const flo
 
 const afo_nn_prims afo_nn_prims_neon = {
     "neon", {rowwise_dots_f32, rowwise_dots_bf16, rowwise_dots_f16},
-    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16},
+    {rowwise_axpys_f32, rowwise_axpys_bf16, rowwise_axpys_f16}, NULL,
     max_neon, exp_sum_neon, sum_neon, sq_dev_sum_neon, norm_apply_neon, rotate_halves_neon,
 };
