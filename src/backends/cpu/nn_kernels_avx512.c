@@ -84,15 +84,21 @@ static inline __attribute__((always_inline)) void dots_st(int st, const float *q
     }
 }
 
-/* prefetch: also request each row's columns VALUES_AHEAD rows further on */
-static inline __attribute__((always_inline)) void axpys_tile(int st, int nh, int nv, float *acc, int64_t Dv,
-                                                              const float *p, int64_t ls, const char *v, size_t vb,
+/* out[h * os + c + i] (+)= sum_x w[h * ws + x] * row_x[c + i] for h < nh,
+ * i < 16 nv, rows x < n of storage type st a vb bytes apart: nh x nv
+ * accumulators, a row's vectors loaded once a step and one weight of each
+ * h broadcast. axpys' tile (w the probabilities, the rows values, adding
+ * to acc) and scores_t's (w the queries, the rows the transposed keys,
+ * out zeroed first: no sums across lanes). prefetch: also request each
+ * row's columns VALUES_AHEAD rows further on. */
+static inline __attribute__((always_inline)) void bcast_tile(int st, int nh, int nv, bool zero, float *out, int64_t os,
+                                                              const float *w, int64_t ws, const char *v, size_t vb,
                                                               int64_t c, int64_t n, bool prefetch) {
-    __m512 a[4][4];
-#pragma GCC unroll 4
+    __m512 a[8][4];
+#pragma GCC unroll 8
     for (int h = 0; h < nh; h++)
 #pragma GCC unroll 4
-        for (int j = 0; j < nv; j++) a[h][j] = _mm512_loadu_ps(acc + h * Dv + c + 16 * j);
+        for (int j = 0; j < nv; j++) a[h][j] = zero ? _mm512_setzero_ps() : _mm512_loadu_ps(out + h * os + c + 16 * j);
     for (int64_t x = 0; x < n; x++) {
         __m512 vv[4];
 #pragma GCC unroll 4
@@ -100,17 +106,17 @@ static inline __attribute__((always_inline)) void axpys_tile(int st, int nh, int
             if (prefetch) _mm_prefetch(v + (x + VALUES_AHEAD) * vb + (c + 16 * j) * st_bytes(st), _MM_HINT_T0);
             vv[j] = ld16(st, v + x * vb, c + 16 * j);
         }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
         for (int h = 0; h < nh; h++) {
-            __m512 pb = _mm512_set1_ps(p[h * ls + x]);
+            __m512 pb = _mm512_set1_ps(w[h * ws + x]);
 #pragma GCC unroll 4
             for (int j = 0; j < nv; j++) a[h][j] = _mm512_fmadd_ps(pb, vv[j], a[h][j]);
         }
     }
-#pragma GCC unroll 4
+#pragma GCC unroll 8
     for (int h = 0; h < nh; h++)
 #pragma GCC unroll 4
-        for (int j = 0; j < nv; j++) _mm512_storeu_ps(acc + h * Dv + c + 16 * j, a[h][j]);
+        for (int j = 0; j < nv; j++) _mm512_storeu_ps(out + h * os + c + 16 * j, a[h][j]);
 }
 
 static inline __attribute__((always_inline)) void axpys_st(int st, float *acc, int64_t nq, int64_t Dv, const float *p,
@@ -125,8 +131,8 @@ static inline __attribute__((always_inline)) void axpys_st(int st, float *acc, i
             for (int64_t c = 0; c < Dv;) {
                 int wide = Dv - c >= 64;
 #define AT(NH)                                                                                              \
-    (wide ? axpys_tile(st, NH, 4, acc + t * Dv, Dv, p + t * ls + x0, ls, vx, vb, c, nx, ahead)              \
-          : axpys_tile(st, NH, 1, acc + t * Dv, Dv, p + t * ls + x0, ls, vx, vb, c, nx, ahead))
+    (wide ? bcast_tile(st, NH, 4, false, acc + t * Dv, Dv, p + t * ls + x0, ls, vx, vb, c, nx, ahead)       \
+          : bcast_tile(st, NH, 1, false, acc + t * Dv, Dv, p + t * ls + x0, ls, vx, vb, c, nx, ahead))
                 switch (nh) {
                 case 1: AT(1); break;
                 case 2: AT(2); break;
@@ -212,42 +218,20 @@ static void rotate_halves_avx512(float *x, int64_t half, const float *c, const f
     }
 }
 
-/* scores_t in tiles of NR rows by NK16 x 16 keys: each step along the
- * rows' elements loads the keys' vectors once and broadcasts one element
- * of each row, NR x NK16 FMAs and no horizontal sums (dots' 4 x 4 tiles
+/* scores_t in bcast_tile's tiles of 8 rows by 32 keys (dots' 4 x 4 tiles
  * read 2 loads an FMA and fold every sum across lanes). */
-static inline __attribute__((always_inline)) void scores_t_tile(int nr, int nk16, const float *q, int64_t D,
-                                                                 const float *kt, int64_t kts, float *s, int64_t ls) {
-    __m512 a[8][2];
-#pragma GCC unroll 8
-    for (int r = 0; r < nr; r++)
-#pragma GCC unroll 2
-        for (int x = 0; x < nk16; x++) a[r][x] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < D; i++) {
-        __m512 k[2];
-#pragma GCC unroll 2
-        for (int x = 0; x < nk16; x++) k[x] = _mm512_loadu_ps(kt + i * kts + 16 * x);
-#pragma GCC unroll 8
-        for (int r = 0; r < nr; r++) {
-            __m512 qb = _mm512_set1_ps(q[r * D + i]);
-#pragma GCC unroll 2
-            for (int x = 0; x < nk16; x++) a[r][x] = _mm512_fmadd_ps(qb, k[x], a[r][x]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int r = 0; r < nr; r++)
-#pragma GCC unroll 2
-        for (int x = 0; x < nk16; x++) _mm512_storeu_ps(s + r * ls + 16 * x, a[r][x]);
-}
-
 static void scores_t_avx512(const float *q, int64_t nq, int64_t D, const float *kt, int64_t kts, int64_t nk, float *s,
                             int64_t ls) {
+    const size_t kb = (size_t)kts * sizeof(float);
     for (int64_t t = 0; t < nq; t += 8) {
         const int64_t nr = nq - t < 8 ? nq - t : 8;
         for (int64_t x = 0; x < nk; x += 32) {
             const int w = nk - x >= 32 ? 2 : 1;
-#define ST(NR) (w == 2 ? scores_t_tile(NR, 2, q + t * D, D, kt + x, kts, s + t * ls + x, ls) \
-                       : scores_t_tile(NR, 1, q + t * D, D, kt + x, kts, s + t * ls + x, ls))
+#define ST(NR)                                                                                                 \
+    (w == 2 ? bcast_tile(AFO_NN_F32, NR, 2, true, s + t * ls + x, ls, q + t * D, D, (const char *)(kt + x), \
+                         kb, 0, D, false)                                                                    \
+            : bcast_tile(AFO_NN_F32, NR, 1, true, s + t * ls + x, ls, q + t * D, D, (const char *)(kt + x), \
+                         kb, 0, D, false))
             switch (nr) {
             case 1: ST(1); break;
             case 2: ST(2); break;
