@@ -414,6 +414,12 @@ static inline double exp_sum_double(const sdpa_job *j, double *s, int64_t n, dou
     return sum;
 }
 
+/* The keys query position pos sees: [*lo, *hi) (a window, causality). */
+static void sdpa_visible(const sdpa_job *j, int64_t pos, int64_t *lo, int64_t *hi) {
+    *lo = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;
+    *hi = j->causal && pos + 1 < j->Lk ? pos + 1 : j->Lk;
+}
+
 /* Scratch per thread, in compute-type elements. */
 static int64_t sdpa_scratch(const sdpa_job *j) {
     int64_t t = j->D > j->Dv ? j->D : j->Dv;
@@ -431,9 +437,8 @@ static int64_t sdpa_scratch(const sdpa_job *j) {
             int64_t i = it % j->Lq, r = it / j->Lq;                                                    \
             int64_t hq0 = (r / j->chunks % j->Hkv) * j->G + (r % j->chunks) * hpi;                     \
             int64_t hk = r / j->chunks % j->Hkv, b = r / j->chunks / j->Hkv;                           \
-            int64_t pos = j->first + i;                                                                \
-            int64_t lo = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;           \
-            int64_t hi = j->causal && pos + 1 < Lk ? pos + 1 : Lk;                                     \
+            int64_t lo, hi;                                                                            \
+            sdpa_visible(j, j->first + i, &lo, &hi);                                                   \
             int64_t n = hi > lo ? hi - lo : 0;                                                         \
             for (int64_t t = 0; t < hpi; t++) {                                                        \
                 int64_t off = b * q->strides[0] + (hq0 + t) * q->strides[1] + i * q->strides[2];       \
@@ -533,9 +538,8 @@ static void sdpa_tiles(sdpa_job *j, int64_t begin, int64_t end, void *ws) {
         const int64_t nq = j->Lq - i0 < QT ? j->Lq - i0 : QT, rows = nq * G;
         int64_t first_lo = j->Lk, last_hi = 0;
         for (int64_t qi = 0; qi < nq; qi++) {
-            const int64_t pos = j->first + i0 + qi;
-            const int64_t l = j->window > 0 && pos - j->window + 1 > 0 ? pos - j->window + 1 : 0;
-            const int64_t h = j->causal ? (pos + 1 < j->Lk ? pos + 1 : j->Lk) : j->Lk;
+            int64_t l, h;
+            sdpa_visible(j, j->first + i0 + qi, &l, &h);
             for (int64_t t = 0; t < G; t++) {
                 const int64_t row = qi * G + t;
                 lo[row] = l, hi[row] = h, mx[row] = -INFINITY, sum[row] = 0;
@@ -631,7 +635,9 @@ afo_status afo_cpu_sdpa(afo_array *out, afo_array *const *in, int nin, const afo
     }
     j.kst = in_place_st(k, j.ct);
     j.vst = in_place_st(v, j.ct);
-    j.kth = j.causal && j.first + j.Lq < j.Lk ? (j.first + j.Lq > 0 ? j.first + j.Lq : 0) : j.Lk;
+    int64_t last_lo, last_hi; /* the keys the last query sees end where any query's do */
+    sdpa_visible(&j, j.first + j.Lq - 1, &last_lo, &last_hi);
+    j.kth = last_hi > 0 ? last_hi : 0;
     j.ktn = (j.kth + 15) / 16 * 16 + 16;
     const size_t kt_floats = (size_t)(j.B * j.Hkv * j.D * j.ktn),
                  vf_floats = j.vst == AFO_NN_F32 ? 0 : (size_t)(j.B * j.Hkv * j.kth * j.Dv),
