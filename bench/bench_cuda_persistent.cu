@@ -91,9 +91,10 @@ __device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.
 
 // ---- the tile schedule, shared by producer and consumers
 enum { ST_QKV, ST_O, ST_GU, ST_DOWN, ST_HEAD };
-struct Tile { const uint8_t *src[6]; uint32_t bytes[6]; int n; int rows, K, row0; };
-__device__ __forceinline__ int rows_of(int st) { return st == ST_DOWN ? 2 : 8; }
-__device__ __forceinline__ int tiles_of(int st, int N) { return st == ST_GU ? N / 4 : N / rows_of(st); }
+struct Tile { const uint8_t *src[6]; uint32_t bytes[6]; int n; };
+// Output rows a tile yields (a gate/up tile holds 4 rows of each).
+__device__ __forceinline__ int rows_of(int st) { return st == ST_GU ? 4 : st == ST_DOWN ? 2 : 8; }
+__device__ __forceinline__ int tiles_of(int st, int N) { return N / rows_of(st); }
 __device__ __forceinline__ void range_of(int n, int &t0, int &t1) { t0 = n * blockIdx.x / gridDim.x; t1 = n * (blockIdx.x + 1) / gridDim.x; }
 __device__ __forceinline__ void add_part(Tile &t, const QW &q, int r0, int rows) {
     const int G = q.K / GS;
@@ -105,8 +106,8 @@ __device__ __forceinline__ Tile tile_of(const Args &a, int st, const Layer *ly, 
     Tile t; t.n = 0;
     if (st == ST_GU) { // slot: both weights, both scales, both biases (reads as 8 rows)
         const QW &g = ly->gate, &u = ly->up;
-        const size_t r0 = (size_t)i * 4;
-        t.rows = 8; t.K = D; t.row0 = i * 4; t.n = 6;
+        const size_t r0 = (size_t)i * rows_of(ST_GU);
+        t.n = 6;
         t.src[0] = (const uint8_t *)(g.w + r0 * D / 8); t.src[1] = (const uint8_t *)(u.w + r0 * D / 8);
         t.src[2] = (const uint8_t *)(g.s + r0 * (D / GS)); t.src[3] = (const uint8_t *)(u.s + r0 * (D / GS));
         t.src[4] = (const uint8_t *)(g.b + r0 * (D / GS)); t.src[5] = (const uint8_t *)(u.b + r0 * (D / GS));
@@ -114,8 +115,7 @@ __device__ __forceinline__ Tile tile_of(const Args &a, int st, const Layer *ly, 
         return t;
     }
     const QW &q = st == ST_QKV ? ly->qkv : st == ST_O ? ly->o : st == ST_DOWN ? ly->down : a.head;
-    t.rows = rows_of(st); t.K = q.K; t.row0 = i * t.rows;
-    add_part(t, q, t.row0, t.rows);
+    add_part(t, q, i * rows_of(st), rows_of(st));
     return t;
 }
 __device__ __forceinline__ int n_of(const Args &a, int st, const Layer *ly) {
@@ -422,7 +422,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
         const int T = st == ST_DOWN ? 2 : 4; // tasks a tile
         for (int ti = 0; ti < t1 - t0; ti++) {
             const int it = base + ti, sl = it % NSLOT;
-            const int row0 = (t0 + ti) * (st == ST_GU ? 4 : st == ST_DOWN ? 2 : 8);
+            const int row0 = (t0 + ti) * rows_of(st);
             const unsigned long long w0 = a.trace ? gtime() : 0;
             mb_wait(full + sl, (it / NSLOT) & 1);
             if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 16 + st, gtime() - w0);
@@ -454,7 +454,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
     int own0 = 0;
     auto load_own = [&](int st, const Layer *ly) {
         int t0, t1; range_of(n_of(a, st, ly), t0, t1);
-        const int rpt = st == ST_DOWN ? 2 : 8;
+        const int rpt = rows_of(st);
         own0 = t0 * rpt;
         if (tid < (t1 - t0) * rpt) own[tid] = __bfloat162float(__ldcg(a.resid + own0 + tid));
     };
