@@ -111,22 +111,24 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
             x += nk;                                                                                            \
         }                                                                                                       \
     }                                                                                                           \
-    static inline __attribute__((always_inline)) void axpys_tile_##SUF(int nh, int nv, float *acc, int64_t Dv,  \
-                                                                        const float *p, int64_t ls,             \
+    /* zero: acc starts at zero, not loaded (scores_t's use) */                                               \
+    static inline __attribute__((always_inline)) void axpys_tile_##SUF(int nh, int nv, bool zero, float *acc,   \
+                                                                        int64_t Dv, const float *p, int64_t ls, \
                                                                         const char *v, size_t vb, int64_t c,    \
                                                                         int64_t n) {                            \
-        __m256 a[2][4];                                                                                         \
-        _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
-            _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) a[h][j] = _mm256_loadu_ps(acc + h * Dv + c + 8 * j);                   \
+        __m256 a[6][4];                                                                                         \
+        _Pragma("GCC unroll 6") for (int h = 0; h < nh; h++)                                                                            \
+            _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++)                                                                        \
+                a[h][j] = zero ? _mm256_setzero_ps() : _mm256_loadu_ps(acc + h * Dv + c + 8 * j);               \
         for (int64_t x = 0; x < n; x++) {                                                                       \
             __m256 vv[4];                                                                                       \
             _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) vv[j] = ld8_##SUF(v + x * vb, c + 8 * j);                              \
-            _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++) {                                                                      \
+            _Pragma("GCC unroll 6") for (int h = 0; h < nh; h++) {                                                                      \
                 __m256 pb = _mm256_broadcast_ss(p + h * ls + x);                                                \
                 _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) a[h][j] = _mm256_fmadd_ps(pb, vv[j], a[h][j]);                     \
             }                                                                                                   \
         }                                                                                                       \
-        _Pragma("GCC unroll 4") for (int h = 0; h < nh; h++)                                                                            \
+        _Pragma("GCC unroll 6") for (int h = 0; h < nh; h++)                                                                            \
             _Pragma("GCC unroll 4") for (int j = 0; j < nv; j++) _mm256_storeu_ps(acc + h * Dv + c + 8 * j, a[h][j]);                   \
     }                                                                                                           \
     void afo_nn_axpys_avx2_##SUF(float *acc, int64_t nq, int64_t Dv, const float *p, int64_t ls,                \
@@ -144,11 +146,11 @@ AFO_NN_ROWWISE_DOTS_AXPYS(f16)
                 const float *pt = p + t * ls + x0;                                                              \
                 int64_t c = 0;                                                                                  \
                 if (t + 2 <= nq) {                                                                              \
-                    for (; c + 32 <= Dv; c += 32) axpys_tile_##SUF(2, 4, at, Dv, pt, ls, vx, vb, c, nx);        \
-                    for (; c < Dv; c += 8) axpys_tile_##SUF(2, 1, at, Dv, pt, ls, vx, vb, c, nx);               \
+                    for (; c + 32 <= Dv; c += 32) axpys_tile_##SUF(2, 4, false, at, Dv, pt, ls, vx, vb, c, nx);        \
+                    for (; c < Dv; c += 8) axpys_tile_##SUF(2, 1, false, at, Dv, pt, ls, vx, vb, c, nx);               \
                 } else {                                                                                        \
-                    for (; c + 32 <= Dv; c += 32) axpys_tile_##SUF(1, 4, at, Dv, pt, ls, vx, vb, c, nx);        \
-                    for (; c < Dv; c += 8) axpys_tile_##SUF(1, 1, at, Dv, pt, ls, vx, vb, c, nx);               \
+                    for (; c + 32 <= Dv; c += 32) axpys_tile_##SUF(1, 4, false, at, Dv, pt, ls, vx, vb, c, nx);        \
+                    for (; c < Dv; c += 8) axpys_tile_##SUF(1, 1, false, at, Dv, pt, ls, vx, vb, c, nx);               \
                 }                                                                                               \
             }                                                                                                   \
         }                                                                                                       \
@@ -229,41 +231,25 @@ static void rotate_halves_avx2(float *x, int64_t half, const float *c, const flo
     }
 }
 
-/* scores_t in tiles of up to 6 rows by 16 keys (two vectors): 12
- * accumulators, the keys' two vectors loaded once a step and one element
- * of each row broadcast (AVX-512's, nn_kernels_avx512.c, on 8 lanes). */
-static inline __attribute__((always_inline)) void scores_t_tile(int nr, const float *q, int64_t D, const float *kt,
-                                                                 int64_t kts, float *s, int64_t ls) {
-    __m256 a[6][2];
-#pragma GCC unroll 6
-    for (int r = 0; r < nr; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
-    for (int64_t i = 0; i < D; i++) {
-        const __m256 k0 = _mm256_loadu_ps(kt + i * kts), k1 = _mm256_loadu_ps(kt + i * kts + 8);
-#pragma GCC unroll 6
-        for (int r = 0; r < nr; r++) {
-            const __m256 qb = _mm256_broadcast_ss(q + r * D + i);
-            a[r][0] = _mm256_fmadd_ps(qb, k0, a[r][0]);
-            a[r][1] = _mm256_fmadd_ps(qb, k1, a[r][1]);
-        }
-    }
-#pragma GCC unroll 6
-    for (int r = 0; r < nr; r++) _mm256_storeu_ps(s + r * ls, a[r][0]), _mm256_storeu_ps(s + r * ls + 8, a[r][1]);
-}
-
+/* scores_t in axpys_f32's tiles of up to 6 rows by 16 keys (two vectors;
+ * the transposed keys as its rows, q as its weights, zeroed first): no
+ * sums across lanes. */
 static void scores_t_avx2(const float *q, int64_t nq, int64_t D, const float *kt, int64_t kts, int64_t nk, float *s,
                           int64_t ls) {
+    const size_t kb = (size_t)kts * sizeof(float);
     for (int64_t t = 0; t < nq; t += 6) {
         const int64_t nr = nq - t < 6 ? nq - t : 6;
         for (int64_t x = 0; x < nk; x += 16) {
-            const float *qt = q + t * D, *kx = kt + x;
+            const float *qt = q + t * D;
+            const char *kx = (const char *)(kt + x);
             float *sx = s + t * ls + x;
             switch (nr) {
-            case 1: scores_t_tile(1, qt, D, kx, kts, sx, ls); break;
-            case 2: scores_t_tile(2, qt, D, kx, kts, sx, ls); break;
-            case 3: scores_t_tile(3, qt, D, kx, kts, sx, ls); break;
-            case 4: scores_t_tile(4, qt, D, kx, kts, sx, ls); break;
-            case 5: scores_t_tile(5, qt, D, kx, kts, sx, ls); break;
-            default: scores_t_tile(6, qt, D, kx, kts, sx, ls); break;
+            case 1: axpys_tile_f32(1, 2, true, sx, ls, qt, D, kx, kb, 0, D); break;
+            case 2: axpys_tile_f32(2, 2, true, sx, ls, qt, D, kx, kb, 0, D); break;
+            case 3: axpys_tile_f32(3, 2, true, sx, ls, qt, D, kx, kb, 0, D); break;
+            case 4: axpys_tile_f32(4, 2, true, sx, ls, qt, D, kx, kb, 0, D); break;
+            case 5: axpys_tile_f32(5, 2, true, sx, ls, qt, D, kx, kb, 0, D); break;
+            default: axpys_tile_f32(6, 2, true, sx, ls, qt, D, kx, kb, 0, D); break;
             }
         }
     }
