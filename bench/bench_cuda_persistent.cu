@@ -1,21 +1,22 @@
 // A probe of a design, not part of afo: the whole Llama-3.1-8B 4-bit g64
 // decode step (32 layers and the head, random weights, a 577-key context)
 // as ONE persistent kernel, one block an SM. Each SM's producer warp
-// streams the SM's share of every product's weights, in order, into an
-// 11 x 18 KB shared-memory ring with bulk async copies, whatever the data
-// dependencies; its consumer warps take a tile when it has arrived and the
+// streams its equal share of every product's weights, stage by stage, into
+// an 11 x 18 KB shared-memory ring with bulk async copies, whatever the
+// data dependencies, but with at most MAX_IN_FLIGHT copies not yet landed;
+// its consumer warps take their own tasks' tiles once landed and the
 // stage's input vector is complete (a global counter), and do the int8 dot
 // products (a warp two rows). Attention takes a (kv head, split) an SM, its
 // keys and values streamed through the ring like weights. Kernel boundaries
 // are gone and HBM streams through norms and attention for as long as the
 // ring holds: how far that goes toward issue #5's 0.75 of the bandwidth
-// bound is what it measures (docs/PERFORMANCE.md, CUDA, twenty-fourth
-// session). Built with the CUDA backend; run on an H100/H200 (128+ SMs):
+// bound is what it measures (docs/PERFORMANCE.md, CUDA, twenty-fourth and
+// twenty-fifth sessions). Built with the CUDA backend; run on an H100/H200
+// (128+ SMs):
 //
 //   build-cuda/bench_cuda_persistent [layers=32] [reps=50]
 //     KNOCK=1|2|4 (bits: skip the counter waits / the dot products /
-//     attention; timing only), PF=n (L2 prefetch of up to n tiles past the
-//     ring while it is full), TRACE=1 (per-stage times of layers 8 and 9)
+//     attention; timing only), TRACE=1 (per-stage times of layers 8 and 9)
 //
 // It first checks one layer and the head stage by stage against plain
 // kernels fed the probe's own inputs, and a second run bit for bit.
@@ -33,8 +34,29 @@
 typedef __nv_bfloat16 bf16;
 constexpr int D = 4096, H = 32, KVH = 8, HD = 128, GQA = 4, F = 14336, V = 128256, GS = 64, MAXCTX = 1024;
 constexpr int QKV = D + 2 * KVH * HD;
-constexpr int NCW = 12, NCT = NCW * 32, NT = NCT + 32, AW = 8, KPW = 5; // AW: warps in attention, KPW keys a warp loads at once
-constexpr int SLOT = 18432, NSLOT = 11, SPLITS = 16;
+// Tuning knobs (-D...), measured in docs/PERFORMANCE.md (CUDA, twenty-fifth
+// session). NCW: consumer warps; 8 (9 with the producer's) leave 168
+// registers a thread where 12 left 128 and spilled (an SM partition holds
+// 16K registers, and 13 warps put 4 on one). KPW: keys a warp scores at
+// once in attention. NSLOT: ring slots. MAX_IN_FLIGHT: copies an SM has
+// issued and not yet landed; 2 (36 KB an SM, ~4.8 MB in all) keep HBM busy
+// while the queues stay short enough for the chain's round trips, where
+// a full ring of copies in flight made every load behind them slow.
+#ifndef NCW
+#define NCW 8
+#endif
+#ifndef KPW
+#define KPW 5
+#endif
+constexpr int NCT = NCW * 32, NT = NCT + 32, AW = 8; // AW: warps in attention
+constexpr int OPT_D = (D / 8 + NCT - 1) / NCT, OPT_F = (F / 8 + NCT - 1) / NCT; // octets of x a thread prepares
+#ifndef NSLOT
+#define NSLOT 11
+#endif
+#ifndef MAX_IN_FLIGHT
+#define MAX_IN_FLIGHT 2
+#endif
+constexpr int SLOT = 18432, SPLITS = 16;
 constexpr int MAXL = 32;
 constexpr int XQ_BYTES = 14336 + 448 * 8 + 64; // int8 x, chunk (scale,sum), reduction
 
@@ -53,11 +75,11 @@ struct Args {
     unsigned epoch;
     float eps;
     int knock; // 1: no waits on counters, 2: no dot products, 4: no attention
-    unsigned long long *trace; // [grid][MAXL][24] when set
+    unsigned long long *trace; // [grid][MAXL][TR] when set
     bf16 *after_o; // when set, layer 0's residual after the o product (for the check)
-    int pf;    // tiles prefetched into L2 ahead of the ring's copies
 };
 constexpr int CNT_PER_LAYER = 5 + KVH;
+constexpr int TR = 32; // trace words a layer an SM
 
 // ---- PTX helpers
 __device__ __forceinline__ uint32_t sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -65,7 +87,7 @@ __device__ __forceinline__ void mb_init(uint64_t *m, int n) { asm volatile("mbar
 __device__ __forceinline__ void mb_expect(uint64_t *m, uint32_t bytes) { asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(bytes) : "memory"); }
 // (release: a consumer's reads of the slot complete before the producer may
 // refill it; a relaxed arrive may let them trail the refill)
-__device__ __forceinline__ void mb_arrive(uint64_t *m) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(sa(m)) : "memory"); }
+__device__ __forceinline__ void mb_arrive(uint64_t *m, uint32_t count = 1) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(count) : "memory"); }
 __device__ __forceinline__ bool mb_test(uint64_t *m, uint32_t parity) {
     uint32_t ok;
     asm volatile("{ .reg .pred p; mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }" : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
@@ -82,106 +104,78 @@ __device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t bytes,
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
                  ::"r"(sa(dst)), "l"(src), "r"(bytes), "r"(sa(m)), "l"(pol) : "memory");
 }
-__device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, 384;" ::: "memory"); }
+__device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, %0;" ::"n"(NCT) : "memory"); }
 __device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v; }
 __device__ __forceinline__ int dp4a(uint32_t a, int b, int c) { int r; asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
 __device__ __forceinline__ float warp_sum(float v) { for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(~0u, v, o); return v; }
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 __device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
+__device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t)); return t; }
 
 // ---- the tile schedule, shared by producer and consumers
 enum { ST_QKV, ST_O, ST_GU, ST_DOWN, ST_HEAD };
+// A stage's tiles are uniform: tile i's parts start i times their sizes
+// past tile 0's.
 struct Tile { const uint8_t *src[6]; uint32_t bytes[6]; int n; };
 // Output rows a tile yields (a gate/up tile holds 4 rows of each).
 __device__ __forceinline__ int rows_of(int st) { return st == ST_GU ? 4 : st == ST_DOWN ? 2 : 8; }
 __device__ __forceinline__ int tiles_of(int st, int N) { return N / rows_of(st); }
 __device__ __forceinline__ void range_of(int n, int &t0, int &t1) { t0 = n * blockIdx.x / gridDim.x; t1 = n * (blockIdx.x + 1) / gridDim.x; }
-__device__ __forceinline__ void add_part(Tile &t, const QW &q, int r0, int rows) {
-    const int G = q.K / GS;
-    t.src[t.n] = (const uint8_t *)(q.w + (size_t)r0 * q.K / 8); t.bytes[t.n++] = rows * q.K / 2;
-    t.src[t.n] = (const uint8_t *)(q.s + (size_t)r0 * G); t.bytes[t.n++] = rows * G * 2;
-    t.src[t.n] = (const uint8_t *)(q.b + (size_t)r0 * G); t.bytes[t.n++] = rows * G * 2;
+__device__ __forceinline__ void add_part(Tile &t, const QW &q, int rows) {
+    t.src[t.n] = (const uint8_t *)q.w; t.bytes[t.n++] = rows * q.K / 2;
+    t.src[t.n] = (const uint8_t *)q.s; t.bytes[t.n++] = rows * q.K / GS * 2;
+    t.src[t.n] = (const uint8_t *)q.b; t.bytes[t.n++] = rows * q.K / GS * 2;
 }
-__device__ __forceinline__ Tile tile_of(const Args &a, int st, const Layer *ly, int i) {
+__device__ __forceinline__ Tile tile0_of(const Args &a, int st, const Layer *ly) {
     Tile t; t.n = 0;
     if (st == ST_GU) { // slot: both weights, both scales, both biases (reads as 8 rows)
         const QW &g = ly->gate, &u = ly->up;
-        const size_t r0 = (size_t)i * rows_of(ST_GU);
         t.n = 6;
-        t.src[0] = (const uint8_t *)(g.w + r0 * D / 8); t.src[1] = (const uint8_t *)(u.w + r0 * D / 8);
-        t.src[2] = (const uint8_t *)(g.s + r0 * (D / GS)); t.src[3] = (const uint8_t *)(u.s + r0 * (D / GS));
-        t.src[4] = (const uint8_t *)(g.b + r0 * (D / GS)); t.src[5] = (const uint8_t *)(u.b + r0 * (D / GS));
+        t.src[0] = (const uint8_t *)g.w; t.src[1] = (const uint8_t *)u.w;
+        t.src[2] = (const uint8_t *)g.s; t.src[3] = (const uint8_t *)u.s;
+        t.src[4] = (const uint8_t *)g.b; t.src[5] = (const uint8_t *)u.b;
         t.bytes[0] = t.bytes[1] = 4 * D / 2; t.bytes[2] = t.bytes[3] = t.bytes[4] = t.bytes[5] = 4 * (D / GS) * 2;
-        return t;
+    } else {
+        add_part(t, st == ST_QKV ? ly->qkv : st == ST_O ? ly->o : st == ST_DOWN ? ly->down : a.head, rows_of(st));
     }
-    const QW &q = st == ST_QKV ? ly->qkv : st == ST_O ? ly->o : st == ST_DOWN ? ly->down : a.head;
-    add_part(t, q, i * rows_of(st), rows_of(st));
+#pragma unroll
+    for (int k = 0; k < 6; k++) if (k >= t.n) t.bytes[k] = 0, t.src[k] = nullptr;
     return t;
 }
 __device__ __forceinline__ int n_of(const Args &a, int st, const Layer *ly) {
     return tiles_of(st, st == ST_QKV ? ly->qkv.N : st == ST_O ? ly->o.N : st == ST_GU ? ly->gate.N : st == ST_DOWN ? ly->down.N : a.head.N);
 }
-
 // The keys and values of item (kvh, split) before the new position: rows
 // [k0, k1) of the cache's pos rows, streamed into a ring slot like weights.
 __device__ __forceinline__ void kv_rows(const Args &a, int split, int &k0, int &k1) {
     k0 = a.pos * split / SPLITS, k1 = a.pos * (split + 1) / SPLITS;
 }
-// The SM's ring sequence: per layer its qkv tiles, its attention item's
-// keys and values, its o, gu and down tiles; then its head tiles.
-// Sources move on by their sizes from one tile of a stage to the next:
-// only a stage's first tile is worked out.
-struct Seq { int l, st, i, t1; bool started; Tile t; };
-enum { SEQ_QKV, SEQ_KV, SEQ_O, SEQ_GU, SEQ_DOWN };
-__device__ bool seq_next(const Args &a, Seq &q, Tile &t) {
-    for (;;) {
-        if (q.i < q.t1) {
-            t = q.t;
-#pragma unroll
-            for (int k = 0; k < 6; k++) q.t.src[k] += q.t.bytes[k];
-            q.i++;
-            return true;
-        }
-        if (q.started && (q.l == a.L || ++q.st > SEQ_DOWN)) q.st = SEQ_QKV, q.l++;
-        q.started = true;
-        if (q.l > a.L) return false;
-        const Layer *ly = q.l < a.L ? &a.layers[q.l] : nullptr;
-        q.i = q.t1 = 0;
-        if (q.l < a.L && q.st == SEQ_KV) {
-            if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
-                int k0, k1; kv_rows(a, blockIdx.x % SPLITS, k0, k1);
-                const size_t row0 = ((size_t)(blockIdx.x / SPLITS) * MAXCTX + k0) * HD;
-                q.t.n = 2; q.t.bytes[0] = q.t.bytes[1] = (uint32_t)(k1 - k0) * HD * 2;
-                q.t.src[0] = (const uint8_t *)(ly->kc + row0); q.t.src[1] = (const uint8_t *)(ly->vc + row0);
-#pragma unroll
-                for (int k = 2; k < 6; k++) q.t.bytes[k] = 0, q.t.src[k] = nullptr;
-                q.t1 = 1;
-            }
-        } else {
-            const int st = q.l == a.L ? ST_HEAD : q.st == SEQ_QKV ? ST_QKV : q.st == SEQ_O ? ST_O : q.st == SEQ_GU ? ST_GU : ST_DOWN;
-            int t0, t1; range_of(n_of(a, st, ly), t0, t1);
-            q.i = t0, q.t1 = t1;
-            if (t0 < t1) {
-                q.t = tile_of(a, st, ly, t0);
-#pragma unroll
-                for (int k = 0; k < 6; k++) if (k >= q.t.n) q.t.bytes[k] = 0, q.t.src[k] = nullptr;
-            }
-        }
-    }
-}
-
 // ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
 // max|v|/127; layout for 4-bit words: chunk c's octet j as (even, odd) int8x4.
+// res (o and down): the residual the stage adds to, copied to xres with
+// the same round trip.
 template <int OPT>
-__device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, int K) {
+__device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, int K, const bf16 *res = nullptr, bf16 *xres = nullptr, unsigned long long *tp = nullptr) {
     const int C = K / 32, octets = K / 8;
     int2 *xlo = (int2 *)xs, *xhi = xlo + 2 * C;
     float2 *chunk = (float2 *)(xs + K);
     float *red = (float *)(chunk + C);
     const int tid = threadIdx.x, lane = tid & 31;
-    uint4 raw[OPT];
+    // the norm's weights load with x, not a round trip after it
+    uint4 raw[OPT], wr[OPT];
 #pragma unroll
-    for (int i = 0; i < OPT; i++) raw[i] = tid + i * NCT < octets ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
+    for (int i = 0; i < OPT; i++) {
+        const bool in = tid + i * NCT < octets;
+        raw[i] = in ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
+        wr[i] = in && nw ? __ldg((const uint4 *)nw + tid + i * NCT) : uint4{};
+    }
+    if (tp && threadIdx.x == 0) { const volatile uint32_t landed = raw[0].x; (void)landed; *tp = gtime(); }
+    uint4 rr[OPT_D];
+#pragma unroll
+    for (int i = 0; i < OPT_D; i++) rr[i] = res && tid + i * NCT < D / 8 ? __ldcg((const uint4 *)res + tid + i * NCT) : uint4{};
+    if (res)
+#pragma unroll
+        for (int i = 0; i < OPT_D; i++) if (tid + i * NCT < D / 8) ((uint4 *)xres)[tid + i * NCT] = rr[i];
     float inv = 1.0f;
     if (nw) {
         float ss = 0;
@@ -193,25 +187,32 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, in
         float t = 0; for (int w = 0; w < NCW; w++) t += red[w];
         inv = rsqrtf(t / K + eps);
     }
+    // (no early exit: a thread's octets are independent chains the compiler
+    // interleaves; a warp's lanes agree on which exist, octets % 32 == 0)
 #pragma unroll
     for (int i = 0; i < OPT; i++) {
         const int o = tid + i * NCT;
-        if (o - lane >= octets) break; // whole warps (octets % 32 == 0)
+        const bool exists = o - lane < octets;
         float v[8];
         const bf16 *e = (const bf16 *)&raw[i];
-        uint4 wr = nw ? __ldg((const uint4 *)nw + o) : uint4{};
-        const bf16 *we = (const bf16 *)&wr;
+        const bf16 *we = (const bf16 *)&wr[i];
         for (int k = 0; k < 8; k++) { v[k] = __bfloat162float(e[k]); if (nw) v[k] = rbf(v[k] * inv * __bfloat162float(we[k])); }
         float amax = 0, sum = 0;
         for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k])), sum += v[k];
         for (int m = 1; m < 4; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, m)), sum += __shfl_xor_sync(~0u, sum, m);
         const float qi = amax > 0 ? 127.0f / amax : 0.0f;
-        int q[8]; for (int k = 0; k < 8; k++) q[k] = __float2int_rn(v[k] * qi);
-        auto pk = [](int a, int b, int c, int d) { return (int)((uint32_t)(a & 255) | (uint32_t)(b & 255) << 8 | (uint32_t)(c & 255) << 16 | (uint32_t)d << 24); };
+        // round to an integer by adding 1.5 x 2^23 (the low byte of the sum's
+        // bits is the level, two's complement): as __float2int_rn of the
+        // product, at the full rate of an add where F2I runs at a quarter
+        uint32_t q[8];
+        for (int k = 0; k < 8; k++) q[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[k], qi), 12582912.0f));
+        auto pk = [](uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return (int)__byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410); };
         const int c = o / 4, sub = o % 4;
         const int2 val = make_int2(pk(q[0], q[2], q[4], q[6]), pk(q[1], q[3], q[5], q[7]));
-        if (sub < 2) xlo[c * 2 + sub] = val; else xhi[c * 2 + sub - 2] = val;
-        if (sub == 0) chunk[c] = make_float2(amax / 127.0f, sum);
+        if (exists) {
+            if (sub < 2) xlo[c * 2 + sub] = val; else xhi[c * 2 + sub - 2] = val;
+            if (sub == 0) chunk[c] = make_float2(amax / 127.0f, sum);
+        }
     }
     cbar();
 }
@@ -279,16 +280,24 @@ __device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, i
         rope4(q[g]);
         for (int e = 0; e < 4; e++) q[g][e] = rbf(q[g][e]) * rsqrtf((float)HD);
     }
+    auto tmark = [&](int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
+    tmark(24);
     float mx[GQA], ls[GQA], acc[GQA][4];
     for (int g = 0; g < GQA; g++) { mx[g] = -INFINITY; ls[g] = 0; for (int e = 0; e < 4; e++) acc[g][e] = 0; }
     bf16 *kc = ly.kc + (size_t)kvh * MAXCTX * HD, *vc = ly.vc + (size_t)kvh * MAXCTX * HD;
+    // A warp's KPW keys at once: their GQA x KPW scores are independent sums
+    // across the warp, issued together (a key at a time made them a chain
+    // of shuffles and exponentials, the item's longest part); keys past k1
+    // are zeros and weigh 0.
+    long long c0 = clock64(), c1 = 0, c2 = 0;
     for (int base = k0 + warp * KPW; warp < AW && base < k1; base += AW * KPW) {
         float k[KPW][4], v[KPW][4];
 #pragma unroll
         for (int j = 0; j < KPW; j++) {
             const int t = base + j;
-            if (t >= k1) break;
-            if (t == a.pos) {
+            if (t >= k1) {
+                for (int e = 0; e < 4; e++) k[j][e] = v[j][e] = 0;
+            } else if (t == a.pos) {
                 ld4(a.qkv + D + kvh * HD + lane * 4, k[j]);
                 rope4(k[j]);
                 ld4(a.qkv + D + KVH * HD + kvh * HD + lane * 4, v[j]);
@@ -302,19 +311,37 @@ __device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, i
                 for (int e = 0; e < 4; e++) k[j][e] = __bfloat162float(ke[e]), v[j][e] = __bfloat162float(ve[e]);
             }
         }
+        float sc[KPW][GQA];
 #pragma unroll
-        for (int j = 0; j < KPW; j++) {
-            if (base + j >= k1) break;
-            for (int g = 0; g < GQA; g++) {
-                float s = 0; for (int e = 0; e < 4; e++) s += q[g][e] * k[j][e];
-                s = warp_sum(s);
-                const float nm = fmaxf(mx[g], s), sc = __expf(mx[g] - nm), pe = __expf(s - nm);
-                ls[g] = ls[g] * sc + pe;
-                for (int e = 0; e < 4; e++) acc[g][e] = acc[g][e] * sc + pe * v[j][e];
-                mx[g] = nm;
+        for (int j = 0; j < KPW; j++)
+#pragma unroll
+            for (int g = 0; g < GQA; g++) { float d = 0; for (int e = 0; e < 4; e++) d += q[g][e] * k[j][e]; sc[j][g] = d; }
+#pragma unroll
+        for (int o = 16; o; o >>= 1)
+#pragma unroll
+            for (int j = 0; j < KPW; j++)
+#pragma unroll
+                for (int g = 0; g < GQA; g++) sc[j][g] += __shfl_xor_sync(~0u, sc[j][g], o);
+        if (a.trace && tid == 0) { const volatile float u = sc[KPW - 1][GQA - 1]; (void)u; c1 += clock64() - c0; }
+#pragma unroll
+        for (int g = 0; g < GQA; g++) {
+            float nm = mx[g];
+#pragma unroll
+            for (int j = 0; j < KPW; j++) if (base + j < k1) nm = fmaxf(nm, sc[j][g]);
+            const float r = __expf(mx[g] - nm);
+            ls[g] *= r;
+            for (int e = 0; e < 4; e++) acc[g][e] *= r;
+#pragma unroll
+            for (int j = 0; j < KPW; j++) {
+                const float pe = base + j < k1 ? __expf(sc[j][g] - nm) : 0.f;
+                ls[g] += pe;
+                for (int e = 0; e < 4; e++) acc[g][e] += pe * v[j][e];
             }
+            mx[g] = nm;
         }
     }
+    if (a.trace && tid == 0) { c2 = clock64() - c0; a.trace[((size_t)blockIdx.x * MAXL + l) * TR + 30] = c1; a.trace[((size_t)blockIdx.x * MAXL + l) * TR + 31] = c2; }
+    tmark(25);
     if (warp < AW)
     for (int g = 0; g < GQA; g++) {
         for (int e = 0; e < 4; e++) sm[(warp * GQA + g) * HD + lane * 4 + e] = acc[g][e];
@@ -331,25 +358,37 @@ __device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, i
         if (d == 0) __stcg(part + g * (HD + 2) + HD, M), __stcg(part + g * (HD + 2) + HD + 1, L);
     }
     cbar();
+    tmark(26);
     __shared__ unsigned last;
     unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
     if (tid == 0) { __threadfence(); last = atomicAdd(cnt + 5 + kvh, 1) == a.epoch * SPLITS - 1; __threadfence(); }
     cbar();
+    tmark(27);
     if (!last) return;
-    for (int i = tid; i < GQA * HD; i += NCT) {
-        const int g = i / HD, d = i % HD;
+    // two dims of a head a thread, every split's numbers in one round trip
+    for (int i = tid; i < GQA * HD / 2; i += NCT) {
+        const int g = i / (HD / 2), d = i % (HD / 2) * 2;
         const float *pb = a.part + (size_t)kvh * SPLITS * GQA * (HD + 2) + g * (HD + 2);
-        float M = -INFINITY; for (int s = 0; s < SPLITS; s++) M = fmaxf(M, __ldcg(pb + s * GQA * (HD + 2) + HD));
-        float L = 0, A = 0;
-        for (int s = 0; s < SPLITS; s++) { const float *ps = pb + s * GQA * (HD + 2); const float f = __expf(__ldcg(ps + HD) - M); L += __ldcg(ps + HD + 1) * f; A += __ldcg(ps + d) * f; }
-        a.attn[(kvh * GQA + g) * HD + d] = __float2bfloat16(A / L);
+        float ms[SPLITS], lsp[SPLITS];
+        float2 as[SPLITS];
+#pragma unroll
+        for (int s = 0; s < SPLITS; s++) {
+            const float *ps = pb + s * GQA * (HD + 2);
+            ms[s] = __ldcg(ps + HD); lsp[s] = __ldcg(ps + HD + 1); as[s] = __ldcg((const float2 *)(ps + d));
+        }
+        float M = -INFINITY;
+#pragma unroll
+        for (int s = 0; s < SPLITS; s++) M = fmaxf(M, ms[s]);
+        float L = 0, A0 = 0, A1 = 0;
+#pragma unroll
+        for (int s = 0; s < SPLITS; s++) { const float f = __expf(ms[s] - M); L += lsp[s] * f; A0 += as[s].x * f; A1 += as[s].y * f; }
+        *(__nv_bfloat162 *)(a.attn + (kvh * GQA + g) * HD + d) = __floats2bfloat162_rn(A0 / L, A1 / L);
     }
     cbar();
     if (tid == 0) { __threadfence(); atomicAdd(cnt + 1, 1); }
 }
 
 __device__ int g_knock;
-__device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t)); return t; }
 __device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
     if (threadIdx.x == 0 && !(g_knock & 1)) while (ld_acq(c) < target) {}
     cbar();
@@ -364,35 +403,38 @@ extern __shared__ __align__(128) uint8_t smem[];
 __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Args a) {
     uint8_t *ring = smem, *xs = smem + NSLOT * SLOT;
     uint64_t *full = (uint64_t *)(xs + XQ_BYTES), *empty = full + NSLOT;
+    // seq: the ring position a slot was last taken for. A consumer warp
+    // visits only its own tasks' positions, and waits for the slot to be
+    // taken for the position before its parity wait: else the wait could
+    // pass on the fill two back.
+    int *seq = (int *)(empty + NSLOT);
+    bf16 *xres = (bf16 *)((uint8_t *)seq + 64); // the residual the o and down stages add to
     const int tid = threadIdx.x;
     if (tid == 0) g_knock = a.knock; // (racy across blocks, same value)
-    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(full + i, 1), mb_init(empty + i, NCW); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(full + i, 1), mb_init(empty + i, 4); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+    if (tid < NSLOT) seq[tid] = -1;
     __syncthreads();
     const int G = gridDim.x;
     if (tid >= NCT) { // the producer warp: one thread issues the copies
         if (tid == NCT) {
             uint64_t pol; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
-            Seq q = {}; Tile t;
-            // While the ring is full, the tiles after it (up to a.pf past
-            // the next to copy) are prefetched into L2: HBM keeps streaming
-            // through the waits for attention and the stages' inputs.
-            Seq pq = {}; Tile pt; int pc = 0;
-            for (int it = 0; seq_next(a, q, t); it++) {
+            int it = 0, cur_l = 0;
+            auto take_slot = [&]() {
                 const int sl = it % NSLOT;
                 if (it >= NSLOT) {
                     const unsigned long long w0 = a.trace ? gtime() : 0;
-                    const uint32_t par = (it / NSLOT - 1) & 1;
-                    if (a.pf > 0) {
-                        while (pc < it && seq_next(a, pq, pt)) pc++;
-                        while (!mb_test(empty + sl, par) && pc < it + a.pf && seq_next(a, pq, pt)) {
-                            pc++;
-#pragma unroll
-                            for (int k = 0; k < 6; k++) if (k < pt.n) asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(pt.src[k]), "r"(pt.bytes[k]) : "memory");
-                        }
-                    }
-                    mb_wait(empty + sl, par);
-                    if (a.trace && q.l < a.L) a.trace[((size_t)blockIdx.x * MAXL + q.l) * 24 + 11] += gtime() - w0;
+                    mb_wait(empty + sl, (it / NSLOT - 1) & 1);
+                    if (a.trace && cur_l < a.L) a.trace[((size_t)blockIdx.x * MAXL + cur_l) * TR + 11] += gtime() - w0;
                 }
+                ((volatile int *)seq)[sl] = it++;
+                return sl;
+            };
+            auto emit = [&](const Tile &t, int i) { // tile i of the stage whose tile 0 is t
+                if (it >= MAX_IN_FLIGHT) { // the copy MAX_IN_FLIGHT back has landed
+                    const int q = it - MAX_IN_FLIGHT;
+                    mb_wait(full + q % NSLOT, (q / NSLOT) & 1);
+                }
+                const int sl = take_slot();
                 uint32_t tot = 0;
 #pragma unroll
                 for (int k = 0; k < 6; k++) if (k < t.n) tot += t.bytes[k];
@@ -400,117 +442,134 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
                 mb_expect(full + sl, tot);
                 int off = 0;
 #pragma unroll
-                for (int k = 0; k < 6; k++) if (k < t.n) bulk(ring + sl * SLOT + off, t.src[k], t.bytes[k], full + sl, pol), off += t.bytes[k];
+                for (int k = 0; k < 6; k++) if (k < t.n) bulk(ring + sl * SLOT + off, t.src[k] + (size_t)i * t.bytes[k], t.bytes[k], full + sl, pol), off += t.bytes[k];
+            };
+            auto stage = [&](int st, const Layer *ly) {
+                const Tile t = tile0_of(a, st, ly);
+                int t0, t1; range_of(n_of(a, st, ly), t0, t1);
+                for (int i = t0; i < t1; i++) emit(t, i);
+            };
+            for (int l = 0; l < a.L; l++) {
+                const Layer *ly = &a.layers[l];
+                cur_l = l;
+                stage(ST_QKV, ly);
+                if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
+                    int k0, k1; kv_rows(a, blockIdx.x % SPLITS, k0, k1);
+                    const size_t row0 = ((size_t)(blockIdx.x / SPLITS) * MAXCTX + k0) * HD;
+                    Tile t = {};
+                    t.n = 2; t.bytes[0] = t.bytes[1] = (uint32_t)(k1 - k0) * HD * 2;
+                    t.src[0] = (const uint8_t *)(ly->kc + row0); t.src[1] = (const uint8_t *)(ly->vc + row0);
+                    emit(t, 0);
+                }
+                stage(ST_O, ly);
+                stage(ST_GU, ly);
+                stage(ST_DOWN, ly);
             }
+            cur_l = a.L;
+            stage(ST_HEAD, nullptr);
         }
         return;
     }
-    int base = 0; // ring position of the stage's first tile
+    int it = 0; // ring position
     const int warp = tid / 32, lane = tid & 31;
     // Consumers: a stage's tiles as row tasks (4 a tile: two rows, or a gate
-    // and up pair; down 2: one long row), dealt round robin to the warps.
-    // Every warp waits for every tile in turn and releases it (one arrival a
-    // warp), its task there or not: a parity wait is only sound when the
-    // waiter is at most one fill behind the slot. Warps that waited only for
-    // their own tasks' tiles skipped ahead to slots whose earlier fill was
-    // still landing (copies land out of order) and read them mid-copy (runs
-    // that differed, failed launches), and waiting for the skipped tiles
-    // later met slots already refilled (a hang).
+    // and up pair; down 2: one long row), dealt round robin to the warps; a
+    // warp waits only for its own tasks' tiles, and a slot is free once its
+    // T tasks are done (an empty barrier counts 4 arrivals, a task 4 / T);
+    // waiting for every warp to pass every tile held slots for the slowest
+    // warp's earlier task.
     int cur_l = 0;
-    auto tiles = [&](int st, const Layer *ly, auto out) {
-        int t0, t1; range_of(n_of(a, st, ly), t0, t1);
+    auto tiles = [&](int st, const Layer *ly) {
         const int T = st == ST_DOWN ? 2 : 4; // tasks a tile
-        for (int ti = 0; ti < t1 - t0; ti++) {
-            const int it = base + ti, sl = it % NSLOT;
-            const int row0 = (t0 + ti) * rows_of(st);
+        int t0, t1; range_of(n_of(a, st, ly), t0, t1);
+        for (int u = warp; u / T < t1 - t0; u += NCW) { // task u: tile k's task j
+            const int k = u / T, j = u % T;
+            const int pos = it + k, sl = pos % NSLOT;
             const unsigned long long w0 = a.trace ? gtime() : 0;
-            mb_wait(full + sl, (it / NSLOT) & 1);
-            if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 16 + st, gtime() - w0);
+            while (((volatile int *)seq)[sl] != pos) __nanosleep(64);
+            mb_wait(full + sl, (pos / NSLOT) & 1);
+            if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * TR + 16 + st, gtime() - w0);
             const uint8_t *slot = ring + sl * SLOT;
-            // tasks dealt round robin, at most one a warp in a tile (T <= NCW)
-            const int j = ((warp - ti * T) % NCW + NCW) % NCW;
             const unsigned long long w1 = a.trace ? gtime() : 0;
-            float v[2] = {0, 0};
-            if (j < T && !(a.knock & 2)) {
+            // the task's rows: gate and up row j, down row j, else rows 2j, 2j + 1
+            const bool one = st == ST_GU || st == ST_DOWN, resid = st == ST_O || st == ST_DOWN;
+            const int r = (t0 + k) * rows_of(st) + (one ? j : 2 * j);
+            float v[2] = {0, 0}, old[2] = {0, 0};
+            if (resid && lane == 0) {
+                old[0] = __bfloat162float(xres[r]);
+                if (!one) old[1] = __bfloat162float(xres[r + 1]);
+            }
+            if (!(a.knock & 2)) {
                 if (st == ST_DOWN) { float o1[1]; rows_dot<14, 1>(slot, 2, F, j, 0, xs, o1); v[0] = o1[0]; }
-                else if (st == ST_GU) rows_dot<4, 2>(slot, 8, D, j, 4, xs, v); // gate row j, up row j
+                else if (st == ST_GU) rows_dot<4, 2>(slot, 8, D, j, 4, xs, v);
                 else rows_dot<4, 2>(slot, 8, D, 2 * j, 1, xs, v);
             }
             __syncwarp();
             if (lane == 0) {
-                mb_arrive(empty + sl); // before the stores: the release need not wait for them
-                if (j < T) {
-                    if (st == ST_GU || st == ST_DOWN) out(row0 + j, v[0], v[1]);
-                    else out(row0 + 2 * j, v[0], 0.f), out(row0 + 2 * j + 1, v[1], 0.f);
-                    if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * 24 + 20 + st, gtime() - w1);
-                }
+                mb_arrive(empty + sl, 4 / T); // before the stores: the release need not wait for them
+                if (st == ST_QKV) a.qkv[r] = __float2bfloat16(v[0]), a.qkv[r + 1] = __float2bfloat16(v[1]);
+                else if (st == ST_GU) a.h[r] = __float2bfloat16(silu_mul(rbf(v[0]), rbf(v[1])));
+                else if (st == ST_HEAD) a.logits[r] = v[0], a.logits[r + 1] = v[1];
+                else
+                    for (int m = 0; m < (one ? 1 : 2); m++) {
+                        const bf16 x = __float2bfloat16(old[m] + rbf(v[m]));
+                        a.resid[r + m] = x;
+                        if (st == ST_O && a.after_o && cur_l == 0) a.after_o[r + m] = x;
+                    }
+                if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * TR + 20 + st, gtime() - w1);
             }
         }
-        base += t1 - t0;
+        it += t1 - t0;
     };
-    // the o and down stages add to the residual rows the SM owns, read
-    // into shared memory as the stage starts (not a round trip a row)
-    float *own = (float *)(empty + NSLOT); // [64]
-    int own0 = 0;
-    auto load_own = [&](int st, const Layer *ly) {
-        int t0, t1; range_of(n_of(a, st, ly), t0, t1);
-        const int rpt = rows_of(st);
-        own0 = t0 * rpt;
-        if (tid < (t1 - t0) * rpt) own[tid] = __bfloat162float(__ldcg(a.resid + own0 + tid));
-    };
-    auto add_resid = [&](int row, float v, float) { a.resid[row] = __float2bfloat16(own[row - own0] + rbf(v)); };
+    auto mark = [&](int l, int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
     for (int l = 0; l < a.L; l++) {
         const Layer &ly = a.layers[l];
         cur_l = l;
         unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
         if (l > 0) wait_count(cnt - CNT_PER_LAYER + 4, a.epoch * G);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 0] = gtime();
-        prep_x<2>(a.resid, ly.attn_norm, a.eps, xs, D);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 12] = gtime();
-        tiles(ST_QKV, &ly, [&](int row, float v, float) { a.qkv[row] = __float2bfloat16(v); });
+        mark(l, 0);
+        prep_x<OPT_D>(a.resid, ly.attn_norm, a.eps, xs, D, nullptr, nullptr, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 28 : nullptr);
+        mark(l, 12);
+        tiles(ST_QKV, &ly);
         signal(cnt + 0);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 1] = gtime();
+        mark(l, 1);
         if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
             wait_count(cnt + 0, a.epoch * G);
-            if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 2] = gtime();
-            const int sl = base % NSLOT;
-            mb_wait(full + sl, (base / NSLOT) & 1);
-            if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 3] = gtime();
+            mark(l, 2);
+            const int sl = it % NSLOT;
+            while (((volatile int *)seq)[sl] != it) {}
+            mb_wait(full + sl, (it / NSLOT) & 1);
+            mark(l, 3);
             attention_item(a, l, ly, blockIdx.x / SPLITS, blockIdx.x % SPLITS, xs, ring + sl * SLOT);
-            if (tid == 0) for (int k = 0; k < NCW; k++) mb_arrive(empty + sl);
-            if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 4] = gtime();
-            base++;
+            if (tid == 0) mb_arrive(empty + sl, 4);
+            mark(l, 4);
+            it++;
         }
         if (!(a.knock & 4)) wait_count(cnt + 1, a.epoch * KVH);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 5] = gtime();
-        load_own(ST_O, &ly);
-        prep_x<2>(a.attn, nullptr, a.eps, xs, D);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 13] = gtime();
-        tiles(ST_O, &ly, [&](int row, float v, float) {
-            add_resid(row, v, 0.f);
-            if (a.after_o && l == 0) a.after_o[row] = a.resid[row];
-        });
+        mark(l, 5);
+        prep_x<OPT_D>(a.attn, nullptr, a.eps, xs, D, a.resid, xres);
+        mark(l, 13);
+        tiles(ST_O, &ly);
         signal(cnt + 2);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 6] = gtime();
+        mark(l, 6);
         wait_count(cnt + 2, a.epoch * G);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 7] = gtime();
-        prep_x<2>(a.resid, ly.ffn_norm, a.eps, xs, D);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 14] = gtime();
-        tiles(ST_GU, &ly, [&](int row, float g, float u) { a.h[row] = __float2bfloat16(silu_mul(rbf(g), rbf(u))); });
+        mark(l, 7);
+        prep_x<OPT_D>(a.resid, ly.ffn_norm, a.eps, xs, D);
+        mark(l, 14);
+        tiles(ST_GU, &ly);
         signal(cnt + 3);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 8] = gtime();
+        mark(l, 8);
         wait_count(cnt + 3, a.epoch * G);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 9] = gtime();
-        load_own(ST_DOWN, &ly);
-        prep_x<5>(a.h, nullptr, a.eps, xs, F);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 15] = gtime();
-        tiles(ST_DOWN, &ly, add_resid);
+        mark(l, 9);
+        prep_x<OPT_F>(a.h, nullptr, a.eps, xs, F, a.resid, xres, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 29 : nullptr);
+        mark(l, 15);
+        tiles(ST_DOWN, &ly);
         signal(cnt + 4);
-        if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * 24 + 10] = gtime();
+        mark(l, 10);
     }
     wait_count(a.cnt + (a.L - 1) * CNT_PER_LAYER + 4, a.epoch * G);
-    prep_x<2>(a.resid, a.final_norm, a.eps, xs, D);
-    tiles(ST_HEAD, nullptr, [&](int row, float v, float) { a.logits[row] = v; });
+    prep_x<OPT_D>(a.resid, a.final_norm, a.eps, xs, D);
+    tiles(ST_HEAD, nullptr);
 }
 
 // ================= reference: plain kernels, one op at a time =================
@@ -633,7 +692,8 @@ int main(int argc, char **argv) {
     bf16 *resid0 = rand_bf16(D, -1, 1);
     CK(cudaMalloc(&a.resid, D * 2)); CK(cudaMalloc(&a.qkv, QKV * 2)); CK(cudaMalloc(&a.attn, D * 2)); CK(cudaMalloc(&a.h, F * 2));
     CK(cudaMalloc(&a.logits, V * 4)); CK(cudaMalloc(&a.part, (size_t)KVH * SPLITS * GQA * (HD + 2) * 4));
-    CK(cudaMalloc(&a.cnt, MAXL * CNT_PER_LAYER * 4)); CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+    const size_t cnt_bytes = MAXL * CNT_PER_LAYER * 4;
+    CK(cudaMalloc(&a.cnt, cnt_bytes)); CK(cudaMemset(a.cnt, 0, cnt_bytes));
     std::vector<float2> rope(HD / 2);
     for (int i = 0; i < HD / 2; i++) { const double f = pos * pow(500000.0, -2.0 * i / HD); rope[i] = make_float2((float)cos(f), (float)sin(f)); }
     float2 *drope; CK(cudaMalloc(&drope, HD / 2 * 8)); CK(cudaMemcpy(drope, rope.data(), HD / 2 * 8, cudaMemcpyHostToDevice));
@@ -641,7 +701,7 @@ int main(int argc, char **argv) {
     size_t bytes = qw_bytes(a.head);
     for (int l = 0; l < L; l++) { const Layer &y = a.layers[l]; bytes += qw_bytes(y.qkv) + qw_bytes(y.o) + qw_bytes(y.gate) + qw_bytes(y.up) + qw_bytes(y.down); }
     const size_t kv_bytes = (size_t)L * 2 * KVH * (pos + 1) * HD * 2;
-    const size_t smem_bytes = NSLOT * SLOT + XQ_BYTES + 2 * NSLOT * 8 + 64 * 4;
+    const size_t smem_bytes = NSLOT * SLOT + XQ_BYTES + 2 * NSLOT * 8 + 64 + D * 2;
     CK(cudaFuncSetAttribute(step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes));
     const int grid = prop.multiProcessorCount;
     if (grid < KVH * SPLITS) { printf("needs %d SMs\n", KVH * SPLITS); return 1; }
@@ -659,7 +719,7 @@ int main(int argc, char **argv) {
         bf16 *kc2, *vc2; CK(cudaMalloc(&kc2, cb)); CK(cudaMalloc(&vc2, cb));
         CK(cudaMemcpy(kc2, a.layers[0].kc, cb, cudaMemcpyDeviceToDevice)); CK(cudaMemcpy(vc2, a.layers[0].vc, cb, cudaMemcpyDeviceToDevice));
         CK(cudaMemcpy(c.resid, resid0, D * 2, cudaMemcpyDeviceToDevice));
-        CK(cudaMemset(c.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+        CK(cudaMemset(c.cnt, 0, cnt_bytes));
         step_kernel<<<grid, NT, smem_bytes>>>(c);
         CK(cudaGetLastError()); CK(cudaDeviceSynchronize());
         auto host = [](const void *p, size_t bytes) { std::vector<uint8_t> h(bytes); CK(cudaMemcpy(h.data(), p, bytes, cudaMemcpyDeviceToHost)); return h; };
@@ -729,31 +789,31 @@ int main(int argc, char **argv) {
         cudaFree(s); cudaFree(d);
     }
     a.knock = getenv("KNOCK") ? atoi(getenv("KNOCK")) : 0;
-    a.pf = getenv("PF") ? atoi(getenv("PF")) : 0;
     if (getenv("TRACE")) {
-        const size_t tn = (size_t)grid * MAXL * 24;
+        const size_t tn = (size_t)grid * MAXL * TR;
         CK(cudaMalloc(&a.trace, tn * 8));
         a.epoch = 1;
-        for (int i = 0; i < 3; i++) { CK(cudaMemset(a.trace, 0, tn * 8)); CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4)); step_kernel<<<grid, NT, smem_bytes>>>(a); CK(cudaDeviceSynchronize()); }
+        for (int i = 0; i < 3; i++) { CK(cudaMemset(a.trace, 0, tn * 8)); CK(cudaMemset(a.cnt, 0, cnt_bytes)); step_kernel<<<grid, NT, smem_bytes>>>(a); CK(cudaDeviceSynchronize()); }
         std::vector<unsigned long long> tr(tn); CK(cudaMemcpy(tr.data(), a.trace, tn * 8, cudaMemcpyDeviceToHost));
-        const char *names[24] = {"qkv start", "qkv done", "qkv seen", "kv ready", "attn done", "o start", "o done", "gu start", "gu done", "down start", "down done", "ring stall", "qkv prepped", "o prepped", "gu prepped", "down prepped", "wait qkv", "wait o", "wait gu", "wait down", "work qkv", "work o", "work gu", "work down"};
+        const char *names[TR] = {"qkv start", "qkv done", "qkv seen", "kv ready", "attn done", "o start", "o done", "gu start", "gu done", "down start", "down done", "ring stall", "qkv prepped", "o prepped", "gu prepped", "down prepped", "wait qkv", "wait o", "wait gu", "wait down", "work qkv", "work o", "work gu", "work down",
+                                  "attn q", "attn keys", "attn parts", "attn counted", "qkv x in", "down x in", "keys scored (kcyc)", "keys done (kcyc)"};
         for (int l = 8; l < 10; l++) {
             printf("layer %d (us from SM 0's qkv start; min / median / max over SMs):\n", l);
-            const unsigned long long t0 = tr[((size_t)0 * MAXL + l) * 24 + 0];
-            for (int k : {0, 12, 1, 2, 3, 4, 5, 13, 6, 7, 14, 8, 9, 15, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23}) {
+            const unsigned long long t0 = tr[((size_t)0 * MAXL + l) * TR + 0];
+            for (int k : {0, 28, 12, 1, 2, 3, 24, 30, 31, 25, 26, 27, 4, 5, 13, 6, 7, 14, 8, 9, 29, 15, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23}) {
                 std::vector<double> v;
-                for (int b = 0; b < grid; b++) { const unsigned long long x = tr[((size_t)b * MAXL + l) * 24 + k]; if (x) v.push_back(k == 11 || k >= 16 ? x / 1e3 : ((double)x - (double)t0) / 1e3); }
+                for (int b = 0; b < grid; b++) { const unsigned long long x = tr[((size_t)b * MAXL + l) * TR + k]; if (x) v.push_back(k == 11 || (k >= 16 && k < 24) || k >= 30 ? x / 1e3 : ((double)x - (double)t0) / 1e3); }
                 if (v.empty()) continue;
                 std::sort(v.begin(), v.end());
                 printf("  %-11s %8.2f %8.2f %8.2f\n", names[k], v.front(), v[v.size() / 2], v.back());
             }
         }
         a.trace = nullptr;
-        CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+        CK(cudaMemset(a.cnt, 0, cnt_bytes));
     }
     // --- timing
     cudaEvent_t e0, e1; cudaEventCreate(&e0); cudaEventCreate(&e1);
-    CK(cudaMemset(a.cnt, 0, MAXL * CNT_PER_LAYER * 4));
+    CK(cudaMemset(a.cnt, 0, cnt_bytes));
     std::vector<float> t;
     for (int i = 0; i < reps + 5; i++) {
         CK(cudaMemcpyAsync(a.resid, resid0, D * 2, cudaMemcpyDeviceToDevice));
