@@ -37,18 +37,14 @@ constexpr int QKV = D + 2 * KVH * HD;
 // Tuning knobs (-D...), measured in docs/PERFORMANCE.md (CUDA, twenty-fifth
 // session). NCW: consumer warps; 8 (9 with the producer's) leave 168
 // registers a thread where 12 left 128 and spilled (an SM partition holds
-// 16K registers, and 13 warps put 4 on one). KPW: keys a warp scores at
-// once in attention. NSLOT: ring slots. MAX_IN_FLIGHT: copies an SM has
+// 16K registers, and 13 warps put 4 on one). NSLOT: ring slots. MAX_IN_FLIGHT: copies an SM has
 // issued and not yet landed; 2 (36 KB an SM, ~4.8 MB in all) keep HBM busy
 // while the queues stay short enough for the chain's round trips, where
 // a full ring of copies in flight made every load behind them slow.
 #ifndef NCW
 #define NCW 8
 #endif
-#ifndef KPW
-#define KPW 5
-#endif
-constexpr int NCT = NCW * 32, NT = NCT + 32, AW = 8; // AW: warps in attention
+constexpr int NCT = NCW * 32, NT = NCT + 32;
 constexpr int OPT_D = (D / 8 + NCT - 1) / NCT, OPT_F = (F / 8 + NCT - 1) / NCT; // octets of x a thread prepares
 #ifndef NSLOT
 #define NSLOT 11
@@ -69,7 +65,7 @@ struct Args {
     const bf16 *final_norm;
     bf16 *resid, *qkv, *attn, *h;
     float *logits, *part;
-    unsigned *cnt; // per layer: [0] qkv, [1] attn merged, [2] o, [3] gu, [4] down, [5..5+KVH) head splits
+    unsigned *cnt; // [MAXL][CNT_PER_LAYER]
     const float2 *rope; // cos, sin at pos, HD/2
     int pos;
     unsigned epoch;
@@ -78,7 +74,8 @@ struct Args {
     unsigned long long *trace; // [grid][MAXL][TR] when set
     bf16 *after_o; // when set, layer 0's residual after the o product (for the check)
 };
-constexpr int CNT_PER_LAYER = 5 + KVH;
+// a layer's counters: SMs (or items) done with a stage
+enum { C_QKV, C_ATTN, C_O, C_GU, C_DOWN, C_SPLITS, CNT_PER_LAYER = C_SPLITS + KVH };
 constexpr int TR = 32; // trace words a layer an SM
 
 // ---- PTX helpers
@@ -253,15 +250,53 @@ __device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int K, i
     for (int k = 0; k < R; k++) out[k] = warp_sum(acc[k]);
 }
 
+__device__ int g_knock;
+__device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
+    if (threadIdx.x == 0 && !(g_knock & 1)) while (ld_acq(c) < target) {}
+    cbar();
+}
+__device__ __forceinline__ void signal(unsigned *c) {
+    cbar();
+    if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory"); // (the block's stores, ordered by the barrier, before it)
+}
+
 // kv: the slot with the cache's rows [k0, min(k1, pos)), keys then values
-__device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, int split, uint8_t *xs, const uint8_t *kv) {
+// ---- mma helpers (bf16 in, f32 accumulate)
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(sa(p)));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t (&r)[2], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
+}
+__device__ __forceinline__ void ldsm_x2_t(uint32_t (&r)[2], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The item's partial on tensor cores: scores = q (the group's GQA heads, rows
+// of a 16-row tile, the rest zero) x K^T, a warp an 8-key tile; softmax a
+// warp a head, weights rounded to bf16 (their sum is of the rounded ones);
+// out = P x V, a warp two 8-dim tiles. The new position's key (last split)
+// is scored by a warp on its own and its value added after the product.
+constexpr int AKEYS = 40, QROW = HD + 8, PROW = 48 + 8; // keys an item holds at most; rows padded off bank conflicts
+static_assert(NCW > AKEYS / 8 && NCW >= GQA, "a warp a score tile, one for the new key, one a head's softmax");
+static_assert((16 * QROW + 16 * PROW) * 2 + (GQA * AKEYS + 2 * HD + 2 * GQA) * 4 + 16 <= XQ_BYTES, "attention's scratch fits x's");
+__device__ void attention_part_mma(const Args &a, int l, const Layer &ly, int kvh, int split, uint8_t *xs, const uint8_t *kv) {
     const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
     int k0, k1; kv_rows(a, split, k0, k1);
-    const int nk = k1 - k0;
-    if (split == SPLITS - 1) k1++; // the new position, from qkv
+    const int nk = k1 - k0;                // keys in the slot
+    const bool fresh = split == SPLITS - 1; // and the new position's, from qkv
+    const int nall = nk + fresh;
     const bf16 *ks = (const bf16 *)kv, *vs = ks + nk * HD;
-    float *sm = (float *)xs; // [AW][GQA][HD] acc, then [AW][GQA] m, l
-    float *smm = sm + AW * GQA * HD, *sml = smm + AW * GQA;
+    bf16 *qs = (bf16 *)xs, *ps = qs + 16 * QROW;      // [16][QROW] q, [16][PROW] weights
+    float *sc = (float *)(ps + 16 * PROW);           // [GQA][AKEYS] scores
+    float *kn = sc + GQA * AKEYS, *vn = kn + HD;     // the new key and value
+    float *ml = vn + HD;                             // [GQA] (max, sum)
+    const uint4 *zero = (const uint4 *)(ml + 2 * GQA);
+    const float scale = rsqrtf((float)HD);
     auto rope4 = [&](float (&v)[4]) {
         for (int e = 0; e < 4; e++) {
             const float o = __shfl_xor_sync(~0u, v[e], 16);
@@ -274,94 +309,107 @@ __device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, i
         const bf16 *e = (const bf16 *)&r;
         for (int k = 0; k < 4; k++) v[k] = __bfloat162float(e[k]);
     };
-    float q[GQA][4];
-    for (int g = 0; g < GQA; g++) {
-        ld4(a.qkv + (kvh * GQA + g) * HD + lane * 4, q[g]);
-        rope4(q[g]);
-        for (int e = 0; e < 4; e++) q[g][e] = rbf(q[g][e]) * rsqrtf((float)HD);
+    // zeros: q's rows past GQA, every weight, a 16-byte row for tiles past the keys
+    for (int i = tid; i < (12 * QROW * 2 + 16 * PROW * 2 + 16) / 16; i += NCT) {
+        const int qz = 12 * QROW * 2 / 16;
+        if (i < qz) ((uint4 *)(qs + GQA * QROW))[i] = uint4{};
+        else if (i < qz + 16 * PROW * 2 / 16) ((uint4 *)ps)[i - qz] = uint4{};
+        else *(uint4 *)zero = uint4{};
     }
-    auto tmark = [&](int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
-    tmark(24);
-    float mx[GQA], ls[GQA], acc[GQA][4];
-    for (int g = 0; g < GQA; g++) { mx[g] = -INFINITY; ls[g] = 0; for (int e = 0; e < 4; e++) acc[g][e] = 0; }
-    bf16 *kc = ly.kc + (size_t)kvh * MAXCTX * HD, *vc = ly.vc + (size_t)kvh * MAXCTX * HD;
-    // A warp's KPW keys at once: their GQA x KPW scores are independent sums
-    // across the warp, issued together (a key at a time made them a chain
-    // of shuffles and exponentials, the item's longest part); keys past k1
-    // are zeros and weigh 0.
-    long long c0 = clock64(), c1 = 0, c2 = 0;
-    for (int base = k0 + warp * KPW; warp < AW && base < k1; base += AW * KPW) {
-        float k[KPW][4], v[KPW][4];
-#pragma unroll
-        for (int j = 0; j < KPW; j++) {
-            const int t = base + j;
-            if (t >= k1) {
-                for (int e = 0; e < 4; e++) k[j][e] = v[j][e] = 0;
-            } else if (t == a.pos) {
-                ld4(a.qkv + D + kvh * HD + lane * 4, k[j]);
-                rope4(k[j]);
-                ld4(a.qkv + D + KVH * HD + kvh * HD + lane * 4, v[j]);
-                bf16 kb[4], vb[4];
-                for (int e = 0; e < 4; e++) kb[e] = __float2bfloat16(k[j][e]), vb[e] = __float2bfloat16(v[j][e]), k[j][e] = __bfloat162float(kb[e]);
-                *(uint2 *)(kc + (size_t)t * HD + lane * 4) = *(uint2 *)kb;
-                *(uint2 *)(vc + (size_t)t * HD + lane * 4) = *(uint2 *)vb;
-            } else {
-                const uint2 kr = *(const uint2 *)(ks + (t - k0) * HD + lane * 4), vr = *(const uint2 *)(vs + (t - k0) * HD + lane * 4);
-                const bf16 *ke = (const bf16 *)&kr, *ve = (const bf16 *)&vr;
-                for (int e = 0; e < 4; e++) k[j][e] = __bfloat162float(ke[e]), v[j][e] = __bfloat162float(ve[e]);
-            }
-        }
-        float sc[KPW][GQA];
-#pragma unroll
-        for (int j = 0; j < KPW; j++)
-#pragma unroll
-            for (int g = 0; g < GQA; g++) { float d = 0; for (int e = 0; e < 4; e++) d += q[g][e] * k[j][e]; sc[j][g] = d; }
-#pragma unroll
-        for (int o = 16; o; o >>= 1)
-#pragma unroll
-            for (int j = 0; j < KPW; j++)
-#pragma unroll
-                for (int g = 0; g < GQA; g++) sc[j][g] += __shfl_xor_sync(~0u, sc[j][g], o);
-        if (a.trace && tid == 0) { const volatile float u = sc[KPW - 1][GQA - 1]; (void)u; c1 += clock64() - c0; }
-#pragma unroll
-        for (int g = 0; g < GQA; g++) {
-            float nm = mx[g];
-#pragma unroll
-            for (int j = 0; j < KPW; j++) if (base + j < k1) nm = fmaxf(nm, sc[j][g]);
-            const float r = __expf(mx[g] - nm);
-            ls[g] *= r;
-            for (int e = 0; e < 4; e++) acc[g][e] *= r;
-#pragma unroll
-            for (int j = 0; j < KPW; j++) {
-                const float pe = base + j < k1 ? __expf(sc[j][g] - nm) : 0.f;
-                ls[g] += pe;
-                for (int e = 0; e < 4; e++) acc[g][e] += pe * v[j][e];
-            }
-            mx[g] = nm;
-        }
-    }
-    if (a.trace && tid == 0) { c2 = clock64() - c0; a.trace[((size_t)blockIdx.x * MAXL + l) * TR + 30] = c1; a.trace[((size_t)blockIdx.x * MAXL + l) * TR + 31] = c2; }
-    tmark(25);
-    if (warp < AW)
-    for (int g = 0; g < GQA; g++) {
-        for (int e = 0; e < 4; e++) sm[(warp * GQA + g) * HD + lane * 4 + e] = acc[g][e];
-        if (lane == 0) smm[warp * GQA + g] = mx[g], sml[warp * GQA + g] = ls[g];
+    if (warp < GQA) { // q of head warp, roped, bf16 (the scale goes on the scores)
+        float q[4];
+        ld4(a.qkv + (kvh * GQA + warp) * HD + lane * 4, q);
+        rope4(q);
+        for (int e = 0; e < 4; e++) qs[warp * QROW + lane * 4 + e] = __float2bfloat16(q[e]);
+    } else if (warp == GQA && fresh) {
+        float k[4], v[4];
+        ld4(a.qkv + D + kvh * HD + lane * 4, k);
+        rope4(k);
+        ld4(a.qkv + D + KVH * HD + kvh * HD + lane * 4, v);
+        bf16 kb[4], vb[4];
+        for (int e = 0; e < 4; e++) kb[e] = __float2bfloat16(k[e]), vb[e] = __float2bfloat16(v[e]), kn[lane * 4 + e] = __bfloat162float(kb[e]), vn[lane * 4 + e] = __bfloat162float(vb[e]);
+        *(uint2 *)(ly.kc + ((size_t)kvh * MAXCTX + a.pos) * HD + lane * 4) = *(uint2 *)kb;
+        *(uint2 *)(ly.vc + ((size_t)kvh * MAXCTX + a.pos) * HD + lane * 4) = *(uint2 *)vb;
     }
     cbar();
-    float *part = a.part + (size_t)(kvh * SPLITS + split) * GQA * (HD + 2);
-    for (int i = tid; i < GQA * HD; i += NCT) {
-        const int g = i / HD, d = i % HD;
-        float M = -INFINITY; for (int w = 0; w < AW; w++) M = fmaxf(M, smm[w * GQA + g]);
-        float L = 0, A = 0;
-        for (int w = 0; w < AW; w++) { const float f = smm[w * GQA + g] == -INFINITY ? 0.f : __expf(smm[w * GQA + g] - M); L += sml[w * GQA + g] * f; A += sm[(w * GQA + g) * HD + d] * f; }
-        __stcg(part + g * (HD + 2) + d, A);
-        if (d == 0) __stcg(part + g * (HD + 2) + HD, M), __stcg(part + g * (HD + 2) + HD + 1, L);
+    auto tmark = [&](int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
+    tmark(24);
+    const int g = lane / 4, t = lane % 4;
+    if (warp < AKEYS / 8) { // scores of keys warp * 8 + 0..7
+        float c[4] = {0, 0, 0, 0};
+        const int kr = warp * 8 + (lane & 7);
+        const bf16 *kb = kr < nk ? ks + kr * HD + (lane >> 3 & 1) * 8 : nullptr;
+#pragma unroll
+        for (int s = 0; s < HD / 16; s++) {
+            uint32_t af[4], bfr[2];
+            ldsm_x4(af, qs + (lane & 15) * QROW + s * 16 + (lane >> 4) * 8);
+            ldsm_x2(bfr, kb ? (const void *)(kb + s * 16) : (const void *)zero);
+            mma16816(c, af, bfr);
+        }
+        if (g < GQA)
+            for (int e = 0; e < 2; e++) {
+                const int key = warp * 8 + 2 * t + e;
+                if (key < nk) sc[g * AKEYS + key] = c[e] * scale;
+                else if (key >= nall) sc[g * AKEYS + key] = -INFINITY;
+            }
+    } else if (warp == AKEYS / 8 && fresh) { // the new key's scores
+        float d[GQA];
+        for (int h = 0; h < GQA; h++) {
+            d[h] = 0;
+            for (int e = 0; e < 4; e++) d[h] += __bfloat162float(qs[h * QROW + lane * 4 + e]) * kn[lane * 4 + e];
+        }
+        for (int o = 16; o; o >>= 1)
+            for (int h = 0; h < GQA; h++) d[h] += __shfl_xor_sync(~0u, d[h], o);
+        if (lane < GQA) sc[lane * AKEYS + nk] = d[lane] * scale;
     }
+    cbar();
+    if (warp < GQA) { // softmax of head warp: weights in bf16, their max and sum
+        const float s0 = sc[warp * AKEYS + lane], s1 = lane + 32 < AKEYS ? sc[warp * AKEYS + lane + 32] : -INFINITY;
+        float m = fmaxf(s0, s1);
+        for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+        if (m == -INFINITY) m = 0; // (no keys: every weight 0)
+        const bf16 p0 = __float2bfloat16(__expf(s0 - m)), p1 = __float2bfloat16(__expf(s1 - m));
+        ps[warp * PROW + lane] = p0;
+        if (lane + 32 < AKEYS) ps[warp * PROW + lane + 32] = p1;
+        float L = __bfloat162float(p0) + (lane + 32 < AKEYS ? __bfloat162float(p1) : 0.f);
+        for (int o = 16; o; o >>= 1) L += __shfl_xor_sync(~0u, L, o);
+        if (lane == 0) ml[warp * 2] = m, ml[warp * 2 + 1] = L;
+    }
+    cbar();
+    tmark(25);
+    float *part = a.part + (size_t)(kvh * SPLITS + split) * GQA * (HD + 2);
+    for (int nt = warp; nt < HD / 8; nt += NCW) { // out dims nt * 8 + 0..7
+        float c[4] = {0, 0, 0, 0};
+#pragma unroll
+        for (int s = 0; s < 3; s++) { // keys s * 16 + 0..15
+            uint32_t af[4], bfr[2];
+            ldsm_x4(af, ps + (lane & 15) * PROW + s * 16 + (lane >> 4) * 8);
+            const int kr = s * 16 + (lane & 15);
+            ldsm_x2_t(bfr, kr < nk ? (const void *)(vs + kr * HD + nt * 8) : (const void *)zero);
+            mma16816(c, af, bfr);
+        }
+        if (g < GQA)
+            for (int e = 0; e < 2; e++) {
+                const int d = nt * 8 + 2 * t + e;
+                float o = c[e];
+                if (fresh) o += __bfloat162float(ps[g * PROW + nk]) * vn[d];
+                __stcg(part + g * (HD + 2) + d, o);
+            }
+    }
+    if (tid < GQA) __stcg(part + tid * (HD + 2) + HD, ml[tid * 2]), __stcg(part + tid * (HD + 2) + HD + 1, ml[tid * 2 + 1]);
+}
+
+__device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, int split, uint8_t *xs, const uint8_t *kv) {
+    const int tid = threadIdx.x;
+    auto tmark = [&](int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
+    attention_part_mma(a, l, ly, kvh, split, xs, kv);
     cbar();
     tmark(26);
     __shared__ unsigned last;
     unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
-    if (tid == 0) { __threadfence(); last = atomicAdd(cnt + 5 + kvh, 1) == a.epoch * SPLITS - 1; __threadfence(); }
+    // (one acq_rel atomic, not a fence, an atomic and a fence: the partials
+    // stored before it are visible with it, the others' after it)
+    if (tid == 0) { unsigned v; asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(v) : "l"(cnt + C_SPLITS + kvh) : "memory"); last = v == a.epoch * SPLITS - 1; }
     cbar();
     tmark(27);
     if (!last) return;
@@ -384,18 +432,7 @@ __device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, i
         for (int s = 0; s < SPLITS; s++) { const float f = __expf(ms[s] - M); L += lsp[s] * f; A0 += as[s].x * f; A1 += as[s].y * f; }
         *(__nv_bfloat162 *)(a.attn + (kvh * GQA + g) * HD + d) = __floats2bfloat162_rn(A0 / L, A1 / L);
     }
-    cbar();
-    if (tid == 0) { __threadfence(); atomicAdd(cnt + 1, 1); }
-}
-
-__device__ int g_knock;
-__device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
-    if (threadIdx.x == 0 && !(g_knock & 1)) while (ld_acq(c) < target) {}
-    cbar();
-}
-__device__ __forceinline__ void signal(unsigned *c) {
-    cbar();
-    if (threadIdx.x == 0) { __threadfence(); atomicAdd(c, 1); }
+    signal(cnt + C_ATTN);
 }
 
 extern __shared__ __align__(128) uint8_t smem[];
@@ -482,7 +519,8 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
     auto tiles = [&](int st, const Layer *ly) {
         const int T = st == ST_DOWN ? 2 : 4; // tasks a tile
         int t0, t1; range_of(n_of(a, st, ly), t0, t1);
-        for (int u = warp; u / T < t1 - t0; u += NCW) { // task u: tile k's task j
+        const int count = t1 - t0;
+        for (int u = warp; u / T < count; u += NCW) { // task u: tile k's task j
             const int k = u / T, j = u % T;
             const int pos = it + k, sl = pos % NSLOT;
             const unsigned long long w0 = a.trace ? gtime() : 0;
@@ -519,22 +557,22 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
                 if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * TR + 20 + st, gtime() - w1);
             }
         }
-        it += t1 - t0;
+        it += count;
     };
     auto mark = [&](int l, int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
     for (int l = 0; l < a.L; l++) {
         const Layer &ly = a.layers[l];
         cur_l = l;
         unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
-        if (l > 0) wait_count(cnt - CNT_PER_LAYER + 4, a.epoch * G);
+        if (l > 0) wait_count(cnt - CNT_PER_LAYER + C_DOWN, a.epoch * G);
         mark(l, 0);
         prep_x<OPT_D>(a.resid, ly.attn_norm, a.eps, xs, D, nullptr, nullptr, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 28 : nullptr);
         mark(l, 12);
         tiles(ST_QKV, &ly);
-        signal(cnt + 0);
+        signal(cnt + C_QKV);
         mark(l, 1);
         if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
-            wait_count(cnt + 0, a.epoch * G);
+            wait_count(cnt + C_QKV, a.epoch * G);
             mark(l, 2);
             const int sl = it % NSLOT;
             while (((volatile int *)seq)[sl] != it) {}
@@ -545,29 +583,29 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
             mark(l, 4);
             it++;
         }
-        if (!(a.knock & 4)) wait_count(cnt + 1, a.epoch * KVH);
+        if (!(a.knock & 4)) wait_count(cnt + C_ATTN, a.epoch * KVH);
         mark(l, 5);
         prep_x<OPT_D>(a.attn, nullptr, a.eps, xs, D, a.resid, xres);
         mark(l, 13);
         tiles(ST_O, &ly);
-        signal(cnt + 2);
+        signal(cnt + C_O);
         mark(l, 6);
-        wait_count(cnt + 2, a.epoch * G);
+        wait_count(cnt + C_O, a.epoch * G);
         mark(l, 7);
         prep_x<OPT_D>(a.resid, ly.ffn_norm, a.eps, xs, D);
         mark(l, 14);
         tiles(ST_GU, &ly);
-        signal(cnt + 3);
+        signal(cnt + C_GU);
         mark(l, 8);
-        wait_count(cnt + 3, a.epoch * G);
+        wait_count(cnt + C_GU, a.epoch * G);
         mark(l, 9);
         prep_x<OPT_F>(a.h, nullptr, a.eps, xs, F, a.resid, xres, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 29 : nullptr);
         mark(l, 15);
         tiles(ST_DOWN, &ly);
-        signal(cnt + 4);
+        signal(cnt + C_DOWN);
         mark(l, 10);
     }
-    wait_count(a.cnt + (a.L - 1) * CNT_PER_LAYER + 4, a.epoch * G);
+    wait_count(a.cnt + (a.L - 1) * CNT_PER_LAYER + C_DOWN, a.epoch * G);
     prep_x<OPT_D>(a.resid, a.final_norm, a.eps, xs, D);
     tiles(ST_HEAD, nullptr);
 }
@@ -704,6 +742,8 @@ int main(int argc, char **argv) {
     const size_t smem_bytes = NSLOT * SLOT + XQ_BYTES + 2 * NSLOT * 8 + 64 + D * 2;
     CK(cudaFuncSetAttribute(step_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem_bytes));
     const int grid = prop.multiProcessorCount;
+    const int item_keys = (pos + SPLITS - 1) / SPLITS; // (and the new one, for the last split)
+    if (item_keys + 1 > AKEYS || item_keys * HD * 4 > SLOT) { printf("pos %d: an item's keys exceed a slot\n", pos); return 1; }
     if (grid < KVH * SPLITS) { printf("needs %d SMs\n", KVH * SPLITS); return 1; }
     CK(cudaDeviceSynchronize());
 
@@ -796,16 +836,18 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 3; i++) { CK(cudaMemset(a.trace, 0, tn * 8)); CK(cudaMemset(a.cnt, 0, cnt_bytes)); step_kernel<<<grid, NT, smem_bytes>>>(a); CK(cudaDeviceSynchronize()); }
         std::vector<unsigned long long> tr(tn); CK(cudaMemcpy(tr.data(), a.trace, tn * 8, cudaMemcpyDeviceToHost));
         const char *names[TR] = {"qkv start", "qkv done", "qkv seen", "kv ready", "attn done", "o start", "o done", "gu start", "gu done", "down start", "down done", "ring stall", "qkv prepped", "o prepped", "gu prepped", "down prepped", "wait qkv", "wait o", "wait gu", "wait down", "work qkv", "work o", "work gu", "work down",
-                                  "attn q", "attn keys", "attn parts", "attn counted", "qkv x in", "down x in", "keys scored (kcyc)", "keys done (kcyc)"};
+                                  "attn q", "attn weights", "attn parts", "attn counted", "qkv x in", "down x in", "", ""};
         for (int l = 8; l < 10; l++) {
             printf("layer %d (us from SM 0's qkv start; min / median / max over SMs):\n", l);
             const unsigned long long t0 = tr[((size_t)0 * MAXL + l) * TR + 0];
-            for (int k : {0, 28, 12, 1, 2, 3, 24, 30, 31, 25, 26, 27, 4, 5, 13, 6, 7, 14, 8, 9, 29, 15, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23}) {
-                std::vector<double> v;
-                for (int b = 0; b < grid; b++) { const unsigned long long x = tr[((size_t)b * MAXL + l) * TR + k]; if (x) v.push_back(k == 11 || (k >= 16 && k < 24) || k >= 30 ? x / 1e3 : ((double)x - (double)t0) / 1e3); }
+            for (int k : {0, 28, 12, 1, 2, 3, 24, 25, 26, 27, 4, 5, 13, 6, 7, 14, 8, 9, 29, 15, 10, 11, 16, 17, 18, 19, 20, 21, 22, 23}) {
+                std::vector<std::pair<double, int>> v; // (time, SM)
+                for (int b = 0; b < grid; b++) { const unsigned long long x = tr[((size_t)b * MAXL + l) * TR + k]; if (x) v.push_back({k == 11 || (k >= 16 && k < 24) ? x / 1e3 : ((double)x - (double)t0) / 1e3, b}); }
                 if (v.empty()) continue;
                 std::sort(v.begin(), v.end());
-                printf("  %-11s %8.2f %8.2f %8.2f\n", names[k], v.front(), v[v.size() / 2], v.back());
+                printf("  %-11s %8.2f %8.2f %8.2f", names[k], v.front().first, v[v.size() / 2].first, v.back().first);
+                if (k == 6 || k == 8 || k == 10) { printf("   last SMs:"); for (size_t i = v.size() - 6; i < v.size(); i++) printf(" %d", v[i].second); }
+                printf("\n");
             }
         }
         a.trace = nullptr;
