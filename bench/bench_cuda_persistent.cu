@@ -150,7 +150,7 @@ __device__ __forceinline__ void kv_rows(const Args &a, int split, int &k0, int &
 // ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
 // max|v|/127; layout for 4-bit words: chunk c's octet j as (even, odd) int8x4.
 // res (o and down): the residual the stage adds to, copied to xres with
-// the same round trip.
+// the same round trip. tp (tracing): when thread 0's first x words landed.
 template <int OPT>
 __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, int K, const bf16 *res = nullptr, bf16 *xres = nullptr, unsigned long long *tp = nullptr) {
     const int C = K / 32, octets = K / 8;
@@ -560,6 +560,13 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
         it += count;
     };
     auto mark = [&](int l, int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
+    // a stage every SM's next one waits for: done here, then seen done everywhere
+    auto all_done = [&](int l, unsigned *c, int done_mark, int seen_mark) {
+        signal(c);
+        mark(l, done_mark);
+        wait_count(c, a.epoch * G);
+        mark(l, seen_mark);
+    };
     for (int l = 0; l < a.L; l++) {
         const Layer &ly = a.layers[l];
         cur_l = l;
@@ -588,17 +595,11 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
         prep_x<OPT_D>(a.attn, nullptr, a.eps, xs, D, a.resid, xres);
         mark(l, 13);
         tiles(ST_O, &ly);
-        signal(cnt + C_O);
-        mark(l, 6);
-        wait_count(cnt + C_O, a.epoch * G);
-        mark(l, 7);
+        all_done(l, cnt + C_O, 6, 7);
         prep_x<OPT_D>(a.resid, ly.ffn_norm, a.eps, xs, D);
         mark(l, 14);
         tiles(ST_GU, &ly);
-        signal(cnt + C_GU);
-        mark(l, 8);
-        wait_count(cnt + C_GU, a.epoch * G);
-        mark(l, 9);
+        all_done(l, cnt + C_GU, 8, 9);
         prep_x<OPT_F>(a.h, nullptr, a.eps, xs, F, a.resid, xres, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 29 : nullptr);
         mark(l, 15);
         tiles(ST_DOWN, &ly);
