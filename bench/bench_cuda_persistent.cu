@@ -6,8 +6,9 @@
 // data dependencies, but with at most MAX_IN_FLIGHT copies not yet landed;
 // its consumer warps take their own tasks' tiles once landed and the
 // stage's input vector is complete (a global counter), and do the int8 dot
-// products (a warp two rows). Attention takes a (kv head, split) an SM, its
-// keys and values streamed through the ring like weights. Kernel boundaries
+// products (a warp four rows, a gate and up pair, or one down row).
+// Attention takes a (kv head, split) an SM, its keys and values streamed
+// through the ring like weights, on tensor cores. Kernel boundaries
 // are gone and HBM streams through norms and attention for as long as the
 // ring holds: how far that goes toward issue #5's 0.75 of the bandwidth
 // bound is what it measures (docs/PERFORMANCE.md, CUDA, twenty-fourth and
@@ -509,15 +510,17 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
     }
     int it = 0; // ring position
     const int warp = tid / 32, lane = tid & 31;
-    // Consumers: a stage's tiles as row tasks (4 a tile: two rows, or a gate
-    // and up pair; down 2: one long row), dealt round robin to the warps; a
+    // Consumers: a stage's tiles as row tasks, dealt round robin to the warps; a
     // warp waits only for its own tasks' tiles, and a slot is free once its
     // T tasks are done (an empty barrier counts 4 arrivals, a task 4 / T);
     // waiting for every warp to pass every tile held slots for the slowest
     // warp's earlier task.
     int cur_l = 0;
     auto tiles = [&](int st, const Layer *ly) {
-        const int T = st == ST_DOWN ? 2 : 4; // tasks a tile
+        // tasks a tile: a gate and up row pair, or one long down row, or 4 rows
+        // of 4096 (2-row tasks, 4 a tile, left a stage's last tile 2 tasks
+        // deep on a warp: 0.9% slower)
+        const int T = st == ST_GU ? 4 : 2;
         int t0, t1; range_of(n_of(a, st, ly), t0, t1);
         const int count = t1 - t0;
         for (int u = warp; u / T < count; u += NCW) { // task u: tile k's task j
@@ -529,27 +532,26 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
             if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * TR + 16 + st, gtime() - w0);
             const uint8_t *slot = ring + sl * SLOT;
             const unsigned long long w1 = a.trace ? gtime() : 0;
-            // the task's rows: gate and up row j, down row j, else rows 2j, 2j + 1
+            // the task's rows: gate and up row j, down row j, else rows 4j .. 4j + 3
             const bool one = st == ST_GU || st == ST_DOWN, resid = st == ST_O || st == ST_DOWN;
-            const int r = (t0 + k) * rows_of(st) + (one ? j : 2 * j);
-            float v[2] = {0, 0}, old[2] = {0, 0};
-            if (resid && lane == 0) {
-                old[0] = __bfloat162float(xres[r]);
-                if (!one) old[1] = __bfloat162float(xres[r + 1]);
-            }
+            const int nr = one ? 1 : 4; // output rows of the task
+            const int r = (t0 + k) * rows_of(st) + j * nr;
+            float v[4] = {0, 0, 0, 0}, old[4] = {0, 0, 0, 0};
+            if (resid && lane == 0)
+                for (int m = 0; m < nr; m++) old[m] = __bfloat162float(xres[r + m]);
             if (!(a.knock & 2)) {
                 if (st == ST_DOWN) { float o1[1]; rows_dot<14, 1>(slot, 2, F, j, 0, xs, o1); v[0] = o1[0]; }
-                else if (st == ST_GU) rows_dot<4, 2>(slot, 8, D, j, 4, xs, v);
-                else rows_dot<4, 2>(slot, 8, D, 2 * j, 1, xs, v);
+                else if (st == ST_GU) { float o2[2]; rows_dot<4, 2>(slot, 8, D, j, 4, xs, o2); v[0] = o2[0], v[1] = o2[1]; }
+                else rows_dot<4, 4>(slot, 8, D, 4 * j, 1, xs, v);
             }
             __syncwarp();
             if (lane == 0) {
                 mb_arrive(empty + sl, 4 / T); // before the stores: the release need not wait for them
-                if (st == ST_QKV) a.qkv[r] = __float2bfloat16(v[0]), a.qkv[r + 1] = __float2bfloat16(v[1]);
+                if (st == ST_QKV) for (int m = 0; m < nr; m++) a.qkv[r + m] = __float2bfloat16(v[m]);
                 else if (st == ST_GU) a.h[r] = __float2bfloat16(silu_mul(rbf(v[0]), rbf(v[1])));
-                else if (st == ST_HEAD) a.logits[r] = v[0], a.logits[r + 1] = v[1];
+                else if (st == ST_HEAD) for (int m = 0; m < nr; m++) a.logits[r + m] = v[m];
                 else
-                    for (int m = 0; m < (one ? 1 : 2); m++) {
+                    for (int m = 0; m < nr; m++) {
                         const bf16 x = __float2bfloat16(old[m] + rbf(v[m]));
                         a.resid[r + m] = x;
                         if (st == ST_O && a.after_o && cur_l == 0) a.after_o[r + m] = x;
