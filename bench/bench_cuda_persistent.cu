@@ -77,7 +77,7 @@ struct Args {
 };
 // a layer's counters: SMs (or items) done with a stage
 enum { C_QKV, C_ATTN, C_O, C_GU, C_DOWN, C_SPLITS, CNT_PER_LAYER = C_SPLITS + KVH };
-constexpr int TR = 32; // trace words a layer an SM
+constexpr int TR = 30; // trace words a layer an SM
 
 // ---- PTX helpers
 __device__ __forceinline__ uint32_t sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -86,11 +86,6 @@ __device__ __forceinline__ void mb_expect(uint64_t *m, uint32_t bytes) { asm vol
 // (release: a consumer's reads of the slot complete before the producer may
 // refill it; a relaxed arrive may let them trail the refill)
 __device__ __forceinline__ void mb_arrive(uint64_t *m, uint32_t count = 1) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(count) : "memory"); }
-__device__ __forceinline__ bool mb_test(uint64_t *m, uint32_t parity) {
-    uint32_t ok;
-    asm volatile("{ .reg .pred p; mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }" : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
-    return ok;
-}
 __device__ __forceinline__ void mb_wait(uint64_t *m, uint32_t parity) {
     uint32_t ok;
     do {
@@ -109,6 +104,14 @@ __device__ __forceinline__ float warp_sum(float v) { for (int o = 16; o; o >>= 1
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 __device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
 __device__ __forceinline__ unsigned long long gtime() { unsigned long long t; asm volatile("mov.u64 %0, %globaltimer;" : "=l"(t)); return t; }
+// this SM's trace word k of layer l, or NULL when not tracing
+__device__ __forceinline__ unsigned long long *trace_word(const Args &a, int l, int k) {
+    return a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + k : nullptr;
+}
+// thread 0 stamps the time in trace word k of layer l
+__device__ __forceinline__ void trace_mark(const Args &a, int l, int k) {
+    if (a.trace && threadIdx.x == 0) *trace_word(a, l, k) = gtime();
+}
 
 // ---- the tile schedule, shared by producer and consumers
 enum { ST_QKV, ST_O, ST_GU, ST_DOWN, ST_HEAD };
@@ -125,7 +128,7 @@ __device__ __forceinline__ void add_part(Tile &t, const QW &q, int rows) {
     t.src[t.n] = (const uint8_t *)q.b; t.bytes[t.n++] = rows * q.K / GS * 2;
 }
 __device__ __forceinline__ Tile tile0_of(const Args &a, int st, const Layer *ly) {
-    Tile t; t.n = 0;
+    Tile t = {};
     if (st == ST_GU) { // slot: both weights, both scales, both biases (reads as 8 rows)
         const QW &g = ly->gate, &u = ly->up;
         t.n = 6;
@@ -136,8 +139,6 @@ __device__ __forceinline__ Tile tile0_of(const Args &a, int st, const Layer *ly)
     } else {
         add_part(t, st == ST_QKV ? ly->qkv : st == ST_O ? ly->o : st == ST_DOWN ? ly->down : a.head, rows_of(st));
     }
-#pragma unroll
-    for (int k = 0; k < 6; k++) if (k >= t.n) t.bytes[k] = 0, t.src[k] = nullptr;
     return t;
 }
 __device__ __forceinline__ int n_of(const Args &a, int st, const Layer *ly) {
@@ -333,8 +334,7 @@ __device__ void attention_part_mma(const Args &a, int l, const Layer &ly, int kv
         *(uint2 *)(ly.vc + ((size_t)kvh * MAXCTX + a.pos) * HD + lane * 4) = *(uint2 *)vb;
     }
     cbar();
-    auto tmark = [&](int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
-    tmark(24);
+    trace_mark(a, l, 24);
     const int g = lane / 4, t = lane % 4;
     if (warp < AKEYS / 8) { // scores of keys warp * 8 + 0..7
         float c[4] = {0, 0, 0, 0};
@@ -377,7 +377,7 @@ __device__ void attention_part_mma(const Args &a, int l, const Layer &ly, int kv
         if (lane == 0) ml[warp * 2] = m, ml[warp * 2 + 1] = L;
     }
     cbar();
-    tmark(25);
+    trace_mark(a, l, 25);
     float *part = a.part + (size_t)(kvh * SPLITS + split) * GQA * (HD + 2);
     for (int nt = warp; nt < HD / 8; nt += NCW) { // out dims nt * 8 + 0..7
         float c[4] = {0, 0, 0, 0};
@@ -402,17 +402,16 @@ __device__ void attention_part_mma(const Args &a, int l, const Layer &ly, int kv
 
 __device__ void attention_item(const Args &a, int l, const Layer &ly, int kvh, int split, uint8_t *xs, const uint8_t *kv) {
     const int tid = threadIdx.x;
-    auto tmark = [&](int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
     attention_part_mma(a, l, ly, kvh, split, xs, kv);
     cbar();
-    tmark(26);
+    trace_mark(a, l, 26);
     __shared__ unsigned last;
     unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
     // (one acq_rel atomic, not a fence, an atomic and a fence: the partials
     // stored before it are visible with it, the others' after it)
     if (tid == 0) { unsigned v; asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(v) : "l"(cnt + C_SPLITS + kvh) : "memory"); last = v == a.epoch * SPLITS - 1; }
     cbar();
-    tmark(27);
+    trace_mark(a, l, 27);
     if (!last) return;
     // two dims of a head a thread, every split's numbers in one round trip
     for (int i = tid; i < GQA * HD / 2; i += NCT) {
@@ -462,7 +461,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
                 if (it >= NSLOT) {
                     const unsigned long long w0 = a.trace ? gtime() : 0;
                     mb_wait(empty + sl, (it / NSLOT - 1) & 1);
-                    if (a.trace && cur_l < a.L) a.trace[((size_t)blockIdx.x * MAXL + cur_l) * TR + 11] += gtime() - w0;
+                    if (a.trace && cur_l < a.L) *trace_word(a, cur_l, 11) += gtime() - w0;
                 }
                 ((volatile int *)seq)[sl] = it++;
                 return sl;
@@ -529,7 +528,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
             const unsigned long long w0 = a.trace ? gtime() : 0;
             while (((volatile int *)seq)[sl] != pos) __nanosleep(64);
             mb_wait(full + sl, (pos / NSLOT) & 1);
-            if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * TR + 16 + st, gtime() - w0);
+            if (a.trace && lane == 0 && st != ST_HEAD) atomicAdd(trace_word(a, cur_l, 16 + st), gtime() - w0);
             const uint8_t *slot = ring + sl * SLOT;
             const unsigned long long w1 = a.trace ? gtime() : 0;
             // the task's rows: gate and up row j, down row j, else rows 4j .. 4j + 3
@@ -556,57 +555,56 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ Arg
                         a.resid[r + m] = x;
                         if (st == ST_O && a.after_o && cur_l == 0) a.after_o[r + m] = x;
                     }
-                if (a.trace && st != ST_HEAD) atomicAdd(a.trace + ((size_t)blockIdx.x * MAXL + cur_l) * TR + 20 + st, gtime() - w1);
+                if (a.trace && st != ST_HEAD) atomicAdd(trace_word(a, cur_l, 20 + st), gtime() - w1);
             }
         }
         it += count;
     };
-    auto mark = [&](int l, int k) { if (a.trace && tid == 0) a.trace[((size_t)blockIdx.x * MAXL + l) * TR + k] = gtime(); };
     // a stage every SM's next one waits for: done here, then seen done everywhere
     auto all_done = [&](int l, unsigned *c, int done_mark, int seen_mark) {
         signal(c);
-        mark(l, done_mark);
+        trace_mark(a, l, done_mark);
         wait_count(c, a.epoch * G);
-        mark(l, seen_mark);
+        trace_mark(a, l, seen_mark);
     };
     for (int l = 0; l < a.L; l++) {
         const Layer &ly = a.layers[l];
         cur_l = l;
         unsigned *cnt = a.cnt + l * CNT_PER_LAYER;
         if (l > 0) wait_count(cnt - CNT_PER_LAYER + C_DOWN, a.epoch * G);
-        mark(l, 0);
-        prep_x<OPT_D>(a.resid, ly.attn_norm, a.eps, xs, D, nullptr, nullptr, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 28 : nullptr);
-        mark(l, 12);
+        trace_mark(a, l, 0);
+        prep_x<OPT_D>(a.resid, ly.attn_norm, a.eps, xs, D, nullptr, nullptr, trace_word(a, l, 28));
+        trace_mark(a, l, 12);
         tiles(ST_QKV, &ly);
         signal(cnt + C_QKV);
-        mark(l, 1);
+        trace_mark(a, l, 1);
         if (blockIdx.x < KVH * SPLITS && !(a.knock & 4)) {
             wait_count(cnt + C_QKV, a.epoch * G);
-            mark(l, 2);
+            trace_mark(a, l, 2);
             const int sl = it % NSLOT;
             while (((volatile int *)seq)[sl] != it) {}
             mb_wait(full + sl, (it / NSLOT) & 1);
-            mark(l, 3);
+            trace_mark(a, l, 3);
             attention_item(a, l, ly, blockIdx.x / SPLITS, blockIdx.x % SPLITS, xs, ring + sl * SLOT);
             if (tid == 0) mb_arrive(empty + sl, 4);
-            mark(l, 4);
+            trace_mark(a, l, 4);
             it++;
         }
         if (!(a.knock & 4)) wait_count(cnt + C_ATTN, a.epoch * KVH);
-        mark(l, 5);
+        trace_mark(a, l, 5);
         prep_x<OPT_D>(a.attn, nullptr, a.eps, xs, D, a.resid, xres);
-        mark(l, 13);
+        trace_mark(a, l, 13);
         tiles(ST_O, &ly);
         all_done(l, cnt + C_O, 6, 7);
         prep_x<OPT_D>(a.resid, ly.ffn_norm, a.eps, xs, D);
-        mark(l, 14);
+        trace_mark(a, l, 14);
         tiles(ST_GU, &ly);
         all_done(l, cnt + C_GU, 8, 9);
-        prep_x<OPT_F>(a.h, nullptr, a.eps, xs, F, a.resid, xres, a.trace ? a.trace + ((size_t)blockIdx.x * MAXL + l) * TR + 29 : nullptr);
-        mark(l, 15);
+        prep_x<OPT_F>(a.h, nullptr, a.eps, xs, F, a.resid, xres, trace_word(a, l, 29));
+        trace_mark(a, l, 15);
         tiles(ST_DOWN, &ly);
         signal(cnt + C_DOWN);
-        mark(l, 10);
+        trace_mark(a, l, 10);
     }
     wait_count(a.cnt + (a.L - 1) * CNT_PER_LAYER + C_DOWN, a.epoch * G);
     prep_x<OPT_D>(a.resid, a.final_norm, a.eps, xs, D);
@@ -839,7 +837,7 @@ int main(int argc, char **argv) {
         for (int i = 0; i < 3; i++) { CK(cudaMemset(a.trace, 0, tn * 8)); CK(cudaMemset(a.cnt, 0, cnt_bytes)); step_kernel<<<grid, NT, smem_bytes>>>(a); CK(cudaDeviceSynchronize()); }
         std::vector<unsigned long long> tr(tn); CK(cudaMemcpy(tr.data(), a.trace, tn * 8, cudaMemcpyDeviceToHost));
         const char *names[TR] = {"qkv start", "qkv done", "qkv seen", "kv ready", "attn done", "o start", "o done", "gu start", "gu done", "down start", "down done", "ring stall", "qkv prepped", "o prepped", "gu prepped", "down prepped", "wait qkv", "wait o", "wait gu", "wait down", "work qkv", "work o", "work gu", "work down",
-                                  "attn q", "attn weights", "attn parts", "attn counted", "qkv x in", "down x in", "", ""};
+                                  "attn q", "attn weights", "attn parts", "attn counted", "qkv x in", "down x in"};
         for (int l = 8; l < 10; l++) {
             printf("layer %d (us from SM 0's qkv start; min / median / max over SMs):\n", l);
             const unsigned long long t0 = tr[((size_t)0 * MAXL + l) * TR + 0];
