@@ -1,10 +1,13 @@
 /* The CUDA backend: device discovery, data movement and its accounting,
  * memory limits, and every elementwise op against the CPU backend. Skips
  * (exit 77) on machines without a GPU. */
+#include <math.h>
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "afo/afo.h"
+#include "models/models.h"
 #include "support/devcheck.h"
 #include "support/test.h"
 
@@ -314,7 +317,9 @@ static void test_generate_graphs(void) {
  * test models elsewhere have heads of 32 or less, which that kernel does
  * not take. */
 static void check_wide_decode(afo_model *m, const afo_kv_cache_options *co, const char *what) {
-    enum { P = 6, N = 48, V = 256 };
+    enum { P = 6, N = 48, VMAX = 512 };
+    const int V = (int)afo_model_vocab_size(m);
+    CHECK(V <= VMAX);
     int32_t prompt[P] = {3, 17, 99, 5, 42, 7}, ids[N];
     const int got = generate_on(m, AFO_CUDA, co, prompt, P, 1, NULL, N, ids);
     afo_kv_cache *cache = NULL;
@@ -324,8 +329,8 @@ static void check_wide_decode(afo_model *m, const afo_kv_cache_options *co, cons
     afo_status st = cache && got == N ? afo_model_forward_ex(m, cache, prompt, 1, P, &fo, &logits)
                                       : AFO_ERR_INVALID_ARGUMENT;
     for (int i = 0; i < N && st == AFO_OK; i++) {
-        float l[V], top = -INFINITY, low = INFINITY;
-        st = afo_array_read(logits, AFO_FLOAT32, l, sizeof l);
+        float l[VMAX], top = -INFINITY, low = INFINITY;
+        st = afo_array_read(logits, AFO_FLOAT32, l, sizeof(float) * (size_t)V);
         for (int v = 0; v < V; v++) top = l[v] > top ? l[v] : top, low = l[v] < low ? l[v] : low;
         const float tol = 0.02f * (top - low); /* bfloat16 activations rounded in another order */
         CHECK_MSG(st == AFO_OK && l[ids[i]] >= top - tol, "%s: step %d, the GPU's id %d has logit %g, the top %g",
@@ -338,30 +343,42 @@ static void check_wide_decode(afo_model *m, const afo_kv_cache_options *co, cons
     afo_kv_cache_free(cache);
 }
 
-/* A random model of 64-wide heads (llama, or mistral with a 16-position
- * window over every layer) at dir, in bfloat16 or converted to 4-bit g64. */
-static afo_model *wide_model(const char *tmp, const char *name, bool windowed, int bits) {
+/* A random bfloat16 model of the config fields given (with llama's
+ * common ones) at tmp/name, converted to 4-bit g64 when q4, computing in
+ * float32 or (bf16) in bfloat16. */
+static afo_model *random_model(const char *tmp, const char *name, const char *type, const char *fields, bool q4,
+                               bool bf16) {
     char cfg[300], dir[300], quant[300];
     snprintf(cfg, sizeof cfg, "%s/%s.json", tmp, name);
     snprintf(dir, sizeof dir, "%s/%s", tmp, name);
-    snprintf(quant, sizeof quant, "%s/%s-q%d", tmp, name, bits);
+    snprintf(quant, sizeof quant, "%s/%s-q4", tmp, name);
     FILE *f = fopen(cfg, "w");
     if (f) {
         fprintf(f,
-                "{\"model_type\": \"%s\", \"vocab_size\": 256, \"hidden_size\": 256, \"intermediate_size\": 512, "
-                "\"num_hidden_layers\": 2, \"num_attention_heads\": 4, \"num_key_value_heads\": 2, "
-                "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, %s"
-                "\"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2, \"dtype\": \"bfloat16\"}",
-                windowed ? "mistral" : "llama", windowed ? "\"sliding_window\": 16, " : "");
+                "{\"model_type\": \"%s\", %s, \"rms_norm_eps\": 1e-5, \"tie_word_embeddings\": false, "
+                "\"bos_token_id\": 1, \"eos_token_id\": 2, \"dtype\": \"bfloat16\"}",
+                type, fields);
         fclose(f);
     }
-    afo_convert_options co = {.dtype = -1, .bits = bits, .group_size = 64};
+    afo_convert_options co = {.dtype = -1, .bits = q4 ? 4 : 0, .group_size = 64};
     afo_model *m = NULL;
     bool ok = afo_model_write_random(cfg, dir, AFO_BFLOAT16, 11) == AFO_OK &&
-              (!bits || afo_model_convert(dir, quant, &co, NULL) == AFO_OK) &&
-              afo_model_load(bits ? quant : dir, NULL, &m) == AFO_OK;
+              (!q4 || afo_model_convert(dir, quant, &co, NULL) == AFO_OK) &&
+              afo_model_load(q4 ? quant : dir, &(afo_model_options){.compute_in_storage_dtype = bf16}, &m) == AFO_OK;
     CHECK_MSG(ok, "%s: %s", name, afo_last_error());
     return m;
+}
+
+/* A random model of 64-wide heads (llama, or mistral with a 16-position
+ * window over every layer) at dir, in bfloat16 or converted to 4-bit g64. */
+static afo_model *wide_model(const char *tmp, const char *name, bool windowed, bool q4) {
+    char fields[400];
+    snprintf(fields, sizeof fields,
+             "\"vocab_size\": 256, \"hidden_size\": 256, \"intermediate_size\": 512, \"num_hidden_layers\": 2, "
+             "\"num_attention_heads\": 4, \"num_key_value_heads\": 2, \"max_position_embeddings\": 512, "
+             "\"rope_theta\": 10000.0%s",
+             windowed ? ", \"sliding_window\": 16" : "");
+    return random_model(tmp, name, windowed ? "mistral" : "llama", fields, q4, false);
 }
 
 static void test_generate_wide_heads(void) {
@@ -370,19 +387,144 @@ static void test_generate_wide_heads(void) {
     afo_kv_cache_options plain = afo_kv_cache_defaults(), ring = plain, quantized = plain;
     ring.max_kv_size = 24, ring.keep = 4; /* 54 positions: the ring turns twice */
     quantized.kv_bits = 8, quantized.quantized_start = 0;
-    afo_model *m = wide_model(tmp, "llama", false, 0);
+    afo_model *m = wide_model(tmp, "llama", false, false);
     if (m) {
         check_wide_decode(m, &plain, "bfloat16, plain cache");
         check_wide_decode(m, &ring, "bfloat16, rotating cache");
         check_wide_decode(m, &quantized, "bfloat16, 8-bit cache");
         afo_model_free(m);
     }
-    if ((m = wide_model(tmp, "llama4", false, 4))) {
+    if ((m = wide_model(tmp, "llama4", false, true))) {
         check_wide_decode(m, &plain, "4-bit g64, plain cache");
         afo_model_free(m);
     }
-    if ((m = wide_model(tmp, "mistral", true, 0))) {
+    if ((m = wide_model(tmp, "mistral", true, false))) {
         check_wide_decode(m, &plain, "bfloat16, a 16-position window");
+        afo_model_free(m);
+    }
+    test_remove_tree(tmp);
+}
+
+/* Relative L2 distance of a from b over n values. */
+static double rel_l2(const float *a, const float *b, int n) {
+    double e = 0, r = 0;
+    for (int i = 0; i < n; i++) e += (double)(a[i] - b[i]) * (a[i] - b[i]), r += (double)b[i] * b[i];
+    return sqrt(e / (r > 0 ? r : 1));
+}
+
+/* The logits of id at the cache's length, read to the host (false on error). */
+static bool step_logits(afo_model *m, afo_kv_cache *cache, afo_device d, const int32_t *ids, int n, float *out,
+                        size_t bytes) {
+    afo_set_default_device(d);
+    afo_forward_options fo = {.last_only = 1};
+    afo_array *logits = NULL;
+    afo_status st = afo_model_forward_ex(m, cache, ids, 1, n, &fo, &logits);
+    if (st == AFO_OK) st = afo_array_read(logits, AFO_FLOAT32, out, bytes);
+    afo_release(logits);
+    afo_set_default_device(AFO_CPU);
+    CHECK_MSG(st == AFO_OK, "%s forward: %s", afo_device_name(d), afo_last_error());
+    return st == AFO_OK;
+}
+
+/* Layer l's key (kv 0) or value (kv 1) rows at position p of a cache, as
+ * float32 (n = kv_heads * head_dim values). */
+static bool cache_row(afo_kv_cache *c, int l, int kv, int64_t p, float *out, size_t n) {
+    afo_array *buf = kv_plain_buffer(c, l, kv), *row = buf ? afo_slice_axis(buf, 2, p, p + 1) : NULL;
+    bool ok = row && afo_array_read(row, AFO_FLOAT32, out, sizeof(float) * n) == AFO_OK;
+    afo_release(row);
+    return ok;
+}
+
+/* The fused decode step (ops/decode_step.h: the whole step as one
+ * persistent kernel) on a random 4-bit g64 llama of a shape it takes (GQA
+ * 4, heads of 128, Llama 3's scaled rope), (a) from position 0 (every split
+ * but the last without keys) and (b) after a 600-token prompt (each split's
+ * keys in two chunks of the ring), beside the layer graph on the GPU and on
+ * the CPU fed the same ids:
+ * - the first step's inputs are the same for the fused step and the layer
+ *   graph, so the key and value they write into layer 0's cache must agree
+ *   to rounding (rope's angles, the product, the slot written);
+ * - each later number goes through int8 activations, whose rounding turns
+ *   a difference of one bf16 ulp in a product's input into one of a level
+ *   (here the layer graph's logits on the GPU are 7-10% from the CPU's in
+ *   relative L2): the fused step's logits must be as close to the CPU's as
+ *   the layer graph's are, on average over the steps, and never far off;
+ * - replayed steps (the position read from the device) give the same ids
+ *   as steps run one by one (the kernel's sums have a fixed order). */
+static void test_fused_decode_step(void) {
+    char tmp[128];
+    if (!test_temp_dir("fused-step", tmp, sizeof tmp)) return;
+    afo_model *m = random_model(tmp, "llama3", "llama",
+                                "\"vocab_size\": 512, \"hidden_size\": 1024, \"intermediate_size\": 2048, "
+                                "\"num_hidden_layers\": 2, \"num_attention_heads\": 8, \"num_key_value_heads\": 2, "
+                                "\"max_position_embeddings\": 4096, \"rope_theta\": 500000.0, \"rope_scaling\": "
+                                "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
+                                "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 512}",
+                                true, true);
+    /* q/k/v and gate/up stacked, as on a GPU the CLI and server leave them */
+    CHECK_MSG(!m || afo_model_to_device(m, AFO_CUDA) == AFO_OK, "to the GPU: %s", afo_last_error());
+    enum { V = 512, P = 600, STEPS = 24, ROW = 2 * 128 };
+    static int32_t prompt[P];
+    for (int i = 0; i < P; i++) prompt[i] = (int32_t)((i * 7919u + 13u) % V);
+    for (int run = 0; m && run < 2; run++) {
+        afo_kv_cache *gpu = NULL, *cpu = NULL, *graph = NULL;
+        CHECK(afo_kv_cache_create(m, 1, &gpu) == AFO_OK && afo_kv_cache_create(m, 1, &cpu) == AFO_OK &&
+              afo_kv_cache_create(m, 1, &graph) == AFO_OK);
+        static float lg[V], lc[V], lu[V];
+        const int np = run == 0 ? 1 : P, start = np - 1; /* the first step: a one-token prompt's, or the next */
+        bool ok = gpu && cpu && graph;
+        double sum = 0, sum_graph = 0, worst = 0;
+        for (int i = 0; ok && i <= STEPS; i++) {
+            int32_t id = 0;
+            for (int v = 1; v < V; v++) id = lc[v] > lc[id] ? v : id;
+            const int32_t *ids = i == 0 ? prompt : &id;
+            if (i == 0 && np > 1) { /* the prompt but its last id (not fused steps) */
+                ok = step_logits(m, graph, AFO_CUDA, ids, np - 1, lu, sizeof lu) &&
+                     step_logits(m, gpu, AFO_CUDA, ids, np - 1, lg, sizeof lg) &&
+                     step_logits(m, cpu, AFO_CPU, ids, np - 1, lc, sizeof lc);
+                ids += np - 1;
+            }
+            setenv("AFO_FUSED_STEP", "0", 1);
+            ok = ok && step_logits(m, graph, AFO_CUDA, ids, 1, lu, sizeof lu);
+            unsetenv("AFO_FUSED_STEP");
+            ok = ok && step_logits(m, gpu, AFO_CUDA, ids, 1, lg, sizeof lg) &&
+                 step_logits(m, cpu, AFO_CPU, ids, 1, lc, sizeof lc);
+            afo_set_default_device(AFO_CUDA); /* (its cache now has room: the rule's capacity) */
+            CHECK_MSG(!ok || i > 0 || fused_step_applies(m, gpu, 1, 1, NULL), "the fused step does not apply");
+            afo_set_default_device(AFO_CPU);
+            if (ok && i == 0)
+                for (int l = 0; l < 2; l++)
+                    for (int kv = 0; kv < 2; kv++) {
+                        float a[ROW], b[ROW];
+                        CHECK(cache_row(gpu, l, kv, start, a, ROW) && cache_row(graph, l, kv, start, b, ROW));
+                        const double d = rel_l2(a, b, ROW);
+                        printf("  position %d, layer %d's new %s: %.2e from the layer graph's\n", start, l,
+                               kv ? "value" : "key", d);
+                        /* layer 0: the same inputs, bf16 roundings; layer 1: after layer 0's int8 products */
+                        CHECK_MSG(d <= (l == 0 ? 1e-2 : 0.1), "position %d, layer %d's %s: %.3g from the graph's",
+                                  start, l, kv ? "value" : "key", d);
+                    }
+            if (!ok) break;
+            const double d = rel_l2(lg, lc, V), du = rel_l2(lu, lc, V);
+            sum += d, sum_graph += du, worst = d > worst ? d : worst;
+            CHECK_MSG(d <= 0.25, "fused step at position %d: logits %.3g from the CPU's", start + i, d);
+        }
+        const double mean = sum / (STEPS + 1), mean_graph = sum_graph / (STEPS + 1);
+        printf("fused decode step from position %d: logits %.2e from the CPU's on average (rel. L2; the layer graph "
+               "on the GPU %.2e), at most %.2e\n", start, mean, mean_graph, worst);
+        CHECK_MSG(!ok || mean <= 1.25 * mean_graph, "fused steps from position %d: %.3g from the CPU's on average, the "
+                  "layer graph %.3g", start, mean, mean_graph);
+        afo_kv_cache_free(gpu);
+        afo_kv_cache_free(cpu);
+        afo_kv_cache_free(graph);
+    }
+    if (m) {
+        enum { N = 48 };
+        int32_t one_by_one[N], replayed[N];
+        generate_on(m, AFO_CUDA, NULL, prompt, 6, 0, NULL, N, one_by_one);
+        generate_on(m, AFO_CUDA, NULL, prompt, 6, 1, NULL, N, replayed);
+        const int agree = agreeing(one_by_one, replayed, N);
+        CHECK_MSG(agree == N, "replayed fused steps give other ids from step %d", agree);
         afo_model_free(m);
     }
     test_remove_tree(tmp);
@@ -401,5 +543,6 @@ int main(void) {
     RUN(test_recording);
     RUN(test_generate_graphs);
     RUN(test_generate_wide_heads);
+    RUN(test_fused_decode_step);
     return test_finish();
 }

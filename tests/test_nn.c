@@ -9,6 +9,7 @@
 #include "backends/cpu/cpu_features.h"
 #include "backends/cpu/nn_kernels.h"
 #include "core/internal.h"
+#include "ops/decode_step.h"
 #include "support/gradcheck.h"
 #include "support/test.h"
 
@@ -663,6 +664,32 @@ static void test_errors(void) {
     afo_release_n((afo_array *[]){x, w5, w4, wm, xi, q, k, kd, m, mi}, 10);
 }
 
+/* decode_step's shape rule names the input at fault, and no device without
+ * its kernel claims to run it (the model then takes the layer graph). */
+static void test_decode_step_errors(void) {
+    enum { L = 1, D = 1024, F = 2048, H = 8, K = 2, V = 64 };
+    afo_step_shape s = {L, D, F, H, K, V, 16};
+    const char *why = NULL;
+    CHECK(!afo_decode_step_fits(AFO_CPU, &s, &why) && why && strstr(why, "no decode_step kernel"));
+    int64_t xs[3] = {1, 1, D}, one = 1, nd = D, hw[2] = {V, D / 8}, hs[2] = {V, D / 64};
+    afo_array *x = afo_zeros(AFO_BFLOAT16, 3, xs), *pos = afo_zeros(AFO_INT32, 1, &one),
+              *norm = afo_zeros(AFO_BFLOAT16, 1, &nd), *hw_ = afo_zeros(AFO_UINT32, 2, hw),
+              *hsb = afo_zeros(AFO_BFLOAT16, 2, hs);
+    afo_array *fixed[AFO_STEP_IN_FIXED] = {x, pos, norm, hw_, hsb, hsb};
+    afo_array *layer[AFO_STEP_L_COUNT];
+    for (int i = 0; i < AFO_STEP_L_COUNT; i++) layer[i] = norm; /* wrong from the qkv words on */
+    afo_array *y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088, 1e4);
+    CHECK(!y && strstr(afo_last_error(), "decode_step: qkv of layer 0 is bfloat16"));
+    fixed[AFO_STEP_IN_X] = norm; /* 1-D, but of D elements: fine; position of two dtypes is not */
+    fixed[AFO_STEP_IN_POSITION] = norm;
+    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088, 1e4);
+    CHECK(!y && strstr(afo_last_error(), "decode_step: position must be one int32"));
+    fixed[AFO_STEP_IN_POSITION] = NULL;
+    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088, 1e4);
+    CHECK(!y && strstr(afo_last_error(), "decode_step: input 1 is NULL"));
+    afo_release(x), afo_release(pos), afo_release(norm), afo_release(hw_), afo_release(hsb);
+}
+
 int main(void) {
     const char *s = getenv("AFO_TEST_SCALE");
     if (s && atof(s) > 0) g_scale = atof(s);
@@ -673,6 +700,7 @@ int main(void) {
     RUN(test_rope);
     RUN(test_sdpa);
     RUN(test_errors);
+    RUN(test_decode_step_errors);
     RUN(test_grads);
     return test_finish();
 }

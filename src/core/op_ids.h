@@ -29,6 +29,8 @@ typedef enum afo_op {
     /* affine quantization */
     AFO_OP_QUANTIZE, AFO_OP_DEQUANTIZE, AFO_OP_QUANTIZED_MATMUL, AFO_OP_QUANTIZED_TAKE,
     AFO_OP_QUANTIZED_MATMUL_PARTS,
+    /* a whole decode step (ops/decode_step.h) */
+    AFO_OP_DECODE_STEP,
     AFO_OP_COUNT
 } afo_op;
 

@@ -53,6 +53,10 @@ static afo_array **slot(afo_kv_cache *c, int layer, int kv, int part) {
     return &c->buf[((size_t)layer * 2 + (size_t)kv) * 3 + (size_t)part];
 }
 
+afo_array *kv_plain_buffer(afo_kv_cache *c, int layer, int kv) {
+    return c->quantized || c->opt.kv_bits || c->opt.max_kv_size ? NULL : *slot(c, layer, kv, 0);
+}
+
 static int num_parts(const afo_kv_cache *c) { return c->quantized ? 3 : 1; }
 
 /* Last axis and dtype of a part of the buffers. */
@@ -224,6 +228,10 @@ static afo_status reserve(afo_kv_cache *c, int64_t needed) {
                     afo_release(kept);
                     afo_release(fresh);
                     fresh = u;
+                } else if (fresh) { /* zeros of its own, not a broadcast scalar: decode_step writes in place */
+                    afo_array *owned = afo_contiguous(fresh);
+                    afo_release(fresh);
+                    fresh = owned;
                 }
                 if (!fresh || afo_eval1(fresh) != AFO_OK) {
                     afo_release(fresh);

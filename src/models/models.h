@@ -223,6 +223,14 @@ bool linear_fusable(const linear_weight *p, int n);
  * position within the cache's capacity (kv_begin_at's conditions; MoE
  * models, which route on the host, and dynamic RoPE past the trained
  * length are AFO_ERR_UNSUPPORTED). */
+/* fused_step.c: whether this step runs as one decode_step op, and the op
+ * (x, the token's embedding, taken over; position NULL: the cache's length
+ * as host data). */
+bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, int64_t n,
+                        const afo_forward_options *opts);
+afo_array *fused_step(afo_model *m, afo_kv_cache *cache, afo_array *x, afo_array *position, afo_array *freqs,
+                      double score);
+
 afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, afo_array *position,
                             afo_array **logits);
 
@@ -236,6 +244,9 @@ afo_status kv_begin(afo_kv_cache *c, int64_t n);
 afo_array *kv_attend(afo_kv_cache *c, int layer, afo_array *q, afo_array *k, afo_array *v, float scale,
                      bool sliding);
 afo_status kv_end(afo_kv_cache *c, afo_status st);
+/* A plain cache's keys (kv 0) or values (kv 1) of a layer, [B, kv_heads,
+ * capacity, head_dim]; NULL for a quantized or rotating cache. */
+afo_array *kv_plain_buffer(afo_kv_cache *c, int layer, int kv);
 const afo_model *kv_cache_model(const afo_kv_cache *c);
 /* Bytes of keys and values that attention reads in a decode step (one new
  * position) at the cache's length, in the buffers' current layout. */

@@ -230,16 +230,20 @@ static afo_status forward(afo_model *m, afo_kv_cache *cache, afo_array *ids, afo
         }
     }
     afo_array **hs = opts ? opts->hidden_states : NULL;
-    afo_array *x = s.freqs[0] && s.freqs[1] ? embed(m, ids) : (afo_release(ids), NULL);
-    if (hs) hs[0] = afo_retain(x);
-    for (int l = 0; l < c->layers && x; l++) {
-        x = ow_block(m, l, x, &s);
-        if (hs && l + 1 < c->layers) hs[l + 1] = afo_retain(x);
+    afo_array *x = s.freqs[0] && s.freqs[1] ? embed(m, ids) : (afo_release(ids), NULL), *y = NULL;
+    if (x && fused_step_applies(m, cache, batch, n, opts)) {
+        y = fused_step(m, cache, x, position, s.freqs[0], s.score[0]);
+    } else {
+        if (hs) hs[0] = afo_retain(x);
+        for (int l = 0; l < c->layers && x; l++) {
+            x = ow_block(m, l, x, &s);
+            if (hs && l + 1 < c->layers) hs[l + 1] = afo_retain(x);
+        }
+        x = ow_rms_norm(x, m->final_norm, c->eps);
+        if (hs) hs[c->layers] = afo_retain(x);
+        if (opts && opts->last_only) x = ow_slice_axis(x, 1, n - 1, n);
+        y = ow_logits(m, x);
     }
-    x = ow_rms_norm(x, m->final_norm, c->eps);
-    if (hs) hs[c->layers] = afo_retain(x);
-    if (opts && opts->last_only) x = ow_slice_axis(x, 1, n - 1, n);
-    afo_array *y = ow_logits(m, x);
     afo_release(s.freqs[0]);
     afo_release(s.freqs[1]);
     afo_status st = y ? afo_eval1(y) : afo_last_status();

@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include "core/internal.h"
+#include "ops/decode_step.h"
 
 static afo_op_def g_defs[AFO_OP_COUNT];
 static bool g_present[AFO_OP_COUNT];
@@ -18,6 +19,7 @@ static void register_all(void) {
     afo_register_nn_ops();
     afo_register_random_ops();
     afo_register_quant_ops();
+    afo_register_decode_step_op();
 #ifdef AFO_HAVE_CUDA
     afo_register_cuda_kernels();
 #endif

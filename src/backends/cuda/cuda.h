@@ -70,5 +70,6 @@ void afo_cuda_register_shape(void);
 void afo_cuda_register_reduce(void);
 void afo_cuda_register_indexing(void);
 void afo_cuda_register_random(void);
+void afo_cuda_register_decode_step(void);
 
 #endif

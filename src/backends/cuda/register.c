@@ -10,4 +10,5 @@ void afo_register_cuda_kernels(void) {
     afo_cuda_register_reduce();
     afo_cuda_register_indexing();
     afo_cuda_register_random();
+    afo_cuda_register_decode_step();
 }

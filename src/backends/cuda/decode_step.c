@@ -1,0 +1,93 @@
+/* CUDA kernel of decode_step (ops/decode_step.h): the op's inputs, which its
+ * shape rule has checked, become the launcher's descriptor
+ * (decode_step_kernels.h). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+
+#include "backends/cuda/cuda.h"
+#include "backends/cuda/decode_step_kernels.h"
+#include "ops/decode_step.h"
+
+static bool fits(const afo_step_shape *s, const char **why) {
+    if (s->layers > AFO_CUDA_STEP_MAX_LAYERS) {
+        *why = "more layers than the kernel takes (64)";
+        return false;
+    }
+    afo_cuda_step_shape c = {(int)s->layers, (int)s->hidden, (int)s->intermediate, (int)s->heads, (int)s->kv_heads,
+                             (int)s->vocab, s->capacity};
+    return afo_cuda_decode_step_fits(&c, why);
+}
+
+/* The kernel's bulk copies and vector loads need every operand dense and
+ * 16-byte aligned on the GPU; one that is not declines the step. */
+static const void *dense_ptr(const afo_array *a, afo_status *st) {
+    const void *p = afo_array_ptr(a);
+    if (*st == AFO_OK && (!a->contiguous || a->buf->device != AFO_CUDA || (uintptr_t)p % 16))
+        *st = afo_error(AFO_ERR_UNSUPPORTED, "decode_step: an operand of shape [%lld...] is not dense and aligned "
+                                             "on the GPU", (long long)a->shape[0]);
+    return p;
+}
+
+static afo_cuda_q4 q4_of(afo_array *const *q, afo_status *st) {
+    return (afo_cuda_q4){dense_ptr(q[0], st), dense_ptr(q[1], st), dense_ptr(q[2], st)};
+}
+
+static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
+    (void)nin;
+    const int64_t *i = a->i;
+    int64_t L = i[AFO_STEP_I_LAYERS];
+    int fixed = AFO_STEP_IN_FIXED + (i[AFO_STEP_I_HAS_FREQS] != 0);
+    afo_step_shape shape = {L, i[AFO_STEP_I_HIDDEN], i[AFO_STEP_I_INTERMEDIATE], i[AFO_STEP_I_HEADS],
+                            i[AFO_STEP_I_KV_HEADS], i[AFO_STEP_I_VOCAB], in[fixed + AFO_STEP_L_KEYS]->shape[2]};
+    const char *why = NULL;
+    if (!fits(&shape, &why)) return afo_error(AFO_ERR_UNSUPPORTED, "decode_step on CUDA: %s", why);
+    afo_cuda_step *s = calloc(1, sizeof *s); /* (15 KB: the kernel's parameters) */
+    if (!s) return afo_error(AFO_ERR_OUT_OF_MEMORY, "decode_step: out of memory");
+    afo_status st = AFO_OK;
+    s->shape = (afo_cuda_step_shape){(int)L, (int)shape.hidden, (int)shape.intermediate, (int)shape.heads,
+                                     (int)shape.kv_heads, (int)shape.vocab, shape.capacity};
+    s->eps = (float)a->f[AFO_STEP_F_EPS];
+    s->scale = (float)a->f[AFO_STEP_F_SCALE];
+    s->rope = (afo_cuda_rope){.L = 1, .dims = AFO_STEP_HEAD_DIM, .base = a->f[AFO_STEP_F_ROPE_BASE], .scale = 1};
+    if (fixed > AFO_STEP_IN_FIXED) {
+        const afo_array *f = in[AFO_STEP_IN_FIXED];
+        s->rope.freqs = (afo_cuda_vec){dense_ptr(f, &st), f->dtype, 1};
+    }
+    for (int64_t j = 0; j < AFO_STEP_HEAD_DIM / 2; j++)
+        s->rope.inv_freq[j] = pow(s->rope.base, -2.0 * (double)j / AFO_STEP_HEAD_DIM);
+    s->x = dense_ptr(in[AFO_STEP_IN_X], &st);
+    s->position = dense_ptr(in[AFO_STEP_IN_POSITION], &st);
+    s->final_norm = dense_ptr(in[AFO_STEP_IN_FINAL_NORM], &st);
+    s->head = q4_of(in + AFO_STEP_IN_HEAD, &st);
+    for (int64_t l = 0; l < L; l++) {
+        afo_array *const *y = in + fixed + l * AFO_STEP_L_COUNT;
+        afo_cuda_step_layer *c = &s->layer[l];
+        c->attn_norm = dense_ptr(y[AFO_STEP_L_ATTN_NORM], &st);
+        c->mlp_norm = dense_ptr(y[AFO_STEP_L_MLP_NORM], &st);
+        c->qkv = q4_of(y + AFO_STEP_L_QKV, &st);
+        c->o = q4_of(y + AFO_STEP_L_O, &st);
+        c->gate_up = q4_of(y + AFO_STEP_L_GATE_UP, &st);
+        c->down = q4_of(y + AFO_STEP_L_DOWN, &st);
+        c->keys = (void *)dense_ptr(y[AFO_STEP_L_KEYS], &st);
+        c->values = (void *)dense_ptr(y[AFO_STEP_L_VALUES], &st);
+    }
+    afo_buffer *scratch = NULL;
+    if (st == AFO_OK) st = afo_array_alloc(out);
+    if (st == AFO_OK && !(scratch = afo_buffer_alloc(AFO_CUDA, afo_cuda_decode_step_scratch(&s->shape))))
+        st = afo_last_status();
+    if (st == AFO_OK) {
+        s->logits = afo_array_ptr(out);
+        s->scratch = scratch->data;
+        st = afo_cuda_status(afo_cuda_decode_step_run(s, afo_cuda_stream()), "decode_step");
+    }
+    /* the stream orders the kernel before any reuse of the scratch */
+    if (scratch) afo_buffer_release(scratch);
+    free(s);
+    return st;
+}
+
+void afo_cuda_register_decode_step(void) {
+    afo_op_set_kernel(AFO_OP_DECODE_STEP, AFO_CUDA, step_kernel);
+    afo_decode_step_set_fits(AFO_CUDA, fits);
+}

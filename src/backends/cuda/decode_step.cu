@@ -1,0 +1,669 @@
+// The fused decode step: a whole batch-1 decode step of a llama-family
+// model with 4-bit g64 weights as ONE persistent kernel, one block an SM.
+// Each SM's producer warp streams its equal share of every product's
+// weights, stage by stage, into an 11 x 18 KB shared-memory ring with bulk
+// async copies, whatever the data dependencies, but with at most 2 copies
+// not yet landed; its consumer warps take their own tasks' tiles once
+// landed and the stage's input vector is complete (a global counter), and
+// do the int8 dot products (a warp four rows, a gate and up pair, or one
+// down row). Attention takes a (kv head, split) an SM, its keys and values
+// streamed through the ring like weights, in chunks of 32 keys with an
+// online softmax, on tensor cores. Kernel boundaries are gone and HBM
+// streams through norms and attention. The design and what each choice
+// gained: docs/PERFORMANCE.md (CUDA, twenty-fourth to twenty-sixth
+// sessions); it was first a standalone probe of fixed shapes.
+//
+// Activations are rounded to int8 per 32 (scale max|x| / 127) as the int8
+// matvec of quant_mv.cu and the CPU's decode matvec do; every value the
+// layer graph stores in bf16 (q, k, v, attention's output, the residual
+// stream, swiglu's output, the logits) is rounded to bf16 here too.
+#include <cuda_bf16.h>
+#include <math.h>
+#include <stdint.h>
+
+#include "backends/cuda/decode_step_kernels.h"
+#include "backends/cuda/rope.cuh"
+
+namespace {
+
+typedef __nv_bfloat16 bf16;
+constexpr int HD = 128, GS = 64, MAX_GQA = 4, MAX_KVH = 8, MAX_SPLITS = 16;
+// NCW: consumer warps; 8 (9 with the producer's) leave 168 registers a
+// thread where 12 left 128 and spilled (an SM partition holds 16K
+// registers). NSLOT: ring slots. MAX_IN_FLIGHT: copies an SM has issued
+// and not yet landed; 2 (36 KB an SM) keep HBM busy while the queues stay
+// short enough for the chain's round trips.
+constexpr int NCW = 8, NCT = NCW * 32, NT = NCT + 32;
+constexpr int NSLOT = 11, MAX_IN_FLIGHT = 2, SLOT = 18432;
+// a layer's counters: SMs (or items) done with a stage
+enum { C_QKV, C_ATTN, C_O, C_GU, C_DOWN, C_SPLITS, CNT_PER_LAYER = C_SPLITS + MAX_KVH };
+
+// The scratch: counters first (cleared before each launch), then the
+// vectors the stages hand on through global memory.
+struct Bufs {
+    unsigned *cnt;
+    bf16 *resid[2], *qkv, *attn, *h;
+    float *part;
+};
+__host__ __device__ inline size_t round_up(size_t n) { return (n + 255) / 256 * 256; }
+__host__ __device__ inline size_t counter_bytes(const afo_cuda_step_shape &s) {
+    return round_up((size_t)s.layers * CNT_PER_LAYER * 4);
+}
+__host__ __device__ inline size_t layout(const afo_cuda_step_shape &s, uint8_t *base, Bufs *b) {
+    const int gqa = s.heads / s.kv_heads;
+    const size_t sizes[7] = {counter_bytes(s), round_up((size_t)s.hidden * 2), round_up((size_t)s.hidden * 2),
+                             round_up((size_t)(s.heads + 2 * s.kv_heads) * HD * 2), round_up((size_t)s.heads * HD * 2),
+                             round_up((size_t)s.intermediate * 2),
+                             round_up((size_t)s.kv_heads * MAX_SPLITS * gqa * (HD + 2) * 4)};
+    size_t at = 0;
+    uint8_t *p[7];
+    for (int i = 0; i < 7; i++) p[i] = base + at, at += sizes[i];
+    if (b) *b = Bufs{(unsigned *)p[0], {(bf16 *)p[1], (bf16 *)p[2]}, (bf16 *)p[3], (bf16 *)p[4], (bf16 *)p[5], (float *)p[6]};
+    return at;
+}
+
+// ---- PTX helpers
+__device__ __forceinline__ uint32_t sa(const void *p) { return (uint32_t)__cvta_generic_to_shared(p); }
+__device__ __forceinline__ void mb_init(uint64_t *m, int n) { asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(sa(m)), "r"(n) : "memory"); }
+__device__ __forceinline__ void mb_expect(uint64_t *m, uint32_t bytes) { asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(bytes) : "memory"); }
+// (release: a consumer's reads of the slot complete before the producer may
+// refill it)
+__device__ __forceinline__ void mb_arrive(uint64_t *m, uint32_t count) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(count) : "memory"); }
+__device__ __forceinline__ void mb_wait(uint64_t *m, uint32_t parity) {
+    uint32_t ok;
+    do {
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
+    } while (!ok);
+}
+__device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t bytes, uint64_t *m, uint64_t pol) {
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
+                 ::"r"(sa(dst)), "l"(src), "r"(bytes), "r"(sa(m)), "l"(pol) : "memory");
+}
+__device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, %0;" ::"n"(NCT) : "memory"); }
+__device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v; }
+__device__ __forceinline__ int dp4a(uint32_t a, int b, int c) { int r; asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
+__device__ __forceinline__ float warp_sum(float v) { for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(~0u, v, o); return v; }
+__device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
+__device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
+
+// ---- the tile schedule, shared by producer and consumers
+enum { ST_QKV, ST_O, ST_GU, ST_DOWN, ST_HEAD };
+// A stage's tiles are uniform: tile i's parts start i times their sizes
+// past tile 0's.
+struct Tile { const uint8_t *src[6]; uint32_t bytes[6]; int n; };
+// Output rows a tile yields (a gate/up tile holds 4 rows of each).
+__device__ __forceinline__ int rows_of(int st) { return st == ST_GU ? 4 : st == ST_DOWN ? 2 : 8; }
+__device__ __forceinline__ void range_of(int n, int &t0, int &t1) { t0 = (int)((long long)n * blockIdx.x / gridDim.x); t1 = (int)((long long)n * (blockIdx.x + 1) / gridDim.x); }
+__device__ __forceinline__ void add_part(Tile &t, const void *p, uint32_t bytes) { t.src[t.n] = (const uint8_t *)p; t.bytes[t.n++] = bytes; }
+// the stage's matrix, its row count and input length
+template <int D, int F>
+__device__ __forceinline__ const afo_cuda_q4 &matrix_of(const afo_cuda_step &a, int st, int l, int &N, int &K) {
+    const afo_cuda_step_shape &s = a.shape;
+    const afo_cuda_step_layer &ly = a.layer[l];
+    K = st == ST_DOWN ? F : D;
+    N = st == ST_QKV ? (s.heads + 2 * s.kv_heads) * HD : st == ST_GU ? F : st == ST_HEAD ? s.vocab : D;
+    return st == ST_QKV ? ly.qkv : st == ST_O ? ly.o : st == ST_GU ? ly.gate_up : st == ST_DOWN ? ly.down : a.head;
+}
+template <int D, int F> __device__ __forceinline__ int tiles_of(const afo_cuda_step &a, int st, int l) {
+    int N, K;
+    matrix_of<D, F>(a, st, l, N, K);
+    return N / rows_of(st);
+}
+template <int D, int F> __device__ __forceinline__ Tile tile0_of(const afo_cuda_step &a, int st, int l) {
+    int N, K;
+    const afo_cuda_q4 &q = matrix_of<D, F>(a, st, l, N, K);
+    const int r = rows_of(st);
+    Tile t = {};
+    const uint32_t wb = r * K / 2, sb = r * K / GS * 2;
+    if (st == ST_GU) { // both weights, both scales, both biases: reads as 8 rows
+        const size_t up_w = (size_t)F * K / 2, up_s = (size_t)F * K / GS * 2;
+        add_part(t, q.w, wb), add_part(t, (const uint8_t *)q.w + up_w, wb);
+        add_part(t, q.s, sb), add_part(t, (const uint8_t *)q.s + up_s, sb);
+        add_part(t, q.b, sb), add_part(t, (const uint8_t *)q.b + up_s, sb);
+    } else {
+        add_part(t, q.w, wb), add_part(t, q.s, sb), add_part(t, q.b, sb);
+    }
+    return t;
+}
+
+// ---- attention items: (kv head, split) an SM; split s of S takes the
+// cache's keys [k0, k1) of the `pos` before the new one, in chunks of CK
+// keys a ring slot; the last split takes the new key too.
+constexpr int CK = 32, AKEYS = CK + 8, QROW = HD + 8, PROW = AKEYS + 8; // rows padded off bank conflicts
+static_assert(2 * CK * HD * 2 <= SLOT, "a chunk's keys and values fit a slot");
+__device__ __forceinline__ int splits_of(const afo_cuda_step &a) { return min(MAX_SPLITS, (int)gridDim.x / a.shape.kv_heads); }
+__device__ __forceinline__ void item_keys(int pos, int S, int split, int &k0, int &k1) {
+    k0 = (int)((long long)pos * split / S), k1 = (int)((long long)pos * (split + 1) / S);
+}
+
+// ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
+// max|v|/127; layout for 4-bit words: chunk c's octet j as (even, odd) int8x4.
+// res (o and down): the residual the stage adds to, copied to xres with
+// the same round trip.
+template <int K, int D>
+__device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, const bf16 *res = nullptr, bf16 *xres = nullptr) {
+    constexpr int C = K / 32, octets = K / 8, OPT = (octets + NCT - 1) / NCT, OPT_D = (D / 8 + NCT - 1) / NCT;
+    int2 *xlo = (int2 *)xs, *xhi = xlo + 2 * C;
+    float2 *chunk = (float2 *)(xs + K);
+    float *red = (float *)(chunk + C);
+    const int tid = threadIdx.x, lane = tid & 31;
+    // the norm's weights load with x, not a round trip after it
+    uint4 raw[OPT], wr[OPT];
+#pragma unroll
+    for (int i = 0; i < OPT; i++) {
+        const bool in = tid + i * NCT < octets;
+        raw[i] = in ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
+        wr[i] = in && nw ? __ldg((const uint4 *)nw + tid + i * NCT) : uint4{};
+    }
+    uint4 rr[OPT_D];
+#pragma unroll
+    for (int i = 0; i < OPT_D; i++) rr[i] = res && tid + i * NCT < D / 8 ? __ldcg((const uint4 *)res + tid + i * NCT) : uint4{};
+    if (res)
+#pragma unroll
+        for (int i = 0; i < OPT_D; i++) if (tid + i * NCT < D / 8) ((uint4 *)xres)[tid + i * NCT] = rr[i];
+    float inv = 1.0f;
+    if (nw) {
+        float ss = 0;
+#pragma unroll
+        for (int i = 0; i < OPT; i++) { const bf16 *e = (const bf16 *)&raw[i]; for (int k = 0; k < 8; k++) { float f = __bfloat162float(e[k]); ss += f * f; } }
+        ss = warp_sum(ss);
+        if (lane == 0) red[tid / 32] = ss;
+        cbar();
+        float t = 0; for (int w = 0; w < NCW; w++) t += red[w];
+        inv = rsqrtf(t / K + eps);
+    }
+    // (no early exit: a thread's octets are independent chains the compiler
+    // interleaves; a warp's lanes agree on which exist, octets % 32 == 0)
+#pragma unroll
+    for (int i = 0; i < OPT; i++) {
+        const int o = tid + i * NCT;
+        const bool exists = o - lane < octets;
+        float v[8];
+        const bf16 *e = (const bf16 *)&raw[i];
+        const bf16 *we = (const bf16 *)&wr[i];
+        for (int k = 0; k < 8; k++) { v[k] = __bfloat162float(e[k]); if (nw) v[k] = rbf(v[k] * inv * __bfloat162float(we[k])); }
+        float amax = 0, sum = 0;
+        for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k])), sum += v[k];
+        for (int m = 1; m < 4; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, m)), sum += __shfl_xor_sync(~0u, sum, m);
+        const float qi = amax > 0 ? 127.0f / amax : 0.0f;
+        // round to an integer by adding 1.5 x 2^23 (the low byte of the sum's
+        // bits is the level, two's complement): as __float2int_rn of the
+        // product, at the full rate of an add where F2I runs at a quarter
+        uint32_t q[8];
+        for (int k = 0; k < 8; k++) q[k] = __float_as_uint(__fadd_rn(__fmul_rn(v[k], qi), 12582912.0f));
+        auto pk = [](uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return (int)__byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410); };
+        const int c = o / 4, sub = o % 4;
+        const int2 val = make_int2(pk(q[0], q[2], q[4], q[6]), pk(q[1], q[3], q[5], q[7]));
+        if (exists) {
+            if (sub < 2) xlo[c * 2 + sub] = val; else xhi[c * 2 + sub - 2] = val;
+            if (sub == 0) chunk[c] = make_float2(amax / 127.0f, sum);
+        }
+    }
+    cbar();
+}
+
+// ---- R rows of a tile against x (NP pieces of 32 levels a lane each),
+// sharing x's loads; each summed over the warp. A word's low nibbles are
+// bytes as they are, its high ones bytes of 16 x the level: no shifts, the
+// second sum divided by 16 once (exact: a multiple of 16).
+template <int NP, int R>
+__device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, int rstep, const uint8_t *xs, float (&out)[R]) {
+    constexpr int K = NP * 1024, C = K / 32, G = K / GS;
+    const int lane = threadIdx.x & 31;
+    const int4 *xlo = (const int4 *)xs, *xhi = xlo + C;
+    const float2 *chunk = (const float2 *)(xs + K);
+    const uint4 *w = (const uint4 *)slot;
+    const bf16 *s = (const bf16 *)(slot + rows * K / 2), *b = s + rows * G;
+    constexpr uint32_t ml = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
+    float acc[R];
+#pragma unroll
+    for (int k = 0; k < R; k++) acc[k] = 0;
+#pragma unroll
+    for (int i = 0; i < NP; i++) {
+        const int c = lane + 32 * i;
+        const int4 xl = xlo[c], xh = xhi[c];
+        const float2 cx = chunk[c];
+#pragma unroll
+        for (int k = 0; k < R; k++) {
+            const int r = r0 + k * rstep;
+            const uint4 q = w[r * C + c];
+            int dl = dp4a(q.x & ml, xl.x, 0), dh = dp4a(q.x & mh, xl.y, 0);
+            dl = dp4a(q.y & ml, xl.z, dl); dh = dp4a(q.y & mh, xl.w, dh);
+            dl = dp4a(q.z & ml, xh.x, dl); dh = dp4a(q.z & mh, xh.y, dh);
+            dl = dp4a(q.w & ml, xh.z, dl); dh = dp4a(q.w & mh, xh.w, dh);
+            const int g = r * G + c / 2;
+            acc[k] += __bfloat162float(s[g]) * (cx.x * (float)(dl + (dh >> 4))) + __bfloat162float(b[g]) * cx.y;
+        }
+    }
+#pragma unroll
+    for (int k = 0; k < R; k++) out[k] = warp_sum(acc[k]);
+}
+
+__device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
+    if (threadIdx.x == 0) while (ld_acq(c) < target) {}
+    cbar();
+}
+__device__ __forceinline__ void signal(unsigned *c) {
+    cbar();
+    if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory"); // (the block's stores, ordered by the barrier, before it)
+}
+
+// ---- mma helpers (bf16 in, f32 accumulate)
+__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(sa(p)));
+}
+__device__ __forceinline__ void ldsm_x2(uint32_t (&r)[2], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
+}
+__device__ __forceinline__ void ldsm_x2_t(uint32_t (&r)[2], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
+}
+__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// The ring as the consumers see it: a slot's position check, then its
+// parity wait.
+struct Ring {
+    uint8_t *slots;
+    uint64_t *full, *empty;
+    int *seq; // the ring position a slot was last taken for
+    // slot of ring position `pos`, once landed: a warp waits for the slot to
+    // be taken for its position before the parity wait, else the wait could
+    // pass on the fill two back
+    __device__ __forceinline__ const uint8_t *landed(int pos) const {
+        const int sl = pos % NSLOT;
+        while (((volatile int *)seq)[sl] != pos) __nanosleep(64);
+        mb_wait(full + sl, (pos / NSLOT) & 1);
+        return slots + sl * SLOT;
+    }
+};
+
+// Attention scratch, in x's place (attention ends before the o stage
+// prepares x): q [16][QROW] and weights [16][PROW] in bf16 (rows past the
+// group's heads zero), scores [MAX_GQA][AKEYS], the new key and value,
+// each head's running (max, sum, rescale), a zero row.
+constexpr int ATT_BYTES = (16 * QROW + 16 * PROW) * 2 + (MAX_GQA * AKEYS + 2 * HD + 3 * MAX_GQA) * 4 + 16;
+
+// The item's partial: chunk by chunk, scores = q (the group's heads, rows of
+// a 16-row tile) x K^T a warp an 8-key tile; softmax a warp a head, the
+// running max and sum rescaled (online softmax), weights rounded to bf16
+// (their sum is of the rounded ones); out += P x V, a warp two 8-dim
+// tiles. The new position's key is scored by a warp on its own, written
+// to the cache, and its value added after the product.
+__device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const float2 *ang, int l, int kvh, int split,
+                               int pos, uint8_t *xs, const Ring &ring, int &it) {
+    const afo_cuda_step_shape &sh = a.shape;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32, gqa = sh.heads / sh.kv_heads, S = splits_of(a);
+    const afo_cuda_step_layer &ly = a.layer[l];
+    int k0, k1; item_keys(pos, S, split, k0, k1);
+    const int nk = k1 - k0, nch = (nk + CK - 1) / CK;
+    const bool fresh = split == S - 1;
+    const int iters = nch + (fresh && nch == 0);
+    bf16 *qs = (bf16 *)xs, *ps = qs + 16 * QROW;
+    float *sc = (float *)(ps + 16 * PROW);
+    float *kn = sc + MAX_GQA * AKEYS, *vn = kn + HD;
+    float *ml = vn + HD; // [MAX_GQA][3]: max, sum, the last chunk's rescale
+    const uint4 *zero = (const uint4 *)(ml + 3 * MAX_GQA);
+    const bf16 *qkv = bu.qkv;
+    const int q_rows = sh.heads * HD, kv_rows = sh.kv_heads * HD;
+    auto rope4 = [&](float (&v)[4]) { // pairs (d, d + 64): lanes l and l ^ 16
+        for (int e = 0; e < 4; e++) {
+            const float o = __shfl_xor_sync(~0u, v[e], 16);
+            const float2 cs = ang[(lane & 15) * 4 + e];
+            float ra, ro;
+            if (lane < 16) afo_cuda::rope_rotate(v[e], o, cs.x, cs.y, &ra, &ro), v[e] = ra;
+            else afo_cuda::rope_rotate(o, v[e], cs.x, cs.y, &ra, &ro), v[e] = ro;
+        }
+    };
+    auto ld4 = [&](const bf16 *p, float (&v)[4]) {
+        const uint2 r = __ldcg((const uint2 *)p);
+        const bf16 *e = (const bf16 *)&r;
+        for (int k = 0; k < 4; k++) v[k] = __bfloat162float(e[k]);
+    };
+    for (int i = tid; i < (16 * QROW * 2 + 16 * PROW * 2 + 16) / 16; i += NCT) {
+        const int qz = 16 * QROW * 2 / 16;
+        if (i < qz) ((uint4 *)qs)[i] = uint4{};
+        else if (i < qz + 16 * PROW * 2 / 16) ((uint4 *)ps)[i - qz] = uint4{};
+        else *(uint4 *)zero = uint4{};
+    }
+    if (tid < MAX_GQA) ml[tid * 3] = -INFINITY, ml[tid * 3 + 1] = 0, ml[tid * 3 + 2] = 0;
+    cbar();
+    if (warp < gqa) { // q of head warp, roped, bf16 (the scale goes on the scores)
+        float q[4];
+        ld4(qkv + (kvh * gqa + warp) * HD + lane * 4, q);
+        rope4(q);
+        for (int e = 0; e < 4; e++) qs[warp * QROW + lane * 4 + e] = __float2bfloat16(q[e]);
+    } else if (warp == NCW - 1 && fresh) { // the new key and value, into the cache
+        float k[4], v[4];
+        ld4(qkv + q_rows + kvh * HD + lane * 4, k);
+        rope4(k);
+        ld4(qkv + q_rows + kv_rows + kvh * HD + lane * 4, v);
+        bf16 kb[4], vb[4];
+        for (int e = 0; e < 4; e++) kb[e] = __float2bfloat16(k[e]), vb[e] = __float2bfloat16(v[e]), kn[lane * 4 + e] = __bfloat162float(kb[e]), vn[lane * 4 + e] = __bfloat162float(vb[e]);
+        const size_t row = ((size_t)kvh * sh.capacity + pos) * HD + lane * 4;
+        *(uint2 *)((bf16 *)ly.keys + row) = *(uint2 *)kb;
+        *(uint2 *)((bf16 *)ly.values + row) = *(uint2 *)vb;
+    }
+    cbar();
+    const int g = lane / 4, t = lane % 4;
+    float acc[2][4] = {};
+    for (int c = 0; c < iters; c++) {
+        const bool has_slot = c < nch, here = fresh && c == iters - 1;
+        const int nkc = has_slot ? min(CK, nk - c * CK) : 0;
+        const bf16 *ks = has_slot ? (const bf16 *)ring.landed(it) : nullptr, *vs = ks + nkc * HD;
+        if (warp < CK / 8) { // scores of keys warp * 8 + 0..7
+            float cc[4] = {0, 0, 0, 0};
+            const int kr = warp * 8 + (lane & 7);
+            const bf16 *kb = kr < nkc ? ks + kr * HD + (lane >> 3 & 1) * 8 : nullptr;
+#pragma unroll
+            for (int s = 0; s < HD / 16; s++) {
+                uint32_t af[4], bfr[2];
+                ldsm_x4(af, qs + (lane & 15) * QROW + s * 16 + (lane >> 4) * 8);
+                ldsm_x2(bfr, kb ? (const void *)(kb + s * 16) : (const void *)zero);
+                mma16816(cc, af, bfr);
+            }
+            if (g < gqa)
+                for (int e = 0; e < 2; e++) {
+                    const int key = warp * 8 + 2 * t + e;
+                    sc[g * AKEYS + key] = key < nkc ? cc[e] * a.scale : -INFINITY;
+                }
+        } else if (warp == CK / 8) { // the new key's scores (column CK), or nothing there
+            float d[MAX_GQA];
+            for (int h = 0; h < MAX_GQA; h++) {
+                d[h] = 0;
+                if (here && h < gqa)
+                    for (int e = 0; e < 4; e++) d[h] += __bfloat162float(qs[h * QROW + lane * 4 + e]) * kn[lane * 4 + e];
+            }
+            for (int o = 16; o; o >>= 1)
+                for (int h = 0; h < MAX_GQA; h++) d[h] += __shfl_xor_sync(~0u, d[h], o);
+            if (lane < 8 * MAX_GQA) {
+                const int h = lane / 8, col = lane % 8;
+                if (h < gqa) sc[h * AKEYS + CK + col] = here && col == 0 ? d[h] * a.scale : -INFINITY;
+            }
+        }
+        cbar();
+        if (warp < gqa) { // softmax of head warp, continued from the chunks before
+            const float s0 = sc[warp * AKEYS + lane], s1 = lane < AKEYS - 32 ? sc[warp * AKEYS + 32 + lane] : -INFINITY;
+            float m = fmaxf(s0, s1);
+            for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
+            const float m_old = ml[warp * 3], m_new = fmaxf(m_old, m); // (a chunk has a key: finite)
+            const float alpha = m_old == -INFINITY ? 0.0f : __expf(m_old - m_new);
+            const bf16 p0 = __float2bfloat16(__expf(s0 - m_new)), p1 = __float2bfloat16(__expf(s1 - m_new));
+            ps[warp * PROW + lane] = p0;
+            if (lane < AKEYS - 32) ps[warp * PROW + 32 + lane] = p1;
+            float L = __bfloat162float(p0) + (lane < AKEYS - 32 ? __bfloat162float(p1) : 0.f);
+            for (int o = 16; o; o >>= 1) L += __shfl_xor_sync(~0u, L, o);
+            __syncwarp();
+            if (lane == 0) ml[warp * 3] = m_new, ml[warp * 3 + 1] = ml[warp * 3 + 1] * alpha + L, ml[warp * 3 + 2] = alpha;
+        }
+        cbar();
+        const float alpha = g < gqa ? ml[g * 3 + 2] : 0.0f;
+#pragma unroll
+        for (int j = 0; j < 2; j++) { // out dims nt * 8 + 0..7
+            const int nt = warp + NCW * j;
+            acc[j][0] *= alpha, acc[j][1] *= alpha;
+#pragma unroll
+            for (int s = 0; s < CK / 16; s++) { // keys s * 16 + 0..15
+                uint32_t af[4], bfr[2];
+                ldsm_x4(af, ps + (lane & 15) * PROW + s * 16 + (lane >> 4) * 8);
+                const int kr = s * 16 + (lane & 15);
+                ldsm_x2_t(bfr, kr < nkc ? (const void *)(vs + kr * HD + nt * 8) : (const void *)zero);
+                mma16816(acc[j], af, bfr);
+            }
+            if (here && g < gqa)
+                for (int e = 0; e < 2; e++) acc[j][e] += __bfloat162float(ps[g * PROW + CK]) * vn[nt * 8 + 2 * t + e];
+        }
+        cbar(); // the slot, scores and weights read: the next chunk may overwrite them
+        if (has_slot) {
+            if (tid == 0) mb_arrive(ring.empty + it % NSLOT, 4);
+            it++;
+        }
+    }
+    float *part = bu.part + (size_t)(kvh * MAX_SPLITS + split) * gqa * (HD + 2);
+    if (g < gqa)
+        for (int j = 0; j < 2; j++)
+            for (int e = 0; e < 2; e++) __stcg(part + g * (HD + 2) + (warp + NCW * j) * 8 + 2 * t + e, acc[j][e]);
+    if (tid < gqa) __stcg(part + tid * (HD + 2) + HD, ml[tid * 3]), __stcg(part + tid * (HD + 2) + HD + 1, ml[tid * 3 + 1]);
+}
+
+// The item's partial, then, by the item of its kv head that finishes last,
+// every split's partials merged into the heads' output.
+__device__ void attention_item(const afo_cuda_step &a, const Bufs &bu, const float2 *ang, int l, int kvh, int split,
+                               int pos, uint8_t *xs, const Ring &ring, int &it) {
+    const int tid = threadIdx.x, gqa = a.shape.heads / a.shape.kv_heads, S = splits_of(a);
+    attention_part(a, bu, ang, l, kvh, split, pos, xs, ring, it);
+    cbar();
+    __shared__ unsigned last;
+    unsigned *cnt = bu.cnt + l * CNT_PER_LAYER;
+    // (one acq_rel atomic, not a fence, an atomic and a fence: the partials
+    // stored before it are visible with it, the others' after it)
+    if (tid == 0) { unsigned v; asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(v) : "l"(cnt + C_SPLITS + kvh) : "memory"); last = v == (unsigned)S - 1; }
+    cbar();
+    if (!last) return;
+    // two dims of a head a thread, every split's numbers in one round trip
+    for (int i = tid; i < gqa * HD / 2; i += NCT) {
+        const int g = i / (HD / 2), d = i % (HD / 2) * 2;
+        const float *pb = bu.part + (size_t)kvh * MAX_SPLITS * gqa * (HD + 2) + g * (HD + 2);
+        float ms[MAX_SPLITS], lsp[MAX_SPLITS];
+        float2 as[MAX_SPLITS];
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) {
+            const float *p = pb + s * gqa * (HD + 2);
+            ms[s] = s < S ? __ldcg(p + HD) : -INFINITY;
+            lsp[s] = s < S ? __ldcg(p + HD + 1) : 0.0f;
+            as[s] = s < S ? __ldcg((const float2 *)(p + d)) : float2{0, 0};
+        }
+        float M = -INFINITY;
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) M = fmaxf(M, ms[s]);
+        float L = 0, A0 = 0, A1 = 0;
+#pragma unroll
+        for (int s = 0; s < MAX_SPLITS; s++) { const float f = __expf(ms[s] - M); L += lsp[s] * f; A0 += as[s].x * f; A1 += as[s].y * f; }
+        *(__nv_bfloat162 *)(bu.attn + (kvh * gqa + g) * HD + d) = __floats2bfloat162_rn(A0 / L, A1 / L);
+    }
+    signal(cnt + C_ATTN);
+}
+
+extern __shared__ __align__(128) uint8_t smem[];
+
+template <int D, int F> __host__ __device__ constexpr int xs_bytes() {
+    return F + F / 32 * 8 + NCW * 4 > ATT_BYTES ? F + F / 32 * 8 + NCW * 4 : ATT_BYTES;
+}
+template <int D, int F> constexpr size_t smem_bytes() {
+    return (size_t)NSLOT * SLOT + (xs_bytes<D, F>() + 15) / 16 * 16 + 2 * NSLOT * 8 + 64 + D * 2;
+}
+
+template <int D, int F>
+__global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo_cuda_step a) {
+    uint8_t *xs = smem + NSLOT * SLOT;
+    Ring ring;
+    ring.slots = smem;
+    ring.full = (uint64_t *)(xs + (xs_bytes<D, F>() + 15) / 16 * 16);
+    ring.empty = ring.full + NSLOT;
+    ring.seq = (int *)(ring.empty + NSLOT);
+    bf16 *xres = (bf16 *)((uint8_t *)ring.seq + 64); // the residual the o and down stages add to
+    __shared__ float2 ang[HD / 2];                   // rope's cos and sin at the position
+    const afo_cuda_step_shape &sh = a.shape;
+    const int tid = threadIdx.x, G = gridDim.x, pos = *a.position, S = splits_of(a);
+    const int items = sh.kv_heads * S;
+    Bufs bu;
+    layout(sh, (uint8_t *)a.scratch, &bu);
+    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(ring.full + i, 1), mb_init(ring.empty + i, 4); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+    if (tid < NSLOT) ring.seq[tid] = -1;
+    if (tid < HD / 2) {
+        double c, s;
+        afo_cuda::rope_angle(a.rope, pos, tid, &c, &s);
+        ang[tid] = make_float2((float)c, (float)s);
+    }
+    __syncthreads();
+    if (tid >= NCT) { // the producer warp: one thread issues the copies
+        if (tid == NCT) {
+            uint64_t pol; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+            int it = 0;
+            auto take_slot = [&]() {
+                const int sl = it % NSLOT;
+                if (it >= NSLOT) mb_wait(ring.empty + sl, (it / NSLOT - 1) & 1);
+                ((volatile int *)ring.seq)[sl] = it++;
+                return sl;
+            };
+            auto emit = [&](const Tile &t, int i) { // tile i of the stage whose tile 0 is t
+                if (it >= MAX_IN_FLIGHT) { // the copy MAX_IN_FLIGHT back has landed
+                    const int q = it - MAX_IN_FLIGHT;
+                    mb_wait(ring.full + q % NSLOT, (q / NSLOT) & 1);
+                }
+                const int sl = take_slot();
+                uint32_t tot = 0;
+#pragma unroll
+                for (int k = 0; k < 6; k++) if (k < t.n) tot += t.bytes[k];
+                mb_expect(ring.full + sl, tot);
+                int off = 0;
+#pragma unroll
+                for (int k = 0; k < 6; k++) if (k < t.n) bulk(ring.slots + sl * SLOT + off, t.src[k] + (size_t)i * t.bytes[k], t.bytes[k], ring.full + sl, pol), off += t.bytes[k];
+            };
+            auto stage = [&](int st, int l) {
+                const Tile t = tile0_of<D, F>(a, st, l);
+                int t0, t1; range_of(tiles_of<D, F>(a, st, l), t0, t1);
+                for (int i = t0; i < t1; i++) emit(t, i);
+            };
+            for (int l = 0; l < sh.layers; l++) {
+                const afo_cuda_step_layer &ly = a.layer[l];
+                stage(ST_QKV, l);
+                if ((int)blockIdx.x < items) { // the item's keys and values, chunk by chunk
+                    int k0, k1; item_keys(pos, S, blockIdx.x % S, k0, k1);
+                    const size_t row0 = ((size_t)(blockIdx.x / S) * sh.capacity + k0) * HD;
+                    for (int c = 0; c * CK < k1 - k0; c++) {
+                        Tile t = {};
+                        const uint32_t bytes = (uint32_t)min(CK, k1 - k0 - c * CK) * HD * 2;
+                        add_part(t, (const bf16 *)ly.keys + row0 + (size_t)c * CK * HD, bytes);
+                        add_part(t, (const bf16 *)ly.values + row0 + (size_t)c * CK * HD, bytes);
+                        emit(t, 0);
+                    }
+                }
+                stage(ST_O, l);
+                stage(ST_GU, l);
+                stage(ST_DOWN, l);
+            }
+            stage(ST_HEAD, 0);
+        }
+        return;
+    }
+    int it = 0; // ring position
+    const int warp = tid / 32, lane = tid & 31;
+    // Consumers: a stage's tiles as row tasks, dealt round robin to the warps; a
+    // warp waits only for its own tasks' tiles, and a slot is free once its
+    // T tasks are done (an empty barrier counts 4 arrivals, a task 4 / T).
+    auto tiles = [&](int st, int l, bf16 *out) {
+        // tasks a tile: a gate and up row pair, or one long down row, or 4 rows
+        const int T = st == ST_GU ? 4 : 2;
+        int t0, t1; range_of(tiles_of<D, F>(a, st, l), t0, t1);
+        const int count = t1 - t0;
+        for (int u = warp; u / T < count; u += NCW) { // task u: tile k's task j
+            const int k = u / T, j = u % T;
+            const int sl = (it + k) % NSLOT;
+            const uint8_t *slot = ring.landed(it + k);
+            // the task's rows: gate and up row j, down row j, else rows 4j .. 4j + 3
+            const bool one = st == ST_GU || st == ST_DOWN, resid = st == ST_O || st == ST_DOWN;
+            const int nr = one ? 1 : 4;
+            const int r = (t0 + k) * rows_of(st) + j * nr;
+            float v[4] = {0, 0, 0, 0}, old[4] = {0, 0, 0, 0};
+            if (resid && lane == 0)
+                for (int m = 0; m < nr; m++) old[m] = __bfloat162float(xres[r + m]);
+            if (st == ST_DOWN) { float o1[1]; rows_dot<F / 1024, 1>(slot, 2, j, 0, xs, o1); v[0] = o1[0]; }
+            else if (st == ST_GU) { float o2[2]; rows_dot<D / 1024, 2>(slot, 8, j, 4, xs, o2); v[0] = o2[0], v[1] = o2[1]; }
+            else rows_dot<D / 1024, 4>(slot, 8, 4 * j, 1, xs, v);
+            __syncwarp();
+            if (lane == 0) {
+                mb_arrive(ring.empty + sl, 4 / T); // before the stores: the release need not wait for them
+                if (st == ST_GU) out[r] = __float2bfloat16(silu_mul(rbf(v[0]), rbf(v[1])));
+                else if (st == ST_HEAD) for (int m = 0; m < nr; m++) a.logits[r + m] = rbf(v[m]);
+                else for (int m = 0; m < nr; m++) out[r + m] = __float2bfloat16(resid ? old[m] + rbf(v[m]) : v[m]);
+            }
+        }
+        it += count;
+    };
+    // a stage every SM's next one waits for: done here, then seen done everywhere
+    auto all_done = [&](unsigned *c) {
+        signal(c);
+        wait_count(c, G);
+    };
+    // The residual stream alternates between two buffers so that no stage
+    // writes what another SM may still be reading: the o stage reads x (the
+    // embedding in layer 0) and writes resid[1]; down reads resid[1] and
+    // writes resid[0], once every SM is past the o stage.
+    for (int l = 0; l < sh.layers; l++) {
+        const afo_cuda_step_layer &ly = a.layer[l];
+        unsigned *cnt = bu.cnt + l * CNT_PER_LAYER;
+        const bf16 *x = l == 0 ? (const bf16 *)a.x : bu.resid[0];
+        if (l > 0) wait_count(cnt - CNT_PER_LAYER + C_DOWN, G);
+        prep_x<D, D>(x, (const bf16 *)ly.attn_norm, a.eps, xs);
+        tiles(ST_QKV, l, bu.qkv);
+        signal(cnt + C_QKV);
+        if ((int)blockIdx.x < items) {
+            wait_count(cnt + C_QKV, G);
+            attention_item(a, bu, ang, l, blockIdx.x / S, blockIdx.x % S, pos, xs, ring, it);
+        }
+        wait_count(cnt + C_ATTN, sh.kv_heads);
+        prep_x<D, D>(bu.attn, nullptr, a.eps, xs, x, xres);
+        tiles(ST_O, l, bu.resid[1]);
+        all_done(cnt + C_O);
+        prep_x<D, D>(bu.resid[1], (const bf16 *)ly.mlp_norm, a.eps, xs);
+        tiles(ST_GU, l, bu.h);
+        all_done(cnt + C_GU);
+        prep_x<F, D>(bu.h, nullptr, a.eps, xs, bu.resid[1], xres);
+        tiles(ST_DOWN, l, bu.resid[0]);
+        signal(cnt + C_DOWN);
+    }
+    wait_count(bu.cnt + (sh.layers - 1) * CNT_PER_LAYER + C_DOWN, G);
+    prep_x<D, D>(bu.resid[0], (const bf16 *)a.final_norm, a.eps, xs);
+    tiles(ST_HEAD, 0, nullptr);
+}
+
+// The shapes instantiated: (hidden, intermediate) of Llama-3.1-8B and
+// Mistral-7B, Llama-3.2-3B and -1B, and the tests' small model.
+struct Variant { int D, F; void (*kernel)(afo_cuda_step); size_t smem; };
+#define VARIANT(d, f) {d, f, step_kernel<d, f>, smem_bytes<d, f>()}
+const Variant kVariants[] = {VARIANT(4096, 14336), VARIANT(3072, 8192), VARIANT(2048, 8192), VARIANT(1024, 2048)};
+#undef VARIANT
+
+const Variant *variant_of(const afo_cuda_step_shape *s) {
+    for (const Variant &v : kVariants)
+        if (v.D == s->hidden && v.F == s->intermediate) return &v;
+    return nullptr;
+}
+
+} // namespace
+
+extern "C" bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const char **why) {
+    const int sms = afo_cuda_multiprocessors();
+    *why = !variant_of(s) ? "hidden and intermediate sizes not among the kernel's (4096/14336, 3072/8192, 2048/8192, 1024/2048)"
+           : s->layers < 1 || s->layers > AFO_CUDA_STEP_MAX_LAYERS ? "more layers than the kernel takes (64)"
+           : s->kv_heads < 1 || s->kv_heads > MAX_KVH || s->heads % s->kv_heads || s->heads / s->kv_heads > MAX_GQA
+               ? "kv heads (at most 8) or query heads a kv head (at most 4)"
+           : s->heads * HD != s->hidden ? "heads x head dim is not the hidden size"
+           : s->vocab < 8 || s->vocab % 8 ? "vocabulary not a multiple of 8"
+           : sms < s->kv_heads * 2 ? "too few multiprocessors"
+           : s->capacity < 1 || s->capacity > INT32_MAX / HD ? "cache capacity"
+                                                                : nullptr;
+    return !*why;
+}
+
+extern "C" size_t afo_cuda_decode_step_scratch(const afo_cuda_step_shape *s) { return layout(*s, nullptr, nullptr); }
+
+extern "C" cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStream_t stream) {
+    const Variant *v = variant_of(&s->shape);
+    if (!v) return cudaErrorInvalidValue;
+    static bool configured[sizeof kVariants / sizeof kVariants[0]];
+    bool &done = configured[v - kVariants];
+    if (!done) {
+        cudaError_t e = cudaFuncSetAttribute(v->kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)v->smem);
+        if (e != cudaSuccess) return e;
+        done = true;
+    }
+    cudaError_t e = cudaMemsetAsync(s->scratch, 0, counter_bytes(s->shape), stream);
+    if (e != cudaSuccess) return e;
+    v->kernel<<<afo_cuda_multiprocessors(), NT, v->smem, stream>>>(*s);
+    return cudaGetLastError();
+}
