@@ -637,6 +637,43 @@ afo_status afo_array_read(afo_array *a, afo_dtype dtype, void *dst, size_t dst_b
     return AFO_OK;
 }
 
+afo_status afo_array_read_start(afo_array *a, afo_pending_read *r) {
+    if (!a || !r) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read_start: NULL argument");
+    AFO_TRY(afo_eval1(a));
+    size_t n = afo_array_nbytes(a);
+    if (n > AFO_READ_BYTES || !a->contiguous)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read_start: %zu bytes (at most %d, contiguous)", n,
+                         AFO_READ_BYTES);
+    const afo_backend *be = a->buf->device == AFO_CPU ? NULL : afo_backend_of(a->buf->device);
+    *r = (afo_pending_read){.be = be && be->read_start ? be : NULL, .nbytes = n};
+    if (r->be) return r->be->read_start(afo_array_ptr(a), n, &r->ticket);
+    return afo_array_read(a, a->dtype, r->bytes, n);
+}
+
+afo_status afo_array_read_finish(afo_pending_read *r, void *dst) {
+    if (!r || !dst) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_read_finish: NULL argument");
+    if (r->be) return r->be->read_finish(r->ticket, dst, r->nbytes);
+    memcpy(dst, r->bytes, r->nbytes);
+    return AFO_OK;
+}
+
+afo_status afo_array_assign(afo_array *dst, afo_array *src) {
+    if (!dst || !src) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_assign: NULL argument");
+    AFO_TRY(afo_eval1(dst));
+    AFO_TRY(afo_eval1(src));
+    const afo_buffer *b = dst->buf;
+    if (dst->dtype != src->dtype || dst->size != src->size || !dst->contiguous || !src->contiguous ||
+        b->device != src->buf->device || b->mapping || b->copy || b->is_copy)
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_assign: needs two contiguous arrays of one dtype, size and "
+                                                   "device, the destination's bytes its own");
+    size_t n = afo_array_nbytes(dst);
+    if (b->device == AFO_CPU) {
+        memmove(afo_array_ptr(dst), afo_array_ptr(src), n);
+        return AFO_OK;
+    }
+    return afo_backend_of(b->device)->copy(afo_array_ptr(dst), afo_array_ptr(src), n);
+}
+
 afo_status afo_array_write(afo_array *a, const void *src, size_t nbytes) {
     if (!a || !src) return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_write: NULL argument");
     AFO_TRY(afo_eval1(a));

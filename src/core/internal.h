@@ -86,6 +86,13 @@ typedef struct afo_backend {
     void (*free)(void *p);
     afo_status (*upload)(void *dst, const void *src, size_t nbytes);   /* host → device */
     afo_status (*download)(void *dst, const void *src, size_t nbytes); /* device → host, complete on return */
+    /* A small read (at most AFO_READ_BYTES) queued after the work queued so
+     * far, and the wait for it alone, not for work queued later (a decode
+     * step's pick while the next step runs); at most AFO_READS_PENDING at
+     * once. NULL: reads go through download. */
+    afo_status (*read_start)(const void *src, size_t nbytes, int *ticket);
+    afo_status (*read_finish)(int ticket, void *dst, size_t nbytes);
+    afo_status (*copy)(void *dst, const void *src, size_t nbytes); /* device → device, queued like a kernel */
     afo_status (*synchronize)(void);
     /* How many times the host has waited for all queued work (synchronize,
      * a download, ...): work queued before the count last moved is done. */
@@ -102,6 +109,24 @@ typedef struct afo_backend {
 /* NULL for the CPU and for a device this build or machine lacks (the error
  * text then says why). */
 const afo_backend *afo_backend_of(afo_device device);
+
+/* Reading a small evaluated array (at most AFO_READ_BYTES, contiguous)
+ * without waiting for work queued after the read: start, queue more work,
+ * finish. */
+#define AFO_READ_BYTES 64
+#define AFO_READS_PENDING 4
+typedef struct afo_pending_read {
+    const afo_backend *be; /* NULL: the bytes were read at the start */
+    int ticket;
+    size_t nbytes;
+    unsigned char bytes[AFO_READ_BYTES];
+} afo_pending_read;
+afo_status afo_array_read_start(afo_array *a, afo_pending_read *r);
+afo_status afo_array_read_finish(afo_pending_read *r, void *dst);
+/* Copies src's bytes into dst's buffer in place (both evaluated on one
+ * device, of one dtype and size, contiguous; dst not a file's or a copy's
+ * bytes), queued like a kernel: a recording captures it. */
+afo_status afo_array_assign(afo_array *dst, afo_array *src);
 
 /* ---------------------------------------------------------------- ops */
 #include "core/op_ids.h"

@@ -7,6 +7,7 @@
 
 #include "afo/generate.h"
 #include "core/internal.h"
+#include "generate/pick.h"
 #include "models/models.h"
 
 afo_generate_options afo_generate_defaults(void) {
@@ -124,16 +125,24 @@ static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo
  * the step reads its token id and position from device arrays, so nothing
  * is built on the host per token; the cache has room reserved for the run
  * (recorded again when it has to grow), and each replay rewrites the
- * logits and the sampler's pick in place. */
+ * logits and the sampler's pick in place. When the pick is made on the
+ * device (greedy), the recording also copies it into the id the next step
+ * reads, so that step is queued before the host has read this one's pick
+ * (as mlx-lm's generate evaluates the next step asynchronously): the GPU
+ * does not wait for the host between tokens. */
 typedef struct replay {
     afo_recording *rec;
     afo_array *id, *position; /* int32 [1, 1] and [1], on the device */
     afo_array *logits;        /* what the recorded step computes */
+    bool feeds;               /* the recorded step writes its pick into id */
+    afo_pending_read picks[2]; /* of the steps queued and not yet read, oldest first */
+    int queued;
 } replay;
 
 static void replay_clear(replay *r) {
     afo_release(r->id), afo_release(r->position), afo_release(r->logits);
     r->id = r->position = r->logits = NULL;
+    r->feeds = false;
 }
 
 /* Positions reserved ahead when recording: a run's remaining tokens, up to
@@ -149,9 +158,10 @@ static afo_array *owned_int32(int ndim, const int64_t *shape) {
     return a;
 }
 
+/* The next step's position, and its id unless the device feeds it (id < 0). */
 static afo_status replay_inputs(replay *r, afo_kv_cache *cache, int32_t id) {
     int32_t pos = (int32_t)afo_kv_cache_length(cache);
-    AFO_TRY(afo_array_write(r->id, &id, sizeof id));
+    if (id >= 0) AFO_TRY(afo_array_write(r->id, &id, sizeof id));
     return afo_array_write(r->position, &pos, sizeof pos);
 }
 
@@ -167,6 +177,11 @@ static afo_status replay_record(replay *r, afo_model *m, afo_kv_cache *cache, in
     AFO_TRY(afo_record_begin(r->rec));
     afo_status st = model_forward_at(m, cache, r->id, r->position, &r->logits);
     if (st == AFO_OK) st = afo_sampler_prepare(sampler, r->logits);
+    afo_array *pick = st == AFO_OK ? sampler_device_pick(sampler) : NULL;
+    if (pick) {
+        st = afo_array_assign(r->id, pick);
+        r->feeds = st == AFO_OK;
+    }
     if (st != AFO_OK) {
         afo_record_cancel(r->rec);
         return st;
@@ -175,18 +190,50 @@ static afo_status replay_record(replay *r, afo_model *m, afo_kv_cache *cache, in
 }
 
 /* The step for `id`: replayed when the recording has room for it, recorded
- * when not; *logits gets a reference to the recorded step's logits. */
+ * when not; *logits gets a reference to the recorded step's logits. With a
+ * feeding recording the read of its pick is started. */
 static afo_status replay_step(replay *r, afo_model *m, afo_kv_cache *cache, int32_t id, int64_t remaining,
                               afo_sampler *sampler, afo_array **logits) {
     if (r->logits && afo_kv_cache_length(cache) < kv_capacity(cache)) {
         AFO_TRY(replay_inputs(r, cache, id));
         AFO_TRY(afo_record_replay(r->rec));
         kv_advance(cache, 1);
-    } else {
+    } else { /* (the recorded forward pass advances the cache) */
         AFO_TRY(replay_record(r, m, cache, id, remaining, sampler));
     }
     *logits = afo_retain(r->logits);
-    return AFO_OK;
+    return r->feeds ? afo_array_read_start(r->id, &r->picks[r->queued++]) : AFO_OK;
+}
+
+/* With a feeding recording, queues the step after the queued one (its id
+ * the queued step's pick, on the device) when the cache has room for it. */
+static afo_status replay_ahead(replay *r, afo_kv_cache *cache) {
+    if (!r->feeds || r->queued != 1 || afo_kv_cache_length(cache) >= kv_capacity(cache)) return AFO_OK;
+    AFO_TRY(replay_inputs(r, cache, -1));
+    AFO_TRY(afo_record_replay(r->rec));
+    kv_advance(cache, 1);
+    return afo_array_read_start(r->id, &r->picks[r->queued++]);
+}
+
+/* The oldest queued step's pick (waiting for that step only). */
+static afo_status replay_take(replay *r, int32_t *id) {
+    afo_status st = afo_array_read_finish(&r->picks[0], id);
+    r->picks[0] = r->picks[1];
+    r->queued--;
+    return st;
+}
+
+/* Steps queued past the last token taken wrote positions the run does not
+ * keep: their picks are waited for and the cache forgets them. */
+static afo_status replay_drop_queued(replay *r, afo_kv_cache *cache) {
+    afo_status st = AFO_OK;
+    int dropped = r->queued;
+    for (int32_t unused; r->queued > 0;) {
+        afo_status s = replay_take(r, &unused);
+        if (st == AFO_OK) st = s;
+    }
+    if (dropped > 0 && st == AFO_OK) st = afo_kv_cache_truncate(cache, afo_kv_cache_length(cache) - dropped);
+    return st;
 }
 
 typedef struct loop_state {
@@ -280,7 +327,10 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
     st->prompt_seconds = now() - t0;
     double t_first = 0;
     for (int64_t step = 0; rc == AFO_OK && step < o.max_tokens; step++) {
-        int32_t id = afo_sampler_sample_array(s.sampler, logits, s.history, s.nhistory);
+        int32_t id = -1;
+        if (s.replay.queued > 0) rc = replay_take(&s.replay, &id);
+        else id = afo_sampler_sample_array(s.sampler, logits, s.history, s.nhistory);
+        if (rc != AFO_OK) break;
         if (id < 0) {
             rc = afo_last_status() != AFO_OK ? afo_last_status() : AFO_ERR_INTERNAL;
             break;
@@ -312,12 +362,16 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
          * runs plainly from then on. */
         int64_t fallbacks = afo_cpu_fallback_count();
         if (s.replay.rec && step > 0 && s.step_fallbacks == 0) {
-            rc = replay_step(&s.replay, m, cache, id, o.max_tokens - step, s.sampler, &logits);
+            /* (a step for this id is already queued when the device fed it) */
+            rc = s.replay.queued > 0 ? AFO_OK
+                                     : replay_step(&s.replay, m, cache, id, o.max_tokens - step, s.sampler, &logits);
             if (rc == AFO_ERR_UNSUPPORTED) {
                 replay_clear(&s.replay);
                 afo_recording_free(s.replay.rec);
                 s.replay.rec = NULL;
                 rc = decode_step(m, cache, id, s.sampler, &logits);
+            } else if (rc == AFO_OK && step + 2 < o.max_tokens) { /* the run takes a token after the next */
+                rc = replay_ahead(&s.replay, cache);
             }
         } else {
             rc = decode_step(m, cache, id, s.sampler, &logits);
@@ -325,6 +379,8 @@ afo_status afo_generate(afo_model *m, afo_kv_cache *cache, afo_tokenizer *tok, c
         if (step == 0) s.step_fallbacks = afo_cpu_fallback_count() - fallbacks;
     }
     if (st->generated_tokens > 0) st->generate_seconds = now() - t_first;
+    afo_status dropped = replay_drop_queued(&s.replay, cache);
+    if (rc == AFO_OK) rc = dropped;
     afo_memory_stats mem;
     afo_get_memory_stats(device, &mem);
     st->peak_memory = mem.peak;

@@ -5,6 +5,7 @@
 
 #include "core/internal.h"
 #include "afo/sample.h"
+#include "generate/pick.h"
 
 struct afo_sampler {
     afo_sampler_options o;
@@ -191,6 +192,8 @@ afo_status afo_sampler_prepare(afo_sampler *s, afo_array *logits) {
     if (st == AFO_OK) s->pick_for = logits->id;
     return st;
 }
+
+afo_array *sampler_device_pick(const afo_sampler *s) { return s ? s->pick : NULL; }
 
 int32_t afo_sampler_sample_array(afo_sampler *s, afo_array *logits, const int32_t *history, size_t nhistory) {
     if ((!s || !logits || s->pick_for != logits->id) && afo_sampler_prepare(s, logits) != AFO_OK) return -1;

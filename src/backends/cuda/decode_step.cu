@@ -129,9 +129,11 @@ template <int D, int F> __device__ __forceinline__ Tile tile0_of(const afo_cuda_
 
 // ---- attention items: (kv head, split) an SM; split s of S takes the
 // cache's keys [k0, k1) of the `pos` before the new one, in chunks of CK
-// keys a ring slot; the last split takes the new key too.
-constexpr int CK = 32, AKEYS = CK + 8, QROW = HD + 8, PROW = AKEYS + 8; // rows padded off bank conflicts
-static_assert(2 * CK * HD * 2 <= SLOT, "a chunk's keys and values fit a slot");
+// keys, their keys in a ring slot and their values in the next (a context
+// of 16 x 64 = 1024 keys in one chunk an item); the last split takes the
+// new key too.
+constexpr int CK = 64, QROW = HD + 8, PROW = CK + 8; // rows padded off bank conflicts
+static_assert(CK * HD * 2 <= SLOT && CK == 8 * NCW, "a chunk's keys fit a slot, a warp 8 of them");
 __device__ __forceinline__ int splits_of(const afo_cuda_step &a) { return min(MAX_SPLITS, (int)gridDim.x / a.shape.kv_heads); }
 __device__ __forceinline__ void item_keys(int pos, int S, int split, int &k0, int &k1) {
     k0 = (int)((long long)pos * split / S), k1 = (int)((long long)pos * (split + 1) / S);
@@ -283,16 +285,16 @@ struct Ring {
 
 // Attention scratch, in x's place (attention ends before the o stage
 // prepares x): q [16][QROW] and weights [16][PROW] in bf16 (rows past the
-// group's heads zero), scores [MAX_GQA][AKEYS], the new key and value,
-// each head's running (max, sum, rescale), a zero row.
-constexpr int ATT_BYTES = (16 * QROW + 16 * PROW) * 2 + (MAX_GQA * AKEYS + 2 * HD + 3 * MAX_GQA) * 4 + 16;
+// group's heads zero), scores [MAX_GQA][CK], the new key's scores, its key
+// and value, each head's running (max, sum, rescale), a zero row.
+constexpr int ATT_BYTES = (16 * QROW + 16 * PROW) * 2 + (MAX_GQA * CK + MAX_GQA + 2 * HD + 3 * MAX_GQA) * 4 + 16;
 
 // The item's partial: chunk by chunk, scores = q (the group's heads, rows of
 // a 16-row tile) x K^T a warp an 8-key tile; softmax a warp a head, the
 // running max and sum rescaled (online softmax), weights rounded to bf16
 // (their sum is of the rounded ones); out += P x V, a warp two 8-dim
-// tiles. The new position's key is scored by a warp on its own, written
-// to the cache, and its value added after the product.
+// tiles. The new position's key is written to the cache and scored once,
+// its weight joining the last chunk's and its value added after the product.
 __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const float2 *ang, int l, int kvh, int split,
                                int pos, uint8_t *xs, const Ring &ring, int &it) {
     const afo_cuda_step_shape &sh = a.shape;
@@ -303,8 +305,8 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
     const bool fresh = split == S - 1;
     const int iters = nch + (fresh && nch == 0);
     bf16 *qs = (bf16 *)xs, *ps = qs + 16 * QROW;
-    float *sc = (float *)(ps + 16 * PROW);
-    float *kn = sc + MAX_GQA * AKEYS, *vn = kn + HD;
+    float *sc = (float *)(ps + 16 * PROW), *snew = sc + MAX_GQA * CK;
+    float *kn = snew + MAX_GQA, *vn = kn + HD;
     float *ml = vn + HD; // [MAX_GQA][3]: max, sum, the last chunk's rescale
     const uint4 *zero = (const uint4 *)(ml + 3 * MAX_GQA);
     const bf16 *qkv = bu.qkv;
@@ -323,14 +325,15 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
         const bf16 *e = (const bf16 *)&r;
         for (int k = 0; k < 4; k++) v[k] = __bfloat162float(e[k]);
     };
-    for (int i = tid; i < (16 * QROW * 2 + 16 * PROW * 2 + 16) / 16; i += NCT) {
-        const int qz = 16 * QROW * 2 / 16;
-        if (i < qz) ((uint4 *)qs)[i] = uint4{};
+    // zeros: q's rows past the group's heads, every weight, a row for tiles
+    // past the keys (q's own rows are written in the same phase)
+    for (int i = tid; i < ((16 - gqa) * QROW * 2 + 16 * PROW * 2 + 16) / 16; i += NCT) {
+        const int qz = (16 - gqa) * QROW * 2 / 16;
+        if (i < qz) ((uint4 *)(qs + gqa * QROW))[i] = uint4{};
         else if (i < qz + 16 * PROW * 2 / 16) ((uint4 *)ps)[i - qz] = uint4{};
         else *(uint4 *)zero = uint4{};
     }
     if (tid < MAX_GQA) ml[tid * 3] = -INFINITY, ml[tid * 3 + 1] = 0, ml[tid * 3 + 2] = 0;
-    cbar();
     if (warp < gqa) { // q of head warp, roped, bf16 (the scale goes on the scores)
         float q[4];
         ld4(qkv + (kvh * gqa + warp) * HD + lane * 4, q);
@@ -348,13 +351,28 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
         *(uint2 *)((bf16 *)ly.values + row) = *(uint2 *)vb;
     }
     cbar();
+    // the new key's scores: on the last warp, whose 8 keys of a chunk exist
+    // only past 56 keys a split (a context of 896)
+    if (fresh && warp == NCW - 1) {
+        float d[MAX_GQA];
+        for (int h = 0; h < MAX_GQA; h++) {
+            d[h] = 0;
+            if (h < gqa)
+                for (int e = 0; e < 4; e++) d[h] += __bfloat162float(qs[h * QROW + lane * 4 + e]) * kn[lane * 4 + e];
+        }
+        for (int o = 16; o; o >>= 1)
+            for (int h = 0; h < MAX_GQA; h++) d[h] += __shfl_xor_sync(~0u, d[h], o);
+        if (lane < MAX_GQA) snew[lane] = d[lane] * a.scale;
+    }
     const int g = lane / 4, t = lane % 4;
     float acc[2][4] = {};
     for (int c = 0; c < iters; c++) {
         const bool has_slot = c < nch, here = fresh && c == iters - 1;
         const int nkc = has_slot ? min(CK, nk - c * CK) : 0;
-        const bf16 *ks = has_slot ? (const bf16 *)ring.landed(it) : nullptr, *vs = ks + nkc * HD;
-        if (warp < CK / 8) { // scores of keys warp * 8 + 0..7
+        // keys in one slot, values in the next
+        const bf16 *ks = has_slot ? (const bf16 *)ring.landed(it) : nullptr;
+        const bf16 *vs = has_slot ? (const bf16 *)ring.landed(it + 1) : nullptr;
+        if (warp * 8 < nkc) { // scores of keys warp * 8 + 0..7
             float cc[4] = {0, 0, 0, 0};
             const int kr = warp * 8 + (lane & 7);
             const bf16 *kb = kr < nkc ? ks + kr * HD + (lane >> 3 & 1) * 8 : nullptr;
@@ -368,33 +386,25 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
             if (g < gqa)
                 for (int e = 0; e < 2; e++) {
                     const int key = warp * 8 + 2 * t + e;
-                    sc[g * AKEYS + key] = key < nkc ? cc[e] * a.scale : -INFINITY;
+                    sc[g * CK + key] = key < nkc ? cc[e] * a.scale : -INFINITY;
                 }
-        } else if (warp == CK / 8) { // the new key's scores (column CK), or nothing there
-            float d[MAX_GQA];
-            for (int h = 0; h < MAX_GQA; h++) {
-                d[h] = 0;
-                if (here && h < gqa)
-                    for (int e = 0; e < 4; e++) d[h] += __bfloat162float(qs[h * QROW + lane * 4 + e]) * kn[lane * 4 + e];
-            }
-            for (int o = 16; o; o >>= 1)
-                for (int h = 0; h < MAX_GQA; h++) d[h] += __shfl_xor_sync(~0u, d[h], o);
-            if (lane < 8 * MAX_GQA) {
-                const int h = lane / 8, col = lane % 8;
-                if (h < gqa) sc[h * AKEYS + CK + col] = here && col == 0 ? d[h] * a.scale : -INFINITY;
-            }
+        } else if (g < gqa) {
+            for (int e = 0; e < 2; e++) sc[g * CK + warp * 8 + 2 * t + e] = -INFINITY;
         }
         cbar();
         if (warp < gqa) { // softmax of head warp, continued from the chunks before
-            const float s0 = sc[warp * AKEYS + lane], s1 = lane < AKEYS - 32 ? sc[warp * AKEYS + 32 + lane] : -INFINITY;
-            float m = fmaxf(s0, s1);
+            const float s0 = sc[warp * CK + lane], s1 = sc[warp * CK + 32 + lane];
+            const float sn = here && lane == 0 ? snew[warp] : -INFINITY;
+            float m = fmaxf(fmaxf(s0, s1), sn);
             for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(~0u, m, o));
             const float m_old = ml[warp * 3], m_new = fmaxf(m_old, m); // (a chunk has a key: finite)
             const float alpha = m_old == -INFINITY ? 0.0f : __expf(m_old - m_new);
-            const bf16 p0 = __float2bfloat16(__expf(s0 - m_new)), p1 = __float2bfloat16(__expf(s1 - m_new));
+            const bf16 p0 = __float2bfloat16(__expf(s0 - m_new)), p1 = __float2bfloat16(__expf(s1 - m_new)),
+                       pn = __float2bfloat16(__expf(sn - m_new));
             ps[warp * PROW + lane] = p0;
-            if (lane < AKEYS - 32) ps[warp * PROW + 32 + lane] = p1;
-            float L = __bfloat162float(p0) + (lane < AKEYS - 32 ? __bfloat162float(p1) : 0.f);
+            ps[warp * PROW + 32 + lane] = p1;
+            if (lane == 0) ps[warp * PROW + CK] = pn;
+            float L = __bfloat162float(p0) + __bfloat162float(p1) + __bfloat162float(pn);
             for (int o = 16; o; o >>= 1) L += __shfl_xor_sync(~0u, L, o);
             __syncwarp();
             if (lane == 0) ml[warp * 3] = m_new, ml[warp * 3 + 1] = ml[warp * 3 + 1] * alpha + L, ml[warp * 3 + 2] = alpha;
@@ -406,7 +416,8 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
             const int nt = warp + NCW * j;
             acc[j][0] *= alpha, acc[j][1] *= alpha;
 #pragma unroll
-            for (int s = 0; s < CK / 16; s++) { // keys s * 16 + 0..15
+            for (int s = 0; s < CK / 16; s++) { // keys s * 16 + 0..15 (their weights are zero past the chunk's)
+                if (s * 16 >= nkc) break;
                 uint32_t af[4], bfr[2];
                 ldsm_x4(af, ps + (lane & 15) * PROW + s * 16 + (lane >> 4) * 8);
                 const int kr = s * 16 + (lane & 15);
@@ -416,10 +427,10 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
             if (here && g < gqa)
                 for (int e = 0; e < 2; e++) acc[j][e] += __bfloat162float(ps[g * PROW + CK]) * vn[nt * 8 + 2 * t + e];
         }
-        cbar(); // the slot, scores and weights read: the next chunk may overwrite them
+        cbar(); // the slots, scores and weights read: the next chunk may overwrite them
         if (has_slot) {
-            if (tid == 0) mb_arrive(ring.empty + it % NSLOT, 4);
-            it++;
+            if (tid == 0) mb_arrive(ring.empty + it % NSLOT, 4), mb_arrive(ring.empty + (it + 1) % NSLOT, 4);
+            it += 2;
         }
     }
     float *part = bu.part + (size_t)(kvh * MAX_SPLITS + split) * gqa * (HD + 2);
@@ -493,11 +504,6 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     layout(sh, (uint8_t *)a.scratch, &bu);
     if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(ring.full + i, 1), mb_init(ring.empty + i, 4); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
     if (tid < NSLOT) ring.seq[tid] = -1;
-    if (tid < HD / 2) {
-        double c, s;
-        afo_cuda::rope_angle(a.rope, pos, tid, &c, &s);
-        ang[tid] = make_float2((float)c, (float)s);
-    }
     __syncthreads();
     if (tid >= NCT) { // the producer warp: one thread issues the copies
         if (tid == NCT) {
@@ -535,11 +541,12 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
                     int k0, k1; item_keys(pos, S, blockIdx.x % S, k0, k1);
                     const size_t row0 = ((size_t)(blockIdx.x / S) * sh.capacity + k0) * HD;
                     for (int c = 0; c * CK < k1 - k0; c++) {
-                        Tile t = {};
+                        Tile kt = {}, vt = {};
                         const uint32_t bytes = (uint32_t)min(CK, k1 - k0 - c * CK) * HD * 2;
-                        add_part(t, (const bf16 *)ly.keys + row0 + (size_t)c * CK * HD, bytes);
-                        add_part(t, (const bf16 *)ly.values + row0 + (size_t)c * CK * HD, bytes);
-                        emit(t, 0);
+                        add_part(kt, (const bf16 *)ly.keys + row0 + (size_t)c * CK * HD, bytes);
+                        add_part(vt, (const bf16 *)ly.values + row0 + (size_t)c * CK * HD, bytes);
+                        emit(kt, 0);
+                        emit(vt, 0);
                     }
                 }
                 stage(ST_O, l);
@@ -549,6 +556,13 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
             stage(ST_HEAD, 0);
         }
         return;
+    }
+    // (rope's angles after the producer is off: the first use is attention's,
+    // several barriers on)
+    if (tid < HD / 2) {
+        double c, s;
+        afo_cuda::rope_angle(a.rope, pos, tid, &c, &s);
+        ang[tid] = make_float2((float)c, (float)s);
     }
     int it = 0; // ring position
     const int warp = tid / 32, lane = tid & 31;

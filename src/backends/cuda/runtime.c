@@ -226,6 +226,30 @@ static afo_status cuda_download(void *dst, const void *src, size_t nbytes) {
     return drain("download");
 }
 
+/* Small reads that wait for their own copy only: pinned slots, an event
+ * each, used in turn. */
+static char *g_read_slots;
+static cudaEvent_t g_read_done[AFO_READS_PENDING];
+static _Atomic unsigned g_read_next;
+
+static afo_status cuda_read_start(const void *src, size_t nbytes, int *ticket) {
+    int i = (int)(atomic_fetch_add(&g_read_next, 1) % AFO_READS_PENDING);
+    AFO_TRY(afo_cuda_status(cudaMemcpyAsync(g_read_slots + i * AFO_READ_BYTES, src, nbytes, cudaMemcpyDeviceToHost,
+                                            g_stream), "read"));
+    *ticket = i;
+    return afo_cuda_status(cudaEventRecord(g_read_done[i], g_stream), "read event");
+}
+
+static afo_status cuda_read_finish(int ticket, void *dst, size_t nbytes) {
+    AFO_TRY(afo_cuda_status(cudaEventSynchronize(g_read_done[ticket]), "read"));
+    memcpy(dst, g_read_slots + ticket * AFO_READ_BYTES, nbytes);
+    return AFO_OK;
+}
+
+static afo_status cuda_copy(void *dst, const void *src, size_t nbytes) {
+    return afo_cuda_status(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, g_stream), "copy");
+}
+
 static afo_status cuda_synchronize(void) { return drain("synchronize"); }
 
 static uint64_t cuda_synchronizations(void) { return g_synchronizations; }
@@ -245,9 +269,11 @@ static afo_status cuda_info(afo_device_info *out) {
     return AFO_OK;
 }
 
-static const afo_backend g_backend = {"cuda",           cuda_alloc,       cuda_free,          cuda_upload,
-                                      cuda_download,    cuda_synchronize, cuda_synchronizations, cuda_info,
-                                      cuda_record_begin, cuda_record_end, cuda_replay,        cuda_record_free};
+static afo_backend g_backend = {"cuda",           cuda_alloc,       cuda_free,          cuda_upload,
+                                cuda_download,    cuda_read_start,  cuda_read_finish,   cuda_copy,
+                                cuda_synchronize,
+                                cuda_synchronizations, cuda_info, cuda_record_begin, cuda_record_end,
+                                cuda_replay,      cuda_record_free};
 
 static void init(void) {
     const char *env = getenv("AFO_CUDA_DEVICE");
@@ -281,6 +307,13 @@ static void init(void) {
             g_stage[1] = NULL;
             break;
         }
+    }
+    bool read_slots = cudaMallocHost((void **)&g_read_slots, AFO_READS_PENDING * AFO_READ_BYTES) == cudaSuccess;
+    for (int i = 0; read_slots && i < AFO_READS_PENDING; i++)
+        read_slots = cudaEventCreateWithFlags(&g_read_done[i], cudaEventDisableTiming) == cudaSuccess;
+    if (!read_slots) { /* reads go through download then */
+        cudaGetLastError();
+        g_backend.read_start = NULL, g_backend.read_finish = NULL;
     }
     if (cudaMallocHost((void **)&g_ring, RING_BYTES) != cudaSuccess ||
         cudaEventCreateWithFlags(&g_ring_round, cudaEventDisableTiming) != cudaSuccess) {
