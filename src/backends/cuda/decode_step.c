@@ -21,16 +21,17 @@ static bool fits(const afo_step_shape *s, const char **why) {
 
 /* The kernel's bulk copies and vector loads need every operand dense and
  * 16-byte aligned on the GPU; one that is not declines the step. */
-static const void *dense_ptr(const afo_array *a, afo_status *st) {
+static const void *dense_ptr(const afo_array *a, const char *what, int64_t layer, afo_status *st) {
     const void *p = afo_array_ptr(a);
     if (*st == AFO_OK && (!a->contiguous || a->buf->device != AFO_CUDA || (uintptr_t)p % 16))
-        *st = afo_error(AFO_ERR_UNSUPPORTED, "decode_step: an operand of shape [%lld...] is not dense and aligned "
-                                             "on the GPU", (long long)a->shape[0]);
+        *st = afo_error(AFO_ERR_UNSUPPORTED, "decode_step: %s (layer %lld) is not dense and 16-byte aligned on the GPU",
+                        what, (long long)layer);
     return p;
 }
 
-static afo_cuda_q4 q4_of(afo_array *const *q, afo_status *st) {
-    return (afo_cuda_q4){dense_ptr(q[0], st), dense_ptr(q[1], st), dense_ptr(q[2], st)};
+static afo_cuda_q4 q4_of(afo_array *const *q, const char *what, int64_t layer, afo_status *st) {
+    return (afo_cuda_q4){dense_ptr(q[0], what, layer, st), dense_ptr(q[1], what, layer, st),
+                         dense_ptr(q[2], what, layer, st)};
 }
 
 static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, const afo_attrs *a) {
@@ -52,25 +53,25 @@ static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, con
     s->rope = (afo_cuda_rope){.L = 1, .dims = AFO_STEP_HEAD_DIM, .base = a->f[AFO_STEP_F_ROPE_BASE], .scale = 1};
     if (fixed > AFO_STEP_IN_FIXED) {
         const afo_array *f = in[AFO_STEP_IN_FIXED];
-        s->rope.freqs = (afo_cuda_vec){dense_ptr(f, &st), f->dtype, 1};
+        s->rope.freqs = (afo_cuda_vec){dense_ptr(f, "rope's frequencies", 0, &st), f->dtype, 1};
     }
     for (int64_t j = 0; j < AFO_STEP_HEAD_DIM / 2; j++)
         s->rope.inv_freq[j] = pow(s->rope.base, -2.0 * (double)j / AFO_STEP_HEAD_DIM);
-    s->x = dense_ptr(in[AFO_STEP_IN_X], &st);
-    s->position = dense_ptr(in[AFO_STEP_IN_POSITION], &st);
-    s->final_norm = dense_ptr(in[AFO_STEP_IN_FINAL_NORM], &st);
-    s->head = q4_of(in + AFO_STEP_IN_HEAD, &st);
+    s->x = dense_ptr(in[AFO_STEP_IN_X], "x", 0, &st);
+    s->position = dense_ptr(in[AFO_STEP_IN_POSITION], "the position", 0, &st);
+    s->final_norm = dense_ptr(in[AFO_STEP_IN_FINAL_NORM], "the final norm", L, &st);
+    s->head = q4_of(in + AFO_STEP_IN_HEAD, "the head", L, &st);
     for (int64_t l = 0; l < L; l++) {
         afo_array *const *y = in + fixed + l * AFO_STEP_L_COUNT;
         afo_cuda_step_layer *c = &s->layer[l];
-        c->attn_norm = dense_ptr(y[AFO_STEP_L_ATTN_NORM], &st);
-        c->mlp_norm = dense_ptr(y[AFO_STEP_L_MLP_NORM], &st);
-        c->qkv = q4_of(y + AFO_STEP_L_QKV, &st);
-        c->o = q4_of(y + AFO_STEP_L_O, &st);
-        c->gate_up = q4_of(y + AFO_STEP_L_GATE_UP, &st);
-        c->down = q4_of(y + AFO_STEP_L_DOWN, &st);
-        c->keys = (void *)dense_ptr(y[AFO_STEP_L_KEYS], &st);
-        c->values = (void *)dense_ptr(y[AFO_STEP_L_VALUES], &st);
+        c->attn_norm = dense_ptr(y[AFO_STEP_L_ATTN_NORM], "the attention norm", l, &st);
+        c->mlp_norm = dense_ptr(y[AFO_STEP_L_MLP_NORM], "the MLP norm", l, &st);
+        c->qkv = q4_of(y + AFO_STEP_L_QKV, "qkv", l, &st);
+        c->o = q4_of(y + AFO_STEP_L_O, "o", l, &st);
+        c->gate_up = q4_of(y + AFO_STEP_L_GATE_UP, "gate_up", l, &st);
+        c->down = q4_of(y + AFO_STEP_L_DOWN, "down", l, &st);
+        c->keys = (void *)dense_ptr(y[AFO_STEP_L_KEYS], "the key cache", l, &st);
+        c->values = (void *)dense_ptr(y[AFO_STEP_L_VALUES], "the value cache", l, &st);
     }
     afo_buffer *scratch = NULL;
     if (st == AFO_OK) st = afo_array_alloc(out);
