@@ -480,11 +480,16 @@ __device__ void attention_item(const afo_cuda_step &a, const Bufs &bu, const flo
 
 extern __shared__ __align__(128) uint8_t smem[];
 
-template <int D, int F> __host__ __device__ constexpr int xs_bytes() {
+template <int F> __host__ __device__ constexpr int xs_bytes() {
     return F + F / 32 * 8 + NCW * 4 > ATT_BYTES ? F + F / 32 * 8 + NCW * 4 : ATT_BYTES;
 }
 template <int D, int F> constexpr size_t smem_bytes() {
-    return (size_t)NSLOT * SLOT + (xs_bytes<D, F>() + 15) / 16 * 16 + 2 * NSLOT * 8 + 64 + D * 2;
+    return (size_t)NSLOT * SLOT + (xs_bytes<F>() + 15) / 16 * 16 + 2 * NSLOT * 8 + 64 + D * 2;
+}
+// Whether a shape's tiles fit a ring slot (8 rows of D, 2 rows of F, with
+// their scales and biases) and the block's shared memory an SM's 227 KB.
+template <int D, int F> constexpr bool fits_smem() {
+    return 8 * (D / 2 + D / GS * 4) <= SLOT && 2 * (F / 2 + F / GS * 4) <= SLOT && smem_bytes<D, F>() + 1024 <= 232448;
 }
 
 template <int D, int F>
@@ -492,7 +497,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     uint8_t *xs = smem + NSLOT * SLOT;
     Ring ring;
     ring.slots = smem;
-    ring.full = (uint64_t *)(xs + (xs_bytes<D, F>() + 15) / 16 * 16);
+    ring.full = (uint64_t *)(xs + (xs_bytes<F>() + 15) / 16 * 16);
     ring.empty = ring.full + NSLOT;
     ring.seq = (int *)(ring.empty + NSLOT);
     bf16 *xres = (bf16 *)((uint8_t *)ring.seq + 64); // the residual the o and down stages add to
@@ -640,6 +645,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
 // heads are of 64).
 struct Variant { int D, F; void (*kernel)(afo_cuda_step); size_t smem; };
 #define VARIANT(d, f) {d, f, step_kernel<d, f>, smem_bytes<d, f>()}
+static_assert(fits_smem<4096, 14336>() && fits_smem<3072, 8192>() && fits_smem<1024, 2048>(), "tiles and ring fit");
 const Variant kVariants[] = {VARIANT(4096, 14336), VARIANT(3072, 8192), VARIANT(1024, 2048)};
 #undef VARIANT
 
