@@ -33,6 +33,11 @@ static bool model_qualifies(const afo_model *m) {
     return true;
 }
 
+static afo_step_shape step_shape(const afo_model *m, const afo_kv_cache *cache) {
+    const model_config *c = &m->cfg;
+    return (afo_step_shape){c->layers, c->hidden, c->intermediate, c->heads, c->kv_heads, c->vocab, kv_capacity(cache)};
+}
+
 bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, int64_t n,
                         const afo_forward_options *opts) {
     const char *env = getenv("AFO_FUSED_STEP");
@@ -41,8 +46,7 @@ bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, 
         (opts && (opts->hidden_states || opts->attention_mask)) || !kv_plain_buffer(cache, 0, 0) ||
         afo_kv_cache_dtype(cache) != AFO_BFLOAT16 || !model_qualifies(m))
         return false;
-    const model_config *c = &m->cfg;
-    afo_step_shape s = {c->layers, c->hidden, c->intermediate, c->heads, c->kv_heads, c->vocab, kv_capacity(cache)};
+    afo_step_shape s = step_shape(m, cache);
     const char *why = NULL;
     return afo_decode_step_fits(d, &s, &why);
 }
@@ -69,7 +73,7 @@ afo_array *fused_step(afo_model *m, afo_kv_cache *cache, afo_array *x, afo_array
             y_in[AFO_STEP_L_KEYS] = kv_plain_buffer(cache, (int)l, 0);
             y_in[AFO_STEP_L_VALUES] = kv_plain_buffer(cache, (int)l, 1);
         }
-        afo_step_shape s = {L, c->hidden, c->intermediate, c->heads, c->kv_heads, c->vocab, kv_capacity(cache)};
+        afo_step_shape s = step_shape(m, cache);
         afo_array *fixed[AFO_STEP_IN_FIXED] = {x, pos, m->final_norm, head->w, head->scales, head->biases};
         y = afo_decode_step(&s, fixed, freqs, layer_in, c->eps, c->attn_scale * score, c->rope_full.theta);
     } else if (pos) {

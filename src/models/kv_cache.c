@@ -53,9 +53,10 @@ static afo_array **slot(afo_kv_cache *c, int layer, int kv, int part) {
     return &c->buf[((size_t)layer * 2 + (size_t)kv) * 3 + (size_t)part];
 }
 
-afo_array *kv_plain_buffer(afo_kv_cache *c, int layer, int kv) {
-    return c->quantized || c->opt.kv_bits || c->opt.max_kv_size ? NULL : *slot(c, layer, kv, 0);
-}
+/* Neither quantized (now or later) nor rotating. */
+static bool plain(const afo_kv_cache *c) { return !c->quantized && !c->opt.kv_bits && !c->opt.max_kv_size; }
+
+afo_array *kv_plain_buffer(afo_kv_cache *c, int layer, int kv) { return plain(c) ? *slot(c, layer, kv, 0) : NULL; }
 
 static int num_parts(const afo_kv_cache *c) { return c->quantized ? 3 : 1; }
 
@@ -228,10 +229,8 @@ static afo_status reserve(afo_kv_cache *c, int64_t needed) {
                     afo_release(kept);
                     afo_release(fresh);
                     fresh = u;
-                } else if (fresh) { /* zeros of its own, not a broadcast scalar: decode_step writes in place */
-                    afo_array *owned = afo_contiguous(fresh);
-                    afo_release(fresh);
-                    fresh = owned;
+                } else { /* zeros of its own, not a broadcast scalar: decode_step writes in place */
+                    fresh = ow_unary(afo_contiguous, fresh);
                 }
                 if (!fresh || afo_eval1(fresh) != AFO_OK) {
                     afo_release(fresh);
@@ -510,7 +509,7 @@ static afo_status quantize_buffers(afo_kv_cache *c) {
 }
 
 afo_status kv_begin_at(afo_kv_cache *c, afo_array *position) {
-    if (c->quantized || c->opt.kv_bits || c->opt.max_kv_size)
+    if (!plain(c))
         return afo_error(AFO_ERR_UNSUPPORTED, "kv cache: a step at a device position needs a plain cache "
                                               "(not quantized or rotating)");
     if (c->length + 1 > c->capacity)

@@ -217,12 +217,6 @@ afo_status model_stack_projections(afo_model *m);
  * (plain dtype, or bits and group size), input size and no bias. */
 bool linear_fusable(const linear_weight *p, int n);
 
-/* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and
- * position (int32 [1], at the cache's length when recorded) are device data
- * read when the step runs, so that a recording of it replays at any later
- * position within the cache's capacity (kv_begin_at's conditions; MoE
- * models, which route on the host, and dynamic RoPE past the trained
- * length are AFO_ERR_UNSUPPORTED). */
 /* fused_step.c: whether this step runs as one decode_step op, and the op
  * (x, the token's embedding, taken over; position NULL: the cache's length
  * as host data). */
@@ -231,6 +225,12 @@ bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, 
 afo_array *fused_step(afo_model *m, afo_kv_cache *cache, afo_array *x, afo_array *position, afo_array *freqs,
                       double score);
 
+/* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and
+ * position (int32 [1], at the cache's length when recorded) are device data
+ * read when the step runs, so that a recording of it replays at any later
+ * position within the cache's capacity (kv_begin_at's conditions; MoE
+ * models, which route on the host, and dynamic RoPE past the trained
+ * length are AFO_ERR_UNSUPPORTED). */
 afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, afo_array *position,
                             afo_array **logits);
 

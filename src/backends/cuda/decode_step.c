@@ -9,13 +9,17 @@
 #include "backends/cuda/decode_step_kernels.h"
 #include "ops/decode_step.h"
 
+static afo_cuda_step_shape cuda_shape(const afo_step_shape *s) {
+    return (afo_cuda_step_shape){(int)s->layers, (int)s->hidden,   (int)s->intermediate, (int)s->heads,
+                                 (int)s->kv_heads, (int)s->vocab, s->capacity};
+}
+
 static bool fits(const afo_step_shape *s, const char **why) {
-    if (s->layers > AFO_CUDA_STEP_MAX_LAYERS) {
+    if (s->layers > AFO_CUDA_STEP_MAX_LAYERS) { /* (before the sizes narrow to int) */
         *why = "more layers than the kernel takes (64)";
         return false;
     }
-    afo_cuda_step_shape c = {(int)s->layers, (int)s->hidden, (int)s->intermediate, (int)s->heads, (int)s->kv_heads,
-                             (int)s->vocab, s->capacity};
+    afo_cuda_step_shape c = cuda_shape(s);
     return afo_cuda_decode_step_fits(&c, why);
 }
 
@@ -46,8 +50,7 @@ static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, con
     afo_cuda_step *s = calloc(1, sizeof *s); /* (15 KB: the kernel's parameters) */
     if (!s) return afo_error(AFO_ERR_OUT_OF_MEMORY, "decode_step: out of memory");
     afo_status st = AFO_OK;
-    s->shape = (afo_cuda_step_shape){(int)L, (int)shape.hidden, (int)shape.intermediate, (int)shape.heads,
-                                     (int)shape.kv_heads, (int)shape.vocab, shape.capacity};
+    s->shape = cuda_shape(&shape);
     s->eps = (float)a->f[AFO_STEP_F_EPS];
     s->scale = (float)a->f[AFO_STEP_F_SCALE];
     s->rope = (afo_cuda_rope){.L = 1, .dims = AFO_STEP_HEAD_DIM, .base = a->f[AFO_STEP_F_ROPE_BASE], .scale = 1};
