@@ -429,10 +429,48 @@ static bool step_logits(afo_model *m, afo_kv_cache *cache, afo_device d, const i
 /* Layer l's key (kv 0) or value (kv 1) rows at position p of a cache, as
  * float32 (n = kv_heads * head_dim values). */
 static bool cache_row(afo_kv_cache *c, int l, int kv, int64_t p, float *out, size_t n) {
+    /* (the slice on the GPU: one on the CPU would keep a host copy of the
+     * buffer, which the fused step, writing in place, declines) */
+    afo_set_default_device(AFO_CUDA);
     afo_array *buf = kv_plain_buffer(c, l, kv), *row = buf ? afo_slice_axis(buf, 2, p, p + 1) : NULL;
     bool ok = row && afo_array_read(row, AFO_FLOAT32, out, sizeof(float) * n) == AFO_OK;
     afo_release(row);
+    afo_set_default_device(AFO_CPU);
     return ok;
+}
+
+/* A fused step given a pick writes the argmax of the logits it returns
+ * there (poisoned first), step after step: the counters the kernel leaves
+ * zeroed for the next launch are not cleared in between any more. */
+static void check_fused_pick(afo_model *m, const int32_t *prompt) {
+    enum { V = 512, STEPS = 6 };
+    afo_kv_cache *c = NULL;
+    afo_set_default_device(AFO_CUDA);
+    /* buffers of their own on the GPU (afo_zeros alone is a view of a shared scalar) */
+    afo_array *z = afo_zeros(AFO_INT32, 1, (int64_t[]){1}), *z2 = afo_zeros(AFO_INT32, 2, (int64_t[]){1, 1}),
+              *id = afo_contiguous(z2), *pos = afo_contiguous(z), *pick = afo_contiguous(z), *logits = NULL;
+    afo_release(z), afo_release(z2);
+    bool ok = id && pos && pick && afo_array_write(id, prompt, sizeof *prompt) == AFO_OK &&
+              afo_kv_cache_create(m, 1, &c) == AFO_OK && kv_reserve(c, STEPS) == AFO_OK;
+    for (int i = 0; ok && i < STEPS; i++) {
+        int32_t poison = -7, got = -7, at = i;
+        bool picked = false;
+        static float lg[V];
+        ok = afo_array_write(pick, &poison, sizeof poison) == AFO_OK && afo_array_write(pos, &at, sizeof at) == AFO_OK &&
+             model_forward_at(m, c, id, pos, pick, &picked, &logits) == AFO_OK &&
+             afo_array_read(logits, AFO_FLOAT32, lg, sizeof lg) == AFO_OK &&
+             afo_array_read(pick, AFO_INT32, &got, sizeof got) == AFO_OK;
+        CHECK_MSG(ok && picked, "fused step %d with a pick: %s", i, afo_last_error());
+        int32_t best = 0;
+        for (int v = 1; v < V; v++) best = lg[v] > lg[best] ? v : best;
+        CHECK_MSG(!ok || got == best, "fused step %d picked %d, the logits' argmax is %d", i, got, best);
+        ok = ok && afo_array_write(id, &got, sizeof got) == AFO_OK;
+        afo_release(logits);
+        logits = NULL;
+    }
+    afo_release_n((afo_array *[]){id, pos, pick}, 3);
+    afo_kv_cache_free(c);
+    afo_set_default_device(AFO_CPU);
 }
 
 /* The fused decode step (ops/decode_step.h: the whole step as one
@@ -518,6 +556,7 @@ static void test_fused_decode_step(void) {
         afo_kv_cache_free(cpu);
         afo_kv_cache_free(graph);
     }
+    if (m) check_fused_pick(m, prompt);
     if (m) {
         enum { N = 48 };
         int32_t one_by_one[N], replayed[N];

@@ -671,23 +671,28 @@ static void test_decode_step_errors(void) {
     afo_step_shape s = {L, D, F, H, K, V, 16};
     const char *why = NULL;
     CHECK(!afo_decode_step_fits(AFO_CPU, &s, &why) && why && strstr(why, "no decode_step kernel"));
-    int64_t xs[3] = {1, 1, D}, one = 1, nd = D, hw[2] = {V, D / 8}, hs[2] = {V, D / 64};
+    int64_t xs[3] = {1, 1, D}, one = 1, nd = D, hw[2] = {V, D / 8}, hs[2] = {V, D / 64}, nf = 64;
     afo_array *x = afo_zeros(AFO_BFLOAT16, 3, xs), *pos = afo_zeros(AFO_INT32, 1, &one),
               *norm = afo_zeros(AFO_BFLOAT16, 1, &nd), *hw_ = afo_zeros(AFO_UINT32, 2, hw),
-              *hsb = afo_zeros(AFO_BFLOAT16, 2, hs);
-    afo_array *fixed[AFO_STEP_IN_FIXED] = {x, pos, norm, hw_, hsb, hsb};
+              *hsb = afo_zeros(AFO_BFLOAT16, 2, hs), *freqs = afo_zeros(AFO_FLOAT32, 1, &nf);
+    afo_array *fixed[AFO_STEP_IN_FIXED] = {x, pos, norm, hw_, hsb, hsb, freqs};
     afo_array *layer[AFO_STEP_L_COUNT];
     for (int i = 0; i < AFO_STEP_L_COUNT; i++) layer[i] = norm; /* wrong from the qkv words on */
-    afo_array *y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088, 1e4);
+    afo_array *y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088);
     CHECK(!y && strstr(afo_last_error(), "decode_step: qkv of layer 0 is bfloat16"));
+    y = afo_decode_step(&s, fixed, norm, layer, 1e-5, 0.088);
+    CHECK(!y && strstr(afo_last_error(), "decode_step: the pick must be one int32"));
+    fixed[AFO_STEP_IN_FREQS] = norm;
+    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088);
+    CHECK(!y && strstr(afo_last_error(), "decode_step: rope frequencies of layer 0 is bfloat16"));
     fixed[AFO_STEP_IN_X] = norm; /* 1-D, but of D elements: fine; position of two dtypes is not */
     fixed[AFO_STEP_IN_POSITION] = norm;
-    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088, 1e4);
+    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088);
     CHECK(!y && strstr(afo_last_error(), "decode_step: position must be one int32"));
     fixed[AFO_STEP_IN_POSITION] = NULL;
-    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088, 1e4);
+    y = afo_decode_step(&s, fixed, NULL, layer, 1e-5, 0.088);
     CHECK(!y && strstr(afo_last_error(), "decode_step: input 1 is NULL"));
-    afo_release(x), afo_release(pos), afo_release(norm), afo_release(hw_), afo_release(hsb);
+    afo_release_n((afo_array *[]){x, pos, norm, hw_, hsb, freqs}, 6);
 }
 
 int main(void) {

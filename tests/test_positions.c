@@ -136,6 +136,7 @@ static void test_forward_at(void) {
     CHECK(afo_kv_cache_create(m, 1, &plain) == AFO_OK && afo_kv_cache_create(m, 1, &at) == AFO_OK);
     int32_t prompt[4] = {1, 1785, 28, 300};
     afo_array *lp = NULL, *la = NULL;
+    bool picked = false;
     CHECK(afo_model_forward(m, plain, prompt, 1, 4, &lp) == AFO_OK);
     CHECK(afo_model_forward(m, at, prompt, 1, 4, &la) == AFO_OK);
     afo_release(la);
@@ -157,7 +158,7 @@ static void test_forward_at(void) {
         afo_release(lp);
         lp = NULL;
         CHECK(afo_model_forward(m, plain, &next, 1, 1, &lp) == AFO_OK);
-        CHECK(model_forward_at(m, at, id, pos, &la) == AFO_OK);
+        CHECK(model_forward_at(m, at, id, pos, NULL, &picked, &la) == AFO_OK && !picked);
         double e = lp && la ? rel_diff(la, lp) : INFINITY;
         if (!(e <= worst)) worst = e;
         afo_release(la);
@@ -167,7 +168,7 @@ static void test_forward_at(void) {
     CHECK(afo_kv_cache_length(at) == afo_kv_cache_length(plain));
     /* no room left: the step refuses instead of writing past the buffers */
     kv_advance(at, kv_capacity(at) - afo_kv_cache_length(at));
-    CHECK(model_forward_at(m, at, id, pos, &la) == AFO_ERR_UNSUPPORTED && !la);
+    CHECK(model_forward_at(m, at, id, pos, NULL, &picked, &la) == AFO_ERR_UNSUPPORTED && !la);
     afo_release_n((afo_array *[]){lp, id, pos}, 3);
     afo_kv_cache_free(plain);
     afo_kv_cache_free(at);

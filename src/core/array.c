@@ -663,7 +663,7 @@ afo_status afo_array_assign(afo_array *dst, afo_array *src) {
     AFO_TRY(afo_eval1(src));
     const afo_buffer *b = dst->buf;
     if (dst->dtype != src->dtype || dst->size != src->size || !dst->contiguous || !src->contiguous ||
-        b->device != src->buf->device || b->mapping || b->copy || b->is_copy)
+        b->device != src->buf->device || !afo_buffer_own_bytes(b))
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_assign: needs two contiguous arrays of one dtype, size and "
                                                    "device, the destination's bytes its own");
     size_t n = afo_array_nbytes(dst);
@@ -681,7 +681,7 @@ afo_status afo_array_write(afo_array *a, const void *src, size_t nbytes) {
     if (nbytes != need)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "afo_array_write: %zu bytes given for an array of %zu", nbytes, need);
     const afo_buffer *b = a->buf;
-    if (!a->contiguous || b->mapping || b->copy || b->is_copy)
+    if (!a->contiguous || !afo_buffer_own_bytes(b))
         return afo_error(AFO_ERR_INVALID_ARGUMENT,
                          "afo_array_write: the array is a strided view or shares its bytes with a file or a copy");
     char *dst = (char *)afo_array_ptr(a);

@@ -66,6 +66,9 @@ afo_buffer *afo_buffer_on(afo_buffer *b, afo_device device);
  * (counted, not kept as b's copy: b may be written again, by a replayed
  * recording). */
 afo_buffer *afo_buffer_fetch(const afo_buffer *b);
+/* True when b's bytes are its own: no file mapping, no copy on another
+ * device that writing them in place would leave stale. */
+bool afo_buffer_own_bytes(const afo_buffer *b);
 /* True when b may be overwritten by the op consuming its only reference. */
 bool afo_buffer_writable(const afo_buffer *b);
 /* Device buffers freed while a recording captures go to it instead of the

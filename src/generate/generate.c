@@ -127,7 +127,7 @@ static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo
  * (recorded again when it has to grow), and each replay rewrites the
  * logits and the sampler's pick in place. When the pick is made on the
  * device (greedy), the recording also copies it into the id the next step
- * reads, so that step is queued before the host has read this one's pick
+ * reads (a fused step writes it there itself), so that step is queued before the host has read this one's pick
  * (as mlx-lm's generate evaluates the next step asynchronously): the GPU
  * does not wait for the host between tokens. */
 typedef struct replay {
@@ -175,14 +175,17 @@ static afo_status replay_record(replay *r, afo_model *m, afo_kv_cache *cache, in
     if (!r->id || !r->position) return afo_last_status();
     AFO_TRY(replay_inputs(r, cache, id));
     AFO_TRY(afo_record_begin(r->rec));
-    afo_status st = model_forward_at(m, cache, r->id, r->position, &r->logits);
-    if (st == AFO_OK) st = afo_sampler_prepare(sampler, r->logits);
-    afo_array *pick = st == AFO_OK ? sampler_device_pick(sampler) : NULL;
+    /* a fused step writes a greedy pick into the id itself */
+    afo_status st = model_forward_at(m, cache, r->id, r->position, sampler_greedy(sampler) ? r->id : NULL, &r->feeds,
+                                     &r->logits);
+    if (st == AFO_OK && !r->feeds) st = afo_sampler_prepare(sampler, r->logits);
+    afo_array *pick = st == AFO_OK && !r->feeds ? sampler_device_pick(sampler) : NULL;
     if (pick) {
         st = afo_array_assign(r->id, pick);
         r->feeds = st == AFO_OK;
     }
     if (st != AFO_OK) {
+        r->feeds = false;
         afo_record_cancel(r->rec);
         return st;
     }

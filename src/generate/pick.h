@@ -8,4 +8,7 @@
  * (int32, one element), or NULL when it made none. Borrowed. */
 afo_array *sampler_device_pick(const afo_sampler *s);
 
+/* Whether the sampler's pick is the logits' argmax and nothing else. */
+bool sampler_greedy(const afo_sampler *s);
+
 #endif

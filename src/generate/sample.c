@@ -166,8 +166,10 @@ int32_t afo_sampler_sample(afo_sampler *s, const float *logits, const int32_t *h
     return s->cand[keep - 1].id;
 }
 
+bool sampler_greedy(const afo_sampler *s) { return s && s->o.temperature == 0 && !penalises(&s->o); }
+
 static bool picks_on_device(const afo_sampler *s, const afo_array *logits) {
-    return s->o.temperature == 0 && !penalises(&s->o) && afo_array_device(logits) != AFO_CPU;
+    return sampler_greedy(s) && afo_array_device(logits) != AFO_CPU;
 }
 
 /* Greedy picks on an accelerator take the argmax there, so one id crosses to

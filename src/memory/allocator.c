@@ -239,9 +239,9 @@ void afo_held_release(afo_device device, afo_held_buffers *held) {
     pthread_mutex_unlock(&p->lock);
 }
 
-bool afo_buffer_writable(const afo_buffer *b) {
-    return atomic_load(&b->refcount) == 1 && !b->mapping && !b->copy && !b->is_copy;
-}
+bool afo_buffer_own_bytes(const afo_buffer *b) { return !b->mapping && !b->copy && !b->is_copy; }
+
+bool afo_buffer_writable(const afo_buffer *b) { return atomic_load(&b->refcount) == 1 && afo_buffer_own_bytes(b); }
 
 static void count_copy(afo_device from, afo_device to, size_t nbytes) {
     pthread_mutex_lock(&g_pools[from].lock);

@@ -38,13 +38,25 @@ static afo_step_shape step_shape(const afo_model *m, const afo_kv_cache *cache) 
     return (afo_step_shape){c->layers, c->hidden, c->intermediate, c->heads, c->kv_heads, c->vocab, kv_capacity(cache)};
 }
 
+/* The op writes the new key and value into the cache's buffers in place:
+ * one with a copy on the host (read there) takes the layer graph, which
+ * writes a fresh buffer. */
+static bool cache_writable(afo_kv_cache *cache, int64_t layers) {
+    for (int l = 0; l < layers; l++)
+        for (int kv = 0; kv < 2; kv++) {
+            const afo_array *b = kv_plain_buffer(cache, l, kv);
+            if (!b || !b->buf || !afo_buffer_own_bytes(b->buf)) return false;
+        }
+    return true;
+}
+
 bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, int64_t n,
                         const afo_forward_options *opts) {
     const char *env = getenv("AFO_FUSED_STEP");
     afo_device d = afo_get_default_device();
     if ((env && strcmp(env, "0") == 0) || d == AFO_CPU || batch != 1 || n != 1 || !cache ||
-        (opts && (opts->hidden_states || opts->attention_mask)) || !kv_plain_buffer(cache, 0, 0) ||
-        afo_kv_cache_dtype(cache) != AFO_BFLOAT16 || !model_qualifies(m))
+        (opts && (opts->hidden_states || opts->attention_mask)) || afo_kv_cache_dtype(cache) != AFO_BFLOAT16 ||
+        !model_qualifies(m) || !cache_writable(cache, m->cfg.layers))
         return false;
     afo_step_shape s = step_shape(m, cache);
     const char *why = NULL;
@@ -52,7 +64,7 @@ bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, 
 }
 
 afo_array *fused_step(afo_model *m, afo_kv_cache *cache, afo_array *x, afo_array *position, afo_array *freqs,
-                      double score) {
+                      double score, afo_array *pick) {
     const model_config *c = &m->cfg;
     int64_t L = c->layers;
     const linear_weight *head = m->lm_head.w ? &m->lm_head : &m->embed;
@@ -74,8 +86,8 @@ afo_array *fused_step(afo_model *m, afo_kv_cache *cache, afo_array *x, afo_array
             y_in[AFO_STEP_L_VALUES] = kv_plain_buffer(cache, (int)l, 1);
         }
         afo_step_shape s = step_shape(m, cache);
-        afo_array *fixed[AFO_STEP_IN_FIXED] = {x, pos, m->final_norm, head->w, head->scales, head->biases};
-        y = afo_decode_step(&s, fixed, freqs, layer_in, c->eps, c->attn_scale * score, c->rope_full.theta);
+        afo_array *fixed[AFO_STEP_IN_FIXED] = {x, pos, m->final_norm, head->w, head->scales, head->biases, freqs};
+        y = afo_decode_step(&s, fixed, pick, layer_in, c->eps, c->attn_scale * score);
     } else if (pos) {
         afo_error(AFO_ERR_OUT_OF_MEMORY, "model forward: out of memory");
     }

@@ -219,20 +219,22 @@ bool linear_fusable(const linear_weight *p, int n);
 
 /* fused_step.c: whether this step runs as one decode_step op, and the op
  * (x, the token's embedding, taken over; position NULL: the cache's length
- * as host data). */
+ * as host data; pick NULL, or where the op writes the logits' argmax). */
 bool fused_step_applies(const afo_model *m, afo_kv_cache *cache, int64_t batch, int64_t n,
                         const afo_forward_options *opts);
 afo_array *fused_step(afo_model *m, afo_kv_cache *cache, afo_array *x, afo_array *position, afo_array *freqs,
-                      double score);
+                      double score, afo_array *pick);
 
 /* transformer.c: the forward pass of one token whose id (int32 [1, 1]) and
  * position (int32 [1], at the cache's length when recorded) are device data
  * read when the step runs, so that a recording of it replays at any later
  * position within the cache's capacity (kv_begin_at's conditions; MoE
  * models, which route on the host, and dynamic RoPE past the trained
- * length are AFO_ERR_UNSUPPORTED). */
+ * length are AFO_ERR_UNSUPPORTED). Given `pick` (int32, one element), a
+ * fused step also writes the logits' argmax there, and *picked says
+ * whether it did (the greedy pick without an argmax kernel). */
 afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, afo_array *position,
-                            afo_array **logits);
+                            afo_array *pick, bool *picked, afo_array **logits);
 
 /* kv_cache.c: the forward pass's side of a KV cache. kv_begin prepares
  * room and masks for n new positions at the cache's length; kv_attend

@@ -204,8 +204,8 @@ static afo_status check_ids(const afo_model *m, const int32_t *ids, int64_t coun
 
 /* The forward pass of ids [batch, n] (int32, taken over) from the cache's
  * length on, or, with a position (n = 1), at the position's value. */
-static afo_status forward(afo_model *m, afo_kv_cache *cache, afo_array *ids, afo_array *position,
-                          const afo_forward_options *opts, afo_array **logits) {
+static afo_status forward(afo_model *m, afo_kv_cache *cache, afo_array *ids, afo_array *position, afo_array *pick,
+                          bool *picked, const afo_forward_options *opts, afo_array **logits) {
     const model_config *c = &m->cfg;
     int64_t batch = afo_array_dim(ids, 0), n = afo_array_dim(ids, 1);
     step s = {.B = batch, .n = n, .offset = afo_kv_cache_length(cache), .position = position, .cache = cache,
@@ -232,7 +232,8 @@ static afo_status forward(afo_model *m, afo_kv_cache *cache, afo_array *ids, afo
     afo_array **hs = opts ? opts->hidden_states : NULL;
     afo_array *x = s.freqs[0] && s.freqs[1] ? embed(m, ids) : (afo_release(ids), NULL), *y = NULL;
     if (x && fused_step_applies(m, cache, batch, n, opts)) {
-        y = fused_step(m, cache, x, position, s.freqs[0], s.score[0]);
+        y = fused_step(m, cache, x, position, s.freqs[0], s.score[0], pick);
+        if (picked) *picked = pick != NULL;
     } else {
         if (hs) hs[0] = afo_retain(x);
         for (int l = 0; l < c->layers && x; l++) {
@@ -272,12 +273,13 @@ afo_status afo_model_forward_ex(afo_model *m, afo_kv_cache *cache, const int32_t
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "model forward: attention_mask is only supported without a cache");
     int64_t shape[2] = {batch, n};
     afo_array *idx = afo_array_from_data(ids, AFO_INT32, 2, shape);
-    return idx ? forward(m, cache, idx, NULL, opts, logits) : afo_last_status();
+    return idx ? forward(m, cache, idx, NULL, NULL, NULL, opts, logits) : afo_last_status();
 }
 
 afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, afo_array *position,
-                            afo_array **logits) {
+                            afo_array *pick, bool *picked, afo_array **logits) {
     *logits = NULL;
+    *picked = false;
     const model_config *c = &m->cfg;
     for (int l = 0; l < c->layers; l++)
         if (m->layers[l].router.w)
@@ -289,7 +291,7 @@ afo_status model_forward_at(afo_model *m, afo_kv_cache *cache, afo_array *id, af
                              "model forward at a device position: dynamic RoPE past %lld positions changes with the "
                              "length", (long long)c->max_positions);
     afo_forward_options fo = {.last_only = 1};
-    return forward(m, cache, afo_retain(id), position, &fo, logits);
+    return forward(m, cache, afo_retain(id), position, pick, picked, &fo, logits);
 }
 
 afo_status afo_model_forward(afo_model *m, afo_kv_cache *cache, const int32_t *ids, int64_t batch, int64_t n,

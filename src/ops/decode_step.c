@@ -45,7 +45,7 @@ static afo_status step_shape(afo_array *out, afo_array *const *in, int nin, cons
     const int64_t *i = a->i;
     int64_t L = i[AFO_STEP_I_LAYERS], D = i[AFO_STEP_I_HIDDEN], F = i[AFO_STEP_I_INTERMEDIATE],
             H = i[AFO_STEP_I_HEADS], K = i[AFO_STEP_I_KV_HEADS], V = i[AFO_STEP_I_VOCAB];
-    int fixed = AFO_STEP_IN_FIXED + (i[AFO_STEP_I_HAS_FREQS] != 0);
+    int fixed = AFO_STEP_IN_FIXED + (i[AFO_STEP_I_HAS_PICK] != 0);
     if (L < 1 || D < 64 || D % 64 || F < 64 || F % 64 || H < 1 || K < 1 || H % K || V < 1 ||
         nin != fixed + L * AFO_STEP_L_COUNT)
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "decode_step: %d inputs for %lld layers, or a bad shape", nin,
@@ -57,8 +57,9 @@ static afo_status step_shape(afo_array *out, afo_array *const *in, int nin, cons
         return afo_error(AFO_ERR_INVALID_ARGUMENT, "decode_step: position must be one int32");
     AFO_TRY(expect(in[AFO_STEP_IN_FINAL_NORM], "final norm", L, AFO_BFLOAT16, D, -1));
     AFO_TRY(expect_q4(in + AFO_STEP_IN_HEAD, "head", L, V, D));
-    if (fixed > AFO_STEP_IN_FIXED) AFO_TRY(expect(in[AFO_STEP_IN_FIXED], "rope frequencies", 0, AFO_FLOAT32,
-                                                  AFO_STEP_HEAD_DIM / 2, -1));
+    AFO_TRY(expect(in[AFO_STEP_IN_FREQS], "rope frequencies", 0, AFO_FLOAT32, AFO_STEP_HEAD_DIM / 2, -1));
+    if (fixed > AFO_STEP_IN_FIXED && (in[AFO_STEP_IN_PICK]->dtype != AFO_INT32 || in[AFO_STEP_IN_PICK]->size != 1))
+        return afo_error(AFO_ERR_INVALID_ARGUMENT, "decode_step: the pick must be one int32");
     int64_t qkv = (H + 2 * K) * AFO_STEP_HEAD_DIM;
     for (int64_t l = 0; l < L; l++) {
         afo_array *const *y = in + fixed + l * AFO_STEP_L_COUNT;
@@ -84,14 +85,14 @@ static afo_status step_shape(afo_array *out, afo_array *const *in, int nin, cons
     return AFO_OK;
 }
 
-afo_array *afo_decode_step(const afo_step_shape *s, afo_array *const *fixed, afo_array *freqs,
-                           afo_array *const *layer_inputs, double eps, double scale, double rope_base) {
-    int nfixed = AFO_STEP_IN_FIXED + (freqs != NULL);
+afo_array *afo_decode_step(const afo_step_shape *s, afo_array *const *fixed, afo_array *pick,
+                           afo_array *const *layer_inputs, double eps, double scale) {
+    int nfixed = AFO_STEP_IN_FIXED + (pick != NULL);
     size_t n = (size_t)nfixed + (size_t)s->layers * AFO_STEP_L_COUNT;
     afo_array **in = malloc(sizeof *in * n);
     if (!in) return afo_error_null(AFO_ERR_OUT_OF_MEMORY, "decode_step: out of memory");
     memcpy(in, fixed, sizeof *in * AFO_STEP_IN_FIXED);
-    if (freqs) in[AFO_STEP_IN_FIXED] = freqs;
+    if (pick) in[AFO_STEP_IN_PICK] = pick;
     memcpy(in + nfixed, layer_inputs, sizeof *in * (size_t)s->layers * AFO_STEP_L_COUNT);
     for (size_t k = 0; k < n; k++)
         if (!in[k]) {
@@ -100,9 +101,9 @@ afo_array *afo_decode_step(const afo_step_shape *s, afo_array *const *fixed, afo
         }
     afo_attrs at = {.ni = AFO_STEP_I_COUNT, .nf = AFO_STEP_F_COUNT};
     int64_t v[AFO_STEP_I_COUNT] = {s->layers, s->hidden, s->intermediate, s->heads, s->kv_heads, s->vocab,
-                                   freqs != NULL};
+                                   pick != NULL};
     memcpy(at.i, v, sizeof v);
-    at.f[AFO_STEP_F_EPS] = eps, at.f[AFO_STEP_F_SCALE] = scale, at.f[AFO_STEP_F_ROPE_BASE] = rope_base;
+    at.f[AFO_STEP_F_EPS] = eps, at.f[AFO_STEP_F_SCALE] = scale;
     afo_array *r = afo_node(AFO_OP_DECODE_STEP, in, (int)n, &at);
     free(in);
     return r;

@@ -7,14 +7,18 @@
  * Inputs, in order: x (bf16 [1, 1, hidden], the token's embedding),
  * position (int32 [1], the token's position = the cache's length), the
  * final norm's weight, the head's packed words, scales and biases, rope's
- * frequencies when attrs say so, then per layer: the attention norm's
- * weight, q/k/v stacked (words, scales, biases), o (three), the MLP norm's
- * weight, gate/up stacked (three), down (three), and the layer's key and
- * value caches (bf16 [1, kv_heads, capacity, 128]). The output is the
- * logits, float32 [1, 1, vocab], each rounded to bf16 first as the layer
- * graph's are. The op also writes the token's key and value into the
- * caches at `position`, in place: the KV cache's buffers, which nothing
- * else reads in the step (models/kv_cache.c). */
+ * frequencies (float32 [64]), where the greedy pick goes when attrs say so
+ * (int32, one element), then per layer: the attention norm's weight, q/k/v
+ * stacked (words, scales, biases), o (three), the MLP norm's weight,
+ * gate/up stacked (three), down (three), and the layer's key and value
+ * caches (bf16 [1, kv_heads, capacity, 128]). The output is the logits,
+ * float32 [1, 1, vocab], each rounded to bf16 first as the layer graph's
+ * are. The op also writes, in place, the token's key and value into the
+ * caches at `position` (the KV cache's buffers, which nothing else reads in
+ * the step: models/kv_cache.c) and the logits' argmax into the pick's
+ * element (the argmax op's: NaNs skipped, ties to the lower index), so that
+ * a recorded greedy step feeds the next one the id it picked without a
+ * kernel of its own. */
 #ifndef AFO_OPS_DECODE_STEP_H
 #define AFO_OPS_DECODE_STEP_H
 
@@ -22,10 +26,13 @@
 
 enum {
     AFO_STEP_I_LAYERS, AFO_STEP_I_HIDDEN, AFO_STEP_I_INTERMEDIATE, AFO_STEP_I_HEADS, AFO_STEP_I_KV_HEADS,
-    AFO_STEP_I_VOCAB, AFO_STEP_I_HAS_FREQS, AFO_STEP_I_COUNT
+    AFO_STEP_I_VOCAB, AFO_STEP_I_HAS_PICK, AFO_STEP_I_COUNT
 };
-enum { AFO_STEP_F_EPS, AFO_STEP_F_SCALE, AFO_STEP_F_ROPE_BASE, AFO_STEP_F_COUNT };
-enum { AFO_STEP_IN_X, AFO_STEP_IN_POSITION, AFO_STEP_IN_FINAL_NORM, AFO_STEP_IN_HEAD, AFO_STEP_IN_FIXED = 6 };
+enum { AFO_STEP_F_EPS, AFO_STEP_F_SCALE, AFO_STEP_F_COUNT };
+enum {
+    AFO_STEP_IN_X, AFO_STEP_IN_POSITION, AFO_STEP_IN_FINAL_NORM, AFO_STEP_IN_HEAD, AFO_STEP_IN_FREQS = 6,
+    AFO_STEP_IN_FIXED, AFO_STEP_IN_PICK = AFO_STEP_IN_FIXED
+};
 enum {
     AFO_STEP_L_ATTN_NORM, AFO_STEP_L_QKV, AFO_STEP_L_O = 4, AFO_STEP_L_MLP_NORM = 7, AFO_STEP_L_GATE_UP,
     AFO_STEP_L_DOWN = 11, AFO_STEP_L_KEYS = 14, AFO_STEP_L_VALUES, AFO_STEP_L_COUNT
@@ -36,9 +43,9 @@ typedef struct afo_step_shape {
     int64_t layers, hidden, intermediate, heads, kv_heads, vocab, capacity;
 } afo_step_shape;
 
-/* The node; `in` as above (freqs NULL for none), attrs' floats given. */
-afo_array *afo_decode_step(const afo_step_shape *s, afo_array *const *fixed, afo_array *freqs,
-                           afo_array *const *layer_inputs, double eps, double scale, double rope_base);
+/* The node; `fixed` the inputs before the pick, `pick` NULL for none. */
+afo_array *afo_decode_step(const afo_step_shape *s, afo_array *const *fixed, afo_array *pick,
+                           afo_array *const *layer_inputs, double eps, double scale);
 
 /* Whether `device` runs decode_step for this shape (*why: what does not
  * fit, or that the device has no kernel for it). */

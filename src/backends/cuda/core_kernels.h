@@ -98,6 +98,19 @@ typedef struct afo_cuda_random {
 } afo_cuda_random;
 void afo_cuda_random_launch(const afo_cuda_random *r, cudaStream_t stream);
 
+/* --------------------------------------------------------- small copies */
+
+/* Copies of up to AFO_CUDA_SMALL_COPY bytes as a one-thread kernel: among
+ * a stream's kernels a copy-engine copy costs several microseconds more
+ * (a decode step's upload of its position and read of its pick;
+ * docs/PERFORMANCE.md). put: the bytes travel in the kernel's parameters
+ * (a recording keeps them as captured). copy: from device memory to device
+ * memory or to mapped pinned host memory, visible to the host once the
+ * kernel is done. */
+#define AFO_CUDA_SMALL_COPY 64
+cudaError_t afo_cuda_put_small(void *dst, const void *bytes, size_t n, cudaStream_t stream);
+cudaError_t afo_cuda_copy_small(void *dst, const void *src, size_t n, cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

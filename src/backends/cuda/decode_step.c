@@ -1,7 +1,6 @@
 /* CUDA kernel of decode_step (ops/decode_step.h): the op's inputs, which its
  * shape rule has checked, become the launcher's descriptor
  * (decode_step_kernels.h). */
-#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 
@@ -33,6 +32,18 @@ static const void *dense_ptr(const afo_array *a, const char *what, int64_t layer
     return p;
 }
 
+/* An operand the kernel writes in place (a cache, the pick): dense, and its
+ * bytes its own (no copy on the host that would go stale), stamped as being
+ * written. */
+static void *written_ptr(const afo_array *a, const char *what, int64_t layer, afo_status *st) {
+    void *p = (void *)dense_ptr(a, what, layer, st);
+    if (*st == AFO_OK && !afo_buffer_own_bytes(a->buf))
+        *st = afo_error(AFO_ERR_UNSUPPORTED, "decode_step: %s (layer %lld) shares its bytes with a file or a copy", what,
+                        (long long)layer);
+    if (*st == AFO_OK) afo_buffer_mark_written(a->buf);
+    return p;
+}
+
 static afo_cuda_q4 q4_of(afo_array *const *q, const char *what, int64_t layer, afo_status *st) {
     return (afo_cuda_q4){dense_ptr(q[0], what, layer, st), dense_ptr(q[1], what, layer, st),
                          dense_ptr(q[2], what, layer, st)};
@@ -42,7 +53,7 @@ static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, con
     (void)nin;
     const int64_t *i = a->i;
     int64_t L = i[AFO_STEP_I_LAYERS];
-    int fixed = AFO_STEP_IN_FIXED + (i[AFO_STEP_I_HAS_FREQS] != 0);
+    int fixed = AFO_STEP_IN_FIXED + (i[AFO_STEP_I_HAS_PICK] != 0);
     afo_step_shape shape = {L, i[AFO_STEP_I_HIDDEN], i[AFO_STEP_I_INTERMEDIATE], i[AFO_STEP_I_HEADS],
                             i[AFO_STEP_I_KV_HEADS], i[AFO_STEP_I_VOCAB], in[fixed + AFO_STEP_L_KEYS]->shape[2]};
     const char *why = NULL;
@@ -53,13 +64,10 @@ static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, con
     s->shape = cuda_shape(&shape);
     s->eps = (float)a->f[AFO_STEP_F_EPS];
     s->scale = (float)a->f[AFO_STEP_F_SCALE];
-    s->rope = (afo_cuda_rope){.L = 1, .dims = AFO_STEP_HEAD_DIM, .base = a->f[AFO_STEP_F_ROPE_BASE], .scale = 1};
-    if (fixed > AFO_STEP_IN_FIXED) {
-        const afo_array *f = in[AFO_STEP_IN_FIXED];
-        s->rope.freqs = (afo_cuda_vec){dense_ptr(f, "rope's frequencies", 0, &st), f->dtype, 1};
-    }
-    for (int64_t j = 0; j < AFO_STEP_HEAD_DIM / 2; j++)
-        s->rope.inv_freq[j] = pow(s->rope.base, -2.0 * (double)j / AFO_STEP_HEAD_DIM);
+    const afo_array *f = in[AFO_STEP_IN_FREQS];
+    s->rope = (afo_cuda_rope){.L = 1, .dims = AFO_STEP_HEAD_DIM, .scale = 1,
+                              .freqs = {dense_ptr(f, "rope's frequencies", 0, &st), f->dtype, 1}};
+    if (fixed > AFO_STEP_IN_FIXED) s->pick = written_ptr(in[AFO_STEP_IN_PICK], "the pick", 0, &st);
     s->x = dense_ptr(in[AFO_STEP_IN_X], "x", 0, &st);
     s->position = dense_ptr(in[AFO_STEP_IN_POSITION], "the position", 0, &st);
     s->final_norm = dense_ptr(in[AFO_STEP_IN_FINAL_NORM], "the final norm", L, &st);
@@ -73,20 +81,14 @@ static afo_status step_kernel(afo_array *out, afo_array *const *in, int nin, con
         c->o = q4_of(y + AFO_STEP_L_O, "o", l, &st);
         c->gate_up = q4_of(y + AFO_STEP_L_GATE_UP, "gate_up", l, &st);
         c->down = q4_of(y + AFO_STEP_L_DOWN, "down", l, &st);
-        c->keys = (void *)dense_ptr(y[AFO_STEP_L_KEYS], "the key cache", l, &st);
-        c->values = (void *)dense_ptr(y[AFO_STEP_L_VALUES], "the value cache", l, &st);
+        c->keys = written_ptr(y[AFO_STEP_L_KEYS], "the key cache", l, &st);
+        c->values = written_ptr(y[AFO_STEP_L_VALUES], "the value cache", l, &st);
     }
-    afo_buffer *scratch = NULL;
     if (st == AFO_OK) st = afo_array_alloc(out);
-    if (st == AFO_OK && !(scratch = afo_buffer_alloc(AFO_CUDA, afo_cuda_decode_step_scratch(&s->shape))))
-        st = afo_last_status();
     if (st == AFO_OK) {
         s->logits = afo_array_ptr(out);
-        s->scratch = scratch->data;
         st = afo_cuda_status(afo_cuda_decode_step_run(s, afo_cuda_stream()), "decode_step");
     }
-    /* the stream orders the kernel before any reuse of the scratch */
-    if (scratch) afo_buffer_release(scratch);
     free(s);
     return st;
 }

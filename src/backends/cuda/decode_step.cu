@@ -37,28 +37,34 @@ constexpr int NCW = 8, NCT = NCW * 32, NT = NCT + 32;
 constexpr int NSLOT = 11, MAX_IN_FLIGHT = 2, SLOT = 18432;
 // a layer's counters: SMs (or items) done with a stage
 enum { C_QKV, C_ATTN, C_O, C_GU, C_DOWN, C_SPLITS, CNT_PER_LAYER = C_SPLITS + MAX_KVH };
+// The counters of the most layers, then the SMs done with the step; the
+// argmax's candidates, one an SM.
+constexpr int COUNTERS = AFO_CUDA_STEP_MAX_LAYERS * CNT_PER_LAYER + 1, C_END = COUNTERS - 1, MAX_SMS = 1024;
 
-// The scratch: counters first (cleared before each launch), then the
-// vectors the stages hand on through global memory.
+// The scratch, one buffer for every launch (zeroed once, when made): the
+// counters, which the last SM to finish a step zeroes for the next (so no
+// launch clears them first), the argmax's candidates, then the vectors the
+// stages hand on through global memory.
 struct Bufs {
     unsigned *cnt;
+    int2 *cand; // (logit's bits, row) of the SM's best row
     bf16 *resid[2], *qkv, *attn, *h;
     float *part;
 };
 __host__ __device__ inline size_t round_up(size_t n) { return (n + 255) / 256 * 256; }
-__host__ __device__ inline size_t counter_bytes(const afo_cuda_step_shape &s) {
-    return round_up((size_t)s.layers * CNT_PER_LAYER * 4);
-}
 __host__ __device__ inline size_t layout(const afo_cuda_step_shape &s, uint8_t *base, Bufs *b) {
     const int gqa = s.heads / s.kv_heads;
-    const size_t sizes[7] = {counter_bytes(s), round_up((size_t)s.hidden * 2), round_up((size_t)s.hidden * 2),
+    const size_t sizes[8] = {round_up((size_t)COUNTERS * 4), round_up((size_t)MAX_SMS * 8),
+                             round_up((size_t)s.hidden * 2), round_up((size_t)s.hidden * 2),
                              round_up((size_t)(s.heads + 2 * s.kv_heads) * HD * 2), round_up((size_t)s.heads * HD * 2),
                              round_up((size_t)s.intermediate * 2),
                              round_up((size_t)s.kv_heads * MAX_SPLITS * gqa * (HD + 2) * 4)};
     size_t at = 0;
-    uint8_t *p[7];
-    for (int i = 0; i < 7; i++) p[i] = base + at, at += sizes[i];
-    if (b) *b = Bufs{(unsigned *)p[0], {(bf16 *)p[1], (bf16 *)p[2]}, (bf16 *)p[3], (bf16 *)p[4], (bf16 *)p[5], (float *)p[6]};
+    uint8_t *p[8];
+    for (int i = 0; i < 8; i++) p[i] = base + at, at += sizes[i];
+    if (b)
+        *b = Bufs{(unsigned *)p[0], (int2 *)p[1], {(bf16 *)p[2], (bf16 *)p[3]}, (bf16 *)p[4], (bf16 *)p[5],
+                  (bf16 *)p[6], (float *)p[7]};
     return at;
 }
 
@@ -478,6 +484,49 @@ __device__ void attention_item(const afo_cuda_step &a, const Bufs &bu, const flo
     signal(cnt + C_ATTN);
 }
 
+// The better of (v, i) and (v2, i2) as the argmax op has it: NaNs skipped
+// (the candidates' rows are never NaN), ties to the lower row; i < 0: none.
+__device__ __forceinline__ void take_better(float &v, int &i, float v2, int i2) {
+    if (i2 >= 0 && v2 == v2 && (i < 0 || v2 > v || (v2 == v && i2 < i))) v = v2, i = i2;
+}
+
+// The step's end: each SM leaves its best row among the candidates; the
+// last SM to finish picks the argmax (a NaN first logit picks row 0, as the
+// argmax op) and zeroes the counters for the next launch, which nothing
+// reads any more.
+__device__ void finish_step(const afo_cuda_step &a, const Bufs &bu, float best_v, int best_i) {
+    __shared__ float wv[NCW];
+    __shared__ int wi[NCW];
+    __shared__ unsigned last;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid / 32;
+    if (lane == 0) wv[warp] = best_v, wi[warp] = best_i;
+    cbar();
+    if (tid == 0) {
+        float v = 0;
+        int i = -1;
+        for (int w = 0; w < NCW; w++) take_better(v, i, wv[w], wi[w]);
+        __stcg(bu.cand + blockIdx.x, make_int2(__float_as_int(v), i));
+        unsigned n;
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(n) : "l"(bu.cnt + C_END) : "memory");
+        last = n == gridDim.x - 1;
+    }
+    cbar();
+    if (!last) return;
+    if (a.pick && warp == 0) {
+        float v = 0;
+        int i = -1;
+        for (int b = lane; b < (int)gridDim.x; b += 32) {
+            const int2 c = __ldcg(bu.cand + b);
+            take_better(v, i, __int_as_float(c.x), c.y);
+        }
+        for (int o = 16; o; o >>= 1) take_better(v, i, __shfl_xor_sync(~0u, v, o), __shfl_xor_sync(~0u, i, o));
+        const float first = __ldcg(a.logits);
+        if (lane == 0) *a.pick = i < 0 || first != first ? 0 : i;
+    }
+    const int used = a.shape.layers * CNT_PER_LAYER;
+    for (int k = tid; k <= used; k += NCT) bu.cnt[k < used ? k : C_END] = 0;
+}
+
 extern __shared__ __align__(128) uint8_t smem[];
 
 template <int F> __host__ __device__ constexpr int xs_bytes() {
@@ -571,6 +620,8 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     }
     int it = 0; // ring position
     const int warp = tid / 32, lane = tid & 31;
+    float best_v = 0; // the warp's best logit and its row (lane 0's)
+    int best_i = -1;
     // Consumers: a stage's tiles as row tasks, dealt round robin to the warps; a
     // warp waits only for its own tasks' tiles, and a slot is free once its
     // T tasks are done (an empty barrier counts 4 arrivals, a task 4 / T).
@@ -597,7 +648,8 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
             if (lane == 0) {
                 mb_arrive(ring.empty + sl, 4 / T); // before the stores: the release need not wait for them
                 if (st == ST_GU) out[r] = __float2bfloat16(silu_mul(rbf(v[0]), rbf(v[1])));
-                else if (st == ST_HEAD) for (int m = 0; m < nr; m++) a.logits[r + m] = rbf(v[m]);
+                else if (st == ST_HEAD)
+                    for (int m = 0; m < nr; m++) a.logits[r + m] = rbf(v[m]), take_better(best_v, best_i, rbf(v[m]), r + m);
                 else for (int m = 0; m < nr; m++) out[r + m] = __float2bfloat16(resid ? old[m] + rbf(v[m]) : v[m]);
             }
         }
@@ -638,6 +690,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     wait_count(bu.cnt + (sh.layers - 1) * CNT_PER_LAYER + C_DOWN, G);
     prep_x<D, D>(bu.resid[0], (const bf16 *)a.final_norm, a.eps, xs);
     tiles(ST_HEAD, 0, nullptr);
+    finish_step(a, bu, best_v, best_i);
 }
 
 // The shapes instantiated: (hidden, intermediate) of Llama-3.1-8B and
@@ -655,6 +708,21 @@ const Variant *variant_of(const afo_cuda_step_shape *s) {
     return nullptr;
 }
 
+// The scratch of the largest shape each variant takes.
+size_t scratch_bytes() {
+    size_t most = 0;
+    for (const Variant &v : kVariants) {
+        const int heads = v.D / HD;
+        const afo_cuda_step_shape s = {AFO_CUDA_STEP_MAX_LAYERS, v.D, v.F, heads, heads < MAX_KVH ? heads : MAX_KVH, 8, 1};
+        const size_t n = layout(s, nullptr, nullptr);
+        most = n > most ? n : most;
+    }
+    return most;
+}
+
+void *g_scratch;        // for every launch; freed at exit by the driver
+bool g_scratch_zeroed;  // by a copy outside any recording
+
 } // namespace
 
 extern "C" bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const char **why) {
@@ -665,13 +733,11 @@ extern "C" bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const ch
                ? "kv heads (at most 8) or query heads a kv head (at most 4)"
            : s->heads * HD != s->hidden ? "heads x head dim is not the hidden size"
            : s->vocab < 8 || s->vocab % 8 ? "vocabulary not a multiple of 8"
-           : sms < s->kv_heads * 2 ? "too few multiprocessors"
+           : sms < s->kv_heads * 2 || sms > MAX_SMS ? "too few multiprocessors, or too many"
            : s->capacity < 1 || s->capacity > INT32_MAX / HD ? "cache capacity"
                                                                 : nullptr;
     return !*why;
 }
-
-extern "C" size_t afo_cuda_decode_step_scratch(const afo_cuda_step_shape *s) { return layout(*s, nullptr, nullptr); }
 
 extern "C" cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStream_t stream) {
     const Variant *v = variant_of(&s->shape);
@@ -683,8 +749,18 @@ extern "C" cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStre
         if (e != cudaSuccess) return e;
         done = true;
     }
-    cudaError_t e = cudaMemsetAsync(s->scratch, 0, counter_bytes(s->shape), stream);
+    cudaError_t e = g_scratch ? cudaSuccess : cudaMalloc(&g_scratch, scratch_bytes());
     if (e != cudaSuccess) return e;
-    v->kernel<<<afo_cuda_multiprocessors(), NT, v->smem, stream>>>(*s);
+    // A recording made before any plain launch records the zeroing too (its
+    // replays clear the counters first, as they were).
+    if (!g_scratch_zeroed) {
+        cudaStreamCaptureStatus capturing;
+        if ((e = cudaStreamIsCapturing(stream, &capturing)) != cudaSuccess) return e;
+        if ((e = cudaMemsetAsync(g_scratch, 0, scratch_bytes(), stream)) != cudaSuccess) return e;
+        g_scratch_zeroed = capturing == cudaStreamCaptureStatusNone;
+    }
+    afo_cuda_step k = *s;
+    k.scratch = g_scratch;
+    v->kernel<<<afo_cuda_multiprocessors(), NT, v->smem, stream>>>(k);
     return cudaGetLastError();
 }

@@ -48,13 +48,13 @@ typedef struct afo_cuda_step {
     const void *final_norm;
     afo_cuda_q4 head;         /* [vocab, hidden] */
     float *logits;            /* [vocab], each rounded to bf16 as the layer graph's are */
-    void *scratch;            /* afo_cuda_decode_step_scratch bytes */
+    int32_t *pick;            /* where the logits' argmax goes, or NULL */
+    void *scratch;            /* (the launcher's) */
 } afo_cuda_step;
 
 /* Whether the kernel takes this shape; *why says what does not fit. */
 bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const char **why);
-size_t afo_cuda_decode_step_scratch(const afo_cuda_step_shape *s);
-/* Clears the scratch's counters and launches the step on `stream`. */
+/* Launches the step on `stream`. */
 cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStream_t stream);
 
 #ifdef __cplusplus

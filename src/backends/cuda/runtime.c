@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "backends/cuda/core_kernels.h"
 #include "backends/cuda/cuda.h"
 
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
@@ -141,6 +142,7 @@ static afo_status upload_recorded(void *dst, const void *src, size_t nbytes) {
 }
 
 static afo_status cuda_upload(void *dst, const void *src, size_t nbytes) {
+    if (nbytes <= AFO_CUDA_SMALL_COPY) return afo_cuda_status(afo_cuda_put_small(dst, src, nbytes, g_stream), "upload");
     if (g_capturing) return upload_recorded(dst, src, nbytes);
     if (nbytes <= RING_MAX_COPY && g_ring) return upload_ring(dst, src, nbytes);
     if (nbytes > STAGE_BYTES && g_stage[1]) return upload_staged(dst, src, nbytes);
@@ -226,16 +228,17 @@ static afo_status cuda_download(void *dst, const void *src, size_t nbytes) {
     return drain("download");
 }
 
-/* Small reads that wait for their own copy only: pinned slots, an event
- * each, used in turn. */
-static char *g_read_slots;
+/* Small reads that wait for their own copy only: mapped pinned slots that
+ * a kernel writes, an event each, used in turn. */
+_Static_assert(AFO_READ_BYTES <= AFO_CUDA_SMALL_COPY, "a small read is a small copy");
+static char *g_read_slots, *g_read_slots_device;
 static cudaEvent_t g_read_done[AFO_READS_PENDING];
 static _Atomic unsigned g_read_next;
 
 static afo_status cuda_read_start(const void *src, size_t nbytes, int *ticket) {
     int i = (int)(atomic_fetch_add(&g_read_next, 1) % AFO_READS_PENDING);
-    AFO_TRY(afo_cuda_status(cudaMemcpyAsync(g_read_slots + i * AFO_READ_BYTES, src, nbytes, cudaMemcpyDeviceToHost,
-                                            g_stream), "read"));
+    AFO_TRY(afo_cuda_status(afo_cuda_copy_small(g_read_slots_device + i * AFO_READ_BYTES, src, nbytes, g_stream),
+                            "read"));
     *ticket = i;
     return afo_cuda_status(cudaEventRecord(g_read_done[i], g_stream), "read event");
 }
@@ -247,6 +250,7 @@ static afo_status cuda_read_finish(int ticket, void *dst, size_t nbytes) {
 }
 
 static afo_status cuda_copy(void *dst, const void *src, size_t nbytes) {
+    if (nbytes <= AFO_CUDA_SMALL_COPY) return afo_cuda_status(afo_cuda_copy_small(dst, src, nbytes, g_stream), "copy");
     return afo_cuda_status(cudaMemcpyAsync(dst, src, nbytes, cudaMemcpyDeviceToDevice, g_stream), "copy");
 }
 
@@ -308,7 +312,9 @@ static void init(void) {
             break;
         }
     }
-    bool read_slots = cudaMallocHost((void **)&g_read_slots, AFO_READS_PENDING * AFO_READ_BYTES) == cudaSuccess;
+    bool read_slots =
+        cudaHostAlloc((void **)&g_read_slots, AFO_READS_PENDING * AFO_READ_BYTES, cudaHostAllocMapped) == cudaSuccess &&
+        cudaHostGetDevicePointer((void **)&g_read_slots_device, g_read_slots, 0) == cudaSuccess;
     for (int i = 0; read_slots && i < AFO_READS_PENDING; i++)
         read_slots = cudaEventCreateWithFlags(&g_read_done[i], cudaEventDisableTiming) == cudaSuccess;
     if (!read_slots) { /* reads go through download then */
