@@ -7,11 +7,12 @@
 // landed and the stage's input vector is complete (a global counter), and
 // do the int8 dot products (a warp four rows, a gate and up pair, or one
 // down row). Attention takes a (kv head, split) an SM, its keys and values
-// streamed through the ring like weights, in chunks of 32 keys with an
+// streamed through the ring like weights, in chunks of 64 keys with an
 // online softmax, on tensor cores. Kernel boundaries are gone and HBM
-// streams through norms and attention. The design and what each choice
-// gained: docs/PERFORMANCE.md (CUDA, twenty-fourth to twenty-sixth
-// sessions); it was first a standalone probe of fixed shapes.
+// streams through norms and attention. The last SM to finish picks the
+// greedy id. The design and what each choice gained: docs/PERFORMANCE.md
+// (CUDA, twenty-fourth to twenty-seventh sessions); it was first a
+// standalone probe of fixed shapes.
 //
 // Activations are rounded to int8 per 32 (scale max|x| / 127) as the int8
 // matvec of quant_mv.cu and the CPU's decode matvec do; every value the
@@ -135,11 +136,17 @@ template <int D, int F> __device__ __forceinline__ Tile tile0_of(const afo_cuda_
 
 // ---- attention items: (kv head, split) an SM; split s of S takes the
 // cache's keys [k0, k1) of the `pos` before the new one, in chunks of CK
-// keys, their keys in a ring slot and their values in the next (a context
-// of 16 x 64 = 1024 keys in one chunk an item); the last split takes the
-// new key too.
+// keys (a context of 16 x 64 = 1024 keys in one chunk an item); the last
+// split takes the new key too.
 constexpr int CK = 64, QROW = HD + 8, PROW = CK + 8; // rows padded off bank conflicts
 static_assert(CK * HD * 2 <= SLOT && CK == 8 * NCW, "a chunk's keys fit a slot, a warp 8 of them");
+// While attention holds every other stage up, the ring's slots are all
+// the copies HBM can get ahead with, so attention takes as few as it can:
+// a chunk's keys and values share one slot when they fit (up to 36 keys: a
+// context of up to 576 in 16 splits), and when they do not, the keys' slot
+// goes back once the scores are made (8B 4-bit, H200: 705 tok/s against
+// 697 with two slots held to the end; docs/PERFORMANCE.md).
+__device__ __forceinline__ bool packs(int keys) { return keys * HD * 2 * 2 <= SLOT; }
 __device__ __forceinline__ int splits_of(const afo_cuda_step &a) { return min(MAX_SPLITS, (int)gridDim.x / a.shape.kv_heads); }
 __device__ __forceinline__ void item_keys(int pos, int S, int split, int &k0, int &k1) {
     k0 = (int)((long long)pos * split / S), k1 = (int)((long long)pos * (split + 1) / S);
@@ -375,9 +382,9 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
     for (int c = 0; c < iters; c++) {
         const bool has_slot = c < nch, here = fresh && c == iters - 1;
         const int nkc = has_slot ? min(CK, nk - c * CK) : 0;
-        // keys in one slot, values in the next
+        const bool packed = packs(nkc);
         const bf16 *ks = has_slot ? (const bf16 *)ring.landed(it) : nullptr;
-        const bf16 *vs = has_slot ? (const bf16 *)ring.landed(it + 1) : nullptr;
+        const bf16 *vs = !has_slot ? nullptr : packed ? ks + nkc * HD : (const bf16 *)ring.landed(it + 1);
         if (warp * 8 < nkc) { // scores of keys warp * 8 + 0..7
             float cc[4] = {0, 0, 0, 0};
             const int kr = warp * 8 + (lane & 7);
@@ -398,6 +405,9 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
             for (int e = 0; e < 2; e++) sc[g * CK + warp * 8 + 2 * t + e] = -INFINITY;
         }
         cbar();
+        // the keys are read: their slot goes back to the producer while the
+        // rest of attention holds the other stages up
+        if (has_slot && !packed && tid == 0) mb_arrive(ring.empty + it % NSLOT, 4);
         if (warp < gqa) { // softmax of head warp, continued from the chunks before
             const float s0 = sc[warp * CK + lane], s1 = sc[warp * CK + 32 + lane];
             const float sn = here && lane == 0 ? snew[warp] : -INFINITY;
@@ -433,10 +443,10 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
             if (here && g < gqa)
                 for (int e = 0; e < 2; e++) acc[j][e] += __bfloat162float(ps[g * PROW + CK]) * vn[nt * 8 + 2 * t + e];
         }
-        cbar(); // the slots, scores and weights read: the next chunk may overwrite them
+        cbar(); // the values, scores and weights read: the next chunk may overwrite them
         if (has_slot) {
-            if (tid == 0) mb_arrive(ring.empty + it % NSLOT, 4), mb_arrive(ring.empty + (it + 1) % NSLOT, 4);
-            it += 2;
+            if (tid == 0) mb_arrive(ring.empty + (it + !packed) % NSLOT, 4); // the values' slot
+            it += packed ? 1 : 2;
         }
     }
     float *part = bu.part + (size_t)(kvh * MAX_SPLITS + split) * gqa * (HD + 2);
@@ -597,10 +607,17 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
                     for (int c = 0; c * CK < k1 - k0; c++) {
                         Tile kt = {}, vt = {};
                         const uint32_t bytes = (uint32_t)min(CK, k1 - k0 - c * CK) * HD * 2;
-                        add_part(kt, (const bf16 *)ly.keys + row0 + (size_t)c * CK * HD, bytes);
-                        add_part(vt, (const bf16 *)ly.values + row0 + (size_t)c * CK * HD, bytes);
-                        emit(kt, 0);
-                        emit(vt, 0);
+                        const bf16 *keys = (const bf16 *)ly.keys + row0 + (size_t)c * CK * HD;
+                        const bf16 *values = (const bf16 *)ly.values + row0 + (size_t)c * CK * HD;
+                        add_part(kt, keys, bytes);
+                        if (packs(bytes / (HD * 2))) {
+                            add_part(kt, values, bytes);
+                            emit(kt, 0);
+                        } else {
+                            add_part(vt, values, bytes);
+                            emit(kt, 0);
+                            emit(vt, 0);
+                        }
                     }
                 }
                 stage(ST_O, l);
