@@ -441,7 +441,9 @@ static bool cache_row(afo_kv_cache *c, int l, int kv, int64_t p, float *out, siz
 
 /* A fused step given a pick writes the argmax of the logits it returns
  * there (poisoned first), step after step: the counters the kernel leaves
- * zeroed for the next launch are not cleared in between any more. */
+ * zeroed for the next launch are not cleared in between any more. Then a
+ * cache buffer read through the CPU, which keeps a host copy of it, is not
+ * written in place: the step takes the layer graph (and picks nothing). */
 static void check_fused_pick(afo_model *m, const int32_t *prompt) {
     enum { V = 512, STEPS = 6 };
     afo_kv_cache *c = NULL;
@@ -451,7 +453,7 @@ static void check_fused_pick(afo_model *m, const int32_t *prompt) {
               *id = afo_contiguous(z2), *pos = afo_contiguous(z), *pick = afo_contiguous(z), *logits = NULL;
     afo_release(z), afo_release(z2);
     bool ok = id && pos && pick && afo_array_write(id, prompt, sizeof *prompt) == AFO_OK &&
-              afo_kv_cache_create(m, 1, &c) == AFO_OK && kv_reserve(c, STEPS) == AFO_OK;
+              afo_kv_cache_create(m, 1, &c) == AFO_OK && kv_reserve(c, STEPS + 1) == AFO_OK;
     for (int i = 0; ok && i < STEPS; i++) {
         int32_t poison = -7, got = -7, at = i;
         bool picked = false;
@@ -467,6 +469,21 @@ static void check_fused_pick(afo_model *m, const int32_t *prompt) {
         ok = ok && afo_array_write(id, &got, sizeof got) == AFO_OK;
         afo_release(logits);
         logits = NULL;
+    }
+    if (ok) {
+        afo_set_default_device(AFO_CPU);
+        float row[2 * 128];
+        afo_array *key0 = afo_slice_axis(kv_plain_buffer(c, 0, 0), 2, 0, 1);
+        ok = key0 && afo_array_read(key0, AFO_FLOAT32, row, sizeof row) == AFO_OK;
+        afo_release(key0);
+        afo_set_default_device(AFO_CUDA);
+        bool picked = true;
+        int32_t at = STEPS;
+        CHECK_MSG(ok && !fused_step_applies(m, c, 1, 1, NULL), "a cache with a host copy is written in place");
+        CHECK_MSG(ok && afo_array_write(pos, &at, sizeof at) == AFO_OK &&
+                      model_forward_at(m, c, id, pos, pick, &picked, &logits) == AFO_OK && !picked,
+                  "a step over a cache with a host copy: %s", afo_last_error());
+        afo_release(logits);
     }
     afo_release_n((afo_array *[]){id, pos, pick}, 3);
     afo_kv_cache_free(c);

@@ -127,9 +127,10 @@ static afo_status decode_step(afo_model *m, afo_kv_cache *cache, int32_t id, afo
  * (recorded again when it has to grow), and each replay rewrites the
  * logits and the sampler's pick in place. When the pick is made on the
  * device (greedy), the recording also copies it into the id the next step
- * reads (a fused step writes it there itself), so that step is queued before the host has read this one's pick
- * (as mlx-lm's generate evaluates the next step asynchronously): the GPU
- * does not wait for the host between tokens. */
+ * reads (a fused step writes it there itself), so that step is queued
+ * before the host has read this one's pick (as mlx-lm's generate evaluates
+ * the next step asynchronously): the GPU does not wait for the host
+ * between tokens. */
 typedef struct replay {
     afo_recording *rec;
     afo_array *id, *position; /* int32 [1, 1] and [1], on the device */

@@ -22,7 +22,7 @@ __global__ void copy_small(unsigned char *dst, const unsigned char *src, int n) 
 
 extern "C" cudaError_t afo_cuda_put_small(void *dst, const void *bytes, size_t n, cudaStream_t stream) {
     if (n > AFO_CUDA_SMALL_COPY) return cudaErrorInvalidValue;
-    Bytes b;
+    Bytes b = {};
     memcpy(b.b, bytes, n);
     put_small<<<1, 1, 0, stream>>>((unsigned char *)dst, b, (int)n);
     return cudaGetLastError();
