@@ -439,6 +439,12 @@ static bool cache_row(afo_kv_cache *c, int l, int kv, int64_t p, float *out, siz
     return ok;
 }
 
+static int32_t argmax_of(const float *v, int n) {
+    int32_t best = 0;
+    for (int i = 1; i < n; i++) best = v[i] > v[best] ? i : best;
+    return best;
+}
+
 /* A fused step given a pick writes the argmax of the logits it returns
  * there (poisoned first), step after step: the counters the kernel leaves
  * zeroed for the next launch are not cleared in between any more. Then a
@@ -463,8 +469,7 @@ static void check_fused_pick(afo_model *m, const int32_t *prompt) {
              afo_array_read(logits, AFO_FLOAT32, lg, sizeof lg) == AFO_OK &&
              afo_array_read(pick, AFO_INT32, &got, sizeof got) == AFO_OK;
         CHECK_MSG(ok && picked, "fused step %d with a pick: %s", i, afo_last_error());
-        int32_t best = 0;
-        for (int v = 1; v < V; v++) best = lg[v] > lg[best] ? v : best;
+        const int32_t best = argmax_of(lg, V);
         CHECK_MSG(!ok || got == best, "fused step %d picked %d, the logits' argmax is %d", i, got, best);
         ok = ok && afo_array_write(id, &got, sizeof got) == AFO_OK;
         afo_release(logits);
@@ -530,8 +535,7 @@ static void test_fused_decode_step(void) {
         bool ok = gpu && cpu && graph;
         double sum = 0, sum_graph = 0, worst = 0;
         for (int i = 0; ok && i <= STEPS; i++) {
-            int32_t id = 0;
-            for (int v = 1; v < V; v++) id = lc[v] > lc[id] ? v : id;
+            int32_t id = argmax_of(lc, V);
             const int32_t *ids = i == 0 ? prompt : &id;
             if (i == 0 && np > 1) { /* the prompt but its last id (not fused steps) */
                 ok = step_logits(m, graph, AFO_CUDA, ids, np - 1, lu, sizeof lu) &&

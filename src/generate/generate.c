@@ -179,11 +179,13 @@ static afo_status replay_record(replay *r, afo_model *m, afo_kv_cache *cache, in
     /* a fused step writes a greedy pick into the id itself */
     afo_status st = model_forward_at(m, cache, r->id, r->position, sampler_greedy(sampler) ? r->id : NULL, &r->feeds,
                                      &r->logits);
-    if (st == AFO_OK && !r->feeds) st = afo_sampler_prepare(sampler, r->logits);
-    afo_array *pick = st == AFO_OK && !r->feeds ? sampler_device_pick(sampler) : NULL;
-    if (pick) {
-        st = afo_array_assign(r->id, pick);
-        r->feeds = st == AFO_OK;
+    if (st == AFO_OK && !r->feeds) { /* the recording copies the sampler's device pick into the id */
+        st = afo_sampler_prepare(sampler, r->logits);
+        afo_array *pick = st == AFO_OK ? sampler_device_pick(sampler) : NULL;
+        if (pick) {
+            st = afo_array_assign(r->id, pick);
+            r->feeds = true; /* (cleared below if the copy failed) */
+        }
     }
     if (st != AFO_OK) {
         r->feeds = false;

@@ -23,7 +23,10 @@
 #include <stdint.h>
 
 #include "backends/cuda/decode_step_kernels.h"
+#include "backends/cuda/mma.cuh"
 #include "backends/cuda/rope.cuh"
+#include "backends/cuda/stream_load.cuh"
+#include "backends/cuda/warp.cuh"
 
 namespace {
 
@@ -90,7 +93,6 @@ __device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t bytes,
 __device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, %0;" ::"n"(NCT) : "memory"); }
 __device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v; }
 __device__ __forceinline__ int dp4a(uint32_t a, int b, int c) { int r; asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
-__device__ __forceinline__ float warp_sum(float v) { for (int o = 16; o; o >>= 1) v += __shfl_xor_sync(~0u, v, o); return v; }
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 __device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
 
@@ -182,7 +184,7 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, co
         float ss = 0;
 #pragma unroll
         for (int i = 0; i < OPT; i++) { const bf16 *e = (const bf16 *)&raw[i]; for (int k = 0; k < 8; k++) { float f = __bfloat162float(e[k]); ss += f * f; } }
-        ss = warp_sum(ss);
+        ss = afo_cuda::warp_sum(ss);
         if (lane == 0) red[tid / 32] = ss;
         cbar();
         float t = 0; for (int w = 0; w < NCW; w++) t += red[w];
@@ -252,7 +254,7 @@ __device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, 
         }
     }
 #pragma unroll
-    for (int k = 0; k < R; k++) out[k] = warp_sum(acc[k]);
+    for (int k = 0; k < R; k++) out[k] = afo_cuda::warp_sum(acc[k]);
 }
 
 __device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
@@ -264,7 +266,7 @@ __device__ __forceinline__ void signal(unsigned *c) {
     if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory"); // (the block's stores, ordered by the barrier, before it)
 }
 
-// ---- mma helpers (bf16 in, f32 accumulate)
+// ---- ldmatrix loads of mma operands (the product itself: mma.cuh)
 __device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(sa(p)));
 }
@@ -273,10 +275,6 @@ __device__ __forceinline__ void ldsm_x2(uint32_t (&r)[2], const void *p) {
 }
 __device__ __forceinline__ void ldsm_x2_t(uint32_t (&r)[2], const void *p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
-}
-__device__ __forceinline__ void mma16816(float (&c)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
-    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
 // The ring as the consumers see it: a slot's position check, then its
@@ -394,7 +392,7 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
                 uint32_t af[4], bfr[2];
                 ldsm_x4(af, qs + (lane & 15) * QROW + s * 16 + (lane >> 4) * 8);
                 ldsm_x2(bfr, kb ? (const void *)(kb + s * 16) : (const void *)zero);
-                mma16816(cc, af, bfr);
+                afo_mma::mma<bf16>(cc, af, bfr[0], bfr[1]);
             }
             if (g < gqa)
                 for (int e = 0; e < 2; e++) {
@@ -438,7 +436,7 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
                 ldsm_x4(af, ps + (lane & 15) * PROW + s * 16 + (lane >> 4) * 8);
                 const int kr = s * 16 + (lane & 15);
                 ldsm_x2_t(bfr, kr < nkc ? (const void *)(vs + kr * HD + nt * 8) : (const void *)zero);
-                mma16816(acc[j], af, bfr);
+                afo_mma::mma<bf16>(acc[j], af, bfr[0], bfr[1]);
             }
             if (here && g < gqa)
                 for (int e = 0; e < 2; e++) acc[j][e] += __bfloat162float(ps[g * PROW + CK]) * vn[nt * 8 + 2 * t + e];
@@ -571,7 +569,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     __syncthreads();
     if (tid >= NCT) { // the producer warp: one thread issues the copies
         if (tid == NCT) {
-            uint64_t pol; asm("createpolicy.fractional.L2::evict_first.b64 %0, 1.0;" : "=l"(pol));
+            const uint64_t pol = afo_cuda::evict_first_policy();
             int it = 0;
             auto take_slot = [&]() {
                 const int sl = it % NSLOT;
@@ -756,7 +754,7 @@ extern "C" bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const ch
     return !*why;
 }
 
-extern "C" cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStream_t stream) {
+extern "C" cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t stream) {
     const Variant *v = variant_of(&s->shape);
     if (!v) return cudaErrorInvalidValue;
     static bool configured[sizeof kVariants / sizeof kVariants[0]];
@@ -776,8 +774,7 @@ extern "C" cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStre
         if ((e = cudaMemsetAsync(g_scratch, 0, scratch_bytes(), stream)) != cudaSuccess) return e;
         g_scratch_zeroed = capturing == cudaStreamCaptureStatusNone;
     }
-    afo_cuda_step k = *s;
-    k.scratch = g_scratch;
-    v->kernel<<<afo_cuda_multiprocessors(), NT, v->smem, stream>>>(k);
+    s->scratch = g_scratch;
+    v->kernel<<<afo_cuda_multiprocessors(), NT, v->smem, stream>>>(*s);
     return cudaGetLastError();
 }

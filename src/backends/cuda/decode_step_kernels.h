@@ -49,13 +49,13 @@ typedef struct afo_cuda_step {
     afo_cuda_q4 head;         /* [vocab, hidden] */
     float *logits;            /* [vocab], each rounded to bf16 as the layer graph's are */
     int32_t *pick;            /* where the logits' argmax goes, or NULL */
-    void *scratch;            /* (the launcher's) */
+    void *scratch;            /* set by the launcher */
 } afo_cuda_step;
 
 /* Whether the kernel takes this shape; *why says what does not fit. */
 bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const char **why);
-/* Launches the step on `stream`. */
-cudaError_t afo_cuda_decode_step_run(const afo_cuda_step *s, cudaStream_t stream);
+/* Launches the step on `stream` (s->scratch set to the launcher's). */
+cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t stream);
 
 #ifdef __cplusplus
 }
