@@ -20,6 +20,8 @@
 // stream, swiglu's output, the logits) is rounded to bf16 here too.
 #include <cuda_bf16.h>
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 #include <stdint.h>
 
 #include "backends/cuda/decode_step_kernels.h"
@@ -90,6 +92,23 @@ __device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t bytes,
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
                  ::"r"(sa(dst)), "l"(src), "r"(bytes), "r"(sa(m)), "l"(pol) : "memory");
 }
+// (acquire at cluster scope: the other SM's stores counted on the barrier)
+__device__ __forceinline__ void mb_wait_cluster(uint64_t *m, uint32_t parity) {
+    uint32_t ok;
+    do {
+        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                     : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
+    } while (!ok);
+}
+// 8 bytes into the other SM's shared memory, counted on its barrier
+__device__ __forceinline__ void st_peer(uint32_t addr, int2 v, uint32_t bar) {
+    asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.v2.s32 [%0], {%1, %2}, [%3];" ::"r"(addr), "r"(v.x), "r"(v.y), "r"(bar) : "memory");
+}
+__device__ __forceinline__ uint32_t peer_address(const void *p, uint32_t rank) {
+    uint32_t r;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(r) : "r"(sa(p)), "r"(rank));
+    return r;
+}
 __device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, %0;" ::"n"(NCT) : "memory"); }
 __device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v; }
 __device__ __forceinline__ int dp4a(uint32_t a, int b, int c) { int r; asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
@@ -154,24 +173,45 @@ __device__ __forceinline__ void item_keys(int pos, int S, int split, int &k0, in
     k0 = (int)((long long)pos * split / S), k1 = (int)((long long)pos * (split + 1) / S);
 }
 
+// The SMs run in clusters of two when the GPU holds every pair at once (the
+// launcher checks): each SM of a pair prepares half of a stage's input and
+// stores it into both SMs' shared memory, so that the preparation, which
+// every SM would repeat for the whole vector while HBM waits on it, takes
+// about half as long. bar counts the other half's bytes; the grid-wide
+// waits between stages keep an SM from writing into the other's xs before
+// that one is done with it.
+struct Pair {
+    bool on;
+    uint32_t rank;
+    uint64_t *bar;
+    uint32_t peer_xs, peer_bar; // the other SM's xs and bar (shared::cluster)
+    uint32_t phase;             // bar's parity at the next wait
+};
+
 // ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
-// max|v|/127; layout for 4-bit words: chunk c's octet j as (even, odd) int8x4.
-// res (o and down): the residual the stage adds to, copied to xres with
-// the same round trip.
+// max|v|/127, rounded as quant_mv.cu's int8 matvec rounds it; layout for
+// 4-bit words: chunk c's octet j as (even, odd) int8x4. res (o and down):
+// the residual the stage adds to, copied to xres with the same round trip.
 template <int K, int D>
-__device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, const bf16 *res = nullptr, bf16 *xres = nullptr) {
+__device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, Pair &pair, const bf16 *res = nullptr,
+                       bf16 *xres = nullptr) {
     constexpr int C = K / 32, octets = K / 8, OPT = (octets + NCT - 1) / NCT, OPT_D = (D / 8 + NCT - 1) / NCT;
+    constexpr int HALF = octets / 2; // a pair's SM's share: whole chunks (K is a multiple of 1024)
     int2 *xlo = (int2 *)xs, *xhi = xlo + 2 * C;
     float2 *chunk = (float2 *)(xs + K);
     float *red = (float *)(chunk + C);
     const int tid = threadIdx.x, lane = tid & 31;
-    // the norm's weights load with x, not a round trip after it
-    uint4 raw[OPT], wr[OPT];
+    const int first = pair.on ? (int)pair.rank * HALF : 0, mine = pair.on ? HALF : octets; // octets quantized here
+    if (pair.on && tid == 0) mb_expect(pair.bar, HALF * 10); // the other half: an int2 an octet, a float2 a chunk
+    // the norm's weights load with x, not a round trip after it; the norm
+    // sums the squares of every octet
+    uint4 raw[OPT], wr[OPT], all[OPT];
 #pragma unroll
     for (int i = 0; i < OPT; i++) {
-        const bool in = tid + i * NCT < octets;
-        raw[i] = in ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
-        wr[i] = in && nw ? __ldg((const uint4 *)nw + tid + i * NCT) : uint4{};
+        const bool in = tid + i * NCT < mine;
+        raw[i] = in ? __ldcg((const uint4 *)x + first + tid + i * NCT) : uint4{};
+        wr[i] = in && nw ? __ldg((const uint4 *)nw + first + tid + i * NCT) : uint4{};
+        all[i] = nw && tid + i * NCT < octets ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
     }
     uint4 rr[OPT_D];
 #pragma unroll
@@ -183,19 +223,19 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, co
     if (nw) {
         float ss = 0;
 #pragma unroll
-        for (int i = 0; i < OPT; i++) { const bf16 *e = (const bf16 *)&raw[i]; for (int k = 0; k < 8; k++) { float f = __bfloat162float(e[k]); ss += f * f; } }
+        for (int i = 0; i < OPT; i++) { const bf16 *e = (const bf16 *)&all[i]; for (int k = 0; k < 8; k++) { float f = __bfloat162float(e[k]); ss += f * f; } }
         ss = afo_cuda::warp_sum(ss);
         if (lane == 0) red[tid / 32] = ss;
         cbar();
         float t = 0; for (int w = 0; w < NCW; w++) t += red[w];
         inv = rsqrtf(t / K + eps);
     }
-    // (no early exit: a thread's octets are independent chains the compiler
-    // interleaves; a warp's lanes agree on which exist, octets % 32 == 0)
+    // (a thread's octets are independent chains the compiler interleaves; a
+    // warp's lanes agree on which exist, the shares being multiples of 32)
 #pragma unroll
     for (int i = 0; i < OPT; i++) {
-        const int o = tid + i * NCT;
-        const bool exists = o - lane < octets;
+        if (tid - lane + i * NCT >= mine) break;
+        const int o = first + tid + i * NCT;
         float v[8];
         const bf16 *e = (const bf16 *)&raw[i];
         const bf16 *we = (const bf16 *)&wr[i];
@@ -203,7 +243,7 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, co
         float amax = 0, sum = 0;
         for (int k = 0; k < 8; k++) amax = fmaxf(amax, fabsf(v[k])), sum += v[k];
         for (int m = 1; m < 4; m <<= 1) amax = fmaxf(amax, __shfl_xor_sync(~0u, amax, m)), sum += __shfl_xor_sync(~0u, sum, m);
-        const float qi = amax > 0 ? 127.0f / amax : 0.0f;
+        const float qi = amax > 0 ? __fdividef(127.0f, amax) : 0.0f;
         // round to an integer by adding 1.5 x 2^23 (the low byte of the sum's
         // bits is the level, two's complement): as __float2int_rn of the
         // product, at the full rate of an add where F2I runs at a quarter
@@ -212,12 +252,17 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, co
         auto pk = [](uint32_t a, uint32_t b, uint32_t c, uint32_t d) { return (int)__byte_perm(__byte_perm(a, b, 0x0040), __byte_perm(c, d, 0x0040), 0x5410); };
         const int c = o / 4, sub = o % 4;
         const int2 val = make_int2(pk(q[0], q[2], q[4], q[6]), pk(q[1], q[3], q[5], q[7]));
-        if (exists) {
-            if (sub < 2) xlo[c * 2 + sub] = val; else xhi[c * 2 + sub - 2] = val;
-            if (sub == 0) chunk[c] = make_float2(amax / 127.0f, sum);
+        int2 *at = sub < 2 ? xlo + c * 2 + sub : xhi + c * 2 + sub - 2;
+        *at = val;
+        if (pair.on) st_peer(pair.peer_xs + (uint32_t)((uint8_t *)at - xs), val, pair.peer_bar);
+        if (sub == 0) {
+            const float2 sc = make_float2(amax * (1.0f / 127.0f), sum);
+            chunk[c] = sc;
+            if (pair.on) st_peer(pair.peer_xs + (uint32_t)((uint8_t *)(chunk + c) - xs), make_int2(__float_as_int(sc.x), __float_as_int(sc.y)), pair.peer_bar);
         }
     }
     cbar();
+    if (pair.on) mb_wait_cluster(pair.bar, pair.phase), pair.phase ^= 1;
 }
 
 // ---- R rows of a tile against x (NP pieces of 32 levels a lane each),
@@ -564,9 +609,22 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     const int items = sh.kv_heads * S;
     Bufs bu;
     layout(sh, (uint8_t *)a.scratch, &bu);
-    if (tid == 0) { for (int i = 0; i < NSLOT; i++) mb_init(ring.full + i, 1), mb_init(ring.empty + i, 4); asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory"); }
+    __shared__ uint64_t pair_bar;
+    Pair pair = {a.pair != 0, 0, &pair_bar, 0, 0, 0};
+    if (pair.on) {
+        asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(pair.rank));
+        pair.peer_xs = peer_address(xs, pair.rank ^ 1), pair.peer_bar = peer_address(&pair_bar, pair.rank ^ 1);
+    }
+    if (tid == 0) {
+        for (int i = 0; i < NSLOT; i++) mb_init(ring.full + i, 1), mb_init(ring.empty + i, 4);
+        mb_init(&pair_bar, 1);
+        asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+    }
     if (tid < NSLOT) ring.seq[tid] = -1;
-    __syncthreads();
+    if (pair.on) // (the other SM's barrier initialized before anything is counted on it)
+        asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+    else
+        __syncthreads();
     if (tid >= NCT) { // the producer warp: one thread issues the copies
         if (tid == NCT) {
             const uint64_t pol = afo_cuda::evict_first_policy();
@@ -684,7 +742,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
         unsigned *cnt = bu.cnt + l * CNT_PER_LAYER;
         const bf16 *x = l == 0 ? (const bf16 *)a.x : bu.resid[0];
         if (l > 0) wait_count(cnt - CNT_PER_LAYER + C_DOWN, G);
-        prep_x<D, D>(x, (const bf16 *)ly.attn_norm, a.eps, xs);
+        prep_x<D, D>(x, (const bf16 *)ly.attn_norm, a.eps, xs, pair);
         tiles(ST_QKV, l, bu.qkv);
         signal(cnt + C_QKV);
         if ((int)blockIdx.x < items) {
@@ -692,18 +750,18 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
             attention_item(a, bu, ang, l, blockIdx.x / S, blockIdx.x % S, pos, xs, ring, it);
         }
         wait_count(cnt + C_ATTN, sh.kv_heads);
-        prep_x<D, D>(bu.attn, nullptr, a.eps, xs, x, xres);
+        prep_x<D, D>(bu.attn, nullptr, a.eps, xs, pair, x, xres);
         tiles(ST_O, l, bu.resid[1]);
         all_done(cnt + C_O);
-        prep_x<D, D>(bu.resid[1], (const bf16 *)ly.mlp_norm, a.eps, xs);
+        prep_x<D, D>(bu.resid[1], (const bf16 *)ly.mlp_norm, a.eps, xs, pair);
         tiles(ST_GU, l, bu.h);
         all_done(cnt + C_GU);
-        prep_x<F, D>(bu.h, nullptr, a.eps, xs, bu.resid[1], xres);
+        prep_x<F, D>(bu.h, nullptr, a.eps, xs, pair, bu.resid[1], xres);
         tiles(ST_DOWN, l, bu.resid[0]);
         signal(cnt + C_DOWN);
     }
     wait_count(bu.cnt + (sh.layers - 1) * CNT_PER_LAYER + C_DOWN, G);
-    prep_x<D, D>(bu.resid[0], (const bf16 *)a.final_norm, a.eps, xs);
+    prep_x<D, D>(bu.resid[0], (const bf16 *)a.final_norm, a.eps, xs, pair);
     tiles(ST_HEAD, 0, nullptr);
     finish_step(a, bu, best_v, best_i);
 }
@@ -775,6 +833,28 @@ extern "C" cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t s
         g_scratch_zeroed = capturing == cudaStreamCaptureStatusNone;
     }
     s->scratch = g_scratch;
-    v->kernel<<<afo_cuda_multiprocessors(), NT, v->smem, stream>>>(*s);
+    const int sms = afo_cuda_multiprocessors();
+    cudaLaunchAttribute cluster = {};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = 2, cluster.val.clusterDim.y = 1, cluster.val.clusterDim.z = 1;
+    cudaLaunchConfig_t launch = {};
+    launch.gridDim = dim3(sms), launch.blockDim = dim3(NT), launch.dynamicSmemBytes = v->smem, launch.stream = stream;
+    launch.attrs = &cluster, launch.numAttrs = 1;
+    // Pairs only when every pair fits at once: a pair left waiting for SMs
+    // would hold up the grid-wide waits for ever. AFO_STEP_PAIRS=0 turns
+    // them off (a diagnosis switch, as AFO_FUSED_STEP=0 is for the step).
+    static int pairs[sizeof kVariants / sizeof kVariants[0]] = {-1, -1, -1};
+    int &pairs_fit = pairs[v - kVariants];
+    if (pairs_fit < 0) {
+        int clusters = 0;
+        const char *env = getenv("AFO_STEP_PAIRS");
+        if (sms % 2 == 0 && !(env && !strcmp(env, "0")) &&
+            cudaOccupancyMaxActiveClusters(&clusters, v->kernel, &launch) != cudaSuccess)
+            (void)cudaGetLastError(), clusters = 0;
+        pairs_fit = sms % 2 == 0 && clusters * 2 >= sms;
+    }
+    s->pair = pairs_fit;
+    if (s->pair) return cudaLaunchKernelEx(&launch, v->kernel, *s);
+    v->kernel<<<sms, NT, v->smem, stream>>>(*s);
     return cudaGetLastError();
 }

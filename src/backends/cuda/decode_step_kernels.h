@@ -49,7 +49,8 @@ typedef struct afo_cuda_step {
     afo_cuda_q4 head;         /* [vocab, hidden] */
     float *logits;            /* [vocab], each rounded to bf16 as the layer graph's are */
     int32_t *pick;            /* where the logits' argmax goes, or NULL */
-    void *scratch;            /* set by the launcher */
+    void *scratch;            /* set by the launcher, as is: */
+    int pair;                 /* the SMs run in clusters of two */
 } afo_cuda_step;
 
 /* Whether the kernel takes this shape; *why says what does not fit. */
