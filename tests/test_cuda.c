@@ -11,6 +11,10 @@
 #include "support/devcheck.h"
 #include "support/test.h"
 
+#ifdef AFO_HAVE_CUDA
+int afo_cuda_decode_step_paired(void); /* backends/cuda/decode_step_kernels.h (CUDA headers not included here) */
+#endif
+
 static double stat_of(afo_device d, int which) {
     afo_memory_stats s;
     afo_get_memory_stats(d, &s);
@@ -578,6 +582,13 @@ static void test_fused_decode_step(void) {
         afo_kv_cache_free(graph);
     }
     if (m) check_fused_pick(m, prompt);
+#ifdef AFO_HAVE_CUDA
+    /* ctest runs these checks a second time with the SMs unpaired */
+    const char *pairs = getenv("AFO_STEP_PAIRS");
+    const int paired = afo_cuda_decode_step_paired();
+    printf("fused decode step: the SMs %s\n", paired > 0 ? "in pairs" : "unpaired");
+    CHECK_MSG(paired >= 0 && (!pairs || strcmp(pairs, "0") || paired == 0), "AFO_STEP_PAIRS=0: SMs paired (%d)", paired);
+#endif
     if (m) {
         enum { N = 48 };
         int32_t one_by_one[N], replayed[N];

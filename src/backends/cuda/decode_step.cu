@@ -204,14 +204,14 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, Pa
     const int first = pair.on ? (int)pair.rank * HALF : 0, mine = pair.on ? HALF : octets; // octets quantized here
     if (pair.on && tid == 0) mb_expect(pair.bar, HALF * 10); // the other half: an int2 an octet, a float2 a chunk
     // the norm's weights load with x, not a round trip after it; the norm
-    // sums the squares of every octet
+    // sums the squares of every octet (a pair's SM loads the other half too)
     uint4 raw[OPT], wr[OPT], all[OPT];
 #pragma unroll
     for (int i = 0; i < OPT; i++) {
         const bool in = tid + i * NCT < mine;
         raw[i] = in ? __ldcg((const uint4 *)x + first + tid + i * NCT) : uint4{};
         wr[i] = in && nw ? __ldg((const uint4 *)nw + first + tid + i * NCT) : uint4{};
-        all[i] = nw && tid + i * NCT < octets ? __ldcg((const uint4 *)x + tid + i * NCT) : uint4{};
+        all[i] = nw && pair.on && tid + i * NCT < octets ? __ldcg((const uint4 *)x + tid + i * NCT) : raw[i];
     }
     uint4 rr[OPT_D];
 #pragma unroll
@@ -794,9 +794,12 @@ size_t scratch_bytes() {
 }
 
 void *g_scratch;        // for every launch; freed at exit by the driver
+int g_paired = -1;      // the last launch's pairing
 bool g_scratch_zeroed;  // by a copy outside any recording
 
 } // namespace
+
+extern "C" int afo_cuda_decode_step_paired(void) { return g_paired; }
 
 extern "C" bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const char **why) {
     const int sms = afo_cuda_multiprocessors();
@@ -853,7 +856,7 @@ extern "C" cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t s
             (void)cudaGetLastError(), clusters = 0;
         pairs_fit = sms % 2 == 0 && clusters * 2 >= sms;
     }
-    s->pair = pairs_fit;
+    s->pair = g_paired = pairs_fit;
     if (s->pair) return cudaLaunchKernelEx(&launch, v->kernel, *s);
     v->kernel<<<sms, NT, v->smem, stream>>>(*s);
     return cudaGetLastError();

@@ -55,7 +55,11 @@ typedef struct afo_cuda_step {
 
 /* Whether the kernel takes this shape; *why says what does not fit. */
 bool afo_cuda_decode_step_fits(const afo_cuda_step_shape *s, const char **why);
-/* Launches the step on `stream` (s->scratch set to the launcher's). */
+/* Whether the last launch ran the SMs in pairs (clusters of two: every SM
+ * pairs up when the GPU holds all the pairs at once, unless the environment
+ * has AFO_STEP_PAIRS=0); -1 before any launch. */
+int afo_cuda_decode_step_paired(void);
+/* Launches the step on `stream` (s->scratch and s->pair set by the launcher). */
 cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t stream);
 
 #ifdef __cplusplus
