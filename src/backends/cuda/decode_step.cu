@@ -9,10 +9,11 @@
 // down row). Attention takes a (kv head, split) an SM, its keys and values
 // streamed through the ring like weights, in chunks of 64 keys with an
 // online softmax, on tensor cores. Kernel boundaries are gone and HBM
-// streams through norms and attention. The last SM to finish picks the
-// greedy id. The design and what each choice gained: docs/PERFORMANCE.md
-// (CUDA, twenty-fourth to twenty-seventh sessions); it was first a
-// standalone probe of fixed shapes.
+// streams through norms and attention. The SMs work in pairs (clusters of
+// two) that split each stage's input preparation. The last SM to finish
+// picks the greedy id. The design and what each choice gained:
+// docs/PERFORMANCE.md (CUDA, twenty-fourth to twenty-eighth sessions); it
+// was first a standalone probe of fixed shapes.
 //
 // Activations are rounded to int8 per 32 (scale max|x| / 127) as the int8
 // matvec of quant_mv.cu and the CPU's decode matvec do; every value the
@@ -20,9 +21,9 @@
 // stream, swiglu's output, the logits) is rounded to bf16 here too.
 #include <cuda_bf16.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stdint.h>
 
 #include "backends/cuda/decode_step_kernels.h"
 #include "backends/cuda/mma.cuh"
@@ -846,17 +847,17 @@ extern "C" cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t s
     // Pairs only when every pair fits at once: a pair left waiting for SMs
     // would hold up the grid-wide waits for ever. AFO_STEP_PAIRS=0 turns
     // them off (a diagnosis switch, as AFO_FUSED_STEP=0 is for the step).
-    static int pairs[sizeof kVariants / sizeof kVariants[0]] = {-1, -1, -1};
-    int &pairs_fit = pairs[v - kVariants];
-    if (pairs_fit < 0) {
-        int clusters = 0;
+    static signed char pairs[sizeof kVariants / sizeof kVariants[0]]; // 0 not yet known, 1 paired, -1 not
+    signed char &paired = pairs[v - kVariants];
+    if (!paired) {
         const char *env = getenv("AFO_STEP_PAIRS");
-        if (sms % 2 == 0 && !(env && !strcmp(env, "0")) &&
-            cudaOccupancyMaxActiveClusters(&clusters, v->kernel, &launch) != cudaSuccess)
+        const bool wanted = sms % 2 == 0 && !(env && !strcmp(env, "0"));
+        int clusters = 0;
+        if (wanted && cudaOccupancyMaxActiveClusters(&clusters, v->kernel, &launch) != cudaSuccess)
             (void)cudaGetLastError(), clusters = 0;
-        pairs_fit = sms % 2 == 0 && clusters * 2 >= sms;
+        paired = wanted && clusters * 2 >= sms ? 1 : -1;
     }
-    s->pair = g_paired = pairs_fit;
+    s->pair = g_paired = paired > 0;
     if (s->pair) return cudaLaunchKernelEx(&launch, v->kernel, *s);
     v->kernel<<<sms, NT, v->smem, stream>>>(*s);
     return cudaGetLastError();

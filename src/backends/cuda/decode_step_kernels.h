@@ -1,7 +1,7 @@
 /* The launcher of the fused decode step (decode_step.cu), callable from C:
  * a whole batch-1 decode step of a llama-family model with 4-bit g64
  * weights as one persistent kernel (docs/PERFORMANCE.md, CUDA, twenty-fourth
- * to twenty-sixth sessions, for the design and its measurements). */
+ * to twenty-eighth sessions, for the design and its measurements). */
 #ifndef AFO_CUDA_DECODE_STEP_KERNELS_H
 #define AFO_CUDA_DECODE_STEP_KERNELS_H
 
