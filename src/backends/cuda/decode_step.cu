@@ -82,24 +82,22 @@ __device__ __forceinline__ void mb_expect(uint64_t *m, uint32_t bytes) { asm vol
 // (release: a consumer's reads of the slot complete before the producer may
 // refill it)
 __device__ __forceinline__ void mb_arrive(uint64_t *m, uint32_t count) { asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;" ::"r"(sa(m)), "r"(count) : "memory"); }
-__device__ __forceinline__ void mb_wait(uint64_t *m, uint32_t parity) {
+// (CLUSTER: acquire at cluster scope, for the bytes the other SM of a pair
+// stored and counted on the barrier)
+template <bool CLUSTER = false> __device__ __forceinline__ void mb_wait(uint64_t *m, uint32_t parity) {
     uint32_t ok;
     do {
-        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                     : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
+        if constexpr (CLUSTER)
+            asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                         : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
+        else
+            asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
+                         : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
     } while (!ok);
 }
 __device__ __forceinline__ void bulk(void *dst, const void *src, uint32_t bytes, uint64_t *m, uint64_t pol) {
     asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes.L2::cache_hint [%0], [%1], %2, [%3], %4;"
                  ::"r"(sa(dst)), "l"(src), "r"(bytes), "r"(sa(m)), "l"(pol) : "memory");
-}
-// (acquire at cluster scope: the other SM's stores counted on the barrier)
-__device__ __forceinline__ void mb_wait_cluster(uint64_t *m, uint32_t parity) {
-    uint32_t ok;
-    do {
-        asm volatile("{ .reg .pred p; mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2; selp.u32 %0, 1, 0, p; }"
-                     : "=r"(ok) : "r"(sa(m)), "r"(parity) : "memory");
-    } while (!ok);
 }
 // 8 bytes into the other SM's shared memory, counted on its barrier
 __device__ __forceinline__ void st_peer(uint32_t addr, int2 v, uint32_t bar) {
@@ -263,7 +261,7 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, Pa
         }
     }
     cbar();
-    if (pair.on) mb_wait_cluster(pair.bar, pair.phase), pair.phase ^= 1;
+    if (pair.on) mb_wait<true>(pair.bar, pair.phase), pair.phase ^= 1;
 }
 
 // ---- R rows of a tile against x (NP pieces of 32 levels a lane each),
