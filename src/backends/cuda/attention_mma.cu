@@ -53,20 +53,6 @@ struct Args {
     float scale2;      // the scale times log2(e)
 };
 
-// Four 8×8 matrices of 16-bit values; lane l gives the address of row l % 8
-// of matrix l / 8 and gets register i of matrix i, transposed with trans.
-template <bool trans> __device__ __forceinline__ void ldmatrix4(uint32_t (&r)[4], const void *smem) {
-    unsigned s = (unsigned)__cvta_generic_to_shared(smem);
-    if constexpr (trans)
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                     : "r"(s));
-    else
-        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                     : "r"(s));
-}
-
 // 16 bytes from global to shared memory, zeros instead when !full.
 __device__ __forceinline__ void cp_async16(void *smem, const void *src, bool full) {
     unsigned s = (unsigned)__cvta_generic_to_shared(smem);
@@ -164,11 +150,11 @@ template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) m
             uint32_t qa[MT][4];
 #pragma unroll
             for (int mt = 0; mt < MT; mt++)
-                ldmatrix4<false>(qa[mt], qs + (warp * WR + 16 * mt + (lane & 15)) * LD + kd * 16 + (lane >> 4) * 8);
+                ldmatrix<4>(qa[mt], qs + (warp * WR + 16 * mt + (lane & 15)) * LD + kd * 16 + (lane >> 4) * 8);
 #pragma unroll
             for (int n = 0; n < NS; n += 2) {
                 uint32_t f[4];
-                ldmatrix4<false>(f, kt + (n * 8 + (lane & 7) + (lane >> 4) * 8) * LD + kd * 16 + (lane >> 3 & 1) * 8);
+                ldmatrix<4>(f, kt + (n * 8 + (lane & 7) + (lane >> 4) * 8) * LD + kd * 16 + (lane >> 3 & 1) * 8);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     mma<T>(s[mt][n], qa[mt], f[0], f[1]);
@@ -217,7 +203,7 @@ template <typename T, int D> __global__ void __launch_bounds__(NT, MIN_BLOCKS) m
 #pragma unroll
             for (int d = 0; d < ND; d += 2) {
                 uint32_t f[4];
-                ldmatrix4<true>(f, vt + (k * 16 + (lane & 7) + (lane >> 3 & 1) * 8) * LD + d * 8 + (lane >> 4) * 8);
+                ldmatrix<4, true>(f, vt + (k * 16 + (lane & 7) + (lane >> 3 & 1) * 8) * LD + d * 8 + (lane >> 4) * 8);
 #pragma unroll
                 for (int mt = 0; mt < MT; mt++) {
                     mma<T>(o[mt][d], pa[mt], f[0], f[1]);

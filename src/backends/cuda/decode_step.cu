@@ -27,6 +27,7 @@
 
 #include "backends/cuda/decode_step_kernels.h"
 #include "backends/cuda/mma.cuh"
+#include "backends/cuda/quant_common.cuh"
 #include "backends/cuda/rope.cuh"
 #include "backends/cuda/stream_load.cuh"
 #include "backends/cuda/warp.cuh"
@@ -110,7 +111,6 @@ __device__ __forceinline__ uint32_t peer_address(const void *p, uint32_t rank) {
 }
 __device__ __forceinline__ void cbar() { asm volatile("bar.sync 1, %0;" ::"n"(NCT) : "memory"); }
 __device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory"); return v; }
-__device__ __forceinline__ int dp4a(uint32_t a, int b, int c) { int r; asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(a), "r"(b), "r"(c)); return r; }
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 __device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
 
@@ -289,10 +289,11 @@ __device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, 
         for (int k = 0; k < R; k++) {
             const int r = r0 + k * rstep;
             const uint4 q = w[r * C + c];
-            int dl = dp4a(q.x & ml, xl.x, 0), dh = dp4a(q.x & mh, xl.y, 0);
-            dl = dp4a(q.y & ml, xl.z, dl); dh = dp4a(q.y & mh, xl.w, dh);
-            dl = dp4a(q.z & ml, xh.x, dl); dh = dp4a(q.z & mh, xh.y, dh);
-            dl = dp4a(q.w & ml, xh.z, dl); dh = dp4a(q.w & mh, xh.w, dh);
+            using afo_q::dot4_u8_s8;
+            int dl = dot4_u8_s8(q.x & ml, xl.x, 0), dh = dot4_u8_s8(q.x & mh, xl.y, 0);
+            dl = dot4_u8_s8(q.y & ml, xl.z, dl), dh = dot4_u8_s8(q.y & mh, xl.w, dh);
+            dl = dot4_u8_s8(q.z & ml, xh.x, dl), dh = dot4_u8_s8(q.z & mh, xh.y, dh);
+            dl = dot4_u8_s8(q.w & ml, xh.z, dl), dh = dot4_u8_s8(q.w & mh, xh.w, dh);
             const int g = r * G + c / 2;
             acc[k] += __bfloat162float(s[g]) * (cx.x * (float)(dl + (dh >> 4))) + __bfloat162float(b[g]) * cx.y;
         }
@@ -308,17 +309,6 @@ __device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
 __device__ __forceinline__ void signal(unsigned *c) {
     cbar();
     if (threadIdx.x == 0) asm volatile("red.release.gpu.global.add.u32 [%0], 1;" ::"l"(c) : "memory"); // (the block's stores, ordered by the barrier, before it)
-}
-
-// ---- ldmatrix loads of mma operands (the product itself: mma.cuh)
-__device__ __forceinline__ void ldsm_x4(uint32_t (&r)[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(sa(p)));
-}
-__device__ __forceinline__ void ldsm_x2(uint32_t (&r)[2], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
-}
-__device__ __forceinline__ void ldsm_x2_t(uint32_t (&r)[2], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(sa(p)));
 }
 
 // The ring as the consumers see it: a slot's position check, then its
@@ -434,8 +424,8 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
 #pragma unroll
             for (int s = 0; s < HD / 16; s++) {
                 uint32_t af[4], bfr[2];
-                ldsm_x4(af, qs + (lane & 15) * QROW + s * 16 + (lane >> 4) * 8);
-                ldsm_x2(bfr, kb ? (const void *)(kb + s * 16) : (const void *)zero);
+                afo_mma::ldmatrix<4>(af, qs + (lane & 15) * QROW + s * 16 + (lane >> 4) * 8);
+                afo_mma::ldmatrix<2>(bfr, kb ? (const void *)(kb + s * 16) : (const void *)zero);
                 afo_mma::mma<bf16>(cc, af, bfr[0], bfr[1]);
             }
             if (g < gqa)
@@ -477,9 +467,9 @@ __device__ void attention_part(const afo_cuda_step &a, const Bufs &bu, const flo
             for (int s = 0; s < CK / 16; s++) { // keys s * 16 + 0..15 (their weights are zero past the chunk's)
                 if (s * 16 >= nkc) break;
                 uint32_t af[4], bfr[2];
-                ldsm_x4(af, ps + (lane & 15) * PROW + s * 16 + (lane >> 4) * 8);
+                afo_mma::ldmatrix<4>(af, ps + (lane & 15) * PROW + s * 16 + (lane >> 4) * 8);
                 const int kr = s * 16 + (lane & 15);
-                ldsm_x2_t(bfr, kr < nkc ? (const void *)(vs + kr * HD + nt * 8) : (const void *)zero);
+                afo_mma::ldmatrix<2, true>(bfr, kr < nkc ? (const void *)(vs + kr * HD + nt * 8) : (const void *)zero);
                 afo_mma::mma<bf16>(acc[j], af, bfr[0], bfr[1]);
             }
             if (here && g < gqa)

@@ -38,6 +38,24 @@ __device__ __forceinline__ void mma(float (&c)[4], const uint32_t (&a)[4], uint3
 #undef AFO_MMA
 }
 
+// N (2 or 4) 8×8 matrices of 16-bit values from shared memory: lane l gives
+// the address of row l % 8 of matrix l / 8 and gets register i of matrix i,
+// transposed with TRANS.
+template <int N, bool TRANS = false> __device__ __forceinline__ void ldmatrix(uint32_t (&r)[N], const void *smem) {
+    static_assert(N == 2 || N == 4, "ldmatrix loads 2 or 4 matrices here");
+    const unsigned s = (unsigned)__cvta_generic_to_shared(smem);
+    if constexpr (N == 4 && TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+    else if constexpr (N == 4)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(s));
+    else if constexpr (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0,%1}, [%2];" : "=r"(r[0]), "=r"(r[1]) : "r"(s));
+}
+
 // Two floats as the pair of T an mma operand register holds, lo in the low half.
 template <typename T> __device__ __forceinline__ uint32_t pack(float lo, float hi) {
     uint32_t u;

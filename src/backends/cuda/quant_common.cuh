@@ -1,5 +1,6 @@
-// Device helpers shared by quant.cu and quant_mm.cu: float loads and stores
-// in the dtypes scales, biases and activations may have.
+// Device helpers shared by the quantized kernels (quant.cu, quant_mm.cu,
+// quant_mv.cu, decode_step.cu): float loads and stores in the dtypes scales,
+// biases and activations may have, and the int8 dot product.
 #ifndef AFO_CUDA_QUANT_COMMON_CUH
 #define AFO_CUDA_QUANT_COMMON_CUH
 
@@ -40,6 +41,14 @@ __device__ __forceinline__ void store_f(void *p, int64_t i, afo_dtype dt, float 
     case AFO_FLOAT16: ((uint16_t *)p)[i] = f16_bits(v); break;
     default: ((float *)p)[i] = v; break;
     }
+}
+
+// acc + the dot product of four unsigned bytes (4-bit levels, or 16 times
+// them) and four signed int8 activations.
+__device__ __forceinline__ int dot4_u8_s8(uint32_t levels, int x, int acc) {
+    int r;
+    asm("dp4a.u32.s32 %0, %1, %2, %3;" : "=r"(r) : "r"(levels), "r"(x), "r"(acc));
+    return r;
 }
 
 // Activation types as template parameters.
