@@ -88,8 +88,14 @@ struct Pair {
     uint32_t rank;
     uint64_t *bar;
     uint32_t peer_xs, peer_bar; // the other SM's xs and bar (shared::cluster)
-    uint32_t phase;             // bar's parity at the next wait
+    uint32_t phase;             // bar's parity for the next preparation
+    bool pending;               // the other half of the last preparation not yet seen landed
+    uint32_t pending_parity;
 };
+// The other SM's half of the last preparation, landed.
+__device__ __forceinline__ void pair_ready(Pair &pair) {
+    if (pair.pending) mb_wait<true>(pair.bar, pair.pending_parity), pair.pending = false;
+}
 
 // ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
 // max|v|/127, rounded as quant_mv.cu's int8 matvec rounds it; layout for
@@ -165,15 +171,21 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, Pa
         }
     }
     cbar();
-    if (pair.on) mb_wait<true>(pair.bar, pair.phase), pair.phase ^= 1;
+    // (the other half is waited for where it is first read: rows_dot)
+    if (pair.on) pair.pending = true, pair.pending_parity = pair.phase, pair.phase ^= 1;
 }
 
 // ---- R rows of a tile against x (NP pieces of 32 levels a lane each),
 // sharing x's loads; each summed over the warp. A word's low nibbles are
 // bytes as they are, its high ones bytes of 16 x the level: no shifts, the
-// second sum divided by 16 once (exact: a multiple of 16).
+// second sum divided by 16 once (exact: a multiple of 16). A pair's SM
+// takes the half of x it prepared first and waits for the other's half
+// after it (with NP even, half h is pieces [h NP/2, (h + 1) NP/2)); the
+// halves are summed apart and added, which gives the same bits in either
+// order, so pairing does not change the result.
 template <int NP, int R>
-__device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, int rstep, const uint8_t *xs, float (&out)[R]) {
+__device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, int rstep, const uint8_t *xs, Pair &pair,
+                                         float (&out)[R]) {
     constexpr int K = NP * 1024, C = K / 32, G = K / GS;
     const int lane = threadIdx.x & 31;
     const int4 *xlo = (const int4 *)xs, *xhi = xlo + C;
@@ -181,12 +193,20 @@ __device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, 
     const uint4 *w = (const uint4 *)slot;
     const bf16 *s = (const bf16 *)(slot + rows * K / 2), *b = s + rows * G;
     constexpr uint32_t ml = 0x0f0f0f0fu, mh = 0xf0f0f0f0u;
-    float acc[R];
+    float acc[2][R];
 #pragma unroll
-    for (int k = 0; k < R; k++) acc[k] = 0;
+    for (int k = 0; k < R; k++) acc[0][k] = acc[1][k] = 0;
+    constexpr int HALF = NP % 2 ? NP : NP / 2; // (an odd NP: one half, after the wait)
+    const int own = NP % 2 == 0 && pair.on ? (int)pair.rank : 0;
+    if (NP % 2) pair_ready(pair);
 #pragma unroll
-    for (int i = 0; i < NP; i++) {
-        const int c = lane + 32 * i;
+    for (int i = 0; i < 2 * HALF; i++) {
+        if (i == HALF) {
+            if (NP % 2) break;
+            pair_ready(pair);
+        }
+        const int h = i < HALF ? own : 1 - own, c = lane + 32 * (h * HALF + i % HALF);
+        float (&sum)[R] = acc[i < HALF ? 0 : 1];
         const int4 xl = xlo[c], xh = xhi[c];
         const float2 cx = chunk[c];
 #pragma unroll
@@ -199,11 +219,11 @@ __device__ __forceinline__ void rows_dot(const uint8_t *slot, int rows, int r0, 
             dl = dot4_u8_s8(q.z & ml, xh.x, dl), dh = dot4_u8_s8(q.z & mh, xh.y, dh);
             dl = dot4_u8_s8(q.w & ml, xh.z, dl), dh = dot4_u8_s8(q.w & mh, xh.w, dh);
             const int g = r * G + c / 2;
-            acc[k] += __bfloat162float(s[g]) * (cx.x * (float)(dl + (dh >> 4))) + __bfloat162float(b[g]) * cx.y;
+            sum[k] += __bfloat162float(s[g]) * (cx.x * (float)(dl + (dh >> 4))) + __bfloat162float(b[g]) * cx.y;
         }
     }
 #pragma unroll
-    for (int k = 0; k < R; k++) out[k] = afo_cuda::warp_sum(acc[k]);
+    for (int k = 0; k < R; k++) out[k] = afo_cuda::warp_sum(acc[0][k] + acc[1][k]);
 }
 
 // The better of (v, i) and (v2, i2) as the argmax op has it: NaNs skipped
@@ -279,7 +299,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     Bufs bu;
     layout(sh, (uint8_t *)a.scratch, &bu);
     __shared__ uint64_t pair_bar;
-    Pair pair = {a.pair != 0, 0, &pair_bar, 0, 0, 0};
+    Pair pair = {a.pair != 0, 0, &pair_bar, 0, 0, 0, false, 0};
     if (pair.on) {
         asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(pair.rank));
         pair.peer_xs = peer_address(xs, pair.rank ^ 1), pair.peer_bar = peer_address(&pair_bar, pair.rank ^ 1);
@@ -383,9 +403,9 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
             float v[4] = {0, 0, 0, 0}, old[4] = {0, 0, 0, 0};
             if (resid && lane == 0)
                 for (int m = 0; m < nr; m++) old[m] = __bfloat162float(xres[r + m]);
-            if (st == ST_DOWN) { float o1[1]; rows_dot<F / 1024, 1>(slot, 2, j, 0, xs, o1); v[0] = o1[0]; }
-            else if (st == ST_GU) { float o2[2]; rows_dot<D / 1024, 2>(slot, 8, j, 4, xs, o2); v[0] = o2[0], v[1] = o2[1]; }
-            else rows_dot<D / 1024, 4>(slot, 8, 4 * j, 1, xs, v);
+            if (st == ST_DOWN) { float o1[1]; rows_dot<F / 1024, 1>(slot, 2, j, 0, xs, pair, o1); v[0] = o1[0]; }
+            else if (st == ST_GU) { float o2[2]; rows_dot<D / 1024, 2>(slot, 8, j, 4, xs, pair, o2); v[0] = o2[0], v[1] = o2[1]; }
+            else rows_dot<D / 1024, 4>(slot, 8, 4 * j, 1, xs, pair, v);
             __syncwarp();
             if (lane == 0) {
                 mb_arrive(ring.empty + sl, 4 / T); // before the stores: the release need not wait for them
@@ -395,6 +415,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
                 else for (int m = 0; m < nr; m++) out[r + m] = __float2bfloat16(resid ? old[m] + rbf(v[m]) : v[m]);
             }
         }
+        pair_ready(pair); // (a warp without a task too, before xs is written again)
         it += count;
     };
     // a stage every SM's next one waits for: done here, then seen done everywhere
