@@ -249,7 +249,7 @@ __device__ void finish_step(const afo_cuda_step &a, const Bufs &bu, float best_v
         for (int w = 0; w < NCW; w++) take_better(v, i, wv[w], wi[w]);
         __stcg(bu.cand + blockIdx.x, make_int2(__float_as_int(v), i));
         unsigned n;
-        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(n) : "l"(bu.cnt + C_END) : "memory");
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(n) : "l"(bu.cnt + C_END * CNT_STRIDE) : "memory");
         last = n == gridDim.x - 1;
     }
     cbar();
@@ -266,7 +266,7 @@ __device__ void finish_step(const afo_cuda_step &a, const Bufs &bu, float best_v
         if (lane == 0) *a.pick = i < 0 || first != first ? 0 : i;
     }
     const int used = a.shape.layers * CNT_PER_LAYER;
-    for (int k = tid; k <= used; k += NCT) bu.cnt[k < used ? k : C_END] = 0;
+    for (int k = tid; k <= used; k += NCT) bu.cnt[(k < used ? k : C_END) * CNT_STRIDE] = 0;
 }
 
 extern __shared__ __align__(128) uint8_t smem[];
@@ -429,28 +429,27 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     // writes resid[0], once every SM is past the o stage.
     for (int l = 0; l < sh.layers; l++) {
         const afo_cuda_step_layer &ly = a.layer[l];
-        unsigned *cnt = bu.cnt + l * CNT_PER_LAYER;
         const bf16 *x = l == 0 ? (const bf16 *)a.x : bu.resid[0];
-        if (l > 0) wait_count(cnt - CNT_PER_LAYER + C_DOWN, G);
+        if (l > 0) wait_count(bu.counter(l - 1, C_DOWN), G);
         prep_x<D, D>(x, (const bf16 *)ly.attn_norm, a.eps, xs, pair);
         tiles(ST_QKV, l, bu.qkv);
-        signal(cnt + C_QKV);
+        signal(bu.counter(l, C_QKV));
         if ((int)blockIdx.x < items) {
-            wait_count(cnt + C_QKV, G);
+            wait_count(bu.counter(l, C_QKV), G);
             attention_item(a, bu, ang, l, blockIdx.x / S, blockIdx.x % S, pos, xs, ring, it);
         }
-        wait_count(cnt + C_ATTN, sh.kv_heads);
+        wait_count(bu.counter(l, C_ATTN), sh.kv_heads);
         prep_x<D, D>(bu.attn, nullptr, a.eps, xs, pair, x, xres);
         tiles(ST_O, l, bu.resid[1]);
-        all_done(cnt + C_O);
+        all_done(bu.counter(l, C_O));
         prep_x<D, D>(bu.resid[1], (const bf16 *)ly.mlp_norm, a.eps, xs, pair);
         tiles(ST_GU, l, bu.h);
-        all_done(cnt + C_GU);
+        all_done(bu.counter(l, C_GU));
         prep_x<F, D>(bu.h, nullptr, a.eps, xs, pair, bu.resid[1], xres);
         tiles(ST_DOWN, l, bu.resid[0]);
-        signal(cnt + C_DOWN);
+        signal(bu.counter(l, C_DOWN));
     }
-    wait_count(bu.cnt + (sh.layers - 1) * CNT_PER_LAYER + C_DOWN, G);
+    wait_count(bu.counter(sh.layers - 1, C_DOWN), G);
     prep_x<D, D>(bu.resid[0], (const bf16 *)a.final_norm, a.eps, xs, pair);
     tiles(ST_HEAD, 0, nullptr);
     finish_step(a, bu, best_v, best_i);

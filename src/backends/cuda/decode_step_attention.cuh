@@ -198,10 +198,9 @@ __device__ void attention_item(const afo_cuda_step &a, const Bufs &bu, const flo
     attention_part(a, bu, ang, l, kvh, split, pos, xs, ring, it);
     cbar();
     __shared__ unsigned last;
-    unsigned *cnt = bu.cnt + l * CNT_PER_LAYER;
     // (one acq_rel atomic, not a fence, an atomic and a fence: the partials
     // stored before it are visible with it, the others' after it)
-    if (tid == 0) { unsigned v; asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(v) : "l"(cnt + C_SPLITS + kvh) : "memory"); last = v == (unsigned)S - 1; }
+    if (tid == 0) { unsigned v; asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(v) : "l"(bu.counter(l, C_SPLITS + kvh)) : "memory"); last = v == (unsigned)S - 1; }
     cbar();
     if (!last) return;
     // two dims of a head a thread, every split's numbers in one round trip
@@ -225,7 +224,7 @@ __device__ void attention_item(const afo_cuda_step &a, const Bufs &bu, const flo
         for (int s = 0; s < MAX_SPLITS; s++) { const float f = __expf(ms[s] - M); L += lsp[s] * f; A0 += as[s].x * f; A1 += as[s].y * f; }
         *(__nv_bfloat162 *)(bu.attn + (kvh * gqa + g) * HD + d) = __floats2bfloat162_rn(A0 / L, A1 / L);
     }
-    signal(cnt + C_ATTN);
+    signal(bu.counter(l, C_ATTN));
 }
 
 } // namespace

@@ -27,21 +27,25 @@ enum { C_QKV, C_ATTN, C_O, C_GU, C_DOWN, C_SPLITS, CNT_PER_LAYER = C_SPLITS + MA
 // The counters of the most layers, then the SMs done with the step; the
 // argmax's candidates, one an SM.
 constexpr int COUNTERS = AFO_CUDA_STEP_MAX_LAYERS * CNT_PER_LAYER + 1, C_END = COUNTERS - 1, MAX_SMS = 1024;
+// A counter a 128-byte line: the polls of one do not queue behind another's
+// atomics at the L2.
+constexpr int CNT_STRIDE = 32;
 
 // The scratch, one buffer for every launch (zeroed once, when made): the
 // counters, which the last SM to finish a step zeroes for the next (so no
 // launch clears them first), the argmax's candidates, then the vectors the
 // stages hand on through global memory.
 struct Bufs {
-    unsigned *cnt;
+    unsigned *cnt; // counter k at cnt[k * CNT_STRIDE]
     int2 *cand; // (logit's bits, row) of the SM's best row
     bf16 *resid[2], *qkv, *attn, *h;
     float *part;
+    __device__ unsigned *counter(int l, int which) const { return cnt + (l * CNT_PER_LAYER + which) * CNT_STRIDE; }
 };
 __host__ __device__ inline size_t round_up(size_t n) { return (n + 255) / 256 * 256; }
 __host__ __device__ inline size_t layout(const afo_cuda_step_shape &s, uint8_t *base, Bufs *b) {
     const int gqa = s.heads / s.kv_heads;
-    const size_t sizes[8] = {round_up((size_t)COUNTERS * 4), round_up((size_t)MAX_SMS * 8),
+    const size_t sizes[8] = {round_up((size_t)COUNTERS * CNT_STRIDE * 4), round_up((size_t)MAX_SMS * 8),
                              round_up((size_t)s.hidden * 2), round_up((size_t)s.hidden * 2),
                              round_up((size_t)(s.heads + 2 * s.kv_heads) * HD * 2), round_up((size_t)s.heads * HD * 2),
                              round_up((size_t)s.intermediate * 2),
