@@ -12,7 +12,7 @@
 // streams through norms and attention. The SMs work in pairs (clusters of
 // two) that split each stage's input preparation. The last SM to finish
 // picks the greedy id. The design and what each choice gained:
-// docs/PERFORMANCE.md (CUDA, twenty-fourth to twenty-eighth sessions); it
+// docs/PERFORMANCE.md (CUDA, twenty-fourth to twenty-ninth sessions); it
 // was first a standalone probe of fixed shapes. Attention is in
 // decode_step_attention.cuh, the pieces both use in decode_step_common.cuh.
 //
