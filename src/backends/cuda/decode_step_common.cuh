@@ -27,8 +27,8 @@ enum { C_QKV, C_ATTN, C_O, C_GU, C_DOWN, C_SPLITS, CNT_PER_LAYER = C_SPLITS + MA
 // The counters of the most layers, then the SMs done with the step; the
 // argmax's candidates, one an SM.
 constexpr int COUNTERS = AFO_CUDA_STEP_MAX_LAYERS * CNT_PER_LAYER + 1, C_END = COUNTERS - 1, MAX_SMS = 1024;
-// A counter a 128-byte line: the polls of one do not queue behind another's
-// atomics at the L2.
+// A counter a 128-byte line, so that the polls of one do not share a line
+// with the atomics of another (+0.2% on an H200, about the noise).
 constexpr int CNT_STRIDE = 32;
 
 // The scratch, one buffer for every launch (zeroed once, when made): the
@@ -97,10 +97,11 @@ __device__ __forceinline__ unsigned ld_acq(const unsigned *p) { unsigned v; asm 
 __device__ __forceinline__ float rbf(float v) { return __bfloat162float(__float2bfloat16(v)); }
 __device__ __forceinline__ float silu_mul(float g, float u) { return rbf(g / (1.0f + __expf(-g)) * u); }
 
-// A counter's waits poll 100 ns apart: 132 SMs polling one line back to
-// back cost HBM time (H200, 8B 4-bit, same call: 722.2 / 723.8 / 721.8
-// tok/s against 719.8 / 720.4 / 719.7; 250 ns as fast as none, 500 ns 1%
-// slower; four polls in flight, each 100 ns after the last, 10% slower).
+// A counter's waits poll 100 ns apart: 132 SMs polling a line back to back
+// seem to cost the copies time at the L2 (H200, 8B 4-bit, same call: 722.2
+// / 723.8 / 721.8 tok/s against 719.8 / 720.4 / 719.7; 250 ns as fast as
+// none, 500 ns 1% slower; four relaxed polls in flight 100 ns apart, then
+// an acquire fence, 10% slower; docs/PERFORMANCE.md).
 constexpr int POLL_NS = 100;
 __device__ __forceinline__ void wait_count(const unsigned *c, unsigned target) {
     if (threadIdx.x == 0) while (ld_acq(c) < target) __nanosleep(POLL_NS);
