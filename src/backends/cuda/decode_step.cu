@@ -546,7 +546,6 @@ extern "C" cudaError_t afo_cuda_decode_step_run(afo_cuda_step *s, cudaStream_t s
         paired = wanted && clusters * 2 >= sms ? 1 : -1;
     }
     s->pair = g_paired = paired > 0;
-    if (s->pair) return cudaLaunchKernelEx(&launch, v->kernel, *s);
-    v->kernel<<<sms, NT, v->smem, stream>>>(*s);
-    return cudaGetLastError();
+    launch.numAttrs = s->pair ? 1 : 0;
+    return cudaLaunchKernelEx(&launch, v->kernel, *s);
 }
