@@ -88,13 +88,12 @@ struct Pair {
     uint32_t rank;
     uint64_t *bar;
     uint32_t peer_xs, peer_bar; // the other SM's xs and bar (shared::cluster)
-    uint32_t phase;             // bar's parity for the next preparation
+    uint32_t phase;             // bar's parity for the next preparation (the last one's: phase ^ 1)
     bool pending;               // the other half of the last preparation not yet seen landed
-    uint32_t pending_parity;
 };
 // The other SM's half of the last preparation, landed.
 __device__ __forceinline__ void pair_ready(Pair &pair) {
-    if (pair.pending) mb_wait<true>(pair.bar, pair.pending_parity), pair.pending = false;
+    if (pair.pending) mb_wait<true>(pair.bar, pair.phase ^ 1), pair.pending = false;
 }
 
 // ---- x preparation (consumers): v = x (normalized), int8 per 32 with scale
@@ -172,7 +171,7 @@ __device__ void prep_x(const bf16 *x, const bf16 *nw, float eps, uint8_t *xs, Pa
     }
     cbar();
     // (the other half is waited for where it is first read: rows_dot)
-    if (pair.on) pair.pending = true, pair.pending_parity = pair.phase, pair.phase ^= 1;
+    if (pair.on) pair.pending = true, pair.phase ^= 1;
 }
 
 // ---- R rows of a tile against x (NP pieces of 32 levels a lane each),
@@ -299,7 +298,7 @@ __global__ void __launch_bounds__(NT, 1) step_kernel(const __grid_constant__ afo
     Bufs bu;
     layout(sh, (uint8_t *)a.scratch, &bu);
     __shared__ uint64_t pair_bar;
-    Pair pair = {a.pair != 0, 0, &pair_bar, 0, 0, 0, false, 0};
+    Pair pair = {a.pair != 0, 0, &pair_bar, 0, 0, 0, false};
     if (pair.on) {
         asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(pair.rank));
         pair.peer_xs = peer_address(xs, pair.rank ^ 1), pair.peer_bar = peer_address(&pair_bar, pair.rank ^ 1);
