@@ -248,7 +248,7 @@ __device__ void finish_step(const afo_cuda_step &a, const Bufs &bu, float best_v
         for (int w = 0; w < NCW; w++) take_better(v, i, wv[w], wi[w]);
         __stcg(bu.cand + blockIdx.x, make_int2(__float_as_int(v), i));
         unsigned n;
-        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(n) : "l"(bu.cnt + C_END * CNT_STRIDE) : "memory");
+        asm volatile("atom.acq_rel.gpu.global.add.u32 %0, [%1], 1;" : "=r"(n) : "l"(bu.counter(C_END)) : "memory");
         last = n == gridDim.x - 1;
     }
     cbar();
@@ -265,7 +265,7 @@ __device__ void finish_step(const afo_cuda_step &a, const Bufs &bu, float best_v
         if (lane == 0) *a.pick = i < 0 || first != first ? 0 : i;
     }
     const int used = a.shape.layers * CNT_PER_LAYER;
-    for (int k = tid; k <= used; k += NCT) bu.cnt[(k < used ? k : C_END) * CNT_STRIDE] = 0;
+    for (int k = tid; k <= used; k += NCT) *bu.counter(k < used ? k : C_END) = 0;
 }
 
 extern __shared__ __align__(128) uint8_t smem[];

@@ -36,11 +36,12 @@ constexpr int CNT_STRIDE = 32;
 // launch clears them first), the argmax's candidates, then the vectors the
 // stages hand on through global memory.
 struct Bufs {
-    unsigned *cnt; // counter k at cnt[k * CNT_STRIDE]
+    unsigned *cnt; // counter k at cnt[k * CNT_STRIDE]: counter(k)
     int2 *cand; // (logit's bits, row) of the SM's best row
     bf16 *resid[2], *qkv, *attn, *h;
     float *part;
-    __device__ unsigned *counter(int l, int which) const { return cnt + (l * CNT_PER_LAYER + which) * CNT_STRIDE; }
+    __device__ unsigned *counter(int k) const { return cnt + k * CNT_STRIDE; }
+    __device__ unsigned *counter(int l, int which) const { return counter(l * CNT_PER_LAYER + which); }
 };
 __host__ __device__ inline size_t round_up(size_t n) { return (n + 255) / 256 * 256; }
 __host__ __device__ inline size_t layout(const afo_cuda_step_shape &s, uint8_t *base, Bufs *b) {
