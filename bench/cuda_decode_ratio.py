@@ -26,6 +26,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "pee
 from transformers_bench import copy_bandwidth  # noqa: E402
 
 
+def bound_tok_s(step_bytes, copy_gbs):
+    """Tokens a second a step of step_bytes allows at copy_gbs."""
+    return copy_gbs * 1e9 / step_bytes
+
+
 def decode_run(a):
     cmd = [a.afo, "bench", "--device", "cuda", "--model", a.model, "--prompt-tokens", str(a.prompt_tokens),
            "--gen-tokens", str(a.gen_tokens), "--repeat", str(a.repeat), "--json"]
@@ -59,9 +64,9 @@ def main():
     strict, mean = [], []
     for i, (tok_s, step_bytes) in enumerate(runs):
         before, after = readings[i], readings[i + 1]
-        bound = max(before, after) * 1e9 / step_bytes
+        bound = bound_tok_s(step_bytes, max(before, after))
         strict.append(tok_s / bound)
-        mean.append(tok_s * step_bytes / ((before + after) / 2 * 1e9))
+        mean.append(tok_s / bound_tok_s(step_bytes, (before + after) / 2))
         print(f"| {i + 1} | {tok_s:.1f} | {before:.0f} / {after:.0f} | {bound:.0f} | {strict[-1]:.4f} | {mean[-1]:.4f} |")
     print(f"median of {a.runs}: strict {statistics.median(strict):.4f} [{min(strict):.4f}..{max(strict):.4f}],"
           f" mean reading {statistics.median(mean):.4f} [{min(mean):.4f}..{max(mean):.4f}]")
